@@ -1,0 +1,266 @@
+//! Wiring: loads config and sources, publishes the first table, opens the sockets and starts
+//! the watchers and the merger. `check` runs the same loading without serving.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::dns::respond::Limits;
+use crate::dns::zonefile::Problem;
+use crate::merger::{Merger, SerialClock};
+use crate::metrics::Metrics;
+use crate::server::{Shared, http, tcp, udp};
+use crate::sources::watch::{self as source_watch, FileKind, FileSource};
+use crate::sources::zone_dir::ZoneDir;
+use crate::sources::{SourceBoard, Update};
+use crate::table::Table;
+use crate::table::build::{BuildInput, build};
+
+fn file_sources(config: &Config) -> Vec<FileSource> {
+    let mut v = vec![FileSource::new(FileKind::Zones(ZoneDir::new(
+        config.zones_dir.clone(),
+    )))];
+    v.extend(
+        config
+            .federation_files
+            .iter()
+            .map(|p| FileSource::new(FileKind::Federation(p.clone()))),
+    );
+    v
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("error: {p}");
+    }
+}
+
+/// Loads every source once; all problems, or the first updates.
+fn load_all(sources: &mut [FileSource]) -> (Vec<Update>, Vec<Problem>) {
+    let mut updates = Vec::new();
+    let mut problems = Vec::new();
+    for s in sources.iter_mut() {
+        let (snapshot, p) = s.load();
+        problems.extend(p);
+        if let Some(snapshot) = snapshot {
+            updates.push(Update {
+                source: s.name(),
+                snapshot,
+            });
+        }
+    }
+    (updates, problems)
+}
+
+pub fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(p) => {
+            print_problems(&p);
+            return ExitCode::from(1);
+        }
+    };
+    let mut sources = file_sources(&config);
+    let (updates, mut problems) = load_all(&mut sources);
+    let mut zones = Vec::new();
+    let mut feds = Vec::new();
+    for u in &updates {
+        match &*u.snapshot {
+            crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
+            crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
+        }
+    }
+    if zones.is_empty() && problems.is_empty() {
+        problems.push(Problem {
+            file: config.zones_dir.display().to_string(),
+            line: None,
+            message: "no *.zone files".into(),
+        });
+    }
+    let built = build(BuildInput {
+        zones: &zones,
+        federations: &feds,
+        serial: 1,
+        generation: 1,
+    });
+    for w in &built.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !problems.is_empty() {
+        print_problems(&problems);
+        eprintln!("{} problem(s) found", problems.len());
+        return ExitCode::from(1);
+    }
+    println!(
+        "ok: {} zone(s), {} federation(s), {} names, {} records",
+        zones.len(),
+        feds.len(),
+        built.table.name_count,
+        built.table.record_count
+    );
+    ExitCode::SUCCESS
+}
+
+pub fn serve(path: &Path, workers: Option<usize>) -> ExitCode {
+    let mut config = match Config::load(path) {
+        Ok(c) => c,
+        Err(p) => {
+            print_problems(&p);
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = workers {
+        config.workers = if w == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            w
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let board = SourceBoard::default();
+    let mut sources = file_sources(&config);
+    for s in &sources {
+        board.register(&s.name());
+    }
+    // At start there is no last good data to fall back on: refuse to serve broken input.
+    let (updates, problems) = load_all(&mut sources);
+    if !problems.is_empty() {
+        print_problems(&problems);
+        anyhow::bail!(
+            "{} problem(s) in the initial data; `fedns check --config {}` lists them",
+            problems.len(),
+            config.path.display()
+        );
+    }
+    for s in &sources {
+        source_watch::report(&s.name(), &[], &board, &metrics);
+    }
+
+    let shared = Arc::new(Shared {
+        table: ArcSwap::from_pointee(Table::not_ready()),
+        limits: Limits {
+            edns_payload: config.edns_payload,
+        },
+        metrics: metrics.clone(),
+        sources: board.clone(),
+    });
+    let mut merger = Merger::new(shared.clone(), SerialClock::new(config.state_dir.clone()));
+    for u in updates {
+        merger.apply(u);
+    }
+    merger.publish();
+
+    for addr in &config.listen {
+        let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
+        let bound = udp_socks[0].local_addr()?;
+        tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
+        for (i, sock) in udp_socks.into_iter().enumerate() {
+            let (shared, stats) = (shared.clone(), metrics.worker());
+            std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || udp::serve(sock, shared, stats))?;
+        }
+        let limits = tcp::TcpLimits {
+            idle_timeout: config.tcp_idle_timeout,
+            max_connections: config.tcp_max_connections,
+        };
+        tokio::spawn(tcp::serve(
+            tcp_listener,
+            shared.clone(),
+            metrics.worker(),
+            limits,
+        ));
+    }
+    let http_listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| anyhow::anyhow!("http {}: {e}", config.http))?;
+    tracing::info!(http = %http_listener.local_addr()?, "http listening");
+    let app = http::router(shared.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+
+    let (tx, rx) = mpsc::channel::<Update>(64);
+    let (reload_tx, reload_rx) = watch::channel(0u64);
+    for s in sources {
+        tokio::spawn(source_watch::run(
+            s,
+            config.watch_interval,
+            tx.clone(),
+            board.clone(),
+            metrics.clone(),
+            reload_rx.clone(),
+        ));
+    }
+    drop(tx);
+    std::thread::Builder::new()
+        .name("merger".into())
+        .spawn(move || merger.run(rx))?;
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading sources");
+                reload_tx.send_modify(|n| *n += 1);
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// UDP sockets and a TCP listener on the same address; with port 0, the same ephemeral port.
+fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let udp_socks = udp::bind(addr, workers).map_err(|e| anyhow::anyhow!("udp {addr}: {e}"))?;
+        let bound = udp_socks[0].local_addr()?;
+        match std::net::TcpListener::bind(bound) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok((udp_socks, tokio::net::TcpListener::from_std(l)?));
+            }
+            Err(e) if addr.port() == 0 => last_err = Some(e), // TCP twin taken: try another port
+            Err(e) => anyhow::bail!("tcp {addr}: {e}"),
+        }
+    }
+    anyhow::bail!(
+        "tcp {addr}: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    )
+}

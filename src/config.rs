@@ -1,0 +1,238 @@
+//! The fedns configuration file (YAML, or TOML when the name ends in `.toml`).
+//!
+//! Relative paths inside it are relative to the file's own directory, so a config and its zone
+//! and federation files can be moved together. Every problem names the file, line and field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dns::zonefile::Problem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: Vec<SocketAddr>,
+    #[serde(default = "default_http")]
+    http: SocketAddr,
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "default_zones_dir")]
+    zones_dir: PathBuf,
+    #[serde(default)]
+    federation_files: Vec<PathBuf>,
+    #[serde(default = "default_edns_payload")]
+    edns_payload: u16,
+    #[serde(default)]
+    tcp: RawTcp,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default = "default_watch_interval_ms")]
+    watch_interval_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    #[serde(default = "default_idle")]
+    idle_timeout_secs: u64,
+    #[serde(default = "default_max_conn")]
+    max_connections: usize,
+}
+
+impl Default for RawTcp {
+    fn default() -> Self {
+        RawTcp {
+            idle_timeout_secs: default_idle(),
+            max_connections: default_max_conn(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec!["127.0.0.1:5353".parse().expect("valid")]
+}
+fn default_http() -> SocketAddr {
+    "127.0.0.1:8053".parse().expect("valid")
+}
+fn default_zones_dir() -> PathBuf {
+    "zones".into()
+}
+fn default_edns_payload() -> u16 {
+    1232
+}
+fn default_idle() -> u64 {
+    10
+}
+fn default_max_conn() -> usize {
+    1024
+}
+fn default_watch_interval_ms() -> u64 {
+    250
+}
+
+/// The validated configuration, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    /// DNS addresses; UDP and TCP on each.
+    pub listen: Vec<SocketAddr>,
+    pub http: SocketAddr,
+    /// UDP workers (reuse-port sockets) per listen address.
+    pub workers: usize,
+    pub zones_dir: PathBuf,
+    pub federation_files: Vec<PathBuf>,
+    pub edns_payload: u16,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub state_dir: Option<PathBuf>,
+    pub watch_interval: Duration,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem {
+                file: file.clone(),
+                line: None,
+                message: e.to_string(),
+            }]
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+        let file = path.display().to_string();
+        let raw: RawConfig = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                vec![Problem {
+                    file: file.clone(),
+                    line,
+                    message: e.message().to_string(),
+                }]
+            })?
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
+                vec![Problem {
+                    file: file.clone(),
+                    line,
+                    message: e.to_string().lines().next().unwrap_or_default().to_string(),
+                }]
+            })?
+        };
+        let mut problems = Vec::new();
+        let mut field = |name: &str, message: String| {
+            problems.push(Problem {
+                file: file.clone(),
+                line: line_of_key(text, name),
+                message: format!("{name}: {message}"),
+            })
+        };
+        if raw.listen.is_empty() {
+            field("listen", "at least one address is needed".into());
+        }
+        if !(512..=4096).contains(&raw.edns_payload) {
+            field(
+                "edns_payload",
+                format!("{} is outside 512..=4096", raw.edns_payload),
+            );
+        }
+        if raw.tcp.max_connections == 0 {
+            field("max_connections", "must be at least 1".into());
+        }
+        if raw.tcp.idle_timeout_secs == 0 {
+            field("idle_timeout_secs", "must be at least 1".into());
+        }
+        if raw.watch_interval_ms == 0 {
+            field("watch_interval_ms", "must be at least 1".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let workers = if raw.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            raw.workers
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            listen: raw.listen,
+            http: raw.http,
+            workers,
+            zones_dir: resolve(&raw.zones_dir),
+            federation_files: raw.federation_files.iter().map(|p| resolve(p)).collect(),
+            edns_payload: raw.edns_payload,
+            tcp_idle_timeout: Duration::from_secs(raw.tcp.idle_timeout_secs),
+            tcp_max_connections: raw.tcp.max_connections,
+            state_dir: raw.state_dir.as_deref().map(resolve),
+            watch_interval: Duration::from_millis(raw.watch_interval_ms),
+        })
+    }
+}
+
+/// Line of the first `key:` / `key =` in the text, for messages about values that parsed.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key).is_some_and(|rest| {
+                rest.trim_start().starts_with(':') || rest.trim_start().starts_with('=')
+            })
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(
+            Path::new("/etc/fedns/fedns.yaml"),
+            "federation_files: [fed.yaml]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.zones_dir, PathBuf::from("/etc/fedns/zones"));
+        assert_eq!(
+            c.federation_files,
+            vec![PathBuf::from("/etc/fedns/fed.yaml")]
+        );
+        assert_eq!(c.edns_payload, 1232);
+    }
+
+    #[test]
+    fn bad_values_name_line_and_field() {
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "listen: [\"127.0.0.1:53\"]\nedns_payload: 100\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "c.yaml:2: edns_payload: 100 is outside 512..=4096"
+        );
+        let errs =
+            Config::parse(Path::new("c.yaml"), "listen: [\"not an address\"]\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(1), "{errs:?}");
+        let errs = Config::parse(Path::new("c.yaml"), "lisen: []\n").unwrap_err();
+        assert!(errs[0].message.contains("lisen"), "{errs:?}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Encodes records of the [`crate::model`] into response sections with hickory-proto.
+//!
+//! Two shapes: [`compressed`] sections that follow a known question (names compressed against
+//! it, as the client's question will sit at the same offsets), and [`detached`] sections that
+//! can follow any question (no compression pointers at all).
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData as HRData, Record as HRecord, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use crate::model::{DnsName, RData, Record};
+use crate::table::Body;
+
+pub(crate) fn to_name(n: &DnsName) -> Name {
+    let mut name = Name::from_labels(n.labels()).unwrap_or_else(|_| Name::root());
+    name.set_fqdn(true);
+    name
+}
+
+fn to_rdata(d: &RData) -> HRData {
+    match d {
+        RData::A(a) => HRData::A(A(*a)),
+        RData::Aaaa(a) => HRData::AAAA(AAAA(*a)),
+        RData::Cname(n) => HRData::CNAME(CNAME(to_name(n))),
+        RData::Ns(n) => HRData::NS(NS(to_name(n))),
+        RData::Ptr(n) => HRData::PTR(PTR(to_name(n))),
+        RData::Mx {
+            preference,
+            exchange,
+        } => HRData::MX(MX::new(*preference, to_name(exchange))),
+        RData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => HRData::SRV(SRV::new(*priority, *weight, *port, to_name(target))),
+        RData::Txt(parts) => HRData::TXT(TXT::from_bytes(parts.iter().map(|p| &p[..]).collect())),
+        RData::Soa(s) => HRData::SOA(SOA::new(
+            to_name(&s.mname),
+            to_name(&s.rname),
+            s.serial,
+            s.refresh as i32,
+            s.retry as i32,
+            s.expire as i32,
+            s.minimum,
+        )),
+        RData::Opaque { rtype, rdata } => HRData::Unknown {
+            code: RecordType::from(*rtype),
+            rdata: NULL::with(rdata.to_vec()),
+        },
+    }
+}
+
+fn to_record(r: &Record) -> HRecord {
+    HRecord::from_rdata(to_name(&r.name), r.ttl, to_rdata(&r.data))
+}
+
+/// Answer and authority sections that follow the question `qname`/`qtype` at offset 12.
+pub fn compressed(qname: &DnsName, qtype: u16, answer: &[Record], authority: &[Record]) -> Body {
+    let mut buf = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut buf);
+    let header_and_question = (|| {
+        enc.emit_vec(&[0u8; 12])?;
+        Query::query(to_name(qname), RecordType::from(qtype)).emit(&mut enc)?;
+        Ok::<_, hickory_proto::ProtoError>(enc.len())
+    })()
+    .expect("encoding into a Vec cannot fail");
+    for r in answer.iter().chain(authority) {
+        to_record(r)
+            .emit(&mut enc)
+            .expect("encoding into a Vec cannot fail");
+    }
+    Body {
+        answer_count: answer.len() as u16,
+        authority_count: authority.len() as u16,
+        additional_count: 0,
+        wire: buf[header_and_question..].into(),
+    }
+}
+
+/// Authority records without compression, valid after any question.
+pub fn detached(authority: &[Record]) -> Body {
+    let mut buf = Vec::with_capacity(256);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    for r in authority {
+        to_record(r)
+            .emit(&mut enc)
+            .expect("encoding into a Vec cannot fail");
+    }
+    Body {
+        answer_count: 0,
+        authority_count: authority.len() as u16,
+        additional_count: 0,
+        wire: buf.into(),
+    }
+}
+
+/// Converts a record parsed by hickory (zone files) into the model; `None` for classes and
+/// types fedns does not serve (the caller reports them).
+pub(crate) fn from_hickory(r: &HRecord) -> Option<Record> {
+    let name = DnsName::from_wire_lowercase(&r.name.to_bytes().ok()?);
+    let name_of =
+        |n: &Name| DnsName::from_wire_lowercase(&n.to_bytes().unwrap_or_else(|_| vec![0]));
+    let data = match &r.data {
+        HRData::A(a) => RData::A(a.0),
+        HRData::AAAA(a) => RData::Aaaa(a.0),
+        HRData::CNAME(n) => RData::Cname(name_of(&n.0)),
+        HRData::NS(n) => RData::Ns(name_of(&n.0)),
+        HRData::PTR(n) => RData::Ptr(name_of(&n.0)),
+        HRData::MX(mx) => RData::Mx {
+            preference: mx.preference,
+            exchange: name_of(&mx.exchange),
+        },
+        HRData::SRV(s) => RData::Srv {
+            priority: s.priority,
+            weight: s.weight,
+            port: s.port,
+            target: name_of(&s.target),
+        },
+        HRData::TXT(t) => RData::Txt(t.txt_data.iter().cloned().collect()),
+        HRData::SOA(s) => RData::Soa(crate::model::Soa {
+            mname: name_of(&s.mname),
+            rname: name_of(&s.rname),
+            serial: s.serial,
+            refresh: s.refresh as u32,
+            retry: s.retry as u32,
+            expire: s.expire as u32,
+            minimum: s.minimum,
+        }),
+        other => {
+            let mut buf = Vec::new();
+            let mut enc = BinEncoder::new(&mut buf);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            other.emit(&mut enc).ok()?;
+            RData::Opaque {
+                rtype: u16::from(other.record_type()),
+                rdata: buf.into(),
+            }
+        }
+    };
+    Some(Record {
+        name,
+        ttl: r.ttl,
+        data,
+    })
+}

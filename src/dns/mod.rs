@@ -1,0 +1,10 @@
+//! Everything that speaks the DNS wire format. hickory-proto types stay inside this module, so
+//! a hickory upgrade touches only these files.
+//!
+//! - [`respond`]: the query path (parse, look up, write), hand-written for zero allocation.
+//! - [`encode`]: model records to wire sections, with hickory's encoder.
+//! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
+
+pub mod encode;
+pub mod respond;
+pub mod zonefile;

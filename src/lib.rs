@@ -1,0 +1,15 @@
+//! fedns: a federated authoritative DNS server.
+//!
+//! Data flows one way: sources → snapshots → merger → immutable table → DNS query path
+//! (see ARCHITECTURE.md).
+
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod merger;
+pub mod metrics;
+pub mod model;
+pub mod selection;
+pub mod server;
+pub mod sources;
+pub mod table;

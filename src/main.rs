@@ -1,0 +1,47 @@
+//! The `fedns` command line: `serve` and `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fedns",
+    version,
+    about = "Federated authoritative DNS for services that run in many Kubernetes clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS for the configured zones and federations.
+    Serve {
+        #[arg(long, short, default_value = "config/fedns.yaml")]
+        config: PathBuf,
+        /// UDP workers per listen address (overrides the config; 0 = one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate the config, zone files and federation files; print every problem.
+    Check {
+        #[arg(long, short, default_value = "config/fedns.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config, workers } => fedns::app::serve(&config, workers),
+        Command::Check { config } => fedns::app::check(&config),
+    }
+}

@@ -1,0 +1,138 @@
+//! The merger: the only writer of the answer table.
+//!
+//! It keeps the latest snapshot of every source, and whenever one changes it builds a new
+//! [`Table`] off the query path and publishes it with one atomic swap. Guarantees: tables are
+//! published in order, each with a higher SOA serial than the last (also across restarts: the
+//! serial is at least the current Unix time and, with a state dir, above the last one written);
+//! a source that stops sending keeps its last snapshot in every later table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::model::{Federation, RData, StaticZone};
+use crate::server::Shared;
+use crate::sources::{Snapshot, Update};
+use crate::table::build::{BuildInput, build};
+
+/// Hands out SOA serials that never go backwards.
+pub struct SerialClock {
+    last: u32,
+    file: Option<PathBuf>,
+}
+
+impl SerialClock {
+    /// `state_dir`: where the last serial is kept across restarts (optional).
+    pub fn new(state_dir: Option<PathBuf>) -> Self {
+        let file = state_dir.map(|d| d.join("serial"));
+        let last = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        SerialClock { last, file }
+    }
+
+    /// The next serial: above the last one, at least the Unix time, at least `floor`.
+    pub fn next(&mut self, floor: u32) -> u32 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        self.last = self.last.saturating_add(1).max(now).max(floor);
+        if let Some(f) = &self.file {
+            let tmp = f.with_extension("tmp");
+            let written = std::fs::create_dir_all(f.parent().unwrap_or(f))
+                .and_then(|_| std::fs::write(&tmp, format!("{}\n", self.last)))
+                .and_then(|_| std::fs::rename(&tmp, f));
+            if let Err(e) = written {
+                tracing::warn!(file = %f.display(), error = %e, "cannot persist the SOA serial");
+            }
+        }
+        self.last
+    }
+}
+
+pub struct Merger {
+    snapshots: BTreeMap<String, Arc<Snapshot>>,
+    serial: SerialClock,
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl Merger {
+    pub fn new(shared: Arc<Shared>, serial: SerialClock) -> Self {
+        Merger {
+            snapshots: BTreeMap::new(),
+            serial,
+            generation: 0,
+            shared,
+        }
+    }
+
+    pub fn apply(&mut self, update: Update) {
+        self.snapshots.insert(update.source, update.snapshot);
+    }
+
+    /// Builds a table from the current snapshots and makes it the one the query path reads.
+    pub fn publish(&mut self) {
+        let started = Instant::now();
+        let mut zones: Vec<StaticZone> = Vec::new();
+        let mut federations: Vec<Federation> = Vec::new();
+        for snapshot in self.snapshots.values() {
+            match &**snapshot {
+                Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
+                Snapshot::Federation(f) => federations.push((**f).clone()),
+            }
+        }
+        let floor = zones
+            .iter()
+            .flat_map(|z| &z.records)
+            .filter_map(|r| match &r.data {
+                RData::Soa(s) => Some(s.serial),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        self.generation += 1;
+        let serial = self.serial.next(floor);
+        let built = build(BuildInput {
+            zones: &zones,
+            federations: &federations,
+            serial,
+            generation: self.generation,
+        });
+        for w in &built.warnings {
+            tracing::warn!("{w}");
+        }
+        let table = built.table;
+        let m = &self.shared.metrics;
+        m.table_generation.set(table.generation as i64);
+        m.table_records.set(table.record_count as i64);
+        m.table_names.set(table.name_count as i64);
+        m.table_serial.set(table.serial as i64);
+        tracing::info!(
+            generation = table.generation,
+            serial = table.serial,
+            names = table.name_count,
+            records = table.record_count,
+            "published answer table"
+        );
+        self.shared.table.store(Arc::new(table));
+        m.publish_duration.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Runs on its own thread: batches updates that arrive together into one publish.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+        while let Some(update) = rx.blocking_recv() {
+            self.apply(update);
+            while let Ok(more) = rx.try_recv() {
+                self.apply(more);
+            }
+            self.publish();
+        }
+    }
+}

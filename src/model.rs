@@ -1,0 +1,307 @@
+//! Source-neutral data model: domain names, records and federation snapshots.
+//!
+//! Every source (federation file, zone files, later Kubernetes and etcd) translates its input into
+//! these types; the merger and the table builder only ever see these. Nothing here knows about
+//! the DNS wire library, sockets or files.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An absolute domain name, stored lowercased in DNS wire format (length-prefixed labels ending in
+/// the root label). Lowercasing once here is what lets the query path match names with one hash
+/// lookup of the (lowercased) question.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsName(Box<[u8]>);
+
+impl DnsName {
+    pub fn root() -> Self {
+        DnsName(Box::new([0]))
+    }
+
+    /// Parses a dotted name (`a.b.example.com` or with a trailing dot). Escapes are not
+    /// supported here; names from zone files go through the DNS module's own parser.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.strip_suffix('.').unwrap_or(text);
+        if t.is_empty() {
+            return Ok(Self::root());
+        }
+        let mut wire = Vec::with_capacity(t.len() + 2);
+        for label in t.split('.') {
+            if label.is_empty() {
+                return Err(format!("empty label in name {text:?}"));
+            }
+            if label.len() > 63 {
+                return Err(format!("label {label:?} longer than 63 bytes"));
+            }
+            if label.bytes().any(|b| b <= b' ' || b == b'\\' || b >= 0x7f) {
+                return Err(format!("unsupported character in label {label:?}"));
+            }
+            wire.push(label.len() as u8);
+            wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+        wire.push(0);
+        if wire.len() > 255 {
+            return Err(format!("name {text:?} longer than 255 bytes"));
+        }
+        Ok(DnsName(wire.into()))
+    }
+
+    /// Builds a name from wire-format bytes, lowercasing them. The caller guarantees a valid
+    /// uncompressed wire name.
+    pub fn from_wire_lowercase(wire: &[u8]) -> Self {
+        DnsName(wire.iter().map(|b| b.to_ascii_lowercase()).collect())
+    }
+
+    pub fn wire(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.len() == 1
+    }
+
+    /// The labels from the leftmost one, without length bytes.
+    pub fn labels(&self) -> impl Iterator<Item = &[u8]> {
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            let len = self.0[pos] as usize;
+            if len == 0 {
+                return None;
+            }
+            let label = &self.0[pos + 1..pos + 1 + len];
+            pos += 1 + len;
+            Some(label)
+        })
+    }
+
+    /// The name without its leftmost label; `None` for the root.
+    pub fn parent(&self) -> Option<DnsName> {
+        if self.is_root() {
+            return None;
+        }
+        let skip = self.0[0] as usize + 1;
+        Some(DnsName(self.0[skip..].into()))
+    }
+
+    /// `label.self`
+    pub fn prepend(&self, label: &str) -> Result<DnsName, String> {
+        let mut text = String::from(label);
+        text.push('.');
+        text.push_str(&self.to_string());
+        DnsName::parse(&text)
+    }
+
+    /// True when `self` equals `zone` or lies below it.
+    pub fn is_within(&self, zone: &DnsName) -> bool {
+        let (me, z) = (self.wire(), zone.wire());
+        if z.len() > me.len() {
+            return false;
+        }
+        // Walk label boundaries of self so that "xexample.com" is not inside "example.com".
+        let mut pos = 0;
+        loop {
+            if me.len() - pos == z.len() {
+                return &me[pos..] == z;
+            }
+            if me[pos] == 0 {
+                return false;
+            }
+            pos += me[pos] as usize + 1;
+        }
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_root() {
+            return f.write_str(".");
+        }
+        for label in self.labels() {
+            for &b in label {
+                if b == b'.' || b == b'\\' {
+                    write!(f, "\\{}", b as char)?;
+                } else if b.is_ascii_graphic() {
+                    write!(f, "{}", b as char)?;
+                } else {
+                    write!(f, "\\{b:03}")?;
+                }
+            }
+            f.write_str(".")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DnsName({self})")
+    }
+}
+
+/// Record types fedns models explicitly; everything else from zone files is kept opaque.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const MX: u16 = 15;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Soa {
+    pub mname: DnsName,
+    pub rname: DnsName,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(DnsName),
+    Ns(DnsName),
+    Ptr(DnsName),
+    Mx {
+        preference: u16,
+        exchange: DnsName,
+    },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: DnsName,
+    },
+    Txt(Vec<Box<[u8]>>),
+    Soa(Soa),
+    /// Any other type, as uncompressed RDATA (RFC 3597 style).
+    Opaque {
+        rtype: u16,
+        rdata: Box<[u8]>,
+    },
+}
+
+impl RData {
+    pub fn rtype(&self) -> u16 {
+        match self {
+            RData::A(_) => rtype::A,
+            RData::Aaaa(_) => rtype::AAAA,
+            RData::Cname(_) => rtype::CNAME,
+            RData::Ns(_) => rtype::NS,
+            RData::Ptr(_) => rtype::PTR,
+            RData::Mx { .. } => rtype::MX,
+            RData::Srv { .. } => rtype::SRV,
+            RData::Txt(_) => rtype::TXT,
+            RData::Soa(_) => rtype::SOA,
+            RData::Opaque { rtype, .. } => *rtype,
+        }
+    }
+
+    pub fn from_ip(ip: IpAddr) -> RData {
+        match ip {
+            IpAddr::V4(a) => RData::A(a),
+            IpAddr::V6(a) => RData::Aaaa(a),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub name: DnsName,
+    pub ttl: u32,
+    pub data: RData,
+}
+
+/// One zone from a zone file: its origin and every record in it (SOA included).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticZone {
+    pub origin: DnsName,
+    /// Where it came from, for messages.
+    pub file: String,
+    pub records: Vec<Record>,
+}
+
+/// A federation as a source sees it: clusters with their topology, services with their shards.
+/// The federation file produces this directly; the Kubernetes source will produce it from watches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Federation {
+    pub name: String,
+    pub zone: DnsName,
+    /// TTL of dynamic records, seconds.
+    pub ttl: u32,
+    /// Most address records in one answer.
+    pub max_answers: usize,
+    pub clusters: Vec<Cluster>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub region: String,
+    /// Availability zones; a multi-zone cluster has several.
+    pub zones: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub shards: Vec<Shard>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServicePort {
+    pub name: String,
+    /// `tcp`, `udp` or `sctp`, lowercase.
+    pub protocol: String,
+    pub port: u16,
+}
+
+/// One service in one cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shard {
+    pub cluster: String,
+    /// Load-balancer addresses, v4 and v6.
+    pub addresses: Vec<IpAddr>,
+    pub ready_endpoints: u32,
+    pub not_ready_endpoints: u32,
+    /// Zones the shard's endpoints are in; empty means every zone of its cluster.
+    pub zones: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lowercase_and_display() {
+        let n = DnsName::parse("Checkout.Shop.example.COM.").unwrap();
+        assert_eq!(n.to_string(), "checkout.shop.example.com.");
+        assert_eq!(n, DnsName::parse("checkout.shop.example.com").unwrap());
+        assert_eq!(n.parent().unwrap().to_string(), "shop.example.com.");
+        assert!(DnsName::parse("a..b").is_err());
+        assert!(DnsName::parse(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn within_respects_label_boundaries() {
+        let zone = DnsName::parse("example.com").unwrap();
+        assert!(DnsName::parse("a.example.com").unwrap().is_within(&zone));
+        assert!(zone.is_within(&zone));
+        assert!(!DnsName::parse("xexample.com").unwrap().is_within(&zone));
+        assert!(!DnsName::parse("com").unwrap().is_within(&zone));
+    }
+}

@@ -1,0 +1,68 @@
+//! The operations endpoint: `/healthz` (alive), `/readyz` (a table is published and every source
+//! has delivered; otherwise 503 naming what is missing), `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+
+use super::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let mut missing = Vec::new();
+    let mut notes = Vec::new();
+    for (name, state) in shared.sources.snapshot() {
+        if !state.loaded {
+            missing.push(format!(
+                "source {name} has not delivered a snapshot{}",
+                state
+                    .last_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(e) = state.last_error {
+            notes.push(format!(
+                "source {name}: serving last good data; latest load failed: {e}"
+            ));
+        }
+    }
+    let table = shared.table.load();
+    if !table.is_ready() {
+        missing.push("no answer table published yet".into());
+    }
+    if missing.is_empty() {
+        let mut body = format!(
+            "ready: table generation {} serial {}\n",
+            table.generation, table.serial
+        );
+        for n in notes {
+            body.push_str(&n);
+            body.push('\n');
+        }
+        (StatusCode::OK, body)
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", missing.join("\n")),
+        )
+    }
+}
+
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+}

@@ -1,0 +1,88 @@
+//! TCP serving (RFC 7766): length-framed queries, several per connection answered in order, an
+//! idle timeout, and a cap on open connections (connections over the cap are closed at once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::Shared;
+use crate::dns::respond::{Transport, WorkerState, respond};
+use crate::metrics::QueryStats;
+
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stats: Arc<QueryStats>,
+    limits: TcpLimits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "tcp accept failed");
+                // Out of descriptors and similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "tcp connection cap reached; closing");
+            drop(stream);
+            continue;
+        };
+        let (shared, stats) = (shared.clone(), stats.clone());
+        tokio::spawn(async move {
+            connection(stream, &shared, &stats, limits.idle_timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(stream: TcpStream, shared: &Shared, stats: &QueryStats, idle: Duration) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut req = vec![0u8; u16::MAX as usize];
+    let mut resp = vec![0u8; u16::MAX as usize + 2];
+    let mut state = WorkerState::default();
+    loop {
+        let len = match tokio::time::timeout(idle, rd.read_u16()).await {
+            Ok(Ok(len)) => len as usize,
+            _ => return, // idle, closed or broken
+        };
+        match tokio::time::timeout(idle, rd.read_exact(&mut req[..len])).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let answered = {
+            let table = shared.table.load();
+            respond(
+                &table,
+                &req[..len],
+                &mut resp[2..],
+                Transport::Tcp,
+                shared.limits,
+                &mut state,
+                stats,
+            )
+        };
+        let Some(rlen) = answered else { continue };
+        resp[..2].copy_from_slice(&(rlen as u16).to_be_bytes());
+        if !matches!(
+            tokio::time::timeout(idle, wr.write_all(&resp[..rlen + 2])).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
+}

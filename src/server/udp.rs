@@ -1,0 +1,207 @@
+//! UDP serving: one OS thread per worker, each with its own `SO_REUSEPORT` socket, so the kernel
+//! spreads queries across workers and no worker ever waits on another. Each worker receives and
+//! sends in batches (`recvmmsg`/`sendmmsg`) to spend fewer system calls per query.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::Shared;
+use crate::dns::respond::{Transport, WorkerState, respond};
+use crate::metrics::QueryStats;
+
+/// Binds `count` reuse-port sockets on `addr` (port 0: all on the same ephemeral port).
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut socks = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.bind(&addr.into())?;
+        let sock: UdpSocket = s.into();
+        addr = sock.local_addr()?;
+        socks.push(sock);
+    }
+    Ok(socks)
+}
+
+const BATCH: usize = 32;
+const RECV_BUF: usize = 4096;
+
+/// Serves queries on `sock` until the process exits.
+pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
+    let mut state = WorkerState::default();
+    let mut batch = Batch::new();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    loop {
+        let n = match batch.receive(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::debug!(error = %e, "udp receive failed");
+                }
+                continue;
+            }
+        };
+        // One table load per batch: a publish mid-batch shows up in the next batch.
+        let table = shared.table.load();
+        let mut out = 0;
+        for i in 0..n {
+            let len = batch.received_len(i);
+            let (req, resp) = batch.buffers(i, out);
+            if let Some(rlen) = respond(
+                &table,
+                &req[..len],
+                resp,
+                Transport::Udp,
+                shared.limits,
+                &mut state,
+                &stats,
+            ) {
+                batch.queue_response(i, out, rlen);
+                out += 1;
+            }
+        }
+        drop(table);
+        if out > 0 {
+            batch.send(fd, out);
+        }
+    }
+}
+
+/// Buffers and headers for one `recvmmsg`/`sendmmsg` round, allocated once per worker.
+struct Batch {
+    recv: Box<[[u8; RECV_BUF]]>,
+    send: Box<[[u8; RECV_BUF]]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    recv_iov: Box<[libc::iovec]>,
+    recv_hdr: Box<[libc::mmsghdr]>,
+    send_iov: Box<[libc::iovec]>,
+    send_hdr: Box<[libc::mmsghdr]>,
+}
+
+// SAFETY: the raw pointers inside point into the Batch's own boxed buffers, which never move
+// and are only used by the thread that owns the Batch.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    fn new() -> Self {
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zeroed_hdr = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
+        let mut b = Batch {
+            recv: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
+            send: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
+            addrs: vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
+                .into_boxed_slice(),
+            recv_iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ]
+            .into_boxed_slice(),
+            recv_hdr: (0..BATCH).map(|_| zeroed_hdr()).collect(),
+            send_iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ]
+            .into_boxed_slice(),
+            send_hdr: (0..BATCH).map(|_| zeroed_hdr()).collect(),
+        };
+        for i in 0..BATCH {
+            b.recv_iov[i] = libc::iovec {
+                iov_base: b.recv[i].as_mut_ptr().cast(),
+                iov_len: RECV_BUF,
+            };
+        }
+        b
+    }
+
+    fn receive(&mut self, fd: i32) -> io::Result<usize> {
+        for i in 0..BATCH {
+            let h = &mut self.recv_hdr[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_iov = &mut self.recv_iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.recv_hdr[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the sizes given; MSG_WAITFORONE blocks
+        // for the first datagram only, then takes what is already queued.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.recv_hdr.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn received_len(&self, i: usize) -> usize {
+        self.recv_hdr[i].msg_len as usize
+    }
+
+    fn buffers(&mut self, i: usize, out: usize) -> (&[u8], &mut [u8]) {
+        (&self.recv[i][..], &mut self.send[out][..])
+    }
+
+    fn queue_response(&mut self, from: usize, out: usize, len: usize) {
+        self.send_iov[out] = libc::iovec {
+            iov_base: self.send[out].as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let h = &mut self.send_hdr[out].msg_hdr;
+        h.msg_name = (&mut self.addrs[from] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = self.recv_hdr[from].msg_hdr.msg_namelen;
+        h.msg_iov = &mut self.send_iov[out];
+        h.msg_iovlen = 1;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+    }
+
+    fn send(&mut self, fd: i32, count: usize) {
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: headers 0..count were filled by queue_response and point at live buffers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.send_hdr[sent..].as_mut_ptr(),
+                    (count - sent) as u32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // A failing destination (e.g. ICMP unreachable) must not block the rest.
+                tracing::debug!(error = %e, "udp send failed");
+                sent += 1;
+                continue;
+            }
+            sent += n as usize;
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The federation file source (DESIGN §2.4): clusters, their topology and their services'
+//! shards, written by hand in YAML or TOML. It is the embedded default that lets fedns run without
+//! any cluster, and what tests use where a cluster adds nothing.
+//!
+//! Guarantees: a file either parses and validates completely into a [`Federation`], or yields
+//! every problem found, each naming the file, the line (where the format gives one) and the field.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::dns::zonefile::Problem;
+use crate::model::{Cluster, DnsName, Federation, Service, ServicePort, Shard};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    federation: RawFederation,
+    #[serde(default)]
+    clusters: Vec<RawCluster>,
+    #[serde(default)]
+    services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    name: Spanned<String>,
+    zone: Spanned<String>,
+    #[serde(default = "default_ttl")]
+    ttl: u32,
+    #[serde(default = "default_max_answers")]
+    max_answers: usize,
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+fn default_max_answers() -> usize {
+    8
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    region: Spanned<String>,
+    #[serde(default)]
+    zones: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    namespace: Spanned<String>,
+    #[serde(default)]
+    ports: Vec<RawPort>,
+    #[serde(default)]
+    shards: Vec<RawShard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: Spanned<String>,
+    #[serde(default = "default_protocol")]
+    protocol: Spanned<String>,
+    port: u16,
+}
+
+fn default_protocol() -> Spanned<String> {
+    Spanned::new(
+        "tcp".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShard {
+    cluster: Spanned<String>,
+    #[serde(default)]
+    addresses: Vec<IpAddr>,
+    #[serde(default)]
+    ready_endpoints: u32,
+    #[serde(default)]
+    not_ready_endpoints: u32,
+    #[serde(default)]
+    zones: Vec<Spanned<String>>,
+}
+
+/// Parses and validates one federation file (YAML unless the name ends in `.toml`).
+pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
+    let file = path.display().to_string();
+    let raw: RawFile = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            vec![Problem {
+                file: file.clone(),
+                line,
+                message: e.message().to_string(),
+            }]
+        })?
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
+            vec![Problem {
+                file: file.clone(),
+                line,
+                message: first_line(&e.to_string()),
+            }]
+        })?
+    };
+    validate(&file, raw)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut err = |at: &Spanned<String>, field: String, message: String| {
+        let line = Some(at.referenced.line() as usize).filter(|l| *l > 0);
+        problems.push(Problem {
+            file: file.to_string(),
+            line,
+            message: format!("{field}: {message}"),
+        });
+    };
+    let label_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+
+    let fed_name = &raw.federation.name;
+    if !label_ok(&fed_name.value) {
+        err(
+            fed_name,
+            "federation.name".into(),
+            format!("{:?} is not a DNS label", fed_name.value),
+        );
+    }
+    let zone = match DnsName::parse(&raw.federation.zone.value) {
+        Ok(z) if !z.is_root() => z,
+        Ok(_) => {
+            err(
+                &raw.federation.zone,
+                "federation.zone".into(),
+                "the root zone cannot be a federation zone".into(),
+            );
+            DnsName::root()
+        }
+        Err(e) => {
+            err(&raw.federation.zone, "federation.zone".into(), e);
+            DnsName::root()
+        }
+    };
+
+    let mut clusters = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, c) in raw.clusters.iter().enumerate() {
+        if !seen.insert(c.name.value.clone()) {
+            err(
+                &c.name,
+                format!("clusters[{i}].name"),
+                format!("cluster {:?} is defined twice", c.name.value),
+            );
+        }
+        if !label_ok(&c.region.value) {
+            err(
+                &c.region,
+                format!("clusters[{i}].region"),
+                format!("{:?} is not a DNS label", c.region.value),
+            );
+        }
+        for (j, z) in c.zones.iter().enumerate() {
+            if !label_ok(&z.value) {
+                err(
+                    z,
+                    format!("clusters[{i}].zones[{j}]"),
+                    format!("{:?} is not a DNS label", z.value),
+                );
+            }
+        }
+        clusters.push(Cluster {
+            name: c.name.value.clone(),
+            region: c.region.value.clone(),
+            zones: c.zones.iter().map(|z| z.value.clone()).collect(),
+        });
+    }
+
+    let mut services = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        if !label_ok(&s.name.value) {
+            err(
+                &s.name,
+                format!("services[{i}].name"),
+                format!("{:?} is not a DNS label", s.name.value),
+            );
+        }
+        if !label_ok(&s.namespace.value) {
+            err(
+                &s.namespace,
+                format!("services[{i}].namespace"),
+                format!("{:?} is not a DNS label", s.namespace.value),
+            );
+        }
+        if !seen.insert((s.name.value.clone(), s.namespace.value.clone())) {
+            err(
+                &s.name,
+                format!("services[{i}].name"),
+                format!(
+                    "service {}.{} is defined twice",
+                    s.name.value, s.namespace.value
+                ),
+            );
+        }
+        let mut ports = Vec::new();
+        for (j, p) in s.ports.iter().enumerate() {
+            if !label_ok(&p.name.value) || p.name.value.len() > 62 {
+                err(
+                    &p.name,
+                    format!("services[{i}].ports[{j}].name"),
+                    format!("{:?} is not a DNS label", p.name.value),
+                );
+            }
+            let proto = p.protocol.value.to_ascii_lowercase();
+            if !["tcp", "udp", "sctp"].contains(&proto.as_str()) {
+                err(
+                    &p.protocol,
+                    format!("services[{i}].ports[{j}].protocol"),
+                    format!("{:?} is not TCP, UDP or SCTP", p.protocol.value),
+                );
+            }
+            ports.push(ServicePort {
+                name: p.name.value.to_ascii_lowercase(),
+                protocol: proto,
+                port: p.port,
+            });
+        }
+        let mut shards = Vec::new();
+        for (j, sh) in s.shards.iter().enumerate() {
+            let Some(cluster) = clusters.iter().find(|c| c.name == sh.cluster.value) else {
+                err(
+                    &sh.cluster,
+                    format!("services[{i}].shards[{j}].cluster"),
+                    format!("unknown cluster {:?}", sh.cluster.value),
+                );
+                continue;
+            };
+            for (k, z) in sh.zones.iter().enumerate() {
+                if !cluster.zones.contains(&z.value) {
+                    err(
+                        z,
+                        format!("services[{i}].shards[{j}].zones[{k}]"),
+                        format!("cluster {} has no zone {:?}", cluster.name, z.value),
+                    );
+                }
+            }
+            shards.push(Shard {
+                cluster: sh.cluster.value.clone(),
+                addresses: sh.addresses.clone(),
+                ready_endpoints: sh.ready_endpoints,
+                not_ready_endpoints: sh.not_ready_endpoints,
+                zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
+            });
+        }
+        services.push(Service {
+            name: s.name.value.to_ascii_lowercase(),
+            namespace: s.namespace.value.to_ascii_lowercase(),
+            ports,
+            shards,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Federation {
+        name: fed_name.value.to_ascii_lowercase(),
+        zone,
+        ttl: raw.federation.ttl,
+        max_answers: raw.federation.max_answers,
+        clusters,
+        services,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "federation:\n  name: myfed\n  zone: example.com\nclusters:\n  - name: c1\n    region: east\n    zones: [east-a]\nservices:\n  - name: web\n    namespace: shop\n    ports: [{name: http, port: 80}]\n    shards:\n      - cluster: c1\n        addresses: [192.0.2.1]\n        ready_endpoints: 1\n";
+
+    #[test]
+    fn parses_yaml() {
+        let f = parse(Path::new("f.yaml"), GOOD).unwrap();
+        assert_eq!(f.name, "myfed");
+        assert_eq!(f.ttl, 30);
+        assert_eq!(f.services[0].ports[0].protocol, "tcp");
+        assert_eq!(f.services[0].shards[0].addresses.len(), 1);
+    }
+
+    #[test]
+    fn unknown_cluster_names_line_and_field() {
+        let bad = GOOD.replace("cluster: c1", "cluster: nope");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(13), "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("f.yaml:13: services[0].shards[0].cluster: unknown cluster"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn bad_address_names_its_line() {
+        let bad = GOOD.replace("192.0.2.1", "192.0.2.300");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert_eq!(errs[0].line, Some(14), "{errs:?}");
+    }
+
+    #[test]
+    fn toml_works_too() {
+        let t = "[federation]\nname = \"myfed\"\nzone = \"example.com\"\n[[clusters]]\nname = \"c1\"\nregion = \"east\"\n[[services]]\nname = \"web\"\nnamespace = \"shop\"\n[[services.shards]]\ncluster = \"c1\"\naddresses = [\"192.0.2.1\"]\nready_endpoints = 1\n";
+        let f = parse(Path::new("f.toml"), t).unwrap();
+        assert_eq!(f.services[0].shards[0].cluster, "c1");
+        let errs = parse(
+            Path::new("f.toml"),
+            &t.replace("ready_endpoints = 1", "ready_endpoints = \"x\""),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].line, Some(13), "{errs:?}");
+    }
+}

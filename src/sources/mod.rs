@@ -1,0 +1,71 @@
+//! Sources: each turns some input (files today; Kubernetes and etcd later) into complete
+//! snapshots of the model and hands them to the merger.
+//!
+//! Guarantees: a source only ever sends complete, validated snapshots; when its input breaks it
+//! sends nothing, logs what is wrong, marks itself down in `/metrics` and `/readyz`, and the
+//! merger keeps using its last good snapshot.
+
+pub mod federation_file;
+pub mod watch;
+pub mod zone_dir;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::model::{Federation, StaticZone};
+
+/// A complete view of everything one source knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    Zones(Vec<StaticZone>),
+    Federation(Box<Federation>),
+}
+
+/// One new snapshot from the source named `source`.
+#[derive(Debug)]
+pub struct Update {
+    pub source: String,
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// Per-source state for `/readyz` and logs (never read on the query path).
+#[derive(Debug, Clone, Default)]
+pub struct SourceState {
+    /// A snapshot has been delivered at least once.
+    pub loaded: bool,
+    /// The latest load failed with this (the last good snapshot is still in use).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SourceBoard(Arc<Mutex<BTreeMap<String, SourceState>>>);
+
+impl SourceBoard {
+    pub fn register(&self, source: &str) {
+        self.0
+            .lock()
+            .expect("source board")
+            .entry(source.to_string())
+            .or_default();
+    }
+
+    pub fn loaded(&self, source: &str) {
+        let mut m = self.0.lock().expect("source board");
+        let s = m.entry(source.to_string()).or_default();
+        s.loaded = true;
+        s.last_error = None;
+    }
+
+    pub fn failed(&self, source: &str, error: String) {
+        self.0
+            .lock()
+            .expect("source board")
+            .entry(source.to_string())
+            .or_default()
+            .last_error = Some(error);
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, SourceState> {
+        self.0.lock().expect("source board").clone()
+    }
+}
