@@ -8,3 +8,6 @@
 pub mod encode;
 pub mod respond;
 pub mod zonefile;
+
+#[cfg(test)]
+mod tests;
