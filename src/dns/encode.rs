@@ -119,7 +119,7 @@ pub(crate) fn from_hickory(r: &HRecord) -> Option<Record> {
             port: s.port,
             target: name_of(&s.target),
         },
-        HRData::TXT(t) => RData::Txt(t.txt_data.iter().cloned().collect()),
+        HRData::TXT(t) => RData::Txt(t.txt_data.to_vec()),
         HRData::SOA(s) => RData::Soa(crate::model::Soa {
             mname: name_of(&s.mname),
             rname: name_of(&s.rname),

@@ -97,9 +97,11 @@ pub fn respond(
                 (rcode::NOTIMP as u16, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
-            } else if q.qclass != CLASS_IN && q.qclass != CLASS_ANY {
-                (rcode::REFUSED as u16, None, false)
-            } else if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+            } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
+                || q.qtype == rtype::AXFR
+                || q.qtype == rtype::IXFR
+            {
+                // Other classes are not ours; zone transfers are not offered yet.
                 (rcode::REFUSED as u16, None, false)
             } else {
                 match table.lookup(&key[..key_len], q.qtype) {

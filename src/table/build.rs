@@ -258,12 +258,11 @@ pub fn build(input: BuildInput<'_>) -> Built {
         if is_alias {
             // The chain's end decides which types have data.
             let end = resolve(name, 0);
-            if let Some((_, last)) = end.answer.last() {
-                if let RData::Cname(target) = &last.rdatas[0] {
-                    if let Some(n) = nodes.get(target) {
-                        qtypes.extend(n.rrsets.iter().map(|r| r.rtype));
-                    }
-                }
+            if let Some((_, last)) = end.answer.last()
+                && let RData::Cname(target) = &last.rdatas[0]
+                && let Some(n) = nodes.get(target)
+            {
+                qtypes.extend(n.rrsets.iter().map(|r| r.rtype));
             }
         }
         if !node.rrsets.is_empty() {
@@ -313,10 +312,11 @@ fn push_answer(
     soa_record: &dyn Fn(usize) -> Record,
     nodata_of: &[u32],
 ) -> u32 {
-    if res.answer.is_empty() && res.rcode == rcode::NOERROR {
-        if let Some(zi) = res.soa_zone {
-            return nodata_of[zi];
-        }
+    if res.answer.is_empty()
+        && res.rcode == rcode::NOERROR
+        && let Some(zi) = res.soa_zone
+    {
+        return nodata_of[zi];
     }
     let authority: Vec<Record> = res.soa_zone.map(soa_record).into_iter().collect();
     let rotations = res
@@ -398,6 +398,9 @@ fn synthesized_zone(origin: &DnsName) -> ZoneData {
     }
 }
 
+/// A federated name, its addresses, and the names it falls back to in order.
+type Level<'a> = (DnsName, &'a AddressSet, Vec<(DnsName, &'a AddressSet)>);
+
 /// The federated names of one federation (DESIGN §1), as nodes.
 fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
     let mut out: HashMap<DnsName, NodeData> = HashMap::new();
@@ -435,8 +438,7 @@ fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
         let Ok(global) = name_at("") else { continue };
         let sel = selection::select(fed, svc);
         // Each level: (name, its addresses, names to fall back to in order).
-        let mut levels: Vec<(DnsName, &AddressSet, Vec<(DnsName, &AddressSet)>)> =
-            vec![(global.clone(), &sel.global, vec![])];
+        let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
             let Ok(rname) = name_at(&format!("{region}.")) else {
                 continue;
