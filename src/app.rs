@@ -170,7 +170,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         sources: board.clone(),
     });
-    let mut merger = Merger::new(shared.clone(), SerialClock::new(config.state_dir.clone()));
+    let mut merger = Merger::new(
+        shared.clone(),
+        SerialClock::new(Some(config.state_dir.clone())),
+    );
     for u in updates {
         merger.apply(u);
     }

@@ -28,8 +28,8 @@ struct RawConfig {
     edns_payload: u16,
     #[serde(default)]
     tcp: RawTcp,
-    #[serde(default)]
-    state_dir: Option<PathBuf>,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
     #[serde(default = "default_watch_interval_ms")]
     watch_interval_ms: u64,
 }
@@ -70,6 +70,9 @@ fn default_idle() -> u64 {
 fn default_max_conn() -> usize {
     1024
 }
+fn default_state_dir() -> PathBuf {
+    "state".into()
+}
 fn default_watch_interval_ms() -> u64 {
     250
 }
@@ -88,7 +91,8 @@ pub struct Config {
     pub edns_payload: u16,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
-    pub state_dir: Option<PathBuf>,
+    /// Where the last SOA serial is kept across restarts.
+    pub state_dir: PathBuf,
     pub watch_interval: Duration,
 }
 
@@ -180,7 +184,7 @@ impl Config {
             edns_payload: raw.edns_payload,
             tcp_idle_timeout: Duration::from_secs(raw.tcp.idle_timeout_secs),
             tcp_max_connections: raw.tcp.max_connections,
-            state_dir: raw.state_dir.as_deref().map(resolve),
+            state_dir: resolve(&raw.state_dir),
             watch_interval: Duration::from_millis(raw.watch_interval_ms),
         })
     }

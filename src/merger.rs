@@ -18,14 +18,18 @@ use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
 use crate::table::build::{BuildInput, build};
 
-/// Hands out SOA serials that never go backwards.
+/// Hands out SOA serials that never go backwards: above the last one handed out (kept in
+/// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
+/// backwards if publishes outran the clock.
 pub struct SerialClock {
     last: u32,
     file: Option<PathBuf>,
+    warned: bool,
 }
 
 impl SerialClock {
-    /// `state_dir`: where the last serial is kept across restarts (optional).
+    /// `state_dir`: where the last serial is kept across restarts (`None`: memory only, for
+    /// `check` and tests).
     pub fn new(state_dir: Option<PathBuf>) -> Self {
         let file = state_dir.map(|d| d.join("serial"));
         let last = file
@@ -33,7 +37,11 @@ impl SerialClock {
             .and_then(|f| std::fs::read_to_string(f).ok())
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        SerialClock { last, file }
+        SerialClock {
+            last,
+            file,
+            warned: false,
+        }
     }
 
     /// The next serial: above the last one, at least the Unix time, at least `floor`.
@@ -48,7 +56,9 @@ impl SerialClock {
             let written = std::fs::create_dir_all(f.parent().unwrap_or(f))
                 .and_then(|_| std::fs::write(&tmp, format!("{}\n", self.last)))
                 .and_then(|_| std::fs::rename(&tmp, f));
-            if let Err(e) = written {
+            if let Err(e) = written
+                && !std::mem::replace(&mut self.warned, true)
+            {
                 tracing::warn!(file = %f.display(), error = %e, "cannot persist the SOA serial");
             }
         }

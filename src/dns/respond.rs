@@ -53,6 +53,14 @@ pub struct WorkerState {
     rotation: usize,
 }
 
+impl WorkerState {
+    /// State whose rotation starts at `rotation`: short-lived users (one TCP connection per
+    /// query) start where the previous one left off instead of always at the first rotation.
+    pub fn starting_at(rotation: usize) -> Self {
+        WorkerState { rotation }
+    }
+}
+
 /// Answers `req` into `out` and returns the response length, or `None` when nothing should be
 /// sent. `out` must hold at least 65535 bytes for TCP and `limits.edns_payload` for UDP.
 pub fn respond(

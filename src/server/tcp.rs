@@ -25,6 +25,9 @@ pub async fn serve(
     limits: TcpLimits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Each connection starts its rotation one further than the last, so that clients opening a
+    // connection per query (resolvers retrying after TC=1) still see rotated answers.
+    let mut next_rotation = 0usize;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -41,20 +44,27 @@ pub async fn serve(
             continue;
         };
         let (shared, stats) = (shared.clone(), stats.clone());
+        let state = WorkerState::starting_at(next_rotation);
+        next_rotation = next_rotation.wrapping_add(1);
         tokio::spawn(async move {
-            connection(stream, &shared, &stats, limits.idle_timeout).await;
+            connection(stream, &shared, &stats, state, limits.idle_timeout).await;
             drop(permit);
         });
     }
 }
 
-async fn connection(stream: TcpStream, shared: &Shared, stats: &QueryStats, idle: Duration) {
+async fn connection(
+    stream: TcpStream,
+    shared: &Shared,
+    stats: &QueryStats,
+    mut state: WorkerState,
+    idle: Duration,
+) {
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut req = vec![0u8; u16::MAX as usize];
     let mut resp = vec![0u8; u16::MAX as usize + 2];
-    let mut state = WorkerState::default();
     loop {
         let len = match tokio::time::timeout(idle, rd.read_u16()).await {
             Ok(Ok(len)) => len as usize,

@@ -456,12 +456,14 @@ fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
             }
         }
         for (name, set, fallbacks) in &levels {
-            let data = if !set.is_empty() || fallbacks.is_empty() {
+            // Nothing healthy here: point one level up (zonal → regional → global), unless
+            // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
+            let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
+            let data = if !set.is_empty() || !leads_somewhere {
                 NodeData {
                     rrsets: addr_sets(set),
                 }
             } else {
-                // Nothing healthy here: point one level up (zonal → regional → global).
                 NodeData {
                     rrsets: vec![cname(&fallbacks[0].0)],
                 }
