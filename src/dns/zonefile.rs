@@ -3,6 +3,7 @@
 //! The origin is the file name without `.zone` (`example.com.zone` → `example.com.`) unless the
 //! file sets `$ORIGIN`. Every problem is reported with the file and line it is on.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use hickory_proto::rr::Name;
@@ -86,28 +87,27 @@ pub fn parse(path: &Path, text: &str) -> Result<StaticZone, Vec<Problem>> {
             format!("zone {origin} must have exactly one SOA, at its apex (found {soas})"),
         ));
     }
-    // RFC 1034 §3.6.2: a CNAME owner has no other data.
-    let mut names: Vec<&DnsName> = records
-        .iter()
-        .filter(|r| r.data.rtype() == rtype::CNAME)
-        .map(|r| &r.name)
-        .collect();
-    names.dedup();
-    for n in names {
-        let others = records
-            .iter()
-            .filter(|r| &r.name == n && r.data.rtype() != rtype::CNAME)
-            .count();
-        let cnames = records
-            .iter()
-            .filter(|r| &r.name == n && r.data.rtype() == rtype::CNAME)
-            .count();
-        if others > 0 || cnames > 1 {
-            problems.push(problem(
-                line_of(text, n, &origin),
-                format!("{n} has a CNAME and other data"),
-            ));
+    // RFC 1034 §3.6.2: a CNAME owner has no other data (and one CNAME).
+    let mut by_name: HashMap<&DnsName, (usize, usize)> = HashMap::new();
+    for r in &records {
+        let (cnames, others) = by_name.entry(&r.name).or_default();
+        if r.data.rtype() == rtype::CNAME {
+            *cnames += 1
+        } else {
+            *others += 1
         }
+    }
+    let mut bad: Vec<&DnsName> = by_name
+        .into_iter()
+        .filter(|(_, (c, o))| *c > 0 && (*o > 0 || *c > 1))
+        .map(|(n, _)| n)
+        .collect();
+    bad.sort();
+    for n in bad {
+        problems.push(problem(
+            line_of(text, n, &origin),
+            format!("{n} has a CNAME and other data"),
+        ));
     }
     if problems.is_empty() {
         Ok(StaticZone {
