@@ -51,6 +51,7 @@ fn load_all(sources: &mut [FileSource]) -> (Vec<Update>, Vec<Problem>) {
             updates.push(Update {
                 source: s.name(),
                 snapshot,
+                taken: None,
             });
         }
     }
@@ -73,6 +74,7 @@ pub fn check(path: &Path) -> ExitCode {
         match &*u.snapshot {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
+            crate::sources::Snapshot::Etcd(_) => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -85,6 +87,7 @@ pub fn check(path: &Path) -> ExitCode {
     let built = build(BuildInput {
         zones: &zones,
         federations: &feds,
+        etcd: &[],
         serial: 1,
         generation: 1,
     });
@@ -148,6 +151,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for s in &sources {
         board.register(&s.name());
     }
+    let etcd_reader = config.etcd.as_ref().filter(|e| !e.zones.is_empty());
+    if let Some(e) = etcd_reader {
+        // Not ready until the first get of the prefix succeeded (zone files serve meanwhile).
+        board.register(&crate::sources::etcd::source_name(e));
+    }
     // At start there is no last good data to fall back on: refuse to serve broken input.
     let (updates, problems) = load_all(&mut sources);
     if !problems.is_empty() {
@@ -177,6 +185,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for u in updates {
         merger.apply(u);
     }
+    let publisher = match &config.etcd {
+        Some(e) if e.mode == crate::config::EtcdMode::Publish => {
+            let (ftx, frx) = watch::channel(Arc::new(
+                crate::table::build::FederationRecords::default(),
+            ));
+            merger.publish_federations_to(ftx);
+            Some((e.clone(), frx))
+        }
+        _ => None,
+    };
     merger.publish();
 
     for addr in &config.listen {
@@ -221,6 +239,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
             board.clone(),
             metrics.clone(),
             reload_rx.clone(),
+        ));
+    }
+    if let Some(e) = etcd_reader {
+        tokio::spawn(crate::sources::etcd::run_reader(
+            e.clone(),
+            tx.clone(),
+            board.clone(),
+            metrics.clone(),
+        ));
+    }
+    if let Some((e, frx)) = publisher {
+        let id = format!("fedns pid {} http {}", std::process::id(), config.http);
+        tokio::spawn(crate::sources::etcd::run_publisher(
+            e,
+            frx,
+            metrics.clone(),
+            id,
         ));
     }
     drop(tx);

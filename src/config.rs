@@ -32,6 +32,81 @@ struct RawConfig {
     state_dir: PathBuf,
     #[serde(default = "default_watch_interval_ms")]
     watch_interval_ms: u64,
+    #[serde(default)]
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    #[serde(default)]
+    tls: Option<RawEtcdTls>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default = "default_etcd_prefix")]
+    prefix: String,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default)]
+    mode: EtcdMode,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl_secs: i64,
+    #[serde(default = "default_election")]
+    election: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcdTls {
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+}
+
+/// `read`: serve the SkyDNS data under the prefix. `publish`: also write the federation records
+/// this instance computes there, when elected (one publisher at a time).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdMode {
+    #[default]
+    Read,
+    Publish,
+}
+
+/// The `etcd:` section, validated.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Normalized: `/skydns`.
+    pub prefix: String,
+    /// Zones served from the prefix (may be empty for a publish-only instance).
+    pub zones: Vec<crate::model::DnsName>,
+    pub mode: EtcdMode,
+    /// Lease TTL of the publisher's election key: failover time.
+    pub lease_ttl_secs: i64,
+    /// Election name (an etcd key prefix outside the SkyDNS prefix).
+    pub election: String,
+}
+
+fn default_etcd_prefix() -> String {
+    "/skydns".into()
+}
+fn default_lease_ttl() -> i64 {
+    3
+}
+fn default_election() -> String {
+    "/fedns/publisher".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +169,7 @@ pub struct Config {
     /// Where the last SOA serial is kept across restarts.
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl Config {
@@ -158,6 +234,49 @@ impl Config {
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1".into());
         }
+        let mut etcd = None;
+        if let Some(e) = &raw.etcd {
+            let mut zones = Vec::new();
+            for z in &e.zones {
+                match crate::model::DnsName::parse(z) {
+                    Ok(n) => zones.push(n),
+                    Err(m) => field("zones", m),
+                }
+            }
+            if e.endpoints.is_empty() {
+                field("endpoints", "at least one etcd endpoint is needed".into());
+            }
+            if e.mode == EtcdMode::Read && zones.is_empty() {
+                field("zones", "read mode needs at least one zone to serve".into());
+            }
+            if e.lease_ttl_secs < 1 {
+                field("lease_ttl_secs", "must be at least 1".into());
+            }
+            if e.username.is_some() != e.password.is_some() {
+                field("username", "username and password go together".into());
+            }
+            let prefix = crate::sources::etcd::skydns::normalize_prefix(&e.prefix);
+            if prefix == "/" {
+                field("prefix", "must not be empty".into());
+            }
+            let election = crate::sources::etcd::skydns::normalize_prefix(&e.election);
+            if election.starts_with(&format!("{prefix}/")) || election == prefix {
+                field("election", "must be outside the SkyDNS prefix".into());
+            }
+            etcd = Some(EtcdConfig {
+                endpoints: e.endpoints.clone(),
+                tls_ca: e.tls.as_ref().and_then(|t| t.ca.clone()),
+                tls_cert: e.tls.as_ref().and_then(|t| t.cert.clone()),
+                tls_key: e.tls.as_ref().and_then(|t| t.key.clone()),
+                username: e.username.clone(),
+                password: e.password.clone(),
+                prefix,
+                zones,
+                mode: e.mode,
+                lease_ttl_secs: e.lease_ttl_secs,
+                election,
+            });
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -186,6 +305,12 @@ impl Config {
             tcp_max_connections: raw.tcp.max_connections,
             state_dir: resolve(&raw.state_dir),
             watch_interval: Duration::from_millis(raw.watch_interval_ms),
+            etcd: etcd.map(|mut e| {
+                e.tls_ca = e.tls_ca.map(|p| resolve(&p));
+                e.tls_cert = e.tls_cert.map(|p| resolve(&p));
+                e.tls_key = e.tls_key.map(|p| resolve(&p));
+                e
+            }),
         })
     }
 }
@@ -236,6 +361,21 @@ mod tests {
         let errs =
             Config::parse(Path::new("c.yaml"), "listen: [\"not an address\"]\n").unwrap_err();
         assert_eq!(errs[0].line, Some(1), "{errs:?}");
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "etcd:\n  endpoints: [\"http://127.0.0.1:2379\"]\n  zones: []\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].line, Some(3), "{errs:?}");
+        let c = Config::parse(
+            Path::new("/x/c.yaml"),
+            "etcd:\n  endpoints: [\"http://127.0.0.1:2379\"]\n  prefix: skydns/\n  zones: [Example.com]\n  tls: {ca: ca.pem}\n",
+        )
+        .unwrap();
+        let e = c.etcd.unwrap();
+        assert_eq!(e.prefix, "/skydns");
+        assert_eq!(e.tls_ca, Some(PathBuf::from("/x/ca.pem")));
+        assert_eq!(e.zones[0].to_string(), "example.com.");
         let errs = Config::parse(Path::new("c.yaml"), "lisen: []\n").unwrap_err();
         assert!(errs[0].message.contains("lisen"), "{errs:?}");
     }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
-use crate::table::build::{BuildInput, build};
+use crate::table::build::{BuildInput, FederationRecords, build};
 
 /// Hands out SOA serials that never go backwards: above the last one handed out (kept in
 /// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
@@ -71,6 +71,7 @@ pub struct Merger {
     serial: SerialClock,
     generation: u64,
     shared: Arc<Shared>,
+    federations_out: Option<tokio::sync::watch::Sender<Arc<FederationRecords>>>,
 }
 
 impl Merger {
@@ -80,7 +81,13 @@ impl Merger {
             serial,
             generation: 0,
             shared,
+            federations_out: None,
         }
+    }
+
+    /// Sends the federation records of every published table to `tx` (etcd publish mode).
+    pub fn publish_federations_to(&mut self, tx: tokio::sync::watch::Sender<Arc<FederationRecords>>) {
+        self.federations_out = Some(tx);
     }
 
     pub fn apply(&mut self, update: Update) {
@@ -92,10 +99,12 @@ impl Merger {
         let started = Instant::now();
         let mut zones: Vec<StaticZone> = Vec::new();
         let mut federations: Vec<Federation> = Vec::new();
+        let mut etcd = Vec::new();
         for snapshot in self.snapshots.values() {
             match &**snapshot {
                 Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
                 Snapshot::Federation(f) => federations.push((**f).clone()),
+                Snapshot::Etcd(e) => etcd.push(&**e),
             }
         }
         let floor = zones
@@ -112,11 +121,16 @@ impl Merger {
         let built = build(BuildInput {
             zones: &zones,
             federations: &federations,
+            etcd: &etcd,
             serial,
             generation: self.generation,
         });
         for w in &built.warnings {
             tracing::warn!("{w}");
+        }
+        if let Some(tx) = &self.federations_out {
+            // Publish mode: the records fedns computed, for the etcd publisher.
+            let _ = tx.send(Arc::new(crate::table::build::federation_records(&federations)));
         }
         let table = built.table;
         let m = &self.shared.metrics;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::dns::respond::Transport;
@@ -190,6 +190,16 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     pub source_up: IntGaugeVec,
     pub source_errors: IntCounterVec,
+    /// Keys held in memory from etcd (read mode).
+    pub etcd_keys: IntGauge,
+    /// etcd values skipped because they are not valid SkyDNS JSON.
+    pub etcd_invalid_values: IntCounter,
+    /// etcd connection losses and failed attempts (read and publish).
+    pub etcd_reconnects: IntCounter,
+    /// 1 while this instance is the elected etcd publisher.
+    pub etcd_publisher_leader: IntGauge,
+    /// Keys written or deleted in etcd by the publisher.
+    pub etcd_publish_writes: IntCounter,
 }
 
 impl Default for Metrics {
@@ -262,7 +272,34 @@ impl Metrics {
         registry
             .register(Box::new(source_errors.clone()))
             .expect("register");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let etcd_keys = gauge("fedns_etcd_keys", "Keys held in memory from etcd");
+        let etcd_invalid_values = counter(
+            "fedns_etcd_invalid_values_total",
+            "etcd values skipped because they are not valid SkyDNS JSON",
+        );
+        let etcd_reconnects = counter(
+            "fedns_etcd_reconnects_total",
+            "etcd connections lost or failed (the last copy keeps serving)",
+        );
+        let etcd_publisher_leader = gauge(
+            "fedns_etcd_publisher_leader",
+            "1 while this instance is the elected etcd publisher",
+        );
+        let etcd_publish_writes = counter(
+            "fedns_etcd_publish_writes_total",
+            "Keys put or deleted in etcd by the publisher",
+        );
         Metrics {
+            etcd_keys,
+            etcd_invalid_values,
+            etcd_reconnects,
+            etcd_publisher_leader,
+            etcd_publish_writes,
             registry,
             workers,
             table_generation,

@@ -58,6 +58,17 @@ fn to_record(r: &Record) -> HRecord {
 
 /// Answer and authority sections that follow the question `qname`/`qtype` at offset 12.
 pub fn compressed(qname: &DnsName, qtype: u16, answer: &[Record], authority: &[Record]) -> Body {
+    compressed_full(qname, qtype, answer, authority, &[])
+}
+
+/// Like [`compressed`], with an additional section too.
+pub fn compressed_full(
+    qname: &DnsName,
+    qtype: u16,
+    answer: &[Record],
+    authority: &[Record],
+    additional: &[Record],
+) -> Body {
     let mut buf = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut buf);
     let header_and_question = (|| {
@@ -66,7 +77,7 @@ pub fn compressed(qname: &DnsName, qtype: u16, answer: &[Record], authority: &[R
         Ok::<_, hickory_proto::ProtoError>(enc.len())
     })()
     .expect("encoding into a Vec cannot fail");
-    for r in answer.iter().chain(authority) {
+    for r in answer.iter().chain(authority).chain(additional) {
         to_record(r)
             .emit(&mut enc)
             .expect("encoding into a Vec cannot fail");
@@ -74,9 +85,18 @@ pub fn compressed(qname: &DnsName, qtype: u16, answer: &[Record], authority: &[R
     Body {
         answer_count: answer.len() as u16,
         authority_count: authority.len() as u16,
-        additional_count: 0,
+        additional_count: additional.len() as u16,
         wire: buf[header_and_question..].into(),
     }
+}
+
+/// Answer records without compression, valid after any question (the SOA that CoreDNS gives
+/// for an SOA question about any name of its zones).
+pub fn detached_answer(answer: &[Record]) -> Body {
+    let mut body = detached(answer);
+    body.answer_count = body.authority_count;
+    body.authority_count = 0;
+    body
 }
 
 /// Authority records without compression, valid after any question.

@@ -75,6 +75,7 @@ fn federation(max_answers: usize) -> Federation {
 fn table() -> Table {
     let zone = crate::dns::zonefile::parse(Path::new("example.com.zone"), ZONE).unwrap();
     let built = build(BuildInput {
+        etcd: &[],
         zones: &[zone],
         federations: &[federation(8)],
         serial: 99,

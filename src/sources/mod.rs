@@ -5,6 +5,7 @@
 //! sends nothing, logs what is wrong, marks itself down in `/metrics` and `/readyz`, and the
 //! merger keeps using its last good snapshot.
 
+pub mod etcd;
 pub mod federation_file;
 pub mod watch;
 pub mod zone_dir;
@@ -19,6 +20,8 @@ use crate::model::{Federation, StaticZone};
 pub enum Snapshot {
     Zones(Vec<StaticZone>),
     Federation(Box<Federation>),
+    /// The in-memory copy of an etcd prefix (SkyDNS layout) and the zones served from it.
+    Etcd(Box<etcd::skydns::EtcdData>),
 }
 
 /// One new snapshot from the source named `source`.
@@ -26,6 +29,9 @@ pub enum Snapshot {
 pub struct Update {
     pub source: String,
     pub snapshot: Arc<Snapshot>,
+    /// Dropped by the merger once it has taken the snapshot: a source that sends large
+    /// snapshots waits for this before sending the next one, so bursts coalesce.
+    pub taken: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Per-source state for `/readyz` and logs (never read on the query path).

@@ -156,6 +156,7 @@ pub async fn run(
                 .send(Update {
                     source: name.clone(),
                     snapshot,
+                    taken: None,
                 })
                 .await
                 .is_err()

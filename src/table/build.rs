@@ -13,6 +13,7 @@ use super::{Answer, Node, Table, ZoneInfo, rcode};
 use crate::dns::encode;
 use crate::model::{DnsName, Federation, RData, Record, Soa, StaticZone, rtype};
 use crate::selection::{self, AddressSet};
+use crate::sources::etcd::skydns::{self, EtcdData, Outcome};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
 const MAX_ROTATIONS: usize = 64;
@@ -22,6 +23,9 @@ const MAX_CHAIN: usize = 8;
 pub struct BuildInput<'a> {
     pub zones: &'a [StaticZone],
     pub federations: &'a [Federation],
+    /// etcd (SkyDNS layout) data sets; their names answer as CoreDNS's etcd plugin would and
+    /// override zone-file and federation names.
+    pub etcd: &'a [&'a EtcdData],
     pub serial: u32,
     pub generation: u64,
 }
@@ -120,6 +124,18 @@ pub fn build(input: BuildInput<'_>) -> Built {
         }
     }
 
+    // etcd zones without a zone file get the SOA CoreDNS synthesizes (plugin.SOA): ns.dns.ZONE,
+    // hostmaster.ZONE, refresh 7200, retry 1800, expire 86400, minimum 30, TTL 30.
+    let mut etcd_zone_ids: Vec<DnsName> = Vec::new();
+    for data in input.etcd {
+        for z in &data.zones {
+            if !zones.iter().any(|d| d.origin == *z) {
+                zones.push(coredns_zone(z));
+            }
+            etcd_zone_ids.push(z.clone());
+        }
+    }
+
     // The SOA serial is the table's: it grows with every publish.
     for z in &mut zones {
         z.soa.serial = input.serial;
@@ -201,9 +217,15 @@ pub fn build(input: BuildInput<'_>) -> Built {
             rcode: rcode::NXDOMAIN,
             bodies: Box::new([body.clone()]),
         });
-        table.zones.push(ZoneInfo {
-            nxdomain: (table.answers.len() - 1) as u32,
+        let nxdomain = (table.answers.len() - 1) as u32;
+        let miss_soa = etcd_zone_ids.contains(&zones[zi].origin).then(|| {
+            table.answers.push(Answer {
+                rcode: rcode::NOERROR,
+                bodies: Box::new([encode::detached_answer(&[coredns_soa_answer(&zones[zi])])]),
+            });
+            (table.answers.len() - 1) as u32
         });
+        table.zones.push(ZoneInfo { nxdomain, miss_soa });
         table.answers.push(Answer {
             rcode: rcode::NOERROR,
             bodies: Box::new([body]),
@@ -301,7 +323,133 @@ pub fn build(input: BuildInput<'_>) -> Built {
             },
         );
     }
+    for data in input.etcd {
+        add_etcd(&mut table, data, &zones, &zone_of, &nodata_of, &mut warnings);
+    }
     Built { table, warnings }
+}
+
+/// The SOA record CoreDNS puts in the answer to an SOA question.
+fn coredns_soa_answer(z: &ZoneData) -> Record {
+    Record {
+        name: z.origin.clone(),
+        ttl: z.soa_ttl.min(300),
+        data: RData::Soa(z.soa.clone()),
+    }
+}
+
+fn coredns_zone(origin: &DnsName) -> ZoneData {
+    let host = |l: &str| origin.prepend(l).unwrap_or_else(|_| origin.clone());
+    ZoneData {
+        origin: origin.clone(),
+        soa: Soa {
+            mname: host("ns.dns"),
+            rname: host("hostmaster"),
+            serial: 1,
+            refresh: 7200,
+            retry: 1800,
+            expire: 86400,
+            minimum: 30,
+        },
+        soa_ttl: 30,
+    }
+}
+
+/// Largest answer body kept: a TCP message is at most 65535 bytes with header and question.
+const MAX_BODY: usize = 65535 - 12 - 260 - 11;
+
+/// Adds the names of one etcd data set, answered as CoreDNS's etcd plugin answers them.
+fn add_etcd(
+    table: &mut Table,
+    data: &EtcdData,
+    zones: &[ZoneData],
+    zone_of: &dyn Fn(&DnsName) -> Option<usize>,
+    nodata_of: &[u32],
+    warnings: &mut Vec<String>,
+) {
+    let soa = |z: &DnsName| {
+        zones
+            .iter()
+            .find(|d| d.origin == *z)
+            .map(coredns_soa_answer)
+    };
+    let computed = skydns::compute(data, &soa);
+    let mut cut = 0usize;
+    for na in computed {
+        let Some(zi) = zone_of(&na.name) else { continue };
+        let mut encode_one = |qtype: u16, o: &Outcome, cut: &mut usize| -> u32 {
+            match o {
+                Outcome::NoData => nodata_of[zi],
+                Outcome::NxDomain => table.zones[zi].nxdomain,
+                Outcome::ServFail => {
+                    let z = &zones[zi];
+                    let soa = Record {
+                        name: z.origin.clone(),
+                        ttl: z.soa_ttl.min(z.soa.minimum),
+                        data: RData::Soa(z.soa.clone()),
+                    };
+                    table.answers.push(Answer {
+                        rcode: rcode::SERVFAIL,
+                        bodies: Box::new([encode::detached(&[soa])]),
+                    });
+                    (table.answers.len() - 1) as u32
+                }
+                Outcome::Answer { answer, additional } => {
+                    let mut n_ans = answer.len();
+                    let mut n_add = additional.len();
+                    let mut body =
+                        encode::compressed_full(&na.name, qtype, answer, &[], additional);
+                    while body.wire.len() > MAX_BODY && n_ans + n_add > 1 {
+                        *cut += 1;
+                        if n_add > 0 {
+                            n_add /= 2;
+                        } else {
+                            n_ans = n_ans.div_ceil(2).min(n_ans - 1);
+                        }
+                        body = encode::compressed_full(
+                            &na.name,
+                            qtype,
+                            &answer[..n_ans],
+                            &[],
+                            &additional[..n_add],
+                        );
+                    }
+                    table.record_count += n_ans;
+                    table.answers.push(Answer {
+                        rcode: rcode::NOERROR,
+                        bodies: Box::new([body]),
+                    });
+                    (table.answers.len() - 1) as u32
+                }
+            }
+        };
+        let mut by_type = Vec::with_capacity(na.by_type.len() + 1);
+        for (t, o) in &na.by_type {
+            by_type.push((*t, encode_one(*t, o, &mut cut)));
+        }
+        // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
+        let other = encode_one(0, &na.other, &mut cut);
+        if table
+            .names
+            .insert(
+                na.name.wire().into(),
+                Node {
+                    zone: zi as u32,
+                    by_type: by_type.into(),
+                    other,
+                },
+            )
+            .is_none()
+        {
+            table.name_count += 1;
+        }
+    }
+    if cut > 0 {
+        warnings.push(format!(
+            "etcd {}: {cut} answer(s) larger than a DNS message were cut to fit",
+            data.prefix
+        ));
+    }
 }
 
 fn push_answer(
@@ -498,5 +646,45 @@ fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
             }
         }
     }
+    out
+}
+
+/// The federation records fedns computed, as the etcd publisher writes them: every federated
+/// name with its TTL and values (addresses, or the CNAME target), sorted by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FederationRecords {
+    /// Zones of the federations (the publisher owns its keys below these).
+    pub zones: Vec<DnsName>,
+    pub records: Vec<(DnsName, u32, Vec<String>)>,
+}
+
+pub fn federation_records(feds: &[Federation]) -> FederationRecords {
+    let mut out = FederationRecords::default();
+    for fed in feds {
+        if !out.zones.contains(&fed.zone) {
+            out.zones.push(fed.zone.clone());
+        }
+        for (name, data) in federation_nodes(fed) {
+            let mut values = Vec::new();
+            let mut ttl = fed.ttl.max(1);
+            for rr in &data.rrsets {
+                ttl = ttl.min(rr.ttl);
+                for d in &rr.rdatas {
+                    match d {
+                        RData::A(a) => values.push(a.to_string()),
+                        RData::Aaaa(a) => values.push(a.to_string()),
+                        RData::Cname(t) => {
+                            values.push(t.to_string().trim_end_matches('.').to_string())
+                        }
+                        _ => {} // SRV has no place in the federation provider's layout
+                    }
+                }
+            }
+            if !values.is_empty() {
+                out.records.push((name, ttl, values));
+            }
+        }
+    }
+    out.records.sort();
     out
 }

@@ -52,6 +52,9 @@ struct Node {
 #[derive(Debug)]
 struct ZoneInfo {
     nxdomain: u32,
+    /// Answer to an SOA question about a name that does not exist (CoreDNS's etcd plugin gives
+    /// the zone's SOA for any name of its zones); `None`: NXDOMAIN as for other types.
+    miss_soa: Option<u32>,
 }
 
 /// What the table says about a question.
@@ -111,6 +114,11 @@ impl Table {
             pos += qname[pos] as usize + 1;
             if let Some(node) = self.names.get(&qname[pos.min(qname.len())..]) {
                 let zone = &self.zones[node.zone as usize];
+                if qtype == crate::model::rtype::SOA
+                    && let Some(i) = zone.miss_soa
+                {
+                    return Lookup::Authoritative(&self.answers[i as usize]);
+                }
                 return Lookup::Authoritative(&self.answers[zone.nxdomain as usize]);
             }
         }

@@ -1,0 +1,470 @@
+//! The etcd source (read mode) and the etcd publisher (publish mode). etcd-client types stay in
+//! this module.
+//!
+//! Read mode: one get of the prefix, then a watch from the next revision; every change updates an
+//! in-memory map (key → parsed entry) and sends a complete snapshot to the merger, at most one in
+//! flight (bursts coalesce while the merger builds). A compaction that cancels the watch, a lost
+//! connection or a failed start re-gets and re-watches with backoff; meanwhile the last copy keeps
+//! serving, `/readyz` and `fedns_source_up{source="etcd:PREFIX"}` say so, and nothing on the query
+//! path ever talks to etcd.
+//!
+//! Publish mode: instances campaign in an etcd election bound to a lease; the leader writes the
+//! federation records of every table it publishes as `PREFIX/<reversed name>/<hash of value>`
+//! with `{"host","ttl","group"}`, diffing against what is there (unchanged keys are never
+//! rewritten), in transactions that only apply while it still holds the election key. When it
+//! dies its lease expires and another instance takes over within `lease_ttl_secs`.
+
+pub mod skydns;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::skydns::{EtcdData, Entry};
+use super::{Snapshot, SourceBoard, Update};
+use crate::config::EtcdConfig;
+use crate::metrics::Metrics;
+use crate::table::build::FederationRecords;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most operations in one etcd transaction (etcd's default `--max-txn-ops` is 128).
+const TXN_OPS: usize = 100;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The source name used in logs, metrics and `/readyz`.
+pub fn source_name(cfg: &EtcdConfig) -> String {
+    format!("etcd:{}", cfg.prefix)
+}
+
+async fn connect(cfg: &EtcdConfig) -> Result<Client, BoxError> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    if cfg.tls_ca.is_some() || cfg.tls_cert.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &cfg.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) {
+            let cert = std::fs::read(c).map_err(|e| format!("{}: {e}", c.display()))?;
+            let key = std::fs::read(k).map_err(|e| format!("{}: {e}", k.display()))?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    let c = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Client::connect(cfg.endpoints.clone(), Some(opts)),
+    )
+    .await
+    .map_err(|_| "connect timed out")??;
+    Ok(c)
+}
+
+/// Parses one value into `map` (or drops the key when its value is not valid), logging what
+/// was skipped with the key.
+fn apply_value(map: &mut BTreeMap<String, Entry>, key: &str, value: &[u8], metrics: &Metrics) {
+    match skydns::parse_value(value) {
+        Ok(e) => {
+            map.insert(key.to_string(), e);
+        }
+        Err(err) => {
+            metrics.etcd_invalid_values.inc();
+            tracing::warn!(key, error = %err, "etcd value is not valid SkyDNS JSON; key skipped");
+            map.remove(key);
+        }
+    }
+}
+
+enum SessionEnd {
+    /// The merger is gone: shutting down.
+    Shutdown,
+    /// The watch was cancelled by a compaction: get again at once.
+    Compacted,
+}
+
+struct Reader {
+    cfg: EtcdConfig,
+    name: String,
+    tx: mpsc::Sender<Update>,
+    board: SourceBoard,
+    metrics: Metrics,
+    /// The last copy: kept across lost connections.
+    map: BTreeMap<String, Entry>,
+    /// Dropped by the merger when it took the last snapshot.
+    taken: Option<oneshot::Receiver<()>>,
+}
+
+impl Reader {
+    /// Waits until the merger took the previous snapshot, then sends the current map.
+    async fn send(&mut self) -> bool {
+        if let Some(rx) = &mut self.taken {
+            while let Err(oneshot::error::TryRecvError::Empty) = rx.try_recv() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let (otx, orx) = oneshot::channel();
+        self.taken = Some(orx);
+        self.metrics.etcd_keys.set(self.map.len() as i64);
+        let data = EtcdData {
+            prefix: self.cfg.prefix.clone(),
+            zones: self.cfg.zones.clone(),
+            entries: self.map.clone(),
+        };
+        self.tx
+            .send(Update {
+                source: self.name.clone(),
+                snapshot: Arc::new(Snapshot::Etcd(Box::new(data))),
+                taken: Some(otx),
+            })
+            .await
+            .is_ok()
+    }
+
+    fn up(&self) {
+        self.board.loaded(&self.name);
+        self.metrics
+            .source_up
+            .with_label_values(&[&self.name])
+            .set(1);
+    }
+
+    fn down(&self, error: &str) {
+        self.board.failed(&self.name, format!("etcd: {error}"));
+        self.metrics
+            .source_up
+            .with_label_values(&[&self.name])
+            .set(0);
+        self.metrics
+            .source_errors
+            .with_label_values(&[&self.name])
+            .inc();
+        self.metrics.etcd_reconnects.inc();
+    }
+
+    async fn session(&mut self, backoff: &mut Duration) -> Result<SessionEnd, BoxError> {
+        let mut client = connect(&self.cfg).await?;
+        let dir = format!("{}/", self.cfg.prefix);
+        let started = Instant::now();
+        let resp = tokio::time::timeout(
+            REQUEST_TIMEOUT * 6,
+            client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| "get timed out")??;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let mut map = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            apply_value(&mut map, &key, kv.value(), &self.metrics);
+        }
+        drop(resp);
+        tracing::info!(
+            source = %self.name,
+            keys = map.len(),
+            revision = rev,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "etcd prefix loaded"
+        );
+        self.map = map;
+        if !self.send().await {
+            return Ok(SessionEnd::Shutdown);
+        }
+        self.up();
+        *backoff = BACKOFF_MIN;
+
+        let mut stream = client
+            .watch(
+                dir.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(rev + 1),
+                ),
+            )
+            .await?;
+        let mut dirty = false;
+        loop {
+            let next = if dirty {
+                // Coalesce: take what is already there, then send.
+                match tokio::time::timeout(Duration::from_millis(1), stream.message()).await {
+                    Ok(m) => Some(m),
+                    Err(_) => None,
+                }
+            } else {
+                Some(stream.message().await)
+            };
+            let Some(msg) = next else {
+                dirty = false;
+                if !self.send().await {
+                    return Ok(SessionEnd::Shutdown);
+                }
+                continue;
+            };
+            let Some(msg) = msg? else {
+                return Err("etcd closed the watch".into());
+            };
+            if msg.canceled() {
+                if msg.compact_revision() > 0 {
+                    tracing::warn!(
+                        source = %self.name,
+                        compact_revision = msg.compact_revision(),
+                        "etcd watch cancelled by compaction; getting the prefix again"
+                    );
+                    return Ok(SessionEnd::Compacted);
+                }
+                return Err(format!("etcd cancelled the watch: {}", msg.cancel_reason()).into());
+            }
+            for ev in msg.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key());
+                match ev.event_type() {
+                    EventType::Put => apply_value(&mut self.map, &key, kv.value(), &self.metrics),
+                    EventType::Delete => {
+                        self.map.remove(&*key);
+                    }
+                }
+                dirty = true;
+            }
+        }
+    }
+}
+
+/// Read mode: keeps an in-memory copy of the prefix and sends it to the merger on every change.
+pub async fn run_reader(
+    cfg: EtcdConfig,
+    tx: mpsc::Sender<Update>,
+    board: SourceBoard,
+    metrics: Metrics,
+) {
+    let name = source_name(&cfg);
+    let mut r = Reader {
+        cfg,
+        name,
+        tx,
+        board,
+        metrics,
+        map: BTreeMap::new(),
+        taken: None,
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match r.session(&mut backoff).await {
+            Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::Compacted) => continue,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(
+                    source = %r.name,
+                    error = %msg,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    keys_kept = r.map.len(),
+                    "etcd unreachable or lost; serving the last copy"
+                );
+                r.down(&msg);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// FNV-1a (64 bits) of a value, in hex: the last key segment of a published value.
+pub fn value_hash(value: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in value.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The keys and values the publisher wants under the prefix.
+pub fn desired_keys(prefix: &str, records: &FederationRecords) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, ttl, values) in &records.records {
+        let group = name.to_string().trim_end_matches('.').to_string();
+        let dir = skydns::path_of(name, prefix);
+        for v in values {
+            let json = serde_json::json!({"host": v, "ttl": ttl, "group": group}).to_string();
+            out.insert(format!("{dir}/{}", value_hash(v)), json);
+        }
+    }
+    out
+}
+
+/// Keys under the federation zones that the publisher owns: one level below a name, with a
+/// `group` equal to that name (the layout it writes).
+fn owned(prefix: &str, key: &str, value: &[u8]) -> bool {
+    let Some((dir, _)) = key.rsplit_once('/') else {
+        return false;
+    };
+    let Some(name) = skydns::name_of_key(dir, prefix) else {
+        return false;
+    };
+    match skydns::parse_value(value) {
+        Ok(e) => e.group == name.to_string().trim_end_matches('.'),
+        Err(_) => false,
+    }
+}
+
+/// Publish mode: campaigns for the election, then keeps etcd equal to the federation records.
+pub async fn run_publisher(
+    cfg: EtcdConfig,
+    mut records: watch::Receiver<Arc<FederationRecords>>,
+    metrics: Metrics,
+    id: String,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let r = publish_session(&cfg, &mut records, &metrics, &id, &mut backoff).await;
+        metrics.etcd_publisher_leader.set(0);
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.etcd_reconnects.inc();
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "etcd publisher stopped; campaigning again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn publish_session(
+    cfg: &EtcdConfig,
+    records: &mut watch::Receiver<Arc<FederationRecords>>,
+    metrics: &Metrics,
+    id: &str,
+    backoff: &mut Duration,
+) -> Result<(), BoxError> {
+    let mut client = connect(cfg).await?;
+    let ttl = cfg.lease_ttl_secs;
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
+    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
+    let mut tick = tokio::time::interval(period);
+    let keep_alive = async |keeper: &mut etcd_client::LeaseKeeper,
+                                acks: &mut etcd_client::LeaseKeepAliveStream|
+           -> Result<(), BoxError> {
+        keeper.keep_alive().await?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, acks.message()).await {
+            Ok(Ok(Some(a))) if a.ttl() > 0 => Ok(()),
+            Ok(Ok(_)) => Err("publisher lease expired".into()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err("lease keep-alive timed out".into()),
+        }
+    };
+    tracing::info!(election = %cfg.election, lease, "etcd publisher campaigning");
+    let mut campaign_client = client.clone();
+    let campaign = campaign_client.campaign(cfg.election.as_str(), id, lease);
+    tokio::pin!(campaign);
+    let leader = loop {
+        tokio::select! {
+            r = &mut campaign => break r?,
+            _ = tick.tick() => keep_alive(&mut keeper, &mut acks).await?,
+        }
+    };
+    let leader = leader.leader().ok_or("campaign answered without a leader key")?;
+    let (leader_key, leader_rev) = (leader.key().to_vec(), leader.rev());
+    metrics.etcd_publisher_leader.set(1);
+    *backoff = BACKOFF_MIN;
+    tracing::info!(election = %cfg.election, "elected etcd publisher");
+    // Sync at once, on every new table, and every 30 s (repairs edits made behind our back).
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    let mut pending = true;
+    loop {
+        if pending {
+            let want = records.borrow_and_update().clone();
+            sync(&mut client, cfg, &leader_key, leader_rev, &want, metrics).await?;
+            pending = false;
+        }
+        tokio::select! {
+            r = records.changed() => {
+                if r.is_err() {
+                    let _ = client.lease_revoke(lease).await;
+                    return Ok(());
+                }
+                pending = true;
+            }
+            _ = tick.tick() => keep_alive(&mut keeper, &mut acks).await?,
+            _ = resync.tick() => pending = true,
+        }
+    }
+}
+
+/// Makes the owned keys under the federation zones equal to `want`: puts what is missing or
+/// different, deletes what is no longer wanted, in transactions guarded by the election key.
+async fn sync(
+    client: &mut Client,
+    cfg: &EtcdConfig,
+    leader_key: &[u8],
+    leader_rev: i64,
+    want: &FederationRecords,
+    metrics: &Metrics,
+) -> Result<(), BoxError> {
+    let desired = desired_keys(&cfg.prefix, want);
+    let mut current: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for zone in &want.zones {
+        let dir = format!("{}/", skydns::path_of(zone, &cfg.prefix));
+        let resp = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| "get timed out")??;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if owned(&cfg.prefix, &key, kv.value()) {
+                current.insert(key, kv.value().to_vec());
+            }
+        }
+    }
+    let mut ops = Vec::new();
+    for (k, v) in &desired {
+        if current.get(k).map(|c| c.as_slice()) != Some(v.as_bytes()) {
+            ops.push(TxnOp::put(k.as_str(), v.as_str(), None));
+        }
+    }
+    for k in current.keys() {
+        if !desired.contains_key(k) {
+            ops.push(TxnOp::delete(k.as_str(), None));
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let n = ops.len();
+    for chunk in ops.chunks(TXN_OPS) {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                leader_key.to_vec(),
+                CompareOp::Equal,
+                leader_rev,
+            )])
+            .and_then(chunk.to_vec());
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn))
+            .await
+            .map_err(|_| "txn timed out")??;
+        if !resp.succeeded() {
+            return Err("lost the publisher election; not writing".into());
+        }
+        metrics.etcd_publish_writes.inc_by(chunk.len() as u64);
+    }
+    tracing::info!(changes = n, keys = desired.len(), "published federation records to etcd");
+    Ok(())
+}

@@ -1,0 +1,906 @@
+//! The SkyDNS layout that the CoreDNS etcd plugin serves, and the answers it gives, computed
+//! ahead of time.
+//!
+//! Keys are names with their labels reversed under a prefix (`/skydns/com/example/www/x1`); values
+//! are JSON objects (`host, port, priority, weight, text, mail, ttl, targetstrip, group`). This module
+//! is pure: [`compute`] takes the in-memory copy of the keys and returns, for every name that
+//! CoreDNS would answer positively or with NODATA, the outcome per query type. It mirrors
+//! CoreDNS's `plugin/etcd/etcd.go` (`Records`, `get`, `loopNodes`, `TTL`, `shouldInclude`),
+//! `plugin/etcd/msg/service.go` (`Group`, `targetStrip`, `split255`, `HostType`) and
+//! `plugin/backend_lookup.go` (`A`, `AAAA`, `TXT`, `SRV`, `MX`, `CNAME`, `PTR`, `NS`, `SOA`,
+//! `checkForApex`); each function below names the one it follows.
+//!
+//! Deliberate differences (documented in the README): an etcd lease is not used as a TTL
+//! (CoreDNS casts the lease *ID* to a TTL); a value that is not valid JSON is skipped with a log
+//! line instead of failing every query that touches it; CNAME/SRV/MX targets outside the served
+//! zones are not resolved through an upstream (the CNAME is returned alone, no glue); `*`/`any`
+//! query labels are answered when they are the leftmost label (`*.X`, `any.X`); answers larger
+//! than a DNS message are cut to what fits.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::Value;
+
+use crate::model::{DnsName, RData, Record, rtype};
+
+/// CoreDNS `priority`: default SRV priority / MX preference.
+const DEFAULT_PRIORITY: i64 = 10;
+/// CoreDNS `ttl`: TTL of an entry without one.
+pub const DEFAULT_TTL: u32 = 300;
+/// CoreDNS `len(previousRecords) > 7`: longest CNAME chain followed.
+const MAX_CHAIN: usize = 7;
+/// Most answer records kept per answer (more cannot fit a 64 KiB message anyway).
+pub const MAX_RECORDS: usize = 4096;
+/// Bound on entries visited for one answer (CNAME fan-out can multiply work).
+const BUDGET: usize = 2_000_000;
+
+/// One etcd value, as CoreDNS's `msg.Service` decodes it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Entry {
+    pub host: String,
+    pub port: i64,
+    pub priority: i64,
+    pub weight: i64,
+    pub text: String,
+    pub mail: bool,
+    pub ttl: u32,
+    pub targetstrip: i64,
+    pub group: String,
+}
+
+/// Decodes a value the way Go's `encoding/json` fills `msg.Service`: unknown fields ignored,
+/// field names matched without regard to case, `null` leaves the zero value, a value of the wrong
+/// type is an error.
+pub fn parse_value(bytes: &[u8]) -> Result<Entry, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let obj = match v {
+        Value::Object(o) => o,
+        Value::Null => return Ok(Entry::default()),
+        other => return Err(format!("expected a JSON object, found {other}")),
+    };
+    let field = |name: &str| -> Option<&Value> {
+        obj.get(name).or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    let string = |name: &str| -> Result<String, String> {
+        match field(name) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!("{name}: expected a string, found {other}")),
+        }
+    };
+    let int = |name: &str| -> Result<i64, String> {
+        match field(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| format!("{name}: {n} is not an integer")),
+            Some(other) => Err(format!("{name}: expected a number, found {other}")),
+        }
+    };
+    let mail = match field("mail") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("mail: expected true or false, found {other}")),
+    };
+    let ttl = int("ttl")?;
+    Ok(Entry {
+        host: string("host")?,
+        port: int("port")?,
+        priority: int("priority")?,
+        weight: int("weight")?,
+        text: string("text")?,
+        mail,
+        ttl: u32::try_from(ttl).map_err(|_| format!("ttl: {ttl} is outside 0..=4294967295"))?,
+        targetstrip: int("targetstrip")?,
+        group: string("group")?,
+    })
+}
+
+/// `/prefix` normalized: one leading slash, no trailing slash (CoreDNS joins with `path.Join`).
+pub fn normalize_prefix(prefix: &str) -> String {
+    let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// CoreDNS `msg.Path`: the key of a name (`www.example.com` → `/skydns/com/example/www`).
+pub fn path_of(name: &DnsName, prefix: &str) -> String {
+    let mut labels: Vec<String> = name
+        .labels()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    labels.reverse();
+    let mut p = prefix.to_string();
+    for l in labels {
+        p.push('/');
+        p.push_str(&l);
+    }
+    p
+}
+
+/// The name a key stands for (CoreDNS `msg.Domain`), lowercased; `None` for keys outside the
+/// prefix or with segments that are not valid labels.
+pub fn name_of_key(key: &str, prefix: &str) -> Option<DnsName> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut labels: Vec<&str> = rest.split('/').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    labels.reverse();
+    DnsName::parse(&labels.join(".")).ok()
+}
+
+/// What one etcd data set looks like to the table builder.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct EtcdData {
+    /// Normalized key prefix (`/skydns`).
+    pub prefix: String,
+    /// Zones served from this prefix.
+    pub zones: Vec<DnsName>,
+    /// Every valid key under the prefix, in etcd's (byte) order.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// The outcome of one question, as CoreDNS's etcd handler would write it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// NOERROR, no answer, SOA in authority.
+    NoData,
+    /// NXDOMAIN, SOA in authority.
+    NxDomain,
+    /// SERVFAIL, SOA in authority (CoreDNS: an NS entry that is not an address).
+    ServFail,
+    Answer {
+        answer: Vec<Record>,
+        additional: Vec<Record>,
+    },
+}
+
+/// All answers of one name.
+#[derive(Debug)]
+pub struct NameAnswers {
+    pub name: DnsName,
+    pub by_type: Vec<(u16, Outcome)>,
+    /// Any other query type.
+    pub other: Outcome,
+}
+
+/// The query types CoreDNS's etcd handler distinguishes.
+pub const QTYPES: [u16; 9] = [
+    rtype::A,
+    rtype::AAAA,
+    rtype::TXT,
+    rtype::CNAME,
+    rtype::PTR,
+    rtype::MX,
+    rtype::SRV,
+    rtype::SOA,
+    rtype::NS,
+];
+
+struct NotFound;
+enum NsError {
+    NotFound,
+    NotAnAddress,
+}
+
+/// A service as `loopNodes` hands it on: TTL and priority defaulted.
+#[derive(Clone, Copy)]
+struct Svc<'a> {
+    key: &'a str,
+    e: &'a Entry,
+    ttl: u32,
+    priority: i64,
+}
+
+enum HostType {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname,
+    Txt,
+}
+
+/// CoreDNS `Service.HostType`: `net.ParseIP`, IPv4-mapped IPv6 counts as IPv4.
+fn host_type(e: &Entry) -> HostType {
+    match e.host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => HostType::A(a),
+        Ok(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => HostType::A(v4),
+            None => HostType::Aaaa(a),
+        },
+        Err(_) if e.text.is_empty() => HostType::Cname,
+        Err(_) => HostType::Txt,
+    }
+}
+
+/// CoreDNS `targetStrip`: drop `n` leftmost labels, unless that would leave nothing.
+fn target_strip(name: &DnsName, n: i64) -> DnsName {
+    if n <= 0 {
+        return name.clone();
+    }
+    let count = name.labels().count() as i64;
+    if n >= count {
+        return name.clone();
+    }
+    let mut out = name.clone();
+    for _ in 0..n {
+        out = out.parent().unwrap_or(out);
+    }
+    out
+}
+
+/// CoreDNS `split255`, including its empty last chunk when the length is a multiple of 255.
+fn split255(s: &str) -> Vec<Box<[u8]>> {
+    let b = s.as_bytes();
+    if b.len() < 255 {
+        return vec![b.into()];
+    }
+    let mut out = Vec::new();
+    let (mut p, mut i) = (0, 255);
+    loop {
+        if i <= b.len() {
+            out.push(b[p..i].into());
+        } else {
+            out.push(b[p..].into());
+            break;
+        }
+        p += 255;
+        i += 255;
+    }
+    out
+}
+
+struct Ctx<'a> {
+    data: &'a EtcdData,
+    zone: &'a DnsName,
+    budget: Cell<usize>,
+}
+
+impl<'a> Ctx<'a> {
+    fn spend(&self, n: usize) -> bool {
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(n));
+        left >= n
+    }
+
+    /// CoreDNS `Records` + `get` + `loopNodes` + `msg.Group` (= `Services`).
+    fn services(&self, qname: &DnsName, exact: bool, qtype: u16) -> Result<Vec<Svc<'a>>, NotFound> {
+        let prefix = &self.data.prefix;
+        let full = path_of(qname, prefix);
+        // PathWithWildcard: cut the path at the first `*`/`any` label from the top.
+        let mut path = prefix.clone();
+        let mut star = false;
+        let mut rev: Vec<&[u8]> = qname.labels().collect();
+        rev.reverse();
+        for l in &rev {
+            if *l == b"*" || *l == b"any" {
+                star = true;
+                break;
+            }
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(l));
+        }
+        let entries = &self.data.entries;
+        let mut kvs: Vec<(&'a str, &'a Entry)> = Vec::new();
+        if !exact {
+            let p = format!("{path}/");
+            for (k, e) in entries.range::<str, _>((
+                std::ops::Bound::Included(p.as_str()),
+                std::ops::Bound::Unbounded,
+            )) {
+                if !k.starts_with(&p) {
+                    break;
+                }
+                if !self.spend(1) {
+                    break;
+                }
+                kvs.push((k.as_str(), e));
+            }
+        }
+        if kvs.is_empty() {
+            match entries.get_key_value(path.as_str()) {
+                Some((k, e)) => kvs.push((k.as_str(), e)),
+                None => return Err(NotFound),
+            }
+        }
+        let segments: Vec<&str> = full.split('/').collect();
+        let mut sx = Vec::with_capacity(kvs.len());
+        'nodes: for (key, e) in kvs {
+            if star {
+                let parts: Vec<&str> = key.split('/').collect();
+                for (i, n) in segments.iter().enumerate() {
+                    if i > parts.len() - 1 {
+                        continue 'nodes; // name is longer than key
+                    }
+                    if *n == "*" || *n == "any" {
+                        continue;
+                    }
+                    if parts[i] != *n {
+                        continue 'nodes;
+                    }
+                }
+            }
+            // shouldInclude
+            if !((qtype == rtype::TXT && !e.text.is_empty()) || !e.host.is_empty()) {
+                continue;
+            }
+            sx.push(Svc {
+                key,
+                e,
+                ttl: if e.ttl == 0 { DEFAULT_TTL } else { e.ttl },
+                priority: if e.priority == 0 {
+                    DEFAULT_PRIORITY
+                } else {
+                    e.priority
+                },
+            });
+        }
+        Ok(group(sx))
+    }
+
+    /// CoreDNS `checkForApex`: the apex answers A/AAAA from `apex.dns.<zone>` when that exists.
+    fn apex_or_services(&self, qname: &DnsName, qtype: u16) -> Result<Vec<Svc<'a>>, NotFound> {
+        if qname == self.zone
+            && let Ok(apex) = self.zone.prepend("apex.dns")
+            && let Ok(s) = self.services(&apex, false, qtype)
+        {
+            return Ok(s);
+        }
+        self.services(qname, false, qtype)
+    }
+
+    /// CoreDNS `A` / `AAAA` (which one: `qtype`), CNAME chasing inside the zone included.
+    fn address(
+        &self,
+        qname: &DnsName,
+        qtype: u16,
+        chain: &mut Vec<DnsName>,
+    ) -> Result<Vec<Record>, NotFound> {
+        let services = self.apex_or_services(qname, qtype)?;
+        let mut records = Vec::new();
+        let mut dup: HashSet<&str> = HashSet::new();
+        for s in services {
+            if records.len() >= MAX_RECORDS || !self.spend(1) {
+                break;
+            }
+            match host_type(s.e) {
+                HostType::Cname => {
+                    let Ok(target) = DnsName::parse(&s.e.host) else {
+                        continue;
+                    };
+                    // x CNAME x, or a target inside the name's own subtree: a loop.
+                    if target.is_within(qname) {
+                        continue;
+                    }
+                    if chain.len() > MAX_CHAIN || chain.contains(&target) {
+                        continue;
+                    }
+                    let cname = Record {
+                        name: qname.clone(),
+                        ttl: s.ttl,
+                        data: RData::Cname(target.clone()),
+                    };
+                    if target.is_within(self.zone) {
+                        chain.push(target.clone());
+                        let next = self.address(&target, qtype, chain);
+                        chain.pop();
+                        if let Ok(next) = next
+                            && !next.is_empty()
+                        {
+                            records.push(cname);
+                            records.extend(next);
+                        }
+                    } else {
+                        // Out of zone: CoreDNS asks its upstream; we serve the CNAME alone.
+                        records.push(cname);
+                    }
+                }
+                HostType::A(ip) if qtype == rtype::A => {
+                    if dup.insert(&s.e.host) {
+                        records.push(Record {
+                            name: qname.clone(),
+                            ttl: s.ttl,
+                            data: RData::A(ip),
+                        });
+                    }
+                }
+                HostType::Aaaa(ip) if qtype == rtype::AAAA => {
+                    if dup.insert(&s.e.host) {
+                        records.push(Record {
+                            name: qname.clone(),
+                            ttl: s.ttl,
+                            data: RData::Aaaa(ip),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(records)
+    }
+
+    /// CoreDNS `TXT`.
+    fn txt(&self, qname: &DnsName, chain: &mut Vec<DnsName>) -> Result<Vec<Record>, NotFound> {
+        let services = self.services(qname, false, rtype::TXT)?;
+        let mut records = Vec::new();
+        let mut dup: HashSet<&str> = HashSet::new();
+        for s in services {
+            if records.len() >= MAX_RECORDS || !self.spend(1) {
+                break;
+            }
+            match host_type(s.e) {
+                HostType::Cname => {
+                    let Ok(target) = DnsName::parse(&s.e.host) else {
+                        continue;
+                    };
+                    if target.is_within(qname)
+                        || chain.len() > MAX_CHAIN
+                        || chain.contains(&target)
+                    {
+                        continue;
+                    }
+                    let cname = Record {
+                        name: qname.clone(),
+                        ttl: s.ttl,
+                        data: RData::Cname(target.clone()),
+                    };
+                    if target.is_within(self.zone) {
+                        chain.push(target.clone());
+                        let next = self.txt(&target, chain);
+                        chain.pop();
+                        if let Ok(next) = next
+                            && !next.is_empty()
+                        {
+                            records.push(cname);
+                            records.extend(next);
+                        }
+                    } else {
+                        records.push(cname);
+                    }
+                }
+                HostType::Txt => {
+                    if dup.insert(&s.e.text) {
+                        records.push(Record {
+                            name: qname.clone(),
+                            ttl: s.ttl,
+                            data: RData::Txt(split255(&s.e.text)),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(records)
+    }
+
+    /// The name a key stands for (`msg.Domain`).
+    fn key_name(&self, key: &str) -> Option<DnsName> {
+        name_of_key(key, &self.data.prefix)
+    }
+
+    /// CoreDNS `SRV`: weights split within each priority, IP hosts get a name from their key.
+    fn srv(&self, qname: &DnsName) -> Result<(Vec<Record>, Vec<Record>), NotFound> {
+        let services = self.services(qname, false, rtype::SRV)?;
+        let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
+        for s in &services {
+            let w = if s.e.weight != 0 { s.e.weight } else { 100 };
+            *totals.entry(s.priority).or_insert(0) += w;
+        }
+        let mut records = Vec::new();
+        let mut extra = Vec::new();
+        let mut dup: HashSet<(DnsName, u16, Option<String>)> = HashSet::new();
+        let mut looked_up: HashSet<DnsName> = HashSet::new();
+        for s in &services {
+            if records.len() >= MAX_RECORDS || !self.spend(1) {
+                break;
+            }
+            if s.e.port == -1 {
+                continue;
+            }
+            let mut w1 = 100.0 / totals[&s.priority] as f64;
+            if s.e.weight == 0 {
+                w1 *= 100.0;
+            } else {
+                w1 *= s.e.weight as f64;
+            }
+            // Go's uint16(math.Floor(x)) for an in-range float; at least 1.
+            let mut weight = go_u16(w1.floor());
+            if weight == 0 {
+                weight = 1;
+            }
+            let srv = |target: DnsName| Record {
+                name: qname.clone(),
+                ttl: s.ttl,
+                data: RData::Srv {
+                    priority: s.priority as u16,
+                    weight,
+                    port: s.e.port as u16,
+                    target,
+                },
+            };
+            match host_type(s.e) {
+                HostType::Cname => {
+                    let Ok(host) = DnsName::parse(&s.e.host) else {
+                        continue;
+                    };
+                    let target = target_strip(&host, s.e.targetstrip);
+                    records.push(srv(target.clone()));
+                    if !looked_up.insert(target.clone()) {
+                        continue;
+                    }
+                    if target.is_within(self.zone)
+                        && let Ok(addrs) = self.address(&target, rtype::A, &mut Vec::new())
+                    {
+                        extra.extend(addrs);
+                    }
+                }
+                HostType::A(_) | HostType::Aaaa(_) => {
+                    let Some(domain) = self.key_name(s.key) else {
+                        continue;
+                    };
+                    let target = target_strip(&domain, s.e.targetstrip);
+                    let port = s.e.port as u16;
+                    if dup.insert((target.clone(), port, None)) {
+                        records.push(srv(target.clone()));
+                    }
+                    if dup.insert((target.clone(), 0, Some(s.e.host.clone()))) {
+                        extra.push(address_record(&target, s));
+                    }
+                }
+                HostType::Txt => {}
+            }
+        }
+        Ok((records, extra))
+    }
+
+    /// CoreDNS `MX`: entries with `"mail": true`; preference is the priority.
+    fn mx(&self, qname: &DnsName) -> Result<(Vec<Record>, Vec<Record>), NotFound> {
+        let services = self.services(qname, false, rtype::MX)?;
+        let mut records = Vec::new();
+        let mut extra = Vec::new();
+        let mut dup: HashSet<(DnsName, u16, Option<String>)> = HashSet::new();
+        let mut looked_up: HashSet<DnsName> = HashSet::new();
+        for s in &services {
+            if records.len() >= MAX_RECORDS || !self.spend(1) {
+                break;
+            }
+            if !s.e.mail {
+                continue;
+            }
+            let pref = s.priority as u16;
+            let mx = |exchange: DnsName| Record {
+                name: qname.clone(),
+                ttl: s.ttl,
+                data: RData::Mx {
+                    preference: pref,
+                    exchange,
+                },
+            };
+            match host_type(s.e) {
+                HostType::Cname => {
+                    let Ok(host) = DnsName::parse(&s.e.host) else {
+                        continue;
+                    };
+                    let target = target_strip(&host, s.e.targetstrip);
+                    records.push(mx(target.clone()));
+                    if !looked_up.insert(target.clone()) {
+                        continue;
+                    }
+                    if target.is_within(self.zone)
+                        && let Ok(addrs) = self.address(&target, rtype::A, &mut Vec::new())
+                    {
+                        extra.extend(addrs);
+                    }
+                }
+                HostType::A(_) | HostType::Aaaa(_) => {
+                    let Some(domain) = self.key_name(s.key) else {
+                        continue;
+                    };
+                    let target = target_strip(&domain, s.e.targetstrip);
+                    if dup.insert((target.clone(), pref, None)) {
+                        records.push(mx(target));
+                    }
+                    // CoreDNS names the glue after the unstripped key name.
+                    if dup.insert((domain.clone(), 0, Some(s.e.host.clone()))) {
+                        extra.push(address_record(&domain, s));
+                    }
+                }
+                HostType::Txt => {}
+            }
+        }
+        Ok((records, extra))
+    }
+
+    /// CoreDNS `CNAME`: exact key, first service only.
+    fn cname(&self, qname: &DnsName) -> Result<Vec<Record>, NotFound> {
+        let services = self.services(qname, true, rtype::CNAME)?;
+        let mut out = Vec::new();
+        if let Some(s) = services.first()
+            && s.e.host.parse::<IpAddr>().is_err()
+            && let Ok(target) = DnsName::parse(&s.e.host)
+        {
+            out.push(Record {
+                name: qname.clone(),
+                ttl: s.ttl,
+                data: RData::Cname(target),
+            });
+        }
+        Ok(out)
+    }
+
+    /// CoreDNS `PTR`: exact key, every host that is a name.
+    fn ptr(&self, qname: &DnsName) -> Result<Vec<Record>, NotFound> {
+        let services = self.services(qname, true, rtype::PTR)?;
+        let mut out = Vec::new();
+        let mut dup: HashSet<&str> = HashSet::new();
+        for s in services {
+            if s.e.host.parse::<IpAddr>().is_ok() || !dup.insert(&s.e.host) {
+                continue;
+            }
+            if let Ok(target) = DnsName::parse(&s.e.host) {
+                out.push(Record {
+                    name: qname.clone(),
+                    ttl: s.ttl,
+                    data: RData::Ptr(target),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// CoreDNS `NS`: the addresses under `ns.dns.<zone>`, named after their keys, with glue.
+    fn ns(&self, qname: &DnsName) -> Result<(Vec<Record>, Vec<Record>), NsError> {
+        let Ok(nsdns) = self.zone.prepend("ns.dns") else {
+            return Err(NsError::NotFound);
+        };
+        let services = self
+            .services(&nsdns, false, rtype::NS)
+            .map_err(|_| NsError::NotFound)?;
+        let mut records = Vec::new();
+        let mut extra = Vec::new();
+        let mut seen: HashSet<DnsName> = HashSet::new();
+        for s in &services {
+            match host_type(s.e) {
+                HostType::Cname => return Err(NsError::NotAnAddress),
+                HostType::A(_) | HostType::Aaaa(_) => {
+                    let Some(domain) = self.key_name(s.key) else {
+                        continue;
+                    };
+                    let target = target_strip(&domain, s.e.targetstrip);
+                    extra.push(address_record(&target, s));
+                    if seen.insert(target.clone()) {
+                        records.push(Record {
+                            name: qname.clone(),
+                            ttl: s.ttl,
+                            data: RData::Ns(target),
+                        });
+                    }
+                }
+                HostType::Txt => {}
+            }
+        }
+        Ok((records, extra))
+    }
+}
+
+/// Go's `uint16(f)` for the values SRV weights can take (non-negative, may exceed 65535).
+fn go_u16(f: f64) -> u16 {
+    if f.is_finite() && f >= 0.0 {
+        (f as u64) as u16
+    } else {
+        0
+    }
+}
+
+/// CoreDNS `newAddress`.
+fn address_record(name: &DnsName, s: &Svc<'_>) -> Record {
+    let data = match host_type(s.e) {
+        HostType::A(a) => RData::A(a),
+        HostType::Aaaa(a) => RData::Aaaa(a),
+        _ => unreachable!("only called for addresses"),
+    };
+    Record {
+        name: name.clone(),
+        ttl: s.ttl,
+        data,
+    }
+}
+
+/// CoreDNS `msg.Group`, line for line (including its early `break`).
+fn group(sx: Vec<Svc<'_>>) -> Vec<Svc<'_>> {
+    if sx.is_empty() {
+        return sx;
+    }
+    let slashes_of = |k: &str| k.bytes().filter(|b| *b == b'/').count();
+    let mut group = sx[0].e.group.as_str();
+    let mut slashes = slashes_of(sx[0].key);
+    let mut length = vec![0usize; sx.len()];
+    for (i, s) in sx.iter().enumerate() {
+        let x = slashes_of(s.key);
+        length[i] = x;
+        if x < slashes {
+            if s.e.group.is_empty() {
+                break;
+            }
+            slashes = x;
+            group = s.e.group.as_str();
+        }
+    }
+    if group.is_empty() {
+        return sx;
+    }
+    let mut ret = Vec::new();
+    for (i, s) in sx.iter().enumerate() {
+        if s.e.group.is_empty() {
+            ret.push(*s);
+            continue;
+        }
+        if length[i] == slashes && s.e.group != group {
+            return sx;
+        }
+        if s.e.group == group {
+            ret.push(*s);
+        }
+    }
+    ret
+}
+
+fn to_outcome(r: Result<Vec<Record>, NotFound>) -> Outcome {
+    match r {
+        Err(NotFound) => Outcome::NxDomain,
+        Ok(v) if v.is_empty() => Outcome::NoData,
+        Ok(answer) => Outcome::Answer {
+            answer,
+            additional: Vec::new(),
+        },
+    }
+}
+
+fn to_outcome2(r: Result<(Vec<Record>, Vec<Record>), NotFound>) -> Outcome {
+    match r {
+        Err(NotFound) => Outcome::NxDomain,
+        Ok((v, _)) if v.is_empty() => Outcome::NoData,
+        Ok((answer, additional)) => Outcome::Answer { answer, additional },
+    }
+}
+
+/// The zone (longest match) of `name` among `zones`.
+pub fn zone_of<'z>(zones: &'z [DnsName], name: &DnsName) -> Option<&'z DnsName> {
+    zones
+        .iter()
+        .filter(|z| name.is_within(z))
+        .max_by_key(|z| z.wire().len())
+}
+
+/// Every name of `data` that CoreDNS answers without NXDOMAIN for some type, with its answers.
+/// `soa` gives the SOA record (owner: the zone) that CoreDNS puts in answers to SOA questions.
+pub fn compute(data: &EtcdData, soa: &dyn Fn(&DnsName) -> Option<Record>) -> Vec<NameAnswers> {
+    // The names: every key's name and its ancestors up to its zone, every zone apex, and the
+    // leftmost-wildcard forms `*.X` / `any.X` of every name with something below it.
+    let mut names: BTreeSet<DnsName> = data.zones.iter().cloned().collect();
+    let mut interior: BTreeSet<DnsName> = BTreeSet::new();
+    for key in data.entries.keys() {
+        let Some(name) = name_of_key(key, &data.prefix) else {
+            continue;
+        };
+        let Some(zone) = zone_of(&data.zones, &name) else {
+            continue;
+        };
+        let mut cur = name;
+        while cur != *zone {
+            let Some(parent) = cur.parent() else { break };
+            names.insert(cur);
+            if !interior.insert(parent.clone()) {
+                // Ancestors above an already seen interior node are already in.
+                cur = parent;
+                break;
+            }
+            cur = parent;
+        }
+        names.insert(cur);
+    }
+    for x in &interior {
+        for w in ["*", "any"] {
+            if let Ok(n) = x.prepend(w) {
+                names.insert(n);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(zone) = zone_of(&data.zones, &name) else {
+            continue;
+        };
+        let ctx = Ctx {
+            data,
+            zone,
+            budget: Cell::new(BUDGET),
+        };
+        let reset = || ctx.budget.set(BUDGET);
+        let fake_a = match ctx.apex_or_services(&name, rtype::A) {
+            Err(NotFound) => Outcome::NxDomain,
+            Ok(_) => Outcome::NoData,
+        };
+        let mut by_type = Vec::with_capacity(QTYPES.len());
+        for qtype in QTYPES {
+            reset();
+            let o = match qtype {
+                rtype::A | rtype::AAAA => to_outcome(ctx.address(&name, qtype, &mut Vec::new())),
+                rtype::TXT => to_outcome(ctx.txt(&name, &mut Vec::new())),
+                rtype::CNAME => to_outcome(ctx.cname(&name)),
+                rtype::PTR => to_outcome(ctx.ptr(&name)),
+                rtype::MX => to_outcome2(ctx.mx(&name)),
+                rtype::SRV => to_outcome2(ctx.srv(&name)),
+                rtype::SOA => match soa(zone) {
+                    Some(r) => Outcome::Answer {
+                        answer: vec![r],
+                        additional: Vec::new(),
+                    },
+                    None => Outcome::NoData,
+                },
+                rtype::NS if name == *zone => match ctx.ns(&name) {
+                    Err(NsError::NotFound) => Outcome::NxDomain,
+                    Err(NsError::NotAnAddress) => Outcome::ServFail,
+                    Ok((v, _)) if v.is_empty() => Outcome::NoData,
+                    Ok((answer, additional)) => Outcome::Answer { answer, additional },
+                },
+                _ => fake_a.clone(),
+            };
+            by_type.push((qtype, o));
+        }
+        out.push(NameAnswers {
+            name,
+            by_type,
+            other: fake_a,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_like_go() {
+        let e = parse_value(br#"{"Host":"10.0.0.1","port":80,"x":[1],"ttl":60}"#).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.ttl), ("10.0.0.1", 80, 60));
+        assert!(parse_value(b"{not json").is_err());
+        assert!(parse_value(br#"{"port":"80"}"#).is_err());
+        assert!(parse_value(br#"{"ttl":-1}"#).is_err());
+        assert_eq!(parse_value(b"null").unwrap(), Entry::default());
+    }
+
+    #[test]
+    fn keys_and_names() {
+        let n = DnsName::parse("www.Example.com").unwrap();
+        assert_eq!(path_of(&n, "/skydns"), "/skydns/com/example/www");
+        assert_eq!(
+            name_of_key("/skydns/com/example/www/x1", "/skydns").unwrap(),
+            DnsName::parse("x1.www.example.com").unwrap()
+        );
+        assert!(name_of_key("/skydns2/com", "/skydns").is_none());
+        assert!(name_of_key("/skydns/com//x", "/skydns").is_none());
+        assert_eq!(normalize_prefix("skydns/"), "/skydns");
+    }
+
+    #[test]
+    fn split255_and_strip() {
+        assert_eq!(split255("abc").len(), 1);
+        let s = "a".repeat(255);
+        let parts = split255(&s);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[1].is_empty());
+        let n = DnsName::parse("a.b.c").unwrap();
+        assert_eq!(target_strip(&n, 2).to_string(), "c.");
+        assert_eq!(target_strip(&n, 3).to_string(), "a.b.c.");
+    }
+}
