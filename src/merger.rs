@@ -92,6 +92,13 @@ impl Merger {
 
     pub fn apply(&mut self, update: Update) {
         self.snapshots.insert(update.source, update.snapshot);
+        // `update.taken` is dropped here: the source may send again.
+    }
+
+    /// Like [`Merger::apply`], but keeps the source's acknowledgement until the next publish.
+    fn apply_held(&mut self, update: Update, held: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        held.extend(update.taken);
+        self.snapshots.insert(update.source, update.snapshot);
     }
 
     /// Builds a table from the current snapshots and makes it the one the query path reads.
@@ -151,12 +158,15 @@ impl Merger {
 
     /// Runs on its own thread: batches updates that arrive together into one publish.
     pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+        let mut held = Vec::new();
         while let Some(update) = rx.blocking_recv() {
-            self.apply(update);
+            self.apply_held(update, &mut held);
             while let Ok(more) = rx.try_recv() {
-                self.apply(more);
+                self.apply_held(more, &mut held);
             }
             self.publish();
+            // Sources waiting for their snapshot to be served may go on.
+            held.clear();
         }
     }
 }

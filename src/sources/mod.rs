@@ -29,8 +29,9 @@ pub enum Snapshot {
 pub struct Update {
     pub source: String,
     pub snapshot: Arc<Snapshot>,
-    /// Dropped by the merger once it has taken the snapshot: a source that sends large
-    /// snapshots waits for this before sending the next one, so bursts coalesce.
+    /// Dropped by the merger once a table with the snapshot is published: a source that sends
+    /// large snapshots waits for this before sending the next one (bursts coalesce), and knows
+    /// when its data is being served.
     pub taken: Option<tokio::sync::oneshot::Sender<()>>,
 }
 

@@ -107,16 +107,24 @@ struct Reader {
     map: BTreeMap<String, Entry>,
     /// Dropped by the merger when it took the last snapshot.
     taken: Option<oneshot::Receiver<()>>,
+    /// Revision `map` reflects: after a lost connection the watch resumes from the next one
+    /// (no new get), unless etcd compacted it away meanwhile.
+    rev: Option<i64>,
 }
 
 impl Reader {
-    /// Waits until the merger took the previous snapshot, then sends the current map.
-    async fn send(&mut self) -> bool {
+    /// Waits until a table with the previous snapshot is published.
+    async fn served(&mut self) {
         if let Some(rx) = &mut self.taken {
             while let Err(oneshot::error::TryRecvError::Empty) = rx.try_recv() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+    }
+
+    /// Waits until the merger served the previous snapshot, then sends the current map.
+    async fn send(&mut self) -> bool {
+        self.served().await;
         let (otx, orx) = oneshot::channel();
         self.taken = Some(orx);
         self.metrics.etcd_keys.set(self.map.len() as i64);
@@ -159,31 +167,43 @@ impl Reader {
     async fn session(&mut self, backoff: &mut Duration) -> Result<SessionEnd, BoxError> {
         let mut client = connect(&self.cfg).await?;
         let dir = format!("{}/", self.cfg.prefix);
-        let started = Instant::now();
-        let resp = tokio::time::timeout(
-            REQUEST_TIMEOUT * 6,
-            client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .map_err(|_| "get timed out")??;
-        let rev = resp.header().map_or(0, |h| h.revision());
-        let mut map = BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key());
-            apply_value(&mut map, &key, kv.value(), &self.metrics);
-        }
-        drop(resp);
-        tracing::info!(
-            source = %self.name,
-            keys = map.len(),
-            revision = rev,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "etcd prefix loaded"
-        );
-        self.map = map;
-        if !self.send().await {
-            return Ok(SessionEnd::Shutdown);
-        }
+        let rev = match self.rev {
+            Some(rev) => {
+                tracing::info!(source = %self.name, revision = rev, "etcd reconnected; resuming the watch");
+                rev
+            }
+            None => {
+                let started = Instant::now();
+                let resp = tokio::time::timeout(
+                    REQUEST_TIMEOUT * 6,
+                    client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+                )
+                .await
+                .map_err(|_| "get timed out")??;
+                let rev = resp.header().map_or(0, |h| h.revision());
+                let mut map = BTreeMap::new();
+                for kv in resp.kvs() {
+                    let key = String::from_utf8_lossy(kv.key());
+                    apply_value(&mut map, &key, kv.value(), &self.metrics);
+                }
+                drop(resp);
+                tracing::info!(
+                    source = %self.name,
+                    keys = map.len(),
+                    revision = rev,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "etcd prefix loaded"
+                );
+                self.map = map;
+                self.rev = Some(rev);
+                if !self.send().await {
+                    return Ok(SessionEnd::Shutdown);
+                }
+                // Ready once the copy is being served.
+                self.served().await;
+                rev
+            }
+        };
         self.up();
         *backoff = BACKOFF_MIN;
 
@@ -225,12 +245,14 @@ impl Reader {
                         compact_revision = msg.compact_revision(),
                         "etcd watch cancelled by compaction; getting the prefix again"
                     );
+                    self.rev = None;
                     return Ok(SessionEnd::Compacted);
                 }
                 return Err(format!("etcd cancelled the watch: {}", msg.cancel_reason()).into());
             }
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
+                self.rev = Some(self.rev.unwrap_or(0).max(kv.mod_revision()));
                 let key = String::from_utf8_lossy(kv.key());
                 match ev.event_type() {
                     EventType::Put => apply_value(&mut self.map, &key, kv.value(), &self.metrics),
@@ -260,6 +282,7 @@ pub async fn run_reader(
         metrics,
         map: BTreeMap::new(),
         taken: None,
+        rev: None,
     };
     let mut backoff = BACKOFF_MIN;
     loop {

@@ -1,0 +1,683 @@
+//! etcd source and publisher against a real etcd server (Debian `etcd-server`), started here on
+//! loopback with a temporary data dir and stopped by PID. `scripts/test` installs it; without it
+//! these tests fail (they are required), naming the command to run.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+
+fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn etcd_binary() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join("etcd");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "the `etcd` binary (Debian package etcd-server) is required by these tests{}; run ./scripts/test, which installs it",
+        if std::env::var("CI").as_deref() == Ok("true") {
+            " and CI=true forbids skipping them"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A real etcd on loopback ephemeral ports with a temp data dir; killed by PID on drop.
+struct Etcd {
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    rt: tokio::runtime::Runtime,
+    client: Option<etcd_client::Client>,
+    extra: Vec<String>,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            data: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(etcd_binary())
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.data.path().join("data"))
+            .args(["--listen-client-urls", &self.endpoint()])
+            .args(["--advertise-client-urls", &self.endpoint()])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", free_port())])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let ep = self.endpoint();
+        let ready = wait_for(Duration::from_secs(15), || {
+            self.rt.block_on(async {
+                let mut c = etcd_client::Client::connect(
+                    [ep.as_str()],
+                    Some(
+                        etcd_client::ConnectOptions::new()
+                            .with_connect_timeout(Duration::from_millis(300)),
+                    ),
+                )
+                .await
+                .ok()?;
+                tokio::time::timeout(Duration::from_millis(500), c.get("probe", None))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(c)
+            })
+        });
+        self.client = Some(ready.expect("etcd not ready within 15 s"));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.client = None;
+    }
+
+    /// A fresh client (the test's own connection may have been dropped by etcd's keepalive
+    /// while this thread slept without polling it).
+    fn reconnect(&mut self) {
+        let ep = self.endpoint();
+        self.client = Some(
+            self.rt
+                .block_on(etcd_client::Client::connect([ep.as_str()], None))
+                .unwrap(),
+        );
+    }
+
+    fn put(&mut self, key: &str, value: &str) {
+        let c = self.client.as_mut().unwrap();
+        self.rt.block_on(c.put(key, value, None)).unwrap();
+    }
+
+    fn delete(&mut self, key: &str) {
+        let c = self.client.as_mut().unwrap();
+        self.rt.block_on(c.delete(key, None)).unwrap();
+    }
+
+    /// (key, value) under a prefix.
+    fn list(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let c = self.client.as_mut().unwrap();
+        let r = self
+            .rt
+            .block_on(c.get(
+                prefix,
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            ))
+            .unwrap();
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap().to_string(),
+                    kv.value_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn revision(&mut self) -> i64 {
+        let c = self.client.as_mut().unwrap();
+        self.rt
+            .block_on(c.get("probe", None))
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision()
+    }
+
+    fn compact(&mut self, rev: i64) {
+        let c = self.client.as_mut().unwrap();
+        self.rt
+            .block_on(c.compact(
+                rev,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            ))
+            .unwrap();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `fedns serve` on ephemeral ports, killed by PID on drop.
+struct Fedns {
+    child: Child,
+    udp: SocketAddr,
+    http: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Fedns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ZONE_COM: &str = "$ORIGIN example.com.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.80\n";
+
+impl Fedns {
+    /// Starts fedns in `dir` (zones/example.com.zone written) with `etcd_section` appended.
+    fn start_in(dir: &Path, etcd_section: &str, federation: Option<&str>) -> Fedns {
+        std::fs::create_dir_all(dir.join("zones")).unwrap();
+        std::fs::write(dir.join("zones/example.com.zone"), ZONE_COM).unwrap();
+        let mut cfg = String::from(
+            "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nwatch_interval_ms: 100\nzones_dir: zones\n",
+        );
+        if let Some(f) = federation {
+            std::fs::write(dir.join("federation.yaml"), f).unwrap();
+            cfg.push_str("federation_files: [federation.yaml]\n");
+        }
+        cfg.push_str(etcd_section);
+        std::fs::write(dir.join("fedns.yaml"), cfg).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("fedns.yaml"))
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fedns");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let field = |line: &str, key: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(key)?.trim_matches(',').parse().ok())
+        };
+        let found = wait_for(Duration::from_secs(10), || {
+            let lines = log.lock().unwrap();
+            let dns = lines.iter().find(|l| l.contains("dns listening"))?;
+            let http = lines.iter().find(|l| l.contains("http listening"))?;
+            Some((field(dns, "udp=")?, field(http, "http=")?))
+        });
+        let (udp, http) = found.unwrap_or_else(|| {
+            panic!("fedns did not start:\n{}", log.lock().unwrap().join("\n"))
+        });
+        Fedns {
+            child,
+            udp,
+            http,
+            log,
+            _dir: None,
+        }
+    }
+
+    fn start(etcd_section: &str) -> Fedns {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Fedns::start_in(dir.path(), etcd_section, None);
+        f._dir = Some(dir);
+        f
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn wait_log(&self, timeout: Duration, pat: &str) -> bool {
+        wait_for(timeout, || {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(pat))
+                .then_some(())
+        })
+        .is_some()
+    }
+
+    fn ask(&self, name: &str, t: RecordType) -> Message {
+        static ID: AtomicU16 = AtomicU16::new(1);
+        let mut m = Message::new(ID.fetch_add(1, Ordering::Relaxed), MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        let req = m.to_vec().unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        for _ in 0..5 {
+            sock.send_to(&req, self.udp).unwrap();
+            let mut buf = [0u8; 65535];
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return Message::from_vec(&buf[..n]).expect("parse response");
+            }
+        }
+        panic!("no answer from fedns for {name} {t}");
+    }
+
+    fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(self.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        let status = body
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, body)
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+fn rcode_name(m: &Message) -> String {
+    format!("{:?}", m.metadata.response_code).to_uppercase()
+}
+
+fn rr_text(r: &hickory_proto::rr::Record) -> String {
+    format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data)
+}
+
+/// "RCODE | answer; answer | additional; additional | authority types".
+fn summary(m: &Message) -> String {
+    let join = |v: &[hickory_proto::rr::Record]| {
+        v.iter().map(rr_text).collect::<Vec<_>>().join("; ")
+    };
+    format!(
+        "{} | {} | {}",
+        rcode_name(m),
+        join(&m.answers),
+        join(&m.additionals)
+    )
+}
+
+fn etcd_section(ep: &str, zones: &str, extra: &str) -> String {
+    format!("etcd:\n  endpoints: [\"{ep}\"]\n  zones: [{zones}]\n{extra}")
+}
+
+/// The SkyDNS data of the CoreDNS table below (prefix /skydns).
+const KEYS: &[(&str, &str)] = &[
+    // subtree answers
+    ("/skydns/net/example/a/x1", r#"{"host":"10.0.0.1"}"#),
+    ("/skydns/net/example/a/x2", r#"{"host":"10.0.0.2","ttl":60}"#),
+    ("/skydns/net/example/a/x3", r#"{"host":"2001:db8::1"}"#),
+    // an exact key and a subtree under it: the subtree wins (etcd.go get: prefix first)
+    ("/skydns/net/example/b", r#"{"host":"10.0.1.1"}"#),
+    ("/skydns/net/example/b/y", r#"{"host":"10.0.1.2"}"#),
+    // CNAMEs
+    ("/skydns/net/example/www", r#"{"host":"a.example.net"}"#),
+    ("/skydns/net/example/ext", r#"{"host":"target.example.org"}"#),
+    ("/skydns/net/example/loop1", r#"{"host":"loop2.example.net"}"#),
+    ("/skydns/net/example/loop2", r#"{"host":"loop1.example.net"}"#),
+    ("/skydns/net/example/self", r#"{"host":"x.self.example.net"}"#),
+    ("/skydns/net/example/dangling", r#"{"host":"missing.example.net"}"#),
+    // TXT: no host, text
+    ("/skydns/net/example/t", r#"{"text":"hello world","Unknown":1}"#),
+    // SRV: priorities, weights, IP hosts named after their keys, an in-zone name target
+    ("/skydns/net/example/svc/_tcp/_http/s1", r#"{"host":"10.0.2.1","port":8080}"#),
+    ("/skydns/net/example/svc/_tcp/_http/s2", r#"{"host":"10.0.2.2","port":8080,"weight":300}"#),
+    ("/skydns/net/example/svc/_tcp/_http/s3", r#"{"host":"10.0.2.3","port":8081,"priority":20}"#),
+    ("/skydns/net/example/svc/_tcp/_http/s4", r#"{"host":"web.example.net","port":80}"#),
+    ("/skydns/net/example/web", r#"{"host":"10.0.3.1"}"#),
+    // targetstrip
+    ("/skydns/net/example/strip/x/y", r#"{"host":"10.0.4.1","port":53,"targetstrip":1}"#),
+    // MX
+    ("/skydns/net/example/mail/m1", r#"{"host":"10.0.5.1","mail":true,"priority":5}"#),
+    ("/skydns/net/example/mail/m2", r#"{"host":"mx.example.org","mail":true}"#),
+    ("/skydns/net/example/mail/m3", r#"{"host":"10.0.5.3"}"#),
+    // groups (the ExternalDNS CoreDNS tutorial's example)
+    ("/skydns/net/example/grp/a", r#"{"host":"127.0.0.1","group":"g1"}"#),
+    ("/skydns/net/example/grp/b", r#"{"host":"127.0.0.2","group":"g1"}"#),
+    ("/skydns/net/example/grp/subdom/c", r#"{"host":"127.0.0.3","group":"g2"}"#),
+    ("/skydns/net/example/grp/subdom/d", r#"{"host":"127.0.0.4","group":"g2"}"#),
+    // apex A and NS
+    ("/skydns/net/example/dns/apex/a1", r#"{"host":"10.0.9.1"}"#),
+    ("/skydns/net/example/dns/ns/ns1", r#"{"host":"10.0.9.53"}"#),
+    // PTR in a reverse zone
+    ("/skydns/arpa/in-addr/10/0/0/1", r#"{"host":"a.example.net"}"#),
+    // not JSON: skipped, named in the log
+    ("/skydns/net/example/bad", "{not json"),
+];
+
+const SOA_NET: &str = "example.net. 30 SOA ns.dns.example.net. hostmaster.example.net.";
+
+/// The CoreDNS etcd plugin's answers for KEYS; each row says which CoreDNS rule it checks
+/// (file and function of github.com/coredns/coredns).
+#[rustfmt::skip]
+const TABLE: &[(&str, RecordType, &str)] = &[
+    // etcd.go Records/get: a name answers with every entry below it (prefix get), TTL from the
+    // entry or 300 (etcd.go TTL); backend_lookup.go A keeps only IPv4 hosts, AAAA only IPv6.
+    ("a.example.net.", RecordType::A, "NOERROR | a.example.net. 300 A 10.0.0.1; a.example.net. 60 A 10.0.0.2 | "),
+    ("a.example.net.", RecordType::AAAA, "NOERROR | a.example.net. 300 AAAA 2001:db8::1 | "),
+    ("x1.a.example.net.", RecordType::A, "NOERROR | x1.a.example.net. 300 A 10.0.0.1 | "),
+    // get: the prefix get finds the subtree, so the exact key is not consulted.
+    ("b.example.net.", RecordType::A, "NOERROR | b.example.net. 300 A 10.0.1.2 | "),
+    // backend_lookup.go CNAME: exact key only, first service; an IP host gives nothing (NODATA).
+    ("b.example.net.", RecordType::CNAME, "NOERROR |  | "),
+    ("a.example.net.", RecordType::CNAME, "NXDOMAIN |  | "),
+    // HostType: a name → CNAME, chased inside the zone (A recursion), target's records follow.
+    ("www.example.net.", RecordType::A, "NOERROR | www.example.net. 300 CNAME a.example.net.; a.example.net. 300 A 10.0.0.1; a.example.net. 60 A 10.0.0.2 | "),
+    ("www.example.net.", RecordType::CNAME, "NOERROR | www.example.net. 300 CNAME a.example.net. | "),
+    // Out-of-zone target: CNAME (CoreDNS would append its upstream's answer).
+    ("ext.example.net.", RecordType::A, "NOERROR | ext.example.net. 300 CNAME target.example.org. | "),
+    // Loop protection (DuplicateCNAME): the chain dies, nothing is answered → NODATA.
+    ("loop1.example.net.", RecordType::A, "NOERROR |  | "),
+    // Name(qname).Matches(host): a target inside the name's own subtree is skipped.
+    ("self.example.net.", RecordType::A, "NOERROR |  | "),
+    // A CNAME whose in-zone target does not exist is dropped (len(nextRecords) == 0).
+    ("dangling.example.net.", RecordType::A, "NOERROR |  | "),
+    // HostType: no IP, with text → TXT; shouldInclude drops entries without host for A.
+    ("t.example.net.", RecordType::TXT, "NOERROR | t.example.net. 300 TXT hello world | "),
+    ("t.example.net.", RecordType::A, "NOERROR |  | "),
+    // SRV: weight = floor(100 / sum(weights of the priority) * weight (0 → 100)), priority
+    // default 10; IP hosts get their key's name as target with the address as extra; a name
+    // host inside the zone gets its A records as extra.
+    ("_http._tcp.svc.example.net.", RecordType::SRV, "NOERROR | _http._tcp.svc.example.net. 300 SRV 10 20 8080 s1._http._tcp.svc.example.net.; _http._tcp.svc.example.net. 300 SRV 10 60 8080 s2._http._tcp.svc.example.net.; _http._tcp.svc.example.net. 300 SRV 20 100 8081 s3._http._tcp.svc.example.net.; _http._tcp.svc.example.net. 300 SRV 10 20 80 web.example.net. | s1._http._tcp.svc.example.net. 300 A 10.0.2.1; s2._http._tcp.svc.example.net. 300 A 10.0.2.2; s3._http._tcp.svc.example.net. 300 A 10.0.2.3; web.example.net. 300 A 10.0.3.1"),
+    // targetstrip: the key name y.x.strip… loses one label.
+    ("strip.example.net.", RecordType::SRV, "NOERROR | strip.example.net. 300 SRV 10 100 53 x.strip.example.net. | x.strip.example.net. 300 A 10.0.4.1"),
+    // MX: only "mail": true; preference = priority (default 10); glue for IP hosts.
+    ("mail.example.net.", RecordType::MX, "NOERROR | mail.example.net. 300 MX 5 m1.mail.example.net.; mail.example.net. 300 MX 10 mx.example.org. | m1.mail.example.net. 300 A 10.0.5.1"),
+    // A sees every entry of the subtree: the MX entry with a name host is a CNAME there.
+    ("mail.example.net.", RecordType::A, "NOERROR | mail.example.net. 300 A 10.0.5.1; mail.example.net. 300 CNAME mx.example.org.; mail.example.net. 300 A 10.0.5.3 | "),
+    // msg.Group: the shortest keys' group wins; deeper entries of another group drop out.
+    ("grp.example.net.", RecordType::A, "NOERROR | grp.example.net. 300 A 127.0.0.1; grp.example.net. 300 A 127.0.0.2 | "),
+    ("subdom.grp.example.net.", RecordType::A, "NOERROR | subdom.grp.example.net. 300 A 127.0.0.3; subdom.grp.example.net. 300 A 127.0.0.4 | "),
+    // PathWithWildcard + loopNodes: `*` / `any` labels match any key label.
+    ("*.a.example.net.", RecordType::A, "NOERROR | *.a.example.net. 300 A 10.0.0.1; *.a.example.net. 60 A 10.0.0.2 | "),
+    ("any.grp.example.net.", RecordType::A, "NOERROR | any.grp.example.net. 300 A 127.0.0.1; any.grp.example.net. 300 A 127.0.0.2 | "),
+    // checkForApex: the apex answers A from apex.dns.<zone>.
+    ("example.net.", RecordType::A, "NOERROR | example.net. 300 A 10.0.9.1 | "),
+    // NS: ns.dns.<zone> entries, named after their keys, glue in extra.
+    ("example.net.", RecordType::NS, "NOERROR | example.net. 300 NS ns1.ns.dns.example.net. | ns1.ns.dns.example.net. 300 A 10.0.9.53"),
+    // The apex's TXT is every entry of the zone (no apex.dns for TXT): name hosts are CNAMEs,
+    // those inside the zone fail Name(qname).Matches (they are below the apex), the out-of-zone
+    // ones stay; the TXT entry answers.
+    ("example.net.", RecordType::TXT, "NOERROR | example.net. 300 CNAME target.example.org.; example.net. 300 CNAME mx.example.org.; example.net. 300 TXT hello world | "),
+    // PTR: exact key, name hosts.
+    ("1.0.0.10.in-addr.arpa.", RecordType::PTR, "NOERROR | 1.0.0.10.in-addr.arpa. 300 PTR a.example.net. | "),
+    // PTR is exact: a name with keys only below it is NXDOMAIN.
+    ("0.0.10.in-addr.arpa.", RecordType::PTR, "NXDOMAIN |  | "),
+    // NS with no ns.dns entries: errKeyNotFound → NXDOMAIN.
+    ("0.10.in-addr.arpa.", RecordType::NS, "NXDOMAIN |  | "),
+    // No key: NXDOMAIN; other types with keys: fake A lookup → NODATA.
+    ("nope.example.net.", RecordType::A, "NXDOMAIN |  | "),
+    ("a.example.net.", RecordType::HINFO, "NOERROR |  | "),
+    ("nope.example.net.", RecordType::HINFO, "NXDOMAIN |  | "),
+    // An invalid value is skipped (CoreDNS would SERVFAIL every query touching it).
+    ("bad.example.net.", RecordType::A, "NXDOMAIN |  | "),
+    // Zone files still serve their zones.
+    ("www.example.com.", RecordType::A, "NOERROR | www.example.com. 60 A 192.0.2.80 | "),
+];
+
+fn load_keys(etcd: &mut Etcd) {
+    for (k, v) in KEYS {
+        etcd.put(k, v);
+    }
+}
+
+#[test]
+fn coredns_answers_table() {
+    let mut etcd = Etcd::start();
+    load_keys(&mut etcd);
+    let f = Fedns::start(&etcd_section(
+        &etcd.endpoint(),
+        "example.net, 0.10.in-addr.arpa",
+        "",
+    ));
+    assert!(
+        f.wait_log(Duration::from_secs(10), "etcd prefix loaded"),
+        "{}",
+        f.log_text()
+    );
+    assert!(wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200).then_some(())).is_some());
+    let mut failures = Vec::new();
+    for (name, t, want) in TABLE {
+        let m = f.ask(name, *t);
+        let got = summary(&m);
+        if got != *want {
+            failures.push(format!("{name} {t}\n   want: {want}\n    got: {got}"));
+        }
+        assert!(m.metadata.authoritative || got.starts_with("REFUSED"), "AA for {name}");
+        // Negative answers carry the SOA CoreDNS synthesizes (plugin.SOA).
+        if (got.starts_with("NXDOMAIN") || got.starts_with("NOERROR |  |"))
+            && name.ends_with("example.net.")
+        {
+            let soa = m.authorities.first().map(rr_text).unwrap_or_default();
+            assert!(soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"), "{name}: {soa}");
+        }
+    }
+    assert!(failures.is_empty(), "{}\n\nlog:\n{}", failures.join("\n"), f.log_text());
+
+    // SOA: any name of the zone gets the zone's SOA in the answer (backend_lookup.go SOA).
+    for name in ["example.net.", "nope.example.net."] {
+        let m = f.ask(name, RecordType::SOA);
+        assert_eq!(rcode_name(&m), "NOERROR");
+        let soa = rr_text(&m.answers[0]);
+        assert!(soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"), "{soa}");
+    }
+    assert!(f.log_text().contains("/skydns/net/example/bad"), "invalid key not named in the log");
+    assert_eq!(f.metric("fedns_etcd_invalid_values_total"), Some(1.0));
+}
+
+#[test]
+fn put_and_delete_show_within_a_second() {
+    let mut etcd = Etcd::start();
+    etcd.put("/skydns/net/example/a", r#"{"host":"10.1.0.1"}"#);
+    let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    let has = |f: &Fedns, ip: &str| {
+        summary(&f.ask("live.example.net.", RecordType::A)).contains(ip)
+    };
+    assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+    let t0 = Instant::now();
+    etcd.put("/skydns/net/example/live", r#"{"host":"10.1.0.2"}"#);
+    assert!(wait_for(Duration::from_secs(1), || has(&f, "10.1.0.2").then_some(())).is_some(), "put not visible within 1 s");
+    let put_ms = t0.elapsed().as_millis();
+    let t1 = Instant::now();
+    etcd.delete("/skydns/net/example/live");
+    assert!(wait_for(Duration::from_secs(1), || (rcode_name(&f.ask("live.example.net.", RecordType::A)) == "NXDOMAIN").then_some(())).is_some(), "delete not visible within 1 s");
+    eprintln!("put visible after {put_ms} ms, delete after {} ms", t1.elapsed().as_millis());
+    // An invalid value replacing a good one removes the key, never the process.
+    etcd.put("/skydns/net/example/a", "[1,");
+    assert!(wait_for(Duration::from_secs(1), || (rcode_name(&f.ask("a.example.net.", RecordType::A)) == "NXDOMAIN").then_some(())).is_some());
+    assert!(f.wait_log(Duration::from_secs(1), "/skydns/net/example/a"));
+}
+
+#[test]
+fn etcd_down_at_start_then_up() {
+    let mut etcd = Etcd::start();
+    etcd.put("/skydns/net/example/a", r#"{"host":"10.2.0.1"}"#);
+    etcd.stop();
+    let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    // Zone files serve, /readyz names etcd.
+    assert!(summary(&f.ask("www.example.com.", RecordType::A)).contains("192.0.2.80"));
+    let (status, body) = f.http_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("etcd:/skydns"), "{body}");
+    assert!(wait_for(Duration::from_secs(5), || (f.metric("fedns_etcd_reconnects_total")? >= 1.0).then_some(())).is_some());
+    etcd.spawn();
+    assert!(wait_for(Duration::from_secs(10), || summary(&f.ask("a.example.net.", RecordType::A)).contains("10.2.0.1").then_some(())).is_some(), "{}", f.log_text());
+    assert!(wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200).then_some(())).is_some());
+}
+
+#[test]
+fn etcd_restarted_under_running_fedns() {
+    let mut etcd = Etcd::start();
+    etcd.put("/skydns/net/example/a", r#"{"host":"10.3.0.1"}"#);
+    let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+    etcd.stop();
+    // The last copy keeps serving; a metric and a log line say etcd is gone.
+    assert!(f.wait_log(Duration::from_secs(10), "serving the last copy"), "{}", f.log_text());
+    assert!(summary(&f.ask("a.example.net.", RecordType::A)).contains("10.3.0.1"));
+    assert_eq!(f.metric("fedns_source_up{source=\"etcd:/skydns\"}"), Some(0.0));
+    etcd.spawn();
+    etcd.put("/skydns/net/example/b", r#"{"host":"10.3.0.2"}"#);
+    assert!(wait_for(Duration::from_secs(10), || summary(&f.ask("b.example.net.", RecordType::A)).contains("10.3.0.2").then_some(())).is_some(), "{}", f.log_text());
+    assert_eq!(f.metric("fedns_source_up{source=\"etcd:/skydns\"}"), Some(1.0));
+}
+
+/// A watch that resumes from a compacted revision is cancelled by etcd; fedns gets the prefix
+/// again. fedns is frozen (SIGSTOP) so that etcd drops its connection (server keepalive 1 s)
+/// while keys change and the history is compacted.
+#[test]
+fn compaction_while_disconnected_regets() {
+    let mut etcd = Etcd::start_with(&[
+        "--grpc-keepalive-interval=1s",
+        "--grpc-keepalive-timeout=1s",
+        "--grpc-keepalive-min-time=1s",
+    ]);
+    etcd.put("/skydns/net/example/a", r#"{"host":"10.4.0.1"}"#);
+    let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+    let pid = f.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    etcd.reconnect();
+    etcd.delete("/skydns/net/example/a");
+    etcd.put("/skydns/net/example/b", r#"{"host":"10.4.0.2"}"#);
+    let rev = etcd.revision();
+    etcd.compact(rev);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(wait_for(Duration::from_secs(15), || summary(&f.ask("b.example.net.", RecordType::A)).contains("10.4.0.2").then_some(())).is_some(), "{}", f.log_text());
+    assert_eq!(rcode_name(&f.ask("a.example.net.", RecordType::A)), "NXDOMAIN");
+    assert!(f.log_text().contains("compaction"), "{}", f.log_text());
+}
+
+const FED: &str = r#"federation:
+  name: myfed
+  zone: example.com
+  ttl: 30
+clusters:
+  - name: east
+    region: us-east1
+    zones: [us-east1-b]
+services:
+  - name: web
+    namespace: shop
+    ports: []
+    shards:
+      - cluster: east
+        addresses: [10.9.0.1, 10.9.0.2]
+        ready_endpoints: 1
+"#;
+
+fn publish_section(ep: &str) -> String {
+    format!("etcd:\n  endpoints: [\"{ep}\"]\n  mode: publish\n  lease_ttl_secs: 2\n")
+}
+
+#[test]
+fn publisher_reader_and_failover() {
+    let mut etcd = Etcd::start();
+    let dir1 = tempfile::tempdir().unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut p1 = Fedns::start_in(dir1.path(), &publish_section(&etcd.endpoint()), Some(FED));
+    assert!(p1.wait_log(Duration::from_secs(10), "published federation records"), "{}", p1.log_text());
+    let p2 = Fedns::start_in(dir2.path(), &publish_section(&etcd.endpoint()), Some(FED));
+    assert!(p2.wait_log(Duration::from_secs(10), "etcd publisher campaigning"));
+    // A reader with no federation file serves what the publisher wrote.
+    let reader = Fedns::start(&etcd_section(&etcd.endpoint(), "example.com", ""));
+    let global = "web.shop.myfed.svc.example.com.";
+    assert!(wait_for(Duration::from_secs(5), || {
+        let s = summary(&reader.ask(global, RecordType::A));
+        (s.contains("10.9.0.1") && s.contains("10.9.0.2")).then_some(())
+    }).is_some(), "{}", reader.log_text());
+    let keys = etcd.list("/skydns/com/example/");
+    let web: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("/skydns/com/example/svc/myfed/shop/web/")).collect();
+    assert_eq!(web.len(), 2, "{keys:?}");
+    assert!(web[0].1.contains("\"group\":\"web.shop.myfed.svc.example.com\"") && web[0].1.contains("\"ttl\":30"), "{}", web[0].1);
+    let before = keys.clone();
+    assert_eq!(p1.metric("fedns_etcd_publisher_leader"), Some(1.0));
+    assert_eq!(p2.metric("fedns_etcd_publisher_leader"), Some(0.0));
+
+    // Failover: the publisher dies; the standby takes over within a few seconds and, with the
+    // same data, writes nothing (nothing lost, nothing duplicated).
+    let t0 = Instant::now();
+    let _ = p1.child.kill();
+    let _ = p1.child.wait();
+    assert!(p2.wait_log(Duration::from_secs(10), "elected etcd publisher"), "{}", p2.log_text());
+    eprintln!("failover took {} ms", t0.elapsed().as_millis());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(etcd.list("/skydns/com/example/"), before);
+    // The new publisher follows its federation file: a shard address changes.
+    std::fs::write(dir2.path().join("federation.yaml"), FED.replace("10.9.0.2", "10.9.0.3")).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || {
+        let s = summary(&reader.ask(global, RecordType::A));
+        (s.contains("10.9.0.1") && s.contains("10.9.0.3") && !s.contains("10.9.0.2")).then_some(())
+    }).is_some(), "{}\n{}", p2.log_text(), reader.log_text());
+    let after = etcd.list("/skydns/com/example/svc/myfed/shop/web/");
+    assert_eq!(after.len(), 2, "{after:?}");
+}
