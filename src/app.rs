@@ -187,9 +187,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let publisher = match &config.etcd {
         Some(e) if e.mode == crate::config::EtcdMode::Publish => {
-            let (ftx, frx) = watch::channel(Arc::new(
-                crate::table::build::FederationRecords::default(),
-            ));
+            let (ftx, frx) =
+                watch::channel(Arc::new(crate::table::build::FederationRecords::default()));
             merger.publish_federations_to(ftx);
             Some((e.clone(), frx))
         }

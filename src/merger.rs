@@ -86,7 +86,10 @@ impl Merger {
     }
 
     /// Sends the federation records of every published table to `tx` (etcd publish mode).
-    pub fn publish_federations_to(&mut self, tx: tokio::sync::watch::Sender<Arc<FederationRecords>>) {
+    pub fn publish_federations_to(
+        &mut self,
+        tx: tokio::sync::watch::Sender<Arc<FederationRecords>>,
+    ) {
         self.federations_out = Some(tx);
     }
 
@@ -137,7 +140,9 @@ impl Merger {
         }
         if let Some(tx) = &self.federations_out {
             // Publish mode: the records fedns computed, for the etcd publisher.
-            let _ = tx.send(Arc::new(crate::table::build::federation_records(&federations)));
+            let _ = tx.send(Arc::new(crate::table::build::federation_records(
+                &federations,
+            )));
         }
         let table = built.table;
         let m = &self.shared.metrics;

@@ -100,7 +100,10 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
-            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", free_port())])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", free_port()),
+            ])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -164,10 +167,7 @@ impl Etcd {
         let c = self.client.as_mut().unwrap();
         let r = self
             .rt
-            .block_on(c.get(
-                prefix,
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            ))
+            .block_on(c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())))
             .unwrap();
         r.kvs()
             .iter()
@@ -269,9 +269,8 @@ impl Fedns {
             let http = lines.iter().find(|l| l.contains("http listening"))?;
             Some((field(dns, "udp=")?, field(http, "http=")?))
         });
-        let (udp, http) = found.unwrap_or_else(|| {
-            panic!("fedns did not start:\n{}", log.lock().unwrap().join("\n"))
-        });
+        let (udp, http) = found
+            .unwrap_or_else(|| panic!("fedns did not start:\n{}", log.lock().unwrap().join("\n")));
         Fedns {
             child,
             udp,
@@ -306,11 +305,16 @@ impl Fedns {
 
     fn ask(&self, name: &str, t: RecordType) -> Message {
         static ID: AtomicU16 = AtomicU16::new(1);
-        let mut m = Message::new(ID.fetch_add(1, Ordering::Relaxed), MessageType::Query, OpCode::Query);
+        let mut m = Message::new(
+            ID.fetch_add(1, Ordering::Relaxed),
+            MessageType::Query,
+            OpCode::Query,
+        );
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
         let req = m.to_vec().unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         for _ in 0..5 {
             sock.send_to(&req, self.udp).unwrap();
             let mut buf = [0u8; 65535];
@@ -354,9 +358,8 @@ fn rr_text(r: &hickory_proto::rr::Record) -> String {
 
 /// "RCODE | answer; answer | additional; additional | authority types".
 fn summary(m: &Message) -> String {
-    let join = |v: &[hickory_proto::rr::Record]| {
-        v.iter().map(rr_text).collect::<Vec<_>>().join("; ")
-    };
+    let join =
+        |v: &[hickory_proto::rr::Record]| v.iter().map(rr_text).collect::<Vec<_>>().join("; ");
     format!(
         "{} | {} | {}",
         rcode_name(m),
@@ -373,42 +376,99 @@ fn etcd_section(ep: &str, zones: &str, extra: &str) -> String {
 const KEYS: &[(&str, &str)] = &[
     // subtree answers
     ("/skydns/net/example/a/x1", r#"{"host":"10.0.0.1"}"#),
-    ("/skydns/net/example/a/x2", r#"{"host":"10.0.0.2","ttl":60}"#),
+    (
+        "/skydns/net/example/a/x2",
+        r#"{"host":"10.0.0.2","ttl":60}"#,
+    ),
     ("/skydns/net/example/a/x3", r#"{"host":"2001:db8::1"}"#),
     // an exact key and a subtree under it: the subtree wins (etcd.go get: prefix first)
     ("/skydns/net/example/b", r#"{"host":"10.0.1.1"}"#),
     ("/skydns/net/example/b/y", r#"{"host":"10.0.1.2"}"#),
     // CNAMEs
     ("/skydns/net/example/www", r#"{"host":"a.example.net"}"#),
-    ("/skydns/net/example/ext", r#"{"host":"target.example.org"}"#),
-    ("/skydns/net/example/loop1", r#"{"host":"loop2.example.net"}"#),
-    ("/skydns/net/example/loop2", r#"{"host":"loop1.example.net"}"#),
-    ("/skydns/net/example/self", r#"{"host":"x.self.example.net"}"#),
-    ("/skydns/net/example/dangling", r#"{"host":"missing.example.net"}"#),
+    (
+        "/skydns/net/example/ext",
+        r#"{"host":"target.example.org"}"#,
+    ),
+    (
+        "/skydns/net/example/loop1",
+        r#"{"host":"loop2.example.net"}"#,
+    ),
+    (
+        "/skydns/net/example/loop2",
+        r#"{"host":"loop1.example.net"}"#,
+    ),
+    (
+        "/skydns/net/example/self",
+        r#"{"host":"x.self.example.net"}"#,
+    ),
+    (
+        "/skydns/net/example/dangling",
+        r#"{"host":"missing.example.net"}"#,
+    ),
     // TXT: no host, text
-    ("/skydns/net/example/t", r#"{"text":"hello world","Unknown":1}"#),
+    (
+        "/skydns/net/example/t",
+        r#"{"text":"hello world","Unknown":1}"#,
+    ),
     // SRV: priorities, weights, IP hosts named after their keys, an in-zone name target
-    ("/skydns/net/example/svc/_tcp/_http/s1", r#"{"host":"10.0.2.1","port":8080}"#),
-    ("/skydns/net/example/svc/_tcp/_http/s2", r#"{"host":"10.0.2.2","port":8080,"weight":300}"#),
-    ("/skydns/net/example/svc/_tcp/_http/s3", r#"{"host":"10.0.2.3","port":8081,"priority":20}"#),
-    ("/skydns/net/example/svc/_tcp/_http/s4", r#"{"host":"web.example.net","port":80}"#),
+    (
+        "/skydns/net/example/svc/_tcp/_http/s1",
+        r#"{"host":"10.0.2.1","port":8080}"#,
+    ),
+    (
+        "/skydns/net/example/svc/_tcp/_http/s2",
+        r#"{"host":"10.0.2.2","port":8080,"weight":300}"#,
+    ),
+    (
+        "/skydns/net/example/svc/_tcp/_http/s3",
+        r#"{"host":"10.0.2.3","port":8081,"priority":20}"#,
+    ),
+    (
+        "/skydns/net/example/svc/_tcp/_http/s4",
+        r#"{"host":"web.example.net","port":80}"#,
+    ),
     ("/skydns/net/example/web", r#"{"host":"10.0.3.1"}"#),
     // targetstrip
-    ("/skydns/net/example/strip/x/y", r#"{"host":"10.0.4.1","port":53,"targetstrip":1}"#),
+    (
+        "/skydns/net/example/strip/x/y",
+        r#"{"host":"10.0.4.1","port":53,"targetstrip":1}"#,
+    ),
     // MX
-    ("/skydns/net/example/mail/m1", r#"{"host":"10.0.5.1","mail":true,"priority":5}"#),
-    ("/skydns/net/example/mail/m2", r#"{"host":"mx.example.org","mail":true}"#),
+    (
+        "/skydns/net/example/mail/m1",
+        r#"{"host":"10.0.5.1","mail":true,"priority":5}"#,
+    ),
+    (
+        "/skydns/net/example/mail/m2",
+        r#"{"host":"mx.example.org","mail":true}"#,
+    ),
     ("/skydns/net/example/mail/m3", r#"{"host":"10.0.5.3"}"#),
     // groups (the ExternalDNS CoreDNS tutorial's example)
-    ("/skydns/net/example/grp/a", r#"{"host":"127.0.0.1","group":"g1"}"#),
-    ("/skydns/net/example/grp/b", r#"{"host":"127.0.0.2","group":"g1"}"#),
-    ("/skydns/net/example/grp/subdom/c", r#"{"host":"127.0.0.3","group":"g2"}"#),
-    ("/skydns/net/example/grp/subdom/d", r#"{"host":"127.0.0.4","group":"g2"}"#),
+    (
+        "/skydns/net/example/grp/a",
+        r#"{"host":"127.0.0.1","group":"g1"}"#,
+    ),
+    (
+        "/skydns/net/example/grp/b",
+        r#"{"host":"127.0.0.2","group":"g1"}"#,
+    ),
+    (
+        "/skydns/net/example/grp/subdom/c",
+        r#"{"host":"127.0.0.3","group":"g2"}"#,
+    ),
+    (
+        "/skydns/net/example/grp/subdom/d",
+        r#"{"host":"127.0.0.4","group":"g2"}"#,
+    ),
     // apex A and NS
     ("/skydns/net/example/dns/apex/a1", r#"{"host":"10.0.9.1"}"#),
     ("/skydns/net/example/dns/ns/ns1", r#"{"host":"10.0.9.53"}"#),
     // PTR in a reverse zone
-    ("/skydns/arpa/in-addr/10/0/0/1", r#"{"host":"a.example.net"}"#),
+    (
+        "/skydns/arpa/in-addr/10/0/0/1",
+        r#"{"host":"a.example.net"}"#,
+    ),
     // not JSON: skipped, named in the log
     ("/skydns/net/example/bad", "{not json"),
 ];
@@ -503,7 +563,11 @@ fn coredns_answers_table() {
         "{}",
         f.log_text()
     );
-    assert!(wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200).then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+            .then_some(()))
+        .is_some()
+    );
     let mut failures = Vec::new();
     for (name, t, want) in TABLE {
         let m = f.ask(name, *t);
@@ -511,25 +575,42 @@ fn coredns_answers_table() {
         if got != *want {
             failures.push(format!("{name} {t}\n   want: {want}\n    got: {got}"));
         }
-        assert!(m.metadata.authoritative || got.starts_with("REFUSED"), "AA for {name}");
+        assert!(
+            m.metadata.authoritative || got.starts_with("REFUSED"),
+            "AA for {name}"
+        );
         // Negative answers carry the SOA CoreDNS synthesizes (plugin.SOA).
         if (got.starts_with("NXDOMAIN") || got.starts_with("NOERROR |  |"))
             && name.ends_with("example.net.")
         {
             let soa = m.authorities.first().map(rr_text).unwrap_or_default();
-            assert!(soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"), "{name}: {soa}");
+            assert!(
+                soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"),
+                "{name}: {soa}"
+            );
         }
     }
-    assert!(failures.is_empty(), "{}\n\nlog:\n{}", failures.join("\n"), f.log_text());
+    assert!(
+        failures.is_empty(),
+        "{}\n\nlog:\n{}",
+        failures.join("\n"),
+        f.log_text()
+    );
 
     // SOA: any name of the zone gets the zone's SOA in the answer (backend_lookup.go SOA).
     for name in ["example.net.", "nope.example.net."] {
         let m = f.ask(name, RecordType::SOA);
         assert_eq!(rcode_name(&m), "NOERROR");
         let soa = rr_text(&m.answers[0]);
-        assert!(soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"), "{soa}");
+        assert!(
+            soa.starts_with(SOA_NET) && soa.ends_with(" 7200 1800 86400 30"),
+            "{soa}"
+        );
     }
-    assert!(f.log_text().contains("/skydns/net/example/bad"), "invalid key not named in the log");
+    assert!(
+        f.log_text().contains("/skydns/net/example/bad"),
+        "invalid key not named in the log"
+    );
     assert_eq!(f.metric("fedns_etcd_invalid_values_total"), Some(1.0));
 }
 
@@ -538,21 +619,39 @@ fn put_and_delete_show_within_a_second() {
     let mut etcd = Etcd::start();
     etcd.put("/skydns/net/example/a", r#"{"host":"10.1.0.1"}"#);
     let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
-    let has = |f: &Fedns, ip: &str| {
-        summary(&f.ask("live.example.net.", RecordType::A)).contains(ip)
-    };
+    let has =
+        |f: &Fedns, ip: &str| summary(&f.ask("live.example.net.", RecordType::A)).contains(ip);
     assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
     let t0 = Instant::now();
     etcd.put("/skydns/net/example/live", r#"{"host":"10.1.0.2"}"#);
-    assert!(wait_for(Duration::from_secs(1), || has(&f, "10.1.0.2").then_some(())).is_some(), "put not visible within 1 s");
+    assert!(
+        wait_for(Duration::from_secs(1), || has(&f, "10.1.0.2").then_some(())).is_some(),
+        "put not visible within 1 s"
+    );
     let put_ms = t0.elapsed().as_millis();
     let t1 = Instant::now();
     etcd.delete("/skydns/net/example/live");
-    assert!(wait_for(Duration::from_secs(1), || (rcode_name(&f.ask("live.example.net.", RecordType::A)) == "NXDOMAIN").then_some(())).is_some(), "delete not visible within 1 s");
-    eprintln!("put visible after {put_ms} ms, delete after {} ms", t1.elapsed().as_millis());
+    assert!(
+        wait_for(Duration::from_secs(1), || (rcode_name(
+            &f.ask("live.example.net.", RecordType::A)
+        ) == "NXDOMAIN")
+            .then_some(()))
+        .is_some(),
+        "delete not visible within 1 s"
+    );
+    eprintln!(
+        "put visible after {put_ms} ms, delete after {} ms",
+        t1.elapsed().as_millis()
+    );
     // An invalid value replacing a good one removes the key, never the process.
     etcd.put("/skydns/net/example/a", "[1,");
-    assert!(wait_for(Duration::from_secs(1), || (rcode_name(&f.ask("a.example.net.", RecordType::A)) == "NXDOMAIN").then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(1), || (rcode_name(
+            &f.ask("a.example.net.", RecordType::A)
+        ) == "NXDOMAIN")
+            .then_some(()))
+        .is_some()
+    );
     assert!(f.wait_log(Duration::from_secs(1), "/skydns/net/example/a"));
 }
 
@@ -567,10 +666,29 @@ fn etcd_down_at_start_then_up() {
     let (status, body) = f.http_get("/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("etcd:/skydns"), "{body}");
-    assert!(wait_for(Duration::from_secs(5), || (f.metric("fedns_etcd_reconnects_total")? >= 1.0).then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(5), || (f
+            .metric("fedns_etcd_reconnects_total")?
+            >= 1.0)
+            .then_some(()))
+        .is_some()
+    );
     etcd.spawn();
-    assert!(wait_for(Duration::from_secs(10), || summary(&f.ask("a.example.net.", RecordType::A)).contains("10.2.0.1").then_some(())).is_some(), "{}", f.log_text());
-    assert!(wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200).then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || summary(
+            &f.ask("a.example.net.", RecordType::A)
+        )
+        .contains("10.2.0.1")
+        .then_some(()))
+        .is_some(),
+        "{}",
+        f.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+            .then_some(()))
+        .is_some()
+    );
 }
 
 #[test]
@@ -581,13 +699,32 @@ fn etcd_restarted_under_running_fedns() {
     assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
     etcd.stop();
     // The last copy keeps serving; a metric and a log line say etcd is gone.
-    assert!(f.wait_log(Duration::from_secs(10), "serving the last copy"), "{}", f.log_text());
+    assert!(
+        f.wait_log(Duration::from_secs(10), "serving the last copy"),
+        "{}",
+        f.log_text()
+    );
     assert!(summary(&f.ask("a.example.net.", RecordType::A)).contains("10.3.0.1"));
-    assert_eq!(f.metric("fedns_source_up{source=\"etcd:/skydns\"}"), Some(0.0));
+    assert_eq!(
+        f.metric("fedns_source_up{source=\"etcd:/skydns\"}"),
+        Some(0.0)
+    );
     etcd.spawn();
     etcd.put("/skydns/net/example/b", r#"{"host":"10.3.0.2"}"#);
-    assert!(wait_for(Duration::from_secs(10), || summary(&f.ask("b.example.net.", RecordType::A)).contains("10.3.0.2").then_some(())).is_some(), "{}", f.log_text());
-    assert_eq!(f.metric("fedns_source_up{source=\"etcd:/skydns\"}"), Some(1.0));
+    assert!(
+        wait_for(Duration::from_secs(10), || summary(
+            &f.ask("b.example.net.", RecordType::A)
+        )
+        .contains("10.3.0.2")
+        .then_some(()))
+        .is_some(),
+        "{}",
+        f.log_text()
+    );
+    assert_eq!(
+        f.metric("fedns_source_up{source=\"etcd:/skydns\"}"),
+        Some(1.0)
+    );
 }
 
 /// A watch that resumes from a compacted revision is cancelled by etcd; fedns gets the prefix
@@ -612,8 +749,20 @@ fn compaction_while_disconnected_regets() {
     let rev = etcd.revision();
     etcd.compact(rev);
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert!(wait_for(Duration::from_secs(15), || summary(&f.ask("b.example.net.", RecordType::A)).contains("10.4.0.2").then_some(())).is_some(), "{}", f.log_text());
-    assert_eq!(rcode_name(&f.ask("a.example.net.", RecordType::A)), "NXDOMAIN");
+    assert!(
+        wait_for(Duration::from_secs(15), || summary(
+            &f.ask("b.example.net.", RecordType::A)
+        )
+        .contains("10.4.0.2")
+        .then_some(()))
+        .is_some(),
+        "{}",
+        f.log_text()
+    );
+    assert_eq!(
+        rcode_name(&f.ask("a.example.net.", RecordType::A)),
+        "NXDOMAIN"
+    );
     assert!(f.log_text().contains("compaction"), "{}", f.log_text());
 }
 
@@ -645,20 +794,39 @@ fn publisher_reader_and_failover() {
     let dir1 = tempfile::tempdir().unwrap();
     let dir2 = tempfile::tempdir().unwrap();
     let mut p1 = Fedns::start_in(dir1.path(), &publish_section(&etcd.endpoint()), Some(FED));
-    assert!(p1.wait_log(Duration::from_secs(10), "published federation records"), "{}", p1.log_text());
+    assert!(
+        p1.wait_log(Duration::from_secs(10), "published federation records"),
+        "{}",
+        p1.log_text()
+    );
     let p2 = Fedns::start_in(dir2.path(), &publish_section(&etcd.endpoint()), Some(FED));
     assert!(p2.wait_log(Duration::from_secs(10), "etcd publisher campaigning"));
     // A reader with no federation file serves what the publisher wrote.
     let reader = Fedns::start(&etcd_section(&etcd.endpoint(), "example.com", ""));
     let global = "web.shop.myfed.svc.example.com.";
-    assert!(wait_for(Duration::from_secs(5), || {
-        let s = summary(&reader.ask(global, RecordType::A));
-        (s.contains("10.9.0.1") && s.contains("10.9.0.2")).then_some(())
-    }).is_some(), "{}", reader.log_text());
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let s = summary(&reader.ask(global, RecordType::A));
+            (s.contains("10.9.0.1") && s.contains("10.9.0.2")).then_some(())
+        })
+        .is_some(),
+        "{}",
+        reader.log_text()
+    );
     let keys = etcd.list("/skydns/com/example/");
-    let web: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("/skydns/com/example/svc/myfed/shop/web/")).collect();
+    let web: Vec<_> = keys
+        .iter()
+        .filter(|(k, _)| k.starts_with("/skydns/com/example/svc/myfed/shop/web/"))
+        .collect();
     assert_eq!(web.len(), 2, "{keys:?}");
-    assert!(web[0].1.contains("\"group\":\"web.shop.myfed.svc.example.com\"") && web[0].1.contains("\"ttl\":30"), "{}", web[0].1);
+    assert!(
+        web[0]
+            .1
+            .contains("\"group\":\"web.shop.myfed.svc.example.com\"")
+            && web[0].1.contains("\"ttl\":30"),
+        "{}",
+        web[0].1
+    );
     let before = keys.clone();
     assert_eq!(p1.metric("fedns_etcd_publisher_leader"), Some(1.0));
     assert_eq!(p2.metric("fedns_etcd_publisher_leader"), Some(0.0));
@@ -668,16 +836,31 @@ fn publisher_reader_and_failover() {
     let t0 = Instant::now();
     let _ = p1.child.kill();
     let _ = p1.child.wait();
-    assert!(p2.wait_log(Duration::from_secs(10), "elected etcd publisher"), "{}", p2.log_text());
+    assert!(
+        p2.wait_log(Duration::from_secs(10), "elected etcd publisher"),
+        "{}",
+        p2.log_text()
+    );
     eprintln!("failover took {} ms", t0.elapsed().as_millis());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(etcd.list("/skydns/com/example/"), before);
     // The new publisher follows its federation file: a shard address changes.
-    std::fs::write(dir2.path().join("federation.yaml"), FED.replace("10.9.0.2", "10.9.0.3")).unwrap();
-    assert!(wait_for(Duration::from_secs(5), || {
-        let s = summary(&reader.ask(global, RecordType::A));
-        (s.contains("10.9.0.1") && s.contains("10.9.0.3") && !s.contains("10.9.0.2")).then_some(())
-    }).is_some(), "{}\n{}", p2.log_text(), reader.log_text());
+    std::fs::write(
+        dir2.path().join("federation.yaml"),
+        FED.replace("10.9.0.2", "10.9.0.3"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let s = summary(&reader.ask(global, RecordType::A));
+            (s.contains("10.9.0.1") && s.contains("10.9.0.3") && !s.contains("10.9.0.2"))
+                .then_some(())
+        })
+        .is_some(),
+        "{}\n{}",
+        p2.log_text(),
+        reader.log_text()
+    );
     let after = etcd.list("/skydns/com/example/svc/myfed/shop/web/");
     assert_eq!(after.len(), 2, "{after:?}");
 }

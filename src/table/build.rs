@@ -210,7 +210,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
     // Negative answers do not mention the question name, so one position-independent body per
     // zone serves every NODATA and NXDOMAIN in it.
     let mut nodata_of = Vec::new();
-    for zi in 0..zones.len() {
+    for (zi, zone) in zones.iter().enumerate() {
         let soa = soa_record(zi);
         let body = encode::detached(&[soa]);
         table.answers.push(Answer {
@@ -218,10 +218,10 @@ pub fn build(input: BuildInput<'_>) -> Built {
             bodies: Box::new([body.clone()]),
         });
         let nxdomain = (table.answers.len() - 1) as u32;
-        let miss_soa = etcd_zone_ids.contains(&zones[zi].origin).then(|| {
+        let miss_soa = etcd_zone_ids.contains(&zone.origin).then(|| {
             table.answers.push(Answer {
                 rcode: rcode::NOERROR,
-                bodies: Box::new([encode::detached_answer(&[coredns_soa_answer(&zones[zi])])]),
+                bodies: Box::new([encode::detached_answer(&[coredns_soa_answer(zone)])]),
             });
             (table.answers.len() - 1) as u32
         });
@@ -324,7 +324,14 @@ pub fn build(input: BuildInput<'_>) -> Built {
         );
     }
     for data in input.etcd {
-        add_etcd(&mut table, data, &zones, &zone_of, &nodata_of, &mut warnings);
+        add_etcd(
+            &mut table,
+            data,
+            &zones,
+            &zone_of,
+            &nodata_of,
+            &mut warnings,
+        );
     }
     Built { table, warnings }
 }
@@ -376,7 +383,9 @@ fn add_etcd(
     let computed = skydns::compute(data, &soa);
     let mut cut = 0usize;
     for na in computed {
-        let Some(zi) = zone_of(&na.name) else { continue };
+        let Some(zi) = zone_of(&na.name) else {
+            continue;
+        };
         let mut encode_one = |qtype: u16, o: &Outcome, cut: &mut usize| -> u32 {
             match o {
                 Outcome::NoData => nodata_of[zi],

@@ -26,7 +26,7 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::skydns::{EtcdData, Entry};
+use self::skydns::{Entry, EtcdData};
 use super::{Snapshot, SourceBoard, Update};
 use crate::config::EtcdConfig;
 use crate::metrics::Metrics;
@@ -221,10 +221,9 @@ impl Reader {
         loop {
             let next = if dirty {
                 // Coalesce: take what is already there, then send.
-                match tokio::time::timeout(Duration::from_millis(1), stream.message()).await {
-                    Ok(m) => Some(m),
-                    Err(_) => None,
-                }
+                tokio::time::timeout(Duration::from_millis(1), stream.message())
+                    .await
+                    .ok()
             } else {
                 Some(stream.message().await)
             };
@@ -382,7 +381,7 @@ async fn publish_session(
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
     let mut tick = tokio::time::interval(period);
     let keep_alive = async |keeper: &mut etcd_client::LeaseKeeper,
-                                acks: &mut etcd_client::LeaseKeepAliveStream|
+                            acks: &mut etcd_client::LeaseKeepAliveStream|
            -> Result<(), BoxError> {
         keeper.keep_alive().await?;
         match tokio::time::timeout(REQUEST_TIMEOUT, acks.message()).await {
@@ -402,7 +401,9 @@ async fn publish_session(
             _ = tick.tick() => keep_alive(&mut keeper, &mut acks).await?,
         }
     };
-    let leader = leader.leader().ok_or("campaign answered without a leader key")?;
+    let leader = leader
+        .leader()
+        .ok_or("campaign answered without a leader key")?;
     let (leader_key, leader_rev) = (leader.key().to_vec(), leader.rev());
     metrics.etcd_publisher_leader.set(1);
     *backoff = BACKOFF_MIN;
@@ -488,6 +489,10 @@ async fn sync(
         }
         metrics.etcd_publish_writes.inc_by(chunk.len() as u64);
     }
-    tracing::info!(changes = n, keys = desired.len(), "published federation records to etcd");
+    tracing::info!(
+        changes = n,
+        keys = desired.len(),
+        "published federation records to etcd"
+    );
     Ok(())
 }

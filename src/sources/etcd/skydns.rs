@@ -403,23 +403,19 @@ impl<'a> Ctx<'a> {
                         records.push(cname);
                     }
                 }
-                HostType::A(ip) if qtype == rtype::A => {
-                    if dup.insert(&s.e.host) {
-                        records.push(Record {
-                            name: qname.clone(),
-                            ttl: s.ttl,
-                            data: RData::A(ip),
-                        });
-                    }
+                HostType::A(ip) if qtype == rtype::A && dup.insert(&s.e.host) => {
+                    records.push(Record {
+                        name: qname.clone(),
+                        ttl: s.ttl,
+                        data: RData::A(ip),
+                    });
                 }
-                HostType::Aaaa(ip) if qtype == rtype::AAAA => {
-                    if dup.insert(&s.e.host) {
-                        records.push(Record {
-                            name: qname.clone(),
-                            ttl: s.ttl,
-                            data: RData::Aaaa(ip),
-                        });
-                    }
+                HostType::Aaaa(ip) if qtype == rtype::AAAA && dup.insert(&s.e.host) => {
+                    records.push(Record {
+                        name: qname.clone(),
+                        ttl: s.ttl,
+                        data: RData::Aaaa(ip),
+                    });
                 }
                 _ => {}
             }
@@ -441,9 +437,7 @@ impl<'a> Ctx<'a> {
                     let Ok(target) = DnsName::parse(&s.e.host) else {
                         continue;
                     };
-                    if target.is_within(qname)
-                        || chain.len() > MAX_CHAIN
-                        || chain.contains(&target)
+                    if target.is_within(qname) || chain.len() > MAX_CHAIN || chain.contains(&target)
                     {
                         continue;
                     }
@@ -466,14 +460,12 @@ impl<'a> Ctx<'a> {
                         records.push(cname);
                     }
                 }
-                HostType::Txt => {
-                    if dup.insert(&s.e.text) {
-                        records.push(Record {
-                            name: qname.clone(),
-                            ttl: s.ttl,
-                            data: RData::Txt(split255(&s.e.text)),
-                        });
-                    }
+                HostType::Txt if dup.insert(&s.e.text) => {
+                    records.push(Record {
+                        name: qname.clone(),
+                        ttl: s.ttl,
+                        data: RData::Txt(split255(&s.e.text)),
+                    });
                 }
                 _ => {}
             }
