@@ -81,9 +81,17 @@ fn main() {
             .args(["--name", "b", "--data-dir"])
             .arg(dir.path().join("etcd"))
             .args(["--listen-client-urls", &ep, "--advertise-client-urls", &ep])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("b={peer}")])
-            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", port())])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", port()),
+            ])
             .args(["--quota-backend-bytes", "4294967296"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,7 +133,10 @@ fn main() {
         rt.block_on(client.txn(etcd_client::Txn::new().and_then(ops)))
             .unwrap();
     }
-    println!("loaded {n} keys into etcd in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "loaded {n} keys into etcd in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let (dns, http) = (port(), port());
     std::fs::create_dir_all(dir.path().join("zones")).unwrap();
@@ -206,7 +217,8 @@ fn main() {
         lat.push(t.elapsed());
     }
     lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     println!(
         "put → answer over {puts} puts with {n} keys: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS after {}",
         pct(0.5),

@@ -469,6 +469,8 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/arpa/in-addr/10/0/0/1",
         r#"{"host":"a.example.net"}"#,
     ),
+    // a zone that also has a zone file
+    ("/skydns/com/example/api", r#"{"host":"10.7.0.1"}"#),
     // not JSON: skipped, named in the log
     ("/skydns/net/example/bad", "{not json"),
 ];
@@ -539,8 +541,11 @@ const TABLE: &[(&str, RecordType, &str)] = &[
     ("nope.example.net.", RecordType::HINFO, "NXDOMAIN |  | "),
     // An invalid value is skipped (CoreDNS would SERVFAIL every query touching it).
     ("bad.example.net.", RecordType::A, "NXDOMAIN |  | "),
-    // Zone files still serve their zones.
+    // Zone files still serve their names; etcd names of the same zone are added, and where
+    // etcd has nothing for a type (no ns.dns here) the zone file's answer stays.
     ("www.example.com.", RecordType::A, "NOERROR | www.example.com. 60 A 192.0.2.80 | "),
+    ("api.example.com.", RecordType::A, "NOERROR | api.example.com. 300 A 10.7.0.1 | "),
+    ("example.com.", RecordType::NS, "NOERROR | example.com. 60 NS ns1.example.com. | "),
 ];
 
 fn load_keys(etcd: &mut Etcd) {
@@ -555,7 +560,7 @@ fn coredns_answers_table() {
     load_keys(&mut etcd);
     let f = Fedns::start(&etcd_section(
         &etcd.endpoint(),
-        "example.net, 0.10.in-addr.arpa",
+        "example.net, 0.10.in-addr.arpa, example.com",
         "",
     ));
     assert!(

@@ -432,9 +432,20 @@ fn add_etcd(
                 }
             }
         };
+        // Where etcd has nothing (NXDOMAIN) for a type that a zone file or federation answers
+        // at this name (e.g. the apex NS of a zone that also has a zone file), that answer stays.
+        let existing: Vec<(u16, u32)> = table
+            .names
+            .get(na.name.wire())
+            .map(|n| n.by_type.to_vec())
+            .unwrap_or_default();
         let mut by_type = Vec::with_capacity(na.by_type.len() + 1);
         for (t, o) in &na.by_type {
-            by_type.push((*t, encode_one(*t, o, &mut cut)));
+            let kept = existing.iter().find(|(et, _)| et == t).map(|(_, i)| *i);
+            match (o, kept) {
+                (Outcome::NxDomain, Some(i)) => by_type.push((*t, i)),
+                _ => by_type.push((*t, encode_one(*t, o, &mut cut))),
+            }
         }
         // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
         let other = encode_one(0, &na.other, &mut cut);
