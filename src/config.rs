@@ -56,6 +56,8 @@ struct RawEtcd {
     lease_ttl_secs: i64,
     #[serde(default = "default_election")]
     election: String,
+    #[serde(default)]
+    wildcards: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +99,8 @@ pub struct EtcdConfig {
     pub lease_ttl_secs: i64,
     /// Election name (an etcd key prefix outside the SkyDNS prefix).
     pub election: String,
+    /// Stored `*` keys answer names below them that have no keys (RFC 4592); CoreDNS does not.
+    pub wildcards: bool,
 }
 
 fn default_etcd_prefix() -> String {
@@ -275,6 +279,7 @@ impl Config {
                 mode: e.mode,
                 lease_ttl_secs: e.lease_ttl_secs,
                 election,
+                wildcards: e.wildcards,
             });
         }
         if !problems.is_empty() {

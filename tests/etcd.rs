@@ -869,3 +869,46 @@ fn publisher_reader_and_failover() {
     let after = etcd.list("/skydns/com/example/svc/myfed/shop/web/");
     assert_eq!(after.len(), 2, "{after:?}");
 }
+
+/// Beyond CoreDNS (off by default): a stored `*` key answers names below its parent that have
+/// no keys, with the name asked as owner (RFC 4592).
+#[test]
+fn stored_wildcards() {
+    let mut etcd = Etcd::start();
+    etcd.put("/skydns/net/example/*", r#"{"host":"10.8.0.1"}"#);
+    etcd.put("/skydns/net/example/real", r#"{"host":"10.8.0.2"}"#);
+    etcd.put(
+        "/skydns/net/example/sub/*/x",
+        r#"{"host":"real.example.net"}"#,
+    );
+    let off = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    let on = Fedns::start(&etcd_section(
+        &etcd.endpoint(),
+        "example.net",
+        "  wildcards: true\n",
+    ));
+    for f in [&off, &on] {
+        assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+        assert!(
+            wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+                .then_some(()))
+            .is_some()
+        );
+    }
+    assert_eq!(
+        summary(&off.ask("anything.example.net.", RecordType::A)),
+        "NXDOMAIN |  | "
+    );
+    #[rustfmt::skip]
+    let rows: &[(&str, RecordType, &str)] = &[
+        ("anything.example.net.", RecordType::A, "NOERROR | anything.example.net. 300 A 10.8.0.1 | "),
+        ("a.b.example.net.", RecordType::A, "NOERROR | a.b.example.net. 300 A 10.8.0.1 | "),
+        ("anything.example.net.", RecordType::TXT, "NOERROR |  | "),
+        ("real.example.net.", RecordType::A, "NOERROR | real.example.net. 300 A 10.8.0.2 | "),
+        // A wildcard below a name, with a CNAME chased from it.
+        ("q.sub.example.net.", RecordType::A, "NOERROR | q.sub.example.net. 300 CNAME real.example.net.; real.example.net. 300 A 10.8.0.2 | "),
+    ];
+    for (name, t, want) in rows {
+        assert_eq!(summary(&on.ask(name, *t)), *want, "{name} {t}");
+    }
+}

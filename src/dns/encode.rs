@@ -99,6 +99,38 @@ pub fn detached_answer(answer: &[Record]) -> Body {
     body
 }
 
+/// Answer and additional sections valid after any question: records owned by `owner` point at
+/// the question name (offset 12), every other name is written in full. Serves stored wildcards,
+/// whose answers carry the name asked.
+pub fn owner_relative(owner: &DnsName, answer: &[Record], additional: &[Record]) -> Body {
+    let mut wire = Vec::with_capacity(256);
+    let mut buf = Vec::with_capacity(128);
+    for r in answer.iter().chain(additional) {
+        buf.clear();
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_name_encoding(NameEncoding::Uncompressed);
+        if r.name == *owner {
+            // Encoded with the root as owner (one zero byte), then that byte becomes a pointer.
+            let mut rec = to_record(r);
+            rec.name = Name::root();
+            rec.emit(&mut enc).expect("encoding into a Vec cannot fail");
+            wire.extend_from_slice(&[0xc0, 0x0c]);
+            wire.extend_from_slice(&buf[1..]);
+        } else {
+            to_record(r)
+                .emit(&mut enc)
+                .expect("encoding into a Vec cannot fail");
+            wire.extend_from_slice(&buf);
+        }
+    }
+    Body {
+        answer_count: answer.len() as u16,
+        authority_count: 0,
+        additional_count: additional.len() as u16,
+        wire: wire.into(),
+    }
+}
+
 /// Authority records without compression, valid after any question.
 pub fn detached(authority: &[Record]) -> Body {
     let mut buf = Vec::with_capacity(256);

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use rustc_hash::FxHashMap;
 
-use super::{Answer, Node, Table, ZoneInfo, rcode};
+use super::{Answer, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
 use crate::dns::encode;
 use crate::model::{DnsName, Federation, RData, Record, Soa, StaticZone, rtype};
 use crate::selection::{self, AddressSet};
@@ -191,6 +191,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
         names: FxHashMap::default(),
         answers: Vec::new(),
         zones: Vec::new(),
+        wildcards: Vec::new(),
         ready: true,
         generation: input.generation,
         serial: input.serial,
@@ -320,6 +321,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
                 zone: zi as u32,
                 by_type: by_type.into(),
                 other,
+                wildcard: NO_WILDCARD,
             },
         );
     }
@@ -382,55 +384,62 @@ fn add_etcd(
     };
     let computed = skydns::compute(data, &soa);
     let mut cut = 0usize;
-    for na in computed {
+    // `wild`: the answer follows any question below the wildcard's parent.
+    let mut encode_one = |table: &mut Table,
+                          qname: &DnsName,
+                          zi: usize,
+                          qtype: u16,
+                          o: &Outcome,
+                          wild: bool|
+     -> u32 {
+        match o {
+            Outcome::NoData => nodata_of[zi],
+            Outcome::NxDomain => table.zones[zi].nxdomain,
+            Outcome::ServFail => {
+                let z = &zones[zi];
+                let soa = Record {
+                    name: z.origin.clone(),
+                    ttl: z.soa_ttl.min(z.soa.minimum),
+                    data: RData::Soa(z.soa.clone()),
+                };
+                table.answers.push(Answer {
+                    rcode: rcode::SERVFAIL,
+                    bodies: Box::new([encode::detached(&[soa])]),
+                });
+                (table.answers.len() - 1) as u32
+            }
+            Outcome::Answer { answer, additional } => {
+                let enc = |a: &[Record], b: &[Record]| {
+                    if wild {
+                        encode::owner_relative(qname, a, b)
+                    } else {
+                        encode::compressed_full(qname, qtype, a, &[], b)
+                    }
+                };
+                let mut n_ans = answer.len();
+                let mut n_add = additional.len();
+                let mut body = enc(answer, additional);
+                while body.wire.len() > MAX_BODY && n_ans + n_add > 1 {
+                    cut += 1;
+                    if n_add > 0 {
+                        n_add /= 2;
+                    } else {
+                        n_ans = n_ans.div_ceil(2).min(n_ans - 1);
+                    }
+                    body = enc(&answer[..n_ans], &additional[..n_add]);
+                }
+                table.record_count += n_ans;
+                table.answers.push(Answer {
+                    rcode: rcode::NOERROR,
+                    bodies: Box::new([body]),
+                });
+                (table.answers.len() - 1) as u32
+            }
+        }
+    };
+    for na in &computed.names {
         let Some(zi) = zone_of(&na.name) else {
             continue;
-        };
-        let mut encode_one = |qtype: u16, o: &Outcome, cut: &mut usize| -> u32 {
-            match o {
-                Outcome::NoData => nodata_of[zi],
-                Outcome::NxDomain => table.zones[zi].nxdomain,
-                Outcome::ServFail => {
-                    let z = &zones[zi];
-                    let soa = Record {
-                        name: z.origin.clone(),
-                        ttl: z.soa_ttl.min(z.soa.minimum),
-                        data: RData::Soa(z.soa.clone()),
-                    };
-                    table.answers.push(Answer {
-                        rcode: rcode::SERVFAIL,
-                        bodies: Box::new([encode::detached(&[soa])]),
-                    });
-                    (table.answers.len() - 1) as u32
-                }
-                Outcome::Answer { answer, additional } => {
-                    let mut n_ans = answer.len();
-                    let mut n_add = additional.len();
-                    let mut body =
-                        encode::compressed_full(&na.name, qtype, answer, &[], additional);
-                    while body.wire.len() > MAX_BODY && n_ans + n_add > 1 {
-                        *cut += 1;
-                        if n_add > 0 {
-                            n_add /= 2;
-                        } else {
-                            n_ans = n_ans.div_ceil(2).min(n_ans - 1);
-                        }
-                        body = encode::compressed_full(
-                            &na.name,
-                            qtype,
-                            &answer[..n_ans],
-                            &[],
-                            &additional[..n_add],
-                        );
-                    }
-                    table.record_count += n_ans;
-                    table.answers.push(Answer {
-                        rcode: rcode::NOERROR,
-                        bodies: Box::new([body]),
-                    });
-                    (table.answers.len() - 1) as u32
-                }
-            }
         };
         // Where etcd has nothing (NXDOMAIN) for a type that a zone file or federation answers
         // at this name (e.g. the apex NS of a zone that also has a zone file), that answer stays.
@@ -444,11 +453,11 @@ fn add_etcd(
             let kept = existing.iter().find(|(et, _)| et == t).map(|(_, i)| *i);
             match (o, kept) {
                 (Outcome::NxDomain, Some(i)) => by_type.push((*t, i)),
-                _ => by_type.push((*t, encode_one(*t, o, &mut cut))),
+                _ => by_type.push((*t, encode_one(table, &na.name, zi, *t, o, false))),
             }
         }
         // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
-        let other = encode_one(0, &na.other, &mut cut);
+        let other = encode_one(table, &na.name, zi, 0, &na.other, false);
         if table
             .names
             .insert(
@@ -457,11 +466,31 @@ fn add_etcd(
                     zone: zi as u32,
                     by_type: by_type.into(),
                     other,
+                    wildcard: NO_WILDCARD,
                 },
             )
             .is_none()
         {
             table.name_count += 1;
+        }
+    }
+    for w in &computed.wildcards {
+        let (Some(zi), Some(parent)) = (zone_of(&w.name), w.name.parent()) else {
+            continue;
+        };
+        let by_type: Vec<(u16, u32)> = w
+            .by_type
+            .iter()
+            .map(|(t, o)| (*t, encode_one(table, &w.name, zi, *t, o, true)))
+            .collect();
+        let other = encode_one(table, &w.name, zi, 0, &w.other, true);
+        table.wildcards.push(Wildcard {
+            by_type: by_type.into(),
+            other,
+        });
+        let idx = (table.wildcards.len() - 1) as u32;
+        if let Some(node) = table.names.get_mut(parent.wire()) {
+            node.wildcard = idx;
         }
     }
     if cut > 0 {

@@ -47,6 +47,19 @@ struct Node {
     by_type: Box<[(u16, u32)]>,
     /// Answer for any type not in `by_type`.
     other: u32,
+    /// Index in `Table::wildcards` of the `*` child that answers names below this one that do
+    /// not exist (RFC 4592), or `NO_WILDCARD`.
+    wildcard: u32,
+}
+
+const NO_WILDCARD: u32 = u32::MAX;
+
+/// Answers of a stored wildcard (`*.X`), encoded so that they follow any question: records owned
+/// by the wildcard point at the question name, every other name is uncompressed.
+#[derive(Debug)]
+struct Wildcard {
+    by_type: Box<[(u16, u32)]>,
+    other: u32,
 }
 
 #[derive(Debug)]
@@ -73,6 +86,7 @@ pub struct Table {
     names: FxHashMap<Box<[u8]>, Node>,
     answers: Vec<Answer>,
     zones: Vec<ZoneInfo>,
+    wildcards: Vec<Wildcard>,
     ready: bool,
     pub generation: u64,
     pub serial: u32,
@@ -113,6 +127,15 @@ impl Table {
         while pos < qname.len() && qname[pos] != 0 {
             pos += qname[pos] as usize + 1;
             if let Some(node) = self.names.get(&qname[pos.min(qname.len())..]) {
+                if node.wildcard != NO_WILDCARD {
+                    let w = &self.wildcards[node.wildcard as usize];
+                    let idx = w
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == qtype)
+                        .map_or(w.other, |(_, i)| *i);
+                    return Lookup::Authoritative(&self.answers[idx as usize]);
+                }
                 let zone = &self.zones[node.zone as usize];
                 if qtype == crate::model::rtype::SOA
                     && let Some(i) = zone.miss_soa

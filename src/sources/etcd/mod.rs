@@ -132,6 +132,7 @@ impl Reader {
             prefix: self.cfg.prefix.clone(),
             zones: self.cfg.zones.clone(),
             entries: self.map.clone(),
+            wildcards: self.cfg.wildcards,
         };
         self.tx
             .send(Update {

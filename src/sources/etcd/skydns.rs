@@ -147,6 +147,8 @@ pub struct EtcdData {
     pub zones: Vec<DnsName>,
     /// Every valid key under the prefix, in etcd's (byte) order.
     pub entries: BTreeMap<String, Entry>,
+    /// Stored `*` labels are RFC 4592 wildcards (beyond CoreDNS, off by default).
+    pub wildcards: bool,
 }
 
 /// The outcome of one question, as CoreDNS's etcd handler would write it.
@@ -262,6 +264,8 @@ struct Ctx<'a> {
     data: &'a EtcdData,
     zone: &'a DnsName,
     budget: Cell<usize>,
+    /// `*`/`any` labels of the name asked are plain labels (stored wildcard answers).
+    literal: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -281,7 +285,7 @@ impl<'a> Ctx<'a> {
         let mut rev: Vec<&[u8]> = qname.labels().collect();
         rev.reverse();
         for l in &rev {
-            if *l == b"*" || *l == b"any" {
+            if !self.literal && (*l == b"*" || *l == b"any") {
                 star = true;
                 break;
             }
@@ -772,9 +776,18 @@ pub fn zone_of<'z>(zones: &'z [DnsName], name: &DnsName) -> Option<&'z DnsName> 
         .max_by_key(|z| z.wire().len())
 }
 
+/// What [`compute`] found.
+pub struct Computed {
+    /// Names with their answers.
+    pub names: Vec<NameAnswers>,
+    /// Stored wildcards (`*.X` keys, when enabled): answers for names below X that have no keys,
+    /// computed as if the question were `*.X` with `*` a plain label.
+    pub wildcards: Vec<NameAnswers>,
+}
+
 /// Every name of `data` that CoreDNS answers without NXDOMAIN for some type, with its answers.
 /// `soa` gives the SOA record (owner: the zone) that CoreDNS puts in answers to SOA questions.
-pub fn compute(data: &EtcdData, soa: &dyn Fn(&DnsName) -> Option<Record>) -> Vec<NameAnswers> {
+pub fn compute(data: &EtcdData, soa: &dyn Fn(&DnsName) -> Option<Record>) -> Computed {
     // The names: every key's name and its ancestors up to its zone, every zone apex, and the
     // leftmost-wildcard forms `*.X` / `any.X` of every name with something below it.
     let mut names: BTreeSet<DnsName> = data.zones.iter().cloned().collect();
@@ -806,15 +819,40 @@ pub fn compute(data: &EtcdData, soa: &dyn Fn(&DnsName) -> Option<Record>) -> Vec
             }
         }
     }
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(zone) = zone_of(&data.zones, &name) else {
-            continue;
-        };
+    // Stored wildcards: key names whose leftmost label is `*`.
+    let stored: Vec<DnsName> = if data.wildcards {
+        names
+            .iter()
+            .filter(|n| n.labels().next() == Some(b"*"))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wildcards = stored
+        .into_iter()
+        .filter_map(|n| answers_of(data, soa, n, true))
+        .collect();
+    let names = names
+        .into_iter()
+        .filter_map(|n| answers_of(data, soa, n, false))
+        .collect();
+    Computed { names, wildcards }
+}
+
+fn answers_of(
+    data: &EtcdData,
+    soa: &dyn Fn(&DnsName) -> Option<Record>,
+    name: DnsName,
+    literal: bool,
+) -> Option<NameAnswers> {
+    {
+        let zone = zone_of(&data.zones, &name)?;
         let ctx = Ctx {
             data,
             zone,
             budget: Cell::new(BUDGET),
+            literal,
         };
         let reset = || ctx.budget.set(BUDGET);
         let fake_a = match ctx.apex_or_services(&name, rtype::A) {
@@ -848,13 +886,12 @@ pub fn compute(data: &EtcdData, soa: &dyn Fn(&DnsName) -> Option<Record>) -> Vec
             };
             by_type.push((qtype, o));
         }
-        out.push(NameAnswers {
+        Some(NameAnswers {
             name,
             by_type,
             other: fake_a,
-        });
+        })
     }
-    out
 }
 
 #[cfg(test)]
