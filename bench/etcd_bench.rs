@@ -157,9 +157,10 @@ fn main() {
         Command::new(&bin)
             .args(["serve", "--config"])
             .arg(dir.path().join("fedns.yaml"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("fedns.log")).unwrap())
             .spawn()
             .expect("fedns release binary: cargo build --release"),
     );
@@ -209,6 +210,10 @@ fn main() {
             answered = Some(t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if ready.is_none() || answered.is_none() {
+        let log = std::fs::read_to_string(dir.path().join("fedns.log")).unwrap_or_default();
+        panic!("fedns not ready/answering after 120 s; its log:\n{log}");
     }
     println!(
         "fedns: /readyz 200 after {:.2} s, first answer from etcd after {:.2} s; RSS {} (peak {})",

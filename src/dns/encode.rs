@@ -100,35 +100,84 @@ pub fn detached_answer(answer: &[Record]) -> Body {
 }
 
 /// Answer and additional sections valid after any question: records owned by `owner` point at
-/// the question name (offset 12), every other name is written in full. Serves stored wildcards,
-/// whose answers carry the name asked.
-pub fn owner_relative(owner: &DnsName, answer: &[Record], additional: &[Record]) -> Body {
+/// the question name (offset 12), every other name is written in full. Records are taken in
+/// order while the body stays within `max` bytes; the second value counts records left out.
+/// Serves stored wildcards (whose answers carry the name asked) and very large answers (linear
+/// cost, where name compression's table would make encoding quadratic).
+pub fn owner_relative(
+    owner: &DnsName,
+    answer: &[Record],
+    additional: &[Record],
+    max: usize,
+) -> (Body, usize) {
     let mut wire = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(128);
-    for r in answer.iter().chain(additional) {
-        buf.clear();
-        let mut enc = BinEncoder::new(&mut buf);
-        enc.set_name_encoding(NameEncoding::Uncompressed);
-        if r.name == *owner {
-            // Encoded with the root as owner (one zero byte), then that byte becomes a pointer.
+    let (mut counts, mut left_out) = ([0u16; 2], 0usize);
+    for (section, records) in [answer, additional].into_iter().enumerate() {
+        for r in records {
+            buf.clear();
+            let mut enc = BinEncoder::new(&mut buf);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            let is_owner = r.name == *owner;
             let mut rec = to_record(r);
-            rec.name = Name::root();
-            rec.emit(&mut enc).expect("encoding into a Vec cannot fail");
-            wire.extend_from_slice(&[0xc0, 0x0c]);
-            wire.extend_from_slice(&buf[1..]);
-        } else {
-            to_record(r)
-                .emit(&mut enc)
-                .expect("encoding into a Vec cannot fail");
-            wire.extend_from_slice(&buf);
+            if is_owner {
+                // Encoded with the root as owner (one zero byte) that then becomes a pointer.
+                rec.name = Name::root();
+            }
+            if rec.emit(&mut enc).is_err() {
+                left_out += 1;
+                continue;
+            }
+            let len = if is_owner { buf.len() + 1 } else { buf.len() };
+            if wire.len() + len > max || counts[section] == u16::MAX {
+                left_out += 1;
+                continue;
+            }
+            if is_owner {
+                wire.extend_from_slice(&[0xc0, 0x0c]);
+                wire.extend_from_slice(&buf[1..]);
+            } else {
+                wire.extend_from_slice(&buf);
+            }
+            counts[section] += 1;
         }
     }
-    Body {
-        answer_count: answer.len() as u16,
+    let body = Body {
+        answer_count: counts[0],
         authority_count: 0,
-        additional_count: additional.len() as u16,
+        additional_count: counts[1],
         wire: wire.into(),
+    };
+    (body, left_out)
+}
+
+/// An answer (and additional) section for `qname`/`qtype` of at most `max` bytes: compressed
+/// when it is small, otherwise [`owner_relative`]. The second value counts records left out.
+pub fn bounded(
+    qname: &DnsName,
+    qtype: u16,
+    answer: &[Record],
+    additional: &[Record],
+    max: usize,
+) -> (Body, usize) {
+    const SMALL: usize = 64;
+    if answer.len() + additional.len() <= SMALL {
+        // Uncompressed sizes bound the compressed one: if they fit, compression cannot fail.
+        let mut total = 0usize;
+        let mut buf = Vec::with_capacity(128);
+        let fits = answer.iter().chain(additional).all(|r| {
+            buf.clear();
+            let mut enc = BinEncoder::new(&mut buf);
+            enc.set_name_encoding(NameEncoding::Uncompressed);
+            let ok = to_record(r).emit(&mut enc).is_ok();
+            total += buf.len();
+            ok
+        });
+        if fits && total <= max {
+            return (compressed_full(qname, qtype, answer, &[], additional), 0);
+        }
     }
+    owner_relative(qname, answer, additional, max)
 }
 
 /// Authority records without compression, valid after any question.

@@ -409,25 +409,15 @@ fn add_etcd(
                 (table.answers.len() - 1) as u32
             }
             Outcome::Answer { answer, additional } => {
-                let enc = |a: &[Record], b: &[Record]| {
-                    if wild {
-                        encode::owner_relative(qname, a, b)
-                    } else {
-                        encode::compressed_full(qname, qtype, a, &[], b)
-                    }
+                let (body, left_out) = if wild {
+                    encode::owner_relative(qname, answer, additional, MAX_BODY)
+                } else {
+                    encode::bounded(qname, qtype, answer, additional, MAX_BODY)
                 };
-                let mut n_ans = answer.len();
-                let mut n_add = additional.len();
-                let mut body = enc(answer, additional);
-                while body.wire.len() > MAX_BODY && n_ans + n_add > 1 {
+                if left_out > 0 {
                     cut += 1;
-                    if n_add > 0 {
-                        n_add /= 2;
-                    } else {
-                        n_ans = n_ans.div_ceil(2).min(n_ans - 1);
-                    }
-                    body = enc(&answer[..n_ans], &additional[..n_add]);
                 }
+                let n_ans = body.answer_count as usize;
                 table.record_count += n_ans;
                 table.answers.push(Answer {
                     rcode: rcode::NOERROR,
