@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
-use crate::table::build::{BuildInput, FederationRecords, build};
+use crate::table::build::{BuildInput, EtcdCache, FederationRecords, build};
 
 /// Hands out SOA serials that never go backwards: above the last one handed out (kept in
 /// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
@@ -72,6 +72,7 @@ pub struct Merger {
     generation: u64,
     shared: Arc<Shared>,
     federations_out: Option<tokio::sync::watch::Sender<Arc<FederationRecords>>>,
+    etcd_cache: std::collections::HashMap<String, EtcdCache>,
 }
 
 impl Merger {
@@ -82,6 +83,7 @@ impl Merger {
             generation: 0,
             shared,
             federations_out: None,
+            etcd_cache: Default::default(),
         }
     }
 
@@ -132,6 +134,7 @@ impl Merger {
             zones: &zones,
             federations: &federations,
             etcd: &etcd,
+            etcd_cache: Some(&mut self.etcd_cache),
             serial,
             generation: self.generation,
         });

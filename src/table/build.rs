@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use rustc_hash::FxHashMap;
 
-use super::{Answer, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
+use super::{Answer, Body, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
 use crate::dns::encode;
 use crate::model::{DnsName, Federation, RData, Record, Soa, StaticZone, rtype};
 use crate::selection::{self, AddressSet};
@@ -26,6 +26,8 @@ pub struct BuildInput<'a> {
     /// etcd (SkyDNS layout) data sets; their names answer as CoreDNS's etcd plugin would and
     /// override zone-file and federation names.
     pub etcd: &'a [&'a EtcdData],
+    /// What earlier builds computed for the etcd data sets, by prefix (`None`: start afresh).
+    pub etcd_cache: Option<&'a mut HashMap<String, EtcdCache>>,
     pub serial: u32,
     pub generation: u64,
 }
@@ -325,7 +327,10 @@ pub fn build(input: BuildInput<'_>) -> Built {
             },
         );
     }
+    let mut scratch = HashMap::new();
+    let caches = input.etcd_cache.unwrap_or(&mut scratch);
     for data in input.etcd {
+        let cache = caches.entry(data.prefix.clone()).or_default();
         add_etcd(
             &mut table,
             data,
@@ -333,6 +338,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
             &zone_of,
             &nodata_of,
             &mut warnings,
+            cache,
         );
     }
     Built { table, warnings }
@@ -367,6 +373,59 @@ fn coredns_zone(origin: &DnsName) -> ZoneData {
 /// Largest answer body kept: a TCP message is at most 65535 bytes with header and question.
 const MAX_BODY: usize = 65535 - 12 - 260 - 11;
 
+/// One etcd answer, encoded once and kept between builds.
+enum Enc {
+    NoData,
+    NxDomain,
+    ServFail,
+    Soa,
+    Body(Body),
+}
+
+struct EncName {
+    by_type: Vec<(u16, Enc)>,
+    other: Enc,
+}
+
+/// What the builder keeps of one etcd data set between builds (owned by the merger), so that
+/// a change re-answers and re-encodes only the names it affects.
+#[derive(Default)]
+pub struct EtcdCache {
+    sky: skydns::Cache,
+    enc: HashMap<skydns::NameKey, EncName>,
+}
+
+fn encode_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> EncName {
+    let enc = |qtype: u16, o: &Outcome, cut: &mut usize| -> Enc {
+        match o {
+            Outcome::NoData => Enc::NoData,
+            Outcome::NxDomain => Enc::NxDomain,
+            Outcome::ServFail => Enc::ServFail,
+            Outcome::Soa => Enc::Soa,
+            Outcome::Answer { answer, additional } => {
+                let (body, left_out) = if wild {
+                    encode::owner_relative(&na.name, answer, additional, MAX_BODY)
+                } else {
+                    encode::bounded(&na.name, qtype, answer, additional, MAX_BODY)
+                };
+                if left_out > 0 {
+                    *cut += 1;
+                }
+                Enc::Body(body)
+            }
+        }
+    };
+    EncName {
+        by_type: na
+            .by_type
+            .iter()
+            .map(|(t, o)| (*t, enc(*t, o, cut)))
+            .collect(),
+        // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
+        other: enc(0, &na.other, cut),
+    }
+}
+
 /// Adds the names of one etcd data set, answered as CoreDNS's etcd plugin answers them.
 fn add_etcd(
     table: &mut Table,
@@ -375,27 +434,31 @@ fn add_etcd(
     zone_of: &dyn Fn(&DnsName) -> Option<usize>,
     nodata_of: &[u32],
     warnings: &mut Vec<String>,
+    cache: &mut EtcdCache,
 ) {
-    let soa = |z: &DnsName| {
-        zones
-            .iter()
-            .find(|d| d.origin == *z)
-            .map(coredns_soa_answer)
-    };
-    let computed = skydns::compute(data, &soa);
+    let delta = skydns::update(data, &mut cache.sky);
+    if delta.full {
+        cache.enc.clear();
+    }
+    for k in &delta.removed {
+        cache.enc.remove(k);
+    }
     let mut cut = 0usize;
-    // `wild`: the answer follows any question below the wildcard's parent.
-    let mut encode_one = |table: &mut Table,
-                          qname: &DnsName,
-                          zi: usize,
-                          qtype: u16,
-                          o: &Outcome,
-                          wild: bool|
-     -> u32 {
-        match o {
-            Outcome::NoData => nodata_of[zi],
-            Outcome::NxDomain => table.zones[zi].nxdomain,
-            Outcome::ServFail => {
+    for (k, na) in &delta.changed {
+        cache.enc.insert(k.clone(), encode_name(na, k.1, &mut cut));
+    }
+    if cut > 0 {
+        warnings.push(format!(
+            "etcd {}: {cut} answer(s) larger than a DNS message were cut to fit",
+            data.prefix
+        ));
+    }
+    let index = |table: &mut Table, zi: usize, e: &Enc| -> u32 {
+        match e {
+            Enc::NoData => nodata_of[zi],
+            Enc::NxDomain => table.zones[zi].nxdomain,
+            Enc::Soa => table.zones[zi].miss_soa.unwrap_or(nodata_of[zi]),
+            Enc::ServFail => {
                 let z = &zones[zi];
                 let soa = Record {
                     name: z.origin.clone(),
@@ -408,50 +471,41 @@ fn add_etcd(
                 });
                 (table.answers.len() - 1) as u32
             }
-            Outcome::Answer { answer, additional } => {
-                let (body, left_out) = if wild {
-                    encode::owner_relative(qname, answer, additional, MAX_BODY)
-                } else {
-                    encode::bounded(qname, qtype, answer, additional, MAX_BODY)
-                };
-                if left_out > 0 {
-                    cut += 1;
-                }
-                let n_ans = body.answer_count as usize;
-                table.record_count += n_ans;
+            Enc::Body(b) => {
+                table.record_count += b.answer_count as usize;
                 table.answers.push(Answer {
                     rcode: rcode::NOERROR,
-                    bodies: Box::new([body]),
+                    bodies: Box::new([b.clone()]),
                 });
                 (table.answers.len() - 1) as u32
             }
         }
     };
-    for na in &computed.names {
-        let Some(zi) = zone_of(&na.name) else {
+    for ((name, wild), en) in &cache.enc {
+        if *wild {
             continue;
-        };
+        }
+        let Some(zi) = zone_of(name) else { continue };
         // Where etcd has nothing (NXDOMAIN) for a type that a zone file or federation answers
         // at this name (e.g. the apex NS of a zone that also has a zone file), that answer stays.
         let existing: Vec<(u16, u32)> = table
             .names
-            .get(na.name.wire())
+            .get(name.wire())
             .map(|n| n.by_type.to_vec())
             .unwrap_or_default();
-        let mut by_type = Vec::with_capacity(na.by_type.len() + 1);
-        for (t, o) in &na.by_type {
+        let mut by_type = Vec::with_capacity(en.by_type.len());
+        for (t, e) in &en.by_type {
             let kept = existing.iter().find(|(et, _)| et == t).map(|(_, i)| *i);
-            match (o, kept) {
-                (Outcome::NxDomain, Some(i)) => by_type.push((*t, i)),
-                _ => by_type.push((*t, encode_one(table, &na.name, zi, *t, o, false))),
+            match (e, kept) {
+                (Enc::NxDomain, Some(i)) => by_type.push((*t, i)),
+                _ => by_type.push((*t, index(table, zi, e))),
             }
         }
-        // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
-        let other = encode_one(table, &na.name, zi, 0, &na.other, false);
+        let other = index(table, zi, &en.other);
         if table
             .names
             .insert(
-                na.name.wire().into(),
+                name.wire().into(),
                 Node {
                     zone: zi as u32,
                     by_type: by_type.into(),
@@ -464,16 +518,19 @@ fn add_etcd(
             table.name_count += 1;
         }
     }
-    for w in &computed.wildcards {
-        let (Some(zi), Some(parent)) = (zone_of(&w.name), w.name.parent()) else {
+    for ((name, wild), en) in &cache.enc {
+        if !*wild {
+            continue;
+        }
+        let (Some(zi), Some(parent)) = (zone_of(name), name.parent()) else {
             continue;
         };
-        let by_type: Vec<(u16, u32)> = w
+        let by_type: Vec<(u16, u32)> = en
             .by_type
             .iter()
-            .map(|(t, o)| (*t, encode_one(table, &w.name, zi, *t, o, true)))
+            .map(|(t, e)| (*t, index(table, zi, e)))
             .collect();
-        let other = encode_one(table, &w.name, zi, 0, &w.other, true);
+        let other = index(table, zi, &en.other);
         table.wildcards.push(Wildcard {
             by_type: by_type.into(),
             other,
@@ -482,12 +539,6 @@ fn add_etcd(
         if let Some(node) = table.names.get_mut(parent.wire()) {
             node.wildcard = idx;
         }
-    }
-    if cut > 0 {
-        warnings.push(format!(
-            "etcd {}: {cut} answer(s) larger than a DNS message were cut to fit",
-            data.prefix
-        ));
     }
 }
 
