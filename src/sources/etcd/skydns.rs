@@ -1141,7 +1141,8 @@ mod tests {
             "q.nope", "new", "x2.a", "x2.new",
         ];
         let mut cache = std::collections::HashMap::new();
-        let mut steps: Vec<Box<dyn Fn(&mut EtcdData)>> = vec![
+        type Step = Box<dyn Fn(&mut EtcdData)>;
+        let mut steps: Vec<Step> = vec![
             Box::new(|_| {}),
             Box::new(move |d| put(d, "a/x1", "10.0.0.2")),
             Box::new(move |d| put(d, "web", "10.0.3.2")),
