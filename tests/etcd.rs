@@ -157,6 +157,19 @@ impl Etcd {
         self.rt.block_on(c.put(key, value, None)).unwrap();
     }
 
+    fn put_many(&mut self, kvs: &[(String, String)]) {
+        let c = self.client.as_mut().unwrap();
+        for chunk in kvs.chunks(100) {
+            let ops: Vec<_> = chunk
+                .iter()
+                .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                .collect();
+            self.rt
+                .block_on(c.txn(etcd_client::Txn::new().and_then(ops)))
+                .unwrap();
+        }
+    }
+
     fn delete(&mut self, key: &str) {
         let c = self.client.as_mut().unwrap();
         self.rt.block_on(c.delete(key, None)).unwrap();
@@ -911,4 +924,33 @@ fn stored_wildcards() {
     for (name, t, want) in rows {
         assert_eq!(summary(&on.ask(name, *t)), *want, "{name} {t}");
     }
+}
+
+/// A prefix larger than one gRPC response (4 MiB) and than one page loads completely.
+#[test]
+fn large_prefix_loads_in_pages() {
+    let mut etcd = Etcd::start();
+    let pad = "p".repeat(1000);
+    let kvs: Vec<(String, String)> = (0..5000)
+        .map(|i| {
+            (
+                format!("/skydns/net/example/n{}/h{i}", i % 50),
+                format!(r#"{{"host":"10.5.{}.{}","pad":"{pad}"}}"#, i / 250, i % 250),
+            )
+        })
+        .collect();
+    etcd.put_many(&kvs);
+    let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
+    assert!(
+        f.wait_log(Duration::from_secs(30), "keys=5000"),
+        "{}",
+        f.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || (f.http_get("/readyz").0 == 200)
+            .then_some(()))
+        .is_some()
+    );
+    let s = summary(&f.ask("h4999.n49.example.net.", RecordType::A));
+    assert!(s.contains("10.5.19.249"), "{s}");
 }

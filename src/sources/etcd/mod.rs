@@ -77,6 +77,57 @@ async fn connect(cfg: &EtcdConfig) -> Result<Client, BoxError> {
     Ok(c)
 }
 
+/// Keys per page when getting a prefix (a single response is capped at 4 MiB by gRPC).
+const PAGE: i64 = 2000;
+
+/// The end of the key range `dir*` (etcd's prefix range end).
+fn prefix_end(dir: &str) -> Vec<u8> {
+    let mut end = dir.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Every key under `dir` at one revision, in pages: (revision, [(key, value)]).
+async fn get_all(
+    client: &mut Client,
+    dir: &str,
+) -> Result<(i64, Vec<(String, Vec<u8>)>), BoxError> {
+    let end = prefix_end(dir);
+    let mut from = dir.as_bytes().to_vec();
+    let mut rev = 0i64;
+    let mut out = Vec::new();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if rev > 0 {
+            opts = opts.with_revision(rev);
+        }
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, client.get(from.clone(), Some(opts)))
+            .await
+            .map_err(|_| "get timed out")??;
+        if rev == 0 {
+            rev = resp.header().map_or(0, |h| h.revision());
+        }
+        for kv in resp.kvs() {
+            out.push((
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            ));
+        }
+        match (resp.more(), resp.kvs().last()) {
+            (true, Some(last)) => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok((rev, out)),
+        }
+    }
+}
+
 /// Parses one value into `map` (or drops the key when its value is not valid), logging what
 /// was skipped with the key.
 fn apply_value(map: &mut BTreeMap<String, Entry>, key: &str, value: &[u8], metrics: &Metrics) {
@@ -177,19 +228,11 @@ impl Reader {
             }
             None => {
                 let started = Instant::now();
-                let resp = tokio::time::timeout(
-                    REQUEST_TIMEOUT * 6,
-                    client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
-                )
-                .await
-                .map_err(|_| "get timed out")??;
-                let rev = resp.header().map_or(0, |h| h.revision());
+                let (rev, kvs) = get_all(&mut client, &dir).await?;
                 let mut map = BTreeMap::new();
-                for kv in resp.kvs() {
-                    let key = String::from_utf8_lossy(kv.key());
-                    apply_value(&mut map, &key, kv.value(), &self.metrics);
+                for (key, value) in kvs {
+                    apply_value(&mut map, &key, &value, &self.metrics);
                 }
-                drop(resp);
                 tracing::info!(
                     source = %self.name,
                     keys = map.len(),
@@ -448,16 +491,9 @@ async fn sync(
     let mut current: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for zone in &want.zones {
         let dir = format!("{}/", skydns::path_of(zone, &cfg.prefix));
-        let resp = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            client.get(dir.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .map_err(|_| "get timed out")??;
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            if owned(&cfg.prefix, &key, kv.value()) {
-                current.insert(key, kv.value().to_vec());
+        for (key, value) in get_all(client, &dir).await?.1 {
+            if owned(&cfg.prefix, &key, &value) {
+                current.insert(key, value);
             }
         }
     }
