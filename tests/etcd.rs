@@ -62,6 +62,7 @@ struct Etcd {
     rt: tokio::runtime::Runtime,
     client: Option<etcd_client::Client>,
     extra: Vec<String>,
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Etcd {
@@ -70,7 +71,13 @@ impl Etcd {
     }
 
     fn start_with(extra: &[&str]) -> Etcd {
+        Self::start_full(extra, None)
+    }
+
+    /// With TLS on the client port: `tls` = (CA, server cert, server key) PEM paths.
+    fn start_full(extra: &[&str], tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Etcd {
         let mut e = Etcd {
+            tls,
             child: None,
             data: tempfile::tempdir().unwrap(),
             client_port: free_port(),
@@ -87,7 +94,18 @@ impl Etcd {
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let mut o = etcd_client::ConnectOptions::new();
+        if let Some((ca, _, _)) = &self.tls {
+            o = o.with_tls(etcd_client::TlsOptions::new().ca_certificate(
+                etcd_client::Certificate::from_pem(std::fs::read(ca).unwrap()),
+            ));
+        }
+        o
     }
 
     fn spawn(&mut self) {
@@ -105,6 +123,14 @@ impl Etcd {
                 &format!("http://127.0.0.1:{}", free_port()),
             ])
             .args(&self.extra)
+            .args(self.tls.iter().flat_map(|(_, cert, key)| {
+                [
+                    "--cert-file".into(),
+                    cert.display().to_string(),
+                    "--key-file".into(),
+                    key.display().to_string(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,12 +138,13 @@ impl Etcd {
             .expect("spawn etcd");
         self.child = Some(child);
         let ep = self.endpoint();
+        let opts = self.connect_options();
         let ready = wait_for(Duration::from_secs(15), || {
             self.rt.block_on(async {
                 let mut c = etcd_client::Client::connect(
                     [ep.as_str()],
                     Some(
-                        etcd_client::ConnectOptions::new()
+                        opts.clone()
                             .with_connect_timeout(Duration::from_millis(300)),
                     ),
                 )
@@ -953,4 +980,108 @@ fn large_prefix_loads_in_pages() {
     );
     let s = summary(&f.ask("h4999.n49.example.net.", RecordType::A));
     assert!(s.contains("10.5.19.249"), "{s}");
+}
+
+/// TLS to etcd (CA given in the config; rustls with ring), and etcd's user/password auth.
+#[test]
+fn tls_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let sh = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (Debian package openssl) is needed; run ./scripts/test");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    let mut etcd = Etcd::start_full(&[], Some((p("ca.pem"), p("server.pem"), p("server.key"))));
+    etcd.put("/skydns/net/example/s", r#"{"host":"10.6.0.1"}"#);
+    // Auth: root user, then auth on.
+    {
+        let c = etcd.client.as_mut().unwrap();
+        etcd.rt
+            .block_on(c.user_add("root", "rootpw", None))
+            .unwrap();
+        etcd.rt.block_on(c.user_grant_role("root", "root")).unwrap();
+        etcd.rt.block_on(c.auth_enable()).unwrap();
+    }
+    let ca = p("ca.pem");
+    let section = etcd_section(
+        &etcd.endpoint(),
+        "example.net",
+        &format!(
+            "  tls: {{ca: \"{}\"}}\n  username: root\n  password: rootpw\n",
+            ca.display()
+        ),
+    );
+    let f = Fedns::start(&section);
+    assert!(
+        f.wait_log(Duration::from_secs(10), "etcd prefix loaded"),
+        "{}",
+        f.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || summary(
+            &f.ask("s.example.net.", RecordType::A)
+        )
+        .contains("10.6.0.1")
+        .then_some(()))
+        .is_some()
+    );
+    // Wrong password: not ready, and the log says why.
+    let bad = Fedns::start(&section.replace("rootpw", "nope"));
+    assert!(
+        bad.wait_log(Duration::from_secs(10), "etcd unreachable or lost"),
+        "{}",
+        bad.log_text()
+    );
+    assert_eq!(bad.http_get("/readyz").0, 503);
 }
