@@ -156,8 +156,9 @@ struct Reader {
     tx: mpsc::Sender<Update>,
     board: SourceBoard,
     metrics: Metrics,
-    /// The last copy: kept across lost connections.
-    map: BTreeMap<String, Entry>,
+    /// The last copy: kept across lost connections; shared with the snapshots sent (copied on
+    /// the first change after a send).
+    map: Arc<BTreeMap<String, Entry>>,
     /// Dropped by the merger when it took the last snapshot.
     taken: Option<oneshot::Receiver<()>>,
     /// Revision `map` reflects: after a lost connection the watch resumes from the next one
@@ -240,7 +241,7 @@ impl Reader {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "etcd prefix loaded"
                 );
-                self.map = map;
+                self.map = Arc::new(map);
                 self.rev = Some(rev);
                 if !self.send().await {
                     return Ok(SessionEnd::Shutdown);
@@ -300,9 +301,14 @@ impl Reader {
                 self.rev = Some(self.rev.unwrap_or(0).max(kv.mod_revision()));
                 let key = String::from_utf8_lossy(kv.key());
                 match ev.event_type() {
-                    EventType::Put => apply_value(&mut self.map, &key, kv.value(), &self.metrics),
+                    EventType::Put => apply_value(
+                        Arc::make_mut(&mut self.map),
+                        &key,
+                        kv.value(),
+                        &self.metrics,
+                    ),
                     EventType::Delete => {
-                        self.map.remove(&*key);
+                        Arc::make_mut(&mut self.map).remove(&*key);
                     }
                 }
                 dirty = true;
@@ -325,7 +331,7 @@ pub async fn run_reader(
         tx,
         board,
         metrics,
-        map: BTreeMap::new(),
+        map: Arc::new(BTreeMap::new()),
         taken: None,
         rev: None,
     };

@@ -146,7 +146,7 @@ pub struct EtcdData {
     /// Zones served from this prefix.
     pub zones: Vec<DnsName>,
     /// Every valid key under the prefix, in etcd's (byte) order.
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: std::sync::Arc<BTreeMap<String, Entry>>,
     /// Stored `*` labels are RFC 4592 wildcards (beyond CoreDNS, off by default).
     pub wildcards: bool,
 }
@@ -834,7 +834,7 @@ pub type NameKey = (DnsName, bool);
 #[derive(Default)]
 pub struct Cache {
     ident: Option<(String, Vec<DnsName>, bool)>,
-    entries: BTreeMap<String, Entry>,
+    entries: std::sync::Arc<BTreeMap<String, Entry>>,
     /// Key paths each name's answers read (a read of `p` covers `p` and everything below).
     reads: HashMap<NameKey, Vec<String>>,
     readers: HashMap<String, HashSet<NameKey>>,
@@ -926,7 +926,13 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
     if full {
         dirty.extend(current.iter().cloned());
     } else {
-        for k in changed_keys(&cache.entries, &data.entries) {
+        let same = std::sync::Arc::ptr_eq(&cache.entries, &data.entries);
+        let changed = if same {
+            Vec::new()
+        } else {
+            changed_keys(&cache.entries, &data.entries)
+        };
+        for k in changed {
             // Readers of the key itself or of any path above it.
             let mut p = k;
             loop {
@@ -1074,7 +1080,7 @@ mod tests {
             ..Default::default()
         };
         for i in 0..20_000u32 {
-            data.entries.insert(
+            std::sync::Arc::make_mut(&mut data.entries).insert(
                 format!("/skydns/net/example/big/h{i}"),
                 Entry {
                     host: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
@@ -1126,7 +1132,7 @@ mod tests {
             ..Default::default()
         };
         let put = |d: &mut EtcdData, k: &str, h: &str| {
-            d.entries
+            std::sync::Arc::make_mut(&mut d.entries)
                 .insert(format!("/skydns/net/example/{k}"), entry(h));
         };
         put(&mut data, "a/x1", "10.0.0.1");
@@ -1150,11 +1156,11 @@ mod tests {
             Box::new(move |d| put(d, "new/x2", "10.0.7.1")),
             Box::new(move |d| put(d, "a/x2", "a.example.net")),
             Box::new(|d| {
-                d.entries.remove("/skydns/net/example/a/x1");
+                std::sync::Arc::make_mut(&mut d.entries).remove("/skydns/net/example/a/x1");
             }),
             Box::new(move |d| put(d, "*", "10.0.8.2")),
             Box::new(|d| {
-                d.entries.remove("/skydns/net/example/new/x2");
+                std::sync::Arc::make_mut(&mut d.entries).remove("/skydns/net/example/new/x2");
             }),
         ];
         for (i, step) in steps.iter_mut().enumerate() {
