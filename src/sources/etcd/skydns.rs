@@ -18,7 +18,7 @@
 //! than a DNS message are cut to what fits.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
@@ -781,51 +781,10 @@ pub fn zone_of<'z>(zones: &'z [DnsName], name: &DnsName) -> Option<&'z DnsName> 
         .max_by_key(|z| z.wire().len())
 }
 
-/// Names whose answers must be computed: every key's name and its ancestors up to its zone,
-/// every zone apex, and the leftmost-wildcard forms `*.X` / `any.X` of every name with something
-/// below it; plus, when enabled, the stored wildcards (key names whose leftmost label is `*`).
-fn enumerate(data: &EtcdData) -> (BTreeSet<DnsName>, Vec<DnsName>) {
-    let mut names: BTreeSet<DnsName> = data.zones.iter().cloned().collect();
-    let mut interior: BTreeSet<DnsName> = BTreeSet::new();
-    for key in data.entries.keys() {
-        let Some(name) = name_of_key(key, &data.prefix) else {
-            continue;
-        };
-        let Some(zone) = zone_of(&data.zones, &name) else {
-            continue;
-        };
-        let mut cur = name;
-        while cur != *zone {
-            let Some(parent) = cur.parent() else { break };
-            names.insert(cur);
-            if !interior.insert(parent.clone()) {
-                // Ancestors above an already seen interior node are already in.
-                cur = parent;
-                break;
-            }
-            cur = parent;
-        }
-        names.insert(cur);
-    }
-    let stored: Vec<DnsName> = if data.wildcards {
-        names
-            .iter()
-            .filter(|n| n.labels().next() == Some(b"*"))
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for x in &interior {
-        for w in ["*", "any"] {
-            if let Ok(n) = x.prepend(w) {
-                names.insert(n);
-            }
-        }
-    }
-    (names, stored)
-}
-
+/// The names answered: every key's name and its ancestors up to its zone, every zone apex, and
+/// the leftmost-wildcard forms `*.X` / `any.X` of every name with something below it; plus,
+/// when enabled, the stored wildcards (key names whose leftmost label is `*`). [`update`] keeps
+/// them with counts of keys at and below each name, so a change touches only its own names.
 /// A name to answer: the name and whether it is a stored wildcard (its `*` a plain label).
 pub type NameKey = (DnsName, bool);
 
@@ -838,6 +797,12 @@ pub struct Cache {
     /// Key paths each name's answers read (a read of `p` covers `p` and everything below).
     reads: HashMap<NameKey, Vec<String>>,
     readers: HashMap<String, HashSet<NameKey>>,
+    /// The names answered now.
+    names: HashSet<NameKey>,
+    /// Keys at or below each name (the name exists while it has one).
+    support: HashMap<DnsName, u32>,
+    /// Keys strictly below each name (its `*`/`any` forms exist while it has one).
+    below: HashMap<DnsName, u32>,
 }
 
 impl Cache {
@@ -915,29 +880,60 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
     let full = cache.ident.as_ref() != Some(&ident);
     if full {
         *cache = Cache::default();
+        cache.entries = Default::default();
     }
-    let (names, stored) = enumerate(data);
-    let current: HashSet<NameKey> = names
-        .into_iter()
-        .map(|n| (n, false))
-        .chain(stored.into_iter().map(|n| (n, true)))
-        .collect();
-    let mut dirty: HashSet<NameKey> = HashSet::new();
-    if full {
-        dirty.extend(current.iter().cloned());
+    let changed_keys: Vec<&str> = if full {
+        data.entries.keys().map(|k| k.as_str()).collect()
+    } else if std::sync::Arc::ptr_eq(&cache.entries, &data.entries) {
+        Vec::new()
     } else {
-        let same = std::sync::Arc::ptr_eq(&cache.entries, &data.entries);
-        let changed = if same {
-            Vec::new()
-        } else {
-            changed_keys(&cache.entries, &data.entries)
-        };
-        for k in changed {
+        changed_keys(&cache.entries, &data.entries)
+    };
+    let mut dirty: HashSet<NameKey> = HashSet::new();
+    let mut removed: Vec<NameKey> = Vec::new();
+    // Names that may have appeared or disappeared: the names of added or removed keys and
+    // their ancestors (their `*`/`any` forms follow them).
+    let mut touched: HashSet<DnsName> = HashSet::new();
+    if full {
+        touched.extend(data.zones.iter().cloned());
+    }
+    for k in &changed_keys {
+        let was = cache.entries.contains_key(*k);
+        let is = data.entries.contains_key(*k);
+        if was != is
+            && let Some(name) = name_of_key(k, &data.prefix)
+            && let Some(zone) = zone_of(&data.zones, &name)
+        {
+            let d: i64 = if is { 1 } else { -1 };
+            let mut cur = name;
+            let mut first = true;
+            loop {
+                let add = |m: &mut HashMap<DnsName, u32>, n: &DnsName| {
+                    let e = m.entry(n.clone()).or_insert(0);
+                    *e = (*e as i64 + d).max(0) as u32;
+                    if *e == 0 {
+                        m.remove(n);
+                    }
+                };
+                add(&mut cache.support, &cur);
+                if !first {
+                    add(&mut cache.below, &cur);
+                }
+                touched.insert(cur.clone());
+                first = false;
+                if cur == *zone {
+                    break;
+                }
+                let Some(parent) = cur.parent() else { break };
+                cur = parent;
+            }
+        }
+        if !full {
             // Readers of the key itself or of any path above it.
-            let mut p = k;
+            let mut p = *k;
             loop {
                 if let Some(set) = cache.readers.get(p) {
-                    dirty.extend(set.iter().filter(|n| current.contains(n)).cloned());
+                    dirty.extend(set.iter().cloned());
                 }
                 match p.rfind('/') {
                     Some(i) if i >= data.prefix.len() => p = &p[..i],
@@ -945,24 +941,40 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
                 }
             }
         }
-        dirty.extend(
-            current
-                .iter()
-                .filter(|n| !cache.reads.contains_key(n))
-                .cloned(),
-        );
     }
-    let removed: Vec<NameKey> = cache
-        .reads
-        .keys()
-        .filter(|k| !current.contains(k))
-        .cloned()
-        .collect();
-    for k in &removed {
-        cache.forget(k);
+    for n in touched {
+        let mut keys: Vec<(NameKey, bool)> = Vec::with_capacity(4);
+        let is_zone = data.zones.contains(&n);
+        let supported = cache.support.contains_key(&n);
+        let below = cache.below.contains_key(&n);
+        keys.push(((n.clone(), false), is_zone || supported));
+        if data.wildcards && n.labels().next() == Some(b"*") {
+            keys.push(((n.clone(), true), supported));
+        }
+        for w in ["*", "any"] {
+            if let Ok(f) = n.prepend(w) {
+                let exists = below || cache.support.contains_key(&f);
+                keys.push(((f, false), exists));
+            }
+        }
+        for (k, exists) in keys {
+            match (exists, cache.names.contains(&k)) {
+                (true, false) => {
+                    cache.names.insert(k.clone());
+                    dirty.insert(k);
+                }
+                (false, true) => {
+                    cache.names.remove(&k);
+                    dirty.remove(&k);
+                    cache.forget(&k);
+                    removed.push(k);
+                }
+                _ => {}
+            }
+        }
     }
+    dirty.retain(|k| cache.names.contains(k));
     let mut changed = Vec::with_capacity(dirty.len());
-    let mut removed = removed;
     for k in dirty {
         cache.forget(&k);
         let (answers, reads) = answers_of(data, k.0.clone(), k.1);
