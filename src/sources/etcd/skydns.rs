@@ -270,7 +270,11 @@ struct Ctx<'a> {
     literal: bool,
     /// Key paths read (for incremental rebuilds).
     reads: RefCell<Vec<String>>,
+    /// `services` results by (name, exact, TXT?).
+    memo: RefCell<ServicesMemo<'a>>,
 }
+
+type ServicesMemo<'a> = HashMap<(DnsName, bool, bool), Option<Vec<Svc<'a>>>>;
 
 impl<'a> Ctx<'a> {
     fn spend(&self, n: usize) -> bool {
@@ -279,8 +283,25 @@ impl<'a> Ctx<'a> {
         left >= n
     }
 
-    /// CoreDNS `Records` + `get` + `loopNodes` + `msg.Group` (= `Services`).
+    /// [`Ctx::services_uncached`], remembered for the other query types of the same name (only
+    /// TXT filters differently).
     fn services(&self, qname: &DnsName, exact: bool, qtype: u16) -> Result<Vec<Svc<'a>>, NotFound> {
+        let key = (qname.clone(), exact, qtype == rtype::TXT);
+        if let Some(r) = self.memo.borrow().get(&key) {
+            return r.clone().ok_or(NotFound);
+        }
+        let r = self.services_uncached(qname, exact, qtype);
+        self.memo.borrow_mut().insert(key, r.as_ref().ok().cloned());
+        r
+    }
+
+    /// CoreDNS `Records` + `get` + `loopNodes` + `msg.Group` (= `Services`).
+    fn services_uncached(
+        &self,
+        qname: &DnsName,
+        exact: bool,
+        qtype: u16,
+    ) -> Result<Vec<Svc<'a>>, NotFound> {
         let prefix = &self.data.prefix;
         let full = path_of(qname, prefix);
         // PathWithWildcard: cut the path at the first `*`/`any` label from the top.
@@ -1004,6 +1025,7 @@ fn answers_of(data: &EtcdData, name: DnsName, literal: bool) -> (Option<NameAnsw
             budget: Cell::new(BUDGET),
             literal,
             reads: RefCell::new(Vec::new()),
+            memo: RefCell::new(HashMap::new()),
         };
         let reset = || ctx.budget.set(BUDGET);
         let fake_a = match ctx.apex_or_services(&name, rtype::A) {
