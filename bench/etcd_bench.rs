@@ -69,6 +69,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let puts: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
+    // Optional: keep etcd and fedns up this long afterwards (e.g. for dnsperf).
+    let hold: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
     let bin = std::env::var("FEDNS_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/fedns").to_string()
     });
@@ -267,4 +269,8 @@ fn main() {
         lat.last().unwrap().as_secs_f64() * 1000.0,
         proc_status(pid, "VmRSS:")
     );
+    if hold > 0 {
+        println!("serving on {dns_addr} for {hold} s");
+        std::thread::sleep(Duration::from_secs(hold));
+    }
 }
