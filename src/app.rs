@@ -178,6 +178,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         sources: board.clone(),
+        axfr_allow: config
+            .etcd
+            .as_ref()
+            .map(|e| e.axfr_allow.clone())
+            .unwrap_or_default(),
     });
     let mut merger = Merger::new(
         shared.clone(),

@@ -58,6 +58,8 @@ struct RawEtcd {
     election: String,
     #[serde(default)]
     wildcards: bool,
+    #[serde(default)]
+    axfr_allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +103,58 @@ pub struct EtcdConfig {
     pub election: String,
     /// Stored `*` keys answer names below them that have no keys (RFC 4592); CoreDNS does not.
     pub wildcards: bool,
+    /// Clients (address, prefix length) allowed to transfer the etcd zones (AXFR over TCP).
+    pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32` or a single address.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+        None => max,
+    };
+    Ok((ip, len))
+}
+
+/// True when `ip` is inside one of `nets`.
+pub fn allowed(nets: &[(std::net::IpAddr, u8)], ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|(net, len)| match (net, ip) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+            let mask = if *len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - *len as u32)
+            };
+            u32::from(*n) & mask == u32::from(a) & mask
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+            let mask = if *len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - *len as u32)
+            };
+            u128::from(*n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    })
 }
 
 fn default_etcd_prefix() -> String {
@@ -259,6 +313,13 @@ impl Config {
             if e.username.is_some() != e.password.is_some() {
                 field("username", "username and password go together".into());
             }
+            let mut axfr_allow = Vec::new();
+            for a in &e.axfr_allow {
+                match parse_cidr(a) {
+                    Ok(n) => axfr_allow.push(n),
+                    Err(m) => field("axfr_allow", m),
+                }
+            }
             let prefix = crate::sources::etcd::skydns::normalize_prefix(&e.prefix);
             if prefix == "/" {
                 field("prefix", "must not be empty".into());
@@ -280,6 +341,7 @@ impl Config {
                 lease_ttl_secs: e.lease_ttl_secs,
                 election,
                 wildcards: e.wildcards,
+                axfr_allow,
             });
         }
         if !problems.is_empty() {

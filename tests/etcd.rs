@@ -1085,3 +1085,110 @@ fn tls_and_auth() {
     );
     assert_eq!(bad.http_get("/readyz").0, 503);
 }
+
+/// Reads AXFR responses over TCP until the closing SOA (or a non-NOERROR answer).
+fn axfr(server: SocketAddr, zone: &str) -> Vec<Message> {
+    use std::io::{Read, Write};
+    let mut m = Message::new(77, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii(zone).unwrap(),
+        RecordType::AXFR,
+    ));
+    let req = m.to_vec().unwrap();
+    let mut s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut framed = (req.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&req);
+    s.write_all(&framed).unwrap();
+    let mut out = Vec::new();
+    let mut soas = 0;
+    while soas < 2 {
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).unwrap();
+        let msg = Message::from_vec(&buf).unwrap();
+        soas += msg
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        let done = rcode_name(&msg) != "NOERROR";
+        out.push(msg);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+/// Beyond CoreDNS: AXFR of etcd zones to allowed addresses only (TCP), SOA first and last,
+/// each key's own record in between.
+#[test]
+fn axfr_of_etcd_zones() {
+    let mut etcd = Etcd::start();
+    etcd.put("/skydns/net/example/a/x1", r#"{"host":"10.0.0.1"}"#);
+    etcd.put("/skydns/net/example/a/x3", r#"{"host":"2001:db8::1"}"#);
+    etcd.put("/skydns/net/example/www", r#"{"host":"a.example.net"}"#);
+    etcd.put("/skydns/net/example/t", r#"{"text":"hello"}"#);
+    let many: Vec<(String, String)> = (0..1500)
+        .map(|i| {
+            (
+                format!("/skydns/net/example/bulk/h{i}"),
+                format!(r#"{{"host":"10.9.{}.{}"}}"#, i / 250, i % 250),
+            )
+        })
+        .collect();
+    etcd.put_many(&many);
+    let allowed = Fedns::start(&etcd_section(
+        &etcd.endpoint(),
+        "example.net",
+        "  axfr_allow: [\"127.0.0.0/8\"]\n",
+    ));
+    let denied = Fedns::start(&etcd_section(
+        &etcd.endpoint(),
+        "example.net",
+        "  axfr_allow: [\"10.0.0.0/8\"]\n",
+    ));
+    for f in [&allowed, &denied] {
+        assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+        assert!(
+            wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+                .then_some(()))
+            .is_some()
+        );
+    }
+    let msgs = axfr(allowed.udp, "example.net.");
+    let records: Vec<String> = msgs
+        .iter()
+        .flat_map(|m| m.answers.iter().map(rr_text))
+        .collect();
+    assert!(
+        msgs.len() > 1,
+        "1504 records should take several messages: {:?}\n{}",
+        msgs.iter().map(summary).collect::<Vec<_>>(),
+        allowed.log_text()
+    );
+    assert!(records.first().unwrap().starts_with(SOA_NET), "{records:?}");
+    assert!(records.last().unwrap().starts_with(SOA_NET));
+    assert_eq!(records.len(), 1504 + 2);
+    for want in [
+        "x1.a.example.net. 300 A 10.0.0.1",
+        "x3.a.example.net. 300 AAAA 2001:db8::1",
+        "www.example.net. 300 CNAME a.example.net.",
+        "t.example.net. 300 TXT hello",
+        "h1499.bulk.example.net. 300 A 10.9.5.249",
+    ] {
+        assert!(records.iter().any(|r| r == want), "{want} missing");
+    }
+    assert!(allowed.log_text().contains("zone transfer"));
+    let refused = axfr(denied.udp, "example.net.");
+    assert_eq!(rcode_name(&refused[0]), "REFUSED");
+    assert_eq!(
+        rcode_name(&allowed.ask("example.net.", RecordType::AXFR)),
+        "REFUSED",
+        "AXFR over UDP"
+    );
+}

@@ -52,7 +52,7 @@ fn to_rdata(d: &RData) -> HRData {
     }
 }
 
-fn to_record(r: &Record) -> HRecord {
+pub(crate) fn to_record(r: &Record) -> HRecord {
     HRecord::from_rdata(to_name(&r.name), r.ttl, to_rdata(&r.data))
 }
 

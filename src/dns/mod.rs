@@ -5,6 +5,7 @@
 //! - [`encode`]: model records to wire sections, with hickory's encoder.
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
 
+pub mod axfr;
 pub mod encode;
 pub mod respond;
 pub mod zonefile;

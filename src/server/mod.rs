@@ -18,4 +18,6 @@ pub struct Shared {
     pub limits: Limits,
     pub metrics: Metrics,
     pub sources: SourceBoard,
+    /// Clients allowed to transfer zones (AXFR over TCP); empty: transfers are refused.
+    pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
 }

@@ -47,7 +47,7 @@ pub async fn serve(
         let state = WorkerState::starting_at(next_rotation);
         next_rotation = next_rotation.wrapping_add(1);
         tokio::spawn(async move {
-            connection(stream, &shared, &stats, state, limits.idle_timeout).await;
+            connection(stream, peer, &shared, &stats, state, limits.idle_timeout).await;
             drop(permit);
         });
     }
@@ -55,6 +55,7 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     shared: &Shared,
     stats: &QueryStats,
     mut state: WorkerState,
@@ -73,6 +74,25 @@ async fn connection(
         match tokio::time::timeout(idle, rd.read_exact(&mut req[..len])).await {
             Ok(Ok(_)) => {}
             _ => return,
+        }
+        if !shared.axfr_allow.is_empty() {
+            let transfer = {
+                let table = shared.table.load();
+                crate::dns::axfr::answer(&table, &req[..len], peer.ip(), &shared.axfr_allow)
+            };
+            if let Some(messages) = transfer {
+                for m in messages {
+                    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&m);
+                    if !matches!(
+                        tokio::time::timeout(idle, wr.write_all(&framed)).await,
+                        Ok(Ok(()))
+                    ) {
+                        return;
+                    }
+                }
+                continue;
+            }
         }
         let answered = {
             let table = shared.table.load();

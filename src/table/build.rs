@@ -194,6 +194,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
         answers: Vec::new(),
         zones: Vec::new(),
         wildcards: Vec::new(),
+        axfr: FxHashMap::default(),
         ready: true,
         generation: input.generation,
         serial: input.serial,
@@ -340,6 +341,20 @@ pub fn build(input: BuildInput<'_>) -> Built {
             &mut warnings,
             cache,
         );
+        if data.axfr {
+            for z in &data.zones {
+                let Some(zd) = zones.iter().find(|d| d.origin == *z) else {
+                    continue;
+                };
+                let mut records = vec![Record {
+                    name: z.clone(),
+                    ttl: zd.soa_ttl,
+                    data: RData::Soa(zd.soa.clone()),
+                }];
+                records.extend(skydns::transfer_records(data, z));
+                table.axfr.insert(z.wire().into(), records.into());
+            }
+        }
     }
     Built { table, warnings }
 }

@@ -87,6 +87,8 @@ pub struct Table {
     answers: Vec<Answer>,
     zones: Vec<ZoneInfo>,
     wildcards: Vec<Wildcard>,
+    /// Zone transfers: zone (wire) → SOA then every record (etcd zones with AXFR on).
+    pub axfr: FxHashMap<Box<[u8]>, std::sync::Arc<[crate::model::Record]>>,
     ready: bool,
     pub generation: u64,
     pub serial: u32,

@@ -187,6 +187,7 @@ impl Reader {
             zones: self.cfg.zones.clone(),
             entries: self.map.clone(),
             wildcards: self.cfg.wildcards,
+            axfr: !self.cfg.axfr_allow.is_empty(),
         };
         self.tx
             .send(Update {

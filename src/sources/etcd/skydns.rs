@@ -149,6 +149,36 @@ pub struct EtcdData {
     pub entries: std::sync::Arc<BTreeMap<String, Entry>>,
     /// Stored `*` labels are RFC 4592 wildcards (beyond CoreDNS, off by default).
     pub wildcards: bool,
+    /// Zone transfers are on: the builder lists each zone's records.
+    pub axfr: bool,
+}
+
+/// The records a zone transfer of `zone` carries (besides the SOA around them): for every key in
+/// the zone, what its own name holds (A/AAAA for an address, CNAME for a name, TXT for text),
+/// in key order. Subtree answers, groups and SRV/MX synthesis are query-time rules that a zone
+/// transfer cannot express.
+pub fn transfer_records(data: &EtcdData, zone: &DnsName) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (key, e) in data.entries.iter() {
+        let Some(name) = name_of_key(key, &data.prefix) else {
+            continue;
+        };
+        if zone_of(&data.zones, &name) != Some(zone) {
+            continue;
+        }
+        let ttl = if e.ttl == 0 { DEFAULT_TTL } else { e.ttl };
+        let data = match host_type(e) {
+            HostType::A(a) => RData::A(a),
+            HostType::Aaaa(a) => RData::Aaaa(a),
+            HostType::Cname => match DnsName::parse(&e.host) {
+                Ok(t) if !e.host.is_empty() => RData::Cname(t),
+                _ => continue,
+            },
+            HostType::Txt => RData::Txt(split255(&e.text)),
+        };
+        out.push(Record { name, ttl, data });
+    }
+    out
 }
 
 /// The outcome of one question, as CoreDNS's etcd handler would write it.
