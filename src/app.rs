@@ -82,7 +82,16 @@ pub fn check(path: &Path) -> ExitCode {
             message: "no *.zone files".into(),
         });
     }
+    let locator = build_locator(&config.geo).unwrap_or_else(|e| {
+        problems.push(Problem {
+            file: config.path.display().to_string(),
+            line: None,
+            message: format!("geo.geoip_db: {e}"),
+        });
+        Default::default()
+    });
     let built = build(BuildInput {
+        locator: &locator,
         zones: &zones,
         federations: &feds,
         serial: 1,
@@ -162,8 +171,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
 
+    let locator = build_locator(&config.geo).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
+        locator,
         limits: Limits {
             edns_payload: config.edns_payload,
         },
@@ -266,4 +277,18 @@ fn bind_dns(
         "tcp {addr}: {}",
         last_err.map(|e| e.to_string()).unwrap_or_default()
     )
+}
+
+/// The client locator from config (client networks, region coordinates, GeoIP database).
+fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, String> {
+    let geoip = match &geo.geoip_db {
+        Some(path) => crate::geo::read_geoip(path)?,
+        None => Vec::new(),
+    };
+    Ok(crate::geo::Locator::new(
+        &geo.regions,
+        &geo.client_networks,
+        &geoip,
+        geo.ecs,
+    ))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dns::zonefile::Problem;
+use crate::geo::ClientNetwork;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,43 @@ struct RawConfig {
     state_dir: PathBuf,
     #[serde(default = "default_watch_interval_ms")]
     watch_interval_ms: u64,
+    #[serde(default)]
+    geo: RawGeo,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGeo {
+    /// Honour EDNS Client Subnet options (RFC 7871).
+    #[serde(default = "default_true")]
+    ecs: bool,
+    #[serde(default)]
+    regions: Vec<RawRegion>,
+    #[serde(default)]
+    client_networks: Vec<RawClientNetwork>,
+    #[serde(default)]
+    geoip_db: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: String,
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientNetwork {
+    cidr: String,
+    region: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +132,17 @@ pub struct Config {
     /// Where the last SOA serial is kept across restarts.
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
+    pub geo: GeoConfig,
+}
+
+/// Client location settings (see [`crate::geo`]).
+#[derive(Debug, Clone, Default)]
+pub struct GeoConfig {
+    pub ecs: bool,
+    /// (name, latitude, longitude)
+    pub regions: Vec<(String, f64, f64)>,
+    pub client_networks: Vec<ClientNetwork>,
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Config {
@@ -158,6 +207,41 @@ impl Config {
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1".into());
         }
+        let mut client_networks = Vec::new();
+        let mut located = Vec::new();
+        for (i, n) in raw.geo.client_networks.iter().enumerate() {
+            match parse_cidr(&n.cidr) {
+                Ok((addr, prefix)) => client_networks.push(ClientNetwork {
+                    addr,
+                    prefix,
+                    region: n.region.clone(),
+                    zone: n.zone.clone(),
+                }),
+                Err(e) => located.push(Problem {
+                    file: file.clone(),
+                    line: text
+                        .lines()
+                        .position(|l| l.contains(&n.cidr))
+                        .map(|i| i + 1),
+                    message: format!("geo.client_networks[{i}].cidr: {e}"),
+                }),
+            }
+        }
+        for (i, r) in raw.geo.regions.iter().enumerate() {
+            if !(-90.0..=90.0).contains(&r.lat) || !(-180.0..=180.0).contains(&r.lon) {
+                field(
+                    &format!("geo.regions[{i}]"),
+                    format!("coordinates ({}, {}) out of range", r.lat, r.lon),
+                );
+            }
+        }
+        if raw.geo.geoip_db.is_some() && raw.geo.regions.is_empty() {
+            field(
+                "geoip_db",
+                "a GeoIP database needs geo.regions with coordinates to map to".into(),
+            );
+        }
+        problems.extend(located);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -186,8 +270,44 @@ impl Config {
             tcp_max_connections: raw.tcp.max_connections,
             state_dir: resolve(&raw.state_dir),
             watch_interval: Duration::from_millis(raw.watch_interval_ms),
+            geo: GeoConfig {
+                ecs: raw.geo.ecs,
+                regions: raw
+                    .geo
+                    .regions
+                    .iter()
+                    .map(|r| (r.name.clone(), r.lat, r.lon))
+                    .collect(),
+                client_networks,
+                geoip_db: raw.geo.geoip_db.as_deref().map(resolve),
+            },
         })
     }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`; host bits must be zero.
+fn parse_cidr(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (a, p) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
+    let addr: std::net::IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("prefix {p:?} is not 0..={max}"))?;
+    let bits = match addr {
+        std::net::IpAddr::V4(v) => u32::from(v) as u128,
+        std::net::IpAddr::V6(v) => u128::from(v),
+    };
+    let host_bits = max as u32 - prefix as u32;
+    if host_bits > 0 && bits & ((1u128 << host_bits) - 1) != 0 {
+        return Err(format!("{text} has host bits set"));
+    }
+    Ok((addr, prefix))
 }
 
 /// Line of the first `key:` / `key =` in the text, for messages about values that parsed.

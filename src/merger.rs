@@ -110,6 +110,7 @@ impl Merger {
         self.generation += 1;
         let serial = self.serial.next(floor);
         let built = build(BuildInput {
+            locator: &self.shared.locator,
             zones: &zones,
             federations: &federations,
             serial,

@@ -242,6 +242,8 @@ pub struct Federation {
     pub ttl: u32,
     /// Most address records in one answer.
     pub max_answers: usize,
+    /// How global names choose shards for a client (services may override it).
+    pub policy: Policy,
     pub clusters: Vec<Cluster>,
     pub services: Vec<Service>,
 }
@@ -252,6 +254,23 @@ pub struct Cluster {
     pub region: String,
     /// Availability zones; a multi-zone cluster has several.
     pub zones: Vec<String>,
+    /// Share of answers under the `weighted` policy (relative to other clusters).
+    pub weight: u32,
+}
+
+/// How a global name picks healthy shards for a client (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The nearest location with healthy shards (zone, region, then regions by distance);
+    /// `All` when the client's location is unknown.
+    #[default]
+    Geo,
+    /// Every healthy shard (federation v1).
+    All,
+    /// The first of these clusters or regions that has healthy shards.
+    Failover(Vec<String>),
+    /// One cluster per answer, chosen in proportion to cluster weights.
+    Weighted,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +279,8 @@ pub struct Service {
     pub namespace: String,
     pub ports: Vec<ServicePort>,
     pub shards: Vec<Shard>,
+    /// Overrides the federation's policy for this service.
+    pub policy: Option<Policy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

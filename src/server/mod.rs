@@ -7,7 +7,8 @@ pub mod udp;
 
 use arc_swap::ArcSwap;
 
-use crate::dns::respond::Limits;
+use crate::dns::respond::{Limits, Source};
+use crate::geo::Locator;
 use crate::metrics::Metrics;
 use crate::sources::SourceBoard;
 use crate::table::Table;
@@ -15,7 +16,20 @@ use crate::table::Table;
 /// State shared by every serving task. Only the merger stores into `table`.
 pub struct Shared {
     pub table: ArcSwap<Table>,
+    /// Client locations; fixed at start, so table location ids always match it.
+    pub locator: Locator,
     pub limits: Limits,
     pub metrics: Metrics,
     pub sources: SourceBoard,
+}
+
+impl Shared {
+    /// What the query path answers from, for one table.
+    pub fn source<'a>(&'a self, table: &'a Table) -> Source<'a> {
+        Source {
+            table,
+            locator: &self.locator,
+            limits: self.limits,
+        }
+    }
 }

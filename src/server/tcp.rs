@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::Shared;
-use crate::dns::respond::{Transport, WorkerState, respond};
+use crate::dns::respond::{Peer, Transport, WorkerState, respond};
 use crate::metrics::QueryStats;
 
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +61,14 @@ async fn connection(
     idle: Duration,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = Peer {
+        addr: stream
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| {
+                a.ip().to_canonical()
+            }),
+        transport: Transport::Tcp,
+    };
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut req = vec![0u8; u16::MAX as usize];
@@ -77,11 +85,10 @@ async fn connection(
         let answered = {
             let table = shared.table.load();
             respond(
-                &table,
+                shared.source(&table),
                 &req[..len],
                 &mut resp[2..],
-                Transport::Tcp,
-                shared.limits,
+                peer,
                 &mut state,
                 stats,
             )
