@@ -174,6 +174,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let locator = build_locator(&config.geo).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
+        federations: ArcSwap::from_pointee(Vec::new()),
         locator,
         limits: Limits {
             edns_payload: config.edns_payload,
@@ -291,4 +292,63 @@ fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, 
         &geoip,
         geo.ecs,
     ))
+}
+
+/// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server, printed as is.
+pub fn explain(
+    server: &str,
+    name: &str,
+    qtype: &str,
+    client: Option<std::net::IpAddr>,
+    ecs: Option<&str>,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut query = format!("name={}&type={}", encode_query(name), encode_query(qtype));
+    if let Some(c) = client {
+        query.push_str(&format!("&client={}", encode_query(&c.to_string())));
+    }
+    if let Some(e) = ecs {
+        query.push_str(&format!("&ecs={}", encode_query(e)));
+    }
+    let result = (|| -> std::io::Result<(bool, String)> {
+        let mut stream = std::net::TcpStream::connect(server)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /explain?{query} HTTP/1.0\r\nHost: {server}\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or(response.clone(), |(_, b)| b.to_string());
+        Ok((ok, body))
+    })();
+    match result {
+        Ok((ok, body)) => {
+            print!("{body}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach fedns at {server}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -133,6 +133,9 @@ impl Merger {
             "published answer table"
         );
         self.shared.table.store(Arc::new(table));
+        // Explain reads the inputs of the table it explains; a query racing this swap may
+        // see a newer input than table, which only matters for the explain view.
+        self.shared.federations.store(Arc::new(federations));
         m.publish_duration.observe(started.elapsed().as_secs_f64());
     }
 

@@ -6,6 +6,7 @@
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
 
 pub mod encode;
+pub mod explain;
 pub mod respond;
 pub mod zonefile;
 

@@ -1,6 +1,7 @@
 //! Serving: the DNS sockets (UDP workers, TCP) and the operations HTTP endpoint, all reading
 //! the one shared, atomically swapped answer table.
 
+pub mod explain;
 pub mod http;
 pub mod tcp;
 pub mod udp;
@@ -10,12 +11,15 @@ use arc_swap::ArcSwap;
 use crate::dns::respond::{Limits, Source};
 use crate::geo::Locator;
 use crate::metrics::Metrics;
+use crate::model::Federation;
 use crate::sources::SourceBoard;
 use crate::table::Table;
 
 /// State shared by every serving task. Only the merger stores into `table`.
 pub struct Shared {
     pub table: ArcSwap<Table>,
+    /// The federations the current table was built from (for explain; never the query path).
+    pub federations: ArcSwap<Vec<Federation>>,
     /// Client locations; fixed at start, so table location ids always match it.
     pub locator: Locator,
     pub limits: Limits,
