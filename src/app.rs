@@ -73,6 +73,7 @@ pub fn check(path: &Path) -> ExitCode {
         match &*u.snapshot {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
+            crate::sources::Snapshot::Probes(_) => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -233,6 +234,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             board.clone(),
             metrics.clone(),
             reload_rx.clone(),
+        ));
+    }
+    if !config.probes.is_empty() {
+        tokio::spawn(crate::probe::run(
+            config.probes.clone(),
+            shared.clone(),
+            tx.clone(),
         ));
     }
     drop(tx);

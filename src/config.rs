@@ -35,6 +35,52 @@ struct RawConfig {
     watch_interval_ms: u64,
     #[serde(default)]
     geo: RawGeo,
+    #[serde(default)]
+    probes: Vec<RawProbe>,
+}
+
+/// An active probe rule (see [`crate::probe`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    federation: String,
+    /// `NAMESPACE/NAME`; without it the rule covers every service of the federation.
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    port: u16,
+    #[serde(default = "default_probe_path")]
+    path: String,
+    #[serde(default = "default_expect_status")]
+    expect_status: u16,
+    #[serde(default = "default_probe_interval")]
+    interval_ms: u64,
+    #[serde(default = "default_probe_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_up_after")]
+    up_after: u32,
+    #[serde(default = "default_down_after")]
+    down_after: u32,
+}
+
+fn default_probe_path() -> String {
+    "/".into()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_probe_interval() -> u64 {
+    2000
+}
+fn default_probe_timeout() -> u64 {
+    1000
+}
+fn default_up_after() -> u32 {
+    2
+}
+fn default_down_after() -> u32 {
+    3
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,6 +179,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
     pub geo: GeoConfig,
+    pub probes: Vec<crate::probe::Rule>,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -241,6 +288,55 @@ impl Config {
                 "a GeoIP database needs geo.regions with coordinates to map to".into(),
             );
         }
+        let mut probes = Vec::new();
+        for (i, p) in raw.probes.iter().enumerate() {
+            let at = |field: &str, message: String| Problem {
+                file: file.clone(),
+                line: text
+                    .lines()
+                    .position(|l| l.contains("probes:"))
+                    .map(|l| l + 1),
+                message: format!("probes[{i}].{field}: {message}"),
+            };
+            let check = match p.kind.as_str() {
+                "tcp" => crate::probe::Check::Tcp,
+                "http" => crate::probe::Check::Http {
+                    path: p.path.clone(),
+                    expect_status: p.expect_status,
+                },
+                other => {
+                    located.push(at("type", format!("{other:?} is not tcp or http")));
+                    continue;
+                }
+            };
+            let service = match p.service.as_deref().map(|s| s.split_once('/')) {
+                None => None,
+                Some(Some((ns, name))) => {
+                    Some((ns.to_ascii_lowercase(), name.to_ascii_lowercase()))
+                }
+                Some(None) => {
+                    located.push(at("service", "must be NAMESPACE/NAME".into()));
+                    continue;
+                }
+            };
+            if p.interval_ms == 0 || p.timeout_ms == 0 || p.up_after == 0 || p.down_after == 0 {
+                located.push(at(
+                    "interval_ms",
+                    "intervals, timeouts and thresholds must be at least 1".into(),
+                ));
+                continue;
+            }
+            probes.push(crate::probe::Rule {
+                federation: p.federation.to_ascii_lowercase(),
+                service,
+                check,
+                port: p.port,
+                interval: Duration::from_millis(p.interval_ms),
+                timeout: Duration::from_millis(p.timeout_ms),
+                up_after: p.up_after,
+                down_after: p.down_after,
+            });
+        }
         problems.extend(located);
         if !problems.is_empty() {
             return Err(problems);
@@ -281,6 +377,7 @@ impl Config {
                 client_networks,
                 geoip_db: raw.geo.geoip_db.as_deref().map(resolve),
             },
+            probes,
         })
     }
 }

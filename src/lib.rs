@@ -10,6 +10,7 @@ pub mod geo;
 pub mod merger;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod selection;
 pub mod server;
 pub mod sources;

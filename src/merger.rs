@@ -71,6 +71,8 @@ pub struct Merger {
     serial: SerialClock,
     generation: u64,
     shared: Arc<Shared>,
+    /// Services currently served despite failing every probe.
+    fail_static: std::collections::BTreeSet<String>,
 }
 
 impl Merger {
@@ -80,6 +82,7 @@ impl Merger {
             serial,
             generation: 0,
             shared,
+            fail_static: Default::default(),
         }
     }
 
@@ -92,11 +95,17 @@ impl Merger {
         let started = Instant::now();
         let mut zones: Vec<StaticZone> = Vec::new();
         let mut federations: Vec<Federation> = Vec::new();
-        for snapshot in self.snapshots.values() {
+        let mut verdicts = None;
+        let snapshots: Vec<Arc<Snapshot>> = self.snapshots.values().cloned().collect();
+        for snapshot in &snapshots {
             match &**snapshot {
                 Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
                 Snapshot::Federation(f) => federations.push((**f).clone()),
+                Snapshot::Probes(v) => verdicts = Some(v),
             }
+        }
+        if let Some(v) = verdicts {
+            self.apply_probes(&mut federations, v);
         }
         let floor = zones
             .iter()
@@ -137,6 +146,61 @@ impl Merger {
         // see a newer input than table, which only matters for the explain view.
         self.shared.federations.store(Arc::new(federations));
         m.publish_duration.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Marks shards up or down from probe verdicts. When every shard of a service that would be
+    /// healthy by its endpoints fails its probes, the probes are more likely wrong than every
+    /// copy of the service: those shards stay in answers (fail static), and a metric and a log
+    /// line say so.
+    fn apply_probes(&mut self, federations: &mut [Federation], verdicts: &crate::probe::Verdicts) {
+        use crate::model::ProbeState;
+        let mut down = 0;
+        let mut static_now = std::collections::BTreeSet::new();
+        for fed in federations.iter_mut() {
+            for svc in &mut fed.services {
+                for shard in &mut svc.shards {
+                    let key = (
+                        fed.name.clone(),
+                        svc.namespace.clone(),
+                        svc.name.clone(),
+                        shard.cluster.clone(),
+                    );
+                    shard.probe = match verdicts.get(&key) {
+                        Some(true) => ProbeState::Up,
+                        Some(false) => ProbeState::Down,
+                        None => ProbeState::Unprobed,
+                    };
+                }
+                let serving = |s: &&mut crate::model::Shard| {
+                    s.ready_endpoints >= 1 && !s.addresses.is_empty()
+                };
+                let candidates: Vec<_> = svc.shards.iter_mut().filter(serving).collect();
+                let all_down = !candidates.is_empty()
+                    && candidates.iter().all(|s| s.probe == ProbeState::Down);
+                down += candidates
+                    .iter()
+                    .filter(|s| s.probe == ProbeState::Down)
+                    .count();
+                if all_down {
+                    for s in candidates {
+                        s.probe = ProbeState::DownServedStatic;
+                    }
+                    static_now.insert(format!("{}/{}.{}", fed.name, svc.namespace, svc.name));
+                }
+            }
+        }
+        for s in static_now.difference(&self.fail_static) {
+            tracing::warn!(service = %s, "every shard fails its probes; serving them anyway (fail static)");
+        }
+        for s in self.fail_static.difference(&static_now) {
+            tracing::info!(service = %s, "probes pass again; fail static over");
+        }
+        self.shared.metrics.probe_shards_down.set(down as i64);
+        self.shared
+            .metrics
+            .probe_fail_static
+            .set(static_now.len() as i64);
+        self.fail_static = static_now;
     }
 
     /// Runs on its own thread: batches updates that arrive together into one publish.

@@ -190,6 +190,8 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     pub source_up: IntGaugeVec,
     pub source_errors: IntCounterVec,
+    pub probe_shards_down: IntGauge,
+    pub probe_fail_static: IntGauge,
 }
 
 impl Default for Metrics {
@@ -232,6 +234,14 @@ impl Metrics {
             "fedns_table_serial",
             "SOA serial of the published answer table",
         );
+        let probe_shards_down = gauge(
+            "fedns_probe_shards_down",
+            "Shards whose active probes fail (left out of answers unless fail static)",
+        );
+        let probe_fail_static = gauge(
+            "fedns_probe_fail_static_services",
+            "Services whose every shard fails its probes and which are served from their last healthy set anyway",
+        );
         let publish_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "fedns_publish_duration_seconds",
@@ -272,6 +282,8 @@ impl Metrics {
             publish_duration,
             source_up,
             source_errors,
+            probe_shards_down,
+            probe_fail_static,
         }
     }
 

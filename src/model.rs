@@ -292,7 +292,7 @@ pub struct ServicePort {
 }
 
 /// One service in one cluster.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Shard {
     pub cluster: String,
     /// Load-balancer addresses, v4 and v6.
@@ -301,6 +301,20 @@ pub struct Shard {
     pub not_ready_endpoints: u32,
     /// Zones the shard's endpoints are in; empty means every zone of its cluster.
     pub zones: Vec<String>,
+    /// Active probe verdict; sources leave it `Unprobed`, the merger fills it in.
+    pub probe: ProbeState,
+}
+
+/// What active probes say about a shard (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProbeState {
+    /// No probe configured (or no result yet): health comes from endpoints alone.
+    #[default]
+    Unprobed,
+    Up,
+    Down,
+    /// Down, but every shard of its service is down too: kept in answers (fail static).
+    DownServedStatic,
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::geo::{Location, Locator, distance_km};
-use crate::model::{Cluster, Federation, Policy, Service, Shard};
+use crate::model::{Cluster, Federation, Policy, ProbeState, Service, Shard};
 
-/// A shard is healthy when it has at least one ready endpoint and at least one address.
+/// A shard is healthy when it has at least one ready endpoint and at least one address, and
+/// its active probes (if any) have not marked it down.
 pub fn is_healthy(shard: &Shard) -> bool {
-    shard.ready_endpoints >= 1 && !shard.addresses.is_empty()
+    shard.ready_endpoints >= 1 && !shard.addresses.is_empty() && shard.probe != ProbeState::Down
 }
 
 /// Addresses of one scope, deduplicated and sorted.
@@ -239,6 +240,7 @@ mod tests {
             ready_endpoints: ready,
             not_ready_endpoints: 0,
             zones: vec![],
+            probe: Default::default(),
         }
     }
 

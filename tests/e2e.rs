@@ -3034,3 +3034,182 @@ fn geoip_database_places_clients_in_the_nearest_region() {
     assert_ne!(code, Some(0), "{out}");
     assert!(err.contains("city.mmdb"), "{err}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Active probes
+// ------------------------------------------------------------------------------------------
+
+/// A loopback TCP (or HTTP) endpoint for probes; `healthy` decides the HTTP status, dropping
+/// it closes the port.
+struct ProbeTarget {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProbeTarget {
+    fn start(addr: SocketAddr, http: bool) -> ProbeTarget {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind(addr).expect("bind probe target");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (st, he) = (stop.clone(), healthy.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) if http => {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let mut buf = [0u8; 512];
+                        let _ = c.read(&mut buf);
+                        let status = if he.load(Ordering::Relaxed) {
+                            "200 OK"
+                        } else {
+                            "503 Service Unavailable"
+                        };
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ProbeTarget {
+            stop,
+            healthy,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ProbeTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A port free on both 127.0.0.11 and 127.0.0.12.
+fn twin_port() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.12", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both addresses")
+}
+
+fn fed_probed() -> &'static str {
+    r#"federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b]}
+  - {name: west1, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: probed
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.11], ready_endpoints: 1}
+      - {cluster: west1, addresses: [127.0.0.12], ready_endpoints: 1}
+"#
+}
+
+#[test]
+fn tcp_probes_remove_a_failing_shard_restore_it_and_fail_static() {
+    let port = twin_port();
+    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), false);
+    let mut west = Some(ProbeTarget::start(
+        SocketAddr::from(([127, 0, 0, 12], port)),
+        false,
+    ));
+    let fx = Fixture::new(
+        fed_probed(),
+        &format!(
+            "probes:\n  - {{federation: myfed, type: tcp, port: {port}, interval_ms: 100, timeout_ms: 300, up_after: 2, down_after: 2}}\n"
+        ),
+    );
+    let s = fx.start();
+    let a = || {
+        s.ask(
+            Proto::Udp,
+            "probed.shop.myfed.svc.example.com.",
+            RecordType::A,
+        )
+        .a()
+    };
+    let both = v4set(&["127.0.0.11", "127.0.0.12"]);
+    assert_eq!(a(), both);
+    drop(west.take());
+    let only_east = wait_for(Duration::from_secs(5), || {
+        (a() == v4set(&["127.0.0.11"])).then_some(())
+    });
+    assert!(
+        only_east.is_some(),
+        "the failing shard leaves the answer: {:?}",
+        a()
+    );
+    assert_eq!(metric(&s.metrics(), "fedns_probe_shards_down"), Some(1.0));
+    let (_, explain) = s.http_get("/explain?name=probed.shop.myfed.svc.example.com");
+    assert!(
+        explain.contains("probe down: unhealthy: probe failing"),
+        "{explain}"
+    );
+    let _west = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 12], port)), false);
+    let back = wait_for(Duration::from_secs(5), || (a() == both).then_some(()));
+    assert!(
+        back.is_some(),
+        "it comes back after up_after passes: {:?}",
+        a()
+    );
+    // Every shard failing: the probes are more likely wrong than every copy of the service.
+    drop(east);
+    drop(_west);
+    let logged = s.wait_log(Duration::from_secs(5), |l| l.contains("fail static"));
+    assert!(logged.is_some(), "{}", s.log_text());
+    assert_eq!(a(), both, "fail static keeps the last healthy set");
+    assert_eq!(
+        metric(&s.metrics(), "fedns_probe_fail_static_services"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn http_probes_follow_the_status_code() {
+    let port = twin_port();
+    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), true);
+    let _west = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 12], port)), true);
+    let fx = Fixture::new(
+        fed_probed(),
+        &format!(
+            "probes:\n  - {{federation: myfed, service: shop/probed, type: http, port: {port}, path: /healthz, expect_status: 200, interval_ms: 100, timeout_ms: 300, up_after: 1, down_after: 2}}\n"
+        ),
+    );
+    let s = fx.start();
+    let a = || {
+        s.ask(
+            Proto::Udp,
+            "probed.shop.myfed.svc.example.com.",
+            RecordType::A,
+        )
+        .a()
+    };
+    assert_eq!(a(), v4set(&["127.0.0.11", "127.0.0.12"]));
+    east.healthy.store(false, Ordering::Relaxed);
+    let gone = wait_for(Duration::from_secs(5), || {
+        (a() == v4set(&["127.0.0.12"])).then_some(())
+    });
+    assert!(gone.is_some(), "503 takes the shard out: {:?}", a());
+    east.healthy.store(true, Ordering::Relaxed);
+    let back = wait_for(Duration::from_secs(5), || (a().len() == 2).then_some(()));
+    assert!(back.is_some(), "200 brings it back: {:?}", a());
+}

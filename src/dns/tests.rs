@@ -23,6 +23,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         ready_endpoints: ready,
         not_ready_endpoints: 0,
         zones: vec![],
+        probe: Default::default(),
     }
 }
 

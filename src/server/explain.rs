@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::Shared;
 use crate::geo::Found;
-use crate::model::{DnsName, Federation, Policy, Service};
+use crate::model::{DnsName, Federation, Policy, ProbeState, Service};
 use crate::selection::{self, is_healthy};
 
 #[derive(Deserialize)]
@@ -178,7 +178,9 @@ fn explain(shared: &Shared, p: &Params) -> Result<String, String> {
             for shard in &svc.shards {
                 let cluster = fed.clusters.iter().find(|c| c.name == shard.cluster);
                 let addrs: Vec<String> = shard.addresses.iter().map(|a| a.to_string()).collect();
-                let reason = if is_healthy(shard) {
+                let reason = if shard.probe == ProbeState::Down && shard.ready_endpoints > 0 {
+                    "unhealthy: probe failing".to_string()
+                } else if is_healthy(shard) {
                     "healthy".to_string()
                 } else if shard.ready_endpoints == 0 {
                     "unhealthy: no ready endpoint".to_string()
@@ -187,7 +189,7 @@ fn explain(shared: &Shared, p: &Params) -> Result<String, String> {
                 };
                 let _ = writeln!(
                     out,
-                    "  cluster {} region {} zones {} weight {} endpoints ready {} not-ready {} addresses [{}] probe none: {reason}",
+                    "  cluster {} region {} zones {} weight {} endpoints ready {} not-ready {} addresses [{}] probe {}: {reason}",
                     shard.cluster,
                     cluster.map_or("?", |c| c.region.as_str()),
                     cluster.map_or("?".into(), |c| c.zones.join(",")),
@@ -195,6 +197,13 @@ fn explain(shared: &Shared, p: &Params) -> Result<String, String> {
                     shard.ready_endpoints,
                     shard.not_ready_endpoints,
                     addrs.join(", "),
+                    match shard.probe {
+                        ProbeState::Unprobed => "none",
+                        ProbeState::Up => "up",
+                        ProbeState::Down => "down",
+                        ProbeState::DownServedStatic =>
+                            "down (served anyway: every shard fails, fail static)",
+                    },
                 );
             }
             if level == "global name" {

@@ -308,6 +308,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
                 ready_endpoints: sh.ready_endpoints,
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
+                probe: Default::default(),
             });
         }
         services.push(Service {

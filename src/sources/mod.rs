@@ -19,6 +19,8 @@ use crate::model::{Federation, StaticZone};
 pub enum Snapshot {
     Zones(Vec<StaticZone>),
     Federation(Box<Federation>),
+    /// Active probe verdicts per shard (see [`crate::probe`]).
+    Probes(crate::probe::Verdicts),
 }
 
 /// One new snapshot from the source named `source`.
