@@ -136,7 +136,7 @@ pub fn respond(
         edns: None,
         ecs: None,
     };
-    // A resolver's ECS is ignored (and not echoed) unless config allows it.
+    // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
@@ -151,6 +151,7 @@ pub fn respond(
         ),
         Ok(key_len) => {
             stats.request(peer.transport, q.qtype);
+            // A resolver's ECS is ignored (and not echoed) unless config allows it.
             if !src.locator.ecs {
                 q.ecs = None;
             }
