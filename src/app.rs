@@ -15,6 +15,7 @@ use crate::dns::zonefile::Problem;
 use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
+use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
 use crate::sources::{SourceBoard, Update};
@@ -67,6 +68,9 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
+    }
     let mut zones = Vec::new();
     let mut feds = Vec::new();
     for u in &updates {
@@ -158,6 +162,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for s in &sources {
         board.register(&s.name());
     }
+    if let Some(k) = &config.kubernetes {
+        kubernetes::register(k, &board);
+    }
     // At start there is no last good data to fall back on: refuse to serve broken input.
     let (updates, problems) = load_all(&mut sources);
     if !problems.is_empty() {
@@ -241,6 +248,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.probes.clone(),
             shared.clone(),
             tx.clone(),
+        ));
+    }
+    if let Some(k) = config.kubernetes.clone() {
+        tokio::spawn(kubernetes::run(
+            k,
+            config.path.clone(),
+            config.watch_interval,
+            tx.clone(),
+            board.clone(),
+            metrics.clone(),
+            reload_rx.clone(),
         ));
     }
     drop(tx);

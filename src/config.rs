@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::dns::zonefile::Problem;
 use crate::geo::ClientNetwork;
+use crate::sources::kubernetes::config::{KubeSettings, RawKubernetes};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,8 @@ struct RawConfig {
     geo: RawGeo,
     #[serde(default)]
     probes: Vec<RawProbe>,
+    #[serde(default)]
+    kubernetes: Option<RawKubernetes>,
 }
 
 /// An active probe rule (see [`crate::probe`]).
@@ -180,6 +183,8 @@ pub struct Config {
     pub watch_interval: Duration,
     pub geo: GeoConfig,
     pub probes: Vec<crate::probe::Rule>,
+    /// Member Kubernetes clusters (`kubernetes:` section), if any.
+    pub kubernetes: Option<KubeSettings>,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -349,6 +354,18 @@ impl Config {
                 base.join(p)
             }
         };
+        let kubernetes = match raw.kubernetes {
+            None => None,
+            Some(k) => Some(k.validate(&resolve).map_err(|errs| {
+                errs.into_iter()
+                    .map(|(field, message)| Problem {
+                        file: file.clone(),
+                        line: None,
+                        message: format!("{field}: {message}"),
+                    })
+                    .collect::<Vec<_>>()
+            })?),
+        };
         let workers = if raw.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -378,6 +395,7 @@ impl Config {
                 geoip_db: raw.geo.geoip_db.as_deref().map(resolve),
             },
             probes,
+            kubernetes,
         })
     }
 }

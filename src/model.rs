@@ -246,6 +246,16 @@ pub struct Federation {
     pub policy: Policy,
     pub clusters: Vec<Cluster>,
     pub services: Vec<Service>,
+    /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
+    pub ingress_hosts: Vec<IngressHost>,
+}
+
+/// An Ingress host name and, per cluster, its ingress load balancer with the ready endpoints of
+/// its backends (healthy by the same rule as a service shard).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressHost {
+    pub host: DnsName,
+    pub shards: Vec<Shard>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -269,6 +269,7 @@ mod tests {
                 shards,
                 policy: None,
             }],
+            ingress_hosts: vec![],
         }
     }
 

@@ -90,6 +90,7 @@ fn federation(max_answers: usize) -> Federation {
                 policy: Some(Policy::Weighted),
             },
         ],
+        ingress_hosts: vec![],
     }
 }
 

@@ -367,6 +367,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         policy,
         clusters,
         services,
+        ingress_hosts: vec![],
     })
 }
 

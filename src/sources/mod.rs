@@ -6,6 +6,7 @@
 //! merger keeps using its last good snapshot.
 
 pub mod federation_file;
+pub mod kubernetes;
 pub mod watch;
 pub mod zone_dir;
 
@@ -65,6 +66,11 @@ impl SourceBoard {
             .entry(source.to_string())
             .or_default()
             .last_error = Some(error);
+    }
+
+    /// Forgets a source that no longer exists (a cluster removed from the config).
+    pub fn remove(&self, source: &str) {
+        self.0.lock().expect("source board").remove(source);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, SourceState> {

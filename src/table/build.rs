@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use super::{Answer, LOCATED, Node, Table, ZoneInfo, rcode};
 use crate::dns::encode;
 use crate::geo::Locator;
-use crate::model::{DnsName, Federation, RData, Record, Soa, StaticZone, rtype};
+use crate::model::{DnsName, Federation, RData, Record, Service, Soa, StaticZone, rtype};
 use crate::selection::{self, AddressSet, Choice};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
@@ -217,7 +217,9 @@ pub fn build(input: BuildInput<'_>) -> Built {
             ));
             zones.push(synthesized_zone(&fed.zone));
         }
-        for (name, data) in federation_nodes(fed, input.locator) {
+        // Ingress hosts outside every served zone are someone else's names: skipped quietly.
+        let served = |n: &DnsName| zones.iter().any(|z| n.is_within(&z.origin));
+        for (name, data) in federation_nodes(fed, input.locator, &served) {
             if nodes.insert(name.clone(), data).is_some() {
                 warnings.push(format!(
                     "federation {}: {} overrides the zone file's records",
@@ -518,7 +520,11 @@ fn synthesized_zone(origin: &DnsName) -> ZoneData {
 type Level<'a> = (DnsName, &'a AddressSet, Vec<(DnsName, &'a AddressSet)>);
 
 /// The federated names of one federation (DESIGN §1), as nodes.
-fn federation_nodes(fed: &Federation, locator: &Locator) -> HashMap<DnsName, NodeData> {
+fn federation_nodes(
+    fed: &Federation,
+    locator: &Locator,
+    served: &dyn Fn(&DnsName) -> bool,
+) -> HashMap<DnsName, NodeData> {
     let mut out: HashMap<DnsName, NodeData> = HashMap::new();
     let ttl = fed.ttl.max(1); // a CNAME TTL is never 0
     let cap = fed.max_answers.max(1);
@@ -577,6 +583,21 @@ fn federation_nodes(fed: &Federation, locator: &Locator) -> HashMap<DnsName, Nod
     };
     let cname =
         |target: &DnsName| RRset::fixed(rtype::CNAME, ttl, vec![RData::Cname(target.clone())]);
+    // The global name follows the policy, per client location.
+    let global_node = |sel: &selection::ServiceSelection| {
+        let per_location: Vec<Vec<RRset>> =
+            sel.global_by_location.iter().map(choice_sets).collect();
+        let rrsets = per_location[0].clone();
+        let by_location = if per_location.iter().all(|p| *p == rrsets) {
+            Vec::new()
+        } else {
+            per_location
+        };
+        NodeData {
+            rrsets,
+            by_location,
+        }
+    };
     for svc in &fed.services {
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
         let name_at = |suffix: &str| DnsName::parse(&format!("{label}.{suffix}{}", fed.zone));
@@ -605,19 +626,7 @@ fn federation_nodes(fed: &Federation, locator: &Locator) -> HashMap<DnsName, Nod
             // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
             let data = if fallbacks.is_empty() {
-                // The global name follows the policy, per client location.
-                let per_location: Vec<Vec<RRset>> =
-                    sel.global_by_location.iter().map(choice_sets).collect();
-                let rrsets = per_location[0].clone();
-                let by_location = if per_location.iter().all(|p| *p == rrsets) {
-                    Vec::new()
-                } else {
-                    per_location
-                };
-                NodeData {
-                    rrsets,
-                    by_location,
-                }
+                global_node(&sel)
             } else if !set.is_empty() || !leads_somewhere {
                 NodeData {
                     rrsets: addr_sets(set),
@@ -663,6 +672,21 @@ fn federation_nodes(fed: &Federation, locator: &Locator) -> HashMap<DnsName, Nod
                 );
             }
         }
+    }
+    // Ingress hosts (DESIGN §1) inside a served zone: answered like a global name, each
+    // cluster's ingress load balancer being a shard.
+    for host in fed.ingress_hosts.iter().filter(|h| served(&h.host)) {
+        let svc = Service {
+            name: String::new(),
+            namespace: String::new(),
+            ports: vec![],
+            shards: host.shards.clone(),
+            policy: None,
+        };
+        out.insert(
+            host.host.clone(),
+            global_node(&selection::select(fed, &svc, locator)),
+        );
     }
     out
 }
