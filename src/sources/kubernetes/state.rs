@@ -251,6 +251,10 @@ pub fn freshness(state: &ClusterState, now: Instant, grace: Duration) -> Freshne
     }
 }
 
+/// Endpoints of one service in one cluster: ready, not ready, zones of the ready ones, and
+/// whether some ready endpoint had no zone.
+type Tally<'a> = (u32, u32, BTreeSet<&'a str>, bool);
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AssembleStats {
     /// Names served from expired clusters because nothing else was left (fail static).
@@ -301,7 +305,7 @@ pub fn assemble(
             });
         }
         // Endpoint counts per (namespace, service).
-        let mut ready: HashMap<(&str, &str), (u32, u32, BTreeSet<&str>, bool)> = HashMap::new();
+        let mut ready: HashMap<(&str, &str), Tally<'_>> = HashMap::new();
         for ((ns, _), s) in &state.slices.live {
             let e = ready.entry((ns, &s.service)).or_default();
             e.0 += s.ready;
