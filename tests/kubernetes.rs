@@ -718,6 +718,29 @@ fn gone_410_relists_with_no_gap_in_answers() {
     assert_eq!(status, 200);
 }
 
+/// An HTTP 410 on the watch request itself (which kube's watcher alone would retry forever with
+/// the same resourceVersion) also ends in a fresh list.
+#[test]
+fn http_410_on_watch_start_relists() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_EAST2], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+    let before = cl.east1.lists(Res::Services);
+    cl.east1.expire_watches_http();
+    cl.east1.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["203.0.113.12"], &[]),
+    );
+    f.expect_a(G, &["203.0.113.12", IP_EAST2], Duration::from_secs(15));
+    assert!(cl.east1.lists(Res::Services) > before, "no re-list");
+    assert!(
+        f.log_text().contains("410 Gone"),
+        "the 410 was not seen:\n{}",
+        f.log_text()
+    );
+}
+
 /// RBAC errors: a 403 on one resource and a 401 on a whole cluster are logged naming the cluster,
 /// the resource and the missing permission, and /readyz names them; the other clusters serve.
 #[test]

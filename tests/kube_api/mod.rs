@@ -100,6 +100,10 @@ struct Inner {
     /// Bumped to cut every open watch with an in-stream 410.
     expire_gen: u64,
     gone: bool,
+    /// Answer watches from below `compacted` with an HTTP 410 instead of an in-stream ERROR.
+    http_410: bool,
+    /// Bumped to end every open watch cleanly (the server's own timeout, a proxy restart).
+    cut_gen: u64,
     lists: HashMap<Res, u32>,
     watches: HashMap<Res, u32>,
     conns: Vec<tokio::task::AbortHandle>,
@@ -265,6 +269,13 @@ async fn handle(
             return Ok(full(StatusCode::OK, &list));
         }
         *inner.watches.entry(res).or_default() += 1;
+        let from: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if inner.http_410 && from < inner.compacted {
+            return Ok(full(StatusCode::GONE, &status_for(res, 410)));
+        }
     }
     let from: u64 = q
         .get("resourceVersion")
@@ -278,11 +289,17 @@ async fn handle(
             b.push(b'\n');
             Ok(Frame::data(Bytes::from(b)))
         };
-        let start_gen = shared.0.lock().unwrap().expire_gen;
+        let (start_gen, start_cut) = {
+            let inner = shared.0.lock().unwrap();
+            (inner.expire_gen, inner.cut_gen)
+        };
         let mut cursor = from;
         loop {
             let (events, gone, expired, rv) = {
                 let inner = shared.0.lock().unwrap();
+                if inner.cut_gen != start_cut {
+                    return; // the body ends cleanly
+                }
                 let expired = inner.expire_gen != start_gen || cursor < inner.compacted;
                 let events: Vec<Value> = inner
                     .log
@@ -452,6 +469,18 @@ impl ApiServer {
     pub fn expire_watches(&self) {
         self.mutate(|inner| {
             inner.expire_gen += 1;
+            inner.compacted = inner.rv;
+        });
+    }
+
+    /// Compacts history the other way: open watches end cleanly, and the client's next watch
+    /// (from its old resourceVersion) is refused with HTTP 410 on the request itself.
+    pub fn expire_watches_http(&self) {
+        self.mutate(|inner| {
+            inner.http_410 = true;
+            inner.cut_gen += 1;
+            // Other writes moved history on: every resourceVersion the client has is too old.
+            inner.rv += 1;
             inner.compacted = inner.rv;
         });
     }

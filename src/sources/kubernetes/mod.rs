@@ -504,6 +504,9 @@ pub async fn run(
     let mut resolve_tick = tokio::time::interval(resolve_every);
     resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reload_open = true;
+    // An interval, not a sleep re-armed each pass: a busy cluster must not starve the poll.
+    let mut poll_tick = tokio::time::interval(poll);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let flush_at = src.dirty_since.map(|t| t + src.settings.coalesce);
         let expiry = src.next_expiry();
@@ -530,7 +533,7 @@ pub async fn run(
             }
             _ = until(expiry) => src.mark_dirty(),
             _ = resolve_tick.tick() => src.refresh_hostnames(),
-            _ = tokio::time::sleep(poll) => {
+            _ = poll_tick.tick() => {
                 let now = fingerprint(&config_path);
                 if now != seen {
                     seen = now;

@@ -162,61 +162,70 @@ async fn watch_kind<K, T>(
     K::DynamicType: Default,
 {
     let key = |o: &K| -> Key { (o.namespace().unwrap_or_default(), o.name_any()) };
-    let stream = watcher(api, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
     let mut failing = true; // until the first successful event, report it
-    while let Some(item) = stream.next().await {
-        let body = match item {
-            Ok(ev) => {
-                if failing {
-                    failing = false;
-                    let ok = ClusterMsg::Status {
-                        kind,
-                        error: None,
-                        expected: false,
+    loop {
+        let stream = watcher(api.clone(), config.clone()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            // kube answers an HTTP 410 on the watch request by retrying the same resourceVersion
+            // forever (STACK-NOTES §2.3); only a fresh watcher lists again.
+            let restart = matches!(&item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410);
+            let body = match item {
+                Ok(ev) => {
+                    if failing {
+                        failing = false;
+                        let ok = ClusterMsg::Status {
+                            kind,
+                            error: None,
+                            expected: false,
+                        };
+                        if tx
+                            .send(Msg {
+                                cluster: cluster.clone(),
+                                run,
+                                body: ok,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let change = match ev {
+                        Event::Init => Change::Init,
+                        Event::InitApply(o) => Change::InitApply(key(&o), slim(&o)),
+                        Event::InitDone => Change::InitDone,
+                        Event::Apply(o) => Change::Apply(key(&o), slim(&o)),
+                        Event::Delete(o) => Change::Delete(key(&o)),
                     };
-                    if tx
-                        .send(Msg {
-                            cluster: cluster.clone(),
-                            run,
-                            body: ok,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    ClusterMsg::Change(wrap(change))
+                }
+                Err(e) => {
+                    failing = true;
+                    let (error, expected) = describe(&e, kind);
+                    ClusterMsg::Status {
+                        kind,
+                        error: Some(error),
+                        expected,
                     }
                 }
-                let change = match ev {
-                    Event::Init => Change::Init,
-                    Event::InitApply(o) => Change::InitApply(key(&o), slim(&o)),
-                    Event::InitDone => Change::InitDone,
-                    Event::Apply(o) => Change::Apply(key(&o), slim(&o)),
-                    Event::Delete(o) => Change::Delete(key(&o)),
-                };
-                ClusterMsg::Change(wrap(change))
+            };
+            if tx
+                .send(Msg {
+                    cluster: cluster.clone(),
+                    run,
+                    body,
+                })
+                .await
+                .is_err()
+            {
+                return;
             }
-            Err(e) => {
-                failing = true;
-                let (error, expected) = describe(&e, kind);
-                ClusterMsg::Status {
-                    kind,
-                    error: Some(error),
-                    expected,
-                }
+            if restart {
+                break;
             }
-        };
-        if tx
-            .send(Msg {
-                cluster: cluster.clone(),
-                run,
-                body,
-            })
-            .await
-            .is_err()
-        {
-            return;
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -237,7 +246,9 @@ fn describe(e: &watcher::Error, kind: Kind) -> (String, bool) {
         }
     };
     match e {
-        watcher::Error::WatchError(s) if s.code == 410 => {
+        watcher::Error::WatchError(s) | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            if s.code == 410 =>
+        {
             (format!("{res}: watch expired (410 Gone), re-listing"), true)
         }
         watcher::Error::WatchError(s) => (api(s, "watch"), false),
