@@ -85,7 +85,13 @@ impl Clusters {
         e1.put(Res::Nodes, node("e1-n2", "us-east1", "us-east1-c", false));
         e1.put(
             Res::Services,
-            service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
+            service(
+                "shop",
+                "checkout",
+                fed_label(),
+                &[IP_EAST1, "2001:db8:10::10"],
+                &[],
+            ),
         );
         e1.put(
             Res::EndpointSlices,
@@ -478,6 +484,11 @@ fn three_clusters_two_regions_then_an_endpoint_turns_unready() {
     let f = Fedns::start(&fx.path("fedns.yaml"));
 
     f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    assert_eq!(
+        f.ask(G, RecordType::AAAA).addrs,
+        set(&["2001:db8:10::10"]),
+        "IPv6 LB address"
+    );
     f.expect_a(R_EAST, &[IP_EAST1, IP_EAST2], SETTLE);
     f.expect_a(R_WEST, &[IP_WEST], SETTLE);
     // A multi-zone cluster serves each of its zones; the override put east2 in us-east1-d.
@@ -699,14 +710,21 @@ fn gone_410_relists_with_no_gap_in_answers() {
         &["203.0.113.11", IP_EAST2, IP_WEST],
         Duration::from_secs(15),
     );
+    // Every watch of every cluster re-lists (each after its own backoff).
+    let relisted = wait_for(Duration::from_secs(10), || {
+        [&cl.east1, &cl.east2, &cl.west]
+            .iter()
+            .zip(&lists_before)
+            .all(|(s, before)| s.lists(Res::EndpointSlices) > *before)
+            .then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     prober.join().unwrap();
-    for (s, before) in [&cl.east1, &cl.east2, &cl.west].iter().zip(lists_before) {
-        assert!(
-            s.lists(Res::EndpointSlices) > before,
-            "no re-list after 410"
-        );
-    }
+    assert!(
+        relisted.is_some(),
+        "no re-list after 410:\n{}",
+        f.log_text()
+    );
     assert!(total.load(Ordering::Relaxed) > 20);
     assert_eq!(
         bad.load(Ordering::Relaxed),
@@ -796,6 +814,48 @@ fn rbac_errors_are_named_in_logs_and_readyz() {
     cl.east2.deny(Res::EndpointSlices, None);
     f.expect_a(G, &[IP_EAST1, IP_EAST2], Duration::from_secs(45));
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
+}
+
+/// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster
+/// and the path, and the exit code is non-zero; a good config passes.
+#[test]
+fn check_reports_kubeconfig_problems() {
+    let url = "http://127.0.0.1:9".to_string();
+    let fx = Fixture::new(
+        &kubeconfig(&[("east1", url)]),
+        &[
+            CLUSTER_EAST1,
+            "    - {name: ghost, kubeconfig: kubeconfig, context: nowhere}\n",
+            "    - {name: lost, kubeconfig: no-such-file}\n",
+        ],
+        30,
+    );
+    let run = |config: &Path| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("fedns check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&fx.path("fedns.yaml"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cluster ghost: no context \"nowhere\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-such-file") && err.contains("cluster lost"),
+        "{err}"
+    );
+    assert!(!err.contains("cluster east1"), "{err}");
+    fx.write_config(&[CLUSTER_EAST1], 30);
+    let (code, err) = run(&fx.path("fedns.yaml"));
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// The deploy/kubernetes manifests: every document parses, has the kinds and fields that

@@ -469,6 +469,9 @@ impl ApiServer {
     pub fn expire_watches(&self) {
         self.mutate(|inner| {
             inner.expire_gen += 1;
+            // Other writes moved history on: every resourceVersion the client has is too old,
+            // also for a watch that is only now being opened.
+            inner.rv += 1;
             inner.compacted = inner.rv;
         });
     }
