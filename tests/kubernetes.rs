@@ -246,12 +246,19 @@ const CLUSTER_WEST: &str =
 
 struct Fixture {
     dir: tempfile::TempDir,
+    /// Config appended after the `kubernetes:` section.
+    extra: String,
 }
 
 impl Fixture {
     fn new(kubeconfig: &str, clusters: &[&str], grace_secs: u64) -> Fixture {
+        Self::with_extra(kubeconfig, clusters, grace_secs, "")
+    }
+
+    fn with_extra(kubeconfig: &str, clusters: &[&str], grace_secs: u64, extra: &str) -> Fixture {
         let fx = Fixture {
             dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.to_string(),
         };
         std::fs::create_dir_all(fx.path("zones")).unwrap();
         fx.write("zones/example.com.zone", ZONE);
@@ -264,8 +271,9 @@ impl Fixture {
         self.write(
             "fedns.yaml",
             &format!(
-                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nwatch_interval_ms: 100\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  ttl: 5\n  stale_grace_secs: {grace_secs}\n  coalesce_ms: 20\n  resolve_interval_secs: 1\n  select:\n    label: fedns.io/federate=true\n  clusters:\n{}",
-                clusters.concat()
+                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nwatch_interval_ms: 100\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  ttl: 5\n  stale_grace_secs: {grace_secs}\n  coalesce_ms: 20\n  resolve_interval_secs: 1\n  select:\n    label: fedns.io/federate=true\n  clusters:\n{}{}",
+                clusters.concat(),
+                self.extra
             ),
         );
     }
@@ -422,12 +430,17 @@ struct Answer {
 }
 
 fn ask(server: SocketAddr, qname: &str, t: RecordType) -> Answer {
+    ask_from("127.0.0.1", server, qname, t)
+}
+
+/// Asks from a chosen loopback source address (the client location under `geo`).
+fn ask_from(src: &str, server: SocketAddr, qname: &str, t: RecordType) -> Answer {
     static ID: AtomicU16 = AtomicU16::new(1);
     let id = ID.fetch_add(1, Ordering::Relaxed);
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(qname).unwrap(), t));
     let req = m.to_vec().unwrap();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock = UdpSocket::bind((src, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut buf = vec![0u8; 65535];
@@ -562,6 +575,33 @@ fn three_clusters_two_regions_then_an_endpoint_turns_unready() {
     );
     // The ingress in west has no ready backend any more.
     f.expect_a(SHOP, &["198.51.100.100"], Duration::from_secs(2));
+}
+
+/// With client networks configured, global names and ingress hosts answer with the shards
+/// nearest the client (the default `geo` policy), clusters placed by their Node labels.
+#[test]
+fn global_names_and_ingress_hosts_follow_the_client_location() {
+    let cl = Clusters::start();
+    let geo = "geo:\n  client_networks:\n    - {cidr: 127.1.0.0/16, region: us-east1, zone: us-east1-b}\n    - {cidr: 127.2.0.0/16, region: us-west2}\n";
+    let fx = Fixture::with_extra(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+        geo,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    // Unknown location (127.0.0.1): every healthy shard.
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    f.expect_a(SHOP, &["198.51.100.100", "198.51.100.101"], SETTLE);
+    let from = |src: &str, name: &str| ask_from(src, f.udp, name, RecordType::A).addrs;
+    assert_eq!(from("127.2.0.1", G), set(&[IP_WEST]));
+    assert_eq!(
+        from("127.1.0.1", G),
+        set(&[IP_EAST1]),
+        "zone us-east1-b is east1's"
+    );
+    assert_eq!(from("127.2.0.1", SHOP), set(&["198.51.100.101"]));
+    assert_eq!(from("127.1.0.1", SHOP), set(&["198.51.100.100"]));
 }
 
 /// An API server goes away: its last known shards keep serving for the stale grace, /readyz and
