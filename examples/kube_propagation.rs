@@ -139,9 +139,25 @@ fn main() {
     let pid = child.id();
     let _guard = Kill(child);
     let udp: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let found = udp.clone();
+    let http: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let assembled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (found, found_http, found_ms) = (udp.clone(), http.clone(), assembled.clone());
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("kubernetes snapshot")
+                && let Some(ms) = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("assembled_ms=")?.parse().ok())
+            {
+                found_ms.lock().unwrap().push(ms);
+            }
+            if line.contains("http listening")
+                && let Some(a) = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("http=")?.trim_matches(',').parse().ok())
+            {
+                *found_http.lock().unwrap() = Some(a);
+            }
             if line.contains("dns listening")
                 && let Some(a) = line
                     .split_whitespace()
@@ -211,4 +227,35 @@ fn main() {
         ms(*samples.last().unwrap())
     );
     println!("fedns RSS after the run: {} KiB", rss_kib(pid).unwrap_or(0));
+    let mut ms = assembled.lock().unwrap().clone();
+    ms.sort();
+    if let Some(max) = ms.last() {
+        println!(
+            "kubernetes source, snapshot assembly: median {} ms, max {max} ms over {} snapshots",
+            ms[ms.len() / 2],
+            ms.len()
+        );
+    }
+    if let Some(addr) = *http.lock().unwrap() {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            let get = |name: &str| {
+                body.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let (sum, count) = (
+                get("fedns_publish_duration_seconds_sum"),
+                get("fedns_publish_duration_seconds_count"),
+            );
+            println!(
+                "merger: {count} tables published, mean build+publish {:.1} ms",
+                1000.0 * sum / count.max(1.0)
+            );
+        }
+    }
 }

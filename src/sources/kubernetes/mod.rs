@@ -383,6 +383,7 @@ impl KubeSource {
             services = fed.services.len(),
             ingress_hosts = fed.ingress_hosts.len(),
             clusters = fed.clusters.len(),
+            assembled_ms = now.elapsed().as_millis() as u64,
             "kubernetes snapshot"
         );
         self.last_sent = Some(fed.clone());
