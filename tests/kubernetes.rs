@@ -776,6 +776,41 @@ fn gone_410_relists_with_no_gap_in_answers() {
     assert_eq!(status, 200);
 }
 
+/// A watch cut by the server is resumed from the last resourceVersion (no re-list), and the
+/// changes made meanwhile arrive.
+#[test]
+fn cut_watch_resumes_without_relist() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let (lists, watches) = (
+        cl.west.lists(Res::EndpointSlices),
+        cl.west.watches(Res::EndpointSlices),
+    );
+    cl.west.cut_watches();
+    cl.west.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-w1",
+            "checkout",
+            &[("10.246.1.5", false, false, None)],
+        ),
+    );
+    f.expect_a(G, &[IP_EAST1], Duration::from_secs(10));
+    assert!(
+        cl.west.watches(Res::EndpointSlices) > watches,
+        "no new watch"
+    );
+    assert_eq!(
+        cl.west.lists(Res::EndpointSlices),
+        lists,
+        "a cut watch must not re-list"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+}
+
 /// An HTTP 410 on the watch request itself (which kube's watcher alone would retry forever with
 /// the same resourceVersion) also ends in a fresh list.
 #[test]

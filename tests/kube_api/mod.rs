@@ -476,6 +476,11 @@ impl ApiServer {
         });
     }
 
+    /// Ends every open watch cleanly, as an API server restart or its own timeout does.
+    pub fn cut_watches(&self) {
+        self.mutate(|inner| inner.cut_gen += 1);
+    }
+
     /// Compacts history the other way: open watches end cleanly, and the client's next watch
     /// (from its old resourceVersion) is refused with HTTP 410 on the request itself.
     pub fn expire_watches_http(&self) {
