@@ -267,6 +267,25 @@ impl KubeSource {
                             .with_label_values(&[&msg.cluster, kind.resource()])
                             .inc();
                     }
+                    // One line per change of a watch's state, not one per retry.
+                    let before = &r.state.errors[kind.index()];
+                    match (&error, before) {
+                        (Some(e), b) if b.as_ref() != Some(e) => {
+                            let serving = if r.state.complete() {
+                                format!(
+                                    "; serving its last known shards for up to {} s",
+                                    self.settings.stale_grace.as_secs()
+                                )
+                            } else {
+                                String::new()
+                            };
+                            tracing::warn!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {e}{serving}", msg.cluster);
+                        }
+                        (None, Some(_)) => {
+                            tracing::info!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} works again", msg.cluster, kind.resource());
+                        }
+                        _ => {}
+                    }
                     r.state.errors[kind.index()] = error;
                 }
                 false
@@ -315,15 +334,9 @@ impl KubeSource {
         let problem = r.state.problem();
         if problem != r.shown {
             if let Some(p) = &problem {
-                let serving = if r.state.complete() {
-                    format!(
-                        "; serving its last known shards for up to {} s",
-                        self.settings.stale_grace.as_secs()
-                    )
-                } else {
-                    String::new()
-                };
-                tracing::warn!(cluster = %name, "cluster {name}: {p}{serving}");
+                if r.state.client_error.is_some() && r.shown.as_ref() != Some(p) {
+                    tracing::warn!(cluster = %name, "cluster {name}: {p}");
+                }
                 self.board.failed(&bname, format!("cluster {name}: {p}"));
                 self.metrics.source_up.with_label_values(&[&bname]).set(0);
                 self.metrics

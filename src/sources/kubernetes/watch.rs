@@ -172,7 +172,9 @@ async fn watch_kind<K, T>(
             let restart = matches!(&item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410);
             let body = match item {
                 Ok(ev) => {
-                    if failing {
+                    // `Init` comes before the list request: only what follows it shows the
+                    // watch works again.
+                    if failing && !matches!(ev, Event::Init) {
                         failing = false;
                         let ok = ClusterMsg::Status {
                             kind,
