@@ -566,6 +566,67 @@ mod tests {
     }
 
     #[test]
+    fn ingress_hosts_in_the_table() {
+        let mut st = listed("10.0.0.1", 1);
+        st.ingresses.apply(Change::Init);
+        for (name, host, backend) in [
+            ("a", "shop.example.com", "web"),
+            ("b", "idle.example.com", "nothing-ready"),
+            ("c", "shop.example.net", "web"),
+        ] {
+            st.ingresses.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimIngress {
+                    hosts: vec![host.into()],
+                    backends: vec![backend.into()],
+                    lb_ips: vec!["192.0.2.7".parse().unwrap()],
+                    lb_hosts: vec![],
+                }),
+            ));
+        }
+        st.ingresses.apply(Change::InitDone);
+        let sp = spec("c1");
+        let (fed, _) = assemble(
+            &settings(10),
+            &[(&sp, &st)],
+            &HashMap::new(),
+            Instant::now(),
+        );
+        assert_eq!(fed.ingress_hosts.len(), 3);
+        let locator = crate::geo::Locator::new(&[], &[], &[], false);
+        let table = crate::table::build::build(crate::table::build::BuildInput {
+            zones: &[],
+            federations: &[fed],
+            serial: 1,
+            generation: 1,
+            locator: &locator,
+        })
+        .table;
+        let ask = |n: &str| {
+            let name = DnsName::parse(n).unwrap();
+            match table.lookup(name.wire(), crate::model::rtype::A, || 0) {
+                crate::table::Lookup::Authoritative(a) => Some((a.rcode, a.bodies[0].answer_count)),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            ask("shop.example.com"),
+            Some((0, 1)),
+            "healthy backend: its LB address"
+        );
+        assert_eq!(
+            ask("idle.example.com"),
+            Some((0, 0)),
+            "no ready backend: NODATA"
+        );
+        assert_eq!(
+            ask("shop.example.net"),
+            None,
+            "outside every served zone: not ours"
+        );
+    }
+
+    #[test]
     fn fail_static_after_grace() {
         let now = Instant::now();
         let (a, b) = (spec("a"), spec("b"));
