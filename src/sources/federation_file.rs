@@ -129,7 +129,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
             }]
         })?
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
             let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
             vec![Problem {
                 file: file.clone(),
@@ -155,6 +155,18 @@ impl Problems<'_> {
             line,
             message: format!("{field}: {message}"),
         });
+    }
+}
+
+/// serde-saphyr's default budget (250k nodes) stops at ~8k services; federation files are
+/// written by their operators, so allow large ones while keeping the alias-bomb limits.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
     }
 }
 
@@ -406,6 +418,19 @@ mod tests {
         let bad = GOOD.replace("192.0.2.1", "192.0.2.300");
         let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
         assert_eq!(errs[0].line, Some(14), "{errs:?}");
+    }
+
+    #[test]
+    fn large_files_are_not_cut_off_by_the_yaml_budget() {
+        // 25k services is over 300k YAML nodes, past serde-saphyr's default 250k budget.
+        let mut text = String::from(
+            "federation: {name: f, zone: example.com}\nclusters: [{name: c1, region: r}]\nservices:\n",
+        );
+        for i in 0..25_000 {
+            text.push_str(&format!("  - {{name: s{i}, namespace: n, shards: [{{cluster: c1, addresses: [10.0.0.1], ready_endpoints: 1}}]}}\n"));
+        }
+        let f = parse(Path::new("big.yaml"), &text).unwrap();
+        assert_eq!(f.services.len(), 25_000);
     }
 
     #[test]

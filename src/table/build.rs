@@ -435,6 +435,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
             },
         );
     }
+    encode::forget_names();
     Built { table, warnings }
 }
 
