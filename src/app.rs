@@ -15,6 +15,7 @@ use crate::dns::zonefile::Problem;
 use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
+use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
 use crate::sources::{SourceBoard, Update};
@@ -68,6 +69,9 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
+    }
     let mut zones = Vec::new();
     let mut feds = Vec::new();
     for u in &updates {
@@ -75,6 +79,7 @@ pub fn check(path: &Path) -> ExitCode {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
             crate::sources::Snapshot::Etcd(_) => {}
+            crate::sources::Snapshot::Probes(_) => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -84,7 +89,16 @@ pub fn check(path: &Path) -> ExitCode {
             message: "no *.zone files".into(),
         });
     }
+    let locator = build_locator(&config.geo).unwrap_or_else(|e| {
+        problems.push(Problem {
+            file: config.path.display().to_string(),
+            line: None,
+            message: format!("geo.geoip_db: {e}"),
+        });
+        Default::default()
+    });
     let built = build(BuildInput {
+        locator: &locator,
         zones: &zones,
         federations: &feds,
         etcd: &[],
@@ -157,6 +171,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // Not ready until the first get of the prefix succeeded (zone files serve meanwhile).
         board.register(&crate::sources::etcd::source_name(e));
     }
+    if let Some(k) = &config.kubernetes {
+        kubernetes::register(k, &board);
+    }
     // At start there is no last good data to fall back on: refuse to serve broken input.
     let (updates, problems) = load_all(&mut sources);
     if !problems.is_empty() {
@@ -171,8 +188,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
 
+    let locator = build_locator(&config.geo).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
+        federations: ArcSwap::from_pointee(Vec::new()),
+        locator,
         limits: Limits {
             edns_payload: config.edns_payload,
         },
@@ -263,6 +283,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
             id,
         ));
     }
+    if !config.probes.is_empty() {
+        tokio::spawn(crate::probe::run(
+            config.probes.clone(),
+            shared.clone(),
+            tx.clone(),
+        ));
+    }
+    if let Some(k) = config.kubernetes.clone() {
+        tokio::spawn(kubernetes::run(
+            k,
+            config.path.clone(),
+            config.watch_interval,
+            tx.clone(),
+            board.clone(),
+            metrics.clone(),
+            reload_rx.clone(),
+        ));
+    }
     drop(tx);
     std::thread::Builder::new()
         .name("merger".into())
@@ -306,4 +344,77 @@ fn bind_dns(
         "tcp {addr}: {}",
         last_err.map(|e| e.to_string()).unwrap_or_default()
     )
+}
+
+/// The client locator from config (client networks, region coordinates, GeoIP database).
+fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, String> {
+    let geoip = match &geo.geoip_db {
+        Some(path) => crate::geo::read_geoip(path)?,
+        None => Vec::new(),
+    };
+    Ok(crate::geo::Locator::new(
+        &geo.regions,
+        &geo.client_networks,
+        &geoip,
+        geo.ecs,
+    ))
+}
+
+/// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server, printed as is.
+pub fn explain(
+    server: &str,
+    name: &str,
+    qtype: &str,
+    client: Option<std::net::IpAddr>,
+    ecs: Option<&str>,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut query = format!("name={}&type={}", encode_query(name), encode_query(qtype));
+    if let Some(c) = client {
+        query.push_str(&format!("&client={}", encode_query(&c.to_string())));
+    }
+    if let Some(e) = ecs {
+        query.push_str(&format!("&ecs={}", encode_query(e)));
+    }
+    let result = (|| -> std::io::Result<(bool, String)> {
+        let mut stream = std::net::TcpStream::connect(server)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /explain?{query} HTTP/1.0\r\nHost: {server}\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or(response.clone(), |(_, b)| b.to_string());
+        Ok((ok, body))
+    })();
+    match result {
+        Ok((ok, body)) => {
+            print!("{body}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach fedns at {server}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dns::zonefile::Problem;
+use crate::geo::ClientNetwork;
+use crate::sources::kubernetes::config::{KubeSettings, RawKubernetes};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +35,92 @@ struct RawConfig {
     #[serde(default = "default_watch_interval_ms")]
     watch_interval_ms: u64,
     #[serde(default)]
+    geo: RawGeo,
+    #[serde(default)]
+    probes: Vec<RawProbe>,
+    #[serde(default)]
+    kubernetes: Option<RawKubernetes>,
+    #[serde(default)]
     etcd: Option<RawEtcd>,
+}
+
+/// An active probe rule (see [`crate::probe`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    federation: String,
+    /// `NAMESPACE/NAME`; without it the rule covers every service of the federation.
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    port: u16,
+    #[serde(default = "default_probe_path")]
+    path: String,
+    #[serde(default = "default_expect_status")]
+    expect_status: u16,
+    #[serde(default = "default_probe_interval")]
+    interval_ms: u64,
+    #[serde(default = "default_probe_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_up_after")]
+    up_after: u32,
+    #[serde(default = "default_down_after")]
+    down_after: u32,
+}
+
+fn default_probe_path() -> String {
+    "/".into()
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_probe_interval() -> u64 {
+    2000
+}
+fn default_probe_timeout() -> u64 {
+    1000
+}
+fn default_up_after() -> u32 {
+    2
+}
+fn default_down_after() -> u32 {
+    3
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGeo {
+    /// Honour EDNS Client Subnet options (RFC 7871).
+    #[serde(default = "default_true")]
+    ecs: bool,
+    #[serde(default)]
+    regions: Vec<RawRegion>,
+    #[serde(default)]
+    client_networks: Vec<RawClientNetwork>,
+    #[serde(default)]
+    geoip_db: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: String,
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientNetwork {
+    cidr: String,
+    region: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +315,20 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
     pub etcd: Option<EtcdConfig>,
+    pub geo: GeoConfig,
+    pub probes: Vec<crate::probe::Rule>,
+    /// Member Kubernetes clusters (`kubernetes:` section), if any.
+    pub kubernetes: Option<KubeSettings>,
+}
+
+/// Client location settings (see [`crate::geo`]).
+#[derive(Debug, Clone, Default)]
+pub struct GeoConfig {
+    pub ecs: bool,
+    /// (name, latitude, longitude)
+    pub regions: Vec<(String, f64, f64)>,
+    pub client_networks: Vec<ClientNetwork>,
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Config {
@@ -344,6 +445,90 @@ impl Config {
                 axfr_allow,
             });
         }
+        let mut client_networks = Vec::new();
+        let mut located = Vec::new();
+        for (i, n) in raw.geo.client_networks.iter().enumerate() {
+            match parse_network(&n.cidr) {
+                Ok((addr, prefix)) => client_networks.push(ClientNetwork {
+                    addr,
+                    prefix,
+                    region: n.region.clone(),
+                    zone: n.zone.clone(),
+                }),
+                Err(e) => located.push(Problem {
+                    file: file.clone(),
+                    line: text
+                        .lines()
+                        .position(|l| l.contains(&n.cidr))
+                        .map(|i| i + 1),
+                    message: format!("geo.client_networks[{i}].cidr: {e}"),
+                }),
+            }
+        }
+        for (i, r) in raw.geo.regions.iter().enumerate() {
+            if !(-90.0..=90.0).contains(&r.lat) || !(-180.0..=180.0).contains(&r.lon) {
+                field(
+                    &format!("geo.regions[{i}]"),
+                    format!("coordinates ({}, {}) out of range", r.lat, r.lon),
+                );
+            }
+        }
+        if raw.geo.geoip_db.is_some() && raw.geo.regions.is_empty() {
+            field(
+                "geoip_db",
+                "a GeoIP database needs geo.regions with coordinates to map to".into(),
+            );
+        }
+        let mut probes = Vec::new();
+        for (i, p) in raw.probes.iter().enumerate() {
+            let at = |field: &str, message: String| Problem {
+                file: file.clone(),
+                line: text
+                    .lines()
+                    .position(|l| l.contains("probes:"))
+                    .map(|l| l + 1),
+                message: format!("probes[{i}].{field}: {message}"),
+            };
+            let check = match p.kind.as_str() {
+                "tcp" => crate::probe::Check::Tcp,
+                "http" => crate::probe::Check::Http {
+                    path: p.path.clone(),
+                    expect_status: p.expect_status,
+                },
+                other => {
+                    located.push(at("type", format!("{other:?} is not tcp or http")));
+                    continue;
+                }
+            };
+            let service = match p.service.as_deref().map(|s| s.split_once('/')) {
+                None => None,
+                Some(Some((ns, name))) => {
+                    Some((ns.to_ascii_lowercase(), name.to_ascii_lowercase()))
+                }
+                Some(None) => {
+                    located.push(at("service", "must be NAMESPACE/NAME".into()));
+                    continue;
+                }
+            };
+            if p.interval_ms == 0 || p.timeout_ms == 0 || p.up_after == 0 || p.down_after == 0 {
+                located.push(at(
+                    "interval_ms",
+                    "intervals, timeouts and thresholds must be at least 1".into(),
+                ));
+                continue;
+            }
+            probes.push(crate::probe::Rule {
+                federation: p.federation.to_ascii_lowercase(),
+                service,
+                check,
+                port: p.port,
+                interval: Duration::from_millis(p.interval_ms),
+                timeout: Duration::from_millis(p.timeout_ms),
+                up_after: p.up_after,
+                down_after: p.down_after,
+            });
+        }
+        problems.extend(located);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -354,6 +539,18 @@ impl Config {
             } else {
                 base.join(p)
             }
+        };
+        let kubernetes = match raw.kubernetes {
+            None => None,
+            Some(k) => Some(k.validate(&resolve).map_err(|errs| {
+                errs.into_iter()
+                    .map(|(field, message)| Problem {
+                        file: file.clone(),
+                        line: None,
+                        message: format!("{field}: {message}"),
+                    })
+                    .collect::<Vec<_>>()
+            })?),
         };
         let workers = if raw.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -378,8 +575,46 @@ impl Config {
                 e.tls_key = e.tls_key.map(|p| resolve(&p));
                 e
             }),
+            geo: GeoConfig {
+                ecs: raw.geo.ecs,
+                regions: raw
+                    .geo
+                    .regions
+                    .iter()
+                    .map(|r| (r.name.clone(), r.lat, r.lon))
+                    .collect(),
+                client_networks,
+                geoip_db: raw.geo.geoip_db.as_deref().map(resolve),
+            },
+            probes,
+            kubernetes,
         })
     }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`; host bits must be zero.
+fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (a, p) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
+    let addr: std::net::IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("prefix {p:?} is not 0..={max}"))?;
+    let bits = match addr {
+        std::net::IpAddr::V4(v) => u32::from(v) as u128,
+        std::net::IpAddr::V6(v) => u128::from(v),
+    };
+    let host_bits = max as u32 - prefix as u32;
+    if host_bits > 0 && bits & ((1u128 << host_bits) - 1) != 0 {
+        return Err(format!("{text} has host bits set"));
+    }
+    Ok((addr, prefix))
 }
 
 /// Line of the first `key:` / `key =` in the text, for messages about values that parsed.

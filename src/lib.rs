@@ -6,9 +6,11 @@
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod geo;
 pub mod merger;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod selection;
 pub mod server;
 pub mod sources;

@@ -31,6 +31,22 @@ enum Command {
         #[arg(long, short, default_value = "config/fedns.yaml")]
         config: PathBuf,
     },
+    /// Ask a running fedns (over its HTTP port) why it answers NAME the way it does.
+    Explain {
+        name: String,
+        /// Query type.
+        #[arg(long = "type", short = 't', default_value = "A")]
+        qtype: String,
+        /// The client's address (the packet source fedns would see).
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// An EDNS Client Subnet, e.g. 198.51.100.0/24.
+        #[arg(long)]
+        ecs: Option<String>,
+        /// The server's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8053")]
+        server: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,5 +59,12 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config, workers } => fedns::app::serve(&config, workers),
         Command::Check { config } => fedns::app::check(&config),
+        Command::Explain {
+            name,
+            qtype,
+            client,
+            ecs,
+            server,
+        } => fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref()),
     }
 }

@@ -89,6 +89,8 @@ pub struct Merger {
     shared: Arc<Shared>,
     federations_out: Option<tokio::sync::watch::Sender<Arc<FederationRecords>>>,
     etcd_cache: std::collections::HashMap<String, EtcdCache>,
+    /// Services currently served despite failing every probe.
+    fail_static: std::collections::BTreeSet<String>,
 }
 
 impl Merger {
@@ -100,6 +102,7 @@ impl Merger {
             shared,
             federations_out: None,
             etcd_cache: Default::default(),
+            fail_static: Default::default(),
         }
     }
 
@@ -128,12 +131,18 @@ impl Merger {
         let mut zones: Vec<StaticZone> = Vec::new();
         let mut federations: Vec<Federation> = Vec::new();
         let mut etcd = Vec::new();
-        for snapshot in self.snapshots.values() {
+        let mut verdicts = None;
+        let snapshots: Vec<Arc<Snapshot>> = self.snapshots.values().cloned().collect();
+        for snapshot in &snapshots {
             match &**snapshot {
                 Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
                 Snapshot::Federation(f) => federations.push((**f).clone()),
                 Snapshot::Etcd(e) => etcd.push(&**e),
+                Snapshot::Probes(v) => verdicts = Some(v),
             }
+        }
+        if let Some(v) = verdicts {
+            self.apply_probes(&mut federations, v);
         }
         let floor = zones
             .iter()
@@ -147,6 +156,7 @@ impl Merger {
         self.generation += 1;
         let serial = self.serial.next(floor);
         let built = build(BuildInput {
+            locator: &self.shared.locator,
             zones: &zones,
             federations: &federations,
             etcd: &etcd,
@@ -177,11 +187,69 @@ impl Merger {
             "published answer table"
         );
         let old = self.shared.table.swap(Arc::new(table));
+        // Explain reads the inputs of the table it explains; a query racing this swap may
+        // see a newer input than table, which only matters for the explain view.
+        self.shared.federations.store(Arc::new(federations));
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
         retire(old);
         m.publish_duration.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Marks shards up or down from probe verdicts. When every shard of a service that would be
+    /// healthy by its endpoints fails its probes, the probes are more likely wrong than every
+    /// copy of the service: those shards stay in answers (fail static), and a metric and a log
+    /// line say so.
+    fn apply_probes(&mut self, federations: &mut [Federation], verdicts: &crate::probe::Verdicts) {
+        use crate::model::ProbeState;
+        let mut down = 0;
+        let mut static_now = std::collections::BTreeSet::new();
+        for fed in federations.iter_mut() {
+            for svc in &mut fed.services {
+                for shard in &mut svc.shards {
+                    let key = (
+                        fed.name.clone(),
+                        svc.namespace.clone(),
+                        svc.name.clone(),
+                        shard.cluster.clone(),
+                    );
+                    shard.probe = match verdicts.get(&key) {
+                        Some(true) => ProbeState::Up,
+                        Some(false) => ProbeState::Down,
+                        None => ProbeState::Unprobed,
+                    };
+                }
+                let serving = |s: &&mut crate::model::Shard| {
+                    s.ready_endpoints >= 1 && !s.addresses.is_empty()
+                };
+                let candidates: Vec<_> = svc.shards.iter_mut().filter(serving).collect();
+                let all_down = !candidates.is_empty()
+                    && candidates.iter().all(|s| s.probe == ProbeState::Down);
+                down += candidates
+                    .iter()
+                    .filter(|s| s.probe == ProbeState::Down)
+                    .count();
+                if all_down {
+                    for s in candidates {
+                        s.probe = ProbeState::DownServedStatic;
+                    }
+                    static_now.insert(format!("{}/{}.{}", fed.name, svc.namespace, svc.name));
+                }
+            }
+        }
+        for s in static_now.difference(&self.fail_static) {
+            tracing::warn!(service = %s, "every shard fails its probes; serving them anyway (fail static)");
+        }
+        for s in self.fail_static.difference(&static_now) {
+            tracing::info!(service = %s, "probes pass again; fail static over");
+        }
+        self.shared.metrics.probe_shards_down.set(down as i64);
+        self.shared
+            .metrics
+            .probe_fail_static
+            .set(static_now.len() as i64);
+        self.fail_static = static_now;
     }
 
     /// Runs on its own thread: batches updates that arrive together into one publish.

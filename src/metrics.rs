@@ -201,6 +201,8 @@ pub struct Metrics {
     pub etcd_publisher_leader: IntGauge,
     /// Keys written or deleted in etcd by the publisher.
     pub etcd_publish_writes: IntCounter,
+    pub probe_shards_down: IntGauge,
+    pub probe_fail_static: IntGauge,
 }
 
 impl Default for Metrics {
@@ -242,6 +244,14 @@ impl Metrics {
         let table_serial = gauge(
             "fedns_table_serial",
             "SOA serial of the published answer table",
+        );
+        let probe_shards_down = gauge(
+            "fedns_probe_shards_down",
+            "Shards whose active probes fail (left out of answers unless fail static)",
+        );
+        let probe_fail_static = gauge(
+            "fedns_probe_fail_static_services",
+            "Services whose every shard fails its probes and which are served from their last healthy set anyway",
         );
         let publish_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -310,6 +320,8 @@ impl Metrics {
             publish_duration,
             source_up,
             source_errors,
+            probe_shards_down,
+            probe_fail_static,
         }
     }
 

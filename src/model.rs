@@ -242,8 +242,20 @@ pub struct Federation {
     pub ttl: u32,
     /// Most address records in one answer.
     pub max_answers: usize,
+    /// How global names choose shards for a client (services may override it).
+    pub policy: Policy,
     pub clusters: Vec<Cluster>,
     pub services: Vec<Service>,
+    /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
+    pub ingress_hosts: Vec<IngressHost>,
+}
+
+/// An Ingress host name and, per cluster, its ingress load balancer with the ready endpoints of
+/// its backends (healthy by the same rule as a service shard).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressHost {
+    pub host: DnsName,
+    pub shards: Vec<Shard>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +264,23 @@ pub struct Cluster {
     pub region: String,
     /// Availability zones; a multi-zone cluster has several.
     pub zones: Vec<String>,
+    /// Share of answers under the `weighted` policy (relative to other clusters).
+    pub weight: u32,
+}
+
+/// How a global name picks healthy shards for a client (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The nearest location with healthy shards (zone, region, then regions by distance);
+    /// `All` when the client's location is unknown.
+    #[default]
+    Geo,
+    /// Every healthy shard (federation v1).
+    All,
+    /// The first of these clusters or regions that has healthy shards.
+    Failover(Vec<String>),
+    /// One cluster per answer, chosen in proportion to cluster weights.
+    Weighted,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +289,8 @@ pub struct Service {
     pub namespace: String,
     pub ports: Vec<ServicePort>,
     pub shards: Vec<Shard>,
+    /// Overrides the federation's policy for this service.
+    pub policy: Option<Policy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -271,7 +302,7 @@ pub struct ServicePort {
 }
 
 /// One service in one cluster.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Shard {
     pub cluster: String,
     /// Load-balancer addresses, v4 and v6.
@@ -280,6 +311,20 @@ pub struct Shard {
     pub not_ready_endpoints: u32,
     /// Zones the shard's endpoints are in; empty means every zone of its cluster.
     pub zones: Vec<String>,
+    /// Active probe verdict; sources leave it `Unprobed`, the merger fills it in.
+    pub probe: ProbeState,
+}
+
+/// What active probes say about a shard (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProbeState {
+    /// No probe configured (or no result yet): health comes from endpoints alone.
+    #[default]
+    Unprobed,
+    Up,
+    Down,
+    /// Down, but every shard of its service is down too: kept in answers (fail static).
+    DownServedStatic,
 }
 
 #[cfg(test)]

@@ -2,18 +2,20 @@
 //!
 //! Pure functions from a [`Federation`] snapshot to address sets per scope (global, each region,
 //! each zone). No I/O, no clocks, no randomness: the same snapshot always gives the same sets, in
-//! a stable order, so tables built from equal snapshots are equal. Per-client policies (geo,
-//! failover, weighted) slot in here without touching the table or the sockets; today the only
-//! policy is `all` (every healthy shard, as federation v1 did).
+//! a stable order, so tables built from equal snapshots are equal. Regional and zonal names
+//! always mean "healthy shards there"; global names follow the service's [`Policy`], computed
+//! once per client location so the query path only picks a precomputed answer.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{Cluster, Federation, Service, Shard};
+use crate::geo::{Location, Locator, distance_km};
+use crate::model::{Cluster, Federation, Policy, ProbeState, Service, Shard};
 
-/// A shard is healthy when it has at least one ready endpoint and at least one address.
+/// A shard is healthy when it has at least one ready endpoint and at least one address, and
+/// its active probes (if any) have not marked it down.
 pub fn is_healthy(shard: &Shard) -> bool {
-    shard.ready_endpoints >= 1 && !shard.addresses.is_empty()
+    shard.ready_endpoints >= 1 && !shard.addresses.is_empty() && shard.probe != ProbeState::Down
 }
 
 /// Addresses of one scope, deduplicated and sorted.
@@ -75,17 +77,40 @@ pub fn regions(fed: &Federation) -> Vec<Region> {
     out
 }
 
+/// What a global name answers for one client location: address groups with weights. The query
+/// path rotates through groups in proportion to their weights; every policy but `weighted`
+/// has exactly one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub groups: Vec<(u32, AddressSet)>,
+}
+
+impl Choice {
+    fn single(set: AddressSet) -> Self {
+        Choice {
+            groups: vec![(1, set)],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|(_, s)| s.is_empty())
+    }
+}
+
 /// Healthy address sets of one service at every level.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSelection {
+    /// Every healthy shard: what `all` answers, and what decides fallbacks.
     pub global: AddressSet,
+    /// The global name's answer per client location (index 0: unknown location).
+    pub global_by_location: Vec<Choice>,
     /// Per region, in [`regions`] order.
     pub regions: Vec<(String, AddressSet)>,
     /// Per (region, zone).
     pub zones: Vec<(String, String, AddressSet)>,
 }
 
-pub fn select(fed: &Federation, svc: &Service) -> ServiceSelection {
+pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSelection {
     let cluster = |name: &str| -> Option<&Cluster> { fed.clusters.iter().find(|c| c.name == name) };
     // Shards of clusters the federation does not know have no place in the topology; they
     // still count globally, since the service does run there.
@@ -125,11 +150,82 @@ pub fn select(fed: &Federation, svc: &Service) -> ServiceSelection {
             zones_out.push((region.name.clone(), zone.clone(), set));
         }
     }
+    let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
+    let from = |pred: &dyn Fn(&Shard, Option<&Cluster>) -> bool| {
+        AddressSet::from_shards(healthy.iter().filter(|(s, c)| pred(s, *c)).map(|(s, _)| *s))
+    };
+    let global_by_location = locator
+        .locations()
+        .iter()
+        .map(|loc| match (policy, loc) {
+            (Policy::All, _) | (Policy::Geo, None) => Choice::single(global.clone()),
+            (Policy::Geo, Some(loc)) => Choice::single(
+                nearest(loc, &regions_out, &zones_out, locator).unwrap_or_else(|| global.clone()),
+            ),
+            (Policy::Failover(order), _) => Choice::single(
+                order
+                    .iter()
+                    .map(|name| {
+                        if fed.clusters.iter().any(|c| &c.name == name) {
+                            from(&|s, _| &s.cluster == name)
+                        } else {
+                            from(&|_, c| c.is_some_and(|c| &c.region == name))
+                        }
+                    })
+                    .find(|s| !s.is_empty())
+                    .unwrap_or_else(|| global.clone()),
+            ),
+            (Policy::Weighted, _) => {
+                let groups: Vec<(u32, AddressSet)> = fed
+                    .clusters
+                    .iter()
+                    .filter(|c| c.weight > 0)
+                    .map(|c| (c.weight, from(&|s, _| s.cluster == c.name)))
+                    .filter(|(_, s)| !s.is_empty())
+                    .collect();
+                if groups.is_empty() {
+                    Choice::single(global.clone())
+                } else {
+                    Choice { groups }
+                }
+            }
+        })
+        .collect();
     ServiceSelection {
         global,
+        global_by_location,
         regions: regions_out,
         zones: zones_out,
     }
+}
+
+/// `geo`: the client's zone, then its region, then other regions by distance from it.
+fn nearest(
+    loc: &Location,
+    regions: &[(String, AddressSet)],
+    zones: &[(String, String, AddressSet)],
+    locator: &Locator,
+) -> Option<AddressSet> {
+    if let Some(z) = &loc.zone
+        && let Some((_, _, set)) = zones
+            .iter()
+            .find(|(r, zz, s)| r == &loc.region && zz == z && !s.is_empty())
+    {
+        return Some(set.clone());
+    }
+    if let Some((_, set)) = regions
+        .iter()
+        .find(|(r, s)| r == &loc.region && !s.is_empty())
+    {
+        return Some(set.clone());
+    }
+    let here = locator.coordinates(&loc.region)?;
+    regions
+        .iter()
+        .filter(|(_, s)| !s.is_empty())
+        .filter_map(|(r, s)| locator.coordinates(r).map(|c| (distance_km(here, c), s)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, s)| s.clone())
 }
 
 #[cfg(test)]
@@ -144,6 +240,7 @@ mod tests {
             ready_endpoints: ready,
             not_ready_endpoints: 0,
             zones: vec![],
+            probe: Default::default(),
         }
     }
 
@@ -152,12 +249,14 @@ mod tests {
             name: n.into(),
             region: r.into(),
             zones: z.iter().map(|s| s.to_string()).collect(),
+            weight: if n == "e1" { 3 } else { 1 },
         };
         Federation {
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
             max_answers: 8,
+            policy: Policy::Geo,
             clusters: vec![
                 c("e1", "east", &["east-a", "east-b"]),
                 c("e2", "east", &["east-c"]),
@@ -168,14 +267,143 @@ mod tests {
                 namespace: "n".into(),
                 ports: vec![],
                 shards,
+                policy: None,
             }],
+            ingress_hosts: vec![],
         }
+    }
+
+    fn locator() -> Locator {
+        use crate::geo::ClientNetwork;
+        let net = |a: &str, p: u8, r: &str, z: Option<&str>| ClientNetwork {
+            addr: a.parse().unwrap(),
+            prefix: p,
+            region: r.into(),
+            zone: z.map(Into::into),
+        };
+        Locator::new(
+            &[
+                ("east".into(), 40.0, -75.0),
+                ("west".into(), 37.0, -122.0),
+                ("eu".into(), 50.0, 8.0),
+            ],
+            &[
+                net("10.1.0.0", 16, "east", Some("east-c")),
+                net("10.2.0.0", 16, "west", None),
+                net("10.3.0.0", 16, "eu", None),
+            ],
+            &[],
+            true,
+        )
+    }
+
+    fn choice_for(
+        sel: &ServiceSelection,
+        l: &Locator,
+        region: Option<&str>,
+        zone: Option<&str>,
+    ) -> Choice {
+        let want = region.map(|r| Location {
+            region: r.into(),
+            zone: zone.map(Into::into),
+        });
+        let i = l
+            .locations()
+            .iter()
+            .position(|x| *x == want)
+            .expect("location exists");
+        sel.global_by_location[i].clone()
+    }
+
+    fn v4s(c: &Choice) -> Vec<String> {
+        c.groups
+            .iter()
+            .flat_map(|(_, s)| s.v4.iter().map(|a| a.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn geo_prefers_zone_then_region_then_nearest_region() {
+        let l = locator();
+        let f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("e2", "10.0.0.2", 1),
+            shard("w1", "10.0.0.3", 1),
+        ]);
+        let sel = select(&f, &f.services[0], &l);
+        assert_eq!(
+            v4s(&choice_for(&sel, &l, None, None)),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+            "unknown: all"
+        );
+        assert_eq!(
+            v4s(&choice_for(&sel, &l, Some("east"), Some("east-c"))),
+            ["10.0.0.2"],
+            "own zone first"
+        );
+        assert_eq!(
+            v4s(&choice_for(&sel, &l, Some("east"), None)),
+            ["10.0.0.1", "10.0.0.2"]
+        );
+        assert_eq!(v4s(&choice_for(&sel, &l, Some("west"), None)), ["10.0.0.3"]);
+        // eu has no shards: the nearest region with healthy shards is east.
+        assert_eq!(
+            v4s(&choice_for(&sel, &l, Some("eu"), None)),
+            ["10.0.0.1", "10.0.0.2"]
+        );
+        // west goes unhealthy: west clients fail over to east.
+        let f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.3", 0)]);
+        let sel = select(&f, &f.services[0], &l);
+        assert_eq!(v4s(&choice_for(&sel, &l, Some("west"), None)), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn failover_takes_the_first_healthy_entry_for_everyone() {
+        let l = locator();
+        let mut f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.3", 1)]);
+        f.services[0].policy = Some(Policy::Failover(vec!["w1".into(), "east".into()]));
+        let sel = select(&f, &f.services[0], &l);
+        assert!(
+            sel.global_by_location
+                .iter()
+                .all(|c| v4s(c) == ["10.0.0.3"])
+        );
+        f.services[0].shards[1].ready_endpoints = 0;
+        let sel = select(&f, &f.services[0], &l);
+        assert!(
+            sel.global_by_location
+                .iter()
+                .all(|c| v4s(c) == ["10.0.0.1"])
+        );
+    }
+
+    #[test]
+    fn weighted_groups_by_cluster_weight() {
+        let mut f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("w1", "10.0.0.3", 1),
+            shard("e2", "10.0.0.2", 0),
+        ]);
+        f.policy = Policy::Weighted;
+        let sel = select(&f, &f.services[0], &Locator::default());
+        let weights: Vec<(u32, Vec<String>)> = sel.global_by_location[0]
+            .groups
+            .iter()
+            .map(|(w, s)| (*w, s.v4.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                (3, vec!["10.0.0.1".to_string()]),
+                (1, vec!["10.0.0.3".to_string()])
+            ]
+        );
     }
 
     #[test]
     fn unhealthy_shards_are_left_out_everywhere() {
         let f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.2", 0)]);
-        let sel = select(&f, &f.services[0]);
+        let sel = select(&f, &f.services[0], &Locator::default());
         assert_eq!(sel.global.v4, vec!["10.0.0.1".parse::<Ipv4Addr>().unwrap()]);
         assert!(
             sel.regions
@@ -193,7 +421,7 @@ mod tests {
             shard("e1", "10.0.0.1", 1),
             shard("e2", "2001:db8::1", 2),
         ]);
-        let sel = select(&f, &f.services[0]);
+        let sel = select(&f, &f.services[0], &Locator::default());
         let zone = |z: &str| &sel.zones.iter().find(|(_, zz, _)| zz == z).unwrap().2;
         assert_eq!(zone("east-a").v4.len(), 1);
         assert_eq!(zone("east-b").v4.len(), 1);
@@ -214,6 +442,12 @@ mod tests {
     #[test]
     fn duplicate_addresses_are_merged() {
         let f = fed(vec![shard("e1", "10.0.0.1", 1), shard("e2", "10.0.0.1", 1)]);
-        assert_eq!(select(&f, &f.services[0]).global.v4.len(), 1);
+        assert_eq!(
+            select(&f, &f.services[0], &Locator::default())
+                .global
+                .v4
+                .len(),
+            1
+        );
     }
 }

@@ -2456,3 +2456,766 @@ fn shipped_example_config_answers_end_to_end() {
         assert_eq!(r.a(), v4set(&["203.0.113.10"]), "{r}");
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Geo: client location, policies, ECS, GeoIP, explain
+// ------------------------------------------------------------------------------------------
+
+/// Clients in 127.1/16 are in us-east1 (zone us-east1-c), 127.2/16 in us-west2, 127.4/16 in
+/// eu-west1; the regions have coordinates so fallbacks go by distance.
+const GEO_CONFIG: &str = r#"geo:
+  ecs: true
+  regions:
+    - {name: us-east1, lat: 33.2, lon: -80.0}
+    - {name: us-west2, lat: 34.1, lon: -118.2}
+    - {name: eu-west1, lat: 53.3, lon: -6.3}
+  client_networks:
+    - {cidr: 127.1.0.0/16, region: us-east1, zone: us-east1-c}
+    - {cidr: 127.2.0.0/16, region: us-west2}
+    - {cidr: 127.4.0.0/16, region: eu-west1}
+    - {cidr: 10.2.0.0/16, region: us-west2}
+"#;
+
+fn fed_geo(west_ready: u32) -> String {
+    format!(
+        r#"federation:
+  name: myfed
+  zone: example.com
+  ttl: 42
+clusters:
+  - {{name: east1, region: us-east1, zones: [us-east1-b, us-east1-c], weight: 3}}
+  - {{name: west1, region: us-west2, zones: [us-west2-a], weight: 1}}
+  - {{name: eu1, region: eu-west1, zones: [eu-west1-a]}}
+services:
+  - name: checkout
+    namespace: shop
+    shards:
+      - {{cluster: east1, addresses: [203.0.113.10], ready_endpoints: 3}}
+      - {{cluster: west1, addresses: [198.51.100.20], ready_endpoints: {west_ready}}}
+  - name: zonal
+    namespace: shop
+    shards:
+      - {{cluster: east1, addresses: [203.0.113.11], ready_endpoints: 1, zones: [us-east1-b]}}
+      - {{cluster: east1, addresses: [203.0.113.12], ready_endpoints: 1, zones: [us-east1-c]}}
+  - name: split
+    namespace: shop
+    policy: weighted
+    shards:
+      - {{cluster: east1, addresses: [203.0.113.20], ready_endpoints: 1}}
+      - {{cluster: west1, addresses: [198.51.100.21], ready_endpoints: 1}}
+  - name: ordered
+    namespace: shop
+    policy: {{failover: [eu1, west1, us-east1]}}
+    shards:
+      - {{cluster: east1, addresses: [203.0.113.30], ready_endpoints: 1}}
+      - {{cluster: west1, addresses: [198.51.100.30], ready_endpoints: 1}}
+      - {{cluster: eu1, addresses: [192.0.2.30], ready_endpoints: 0}}
+  - name: everyone
+    namespace: shop
+    policy: all
+    shards:
+      - {{cluster: east1, addresses: [203.0.113.40], ready_endpoints: 1}}
+      - {{cluster: west1, addresses: [198.51.100.40], ready_endpoints: 1}}
+"#
+    )
+}
+
+/// A query from the loopback address `from` (any 127/8 address works on Linux).
+fn ask_from(s: &Server, proto: Proto, from: &str, req: &[u8]) -> Resp {
+    let raw = match proto {
+        Proto::Udp => {
+            let sock = UdpSocket::bind((from, 0)).expect("bind client address");
+            sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            udp_exchange(&sock, s.udp, req)
+        }
+        Proto::Tcp => {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
+                .expect("bind client address");
+            sock.connect_timeout(&s.tcp.into(), Duration::from_secs(2))
+                .expect("tcp connect");
+            let mut stream: TcpStream = sock.into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            tcp_send(&mut stream, req);
+            tcp_recv(&mut stream)
+        }
+    };
+    check_envelope(req, &raw);
+    Resp::parse(raw)
+}
+
+/// A query carrying an EDNS Client Subnet option (RFC 7871).
+fn query_ecs(qname: &str, family: u16, source: u8, scope: u8, addr: &[u8]) -> Vec<u8> {
+    let mut q = query(qname, RecordType::A, Some(edns(1232)));
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&((8 + addr.len()) as u16).to_be_bytes());
+    q.extend(8u16.to_be_bytes());
+    q.extend(((4 + addr.len()) as u16).to_be_bytes());
+    q.extend(family.to_be_bytes());
+    q.extend([source, scope]);
+    q.extend(addr);
+    q
+}
+
+/// (source prefix, scope prefix) of the ECS option a response carries.
+fn ecs_of(r: &Resp) -> Option<(u8, u8)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match r.msg.edns.as_ref()?.options().get(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some((s.source_prefix(), s.scope_prefix())),
+        _ => None,
+    }
+}
+
+#[test]
+fn geo_answers_follow_the_client_address_over_udp_and_tcp() {
+    let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
+    let s = fx.start();
+    let q = || query("checkout.shop.myfed.svc.example.com.", RecordType::A, None);
+    for proto in BOTH {
+        assert_eq!(
+            ask_from(&s, proto, "127.1.0.9", &q()).a(),
+            v4set(&["203.0.113.10"]),
+            "{proto:?} east client"
+        );
+        assert_eq!(
+            ask_from(&s, proto, "127.2.0.9", &q()).a(),
+            v4set(&["198.51.100.20"]),
+            "{proto:?} west client"
+        );
+        // eu-west1 has no shard of checkout: the nearest region with one is us-east1.
+        assert_eq!(
+            ask_from(&s, proto, "127.4.0.9", &q()).a(),
+            v4set(&["203.0.113.10"]),
+            "{proto:?} eu client"
+        );
+        // Unknown location: every healthy shard.
+        assert_eq!(
+            ask_from(&s, proto, "127.0.0.1", &q()).a(),
+            v4set(&["203.0.113.10", "198.51.100.20"]),
+            "{proto:?} unknown"
+        );
+    }
+    // The client's own zone first: 127.1/16 is in us-east1-c.
+    let z = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query("zonal.shop.myfed.svc.example.com.", RecordType::A, None),
+    );
+    assert_eq!(z.a(), v4set(&["203.0.113.12"]));
+    // Regional and zonal names keep their meaning whoever asks.
+    let r = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query(
+            "checkout.shop.myfed.svc.us-west2.example.com.",
+            RecordType::A,
+            None,
+        ),
+    );
+    assert_eq!(r.a(), v4set(&["198.51.100.20"]));
+}
+
+#[test]
+fn ecs_decides_the_location_and_comes_back_with_its_scope() {
+    let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
+    let s = fx.start();
+    // A resolver in the east asks for a west client (10.2.3.0/24).
+    let r = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query_ecs(
+            "checkout.shop.myfed.svc.example.com.",
+            1,
+            24,
+            0,
+            &[10, 2, 3],
+        ),
+    );
+    assert_eq!(r.a(), v4set(&["198.51.100.20"]), "{r}");
+    assert_eq!(
+        ecs_of(&r),
+        Some((24, 16)),
+        "scope = the /16 client network that decided"
+    );
+    // A name whose answer does not depend on location: scope 0.
+    let r = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query_ecs("ns1.example.com.", 1, 24, 0, &[10, 2, 3]),
+    );
+    assert_eq!(ecs_of(&r), Some((24, 0)));
+    // Source prefix 0: the resolver asks us not to use the subnet; its own address decides.
+    let r = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query_ecs("checkout.shop.myfed.svc.example.com.", 1, 0, 0, &[]),
+    );
+    assert_eq!(r.a(), v4set(&["203.0.113.10"]));
+    assert_eq!(ecs_of(&r), Some((0, 0)));
+    // Malformed options are FORMERR (RFC 7871 §7.1.1).
+    for (what, q) in [
+        (
+            "bits set beyond the source prefix",
+            query_ecs(
+                "checkout.shop.myfed.svc.example.com.",
+                1,
+                20,
+                0,
+                &[10, 2, 0xff],
+            ),
+        ),
+        (
+            "non-zero scope in a query",
+            query_ecs(
+                "checkout.shop.myfed.svc.example.com.",
+                1,
+                24,
+                24,
+                &[10, 2, 3],
+            ),
+        ),
+        (
+            "address too long",
+            query_ecs("checkout.shop.myfed.svc.example.com.", 1, 8, 0, &[10, 2, 3]),
+        ),
+        (
+            "unknown family",
+            query_ecs("checkout.shop.myfed.svc.example.com.", 7, 8, 0, &[10]),
+        ),
+    ] {
+        let r = ask_from(&s, Proto::Udp, "127.1.0.9", &q);
+        assert_eq!(r.rcode(), FORMERR, "{what}: {r}");
+    }
+}
+
+#[test]
+fn ecs_is_ignored_when_disabled() {
+    let fx = Fixture::new(&fed_geo(2), &GEO_CONFIG.replace("ecs: true", "ecs: false"));
+    let s = fx.start();
+    let r = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query_ecs(
+            "checkout.shop.myfed.svc.example.com.",
+            1,
+            24,
+            0,
+            &[10, 2, 3],
+        ),
+    );
+    assert_eq!(
+        r.a(),
+        v4set(&["203.0.113.10"]),
+        "the source address decides"
+    );
+    assert_eq!(ecs_of(&r), None, "no ECS option in the response");
+}
+
+#[test]
+fn geo_fails_over_when_the_nearest_region_goes_unhealthy_and_comes_back() {
+    let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
+    let s = fx.start();
+    let west = || {
+        ask_from(
+            &s,
+            Proto::Udp,
+            "127.2.0.9",
+            &query("checkout.shop.myfed.svc.example.com.", RecordType::A, None),
+        )
+        .a()
+    };
+    assert_eq!(west(), v4set(&["198.51.100.20"]));
+    fx.write("federation.yaml", &fed_geo(0));
+    let moved = wait_for(Duration::from_secs(3), || {
+        (west() == v4set(&["203.0.113.10"])).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "west clients fail over to us-east1: {:?}",
+        west()
+    );
+    fx.write("federation.yaml", &fed_geo(4));
+    let back = wait_for(Duration::from_secs(3), || {
+        (west() == v4set(&["198.51.100.20"])).then_some(())
+    });
+    assert!(back.is_some(), "and come back: {:?}", west());
+}
+
+#[test]
+fn weighted_and_failover_policies() {
+    let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
+    let s = fx.start();
+    // weighted: east1 weight 3, west1 weight 1, one cluster per answer. The UDP workers each
+    // rotate on their own, so shares are checked with a tolerance.
+    let (mut east, n) = (0, 400);
+    for _ in 0..n {
+        let a = ask_from(
+            &s,
+            Proto::Udp,
+            "127.0.0.1",
+            &query("split.shop.myfed.svc.example.com.", RecordType::A, None),
+        )
+        .a();
+        assert_eq!(a.len(), 1, "{a:?}");
+        east += a.contains(&v4("203.0.113.20")) as u32;
+    }
+    let share = east as f64 / n as f64;
+    assert!(
+        (0.65..=0.85).contains(&share),
+        "east share {share} not ~0.75"
+    );
+    // failover [eu1, west1, us-east1]: eu1 is unhealthy, so west1, for every client.
+    for from in ["127.1.0.9", "127.2.0.9", "127.0.0.1"] {
+        let a = ask_from(
+            &s,
+            Proto::Udp,
+            from,
+            &query("ordered.shop.myfed.svc.example.com.", RecordType::A, None),
+        )
+        .a();
+        assert_eq!(a, v4set(&["198.51.100.30"]), "from {from}");
+    }
+    // all: every healthy shard whoever asks.
+    let a = ask_from(
+        &s,
+        Proto::Udp,
+        "127.1.0.9",
+        &query("everyone.shop.myfed.svc.example.com.", RecordType::A, None),
+    )
+    .a();
+    assert_eq!(a, v4set(&["203.0.113.40", "198.51.100.40"]));
+}
+
+#[test]
+fn explain_shows_candidates_location_policy_and_answer() {
+    let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
+    let s = fx.start();
+    let server = s.http.to_string();
+    let explain = |args: &[&str]| {
+        let mut all: Vec<&OsStr> = vec![
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        let (code, out, err) = run_fedns(&all, Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{out}{err}");
+        out
+    };
+    let out = explain(&[
+        "checkout.shop.myfed.svc.example.com",
+        "--client",
+        "127.2.0.9",
+    ]);
+    for want in [
+        "location: region us-west2 (client network 127.2.0.0/16)",
+        "policy: geo",
+        "cluster east1 region us-east1",
+        "cluster west1 region us-west2",
+        "chosen: 198.51.100.20",
+        "IN A 198.51.100.20",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let out = explain(&[
+        "checkout.shop.myfed.svc.example.com",
+        "--client",
+        "127.1.0.9",
+        "--ecs",
+        "10.2.3.0/24",
+    ]);
+    assert!(
+        out.contains("via EDNS Client Subnet 10.2.3.0/24") && out.contains("ecs scope: /16"),
+        "{out}"
+    );
+    let out = explain(&["split.shop.myfed.svc.example.com"]);
+    assert!(
+        out.contains("policy: weighted")
+            && out.contains("chosen (weight 3): 203.0.113.20")
+            && out.contains("chosen (weight 1): 198.51.100.21"),
+        "{out}"
+    );
+    let out = explain(&["ordered.shop.myfed.svc.example.com"]);
+    assert!(
+        out.contains("policy: failover eu1 > west1 > us-east1")
+            && out.contains("unhealthy: no ready endpoint")
+            && out.contains("chosen: 198.51.100.30"),
+        "{out}"
+    );
+    let out = explain(&[
+        "everyone.shop.myfed.svc.example.com",
+        "--client",
+        "127.1.0.9",
+    ]);
+    assert!(
+        out.contains("policy: all") && out.contains("chosen: 198.51.100.40, 203.0.113.40"),
+        "{out}"
+    );
+    let out = explain(&["checkout.shop.myfed.svc.example.com"]);
+    assert!(
+        out.contains("location: unknown") && out.contains("location unknown: all healthy shards"),
+        "{out}"
+    );
+    let out = explain(&["www.example.com"]);
+    assert!(out.contains("not a federated name"), "{out}");
+}
+
+/// A minimal MaxMind DB writer (IPv4 tree, 24-bit records) for test databases: each network
+/// maps to `{location: {latitude, longitude}}`.
+fn write_mmdb(path: &Path, networks: &[(Ipv4Addr, u8, f64, f64)]) {
+    fn ctrl(out: &mut Vec<u8>, kind: u8, size: usize) {
+        assert!(size < 29);
+        if kind <= 7 {
+            out.push(kind << 5 | size as u8);
+        } else {
+            out.push(size as u8);
+            out.push(kind - 7);
+        }
+    }
+    fn string(out: &mut Vec<u8>, s: &str) {
+        ctrl(out, 2, s.len());
+        out.extend(s.as_bytes());
+    }
+    fn uint(out: &mut Vec<u8>, kind: u8, v: u64, bytes: usize) {
+        ctrl(out, kind, bytes);
+        out.extend(&v.to_be_bytes()[8 - bytes..]);
+    }
+    // Data section: one record per network.
+    let mut data = Vec::new();
+    let mut offsets = Vec::new();
+    for (_, _, lat, lon) in networks {
+        offsets.push(data.len());
+        ctrl(&mut data, 7, 1);
+        string(&mut data, "location");
+        ctrl(&mut data, 7, 2);
+        string(&mut data, "latitude");
+        ctrl(&mut data, 3, 8);
+        data.extend(lat.to_be_bytes());
+        string(&mut data, "longitude");
+        ctrl(&mut data, 3, 8);
+        data.extend(lon.to_be_bytes());
+    }
+    // Search tree: node 0 is the root; children are node ids, or data offsets (resolved below).
+    #[derive(Clone, Copy)]
+    enum Rec {
+        Empty,
+        Node(usize),
+        Data(usize),
+    }
+    let mut nodes: Vec<[Rec; 2]> = vec![[Rec::Empty, Rec::Empty]];
+    for (i, (addr, prefix, _, _)) in networks.iter().enumerate() {
+        let bits = u32::from(*addr);
+        let mut node = 0;
+        for depth in 0..*prefix as u32 {
+            let bit = ((bits >> (31 - depth)) & 1) as usize;
+            if depth + 1 == *prefix as u32 {
+                nodes[node][bit] = Rec::Data(offsets[i]);
+            } else {
+                node = match nodes[node][bit] {
+                    Rec::Node(n) => n,
+                    _ => {
+                        nodes.push([Rec::Empty, Rec::Empty]);
+                        nodes[node][bit] = Rec::Node(nodes.len() - 1);
+                        nodes.len() - 1
+                    }
+                };
+            }
+        }
+    }
+    let count = nodes.len();
+    let mut file = Vec::new();
+    for n in &nodes {
+        for r in n {
+            let v = match *r {
+                Rec::Empty => count,
+                Rec::Node(i) => i,
+                Rec::Data(off) => count + 16 + off,
+            };
+            file.extend(&(v as u32).to_be_bytes()[1..]);
+        }
+    }
+    file.extend([0u8; 16]);
+    file.extend(&data);
+    file.extend(b"\xAB\xCD\xEFMaxMind.com");
+    let mut meta = Vec::new();
+    ctrl(&mut meta, 7, 9);
+    string(&mut meta, "binary_format_major_version");
+    uint(&mut meta, 5, 2, 2);
+    string(&mut meta, "binary_format_minor_version");
+    uint(&mut meta, 5, 0, 2);
+    string(&mut meta, "build_epoch");
+    uint(&mut meta, 9, 1_700_000_000, 8);
+    string(&mut meta, "database_type");
+    string(&mut meta, "fedns-test-City");
+    string(&mut meta, "description");
+    ctrl(&mut meta, 7, 0);
+    string(&mut meta, "ip_version");
+    uint(&mut meta, 5, 4, 2);
+    string(&mut meta, "languages");
+    ctrl(&mut meta, 11, 0);
+    string(&mut meta, "node_count");
+    uint(&mut meta, 6, count as u64, 4);
+    string(&mut meta, "record_size");
+    uint(&mut meta, 5, 24, 2);
+    file.extend(meta);
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn geoip_database_places_clients_in_the_nearest_region() {
+    // 127.5/16 sits in Dublin (nearest: eu-west1), 127.6/16 in Los Angeles (us-west2).
+    let fx = Fixture::new(
+        &fed_geo(2).replace("ready_endpoints: 0}", "ready_endpoints: 1}"),
+        "",
+    );
+    write_mmdb(
+        &fx.path("city.mmdb"),
+        &[
+            (Ipv4Addr::new(127, 5, 0, 0), 16, 53.35, -6.26),
+            (Ipv4Addr::new(127, 6, 0, 0), 16, 34.05, -118.24),
+        ],
+    );
+    fx.write_config(&format!("{}  geoip_db: city.mmdb\n", GEO_CONFIG));
+    let s = fx.start();
+    let checkout = |from: &str| {
+        ask_from(
+            &s,
+            Proto::Udp,
+            from,
+            &query("checkout.shop.myfed.svc.example.com.", RecordType::A, None),
+        )
+        .a()
+    };
+    assert_eq!(
+        checkout("127.6.1.1"),
+        v4set(&["198.51.100.20"]),
+        "Los Angeles → us-west2"
+    );
+    // Dublin → eu-west1, which has no checkout shard: nearest with one is us-east1.
+    assert_eq!(checkout("127.5.1.1"), v4set(&["203.0.113.10"]));
+    // Configured client networks win over GeoIP.
+    assert_eq!(checkout("127.2.1.1"), v4set(&["198.51.100.20"]));
+    let server = s.http.to_string();
+    let (code, out, err) = run_fedns(
+        &[
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+            OsStr::new("checkout.shop.myfed.svc.example.com"),
+            OsStr::new("--client"),
+            OsStr::new("127.5.1.1"),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("location: region eu-west1 (GeoIP database"),
+        "{out}"
+    );
+    // A database that cannot be read is a clear startup error, not a panic.
+    std::fs::write(fx.path("city.mmdb"), b"not a database").unwrap();
+    let (code, out, err) = run_fedns(
+        &[
+            OsStr::new("check"),
+            OsStr::new("--config"),
+            fx.config().as_os_str(),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("city.mmdb"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Active probes
+// ------------------------------------------------------------------------------------------
+
+/// A loopback TCP (or HTTP) endpoint for probes; `healthy` decides the HTTP status, dropping
+/// it closes the port.
+struct ProbeTarget {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProbeTarget {
+    fn start(addr: SocketAddr, http: bool) -> ProbeTarget {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind(addr).expect("bind probe target");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (st, he) = (stop.clone(), healthy.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) if http => {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let mut buf = [0u8; 512];
+                        let _ = c.read(&mut buf);
+                        let status = if he.load(Ordering::Relaxed) {
+                            "200 OK"
+                        } else {
+                            "503 Service Unavailable"
+                        };
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ProbeTarget {
+            stop,
+            healthy,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ProbeTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A port free on both 127.0.0.11 and 127.0.0.12.
+fn twin_port() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.12", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both addresses")
+}
+
+fn fed_probed() -> &'static str {
+    r#"federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b]}
+  - {name: west1, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: probed
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.11], ready_endpoints: 1}
+      - {cluster: west1, addresses: [127.0.0.12], ready_endpoints: 1}
+"#
+}
+
+#[test]
+fn tcp_probes_remove_a_failing_shard_restore_it_and_fail_static() {
+    let port = twin_port();
+    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), false);
+    let mut west = Some(ProbeTarget::start(
+        SocketAddr::from(([127, 0, 0, 12], port)),
+        false,
+    ));
+    let fx = Fixture::new(
+        fed_probed(),
+        &format!(
+            "probes:\n  - {{federation: myfed, type: tcp, port: {port}, interval_ms: 100, timeout_ms: 300, up_after: 2, down_after: 2}}\n"
+        ),
+    );
+    let s = fx.start();
+    let a = || {
+        s.ask(
+            Proto::Udp,
+            "probed.shop.myfed.svc.example.com.",
+            RecordType::A,
+        )
+        .a()
+    };
+    let both = v4set(&["127.0.0.11", "127.0.0.12"]);
+    assert_eq!(a(), both);
+    drop(west.take());
+    let only_east = wait_for(Duration::from_secs(5), || {
+        (a() == v4set(&["127.0.0.11"])).then_some(())
+    });
+    assert!(
+        only_east.is_some(),
+        "the failing shard leaves the answer: {:?}",
+        a()
+    );
+    assert_eq!(metric(&s.metrics(), "fedns_probe_shards_down"), Some(1.0));
+    let (_, explain) = s.http_get("/explain?name=probed.shop.myfed.svc.example.com");
+    assert!(
+        explain.contains("probe down: unhealthy: probe failing"),
+        "{explain}"
+    );
+    let _west = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 12], port)), false);
+    let back = wait_for(Duration::from_secs(5), || (a() == both).then_some(()));
+    assert!(
+        back.is_some(),
+        "it comes back after up_after passes: {:?}",
+        a()
+    );
+    // Every shard failing: the probes are more likely wrong than every copy of the service.
+    drop(east);
+    drop(_west);
+    let logged = s.wait_log(Duration::from_secs(5), |l| l.contains("fail static"));
+    assert!(logged.is_some(), "{}", s.log_text());
+    // The log line comes from the merger just before it publishes the table.
+    let kept = wait_for(Duration::from_secs(3), || (a() == both).then_some(()));
+    assert!(
+        kept.is_some(),
+        "fail static keeps the last healthy set: {:?}",
+        a()
+    );
+    assert_eq!(
+        metric(&s.metrics(), "fedns_probe_fail_static_services"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn http_probes_follow_the_status_code() {
+    let port = twin_port();
+    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), true);
+    let _west = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 12], port)), true);
+    let fx = Fixture::new(
+        fed_probed(),
+        &format!(
+            "probes:\n  - {{federation: myfed, service: shop/probed, type: http, port: {port}, path: /healthz, expect_status: 200, interval_ms: 100, timeout_ms: 300, up_after: 1, down_after: 2}}\n"
+        ),
+    );
+    let s = fx.start();
+    let a = || {
+        s.ask(
+            Proto::Udp,
+            "probed.shop.myfed.svc.example.com.",
+            RecordType::A,
+        )
+        .a()
+    };
+    assert_eq!(a(), v4set(&["127.0.0.11", "127.0.0.12"]));
+    east.healthy.store(false, Ordering::Relaxed);
+    let gone = wait_for(Duration::from_secs(5), || {
+        (a() == v4set(&["127.0.0.12"])).then_some(())
+    });
+    assert!(gone.is_some(), "503 takes the shard out: {:?}", a());
+    east.healthy.store(true, Ordering::Relaxed);
+    let back = wait_for(Duration::from_secs(5), || (a().len() == 2).then_some(()));
+    assert!(back.is_some(), "200 brings it back: {:?}", a());
+}

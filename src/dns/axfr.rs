@@ -92,6 +92,7 @@ mod tests {
         );
         let table = crate::table::build::build(crate::table::build::BuildInput {
             zones: &[],
+            locator: &crate::geo::Locator::default(),
             federations: &[],
             etcd: &[&data],
             etcd_cache: None,

@@ -7,6 +7,7 @@
 
 pub mod axfr;
 pub mod encode;
+pub mod explain;
 pub mod respond;
 pub mod zonefile;
 

@@ -5,12 +5,17 @@
 //! the response never exceeds the buffer or, over UDP, the negotiated payload size (TC=1, OPT
 //! kept, when it would).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::geo::Locator;
 use crate::metrics::QueryStats;
 use crate::model::rtype;
 use crate::table::{Body, Lookup, Table, rcode};
 
 const HEADER: usize = 12;
 const OPT_LEN: usize = 11;
+/// EDNS Client Subnet option code (RFC 7871).
+const OPT_ECS: u16 = 8;
 const BADVERS: u16 = 16;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
@@ -26,6 +31,48 @@ pub enum Transport {
 pub struct Limits {
     /// Our EDNS UDP payload size: advertised, and the most we send over UDP.
     pub edns_payload: u16,
+}
+
+/// Who asked, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: IpAddr,
+    pub transport: Transport,
+}
+
+/// What answers are read from: the current table and the client locator.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub table: &'a Table,
+    pub locator: &'a Locator,
+    pub limits: Limits,
+}
+
+/// An EDNS Client Subnet option from the query (RFC 7871 §6).
+#[derive(Clone, Copy)]
+struct Ecs {
+    family: u16,
+    source_prefix: u8,
+    address: [u8; 16],
+}
+
+impl Ecs {
+    fn address_len(&self) -> usize {
+        self.source_prefix.div_ceil(8) as usize
+    }
+
+    fn ip(&self) -> IpAddr {
+        if self.family == 1 {
+            IpAddr::V4(Ipv4Addr::new(
+                self.address[0],
+                self.address[1],
+                self.address[2],
+                self.address[3],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.address))
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -45,6 +92,7 @@ struct Query {
     qtype: u16,
     qclass: u16,
     edns: Option<Edns>,
+    ecs: Option<Ecs>,
 }
 
 /// Per-worker state the query path keeps between queries.
@@ -64,11 +112,10 @@ impl WorkerState {
 /// Answers `req` into `out` and returns the response length, or `None` when nothing should be
 /// sent. `out` must hold at least 65535 bytes for TCP and `limits.edns_payload` for UDP.
 pub fn respond(
-    table: &Table,
+    src: Source<'_>,
     req: &[u8],
     out: &mut [u8],
-    transport: Transport,
-    limits: Limits,
+    peer: Peer,
     state: &mut WorkerState,
     stats: &QueryStats,
 ) -> Option<usize> {
@@ -87,9 +134,12 @@ pub fn respond(
         qtype: 0,
         qclass: 0,
         edns: None,
+        ecs: None,
     };
+    // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
+    let mut scope = 0u8;
     // (rcode, sections, authoritative)
-    let (code, lookup_result, aa) = match parse(req, &mut q, &mut key) {
+    let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
             if q.opcode != 0 {
                 rcode::NOTIMP as u16
@@ -100,7 +150,11 @@ pub fn respond(
             false,
         ),
         Ok(key_len) => {
-            stats.request(transport, q.qtype);
+            stats.request(peer.transport, q.qtype);
+            // A resolver's ECS is ignored (and not echoed) unless config allows it.
+            if !src.locator.ecs {
+                q.ecs = None;
+            }
             if q.opcode != 0 {
                 (rcode::NOTIMP as u16, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
@@ -112,7 +166,19 @@ pub fn respond(
                 // Other classes are not ours; zone transfers are not offered yet.
                 (rcode::REFUSED as u16, None, false)
             } else {
-                match table.lookup(&key[..key_len], q.qtype) {
+                let locate = || {
+                    // RFC 7871 §7.1.2: SOURCE PREFIX-LENGTH 0 asks us to ignore the subnet; the
+                    // packet's source then decides, and the answer is valid for everyone.
+                    match q.ecs {
+                        Some(e) if e.source_prefix > 0 => {
+                            let (loc, used) = src.locator.locate(e.ip(), e.source_prefix);
+                            scope = used;
+                            loc as usize
+                        }
+                        _ => src.locator.locate(peer.addr, 0).0 as usize,
+                    }
+                };
+                match src.table.lookup(&key[..key_len], q.qtype, locate) {
                     Lookup::Authoritative(answer) => {
                         let body = &answer.bodies[state.rotation % answer.bodies.len()];
                         state.rotation = state.rotation.wrapping_add(1);
@@ -125,17 +191,30 @@ pub fn respond(
         }
     };
     stats.response(code);
+    let answer = Answer {
+        code,
+        body,
+        authoritative: aa,
+        scope,
+    };
     Some(write(
         req,
         out,
         &q,
-        code,
-        lookup_result,
-        aa,
-        transport,
-        limits,
+        &answer,
+        peer.transport,
+        src.limits,
         stats,
     ))
+}
+
+/// The outcome of a lookup, ready to be written.
+struct Answer<'a> {
+    code: u16,
+    body: Option<&'a Body>,
+    authoritative: bool,
+    /// ECS scope prefix length actually used.
+    scope: u8,
 }
 
 /// Parses question and EDNS. `Ok(len)` of the lowercased question name in `key`; `Err(rcode)`.
@@ -207,7 +286,12 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
                 if o + 4 > next {
                     return Err(rcode::FORMERR as u16);
                 }
+                let code = u16::from_be_bytes([req[o], req[o + 1]]);
                 let olen = u16::from_be_bytes([req[o + 2], req[o + 3]]) as usize;
+                if code == OPT_ECS && o + 4 + olen <= next {
+                    q.ecs =
+                        Some(parse_ecs(&req[o + 4..o + 4 + olen]).ok_or(rcode::FORMERR as u16)?);
+                }
                 o += 4 + olen;
             }
             if o != next {
@@ -217,6 +301,41 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
         pos = next;
     }
     Ok(key_len)
+}
+
+/// RFC 7871 §6: FAMILY 1 or 2, SOURCE PREFIX-LENGTH within the family, SCOPE 0 in queries,
+/// exactly ceil(SOURCE/8) address bytes with no bits set beyond SOURCE. Anything else is FORMERR.
+fn parse_ecs(opt: &[u8]) -> Option<Ecs> {
+    if opt.len() < 4 {
+        return None;
+    }
+    let family = u16::from_be_bytes([opt[0], opt[1]]);
+    let (source_prefix, scope) = (opt[2], opt[3]);
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    if source_prefix > max || scope != 0 {
+        return None;
+    }
+    let mut e = Ecs {
+        family,
+        source_prefix,
+        address: [0; 16],
+    };
+    let addr = &opt[4..];
+    if addr.len() != e.address_len() {
+        return None;
+    }
+    if let Some(last) = addr.last() {
+        let used_bits = source_prefix as u32 - 8 * (addr.len() as u32 - 1);
+        if used_bits < 8 && last & (0xffu8 >> used_bits) != 0 {
+            return None;
+        }
+    }
+    e.address[..addr.len()].copy_from_slice(addr);
+    Some(e)
 }
 
 /// Skips one resource record: `(end, type, rdata start)`, or `None` if it overruns the packet.
@@ -243,14 +362,11 @@ fn skip_record(req: &[u8], mut pos: usize) -> Option<(usize, u16, usize)> {
     (end <= req.len()).then_some((end, rr_type, pos + 10))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write(
     req: &[u8],
     out: &mut [u8],
     q: &Query,
-    code: u16,
-    body: Option<&Body>,
-    authoritative: bool,
+    answer: &Answer<'_>,
     transport: Transport,
     limits: Limits,
     stats: &QueryStats,
@@ -258,7 +374,10 @@ fn write(
     let question = &req[HEADER..q.question_end];
     // A FORMERR before EDNS was parsed has no OPT to echo; BADVERS must carry one.
     let edns = q.edns;
-    let opt_len = if edns.is_some() { OPT_LEN } else { 0 };
+    // RFC 7871 §7.2.2: echo the client's subnet with the scope we used.
+    let ecs = q.ecs.filter(|_| edns.is_some());
+    let ecs_len = ecs.map_or(0, |e| 8 + e.address_len());
+    let opt_len = if edns.is_some() { OPT_LEN + ecs_len } else { 0 };
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match edns {
@@ -267,16 +386,20 @@ fn write(
         },
     }
     .min(out.len());
-    let body_len = body.map_or(0, |b| b.wire.len());
+    let body_len = answer.body.map_or(0, |b| b.wire.len());
     let truncated = HEADER + question.len() + body_len + opt_len > limit;
     if truncated {
         stats.truncated();
     }
-    let body = if truncated { None } else { body };
+    let body = if truncated { None } else { answer.body };
+    let code = answer.code;
 
     out[0..2].copy_from_slice(&q.id);
-    out[2] =
-        0x80 | (q.opcode << 3) | (authoritative as u8) << 2 | (truncated as u8) << 1 | q.rd as u8;
+    out[2] = 0x80
+        | (q.opcode << 3)
+        | (answer.authoritative as u8) << 2
+        | (truncated as u8) << 1
+        | q.rd as u8;
     out[3] = (q.cd as u8) << 4 | (code & 0x0f) as u8;
     let qd = (q.question_end > HEADER) as u16;
     out[4..6].copy_from_slice(&qd.to_be_bytes());
@@ -297,8 +420,18 @@ fn write(
         out[pos + 1..pos + 3].copy_from_slice(&rtype::OPT.to_be_bytes());
         out[pos + 3..pos + 5].copy_from_slice(&limits.edns_payload.to_be_bytes());
         out[pos + 5..pos + 9].copy_from_slice(&ttl);
-        out[pos + 9..pos + 11].copy_from_slice(&[0, 0]);
+        out[pos + 9..pos + 11].copy_from_slice(&(ecs_len as u16).to_be_bytes());
         pos += OPT_LEN;
+        if let Some(c) = ecs {
+            let n = c.address_len();
+            out[pos..pos + 2].copy_from_slice(&OPT_ECS.to_be_bytes());
+            out[pos + 2..pos + 4].copy_from_slice(&((4 + n) as u16).to_be_bytes());
+            out[pos + 4..pos + 6].copy_from_slice(&c.family.to_be_bytes());
+            out[pos + 6] = c.source_prefix;
+            out[pos + 7] = answer.scope;
+            out[pos + 8..pos + 8 + n].copy_from_slice(&c.address[..n]);
+            pos += 8 + n;
+        }
     }
     pos
 }

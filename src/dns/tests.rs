@@ -7,13 +7,14 @@ use std::path::Path;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::dns::respond::{Limits, Transport, WorkerState, respond};
+use crate::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
+use crate::geo::Locator;
 use crate::metrics::QueryStats;
-use crate::model::{Cluster, DnsName, Federation, Service, ServicePort, Shard};
+use crate::model::{Cluster, DnsName, Federation, Policy, Service, ServicePort, Shard};
 use crate::table::Table;
 use crate::table::build::{BuildInput, build};
 
-const ZONE: &str = "$TTL 3600\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN CNAME web.shop.f.svc\nloop1 IN CNAME loop2\nloop2 IN CNAME loop1\nout IN CNAME elsewhere.example.net.\n";
+const ZONE: &str = "$TTL 3600\nalias IN CNAME geo.shop.f.svc\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN CNAME web.shop.f.svc\nloop1 IN CNAME loop2\nloop2 IN CNAME loop1\nout IN CNAME elsewhere.example.net.\n";
 
 fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
     Shard {
@@ -22,6 +23,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         ready_endpoints: ready,
         not_ready_endpoints: 0,
         zones: vec![],
+        probe: Default::default(),
     }
 }
 
@@ -30,6 +32,7 @@ fn federation(max_answers: usize) -> Federation {
         name: n.into(),
         region: r.into(),
         zones: z.iter().map(|s| s.to_string()).collect(),
+        weight: if n == "e1" { 3 } else { 1 },
     };
     let many: Vec<String> = (1..=12).map(|i| format!("10.9.0.{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
@@ -38,6 +41,7 @@ fn federation(max_answers: usize) -> Federation {
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 42,
         max_answers,
+        policy: Policy::Geo,
         clusters: vec![
             c("e1", "east", &["east-a", "east-b"]),
             c("w1", "west", &["west-a"]),
@@ -55,20 +59,38 @@ fn federation(max_answers: usize) -> Federation {
                     shard("e1", &["10.0.0.1", "2001:db8::1"], 2),
                     shard("w1", &["10.0.0.2"], 0),
                 ],
+                policy: None,
             },
             Service {
                 name: "down".into(),
                 namespace: "shop".into(),
                 ports: vec![],
                 shards: vec![shard("e1", &["10.0.0.3"], 0)],
+                policy: None,
             },
             Service {
                 name: "big".into(),
                 namespace: "shop".into(),
                 ports: vec![],
                 shards: vec![shard("e1", &many, 1)],
+                policy: None,
+            },
+            Service {
+                name: "geo".into(),
+                namespace: "shop".into(),
+                ports: vec![],
+                shards: vec![shard("e1", &["10.5.0.1"], 1), shard("w1", &["10.5.0.2"], 1)],
+                policy: None,
+            },
+            Service {
+                name: "split".into(),
+                namespace: "shop".into(),
+                ports: vec![],
+                shards: vec![shard("e1", &["10.6.0.1"], 1), shard("w1", &["10.6.0.2"], 1)],
+                policy: Some(Policy::Weighted),
             },
         ],
+        ingress_hosts: vec![],
     }
 }
 
@@ -81,8 +103,37 @@ fn table() -> Table {
         federations: &[federation(8)],
         serial: 99,
         generation: 1,
+        locator: locator(),
     });
     built.table
+}
+
+/// Clients in 10.1/16 are in east (zone east-b), 10.2/16 in west, 10.3/16 in eu.
+fn locator() -> &'static Locator {
+    static L: std::sync::OnceLock<Locator> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        use crate::geo::ClientNetwork;
+        let net = |a: &str, r: &str, z: Option<&str>| ClientNetwork {
+            addr: a.parse().unwrap(),
+            prefix: 16,
+            region: r.into(),
+            zone: z.map(Into::into),
+        };
+        Locator::new(
+            &[
+                ("east".into(), 40.0, -75.0),
+                ("west".into(), 37.0, -122.0),
+                ("eu".into(), 50.0, 8.0),
+            ],
+            &[
+                net("10.1.0.0", "east", Some("east-b")),
+                net("10.2.0.0", "west", None),
+                net("10.3.0.0", "eu", None),
+            ],
+            &[],
+            true,
+        )
+    })
 }
 
 fn query_bytes(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
@@ -100,14 +151,31 @@ fn ask_raw(
     transport: Transport,
     state: &mut WorkerState,
 ) -> Option<Message> {
+    ask_from(table, req, transport, "192.0.2.1", state)
+}
+
+fn ask_from(
+    table: &Table,
+    req: &[u8],
+    transport: Transport,
+    client: &str,
+    state: &mut WorkerState,
+) -> Option<Message> {
     let mut out = vec![0u8; 65535];
     let stats = QueryStats::default();
-    let n = respond(
+    let src = Source {
         table,
+        locator: locator(),
+        limits: Limits { edns_payload: 1232 },
+    };
+    let n = respond(
+        src,
         req,
         &mut out,
-        transport,
-        Limits { edns_payload: 1232 },
+        Peer {
+            addr: client.parse().unwrap(),
+            transport,
+        },
         state,
         &stats,
     )?;
@@ -376,4 +444,177 @@ fn malformed_queries() {
             let _ = ask_raw(&t, &g, Transport::Tcp, &mut st);
         }
     }
+}
+
+fn ask_bytes(table: &Table, req: &[u8], client: &str) -> Vec<u8> {
+    let mut out = vec![0u8; 65535];
+    let stats = QueryStats::default();
+    let src = Source {
+        table,
+        locator: locator(),
+        limits: Limits { edns_payload: 1232 },
+    };
+    let peer = Peer {
+        addr: client.parse().unwrap(),
+        transport: Transport::Udp,
+    };
+    let n = respond(
+        src,
+        req,
+        &mut out,
+        peer,
+        &mut WorkerState::default(),
+        &stats,
+    )
+    .unwrap();
+    out.truncate(n);
+    out
+}
+
+/// Appends an ECS option (RFC 7871) to a query that ends with an empty OPT record.
+fn with_ecs(mut q: Vec<u8>, family: u16, source: u8, scope: u8, addr: &[u8]) -> Vec<u8> {
+    let n = q.len();
+    let rdlen = (8 + addr.len()) as u16;
+    q[n - 2..].copy_from_slice(&rdlen.to_be_bytes());
+    q.extend(8u16.to_be_bytes());
+    q.extend(((4 + addr.len()) as u16).to_be_bytes());
+    q.extend(family.to_be_bytes());
+    q.extend([source, scope]);
+    q.extend(addr);
+    q
+}
+
+#[test]
+fn geo_answers_follow_the_client_source_address() {
+    let t = table();
+    let a = |client: &str| {
+        let m = ask_from(
+            &t,
+            &query_bytes("geo.shop.f.svc.example.com.", RecordType::A, false),
+            Transport::Udp,
+            client,
+            &mut WorkerState::default(),
+        )
+        .unwrap();
+        addrs(&m)
+    };
+    assert_eq!(a("10.1.9.9"), ["10.5.0.1"], "east client: east shard");
+    assert_eq!(a("10.2.9.9"), ["10.5.0.2"], "west client: west shard");
+    assert_eq!(a("10.3.9.9"), ["10.5.0.1"], "eu has none: nearest is east");
+    let mut all = a("192.0.2.7");
+    all.sort();
+    assert_eq!(all, ["10.5.0.1", "10.5.0.2"], "unknown location: all");
+    // Regional names keep their meaning whoever asks.
+    let m = ask_from(
+        &t,
+        &query_bytes("geo.shop.f.svc.west.example.com.", RecordType::A, false),
+        Transport::Udp,
+        "10.1.9.9",
+        &mut WorkerState::default(),
+    )
+    .unwrap();
+    assert_eq!(addrs(&m), ["10.5.0.2"]);
+    // A static CNAME into a geo name is answered per location too.
+    let m = ask_from(
+        &t,
+        &query_bytes("alias.example.com.", RecordType::A, false),
+        Transport::Udp,
+        "10.2.1.1",
+        &mut WorkerState::default(),
+    )
+    .unwrap();
+    assert_eq!(addrs(&m), ["10.5.0.2"]);
+}
+
+#[test]
+fn ecs_decides_the_location_and_is_echoed_with_its_scope() {
+    let t = table();
+    let q = with_ecs(
+        query_bytes("geo.shop.f.svc.example.com.", RecordType::A, true),
+        1,
+        24,
+        0,
+        &[10, 2, 3],
+    );
+    let raw = ask_bytes(&t, &q, "10.1.1.1");
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        addrs(&m),
+        ["10.5.0.2"],
+        "the subnet, not the resolver, decides"
+    );
+    // Response ends with the ECS option: family 1, source 24, scope 16 (the /16 that matched), 3 address bytes.
+    assert_eq!(
+        &raw[raw.len() - 11..],
+        &[0, 8, 0, 7, 0, 1, 24, 16, 10, 2, 3]
+    );
+    // A name whose answer does not depend on location: scope 0.
+    let q = with_ecs(
+        query_bytes("web.shop.f.svc.east.example.com.", RecordType::A, true),
+        1,
+        24,
+        0,
+        &[10, 2, 3],
+    );
+    let raw = ask_bytes(&t, &q, "10.1.1.1");
+    assert_eq!(raw[raw.len() - 4], 0);
+    // IPv6 ECS with an unknown subnet: all shards, scope = source prefix.
+    let q = with_ecs(
+        query_bytes("geo.shop.f.svc.example.com.", RecordType::A, true),
+        2,
+        48,
+        0,
+        &[0x20, 0x01, 0x0d, 0xb8, 0, 1],
+    );
+    let raw = ask_bytes(&t, &q, "10.1.1.1");
+    assert_eq!(addrs(&Message::from_vec(&raw).unwrap()).len(), 2);
+    assert_eq!(raw[raw.len() - 7], 48);
+}
+
+#[test]
+fn malformed_ecs_is_formerr() {
+    let t = table();
+    let base = || query_bytes("geo.shop.f.svc.example.com.", RecordType::A, true);
+    for (what, q) in [
+        (
+            "bits beyond the source prefix",
+            with_ecs(base(), 1, 20, 0, &[10, 2, 0xff]),
+        ),
+        (
+            "non-zero scope in a query",
+            with_ecs(base(), 1, 24, 8, &[10, 2, 3]),
+        ),
+        (
+            "address longer than the prefix",
+            with_ecs(base(), 1, 8, 0, &[10, 2]),
+        ),
+        ("unknown family", with_ecs(base(), 3, 8, 0, &[10])),
+        (
+            "prefix beyond the family",
+            with_ecs(base(), 1, 33, 0, &[10, 2, 3, 4, 5]),
+        ),
+    ] {
+        let m = Message::from_vec(&ask_bytes(&t, &q, "10.1.1.1")).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{what}");
+    }
+}
+
+#[test]
+fn weighted_policy_shares_answers_by_cluster_weight() {
+    let t = table();
+    let mut state = WorkerState::default();
+    let mut east = 0;
+    for _ in 0..40 {
+        let m = ask_raw(
+            &t,
+            &query_bytes("split.shop.f.svc.example.com.", RecordType::A, false),
+            Transport::Udp,
+            &mut state,
+        )
+        .unwrap();
+        let a = addrs(&m);
+        assert_eq!(a.len(), 1, "one cluster per answer");
+        east += (a[0] == "10.6.0.1") as u32;
+    }
+    assert_eq!(east, 30, "weights 3:1 over 40 queries");
 }

@@ -15,6 +15,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/explain", get(super::explain::handler))
         .with_state(shared)
 }
 

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::Shared;
-use crate::dns::respond::{Transport, WorkerState, respond};
+use crate::dns::respond::{Peer, Transport, WorkerState, respond};
 use crate::metrics::QueryStats;
 
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +62,10 @@ async fn connection(
     idle: Duration,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = Peer {
+        addr: peer.ip().to_canonical(),
+        transport: Transport::Tcp,
+    };
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut req = vec![0u8; u16::MAX as usize];
@@ -78,7 +82,7 @@ async fn connection(
         if !shared.axfr_allow.is_empty() {
             let transfer = {
                 let table = shared.table.load();
-                crate::dns::axfr::answer(&table, &req[..len], peer.ip(), &shared.axfr_allow)
+                crate::dns::axfr::answer(&table, &req[..len], peer.addr, &shared.axfr_allow)
             };
             if let Some(messages) = transfer {
                 for m in messages {
@@ -97,11 +101,10 @@ async fn connection(
         let answered = {
             let table = shared.table.load();
             respond(
-                &table,
+                shared.source(&table),
                 &req[..len],
                 &mut resp[2..],
-                Transport::Tcp,
-                shared.limits,
+                peer,
                 &mut state,
                 stats,
             )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::Shared;
-use crate::dns::respond::{Transport, WorkerState, respond};
+use crate::dns::respond::{Peer, Transport, WorkerState, respond};
 use crate::metrics::QueryStats;
 
 /// Binds `count` reuse-port sockets on `addr` (port 0: all on the same ephemeral port).
@@ -53,13 +53,16 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
         let mut out = 0;
         for i in 0..n {
             let len = batch.received_len(i);
+            let peer = Peer {
+                addr: batch.peer(i),
+                transport: Transport::Udp,
+            };
             let (req, resp) = batch.buffers(i, out);
             if let Some(rlen) = respond(
-                &table,
+                shared.source(&table),
                 &req[..len],
                 resp,
-                Transport::Udp,
-                shared.limits,
+                peer,
                 &mut state,
                 &stats,
             ) {
@@ -153,6 +156,27 @@ impl Batch {
             Err(io::Error::last_os_error())
         } else {
             Ok(n as usize)
+        }
+    }
+
+    /// The sender of datagram `i`.
+    fn peer(&self, i: usize) -> std::net::IpAddr {
+        let a = &self.addrs[i];
+        match a.ss_family as i32 {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in here (ss_family says so).
+                let sin =
+                    unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, a sockaddr_in6.
+                let sin6 =
+                    unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+                    .to_canonical()
+            }
+            _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         }
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::dns::zonefile::Problem;
-use crate::model::{Cluster, DnsName, Federation, Service, ServicePort, Shard};
+use crate::model::{Cluster, DnsName, Federation, Policy, Service, ServicePort, Shard};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +34,18 @@ struct RawFederation {
     ttl: u32,
     #[serde(default = "default_max_answers")]
     max_answers: usize,
+    #[serde(default)]
+    policy: Option<Spanned<RawPolicy>>,
+}
+
+/// `policy: geo | all | weighted | {failover: [cluster or region, ...]}`
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum RawPolicy {
+    Geo,
+    All,
+    Weighted,
+    Failover(Vec<String>),
 }
 
 fn default_ttl() -> u32 {
@@ -50,6 +62,12 @@ struct RawCluster {
     region: Spanned<String>,
     #[serde(default)]
     zones: Vec<Spanned<String>>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Deserialize)]
@@ -61,6 +79,8 @@ struct RawService {
     ports: Vec<RawPort>,
     #[serde(default)]
     shards: Vec<RawShard>,
+    #[serde(default)]
+    policy: Option<Spanned<RawPolicy>>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +129,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
             }]
         })?
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
             let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
             vec![Problem {
                 file: file.clone(),
@@ -121,19 +141,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
     validate(&file, raw)
 }
 
+/// Problems found while validating, each located at the value it is about.
+struct Problems<'a> {
+    file: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn at<T>(&mut self, at: &Spanned<T>, field: String, message: String) {
+        let line = Some(at.referenced.line() as usize).filter(|l| *l > 0);
+        self.list.push(Problem {
+            file: self.file.to_string(),
+            line,
+            message: format!("{field}: {message}"),
+        });
+    }
+}
+
+/// serde-saphyr's default budget (250k nodes) stops at ~8k services; federation files are
+/// written by their operators, so allow large ones while keeping the alias-bomb limits.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }
 
 fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut err = |at: &Spanned<String>, field: String, message: String| {
-        let line = Some(at.referenced.line() as usize).filter(|l| *l > 0);
-        problems.push(Problem {
-            file: file.to_string(),
-            line,
-            message: format!("{field}: {message}"),
-        });
+    let mut problems = Problems {
+        file,
+        list: Vec::new(),
     };
     let label_ok = |s: &str| {
         !s.is_empty()
@@ -145,7 +189,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
 
     let fed_name = &raw.federation.name;
     if !label_ok(&fed_name.value) {
-        err(
+        problems.at(
             fed_name,
             "federation.name".into(),
             format!("{:?} is not a DNS label", fed_name.value),
@@ -154,7 +198,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
     let zone = match DnsName::parse(&raw.federation.zone.value) {
         Ok(z) if !z.is_root() => z,
         Ok(_) => {
-            err(
+            problems.at(
                 &raw.federation.zone,
                 "federation.zone".into(),
                 "the root zone cannot be a federation zone".into(),
@@ -162,7 +206,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
             DnsName::root()
         }
         Err(e) => {
-            err(&raw.federation.zone, "federation.zone".into(), e);
+            problems.at(&raw.federation.zone, "federation.zone".into(), e);
             DnsName::root()
         }
     };
@@ -171,14 +215,14 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
     let mut seen = HashSet::new();
     for (i, c) in raw.clusters.iter().enumerate() {
         if !seen.insert(c.name.value.clone()) {
-            err(
+            problems.at(
                 &c.name,
                 format!("clusters[{i}].name"),
                 format!("cluster {:?} is defined twice", c.name.value),
             );
         }
         if !label_ok(&c.region.value) {
-            err(
+            problems.at(
                 &c.region,
                 format!("clusters[{i}].region"),
                 format!("{:?} is not a DNS label", c.region.value),
@@ -186,7 +230,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         }
         for (j, z) in c.zones.iter().enumerate() {
             if !label_ok(&z.value) {
-                err(
+                problems.at(
                     z,
                     format!("clusters[{i}].zones[{j}]"),
                     format!("{:?} is not a DNS label", z.value),
@@ -197,6 +241,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
             name: c.name.value.clone(),
             region: c.region.value.clone(),
             zones: c.zones.iter().map(|z| z.value.clone()).collect(),
+            weight: c.weight,
         });
     }
 
@@ -204,21 +249,21 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
     let mut seen = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
         if !label_ok(&s.name.value) {
-            err(
+            problems.at(
                 &s.name,
                 format!("services[{i}].name"),
                 format!("{:?} is not a DNS label", s.name.value),
             );
         }
         if !label_ok(&s.namespace.value) {
-            err(
+            problems.at(
                 &s.namespace,
                 format!("services[{i}].namespace"),
                 format!("{:?} is not a DNS label", s.namespace.value),
             );
         }
         if !seen.insert((s.name.value.clone(), s.namespace.value.clone())) {
-            err(
+            problems.at(
                 &s.name,
                 format!("services[{i}].name"),
                 format!(
@@ -230,7 +275,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         let mut ports = Vec::new();
         for (j, p) in s.ports.iter().enumerate() {
             if !label_ok(&p.name.value) || p.name.value.len() > 62 {
-                err(
+                problems.at(
                     &p.name,
                     format!("services[{i}].ports[{j}].name"),
                     format!("{:?} is not a DNS label", p.name.value),
@@ -238,7 +283,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
             }
             let proto = p.protocol.value.to_ascii_lowercase();
             if !["tcp", "udp", "sctp"].contains(&proto.as_str()) {
-                err(
+                problems.at(
                     &p.protocol,
                     format!("services[{i}].ports[{j}].protocol"),
                     format!("{:?} is not TCP, UDP or SCTP", p.protocol.value),
@@ -253,7 +298,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         let mut shards = Vec::new();
         for (j, sh) in s.shards.iter().enumerate() {
             let Some(cluster) = clusters.iter().find(|c| c.name == sh.cluster.value) else {
-                err(
+                problems.at(
                     &sh.cluster,
                     format!("services[{i}].shards[{j}].cluster"),
                     format!("unknown cluster {:?}", sh.cluster.value),
@@ -262,7 +307,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
             };
             for (k, z) in sh.zones.iter().enumerate() {
                 if !cluster.zones.contains(&z.value) {
-                    err(
+                    problems.at(
                         z,
                         format!("services[{i}].shards[{j}].zones[{k}]"),
                         format!("cluster {} has no zone {:?}", cluster.name, z.value),
@@ -275,6 +320,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
                 ready_endpoints: sh.ready_endpoints,
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
+                probe: Default::default(),
             });
         }
         services.push(Service {
@@ -282,18 +328,58 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
             namespace: s.namespace.value.to_ascii_lowercase(),
             ports,
             shards,
+            policy: None,
         });
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    let regions: Vec<&str> = clusters.iter().map(|c| c.region.as_str()).collect();
+    let policy_of = |p: &Spanned<RawPolicy>, field: &str, problems: &mut Problems| match &p.value {
+        RawPolicy::Geo => Policy::Geo,
+        RawPolicy::All => Policy::All,
+        RawPolicy::Weighted => Policy::Weighted,
+        RawPolicy::Failover(order) => {
+            for name in order {
+                if !clusters.iter().any(|c| &c.name == name) && !regions.contains(&name.as_str()) {
+                    problems.at(
+                        p,
+                        field.to_string(),
+                        format!("failover entry {name:?} is neither a cluster nor a region"),
+                    );
+                }
+            }
+            if order.is_empty() {
+                problems.at(
+                    p,
+                    field.to_string(),
+                    "failover needs at least one cluster or region".into(),
+                );
+            }
+            Policy::Failover(order.clone())
+        }
+    };
+    let policy = raw.federation.policy.as_ref().map_or(Policy::Geo, |p| {
+        policy_of(p, "federation.policy", &mut problems)
+    });
+    for (i, s) in raw.services.iter().enumerate() {
+        if let Some(p) = &s.policy {
+            services[i].policy = Some(policy_of(
+                p,
+                &format!("services[{i}].policy"),
+                &mut problems,
+            ));
+        }
+    }
+    if !problems.list.is_empty() {
+        return Err(problems.list);
     }
     Ok(Federation {
         name: fed_name.value.to_ascii_lowercase(),
         zone,
         ttl: raw.federation.ttl,
         max_answers: raw.federation.max_answers,
+        policy,
         clusters,
         services,
+        ingress_hosts: vec![],
     })
 }
 
@@ -332,6 +418,19 @@ mod tests {
         let bad = GOOD.replace("192.0.2.1", "192.0.2.300");
         let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
         assert_eq!(errs[0].line, Some(14), "{errs:?}");
+    }
+
+    #[test]
+    fn large_files_are_not_cut_off_by_the_yaml_budget() {
+        // 25k services is over 300k YAML nodes, past serde-saphyr's default 250k budget.
+        let mut text = String::from(
+            "federation: {name: f, zone: example.com}\nclusters: [{name: c1, region: r}]\nservices:\n",
+        );
+        for i in 0..25_000 {
+            text.push_str(&format!("  - {{name: s{i}, namespace: n, shards: [{{cluster: c1, addresses: [10.0.0.1], ready_endpoints: 1}}]}}\n"));
+        }
+        let f = parse(Path::new("big.yaml"), &text).unwrap();
+        assert_eq!(f.services.len(), 25_000);
     }
 
     #[test]

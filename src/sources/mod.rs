@@ -7,6 +7,7 @@
 
 pub mod etcd;
 pub mod federation_file;
+pub mod kubernetes;
 pub mod watch;
 pub mod zone_dir;
 
@@ -22,6 +23,8 @@ pub enum Snapshot {
     Federation(Box<Federation>),
     /// The in-memory copy of an etcd prefix (SkyDNS layout) and the zones served from it.
     Etcd(Box<etcd::skydns::EtcdData>),
+    /// Active probe verdicts per shard (see [`crate::probe`]).
+    Probes(crate::probe::Verdicts),
 }
 
 /// One new snapshot from the source named `source`.
@@ -70,6 +73,11 @@ impl SourceBoard {
             .entry(source.to_string())
             .or_default()
             .last_error = Some(error);
+    }
+
+    /// Forgets a source that no longer exists (a cluster removed from the config).
+    pub fn remove(&self, source: &str) {
+        self.0.lock().expect("source board").remove(source);
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, SourceState> {

@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use rustc_hash::FxHashMap;
 
-use super::{Answer, Body, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
+use super::{Answer, Body, LOCATED, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
 use crate::dns::encode;
-use crate::model::{DnsName, Federation, RData, Record, Soa, StaticZone, rtype};
-use crate::selection::{self, AddressSet};
+use crate::geo::Locator;
+use crate::model::{DnsName, Federation, RData, Record, Service, Soa, StaticZone, rtype};
+use crate::selection::{self, AddressSet, Choice};
 use crate::sources::etcd::skydns::{self, EtcdData, Outcome};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
@@ -30,6 +31,8 @@ pub struct BuildInput<'a> {
     pub etcd_cache: Option<&'a mut HashMap<String, EtcdCache>>,
     pub serial: u32,
     pub generation: u64,
+    /// Client locations to precompute global names for.
+    pub locator: &'a Locator,
 }
 
 pub struct Built {
@@ -38,23 +41,124 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct RRset {
     rtype: u16,
     ttl: u32,
     rdatas: Vec<RData>,
-    /// Dynamic address sets are capped and rotated; static data is served as written.
-    rotate_cap: Option<usize>,
+    rotation: Rotation,
+}
+
+/// How the records of an RRset are spread over the answers the query path rotates through.
+#[derive(Clone, Debug, PartialEq)]
+enum Rotation {
+    /// Static data: served as written, every record every time.
+    Fixed,
+    /// Dynamic address sets: at most `cap` records, rotated between queries.
+    Rotate { cap: usize },
+    /// `weighted` policy: one group per answer, groups in proportion to their weights.
+    Weighted {
+        groups: Vec<(u32, Vec<RData>)>,
+        cap: usize,
+    },
+}
+
+impl RRset {
+    fn fixed(rtype: u16, ttl: u32, rdatas: Vec<RData>) -> Self {
+        RRset {
+            rtype,
+            ttl,
+            rdatas,
+            rotation: Rotation::Fixed,
+        }
+    }
+
+    /// How many distinct answers this RRset rotates through.
+    fn variants(&self) -> usize {
+        match &self.rotation {
+            Rotation::Fixed => 1,
+            Rotation::Rotate { .. } => self.rdatas.len().clamp(1, MAX_ROTATIONS),
+            Rotation::Weighted { groups, .. } => weighted_sequence(groups).len().max(1),
+        }
+    }
+
+    /// The records of answer number `v` (of `of`).
+    fn variant(&self, v: usize, of: usize) -> Vec<RData> {
+        match &self.rotation {
+            Rotation::Fixed => self.rdatas.clone(),
+            Rotation::Rotate { cap } => {
+                rotated(&self.rdatas, v * self.rdatas.len() / of.max(1), *cap)
+            }
+            Rotation::Weighted { groups, cap } => {
+                let seq = weighted_sequence(groups);
+                let v = v % seq.len().max(1);
+                let (group, occurrence) = seq[v];
+                rotated(&groups[group].1, occurrence, *cap)
+            }
+        }
+    }
+}
+
+fn rotated(items: &[RData], start: usize, cap: usize) -> Vec<RData> {
+    let n = items.len();
+    (0..n.min(cap))
+        .map(|k| items[(start + k) % n.max(1)].clone())
+        .collect()
+}
+
+/// Smooth weighted round robin (as nginx does): which group serves each answer, and how many
+/// times that group served before; interleaved so consecutive queries spread over the groups.
+/// Weights are reduced to at most [`MAX_ROTATIONS`] answers in all.
+fn weighted_sequence(groups: &[(u32, Vec<RData>)]) -> Vec<(usize, usize)> {
+    let total: u64 = groups.iter().map(|(w, _)| *w as u64).sum();
+    if total == 0 {
+        return vec![];
+    }
+    let scale = |w: u32| -> i64 {
+        if total as usize <= MAX_ROTATIONS {
+            w as i64
+        } else {
+            ((w as u64 * MAX_ROTATIONS as u64) / total).max(1) as i64
+        }
+    };
+    let weights: Vec<i64> = groups.iter().map(|(w, _)| scale(*w)).collect();
+    let sum: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut served = vec![0usize; weights.len()];
+    let mut seq = Vec::with_capacity(sum as usize);
+    for _ in 0..sum {
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += w;
+        }
+        let best = (0..current.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .expect("groups not empty");
+        current[best] -= sum;
+        seq.push((best, served[best]));
+        served[best] += 1;
+    }
+    seq
 }
 
 #[derive(Default, Debug)]
 struct NodeData {
     rrsets: Vec<RRset>,
+    /// When the node answers differently per client location: the RRsets of each location
+    /// (index = location id; `rrsets` is then location 0's).
+    by_location: Vec<Vec<RRset>>,
 }
 
 impl NodeData {
-    fn get(&self, t: u16) -> Option<&RRset> {
-        self.rrsets.iter().find(|r| r.rtype == t)
+    fn at(&self, loc: usize) -> &[RRset] {
+        if self.by_location.is_empty() {
+            &self.rrsets
+        } else {
+            &self.by_location[loc]
+        }
+    }
+
+    fn get(&self, loc: usize, t: u16) -> Option<&RRset> {
+        self.at(loc).iter().find(|r| r.rtype == t)
     }
 }
 
@@ -65,11 +169,14 @@ struct ZoneData {
 }
 
 /// The outcome of resolving one question at build time.
+#[derive(PartialEq)]
 struct Resolved<'a> {
     rcode: u8,
     answer: Vec<(DnsName, &'a RRset)>,
     /// Zone whose SOA goes into the authority section (negative answers).
     soa_zone: Option<usize>,
+    /// Some node on the way answers per client location.
+    located: bool,
 }
 
 pub fn build(input: BuildInput<'_>) -> Built {
@@ -116,7 +223,9 @@ pub fn build(input: BuildInput<'_>) -> Built {
             ));
             zones.push(synthesized_zone(&fed.zone));
         }
-        for (name, data) in federation_nodes(fed) {
+        // Ingress hosts outside every served zone are someone else's names: skipped quietly.
+        let served = |n: &DnsName| zones.iter().any(|z| n.is_within(&z.origin));
+        for (name, data) in federation_nodes(fed, input.locator, &served) {
             if nodes.insert(name.clone(), data).is_some() {
                 warnings.push(format!(
                     "federation {}: {} overrides the zone file's records",
@@ -143,12 +252,11 @@ pub fn build(input: BuildInput<'_>) -> Built {
         z.soa.serial = input.serial;
         let apex = nodes.entry(z.origin.clone()).or_default();
         apex.rrsets.retain(|r| r.rtype != rtype::SOA);
-        apex.rrsets.push(RRset {
-            rtype: rtype::SOA,
-            ttl: z.soa_ttl,
-            rdatas: vec![RData::Soa(z.soa.clone())],
-            rotate_cap: None,
-        });
+        apex.rrsets.push(RRset::fixed(
+            rtype::SOA,
+            z.soa_ttl,
+            vec![RData::Soa(z.soa.clone())],
+        ));
     }
 
     // Which zone each name belongs to (longest origin), and empty non-terminals up to the apex.
@@ -189,9 +297,11 @@ pub fn build(input: BuildInput<'_>) -> Built {
         .flat_map(|n| &n.rrsets)
         .map(|r| r.rdatas.len())
         .sum();
+    let locations = input.locator.locations().len();
     let mut table = Table {
         names: FxHashMap::default(),
         answers: Vec::new(),
+        located: Vec::new(),
         zones: Vec::new(),
         wildcards: Vec::new(),
         axfr: FxHashMap::default(),
@@ -237,11 +347,12 @@ pub fn build(input: BuildInput<'_>) -> Built {
         nodata_of.push((table.answers.len() - 1) as u32);
     }
 
-    let resolve = |qname: &DnsName, qtype: u16| -> Resolved<'_> {
+    let resolve = |qname: &DnsName, qtype: u16, loc: usize| -> Resolved<'_> {
         let mut out = Resolved {
             rcode: rcode::NOERROR,
             answer: Vec::new(),
             soa_zone: None,
+            located: false,
         };
         let mut cur = qname.clone();
         for _ in 0..MAX_CHAIN {
@@ -251,16 +362,17 @@ pub fn build(input: BuildInput<'_>) -> Built {
                 out.soa_zone = Some(zi);
                 return out;
             };
-            if qtype == rtype::ANY && !node.rrsets.is_empty() {
-                out.answer
-                    .extend(node.rrsets.iter().map(|r| (cur.clone(), r)));
+            out.located |= !node.by_location.is_empty();
+            let here = node.at(loc);
+            if qtype == rtype::ANY && !here.is_empty() {
+                out.answer.extend(here.iter().map(|r| (cur.clone(), r)));
                 return out;
             }
-            if let Some(rr) = node.get(qtype) {
+            if let Some(rr) = node.get(loc, qtype) {
                 out.answer.push((cur.clone(), rr));
                 return out;
             }
-            match node.get(rtype::CNAME) {
+            match node.get(loc, rtype::CNAME) {
                 Some(rr) => {
                     out.answer.push((cur.clone(), rr));
                     let RData::Cname(target) = &rr.rdatas[0] else {
@@ -277,44 +389,66 @@ pub fn build(input: BuildInput<'_>) -> Built {
         out // chain too long: what we have, as BIND and Knot do
     };
 
+    // One answer, or one per client location when the answer depends on it (deduplicated).
+    let answer_ref = |table: &mut Table, name: &DnsName, t: u16| -> u32 {
+        let first = resolve(name, t, 0);
+        if !first.located || locations <= 1 {
+            return push_answer(&mut table.answers, name, t, &first, &soa_record, &nodata_of);
+        }
+        let start = table.located.len();
+        let mut first = Some(first);
+        let mut seen: Vec<(Resolved<'_>, u32)> = Vec::new();
+        for loc in 0..locations {
+            // Location 0 was resolved above.
+            let res = first.take().unwrap_or_else(|| resolve(name, t, loc));
+            let idx = match seen.iter().find(|(r, _)| *r == res) {
+                Some((_, idx)) => *idx,
+                None => {
+                    let idx =
+                        push_answer(&mut table.answers, name, t, &res, &soa_record, &nodata_of);
+                    seen.push((res, idx));
+                    idx
+                }
+            };
+            table.located.push(idx);
+        }
+        start as u32 | LOCATED
+    };
+
     for (name, node) in &nodes {
         let zi = zone_of(name).expect("nodes outside zones were removed");
-        let mut qtypes: BTreeSet<u16> = node.rrsets.iter().map(|r| r.rtype).collect();
-        let is_alias = node.get(rtype::CNAME).is_some();
+        let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
+        let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
+        let is_alias = node.get(0, rtype::CNAME).is_some();
         if is_alias {
-            // The chain's end decides which types have data.
-            let end = resolve(name, 0);
-            if let Some((_, last)) = end.answer.last()
-                && let RData::Cname(target) = &last.rdatas[0]
-                && let Some(n) = nodes.get(target)
-            {
-                qtypes.extend(n.rrsets.iter().map(|r| r.rtype));
+            // The chain's end decides which types have data (at any location).
+            for loc in 0..locations {
+                let end = resolve(name, 0, loc);
+                if let Some((_, last)) = end.answer.last()
+                    && let RData::Cname(target) = &last.rdatas[0]
+                    && let Some(n) = nodes.get(target)
+                {
+                    qtypes.extend(
+                        n.rrsets
+                            .iter()
+                            .chain(n.by_location.iter().flatten())
+                            .map(|r| r.rtype),
+                    );
+                }
+                if !end.located {
+                    break;
+                }
             }
         }
-        if !node.rrsets.is_empty() {
+        if all_sets().next().is_some() {
             qtypes.insert(rtype::ANY);
         }
         let mut by_type = Vec::with_capacity(qtypes.len());
         for t in qtypes {
-            let idx = push_answer(
-                &mut table.answers,
-                name,
-                t,
-                resolve(name, t),
-                &soa_record,
-                &nodata_of,
-            );
-            by_type.push((t, idx));
+            by_type.push((t, answer_ref(&mut table, name, t)));
         }
         let other = if is_alias {
-            push_answer(
-                &mut table.answers,
-                name,
-                0,
-                resolve(name, 0),
-                &soa_record,
-                &nodata_of,
-            )
+            answer_ref(&mut table, name, 0)
         } else {
             nodata_of[zi]
         };
@@ -356,6 +490,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
             }
         }
     }
+    encode::forget_names();
     Built { table, warnings }
 }
 
@@ -561,7 +696,7 @@ fn push_answer(
     answers: &mut Vec<Answer>,
     qname: &DnsName,
     qtype: u16,
-    res: Resolved<'_>,
+    res: &Resolved<'_>,
     soa_record: &dyn Fn(usize) -> Record,
     nodata_of: &[u32],
 ) -> u32 {
@@ -575,8 +710,7 @@ fn push_answer(
     let rotations = res
         .answer
         .iter()
-        .filter(|(_, rr)| rr.rotate_cap.is_some())
-        .map(|(_, rr)| rr.rdatas.len().min(MAX_ROTATIONS))
+        .map(|(_, rr)| rr.variants())
         .max()
         .unwrap_or(1)
         .max(1);
@@ -584,24 +718,12 @@ fn push_answer(
     for v in 0..rotations {
         let mut records = Vec::new();
         for (owner, rr) in &res.answer {
-            let n = rr.rdatas.len();
-            match rr.rotate_cap {
-                Some(cap) if n > 1 => {
-                    let start = v * n / rotations;
-                    for k in 0..n.min(cap) {
-                        records.push(Record {
-                            name: owner.clone(),
-                            ttl: rr.ttl,
-                            data: rr.rdatas[(start + k) % n].clone(),
-                        });
-                    }
-                }
-                _ => records.extend(rr.rdatas.iter().map(|d| Record {
-                    name: owner.clone(),
-                    ttl: rr.ttl,
-                    data: d.clone(),
-                })),
-            }
+            let datas = rr.variant(v, rotations);
+            records.extend(datas.into_iter().map(|data| Record {
+                name: owner.clone(),
+                ttl: rr.ttl,
+                data,
+            }));
         }
         bodies.push(encode::compressed(qname, qtype, &records, &authority));
     }
@@ -624,12 +746,9 @@ fn add_static(nodes: &mut FxHashMap<DnsName, NodeData>, records: &[Record]) {
                     set.rdatas.push(r.data.clone());
                 }
             }
-            None => node.rrsets.push(RRset {
-                rtype: t,
-                ttl: r.ttl,
-                rdatas: vec![r.data.clone()],
-                rotate_cap: None,
-            }),
+            None => node
+                .rrsets
+                .push(RRset::fixed(t, r.ttl, vec![r.data.clone()])),
         }
     }
 }
@@ -655,41 +774,89 @@ fn synthesized_zone(origin: &DnsName) -> ZoneData {
 type Level<'a> = (DnsName, &'a AddressSet, Vec<(DnsName, &'a AddressSet)>);
 
 /// The federated names of one federation (DESIGN §1), as nodes.
-fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
+fn federation_nodes(
+    fed: &Federation,
+    locator: &Locator,
+    served: &dyn Fn(&DnsName) -> bool,
+) -> HashMap<DnsName, NodeData> {
     let mut out: HashMap<DnsName, NodeData> = HashMap::new();
     let ttl = fed.ttl.max(1); // a CNAME TTL is never 0
     let cap = fed.max_answers.max(1);
     let addr_sets = |set: &AddressSet| -> Vec<RRset> {
         let mut v = Vec::new();
         if !set.v4.is_empty() {
+            let rdatas = set.v4.iter().map(|a| RData::A(*a)).collect();
             v.push(RRset {
                 rtype: rtype::A,
                 ttl,
-                rdatas: set.v4.iter().map(|a| RData::A(*a)).collect(),
-                rotate_cap: Some(cap),
+                rdatas,
+                rotation: Rotation::Rotate { cap },
             });
         }
         if !set.v6.is_empty() {
+            let rdatas = set.v6.iter().map(|a| RData::Aaaa(*a)).collect();
             v.push(RRset {
                 rtype: rtype::AAAA,
                 ttl,
-                rdatas: set.v6.iter().map(|a| RData::Aaaa(*a)).collect(),
-                rotate_cap: Some(cap),
+                rdatas,
+                rotation: Rotation::Rotate { cap },
             });
         }
         v
     };
-    let cname = |target: &DnsName| RRset {
-        rtype: rtype::CNAME,
-        ttl,
-        rdatas: vec![RData::Cname(target.clone())],
-        rotate_cap: None,
+    let choice_sets = |choice: &Choice| -> Vec<RRset> {
+        if choice.groups.len() == 1 {
+            return addr_sets(&choice.groups[0].1);
+        }
+        let mut v = Vec::new();
+        for (t, of) in [(rtype::A, 4), (rtype::AAAA, 6)] {
+            let groups: Vec<(u32, Vec<RData>)> = choice
+                .groups
+                .iter()
+                .map(|(w, s)| {
+                    let datas: Vec<RData> = if of == 4 {
+                        s.v4.iter().map(|a| RData::A(*a)).collect()
+                    } else {
+                        s.v6.iter().map(|a| RData::Aaaa(*a)).collect()
+                    };
+                    (*w, datas)
+                })
+                .filter(|(_, d)| !d.is_empty())
+                .collect();
+            if !groups.is_empty() {
+                let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+                v.push(RRset {
+                    rtype: t,
+                    ttl,
+                    rdatas,
+                    rotation: Rotation::Weighted { groups, cap },
+                });
+            }
+        }
+        v
+    };
+    let cname =
+        |target: &DnsName| RRset::fixed(rtype::CNAME, ttl, vec![RData::Cname(target.clone())]);
+    // The global name follows the policy, per client location.
+    let global_node = |sel: &selection::ServiceSelection| {
+        let per_location: Vec<Vec<RRset>> =
+            sel.global_by_location.iter().map(choice_sets).collect();
+        let rrsets = per_location[0].clone();
+        let by_location = if per_location.iter().all(|p| *p == rrsets) {
+            Vec::new()
+        } else {
+            per_location
+        };
+        NodeData {
+            rrsets,
+            by_location,
+        }
     };
     for svc in &fed.services {
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
         let name_at = |suffix: &str| DnsName::parse(&format!("{label}.{suffix}{}", fed.zone));
         let Ok(global) = name_at("") else { continue };
-        let sel = selection::select(fed, svc);
+        let sel = selection::select(fed, svc, locator);
         // Each level: (name, its addresses, names to fall back to in order).
         let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
@@ -712,13 +879,17 @@ fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
             // Nothing healthy here: point one level up (zonal → regional → global), unless
             // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
-            let data = if !set.is_empty() || !leads_somewhere {
+            let data = if fallbacks.is_empty() {
+                global_node(&sel)
+            } else if !set.is_empty() || !leads_somewhere {
                 NodeData {
                     rrsets: addr_sets(set),
+                    by_location: Vec::new(),
                 }
             } else {
                 NodeData {
                     rrsets: vec![cname(&fallbacks[0].0)],
+                    by_location: Vec::new(),
                 }
             };
             out.insert(name.clone(), data);
@@ -734,22 +905,42 @@ fn federation_nodes(fed: &Federation) -> HashMap<DnsName, NodeData> {
                     .chain(fallbacks.iter().map(|(n, s)| (n, *s)))
                     .find(|(_, s)| !s.is_empty());
                 let rrsets = match target {
-                    Some((t, _)) => vec![RRset {
-                        rtype: rtype::SRV,
+                    Some((t, _)) => vec![RRset::fixed(
+                        rtype::SRV,
                         ttl,
-                        rdatas: vec![RData::Srv {
+                        vec![RData::Srv {
                             priority: 0,
                             weight: 100,
                             port: port.port,
                             target: t.clone(),
                         }],
-                        rotate_cap: None,
-                    }],
+                    )],
                     None => vec![],
                 };
-                out.insert(srv_name, NodeData { rrsets });
+                out.insert(
+                    srv_name,
+                    NodeData {
+                        rrsets,
+                        by_location: Vec::new(),
+                    },
+                );
             }
         }
+    }
+    // Ingress hosts (DESIGN §1) inside a served zone: answered like a global name, each
+    // cluster's ingress load balancer being a shard.
+    for host in fed.ingress_hosts.iter().filter(|h| served(&h.host)) {
+        let svc = Service {
+            name: String::new(),
+            namespace: String::new(),
+            ports: vec![],
+            shards: host.shards.clone(),
+            policy: None,
+        };
+        out.insert(
+            host.host.clone(),
+            global_node(&selection::select(fed, &svc, locator)),
+        );
     }
     out
 }
@@ -769,7 +960,9 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
         if !out.zones.contains(&fed.zone) {
             out.zones.push(fed.zone.clone());
         }
-        for (name, data) in federation_nodes(fed) {
+        // etcd has no client location: publish what a client of unknown location gets.
+        let in_zone = |n: &DnsName| n.is_within(&fed.zone);
+        for (name, data) in federation_nodes(fed, &Locator::default(), &in_zone) {
             let mut values = Vec::new();
             let mut ttl = fed.ttl.max(1);
             for rr in &data.rrsets {

@@ -40,10 +40,14 @@ pub struct Answer {
     pub bodies: Box<[Body]>,
 }
 
+/// Marks an answer reference as per-location: the low bits index [`Table::located`], where
+/// one answer index per client location follows.
+pub(crate) const LOCATED: u32 = 1 << 31;
+
 #[derive(Debug)]
 struct Node {
     zone: u32,
-    /// (query type, answer index), a handful per node.
+    /// (query type, answer reference), a handful per node.
     by_type: Box<[(u16, u32)]>,
     /// Answer for any type not in `by_type`.
     other: u32,
@@ -85,6 +89,8 @@ pub enum Lookup<'a> {
 pub struct Table {
     names: FxHashMap<Box<[u8]>, Node>,
     answers: Vec<Answer>,
+    /// Per-location answer indexes of location-dependent names (see [`LOCATED`]).
+    located: Vec<u32>,
     zones: Vec<ZoneInfo>,
     wildcards: Vec<Wildcard>,
     /// Zone transfers: zone (wire) → SOA then every record (etcd zones with AXFR on).
@@ -108,18 +114,23 @@ impl Table {
         self.ready
     }
 
-    /// `qname` is the question name in wire format, already lowercased.
+    /// `qname` is the question name in wire format, already lowercased. `locate` gives the
+    /// client's location id; it is only called when the answer depends on it.
     #[inline]
-    pub fn lookup(&self, qname: &[u8], qtype: u16) -> Lookup<'_> {
+    pub fn lookup(&self, qname: &[u8], qtype: u16, locate: impl FnOnce() -> usize) -> Lookup<'_> {
         if !self.ready {
             return Lookup::NotReady;
         }
         if let Some(node) = self.names.get(qname) {
-            let idx = node
+            let mut idx = node
                 .by_type
                 .iter()
                 .find(|(t, _)| *t == qtype)
                 .map_or(node.other, |(_, i)| *i);
+            if idx & LOCATED != 0 {
+                let start = (idx & !LOCATED) as usize;
+                idx = self.located[start + locate()];
+            }
             return Lookup::Authoritative(&self.answers[idx as usize]);
         }
         // Closest existing ancestor decides: inside a zone → NXDOMAIN, nowhere → REFUSED. Every

@@ -1157,6 +1157,7 @@ mod tests {
         let started = std::time::Instant::now();
         let built = crate::table::build::build(crate::table::build::BuildInput {
             zones: &[],
+            locator: &crate::geo::Locator::default(),
             federations: &[],
             etcd: &[&data],
             etcd_cache: None,
@@ -1166,7 +1167,7 @@ mod tests {
         assert!(built.warnings.iter().any(|w| w.contains("cut to fit")));
         let name = DnsName::parse("big.example.net").unwrap();
         for t in [rtype::A, rtype::SRV] {
-            match built.table.lookup(name.wire(), t) {
+            match built.table.lookup(name.wire(), t, || 0) {
                 crate::table::Lookup::Authoritative(a) => {
                     assert!(a.bodies[0].answer_count > 100);
                     assert!(a.bodies[0].wire.len() <= 65535 - 12 - 21);
@@ -1232,6 +1233,7 @@ mod tests {
             let build = |cache: Option<&mut std::collections::HashMap<_, _>>| {
                 crate::table::build::build(crate::table::build::BuildInput {
                     zones: &[],
+                    locator: &crate::geo::Locator::default(),
                     federations: &[],
                     etcd: &[&data],
                     etcd_cache: cache,
@@ -1249,8 +1251,9 @@ mod tests {
                     DnsName::parse(&format!("{n}.example.net")).unwrap()
                 };
                 for t in QTYPES.iter().chain(&[rtype::ANY, 99]) {
-                    let show =
-                        |tb: &crate::table::Table| format!("{:?}", tb.lookup(name.wire(), *t));
+                    let show = |tb: &crate::table::Table| {
+                        format!("{:?}", tb.lookup(name.wire(), *t, || 0))
+                    };
                     assert_eq!(
                         show(&incremental),
                         show(&fresh),

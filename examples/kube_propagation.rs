@@ -1,0 +1,261 @@
+//! Propagation benchmark (issue: "an endpoint turning unready changes the DNS answer within
+//! 1 s"): a test Kubernetes API server (the same one the tests use) serves one member cluster to
+//! a real `fedns serve`; the benchmark flips one EndpointSlice between ready and not ready and
+//! measures, over the DNS wire, the time from the change on the API server to the first answer
+//! that shows it. Prints p50/p99/max, and fedns's resident memory after the initial sync.
+//!
+//! Run through `bench/kube-propagation.sh`; arguments:
+//!   --fedns PATH     the fedns binary (default target/release/fedns)
+//!   --changes N      number of changes measured (default 100)
+//!   --services N     extra federated services in the cluster, for scale and memory (default 0)
+
+#[path = "../tests/kube_api/mod.rs"]
+mod kube_api;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use kube_api::{ApiServer, Res, kubeconfig, node, service, slice};
+use serde_json::json;
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n@ IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\n";
+const NAME: &str = "checkout.shop.myfed.svc.example.com.";
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Number of A records in the answer for NAME.
+fn answers(sock: &UdpSocket, server: SocketAddr, id: u16) -> Option<usize> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(NAME).ok()?, RecordType::A));
+    sock.send_to(&m.to_vec().ok()?, server).ok()?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        let r = Message::from_vec(&buf[..n]).ok()?;
+        if r.metadata.id == id {
+            return Some(r.answers.len());
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn main() {
+    let fedns = arg("--fedns", "target/release/fedns");
+    let changes: usize = arg("--changes", "100").parse().expect("--changes N");
+    let extra: usize = arg("--services", "0").parse().expect("--services N");
+
+    let api = ApiServer::start();
+    api.put(Res::Nodes, node("n1", "us-east1", "us-east1-b", false));
+    let label = json!({"fedns.io/federate": "true"});
+    api.put(
+        Res::Services,
+        service("shop", "checkout", label.clone(), &["203.0.113.10"], &[]),
+    );
+    let ready = |r: bool| {
+        slice(
+            "shop",
+            "checkout-1",
+            "checkout",
+            &[("10.0.0.1", r, false, Some("us-east1-b"))],
+        )
+    };
+    api.put(Res::EndpointSlices, ready(true));
+    for i in 0..extra {
+        let name = format!("svc-{i}");
+        let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+        api.put(
+            Res::Services,
+            service("load", &name, label.clone(), &[ip.as_str()], &[]),
+        );
+        api.put(
+            Res::EndpointSlices,
+            slice(
+                "load",
+                &format!("{name}-1"),
+                &name,
+                &[("10.1.0.1", true, false, Some("us-east1-b"))],
+            ),
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/example.com.zone"), ZONE).unwrap();
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        kubeconfig(&[("c1", api.url())]),
+    )
+    .unwrap();
+    let config = dir.path().join("fedns.yaml");
+    std::fs::write(
+        &config,
+        "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  select:\n    label: fedns.io/federate=true\n  clusters:\n    - {name: c1, kubeconfig: kubeconfig, context: c1}\n",
+    )
+    .unwrap();
+
+    let mut child = Command::new(&fedns)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {fedns}: {e}"));
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    let _guard = Kill(child);
+    let udp: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let http: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let assembled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (found, found_http, found_ms) = (udp.clone(), http.clone(), assembled.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("kubernetes snapshot")
+                && let Some(ms) = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("assembled_ms=")?.parse().ok())
+            {
+                found_ms.lock().unwrap().push(ms);
+            }
+            if line.contains("http listening")
+                && let Some(a) = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("http=")?.trim_matches(',').parse().ok())
+            {
+                *found_http.lock().unwrap() = Some(a);
+            }
+            if line.contains("dns listening")
+                && let Some(a) = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("udp=")?.trim_matches(',').parse().ok())
+            {
+                *found.lock().unwrap() = Some(a);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let server = loop {
+        if let Some(a) = *udp.lock().unwrap() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "fedns did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut id = 0u16;
+    let mut next_id = || {
+        id = id.wrapping_add(1);
+        id
+    };
+    let started = Instant::now();
+    while answers(&sock, server, next_id()) != Some(1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no initial answer"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "initial sync: {:.2} s for {} services; fedns RSS {} KiB",
+        started.elapsed().as_secs_f64(),
+        extra + 1,
+        rss_kib(pid).unwrap_or(0)
+    );
+
+    let mut samples = Vec::with_capacity(changes);
+    let mut is_ready = true;
+    for _ in 0..changes {
+        is_ready = !is_ready;
+        let want = if is_ready { 1 } else { 0 };
+        let t0 = Instant::now();
+        api.put(Res::EndpointSlices, ready(is_ready));
+        loop {
+            if answers(&sock, server, next_id()) == Some(want) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "change never showed"
+            );
+        }
+        samples.push(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "propagation over {} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (coalesce_ms 50)",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(*samples.last().unwrap())
+    );
+    println!("fedns RSS after the run: {} KiB", rss_kib(pid).unwrap_or(0));
+    let mut ms = assembled.lock().unwrap().clone();
+    ms.sort();
+    if let Some(max) = ms.last() {
+        println!(
+            "kubernetes source, snapshot assembly: median {} ms, max {max} ms over {} snapshots",
+            ms[ms.len() / 2],
+            ms.len()
+        );
+    }
+    if let Some(addr) = *http.lock().unwrap() {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            let get = |name: &str| {
+                body.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let (sum, count) = (
+                get("fedns_publish_duration_seconds_sum"),
+                get("fedns_publish_duration_seconds_count"),
+            );
+            println!(
+                "merger: {count} tables published, mean build+publish {:.1} ms",
+                1000.0 * sum / count.max(1.0)
+            );
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! The Kubernetes source (DESIGN §1–§3): member clusters watched through their API servers,
+//! assembled into one federation snapshot for the merger.
+//!
+//! One task per cluster runs the kube watches ([`watch`]); everything they see arrives here as
+//! slim changes, is kept in per-cluster [`state`], and, coalesced over `coalesce_ms`, becomes a
+//! complete [`Federation`] snapshot sent under the source name `kubernetes`. Load-balancer
+//! hostnames are resolved here in the background and refreshed, never on the query path. The
+//! config file is polled (and re-read on SIGHUP) so clusters can be added, changed and removed
+//! while running; a bad new config is rejected and the running clusters keep going.
+//!
+//! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
+//! state is on `/readyz` (source `kubernetes:NAME`) and in `fedns_cluster_up{cluster}`; each
+//! failure is logged once per change of state, naming the cluster and the resource; fail static
+//! as described in [`state`].
+
+pub mod config;
+pub mod state;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+use self::config::{Access, ClusterSpec, KubeSettings};
+use self::state::{ClusterState, Freshness, Kind};
+use self::watch::{ClusterMsg, KindChange, Msg};
+use super::{Snapshot, SourceBoard, Update};
+use crate::dns::zonefile::Problem;
+use crate::metrics::Metrics;
+use crate::model::Federation;
+
+/// The name of the source's snapshots in the merger.
+pub const SOURCE: &str = "kubernetes";
+
+/// The `/readyz` and `fedns_source_up` name of one cluster.
+pub fn board_name(cluster: &str) -> String {
+    format!("{SOURCE}:{cluster}")
+}
+
+/// Registers every configured cluster on the source board before serving starts, so `/readyz`
+/// waits for them from the first request.
+pub fn register(settings: &KubeSettings, board: &SourceBoard) {
+    for c in &settings.clusters {
+        board.register(&board_name(&c.name));
+    }
+}
+
+/// What `fedns check` can verify without contacting clusters: kubeconfigs parse and hold the
+/// named context.
+pub fn check(settings: &KubeSettings) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for c in &settings.clusters {
+        let Access::Kubeconfig { path, context } = &c.access else {
+            continue;
+        };
+        let problem = |message: String| Problem {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("cluster {}: {message}", c.name),
+        };
+        match kube::config::Kubeconfig::read_from(path) {
+            Err(e) => out.push(problem(e.to_string())),
+            Ok(kc) => {
+                if let Some(ctx) = context
+                    && !kc.contexts.iter().any(|x| &x.name == ctx)
+                {
+                    out.push(problem(format!("no context {ctx:?} in the kubeconfig")));
+                }
+            }
+        }
+    }
+    out
+}
+
+struct KubeMetrics {
+    cluster_up: IntGaugeVec,
+    watch_errors: IntCounterVec,
+    cluster_expired: IntGaugeVec,
+    fail_static: IntGauge,
+}
+
+impl KubeMetrics {
+    fn new(registry: &Registry) -> Self {
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "fedns_kube_watch_errors_total",
+                "Failed lists and watches per cluster and resource",
+            ),
+            &["cluster", "resource"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(watch_errors.clone()));
+        let fail_static = IntGauge::new(
+            "fedns_kube_fail_static_names",
+            "Names served from clusters out of sync for longer than stale_grace, because nothing else is left",
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(fail_static.clone()));
+        KubeMetrics {
+            cluster_up: gauge_vec(
+                "fedns_cluster_up",
+                "1 when every watch of the cluster is listed and working, else 0",
+                &["cluster"],
+            ),
+            cluster_expired: gauge_vec(
+                "fedns_cluster_stale_expired",
+                "1 when the cluster has been out of sync for longer than stale_grace",
+                &["cluster"],
+            ),
+            watch_errors,
+            fail_static,
+        }
+    }
+
+    fn forget(&self, cluster: &str) {
+        let _ = self.cluster_up.remove_label_values(&[cluster]);
+        let _ = self.cluster_expired.remove_label_values(&[cluster]);
+        for k in Kind::ALL {
+            let _ = self
+                .watch_errors
+                .remove_label_values(&[cluster, k.resource()]);
+        }
+    }
+}
+
+/// Aborts the cluster's tasks when the cluster is removed or restarted.
+struct Running {
+    spec: ClusterSpec,
+    run: u64,
+    task: tokio::task::JoinHandle<()>,
+    state: ClusterState,
+    /// The problem last logged and shown, to log once per change.
+    shown: Option<String>,
+    expired: bool,
+    up: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct KubeSource {
+    settings: KubeSettings,
+    clusters: BTreeMap<String, Running>,
+    next_run: u64,
+    tx: mpsc::Sender<Msg>,
+    resolve_tx: mpsc::Sender<(String, Option<Vec<IpAddr>>)>,
+    resolved: HashMap<String, Vec<IpAddr>>,
+    resolving: HashSet<String>,
+    last_sent: Option<Federation>,
+    dirty_since: Option<Instant>,
+    merger: mpsc::Sender<Update>,
+    board: SourceBoard,
+    metrics: Metrics,
+    km: KubeMetrics,
+}
+
+impl KubeSource {
+    fn start(&mut self, spec: ClusterSpec) {
+        self.next_run += 1;
+        let run = self.next_run;
+        let name = spec.name.clone();
+        self.board.register(&board_name(&name));
+        self.km.cluster_up.with_label_values(&[&name]).set(0);
+        self.km.cluster_expired.with_label_values(&[&name]).set(0);
+        let task = tokio::spawn(watch::run_cluster(
+            spec.clone(),
+            self.settings.select.clone(),
+            run,
+            self.tx.clone(),
+        ));
+        tracing::info!(cluster = %name, "watching cluster {name}");
+        self.clusters.insert(
+            name,
+            Running {
+                spec,
+                run,
+                task,
+                state: ClusterState::default(),
+                shown: None,
+                expired: false,
+                up: false,
+            },
+        );
+    }
+
+    fn stop(&mut self, name: &str) {
+        if self.clusters.remove(name).is_some() {
+            tracing::info!(cluster = %name, "cluster {name} removed from the config; its shards are dropped");
+            self.board.remove(&board_name(name));
+            let _ = self
+                .metrics
+                .source_up
+                .remove_label_values(&[&board_name(name)]);
+            self.km.forget(name);
+            self.mark_dirty();
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Moves to a new config: clusters added, removed, or restarted when how to reach them
+    /// changed. Overrides (region, zones, weight) apply without a restart.
+    fn apply_settings(&mut self, new: KubeSettings) {
+        let restart_all = new.select != self.settings.select;
+        let wanted: HashMap<&str, &ClusterSpec> =
+            new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+        let names: Vec<String> = self.clusters.keys().cloned().collect();
+        for name in names {
+            match wanted.get(name.as_str()) {
+                Some(spec) if !restart_all && spec.access == self.clusters[&name].spec.access => {
+                    if let Some(r) = self.clusters.get_mut(&name) {
+                        r.spec = (*spec).clone();
+                    }
+                }
+                _ => self.stop(&name),
+            }
+        }
+        self.settings = new;
+        for spec in self.settings.clusters.clone() {
+            if !self.clusters.contains_key(&spec.name) {
+                self.start(spec);
+            }
+        }
+        self.mark_dirty();
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let Some(r) = self.clusters.get_mut(&*msg.cluster) else {
+            return;
+        };
+        if r.run != msg.run {
+            return; // from a run that was replaced
+        }
+        let changed = match msg.body {
+            ClusterMsg::Change(c) => match c {
+                KindChange::Services(c) => r.state.services.apply(c),
+                KindChange::Slices(c) => r.state.slices.apply(c),
+                KindChange::Ingresses(c) => r.state.ingresses.apply(c),
+                KindChange::Nodes(c) => r.state.nodes.apply(c),
+            },
+            ClusterMsg::Status {
+                kind,
+                error,
+                expected,
+            } => {
+                if expected {
+                    tracing::info!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {}", msg.cluster, error.unwrap_or_default());
+                } else {
+                    if error.is_some() {
+                        self.km
+                            .watch_errors
+                            .with_label_values(&[&msg.cluster, kind.resource()])
+                            .inc();
+                    }
+                    // One line per change of a watch's state, not one per retry.
+                    let before = &r.state.errors[kind.index()];
+                    match (&error, before) {
+                        (Some(e), b) if b.as_ref() != Some(e) => {
+                            let serving = if r.state.complete() {
+                                format!(
+                                    "; serving its last known shards for up to {} s",
+                                    self.settings.stale_grace.as_secs()
+                                )
+                            } else {
+                                String::new()
+                            };
+                            tracing::warn!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {e}{serving}", msg.cluster);
+                        }
+                        (None, Some(_)) => {
+                            tracing::info!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} works again", msg.cluster, kind.resource());
+                        }
+                        _ => {}
+                    }
+                    r.state.errors[kind.index()] = error;
+                }
+                false
+            }
+            ClusterMsg::Client(e) => {
+                r.state.client_error = e;
+                false
+            }
+        };
+        self.update_status(&msg.cluster);
+        if changed {
+            self.mark_dirty();
+        }
+    }
+
+    /// Reconciles a cluster's up/down state with logs, metrics and the board.
+    fn update_status(&mut self, name: &str) {
+        let Some(r) = self.clusters.get_mut(name) else {
+            return;
+        };
+        let bname = board_name(name);
+        let failing = r.state.client_error.is_some() || r.state.errors.iter().any(Option::is_some);
+        if r.state.up() {
+            if !r.up {
+                tracing::info!(cluster = %name, "cluster {name}: in sync");
+                r.up = true;
+                r.state.down_since = None;
+                r.shown = None;
+                r.expired = false;
+                self.board.loaded(&bname);
+                self.metrics.source_up.with_label_values(&[&bname]).set(1);
+                self.km.cluster_up.with_label_values(&[name]).set(1);
+                self.km.cluster_expired.with_label_values(&[name]).set(0);
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            return;
+        }
+        r.up = false;
+        self.km.cluster_up.with_label_values(&[name]).set(0);
+        if !failing {
+            return; // still listing for the first time
+        }
+        if r.state.down_since.is_none() {
+            r.state.down_since = Some(Instant::now());
+        }
+        let problem = r.state.problem();
+        if problem != r.shown {
+            if let Some(p) = &problem {
+                if r.state.client_error.is_some() && r.shown.as_ref() != Some(p) {
+                    tracing::warn!(cluster = %name, "cluster {name}: {p}");
+                }
+                self.board.failed(&bname, format!("cluster {name}: {p}"));
+                self.metrics.source_up.with_label_values(&[&bname]).set(0);
+                self.metrics
+                    .source_errors
+                    .with_label_values(&[&bname])
+                    .inc();
+            }
+            r.shown = problem;
+        }
+    }
+
+    /// When the next cluster passes its stale grace (and the snapshot must change).
+    fn next_expiry(&self) -> Option<Instant> {
+        self.clusters
+            .values()
+            .filter(|r| !r.expired && r.state.complete())
+            .filter_map(|r| r.state.down_since)
+            .map(|t| t + self.settings.stale_grace)
+            .min()
+    }
+
+    async fn flush(&mut self) -> bool {
+        self.dirty_since = None;
+        let now = Instant::now();
+        let grace = self.settings.stale_grace;
+        for (name, r) in self.clusters.iter_mut() {
+            let expired = state::freshness(&r.state, now, grace) == Freshness::Expired;
+            if expired && !r.expired {
+                tracing::warn!(cluster = %name, "cluster {name}: out of sync for longer than stale_grace ({} s); its shards are dropped where other clusters can answer", grace.as_secs());
+            }
+            r.expired = expired;
+            self.km
+                .cluster_expired
+                .with_label_values(&[name])
+                .set(expired as i64);
+        }
+        let views: Vec<(&ClusterSpec, &ClusterState)> = self
+            .clusters
+            .values()
+            .map(|r| (&r.spec, &r.state))
+            .collect();
+        let (fed, stats) = state::assemble(&self.settings, &views, &self.resolved, now);
+        self.km.fail_static.set(stats.fail_static_names as i64);
+        // Hostnames not resolved yet: resolve them now rather than at the next tick.
+        let new_hosts: Vec<String> = self
+            .hostnames()
+            .into_iter()
+            .filter(|h| !self.resolved.contains_key(h) && !self.resolving.contains(h))
+            .collect();
+        for h in new_hosts {
+            self.resolve(h);
+        }
+        if self.last_sent.as_ref() == Some(&fed) {
+            return true;
+        }
+        tracing::info!(
+            services = fed.services.len(),
+            ingress_hosts = fed.ingress_hosts.len(),
+            clusters = fed.clusters.len(),
+            assembled_ms = now.elapsed().as_millis() as u64,
+            "kubernetes snapshot"
+        );
+        self.last_sent = Some(fed.clone());
+        let update = Update {
+            taken: None,
+            source: SOURCE.to_string(),
+            snapshot: Arc::new(Snapshot::Federation(Box::new(fed))),
+        };
+        self.merger.send(update).await.is_ok()
+    }
+
+    fn hostnames(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for r in self.clusters.values() {
+            for s in r.state.services.live.values() {
+                out.extend(s.lb_hosts.iter().cloned());
+            }
+            for i in r.state.ingresses.live.values() {
+                out.extend(i.lb_hosts.iter().cloned());
+            }
+        }
+        out
+    }
+
+    fn resolve(&mut self, host: String) {
+        if !self.resolving.insert(host.clone()) {
+            return;
+        }
+        let tx = self.resolve_tx.clone();
+        tokio::spawn(async move {
+            let target = (host.clone(), 0u16);
+            let looked =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await;
+            let ips = match looked {
+                Ok(Ok(addrs)) => {
+                    let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    v.sort();
+                    v.dedup();
+                    Some(v)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(host = %host, error = %e, "cannot resolve load-balancer hostname; keeping its last addresses");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(host = %host, "resolving load-balancer hostname timed out; keeping its last addresses");
+                    None
+                }
+            };
+            let _ = tx.send((host, ips)).await;
+        });
+    }
+
+    fn resolved(&mut self, host: String, ips: Option<Vec<IpAddr>>) {
+        self.resolving.remove(&host);
+        if let Some(ips) = ips
+            && self.resolved.get(&host) != Some(&ips)
+        {
+            self.resolved.insert(host, ips);
+            self.mark_dirty();
+        }
+    }
+
+    fn refresh_hostnames(&mut self) {
+        let wanted = self.hostnames();
+        self.resolved.retain(|h, _| wanted.contains(h));
+        for h in wanted {
+            self.resolve(h);
+        }
+    }
+}
+
+type Fingerprint = Option<(SystemTime, u64, u64)>;
+
+fn fingerprint(path: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            m.len(),
+            m.ino(),
+        )
+    })
+}
+
+/// Runs the source until the merger goes away. `config_path` is re-read every `poll` when it
+/// changes, and on every SIGHUP (`reload`).
+pub async fn run(
+    settings: KubeSettings,
+    config_path: PathBuf,
+    poll: Duration,
+    merger: mpsc::Sender<Update>,
+    board: SourceBoard,
+    metrics: Metrics,
+    mut reload: tokio_watch::Receiver<u64>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
+    let (resolve_tx, mut resolve_rx) = mpsc::channel(256);
+    let km = KubeMetrics::new(&metrics.registry);
+    let resolve_every = settings.resolve_interval;
+    let mut src = KubeSource {
+        settings: settings.clone(),
+        clusters: BTreeMap::new(),
+        next_run: 0,
+        tx,
+        resolve_tx,
+        resolved: HashMap::new(),
+        resolving: HashSet::new(),
+        last_sent: None,
+        dirty_since: None,
+        merger,
+        board,
+        metrics,
+        km,
+    };
+    for spec in settings.clusters {
+        src.start(spec);
+    }
+    let mut seen = fingerprint(&config_path);
+    let mut resolve_tick = tokio::time::interval(resolve_every);
+    resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload_open = true;
+    // An interval, not a sleep re-armed each pass: a busy cluster must not starve the poll.
+    let mut poll_tick = tokio::time::interval(poll);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let flush_at = src.dirty_since.map(|t| t + src.settings.coalesce);
+        let expiry = src.next_expiry();
+        let until = |t: Option<Instant>| async move {
+            match t {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut reread = false;
+        tokio::select! {
+            Some(msg) = rx.recv() => {
+                src.handle(msg);
+                // Drain what is already queued so a burst costs one pass.
+                while let Ok(more) = rx.try_recv() {
+                    src.handle(more);
+                }
+            }
+            Some((host, ips)) = resolve_rx.recv() => src.resolved(host, ips),
+            _ = until(flush_at) => {
+                if !src.flush().await {
+                    return; // merger gone: shutting down
+                }
+            }
+            _ = until(expiry) => src.mark_dirty(),
+            _ = resolve_tick.tick() => src.refresh_hostnames(),
+            _ = poll_tick.tick() => {
+                let now = fingerprint(&config_path);
+                if now != seen {
+                    seen = now;
+                    reread = true;
+                }
+            }
+            r = reload.changed(), if reload_open => {
+                reload_open = r.is_ok();
+                reread = r.is_ok();
+            }
+        }
+        if reread {
+            match crate::config::Config::load(&config_path) {
+                Err(problems) => {
+                    for p in problems {
+                        tracing::error!("{p}; keeping the running Kubernetes clusters");
+                    }
+                }
+                Ok(c) => {
+                    let new = c.kubernetes.unwrap_or_else(|| KubeSettings {
+                        clusters: vec![],
+                        ..src.settings.clone()
+                    });
+                    if new != src.settings {
+                        tracing::info!(clusters = new.clusters.len(), "kubernetes config changed");
+                        src.apply_settings(new);
+                    }
+                }
+            }
+        }
+    }
+}

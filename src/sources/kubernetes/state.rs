@@ -1,0 +1,651 @@
+//! What fedns remembers about each member cluster, and how all clusters become one
+//! [`Federation`] snapshot.
+//!
+//! Only the fields DNS needs are kept (a few short strings and counters per Service,
+//! EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
+//! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
+//! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
+//! (no gap while it runs); a cluster contributes shards only once all four kinds have been
+//! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
+//! stale grace, and past it they are dropped unless that would leave a name with no healthy
+//! address at all, in which case they stay and are counted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::config::{ClusterSpec, KubeSettings};
+use crate::model::{Cluster, DnsName, Federation, IngressHost, Service, ServicePort, Shard};
+use crate::selection::is_healthy;
+
+/// `(namespace, name)`; cluster-scoped objects have an empty namespace.
+pub type Key = (String, String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlimService {
+    pub ports: Vec<ServicePort>,
+    pub lb_ips: Vec<IpAddr>,
+    pub lb_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimSlice {
+    pub service: String,
+    pub ready: u32,
+    pub not_ready: u32,
+    /// Zones of the ready endpoints.
+    pub zones: Vec<String>,
+    /// Some ready endpoint had no zone.
+    pub zoneless: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimIngress {
+    pub hosts: Vec<String>,
+    pub backends: Vec<String>,
+    pub lb_ips: Vec<IpAddr>,
+    pub lb_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimNode {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// One watch event, translated. `None` as a value means "not of interest" (e.g. a Service that
+/// is not federated), which removes any earlier entry under that key.
+#[derive(Debug, Clone)]
+pub enum Change<T> {
+    Init,
+    InitApply(Key, Option<T>),
+    InitDone,
+    Apply(Key, Option<T>),
+    Delete(Key),
+}
+
+/// One kind's objects, as a reflector would keep them, but slim.
+#[derive(Debug)]
+pub struct Store<T> {
+    pub live: HashMap<Key, T>,
+    relist: Option<HashMap<Key, T>>,
+    /// A list has completed at least once.
+    pub synced: bool,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Store {
+            live: HashMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+}
+
+impl<T: PartialEq> Store<T> {
+    /// Applies one change; true when what DNS sees may have changed.
+    pub fn apply(&mut self, change: Change<T>) -> bool {
+        match change {
+            Change::Init => {
+                self.relist = Some(HashMap::new());
+                false
+            }
+            Change::InitApply(k, v) => {
+                if let (Some(buf), Some(v)) = (self.relist.as_mut(), v) {
+                    buf.insert(k, v);
+                }
+                false
+            }
+            Change::InitDone => {
+                let fresh = self.relist.take().unwrap_or_default();
+                let changed = !self.synced || fresh != self.live;
+                self.live = fresh;
+                self.synced = true;
+                changed
+            }
+            Change::Apply(k, Some(v)) => {
+                // Events between Init and InitDone would be lost on the swap otherwise.
+                if let Some(buf) = self.relist.as_mut() {
+                    buf.insert(k.clone(), v);
+                    return false;
+                }
+                if self.live.get(&k) == Some(&v) {
+                    return false;
+                }
+                self.live.insert(k, v);
+                true
+            }
+            Change::Apply(k, None) | Change::Delete(k) => {
+                if let Some(buf) = self.relist.as_mut() {
+                    buf.remove(&k);
+                    return false;
+                }
+                self.live.remove(&k).is_some()
+            }
+        }
+    }
+}
+
+/// The four kinds a cluster is watched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Services,
+    EndpointSlices,
+    Ingresses,
+    Nodes,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Services,
+        Kind::EndpointSlices,
+        Kind::Ingresses,
+        Kind::Nodes,
+    ];
+
+    /// `resource.group` as RBAC and kubectl name it.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::EndpointSlices => "endpointslices.discovery.k8s.io",
+            Kind::Ingresses => "ingresses.networking.k8s.io",
+            Kind::Nodes => "nodes",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub services: Store<SlimService>,
+    pub slices: Store<SlimSlice>,
+    pub ingresses: Store<SlimIngress>,
+    pub nodes: Store<SlimNode>,
+    /// The latest error of each kind's watch, until it recovers.
+    pub errors: [Option<String>; 4],
+    /// When the cluster stopped being in sync (any kind failing or the client unusable).
+    pub down_since: Option<Instant>,
+    /// Why the client could not be built, if it could not.
+    pub client_error: Option<String>,
+}
+
+impl ClusterState {
+    /// Every kind has been listed at least once: the data is complete enough to serve.
+    pub fn complete(&self) -> bool {
+        self.services.synced && self.slices.synced && self.ingresses.synced && self.nodes.synced
+    }
+
+    /// In sync right now: complete and nothing failing.
+    pub fn up(&self) -> bool {
+        self.complete() && self.client_error.is_none() && self.errors.iter().all(Option::is_none)
+    }
+
+    /// What is wrong, for logs and `/readyz`; `None` when up.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(e) = &self.client_error {
+            return Some(e.clone());
+        }
+        let errs: Vec<&str> = self.errors.iter().flatten().map(String::as_str).collect();
+        if !errs.is_empty() {
+            return Some(errs.join("; "));
+        }
+        let pending: Vec<&str> = [
+            (self.services.synced, Kind::Services),
+            (self.slices.synced, Kind::EndpointSlices),
+            (self.ingresses.synced, Kind::Ingresses),
+            (self.nodes.synced, Kind::Nodes),
+        ]
+        .iter()
+        .filter(|(s, _)| !s)
+        .map(|(_, k)| k.resource())
+        .collect();
+        (!pending.is_empty())
+            .then(|| format!("waiting for the first list of {}", pending.join(", ")))
+    }
+
+    /// Topology from Node labels: the most common region, and every zone in it.
+    fn topology(&self) -> (Option<String>, Vec<String>) {
+        let mut regions: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in self.nodes.live.values() {
+            if let Some(r) = &n.region {
+                *regions.entry(r).or_default() += 1;
+            }
+        }
+        let region = regions
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(r, _)| r.to_string());
+        let zones: BTreeSet<&str> = self
+            .nodes
+            .live
+            .values()
+            .filter(|n| n.region == region)
+            .filter_map(|n| n.zone.as_deref())
+            .collect();
+        (region, zones.into_iter().map(String::from).collect())
+    }
+}
+
+/// How a cluster's data is used in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// In sync, or out of sync for less than the stale grace.
+    Serving,
+    /// Out of sync for longer than the grace: used only where nothing else is left.
+    Expired,
+    /// Never complete: contributes nothing.
+    Absent,
+}
+
+pub fn freshness(state: &ClusterState, now: Instant, grace: Duration) -> Freshness {
+    if !state.complete() {
+        return Freshness::Absent;
+    }
+    match state.down_since {
+        Some(t) if now.saturating_duration_since(t) >= grace => Freshness::Expired,
+        _ => Freshness::Serving,
+    }
+}
+
+/// Endpoints of one service in one cluster: ready, not ready, zones of the ready ones, and
+/// whether some ready endpoint had no zone.
+type Tally<'a> = (u32, u32, BTreeSet<&'a str>, bool);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AssembleStats {
+    /// Names served from expired clusters because nothing else was left (fail static).
+    pub fail_static_names: usize,
+}
+
+/// Builds the federation snapshot from every cluster's state. `resolved` maps load-balancer
+/// hostnames to the addresses last resolved for them.
+pub fn assemble(
+    settings: &KubeSettings,
+    clusters: &[(&ClusterSpec, &ClusterState)],
+    resolved: &HashMap<String, Vec<IpAddr>>,
+    now: Instant,
+) -> (Federation, AssembleStats) {
+    let mut stats = AssembleStats::default();
+    let mut model_clusters = Vec::new();
+    // (namespace, name) → (ports, serving shards, expired shards)
+    type Shards = (Vec<ServicePort>, Vec<Shard>, Vec<Shard>);
+    let mut services: BTreeMap<(&str, &str), Shards> = BTreeMap::new();
+    let mut hosts: BTreeMap<String, (Vec<Shard>, Vec<Shard>)> = BTreeMap::new();
+    let addresses = |ips: &[IpAddr], names: &[String]| -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = ips.to_vec();
+        for n in names {
+            v.extend(resolved.get(n).into_iter().flatten().copied());
+        }
+        v.sort();
+        v.dedup();
+        v
+    };
+    for (spec, state) in clusters {
+        let fresh = freshness(state, now, settings.stale_grace);
+        if fresh == Freshness::Absent {
+            continue;
+        }
+        let (node_region, node_zones) = state.topology();
+        let region = spec.region.clone().or(node_region);
+        let zones = if spec.zones.is_empty() {
+            node_zones
+        } else {
+            spec.zones.clone()
+        };
+        if let Some(region) = &region {
+            model_clusters.push(Cluster {
+                name: spec.name.clone(),
+                region: region.clone(),
+                zones: zones.clone(),
+                weight: spec.weight,
+            });
+        }
+        // Endpoint counts per (namespace, service).
+        let mut ready: HashMap<(&str, &str), Tally<'_>> = HashMap::new();
+        for ((ns, _), s) in &state.slices.live {
+            let e = ready.entry((ns, &s.service)).or_default();
+            e.0 += s.ready;
+            e.1 += s.not_ready;
+            e.2.extend(s.zones.iter().map(String::as_str));
+            e.3 |= s.zoneless;
+        }
+        for ((ns, name), svc) in &state.services.live {
+            let (r, nr, ez, zoneless) = ready
+                .get(&(ns.as_str(), name.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
+            let shard_zones: Vec<String> = if zoneless {
+                vec![]
+            } else {
+                ez.into_iter()
+                    .filter(|z| zones.iter().any(|c| c == z))
+                    .map(String::from)
+                    .collect()
+            };
+            let shard = Shard {
+                cluster: spec.name.clone(),
+                addresses: addresses(&svc.lb_ips, &svc.lb_hosts),
+                ready_endpoints: r,
+                not_ready_endpoints: nr,
+                zones: shard_zones,
+                ..Shard::default()
+            };
+            let entry = services
+                .entry((ns, name))
+                .or_insert_with(|| (svc.ports.clone(), vec![], vec![]));
+            for p in &svc.ports {
+                if !entry
+                    .0
+                    .iter()
+                    .any(|q| q.name == p.name && q.protocol == p.protocol)
+                {
+                    entry.0.push(p.clone());
+                }
+            }
+            match fresh {
+                Freshness::Serving => entry.1.push(shard),
+                _ => entry.2.push(shard),
+            }
+        }
+        for ((ns, _), ing) in &state.ingresses.live {
+            let (r, nr) = ing
+                .backends
+                .iter()
+                .filter_map(|b| ready.get(&(ns.as_str(), b.as_str())))
+                .fold((0, 0), |acc, e| (acc.0 + e.0, acc.1 + e.1));
+            for host in &ing.hosts {
+                let shard = Shard {
+                    cluster: spec.name.clone(),
+                    addresses: addresses(&ing.lb_ips, &ing.lb_hosts),
+                    ready_endpoints: r,
+                    not_ready_endpoints: nr,
+                    zones: vec![],
+                    ..Shard::default()
+                };
+                let entry = hosts.entry(host.clone()).or_default();
+                match fresh {
+                    Freshness::Serving => entry.0.push(shard),
+                    _ => entry.1.push(shard),
+                }
+            }
+        }
+    }
+    let mut fail_static = |serving: &mut Vec<Shard>, expired: Vec<Shard>| {
+        if !serving.iter().any(is_healthy) && expired.iter().any(is_healthy) {
+            stats.fail_static_names += 1;
+            serving.extend(expired);
+        }
+    };
+    let mut out_services = Vec::new();
+    for ((ns, name), (mut ports, mut shards, expired)) in services {
+        fail_static(&mut shards, expired);
+        if shards.is_empty() {
+            continue;
+        }
+        ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
+        shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        out_services.push(Service {
+            name: name.to_string(),
+            namespace: ns.to_string(),
+            ports,
+            shards,
+            policy: None,
+        });
+    }
+    let mut ingress_hosts = Vec::new();
+    for (host, (mut shards, expired)) in hosts {
+        fail_static(&mut shards, expired);
+        let Ok(name) = DnsName::parse(&host) else {
+            continue;
+        };
+        if shards.is_empty() {
+            continue;
+        }
+        shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        ingress_hosts.push(IngressHost { host: name, shards });
+    }
+    model_clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    (
+        Federation {
+            name: settings.federation.clone(),
+            zone: settings.zone.clone(),
+            ttl: settings.ttl,
+            max_answers: settings.max_answers,
+            policy: settings.policy.clone(),
+            clusters: model_clusters,
+            services: out_services,
+            ingress_hosts,
+        },
+        stats,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Policy;
+    use crate::sources::kubernetes::config::{Access, SelectRule};
+
+    fn settings(grace: u64) -> KubeSettings {
+        KubeSettings {
+            federation: "f".into(),
+            zone: DnsName::parse("example.com").unwrap(),
+            ttl: 30,
+            max_answers: 8,
+            policy: Policy::default(),
+            select: SelectRule::default(),
+            stale_grace: Duration::from_secs(grace),
+            coalesce: Duration::from_millis(50),
+            resolve_interval: Duration::from_secs(30),
+            clusters: vec![],
+        }
+    }
+
+    fn spec(name: &str) -> ClusterSpec {
+        ClusterSpec {
+            name: name.into(),
+            access: Access::InCluster,
+            region: None,
+            zones: vec![],
+            weight: 100,
+        }
+    }
+
+    fn key(ns: &str, n: &str) -> Key {
+        (ns.into(), n.into())
+    }
+
+    fn listed(ip: &str, ready: u32) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.services.apply(Change::Init);
+        s.services.apply(Change::InitApply(
+            key("shop", "web"),
+            Some(SlimService {
+                ports: vec![],
+                lb_ips: vec![ip.parse().unwrap()],
+                lb_hosts: vec!["lb.example.net".into()],
+            }),
+        ));
+        s.services.apply(Change::InitDone);
+        s.slices.apply(Change::Init);
+        s.slices.apply(Change::InitApply(
+            key("shop", "web-abc"),
+            Some(SlimSlice {
+                service: "web".into(),
+                ready,
+                not_ready: 0,
+                zones: vec!["z1".into()],
+                zoneless: false,
+            }),
+        ));
+        s.slices.apply(Change::InitDone);
+        s.ingresses.apply(Change::Init);
+        s.ingresses.apply(Change::InitDone);
+        s.nodes.apply(Change::Init);
+        s.nodes.apply(Change::InitApply(
+            key("", "n1"),
+            Some(SlimNode {
+                region: Some("r1".into()),
+                zone: Some("z1".into()),
+            }),
+        ));
+        s.nodes.apply(Change::InitApply(
+            key("", "n2"),
+            Some(SlimNode {
+                region: Some("r1".into()),
+                zone: Some("z2".into()),
+            }),
+        ));
+        s.nodes.apply(Change::InitDone);
+        s
+    }
+
+    #[test]
+    fn relist_swaps_at_the_end_and_keeps_events_seen_meanwhile() {
+        let mut st: Store<u32> = Store::default();
+        st.apply(Change::Init);
+        st.apply(Change::InitApply(key("a", "1"), Some(1)));
+        assert!(st.live.is_empty());
+        assert!(st.apply(Change::InitDone));
+        st.apply(Change::Init);
+        st.apply(Change::InitApply(key("a", "2"), Some(2)));
+        assert_eq!(
+            st.live.len(),
+            1,
+            "old contents stay until the re-list is done"
+        );
+        st.apply(Change::Apply(key("a", "3"), Some(3)));
+        assert!(st.apply(Change::InitDone));
+        let keys: BTreeSet<_> = st.live.keys().map(|k| k.1.clone()).collect();
+        assert_eq!(keys, ["2", "3"].iter().map(|s| s.to_string()).collect());
+        assert!(
+            !st.apply(Change::Apply(key("a", "3"), Some(3))),
+            "same value: no change"
+        );
+        assert!(st.apply(Change::Apply(key("a", "3"), Some(4))));
+        assert!(st.apply(Change::Delete(key("a", "3"))));
+        assert!(!st.apply(Change::Delete(key("a", "3"))));
+    }
+
+    #[test]
+    fn topology_shards_and_hostnames() {
+        let st = listed("10.0.0.1", 2);
+        let sp = spec("c1");
+        let mut resolved = HashMap::new();
+        resolved.insert(
+            "lb.example.net".to_string(),
+            vec!["10.9.9.9".parse().unwrap()],
+        );
+        let (fed, stats) = assemble(&settings(10), &[(&sp, &st)], &resolved, Instant::now());
+        assert_eq!(stats.fail_static_names, 0);
+        assert_eq!(fed.clusters[0].region, "r1");
+        assert_eq!(fed.clusters[0].zones, vec!["z1", "z2"]);
+        let sh = &fed.services[0].shards[0];
+        assert_eq!(sh.addresses.len(), 2);
+        assert_eq!(sh.ready_endpoints, 2);
+        assert_eq!(sh.zones, vec!["z1"]);
+    }
+
+    #[test]
+    fn incomplete_clusters_contribute_nothing() {
+        let mut st = listed("10.0.0.1", 2);
+        st.nodes = Store::default();
+        let sp = spec("c1");
+        let (fed, _) = assemble(
+            &settings(10),
+            &[(&sp, &st)],
+            &HashMap::new(),
+            Instant::now(),
+        );
+        assert!(fed.services.is_empty() && fed.clusters.is_empty());
+    }
+
+    #[test]
+    fn ingress_hosts_in_the_table() {
+        let mut st = listed("10.0.0.1", 1);
+        st.ingresses.apply(Change::Init);
+        for (name, host, backend) in [
+            ("a", "shop.example.com", "web"),
+            ("b", "idle.example.com", "nothing-ready"),
+            ("c", "shop.example.net", "web"),
+        ] {
+            st.ingresses.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimIngress {
+                    hosts: vec![host.into()],
+                    backends: vec![backend.into()],
+                    lb_ips: vec!["192.0.2.7".parse().unwrap()],
+                    lb_hosts: vec![],
+                }),
+            ));
+        }
+        st.ingresses.apply(Change::InitDone);
+        let sp = spec("c1");
+        let (fed, _) = assemble(
+            &settings(10),
+            &[(&sp, &st)],
+            &HashMap::new(),
+            Instant::now(),
+        );
+        assert_eq!(fed.ingress_hosts.len(), 3);
+        let locator = crate::geo::Locator::new(&[], &[], &[], false);
+        let table = crate::table::build::build(crate::table::build::BuildInput {
+            zones: &[],
+            federations: &[fed],
+            etcd: &[],
+            etcd_cache: None,
+            serial: 1,
+            generation: 1,
+            locator: &locator,
+        })
+        .table;
+        let ask = |n: &str| {
+            let name = DnsName::parse(n).unwrap();
+            match table.lookup(name.wire(), crate::model::rtype::A, || 0) {
+                crate::table::Lookup::Authoritative(a) => Some((a.rcode, a.bodies[0].answer_count)),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            ask("shop.example.com"),
+            Some((0, 1)),
+            "healthy backend: its LB address"
+        );
+        assert_eq!(
+            ask("idle.example.com"),
+            Some((0, 0)),
+            "no ready backend: NODATA"
+        );
+        assert_eq!(
+            ask("shop.example.net"),
+            None,
+            "outside every served zone: not ours"
+        );
+    }
+
+    #[test]
+    fn fail_static_after_grace() {
+        let now = Instant::now();
+        let (a, b) = (spec("a"), spec("b"));
+        let mut sa = listed("10.0.0.1", 1);
+        let sb = listed("10.0.0.2", 1);
+        sa.down_since = Some(now - Duration::from_secs(5));
+        // Within the grace: both serve.
+        let (fed, _) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(fed.services[0].shards.len(), 2);
+        // Past it: a is dropped, b carries the name.
+        let (fed, stats) = assemble(&settings(2), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(fed.services[0].shards.len(), 1);
+        assert_eq!(fed.services[0].shards[0].cluster, "b");
+        assert_eq!(stats.fail_static_names, 0);
+        // Past it, but a is all there is: kept, and counted.
+        let (fed, stats) = assemble(&settings(2), &[(&a, &sa)], &HashMap::new(), now);
+        assert_eq!(fed.services[0].shards.len(), 1);
+        assert_eq!(stats.fail_static_names, 1);
+    }
+}

@@ -1,0 +1,504 @@
+//! The only place that speaks to Kubernetes: one `kube` client per member cluster and one
+//! watcher per kind (Services, EndpointSlices, Ingresses, Nodes), each object translated at once
+//! into the slim structs of [`super::state`] and sent to the source's assembler.
+//!
+//! Guarantees: kube and k8s-openapi types never leave this file; watches never end on errors
+//! (kube's watcher retries with exponential backoff, 0.8 s to 30 s, re-listing after 410 Gone);
+//! every error is reported with the cluster, the resource and, for 401/403, what is missing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use super::config::{Access, ClusterSpec, SelectRule};
+use super::state::{Change, Key, Kind, SlimIngress, SlimNode, SlimService, SlimSlice};
+use crate::model::ServicePort;
+
+/// A translated change of one kind.
+#[derive(Debug)]
+pub enum KindChange {
+    Services(Change<SlimService>),
+    Slices(Change<SlimSlice>),
+    Ingresses(Change<SlimIngress>),
+    Nodes(Change<SlimNode>),
+}
+
+#[derive(Debug)]
+pub enum ClusterMsg {
+    Change(KindChange),
+    /// A kind's watch failed (`Some`) or works again (`None`). `expected` marks the routine
+    /// 410 Gone that only means "re-list".
+    Status {
+        kind: Kind,
+        error: Option<String>,
+        expected: bool,
+    },
+    /// The client could not be built from the kubeconfig (`Some`), or now could (`None`).
+    Client(Option<String>),
+}
+
+/// A message from the tasks of one run of one cluster.
+#[derive(Debug)]
+pub struct Msg {
+    pub cluster: Arc<str>,
+    /// Which run (a cluster restarted after a config change gets a new one).
+    pub run: u64,
+    pub body: ClusterMsg,
+}
+
+async fn make_client(access: &Access) -> Result<Client, String> {
+    let config = match access {
+        Access::Kubeconfig { path, context } => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let opts = KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        Access::InCluster => {
+            kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?
+        }
+    };
+    Client::try_from(config).map_err(|e| format!("kube client: {e}"))
+}
+
+/// Runs every watch of one cluster until aborted.
+pub async fn run_cluster(spec: ClusterSpec, select: SelectRule, run: u64, tx: mpsc::Sender<Msg>) {
+    let cluster: Arc<str> = spec.name.as_str().into();
+    let send = {
+        let (tx, cluster) = (tx.clone(), cluster.clone());
+        move |body| {
+            let (tx, cluster) = (tx.clone(), cluster.clone());
+            async move { tx.send(Msg { cluster, run, body }).await.is_ok() }
+        }
+    };
+    let client = loop {
+        match make_client(&spec.access).await {
+            Ok(c) => break c,
+            Err(e) => {
+                if !send(ClusterMsg::Client(Some(e))).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    send(ClusterMsg::Client(None)).await;
+    let select = Arc::new(select);
+    let mut svc_cfg = watcher::Config::default();
+    if let Some(l) = &select.label {
+        svc_cfg = svc_cfg.labels(&l.selector());
+    }
+    let rule = select.clone();
+    let services = watch_kind(
+        Api::<Service>::all(client.clone()),
+        svc_cfg,
+        Kind::Services,
+        tx.clone(),
+        cluster.clone(),
+        run,
+        move |s: &Service| slim_service(s, &rule),
+        KindChange::Services,
+    );
+    let slices = watch_kind(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::EndpointSlices,
+        tx.clone(),
+        cluster.clone(),
+        run,
+        slim_slice,
+        KindChange::Slices,
+    );
+    let ingresses = watch_kind(
+        Api::<Ingress>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::Ingresses,
+        tx.clone(),
+        cluster.clone(),
+        run,
+        slim_ingress,
+        KindChange::Ingresses,
+    );
+    let nodes = watch_kind(
+        Api::<Node>::all(client),
+        watcher::Config::default(),
+        Kind::Nodes,
+        tx,
+        cluster,
+        run,
+        slim_node,
+        KindChange::Nodes,
+    );
+    tokio::join!(services, slices, ingresses, nodes);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_kind<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    tx: mpsc::Sender<Msg>,
+    cluster: Arc<str>,
+    run: u64,
+    slim: impl Fn(&K) -> Option<T>,
+    wrap: fn(Change<T>) -> KindChange,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let key = |o: &K| -> Key { (o.namespace().unwrap_or_default(), o.name_any()) };
+    let mut failing = true; // until the first successful event, report it
+    loop {
+        let stream = watcher(api.clone(), config.clone()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            // kube answers an HTTP 410 on the watch request by retrying the same resourceVersion
+            // forever (STACK-NOTES §2.3); only a fresh watcher lists again.
+            let restart = matches!(&item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410);
+            let body = match item {
+                Ok(ev) => {
+                    // `Init` comes before the list request: only what follows it shows the
+                    // watch works again.
+                    if failing && !matches!(ev, Event::Init) {
+                        failing = false;
+                        let ok = ClusterMsg::Status {
+                            kind,
+                            error: None,
+                            expected: false,
+                        };
+                        if tx
+                            .send(Msg {
+                                cluster: cluster.clone(),
+                                run,
+                                body: ok,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let change = match ev {
+                        Event::Init => Change::Init,
+                        Event::InitApply(o) => Change::InitApply(key(&o), slim(&o)),
+                        Event::InitDone => Change::InitDone,
+                        Event::Apply(o) => Change::Apply(key(&o), slim(&o)),
+                        Event::Delete(o) => Change::Delete(key(&o)),
+                    };
+                    ClusterMsg::Change(wrap(change))
+                }
+                Err(e) => {
+                    failing = true;
+                    let (error, expected) = describe(&e, kind);
+                    ClusterMsg::Status {
+                        kind,
+                        error: Some(error),
+                        expected,
+                    }
+                }
+            };
+            if tx
+                .send(Msg {
+                    cluster: cluster.clone(),
+                    run,
+                    body,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if restart {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A watch error in words an operator can act on; `true` for the routine 410 Gone.
+fn describe(e: &watcher::Error, kind: Kind) -> (String, bool) {
+    let res = kind.resource();
+    let api = |s: &kube::core::Status, verb: &str| -> String {
+        match s.code {
+            401 => format!(
+                "{res}: 401 Unauthorized: the API server rejected fedns's credentials ({})",
+                s.message
+            ),
+            403 => format!(
+                "{res}: 403 Forbidden: missing RBAC permission `{verb}` on {res} (cluster-wide; fedns needs get, list and watch): {}",
+                s.message
+            ),
+            code => format!("{res}: {verb} failed: {code} {}: {}", s.reason, s.message),
+        }
+    };
+    match e {
+        watcher::Error::WatchError(s) | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            if s.code == 410 =>
+        {
+            (format!("{res}: watch expired (410 Gone), re-listing"), true)
+        }
+        watcher::Error::WatchError(s) => (api(s, "watch"), false),
+        watcher::Error::InitialListFailed(kube::Error::Api(s)) => (api(s, "list"), false),
+        watcher::Error::WatchStartFailed(kube::Error::Api(s)) => (api(s, "watch"), false),
+        watcher::Error::InitialListFailed(e) => (format!("{res}: list failed: {e}"), false),
+        watcher::Error::WatchStartFailed(e) => (format!("{res}: watch failed: {e}"), false),
+        watcher::Error::WatchFailed(e) => (format!("{res}: watch stream failed: {e}"), false),
+        other => (format!("{res}: {other}"), false),
+    }
+}
+
+fn parse_ips<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = ips.filter_map(|s| s.parse().ok()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
+    let spec = s.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return None;
+    }
+    let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+    if !rule.namespaces.is_empty() && !rule.namespaces.iter().any(|n| n == ns) {
+        return None;
+    }
+    if let Some(l) = &rule.label
+        && !l.matches(|k| s.metadata.labels.as_ref()?.get(k).map(String::as_str))
+    {
+        return None;
+    }
+    if let Some(a) = &rule.annotation
+        && !a.matches(|k| s.metadata.annotations.as_ref()?.get(k).map(String::as_str))
+    {
+        return None;
+    }
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.name.as_deref().filter(|n| !n.is_empty())?;
+            Some(ServicePort {
+                name: name.to_ascii_lowercase(),
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                port: u16::try_from(p.port).ok()?,
+            })
+        })
+        .collect();
+    let ingress = s
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let lb_ips = parse_ips(
+        ingress
+            .iter()
+            .flat_map(|v| v.iter())
+            .filter_map(|i| i.ip.as_deref()),
+    );
+    let mut lb_hosts: Vec<String> = ingress
+        .iter()
+        .flat_map(|v| v.iter())
+        .filter(|i| i.ip.is_none())
+        .filter_map(|i| i.hostname.clone())
+        .collect();
+    lb_hosts.sort();
+    lb_hosts.dedup();
+    Some(SlimService {
+        ports,
+        lb_ips,
+        lb_hosts,
+    })
+}
+
+fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
+    let service = s
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?
+        .clone();
+    let (mut ready, mut not_ready, mut zoneless) = (0u32, 0u32, false);
+    let mut zones: Vec<String> = Vec::new();
+    for e in &s.endpoints {
+        let c = e.conditions.as_ref();
+        // A nil `ready` means ready (API docs); a terminating endpoint never counts.
+        let is_ready =
+            c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true);
+        if is_ready {
+            ready += 1;
+            match &e.zone {
+                Some(z) if !zones.contains(z) => zones.push(z.clone()),
+                Some(_) => {}
+                None => zoneless = true,
+            }
+        } else {
+            not_ready += 1;
+        }
+    }
+    zones.sort();
+    Some(SlimSlice {
+        service,
+        ready,
+        not_ready,
+        zones,
+        zoneless,
+    })
+}
+
+fn slim_ingress(i: &Ingress) -> Option<SlimIngress> {
+    let spec = i.spec.as_ref()?;
+    let mut hosts: Vec<String> = Vec::new();
+    let mut backends: Vec<String> = Vec::new();
+    if let Some(svc) = spec
+        .default_backend
+        .as_ref()
+        .and_then(|b| b.service.as_ref())
+    {
+        backends.push(svc.name.clone());
+    }
+    for rule in spec.rules.iter().flatten() {
+        if let Some(h) = rule.host.as_deref().filter(|h| !h.starts_with('*')) {
+            hosts.push(h.to_ascii_lowercase());
+        }
+        for p in rule.http.iter().flat_map(|h| &h.paths) {
+            if let Some(svc) = &p.backend.service {
+                backends.push(svc.name.clone());
+            }
+        }
+    }
+    if hosts.is_empty() {
+        return None;
+    }
+    hosts.sort();
+    hosts.dedup();
+    backends.sort();
+    backends.dedup();
+    let ingress = i
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let lb_ips = parse_ips(
+        ingress
+            .iter()
+            .flat_map(|v| v.iter())
+            .filter_map(|i| i.ip.as_deref()),
+    );
+    let mut lb_hosts: Vec<String> = ingress
+        .iter()
+        .flat_map(|v| v.iter())
+        .filter(|i| i.ip.is_none())
+        .filter_map(|i| i.hostname.clone())
+        .collect();
+    lb_hosts.sort();
+    lb_hosts.dedup();
+    Some(SlimIngress {
+        hosts,
+        backends,
+        lb_ips,
+        lb_hosts,
+    })
+}
+
+fn slim_node(n: &Node) -> Option<SlimNode> {
+    let labels = n.metadata.labels.as_ref();
+    let get = |k: &str, old: &str| {
+        labels
+            .and_then(|l| l.get(k).or_else(|| l.get(old)))
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_ascii_lowercase())
+    };
+    Some(SlimNode {
+        region: get(
+            "topology.kubernetes.io/region",
+            "failure-domain.beta.kubernetes.io/region",
+        ),
+        zone: get(
+            "topology.kubernetes.io/zone",
+            "failure-domain.beta.kubernetes.io/zone",
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kube-apiserver");
+
+    fn list<K: serde::de::DeserializeOwned>(file: &str) -> Vec<K> {
+        let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).expect("fixture");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        serde_json::from_value(v["items"].clone()).expect("items")
+    }
+
+    #[test]
+    fn real_services_translate() {
+        let svcs: Vec<Service> = list("list-services.json");
+        let rule = SelectRule::default();
+        let slim: Vec<(String, Option<SlimService>)> = svcs
+            .iter()
+            .map(|s| (s.name_any(), slim_service(s, &rule)))
+            .collect();
+        let checkout = slim
+            .iter()
+            .find(|(n, _)| n == "checkout")
+            .unwrap()
+            .1
+            .as_ref()
+            .unwrap();
+        assert_eq!(checkout.lb_ips.len(), 2, "{checkout:?}");
+        assert_eq!(checkout.lb_hosts.len(), 1, "{checkout:?}");
+        assert!(!checkout.ports.is_empty());
+        // ClusterIP and headless services are not federated.
+        assert!(
+            slim.iter()
+                .filter(|(n, _)| n != "checkout")
+                .all(|(_, s)| s.is_none())
+        );
+    }
+
+    #[test]
+    fn real_slices_count_ready_but_not_terminating() {
+        let slices: Vec<EndpointSlice> = list("list-endpointslices.json");
+        let s = slices
+            .iter()
+            .find(|s| s.name_any() == "checkout-7xk2p")
+            .unwrap();
+        let slim = slim_slice(s).unwrap();
+        assert_eq!((slim.ready, slim.not_ready), (1, 2), "{slim:?}");
+        assert_eq!(slim.service, "checkout");
+    }
+
+    #[test]
+    fn real_nodes_and_ingresses_translate() {
+        let nodes: Vec<Node> = list("list-nodes.json");
+        let slim: Vec<SlimNode> = nodes.iter().filter_map(slim_node).collect();
+        assert!(
+            slim.iter().all(|n| n.region.is_some() && n.zone.is_some()),
+            "{slim:?}"
+        );
+        let ings: Vec<Ingress> = list("list-ingresses.json");
+        let i = slim_ingress(&ings[0]).unwrap();
+        assert_eq!(i.hosts.len(), 2, "{i:?}");
+        assert!(!i.lb_ips.is_empty() && !i.backends.is_empty(), "{i:?}");
+    }
+}

@@ -1,0 +1,1031 @@
+//! End-to-end tests of the Kubernetes source: the real `fedns` binary, its real `kube` client,
+//! and test Kubernetes API servers (`kube_api`) that serve list and watch exactly like a
+//! kube-apiserver, several at once, one per member cluster. Answers are checked over the DNS
+//! wire (UDP), sync state over HTTP (`/readyz`, `/metrics`).
+//!
+//! Every wait is bounded; fedns is killed by PID on drop, the API servers' runtimes shut down on
+//! drop. Only loopback is used.
+
+mod kube_api;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use kube_api::{ApiServer, Res, cluster_ip_service, ingress, kubeconfig, node, service, slice};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n@ IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\n";
+
+const G: &str = "checkout.shop.myfed.svc.example.com.";
+const R_EAST: &str = "checkout.shop.myfed.svc.us-east1.example.com.";
+const R_WEST: &str = "checkout.shop.myfed.svc.us-west2.example.com.";
+const Z_EAST_B: &str = "checkout.shop.myfed.svc.us-east1-b.us-east1.example.com.";
+const Z_EAST_C: &str = "checkout.shop.myfed.svc.us-east1-c.us-east1.example.com.";
+const Z_EAST_D: &str = "checkout.shop.myfed.svc.us-east1-d.us-east1.example.com.";
+const Z_WEST_A: &str = "checkout.shop.myfed.svc.us-west2-a.us-west2.example.com.";
+const SHOP: &str = "shop.example.com.";
+
+const IP_EAST1: &str = "203.0.113.10";
+const IP_EAST2: &str = "203.0.113.20";
+const IP_WEST: &str = "198.51.100.30";
+
+fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn set(v: &[&str]) -> BTreeSet<IpAddr> {
+    v.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Three member clusters in two regions
+// ------------------------------------------------------------------------------------------
+
+fn fed_label() -> serde_json::Value {
+    json!({"app": "checkout", "fedns.io/federate": "true"})
+}
+
+/// east1: us-east1, two zones (b, c); east2: node labels say us-central1 but the config
+/// overrides it to us-east1/us-east1-d; west: us-west2-a from the deprecated labels only.
+struct Clusters {
+    east1: ApiServer,
+    east2: ApiServer,
+    west: ApiServer,
+}
+
+impl Clusters {
+    fn start() -> Clusters {
+        let c = Clusters {
+            east1: ApiServer::start(),
+            east2: ApiServer::start(),
+            west: ApiServer::start(),
+        };
+        let e1 = &c.east1;
+        e1.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
+        e1.put(Res::Nodes, node("e1-n2", "us-east1", "us-east1-c", false));
+        e1.put(
+            Res::Services,
+            service(
+                "shop",
+                "checkout",
+                fed_label(),
+                &[IP_EAST1, "2001:db8:10::10"],
+                &[],
+            ),
+        );
+        e1.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "checkout-7xk2p",
+                "checkout",
+                &[
+                    ("10.244.1.5", true, false, Some("us-east1-b")),
+                    ("10.244.2.5", true, false, Some("us-east1-c")),
+                ],
+            ),
+        );
+        // Not federated: ClusterIP, and a LoadBalancer without the label.
+        e1.put(
+            Res::Services,
+            cluster_ip_service("shop", "cart", fed_label()),
+        );
+        e1.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "cart-1",
+                "cart",
+                &[("10.244.1.6", true, false, None)],
+            ),
+        );
+        e1.put(
+            Res::Services,
+            service(
+                "shop",
+                "internal",
+                json!({"app": "internal"}),
+                &["203.0.113.99"],
+                &[],
+            ),
+        );
+        e1.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "internal-1",
+                "internal",
+                &[("10.244.1.7", true, false, None)],
+            ),
+        );
+        // A load balancer known only by hostname (resolved in the background).
+        e1.put(
+            Res::Services,
+            service("shop", "catalog", fed_label(), &[], &["localhost"]),
+        );
+        e1.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "catalog-1",
+                "catalog",
+                &[("10.244.1.8", true, false, None)],
+            ),
+        );
+        e1.put(
+            Res::Ingresses,
+            ingress(
+                "shop",
+                "storefront",
+                &["shop.example.com", "elsewhere.example.net"],
+                "checkout",
+                &["198.51.100.100"],
+            ),
+        );
+
+        let e2 = &c.east2;
+        e2.put(
+            Res::Nodes,
+            node("e2-n1", "us-central1", "us-central1-a", false),
+        );
+        e2.put(
+            Res::Services,
+            service("shop", "checkout", fed_label(), &[IP_EAST2], &[]),
+        );
+        e2.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "checkout-abcde",
+                "checkout",
+                &[("10.245.1.5", true, false, Some("us-east1-d"))],
+            ),
+        );
+
+        let w = &c.west;
+        w.put(Res::Nodes, node("w-n1", "us-west2", "us-west2-a", true));
+        w.put(
+            Res::Services,
+            service("shop", "checkout", fed_label(), &[IP_WEST], &[]),
+        );
+        w.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "checkout-w1",
+                "checkout",
+                &[
+                    ("10.246.1.5", true, false, Some("us-west2-a")),
+                    ("10.246.1.6", false, true, Some("us-west2-a")),
+                ],
+            ),
+        );
+        w.put(
+            Res::Services,
+            service("shop", "solo", fed_label(), &["198.51.100.77"], &[]),
+        );
+        w.put(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                "solo-1",
+                "solo",
+                &[("10.246.1.9", true, false, None)],
+            ),
+        );
+        w.put(
+            Res::Ingresses,
+            ingress(
+                "shop",
+                "storefront",
+                &["shop.example.com"],
+                "checkout",
+                &["198.51.100.101"],
+            ),
+        );
+        c
+    }
+
+    fn kubeconfig(&self) -> String {
+        kubeconfig(&[
+            ("east1", self.east1.url()),
+            ("east2", self.east2.url()),
+            ("west", self.west.url()),
+        ])
+    }
+}
+
+const CLUSTER_EAST1: &str = "    - {name: east1, kubeconfig: kubeconfig, context: east1}\n";
+const CLUSTER_EAST2: &str = "    - {name: east2, kubeconfig: kubeconfig, context: east2, region: us-east1, zones: [us-east1-d]}\n";
+const CLUSTER_WEST: &str =
+    "    - {name: west, kubeconfig: kubeconfig, context: west, weight: 50}\n";
+
+// ------------------------------------------------------------------------------------------
+// fedns process and DNS/HTTP clients
+// ------------------------------------------------------------------------------------------
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    /// Config appended after the `kubernetes:` section.
+    extra: String,
+}
+
+impl Fixture {
+    fn new(kubeconfig: &str, clusters: &[&str], grace_secs: u64) -> Fixture {
+        Self::with_extra(kubeconfig, clusters, grace_secs, "")
+    }
+
+    fn with_extra(kubeconfig: &str, clusters: &[&str], grace_secs: u64, extra: &str) -> Fixture {
+        let fx = Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.to_string(),
+        };
+        std::fs::create_dir_all(fx.path("zones")).unwrap();
+        fx.write("zones/example.com.zone", ZONE);
+        fx.write("kubeconfig", kubeconfig);
+        fx.write_config(clusters, grace_secs);
+        fx
+    }
+
+    fn write_config(&self, clusters: &[&str], grace_secs: u64) {
+        self.write(
+            "fedns.yaml",
+            &format!(
+                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nwatch_interval_ms: 100\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  ttl: 5\n  stale_grace_secs: {grace_secs}\n  coalesce_ms: 20\n  resolve_interval_secs: 1\n  select:\n    label: fedns.io/federate=true\n  clusters:\n{}{}",
+                clusters.concat(),
+                self.extra
+            ),
+        );
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let dst = self.path(rel);
+        let tmp = dst.with_extension("tmp~");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &dst).unwrap();
+    }
+}
+
+struct Fedns {
+    child: Child,
+    udp: SocketAddr,
+    http: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Fedns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_field(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.trim_matches(',').parse().ok())
+}
+
+impl Fedns {
+    fn start(config: &Path) -> Fedns {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fedns");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut f = Fedns {
+            child,
+            udp: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let found = wait_for(Duration::from_secs(10), || {
+            if let Ok(Some(st)) = f.child.try_wait() {
+                panic!("fedns exited ({st}):\n{}", f.log_text());
+            }
+            let lines = f.log.lock().unwrap();
+            let dns = lines.iter().find(|l| l.contains("dns listening"))?;
+            let http = lines.iter().find(|l| l.contains("http listening"))?;
+            Some((addr_field(dns, "udp=")?, addr_field(http, "http=")?))
+        });
+        let (udp, http) = found.unwrap_or_else(|| panic!("fedns did not start:\n{}", f.log_text()));
+        f.udp = udp;
+        f.http = http;
+        f
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        wait_for(timeout, || {
+            self.log.lock().unwrap().iter().find(|l| pred(l)).cloned()
+        })
+    }
+
+    fn ask(&self, qname: &str, t: RecordType) -> Answer {
+        ask(self.udp, qname, t)
+    }
+
+    /// Addresses of an A query (after following nothing: CNAMEs are reported separately).
+    fn a(&self, qname: &str) -> BTreeSet<IpAddr> {
+        self.ask(qname, RecordType::A).addrs
+    }
+
+    /// Waits until the A answer of `qname` equals `want`; panics with the last answer if not.
+    fn expect_a(&self, qname: &str, want: &[&str], timeout: Duration) {
+        let want = set(want);
+        let mut last = None;
+        if wait_for(timeout, || {
+            let got = self.ask(qname, RecordType::A);
+            let ok = got.rcode == 0 && got.addrs == want;
+            last = Some(got);
+            ok.then_some(())
+        })
+        .is_none()
+        {
+            panic!(
+                "{qname}: wanted {want:?}, last answer {last:?}\nlog:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).expect("http");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn metric(&self, line_prefix: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Answer {
+    rcode: u16,
+    addrs: BTreeSet<IpAddr>,
+    cname: Option<String>,
+    srv: Vec<(u16, String)>,
+}
+
+fn ask(server: SocketAddr, qname: &str, t: RecordType) -> Answer {
+    ask_from("127.0.0.1", server, qname, t)
+}
+
+/// Asks from a chosen loopback source address (the client location under `geo`).
+fn ask_from(src: &str, server: SocketAddr, qname: &str, t: RecordType) -> Answer {
+    static ID: AtomicU16 = AtomicU16::new(1);
+    let id = ID.fetch_add(1, Ordering::Relaxed);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(qname).unwrap(), t));
+    let req = m.to_vec().unwrap();
+    let sock = UdpSocket::bind((src, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    for _ in 0..6 {
+        sock.send_to(&req, server).unwrap();
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if from != server || n < 2 || buf[..2] != req[..2] {
+                continue;
+            }
+            let msg = Message::from_vec(&buf[..n]).expect("valid DNS response");
+            let mut a = Answer {
+                rcode: u16::from(msg.metadata.response_code),
+                addrs: BTreeSet::new(),
+                cname: None,
+                srv: vec![],
+            };
+            for r in &msg.answers {
+                match &r.data {
+                    RData::A(x) => {
+                        a.addrs.insert(IpAddr::V4(x.0));
+                    }
+                    RData::AAAA(x) => {
+                        a.addrs.insert(IpAddr::V6(x.0));
+                    }
+                    RData::CNAME(c) if a.cname.is_none() => a.cname = Some(c.0.to_ascii()),
+                    RData::SRV(s) => a.srv.push((s.port, s.target.to_ascii())),
+                    _ => {}
+                }
+            }
+            return a;
+        }
+    }
+    panic!("no DNS answer from {server} for {qname}");
+}
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+// ------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------
+
+/// Three clusters in two regions → global, regional, zonal, SRV and ingress answers; the
+/// federation rule; topology from node labels (deprecated ones too) and the config override;
+/// a load balancer known by hostname; then an endpoint turning unready changes the answer
+/// within a second.
+#[test]
+fn three_clusters_two_regions_then_an_endpoint_turns_unready() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    assert_eq!(
+        f.ask(G, RecordType::AAAA).addrs,
+        set(&["2001:db8:10::10"]),
+        "IPv6 LB address"
+    );
+    f.expect_a(R_EAST, &[IP_EAST1, IP_EAST2], SETTLE);
+    f.expect_a(R_WEST, &[IP_WEST], SETTLE);
+    // A multi-zone cluster serves each of its zones; the override put east2 in us-east1-d.
+    f.expect_a(Z_EAST_B, &[IP_EAST1], SETTLE);
+    f.expect_a(Z_EAST_C, &[IP_EAST1], SETTLE);
+    f.expect_a(Z_EAST_D, &[IP_EAST2], SETTLE);
+    f.expect_a(Z_WEST_A, &[IP_WEST], SETTLE);
+    let central = f.ask(
+        "checkout.shop.myfed.svc.us-central1.example.com.",
+        RecordType::A,
+    );
+    assert_eq!(
+        central.rcode, 3,
+        "the config override wins over node labels: {central:?}"
+    );
+    // Only labelled LoadBalancer services are federated.
+    for n in [
+        "cart.shop.myfed.svc.example.com.",
+        "internal.shop.myfed.svc.example.com.",
+    ] {
+        assert_eq!(f.ask(n, RecordType::A).rcode, 3, "{n} must not be served");
+    }
+    // Hostname-only load balancer, resolved in the background.
+    f.expect_a(
+        "catalog.shop.myfed.svc.example.com.",
+        &["127.0.0.1"],
+        SETTLE,
+    );
+    // SRV per named port, targeting the global name.
+    let srv = f.ask(&format!("_http._tcp.{G}"), RecordType::SRV);
+    assert_eq!(srv.srv, vec![(80, G.to_string())], "{srv:?}");
+    // Ingress hosts inside the served zone; hosts elsewhere are not ours.
+    f.expect_a(SHOP, &["198.51.100.100", "198.51.100.101"], SETTLE);
+    assert_eq!(f.ask("elsewhere.example.net.", RecordType::A).rcode, 5);
+
+    let (status, body) = f.http_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    for c in ["east1", "east2", "west"] {
+        assert_eq!(
+            f.metric(&format!("fedns_cluster_up{{cluster=\"{c}\"}}")),
+            Some(1.0),
+            "{c}"
+        );
+    }
+
+    // West's only ready endpoint turns unready (its other one is terminating, which never
+    // counts): west leaves every answer within a second.
+    let changed_at = Instant::now();
+    cl.west.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-w1",
+            "checkout",
+            &[
+                ("10.246.1.5", false, false, Some("us-west2-a")),
+                ("10.246.1.6", false, true, Some("us-west2-a")),
+            ],
+        ),
+    );
+    let want = set(&[IP_EAST1, IP_EAST2]);
+    wait_for(Duration::from_secs(5), || (f.a(G) == want).then_some(()))
+        .unwrap_or_else(|| panic!("west never left the answer:\n{}", f.log_text()));
+    let took = changed_at.elapsed();
+    assert!(took < Duration::from_secs(1), "propagation took {took:?}");
+    let west = f.ask(R_WEST, RecordType::A);
+    assert_eq!(
+        west.cname.as_deref(),
+        Some(G),
+        "empty region falls back to global: {west:?}"
+    );
+    // The ingress in west has no ready backend any more.
+    f.expect_a(SHOP, &["198.51.100.100"], Duration::from_secs(2));
+}
+
+/// With client networks configured, global names and ingress hosts answer with the shards
+/// nearest the client (the default `geo` policy), clusters placed by their Node labels.
+#[test]
+fn global_names_and_ingress_hosts_follow_the_client_location() {
+    let cl = Clusters::start();
+    let geo = "geo:\n  client_networks:\n    - {cidr: 127.1.0.0/16, region: us-east1, zone: us-east1-b}\n    - {cidr: 127.2.0.0/16, region: us-west2}\n";
+    let fx = Fixture::with_extra(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+        geo,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    // Unknown location (127.0.0.1): every healthy shard.
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    f.expect_a(SHOP, &["198.51.100.100", "198.51.100.101"], SETTLE);
+    let from = |src: &str, name: &str| ask_from(src, f.udp, name, RecordType::A).addrs;
+    assert_eq!(from("127.2.0.1", G), set(&[IP_WEST]));
+    assert_eq!(
+        from("127.1.0.1", G),
+        set(&[IP_EAST1]),
+        "zone us-east1-b is east1's"
+    );
+    assert_eq!(from("127.2.0.1", SHOP), set(&["198.51.100.101"]));
+    assert_eq!(from("127.1.0.1", SHOP), set(&["198.51.100.100"]));
+}
+
+/// An API server goes away: its last known shards keep serving for the stale grace, /readyz and
+/// the metrics say so, then they are dropped, except where nothing else is left (fail static).
+#[test]
+fn api_server_gone_serves_last_known_then_drops_after_grace() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        4,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    f.expect_a(
+        "solo.shop.myfed.svc.example.com.",
+        &["198.51.100.77"],
+        SETTLE,
+    );
+
+    let gone_at = Instant::now();
+    cl.west.go_away();
+    let line = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("WARN") && l.contains("cluster west:")
+        })
+        .unwrap_or_else(|| panic!("no warning naming the cluster:\n{}", f.log_text()));
+    assert!(line.contains("last known shards"), "{line}");
+    wait_for(Duration::from_secs(5), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
+    })
+    .expect("fedns_cluster_up{cluster=\"west\"} 0");
+    let (status, body) = f.http_get("/readyz");
+    assert!(body.contains("kubernetes:west"), "{status} {body}");
+    // Within the grace: still served.
+    if gone_at.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            f.a(G),
+            set(&[IP_EAST1, IP_EAST2, IP_WEST]),
+            "last known shards must keep serving"
+        );
+    }
+    // After it: dropped where others answer...
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], Duration::from_secs(15));
+    assert!(
+        gone_at.elapsed() >= Duration::from_secs(4),
+        "dropped before the grace: {:?}",
+        gone_at.elapsed()
+    );
+    // ...but a name only west served is never emptied by an unreachable control plane.
+    assert_eq!(
+        f.a("solo.shop.myfed.svc.example.com."),
+        set(&["198.51.100.77"])
+    );
+    assert!(f.metric("fedns_kube_fail_static_names").unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        f.metric("fedns_cluster_stale_expired{cluster=\"west\"}"),
+        Some(1.0)
+    );
+}
+
+/// Clusters are removed and added by editing the config while running.
+#[test]
+fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+
+    fx.write_config(&[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    f.expect_a(G, &[IP_EAST1, IP_WEST], Duration::from_secs(5));
+    // us-east1-d existed only through east2: its names are gone with it.
+    assert_eq!(f.ask(Z_EAST_D, RecordType::A).rcode, 3);
+    let (_, body) = f.http_get("/readyz");
+    assert!(!body.contains("east2"), "{body}");
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), None);
+
+    // A broken config is rejected and the running clusters keep going.
+    fx.write("fedns.yaml", "kubernetes: [not, a, mapping]\n");
+    f.wait_log(Duration::from_secs(5), |l| {
+        l.contains("keeping the running Kubernetes clusters")
+    })
+    .unwrap_or_else(|| panic!("bad config not reported:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]));
+
+    fx.write_config(&[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST], 30);
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+}
+
+/// A 410 Gone in the watch stream makes every watch re-list; answers never go empty meanwhile,
+/// and a change made while the watches were down shows up after the re-list.
+#[test]
+fn gone_410_relists_with_no_gap_in_answers() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let lists_before: Vec<u32> = [&cl.east1, &cl.east2, &cl.west]
+        .iter()
+        .map(|s| s.lists(Res::EndpointSlices))
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bad, total) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let bad_answers = Arc::new(Mutex::new(Vec::new()));
+    let prober = {
+        let (stop, bad, total, bad_answers, udp) = (
+            stop.clone(),
+            bad.clone(),
+            total.clone(),
+            bad_answers.clone(),
+            f.udp,
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let a = ask(udp, G, RecordType::A);
+                total.fetch_add(1, Ordering::Relaxed);
+                if a.rcode != 0 || a.addrs.len() < 3 {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    bad_answers.lock().unwrap().push(a);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    for s in [&cl.east1, &cl.east2, &cl.west] {
+        s.expire_watches();
+    }
+    f.wait_log(Duration::from_secs(5), |l| l.contains("410 Gone"))
+        .unwrap_or_else(|| panic!("no 410 logged:\n{}", f.log_text()));
+    // Changed while the watches are being re-established: only a re-list can see it.
+    cl.east1.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["203.0.113.11"], &[]),
+    );
+    f.expect_a(
+        G,
+        &["203.0.113.11", IP_EAST2, IP_WEST],
+        Duration::from_secs(15),
+    );
+    // Every watch of every cluster re-lists (each after its own backoff).
+    let relisted = wait_for(Duration::from_secs(10), || {
+        [&cl.east1, &cl.east2, &cl.west]
+            .iter()
+            .zip(&lists_before)
+            .all(|(s, before)| s.lists(Res::EndpointSlices) > *before)
+            .then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    prober.join().unwrap();
+    assert!(
+        relisted.is_some(),
+        "no re-list after 410:\n{}",
+        f.log_text()
+    );
+    assert!(total.load(Ordering::Relaxed) > 20);
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "answers with a gap: {:?}",
+        bad_answers.lock().unwrap()
+    );
+    let (status, _) = f.http_get("/readyz");
+    assert_eq!(status, 200);
+}
+
+/// A watch cut by the server is resumed from the last resourceVersion (no re-list), and the
+/// changes made meanwhile arrive.
+#[test]
+fn cut_watch_resumes_without_relist() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let (lists, watches) = (
+        cl.west.lists(Res::EndpointSlices),
+        cl.west.watches(Res::EndpointSlices),
+    );
+    cl.west.cut_watches();
+    cl.west.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-w1",
+            "checkout",
+            &[("10.246.1.5", false, false, None)],
+        ),
+    );
+    f.expect_a(G, &[IP_EAST1], Duration::from_secs(10));
+    assert!(
+        cl.west.watches(Res::EndpointSlices) > watches,
+        "no new watch"
+    );
+    assert_eq!(
+        cl.west.lists(Res::EndpointSlices),
+        lists,
+        "a cut watch must not re-list"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+}
+
+/// An HTTP 410 on the watch request itself (which kube's watcher alone would retry forever with
+/// the same resourceVersion) also ends in a fresh list.
+#[test]
+fn http_410_on_watch_start_relists() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_EAST2], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+    let before = cl.east1.lists(Res::Services);
+    cl.east1.expire_watches_http();
+    cl.east1.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["203.0.113.12"], &[]),
+    );
+    f.expect_a(G, &["203.0.113.12", IP_EAST2], Duration::from_secs(15));
+    assert!(cl.east1.lists(Res::Services) > before, "no re-list");
+    assert!(
+        f.log_text().contains("410 Gone"),
+        "the 410 was not seen:\n{}",
+        f.log_text()
+    );
+}
+
+/// RBAC errors: a 403 on one resource and a 401 on a whole cluster are logged naming the cluster,
+/// the resource and the missing permission, and /readyz names them; the other clusters serve.
+#[test]
+fn rbac_errors_are_named_in_logs_and_readyz() {
+    let cl = Clusters::start();
+    cl.east2.deny(Res::EndpointSlices, Some(403));
+    for r in Res::ALL {
+        cl.west.deny(r, Some(401));
+    }
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+
+    let line = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("cluster east2:") && l.contains("403")
+        })
+        .unwrap_or_else(|| panic!("no 403 line:\n{}", f.log_text()));
+    assert!(line.contains("endpointslices.discovery.k8s.io"), "{line}");
+    assert!(line.contains("missing RBAC permission `list`"), "{line}");
+    let line = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("cluster west:") && l.contains("401")
+        })
+        .unwrap_or_else(|| panic!("no 401 line:\n{}", f.log_text()));
+    assert!(line.contains("Unauthorized"), "{line}");
+    // Logged once per change of state, not once per retry (kube retries every ~1 s here).
+    std::thread::sleep(Duration::from_secs(3));
+    let text = f.log_text();
+    let count = text
+        .lines()
+        .filter(|l| l.contains("cluster east2:") && l.contains("403"))
+        .count();
+    assert_eq!(count, 1, "{text}");
+
+    let (status, body) = f.http_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("kubernetes:east2") && body.contains("403 Forbidden"),
+        "{body}"
+    );
+    assert!(
+        body.contains("kubernetes:west") && body.contains("401 Unauthorized"),
+        "{body}"
+    );
+    assert!(!body.contains("kubernetes:east1"), "{body}");
+
+    // Permissions granted: east2 syncs and joins the answer.
+    cl.east2.deny(Res::EndpointSlices, None);
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], Duration::from_secs(45));
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
+}
+
+/// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster
+/// and the path, and the exit code is non-zero; a good config passes.
+#[test]
+fn check_reports_kubeconfig_problems() {
+    let url = "http://127.0.0.1:9".to_string();
+    let fx = Fixture::new(
+        &kubeconfig(&[("east1", url)]),
+        &[
+            CLUSTER_EAST1,
+            "    - {name: ghost, kubeconfig: kubeconfig, context: nowhere}\n",
+            "    - {name: lost, kubeconfig: no-such-file}\n",
+        ],
+        30,
+    );
+    let run = |config: &Path| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("fedns check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&fx.path("fedns.yaml"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cluster ghost: no context \"nowhere\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-such-file") && err.contains("cluster lost"),
+        "{err}"
+    );
+    assert!(!err.contains("cluster east1"), "{err}");
+    fx.write_config(&[CLUSTER_EAST1], 30);
+    let (code, err) = run(&fx.path("fedns.yaml"));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// The deploy/kubernetes manifests: every document parses, has the kinds and fields that
+/// `kubectl apply` needs, the ClusterRole grants exactly get/list/watch on the four resources,
+/// and the fedns config inside the ConfigMap passes fedns's own config parser.
+#[test]
+fn deploy_manifests_and_embedded_config() {
+    let dir = Path::new(REPO).join("deploy/kubernetes");
+    let mut kinds = BTreeSet::new();
+    let mut config_seen = false;
+    for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---").filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        }) {
+            let v: serde_json::Value =
+                serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kind = v["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no kind", path.display()));
+            assert!(
+                v["apiVersion"].is_string(),
+                "{}: {kind} without apiVersion",
+                path.display()
+            );
+            assert!(
+                v["metadata"]["name"].is_string(),
+                "{}: {kind} without a name",
+                path.display()
+            );
+            kinds.insert(kind.to_string());
+            match kind {
+                "ClusterRole" => {
+                    let mut granted = BTreeSet::new();
+                    for rule in v["rules"].as_array().expect("rules") {
+                        let verbs: BTreeSet<&str> = rule["verbs"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.as_str().unwrap())
+                            .collect();
+                        assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"]), "{rule}");
+                        for g in rule["apiGroups"].as_array().unwrap() {
+                            for r in rule["resources"].as_array().unwrap() {
+                                granted.insert(format!(
+                                    "{}/{}",
+                                    g.as_str().unwrap(),
+                                    r.as_str().unwrap()
+                                ));
+                            }
+                        }
+                    }
+                    let want: BTreeSet<String> = [
+                        "/services",
+                        "/nodes",
+                        "discovery.k8s.io/endpointslices",
+                        "networking.k8s.io/ingresses",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    assert_eq!(granted, want);
+                }
+                "ConfigMap" if v["data"]["fedns.yaml"].is_string() => {
+                    let cfg = v["data"]["fedns.yaml"].as_str().unwrap();
+                    let parsed =
+                        fedns::config::Config::parse(Path::new("/etc/fedns/fedns.yaml"), cfg)
+                            .unwrap_or_else(|e| panic!("embedded fedns.yaml: {e:?}"));
+                    let k = parsed.kubernetes.expect("a kubernetes section");
+                    assert!(!k.clusters.is_empty());
+                    config_seen = true;
+                }
+                "Deployment" => {
+                    let c = &v["spec"]["template"]["spec"]["containers"][0];
+                    assert!(c["image"].is_string() && c["args"].is_array(), "{c}");
+                    assert!(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "{c}");
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(config_seen, "no ConfigMap with fedns.yaml");
+    for k in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(kinds.contains(k), "no {k} in deploy/kubernetes: {kinds:?}");
+    }
+}
