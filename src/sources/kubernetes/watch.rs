@@ -270,6 +270,25 @@ fn parse_ips<'a>(ips: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
     v
 }
 
+/// `status.loadBalancer.ingress` entries (`ip`, `hostname`) of a Service or an Ingress (two
+/// different k8s types with the same fields): the addresses, and the hostnames of entries that
+/// have no address (AWS ELBs), which are resolved in the background.
+fn lb_targets<'a>(
+    entries: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> (Vec<IpAddr>, Vec<String>) {
+    let (mut ips, mut hosts) = (Vec::new(), Vec::new());
+    for (ip, hostname) in entries {
+        match (ip, hostname) {
+            (Some(ip), _) => ips.push(ip),
+            (None, Some(h)) => hosts.push(h.to_string()),
+            (None, None) => {}
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    (parse_ips(ips.into_iter()), hosts)
+}
+
 fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
     let spec = s.spec.as_ref()?;
     if spec.type_.as_deref() != Some("LoadBalancer") {
@@ -307,20 +326,12 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
         .as_ref()
         .and_then(|st| st.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref());
-    let lb_ips = parse_ips(
+    let (lb_ips, lb_hosts) = lb_targets(
         ingress
             .iter()
             .flat_map(|v| v.iter())
-            .filter_map(|i| i.ip.as_deref()),
+            .map(|i| (i.ip.as_deref(), i.hostname.as_deref())),
     );
-    let mut lb_hosts: Vec<String> = ingress
-        .iter()
-        .flat_map(|v| v.iter())
-        .filter(|i| i.ip.is_none())
-        .filter_map(|i| i.hostname.clone())
-        .collect();
-    lb_hosts.sort();
-    lb_hosts.dedup();
     Some(SlimService {
         ports,
         lb_ips,
@@ -396,20 +407,12 @@ fn slim_ingress(i: &Ingress) -> Option<SlimIngress> {
         .as_ref()
         .and_then(|st| st.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref());
-    let lb_ips = parse_ips(
+    let (lb_ips, lb_hosts) = lb_targets(
         ingress
             .iter()
             .flat_map(|v| v.iter())
-            .filter_map(|i| i.ip.as_deref()),
+            .map(|i| (i.ip.as_deref(), i.hostname.as_deref())),
     );
-    let mut lb_hosts: Vec<String> = ingress
-        .iter()
-        .flat_map(|v| v.iter())
-        .filter(|i| i.ip.is_none())
-        .filter_map(|i| i.hostname.clone())
-        .collect();
-    lb_hosts.sort();
-    lb_hosts.dedup();
     Some(SlimIngress {
         hosts,
         backends,
