@@ -7,19 +7,21 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+mod common;
+
+use common::{BIN, Fedns as Server, http_get, metric, strip_ansi, wait_for};
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 const NOERROR: u16 = 0;
@@ -149,20 +151,6 @@ fn v6set(v: &[&str]) -> BTreeSet<Ipv6Addr> {
 // Harness: temp dir fixture, the server process, bounded waits
 // ------------------------------------------------------------------------------------------
 
-/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
-fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A temp dir holding `fedns.yaml`, `federation.yaml` and `zones/`.
 struct Fixture {
     dir: tempfile::TempDir,
@@ -213,49 +201,6 @@ impl Fixture {
     }
 }
 
-/// Removes ANSI escape sequences (CSI), in case the log is colored despite NO_COLOR.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `key=ADDR` token of a log line.
-fn addr_field(line: &str, key: &str) -> Option<SocketAddr> {
-    line.split_whitespace()
-        .find_map(|t| t.strip_prefix(key)?.trim_matches(',').parse().ok())
-}
-
-/// A running `fedns serve`, killed (by PID) on drop.
-struct Server {
-    child: Child,
-    udp: SocketAddr,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
     Udp,
@@ -264,91 +209,6 @@ enum Proto {
 const BOTH: [Proto; 2] = [Proto::Udp, Proto::Tcp];
 
 impl Server {
-    fn start(config: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fedns");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = log.clone();
-        // Drains stderr for the whole life of the child so the pipe never fills.
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = strip_ansi(&String::from_utf8_lossy(&buf));
-                        sink.lock().unwrap().push(line.trim_end().to_string());
-                    }
-                }
-            }
-        });
-        let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        let mut server = Server {
-            child,
-            udp: unset,
-            tcp: unset,
-            http: unset,
-            log,
-        };
-        let found = wait_for(Duration::from_secs(10), || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "fedns exited during startup ({status}):\n{}",
-                    server.log_text()
-                );
-            }
-            let lines = server.log.lock().unwrap();
-            let dns = lines.iter().find(|l| l.contains("dns listening"))?;
-            let http = lines.iter().find(|l| l.contains("http listening"))?;
-            Some((
-                addr_field(dns, "udp=")?,
-                addr_field(dns, "tcp=")?,
-                addr_field(http, "http=")?,
-            ))
-        });
-        let Some((udp, tcp, http)) = found else {
-            panic!(
-                "no `dns listening` / `http listening` lines within 10 s:\n{}",
-                server.log_text()
-            );
-        };
-        assert!(udp.ip().is_loopback() && tcp.ip().is_loopback() && http.ip().is_loopback());
-        server.udp = udp;
-        server.tcp = tcp;
-        server.http = http;
-        server
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        wait_for(timeout, || {
-            self.log.lock().unwrap().iter().find(|l| pred(l)).cloned()
-        })
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Sends `req` and returns the response; checks the ID, QR and the echoed question.
     fn exchange(&self, proto: Proto, req: &[u8]) -> Resp {
         let raw = match proto {
@@ -678,58 +538,6 @@ fn assert_negative(r: &Resp, rcode: u16, zone: &str, neg_ttl: u32, what: &str) {
 // ------------------------------------------------------------------------------------------
 // HTTP and metrics helpers
 // ------------------------------------------------------------------------------------------
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("http connect");
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("http read");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("bad HTTP response: {text:?}"));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Value of the sample `key` (name with labels, exactly as rendered), if present.
-fn metric(text: &str, key: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        (k == key).then(|| v.parse().ok()).flatten()
-    })
-}
 
 fn source_key(metric_name: &str, fx: &Fixture) -> String {
     format!(

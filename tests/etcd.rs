@@ -2,31 +2,18 @@
 //! loopback with a temporary data dir and stopped by PID. `scripts/test` installs it; without it
 //! these tests fail (they are required), naming the command to run.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+mod common;
 
-fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::{http_get, wait_for};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -248,18 +235,22 @@ impl Drop for Etcd {
 }
 
 /// A running `fedns serve` on ephemeral ports, killed by PID on drop.
+/// The shared fedns process, plus the temp dir its config lives in.
 struct Fedns {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    process: common::Fedns,
     _dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for Fedns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Fedns {
+    type Target = common::Fedns;
+    fn deref(&self) -> &common::Fedns {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Fedns {
+    fn deref_mut(&mut self) -> &mut common::Fedns {
+        &mut self.process
     }
 }
 
@@ -279,43 +270,8 @@ impl Fedns {
         }
         cfg.push_str(etcd_section);
         std::fs::write(dir.join("fedns.yaml"), cfg).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("fedns.yaml"))
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fedns");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let field = |line: &str, key: &str| -> Option<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|t| t.strip_prefix(key)?.trim_matches(',').parse().ok())
-        };
-        let found = wait_for(Duration::from_secs(10), || {
-            let lines = log.lock().unwrap();
-            let dns = lines.iter().find(|l| l.contains("dns listening"))?;
-            let http = lines.iter().find(|l| l.contains("http listening"))?;
-            Some((field(dns, "udp=")?, field(http, "http=")?))
-        });
-        let (udp, http) = found
-            .unwrap_or_else(|| panic!("fedns did not start:\n{}", log.lock().unwrap().join("\n")));
         Fedns {
-            child,
-            udp,
-            http,
-            log,
+            process: common::Fedns::start(&dir.join("fedns.yaml")),
             _dir: None,
         }
     }
@@ -327,20 +283,10 @@ impl Fedns {
         f
     }
 
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
     fn wait_log(&self, timeout: Duration, pat: &str) -> bool {
-        wait_for(timeout, || {
-            self.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(pat))
-                .then_some(())
-        })
-        .is_some()
+        self.process
+            .wait_log(timeout, |l| l.contains(pat))
+            .is_some()
     }
 
     fn ask(&self, name: &str, t: RecordType) -> Message {
@@ -365,23 +311,8 @@ impl Fedns {
         panic!("no answer from fedns for {name} {t}");
     }
 
-    fn http_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(self.http).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        let status = body
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body)
-    }
-
     fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.http_get("/metrics");
+        let (_, body) = http_get(self.http, "/metrics");
         body.lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -609,7 +540,8 @@ fn coredns_answers_table() {
         f.log_text()
     );
     assert!(
-        wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+        wait_for(Duration::from_secs(5), || (http_get(f.http, "/readyz").0
+            == 200)
             .then_some(()))
         .is_some()
     );
@@ -708,7 +640,7 @@ fn etcd_down_at_start_then_up() {
     let f = Fedns::start(&etcd_section(&etcd.endpoint(), "example.net", ""));
     // Zone files serve, /readyz names etcd.
     assert!(summary(&f.ask("www.example.com.", RecordType::A)).contains("192.0.2.80"));
-    let (status, body) = f.http_get("/readyz");
+    let (status, body) = http_get(f.http, "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("etcd:/skydns"), "{body}");
     assert!(
@@ -730,7 +662,8 @@ fn etcd_down_at_start_then_up() {
         f.log_text()
     );
     assert!(
-        wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+        wait_for(Duration::from_secs(5), || (http_get(f.http, "/readyz").0
+            == 200)
             .then_some(()))
         .is_some()
     );
@@ -930,7 +863,8 @@ fn stored_wildcards() {
     for f in [&off, &on] {
         assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
         assert!(
-            wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+            wait_for(Duration::from_secs(5), || (http_get(f.http, "/readyz").0
+                == 200)
                 .then_some(()))
             .is_some()
         );
@@ -974,7 +908,8 @@ fn large_prefix_loads_in_pages() {
         f.log_text()
     );
     assert!(
-        wait_for(Duration::from_secs(10), || (f.http_get("/readyz").0 == 200)
+        wait_for(Duration::from_secs(10), || (http_get(f.http, "/readyz").0
+            == 200)
             .then_some(()))
         .is_some()
     );
@@ -1083,7 +1018,7 @@ fn tls_and_auth() {
         "{}",
         bad.log_text()
     );
-    assert_eq!(bad.http_get("/readyz").0, 503);
+    assert_eq!(http_get(bad.http, "/readyz").0, 503);
 }
 
 /// Reads AXFR responses over TCP until the closing SOA (or a non-NOERROR answer).
@@ -1155,7 +1090,8 @@ fn axfr_of_etcd_zones() {
     for f in [&allowed, &denied] {
         assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
         assert!(
-            wait_for(Duration::from_secs(5), || (f.http_get("/readyz").0 == 200)
+            wait_for(Duration::from_secs(5), || (http_get(f.http, "/readyz").0
+                == 200)
                 .then_some(()))
             .is_some()
         );

@@ -6,13 +6,13 @@
 //! Every wait is bounded; fedns is killed by PID on drop, the API servers' runtimes shut down on
 //! drop. Only loopback is used.
 
+mod common;
 mod kube_api;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use kube_api::{ApiServer, Res, cluster_ip_service, ingress, kubeconfig, node, service, slice};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+use common::{BIN, Fedns, http_get, wait_for};
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n@ IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\n";
@@ -39,19 +39,6 @@ const SHOP: &str = "shop.example.com.";
 const IP_EAST1: &str = "203.0.113.10";
 const IP_EAST2: &str = "203.0.113.20";
 const IP_WEST: &str = "198.51.100.30";
-
-fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn set(v: &[&str]) -> BTreeSet<IpAddr> {
     v.iter().map(|s| s.parse().unwrap()).collect()
@@ -290,78 +277,7 @@ impl Fixture {
     }
 }
 
-struct Fedns {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Fedns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn addr_field(line: &str, key: &str) -> Option<SocketAddr> {
-    line.split_whitespace()
-        .find_map(|t| t.strip_prefix(key)?.trim_matches(',').parse().ok())
-}
-
 impl Fedns {
-    fn start(config: &Path) -> Fedns {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fedns");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut f = Fedns {
-            child,
-            udp: "0.0.0.0:0".parse().unwrap(),
-            http: "0.0.0.0:0".parse().unwrap(),
-            log,
-        };
-        let found = wait_for(Duration::from_secs(10), || {
-            if let Ok(Some(st)) = f.child.try_wait() {
-                panic!("fedns exited ({st}):\n{}", f.log_text());
-            }
-            let lines = f.log.lock().unwrap();
-            let dns = lines.iter().find(|l| l.contains("dns listening"))?;
-            let http = lines.iter().find(|l| l.contains("http listening"))?;
-            Some((addr_field(dns, "udp=")?, addr_field(http, "http=")?))
-        });
-        let (udp, http) = found.unwrap_or_else(|| panic!("fedns did not start:\n{}", f.log_text()));
-        f.udp = udp;
-        f.http = http;
-        f
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        wait_for(timeout, || {
-            self.log.lock().unwrap().iter().find(|l| pred(l)).cloned()
-        })
-    }
-
     fn ask(&self, qname: &str, t: RecordType) -> Answer {
         ask(self.udp, qname, t)
     }
@@ -390,30 +306,8 @@ impl Fedns {
         }
     }
 
-    fn http_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).expect("http");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        let status = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
     fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let (_, body) = self.http_get("/metrics");
+        let (_, body) = http_get(self.http, "/metrics");
         body.lines()
             .find(|l| l.starts_with(line_prefix))
             .and_then(|l| l.rsplit(' ').next())
@@ -537,7 +431,7 @@ fn three_clusters_two_regions_then_an_endpoint_turns_unready() {
     f.expect_a(SHOP, &["198.51.100.100", "198.51.100.101"], SETTLE);
     assert_eq!(f.ask("elsewhere.example.net.", RecordType::A).rcode, 5);
 
-    let (status, body) = f.http_get("/readyz");
+    let (status, body) = http_get(f.http, "/readyz");
     assert_eq!(status, 200, "{body}");
     for c in ["east1", "east2", "west"] {
         assert_eq!(
@@ -634,7 +528,7 @@ fn api_server_gone_serves_last_known_then_drops_after_grace() {
         (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
     })
     .expect("fedns_cluster_up{cluster=\"west\"} 0");
-    let (status, body) = f.http_get("/readyz");
+    let (status, body) = http_get(f.http, "/readyz");
     assert!(body.contains("kubernetes:west"), "{status} {body}");
     // Within the grace: still served.
     if gone_at.elapsed() < Duration::from_secs(3) {
@@ -679,7 +573,7 @@ fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
     f.expect_a(G, &[IP_EAST1, IP_WEST], Duration::from_secs(5));
     // us-east1-d existed only through east2: its names are gone with it.
     assert_eq!(f.ask(Z_EAST_D, RecordType::A).rcode, 3);
-    let (_, body) = f.http_get("/readyz");
+    let (_, body) = http_get(f.http, "/readyz");
     assert!(!body.contains("east2"), "{body}");
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), None);
 
@@ -772,7 +666,7 @@ fn gone_410_relists_with_no_gap_in_answers() {
         "answers with a gap: {:?}",
         bad_answers.lock().unwrap()
     );
-    let (status, _) = f.http_get("/readyz");
+    let (status, _) = http_get(f.http, "/readyz");
     assert_eq!(status, 200);
 }
 
@@ -873,7 +767,7 @@ fn rbac_errors_are_named_in_logs_and_readyz() {
         .count();
     assert_eq!(count, 1, "{text}");
 
-    let (status, body) = f.http_get("/readyz");
+    let (status, body) = http_get(f.http, "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("kubernetes:east2") && body.contains("403 Forbidden"),
