@@ -221,63 +221,62 @@ impl Locator {
         self.coords.get(region).copied()
     }
 
+    /// What decides `ip`'s location: a configured network (its id, unified prefix length and
+    /// masked address) or a GeoIP range; `None` when nothing covers it.
+    #[inline]
+    fn find(&self, ip: IpAddr) -> Option<Match<'_>> {
+        let v = to_u128(ip);
+        let networks = if ip.is_ipv4() {
+            &self.networks_v4
+        } else {
+            &self.networks_v6
+        };
+        for (p, map) in networks {
+            if let Some(id) = map.get(&mask(v, *p)) {
+                return Some(Match::Network {
+                    id: *id,
+                    prefix: *p,
+                    masked: mask(v, *p),
+                });
+            }
+        }
+        let i = self.ranges.partition_point(|r| r.start <= v);
+        (i > 0 && self.ranges[i - 1].end >= v).then(|| Match::Range(&self.ranges[i - 1]))
+    }
+
     /// The location of `ip` and the prefix length that decided it (the ECS scope). Unknown is
     /// location 0 with scope `unknown_scope`.
     #[inline]
     pub fn locate(&self, ip: IpAddr, unknown_scope: u8) -> (u16, u8) {
-        let v = to_u128(ip);
-        let (networks, family_bits) = if ip.is_ipv4() {
-            (&self.networks_v4, 96)
-        } else {
-            (&self.networks_v6, 0)
-        };
-        for (p, map) in networks {
-            if let Some(id) = map.get(&mask(v, *p)) {
-                return (*id, p - family_bits);
-            }
+        let family_bits = if ip.is_ipv4() { 96 } else { 0 };
+        match self.find(ip) {
+            Some(Match::Network { id, prefix, .. }) => (id, prefix - family_bits),
+            Some(Match::Range(r)) => (r.location, r.prefix),
+            None => (0, unknown_scope),
         }
-        let i = self.ranges.partition_point(|r| r.start <= v);
-        if i > 0 && self.ranges[i - 1].end >= v {
-            let r = &self.ranges[i - 1];
-            return (r.location, r.prefix);
-        }
-        (0, unknown_scope)
     }
 
     /// Like [`locate`](Self::locate), and says how (slow path, for explain).
     pub fn explain(&self, ip: IpAddr) -> (u16, Found) {
-        let v = to_u128(ip);
-        let (networks, family_bits) = if ip.is_ipv4() {
-            (&self.networks_v4, 96)
-        } else {
-            (&self.networks_v6, 0)
-        };
-        for (p, map) in networks {
-            if let Some(id) = map.get(&mask(v, *p)) {
-                return (
-                    *id,
-                    Found::Network {
-                        cidr: format!(
-                            "{}/{}",
-                            from_u128(mask(v, *p), ip.is_ipv4()),
-                            p - family_bits
-                        ),
-                    },
-                );
+        let (v4, family_bits) = if ip.is_ipv4() { (true, 96) } else { (false, 0) };
+        match self.find(ip) {
+            Some(Match::Network { id, prefix, masked }) => {
+                let cidr = format!("{}/{}", from_u128(masked, v4), prefix - family_bits);
+                (id, Found::Network { cidr })
             }
+            Some(Match::Range(r)) => {
+                let network = format!("{}..{}", from_u128(r.start, v4), from_u128(r.end, v4));
+                (r.location, Found::GeoIp { network })
+            }
+            None => (0, Found::Unknown),
         }
-        let i = self.ranges.partition_point(|r| r.start <= v);
-        if i > 0 && self.ranges[i - 1].end >= v {
-            let r = &self.ranges[i - 1];
-            let network = format!(
-                "{}..{}",
-                from_u128(r.start, ip.is_ipv4()),
-                from_u128(r.end, ip.is_ipv4())
-            );
-            return (r.location, Found::GeoIp { network });
-        }
-        (0, Found::Unknown)
     }
+}
+
+/// See [`Locator::find`].
+enum Match<'a> {
+    Network { id: u16, prefix: u8, masked: u128 },
+    Range(&'a Range),
 }
 
 /// Reads every network with coordinates from a MaxMind DB file (GeoIP2/GeoLite2 City, DB-IP
