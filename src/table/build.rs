@@ -503,21 +503,9 @@ fn coredns_soa_answer(z: &ZoneData) -> Record {
     }
 }
 
+/// The SOA CoreDNS's etcd plugin synthesizes for a zone without a zone file.
 fn coredns_zone(origin: &DnsName) -> ZoneData {
-    let host = |l: &str| origin.prepend(l).unwrap_or_else(|_| origin.clone());
-    ZoneData {
-        origin: origin.clone(),
-        soa: Soa {
-            mname: host("ns.dns"),
-            rname: host("hostmaster"),
-            serial: 1,
-            refresh: 7200,
-            retry: 1800,
-            expire: 86400,
-            minimum: 30,
-        },
-        soa_ttl: 30,
-    }
+    synthesized_soa(origin, "ns.dns", 7200, 1800)
 }
 
 /// Largest answer body kept: a TCP message is at most 65535 bytes with header and question.
@@ -753,16 +741,21 @@ fn add_static(nodes: &mut FxHashMap<DnsName, NodeData>, records: &[Record]) {
     }
 }
 
+/// The SOA of a federation zone that has no zone file.
 fn synthesized_zone(origin: &DnsName) -> ZoneData {
+    synthesized_soa(origin, "ns1", 3600, 600)
+}
+
+fn synthesized_soa(origin: &DnsName, ns_label: &str, refresh: u32, retry: u32) -> ZoneData {
     let host = |l: &str| origin.prepend(l).unwrap_or_else(|_| origin.clone());
     ZoneData {
         origin: origin.clone(),
         soa: Soa {
-            mname: host("ns1"),
+            mname: host(ns_label),
             rname: host("hostmaster"),
             serial: 1,
-            refresh: 3600,
-            retry: 600,
+            refresh,
+            retry,
             expire: 86400,
             minimum: 30,
         },
