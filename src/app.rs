@@ -102,7 +102,7 @@ pub fn check(path: &Path) -> ExitCode {
         zones: &zones,
         federations: &feds,
         etcd: &[],
-        etcd_cache: None,
+        cache: None,
         serial: 1,
         generation: 1,
     });

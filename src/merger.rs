@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
-use crate::table::build::{BuildInput, EtcdCache, FederationRecords, build};
+use crate::table::build::{BuildCache, BuildInput, FederationRecords, build};
 
 /// Hands out SOA serials that never go backwards: above the last one handed out (kept in
 /// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
@@ -88,7 +88,8 @@ pub struct Merger {
     generation: u64,
     shared: Arc<Shared>,
     federations_out: Option<tokio::sync::watch::Sender<Arc<FederationRecords>>>,
-    etcd_cache: std::collections::HashMap<String, EtcdCache>,
+    /// What the last build leaves for the next one (encoded answers of unchanged names).
+    cache: BuildCache,
     /// Services currently served despite failing every probe.
     fail_static: std::collections::BTreeSet<String>,
 }
@@ -101,7 +102,7 @@ impl Merger {
             generation: 0,
             shared,
             federations_out: None,
-            etcd_cache: Default::default(),
+            cache: Default::default(),
             fail_static: Default::default(),
         }
     }
@@ -160,7 +161,7 @@ impl Merger {
             zones: &zones,
             federations: &federations,
             etcd: &etcd,
-            etcd_cache: Some(&mut self.etcd_cache),
+            cache: Some(&mut self.cache),
             serial,
             generation: self.generation,
         });

@@ -95,7 +95,7 @@ mod tests {
             locator: &crate::geo::Locator::default(),
             federations: &[],
             etcd: &[&data],
-            etcd_cache: None,
+            cache: None,
             serial: 5,
             generation: 1,
         })

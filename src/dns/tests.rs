@@ -98,7 +98,7 @@ fn table() -> Table {
     let zone = crate::dns::zonefile::parse(Path::new("example.com.zone"), ZONE).unwrap();
     let built = build(BuildInput {
         etcd: &[],
-        etcd_cache: None,
+        cache: None,
         zones: &[zone],
         federations: &[federation(8)],
         serial: 99,

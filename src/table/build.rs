@@ -27,8 +27,8 @@ pub struct BuildInput<'a> {
     /// etcd (SkyDNS layout) data sets; their names answer as CoreDNS's etcd plugin would and
     /// override zone-file and federation names.
     pub etcd: &'a [&'a EtcdData],
-    /// What earlier builds computed for the etcd data sets, by prefix (`None`: start afresh).
-    pub etcd_cache: Option<&'a mut HashMap<String, EtcdCache>>,
+    /// What earlier builds computed, kept by the merger between builds (`None`: start afresh).
+    pub cache: Option<&'a mut BuildCache>,
     pub serial: u32,
     pub generation: u64,
     /// Client locations to precompute global names for.
@@ -140,7 +140,7 @@ fn weighted_sequence(groups: &[(u32, Vec<RData>)]) -> Vec<(usize, usize)> {
     seq
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, PartialEq)]
 struct NodeData {
     rrsets: Vec<RRset>,
     /// When the node answers differently per client location: the RRsets of each location
@@ -329,20 +329,20 @@ pub fn build(input: BuildInput<'_>) -> Built {
         let body = encode::detached(&[soa]);
         table.answers.push(Answer {
             rcode: rcode::NXDOMAIN,
-            bodies: Box::new([body.clone()]),
+            bodies: std::sync::Arc::new([body.clone()]),
         });
         let nxdomain = (table.answers.len() - 1) as u32;
         let miss_soa = etcd_zone_ids.contains(&zone.origin).then(|| {
             table.answers.push(Answer {
                 rcode: rcode::NOERROR,
-                bodies: Box::new([encode::detached_answer(&[coredns_soa_answer(zone)])]),
+                bodies: std::sync::Arc::new([encode::detached_answer(&[coredns_soa_answer(zone)])]),
             });
             (table.answers.len() - 1) as u32
         });
         table.zones.push(ZoneInfo { nxdomain, miss_soa });
         table.answers.push(Answer {
             rcode: rcode::NOERROR,
-            bodies: Box::new([body]),
+            bodies: std::sync::Arc::new([body]),
         });
         nodata_of.push((table.answers.len() - 1) as u32);
     }
@@ -415,9 +415,43 @@ pub fn build(input: BuildInput<'_>) -> Built {
         start as u32 | LOCATED
     };
 
+    let mut scratch = BuildCache::default();
+    let cache = input.cache.unwrap_or(&mut scratch);
+    if cache.locations != locations {
+        cache.names.clear();
+        cache.locations = locations;
+    }
+    let mut prev = std::mem::take(&mut cache.names);
+    let mut kept: FxHashMap<DnsName, CachedAnswers> = FxHashMap::default();
     for (name, node) in &nodes {
         let zi = zone_of(name).expect("nodes outside zones were removed");
         let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
+        // A name without a CNAME answers from its own records alone (or the zone's NODATA,
+        // rebuilt with every table), so the same records give the same answers: reuse them.
+        // Aliases read other names and may carry the SOA (whose serial changes) in their answers.
+        let is_alias = all_sets().any(|r| r.rtype == rtype::CNAME);
+        let reusable = !is_alias && all_sets().next().is_some();
+        if reusable
+            && let Some((old, cached)) = prev.remove(name)
+            && old == *node
+        {
+            let by_type: Vec<(u16, u32)> = cached
+                .by_type
+                .iter()
+                .map(|(t, r)| (*t, r.materialize(&mut table, nodata_of[zi])))
+                .collect();
+            table.names.insert(
+                name.wire().into(),
+                Node {
+                    zone: zi as u32,
+                    by_type: by_type.into(),
+                    other: nodata_of[zi],
+                    wildcard: NO_WILDCARD,
+                },
+            );
+            kept.insert(name.clone(), cached);
+            continue;
+        }
         let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
         let is_alias = node.get(0, rtype::CNAME).is_some();
         if is_alias {
@@ -452,6 +486,13 @@ pub fn build(input: BuildInput<'_>) -> Built {
         } else {
             nodata_of[zi]
         };
+        if reusable {
+            let by_type = by_type
+                .iter()
+                .map(|(t, i)| (*t, CachedRef::of(&table, *i, nodata_of[zi], locations)))
+                .collect();
+            kept.insert(name.clone(), CachedAnswers { by_type });
+        }
         table.names.insert(
             name.wire().into(),
             Node {
@@ -462,10 +503,16 @@ pub fn build(input: BuildInput<'_>) -> Built {
             },
         );
     }
-    let mut scratch = HashMap::new();
-    let caches = input.etcd_cache.unwrap_or(&mut scratch);
+    drop(prev);
+    // Keep this build's records of the reusable names for the next build (moved, not copied).
+    cache.names.reserve(kept.len());
+    for (name, node) in nodes {
+        if let Some(answers) = kept.remove(&name) {
+            cache.names.insert(name, (node, answers));
+        }
+    }
     for data in input.etcd {
-        let cache = caches.entry(data.prefix.clone()).or_default();
+        let cache = cache.etcd.entry(data.prefix.clone()).or_default();
         add_etcd(
             &mut table,
             data,
@@ -523,6 +570,85 @@ enum Enc {
 struct EncName {
     by_type: Vec<(u16, Enc)>,
     other: Enc,
+}
+
+/// What one build leaves for the next (owned by the merger), so that a change re-encodes only
+/// the names it affects: the etcd data sets' answers by prefix, and the encoded answers of every
+/// name that answers from its own records alone, with the records they were encoded from.
+#[derive(Default)]
+pub struct BuildCache {
+    etcd: HashMap<String, EtcdCache>,
+    names: FxHashMap<DnsName, (NodeData, CachedAnswers)>,
+    /// Client locations the cached answers were laid out for.
+    locations: usize,
+}
+
+/// The answers of one name by query type, independent of any table's answer indexes.
+struct CachedAnswers {
+    by_type: Box<[(u16, CachedRef)]>,
+}
+
+enum CachedRef {
+    /// The zone's NODATA (rebuilt with every table: it carries the serial).
+    NoData,
+    One(Answer),
+    /// One answer per client location: the distinct answers (`None`: NODATA) and, per
+    /// location, which of them.
+    Located {
+        distinct: Box<[Option<Answer>]>,
+        per_location: Box<[u32]>,
+    },
+}
+
+impl CachedRef {
+    fn of(table: &Table, idx: u32, nodata: u32, locations: usize) -> CachedRef {
+        let one = |i: u32| (i != nodata).then(|| table.answers[i as usize].clone());
+        if idx & LOCATED == 0 {
+            return one(idx).map_or(CachedRef::NoData, CachedRef::One);
+        }
+        let start = (idx & !LOCATED) as usize;
+        let mut seen: Vec<u32> = Vec::new();
+        let per_location = table.located[start..start + locations]
+            .iter()
+            .map(|i| match seen.iter().position(|s| s == i) {
+                Some(p) => p as u32,
+                None => {
+                    seen.push(*i);
+                    (seen.len() - 1) as u32
+                }
+            })
+            .collect();
+        CachedRef::Located {
+            distinct: seen.into_iter().map(one).collect(),
+            per_location,
+        }
+    }
+
+    /// Adds the answers to `table` and returns the reference a node stores.
+    fn materialize(&self, table: &mut Table, nodata: u32) -> u32 {
+        let mut push = |a: &Option<Answer>| match a {
+            Some(a) => {
+                table.answers.push(a.clone());
+                (table.answers.len() - 1) as u32
+            }
+            None => nodata,
+        };
+        match self {
+            CachedRef::NoData => nodata,
+            CachedRef::One(a) => push(&Some(a.clone())),
+            CachedRef::Located {
+                distinct,
+                per_location,
+            } => {
+                let idx: Vec<u32> = distinct.iter().map(&mut push).collect();
+                let start = table.located.len();
+                table
+                    .located
+                    .extend(per_location.iter().map(|p| idx[*p as usize]));
+                start as u32 | LOCATED
+            }
+        }
+    }
 }
 
 /// What the builder keeps of one etcd data set between builds (owned by the merger), so that
@@ -605,7 +731,7 @@ fn add_etcd(
                 };
                 table.answers.push(Answer {
                     rcode: rcode::SERVFAIL,
-                    bodies: Box::new([encode::detached(&[soa])]),
+                    bodies: std::sync::Arc::new([encode::detached(&[soa])]),
                 });
                 (table.answers.len() - 1) as u32
             }
@@ -613,7 +739,7 @@ fn add_etcd(
                 table.record_count += b.answer_count as usize;
                 table.answers.push(Answer {
                     rcode: rcode::NOERROR,
-                    bodies: Box::new([b.clone()]),
+                    bodies: std::sync::Arc::new([b.clone()]),
                 });
                 (table.answers.len() - 1) as u32
             }

@@ -11,6 +11,8 @@
 //! where RFC 2308 asks for it) and every name outside gets REFUSED.
 
 pub mod build;
+#[cfg(test)]
+mod incremental_tests;
 
 use rustc_hash::FxHashMap;
 
@@ -33,11 +35,13 @@ pub struct Body {
     pub wire: Box<[u8]>,
 }
 
-/// One answer with its rotations: the query path picks `bodies[n % len]`.
+/// One answer with its rotations: the query path picks `bodies[n % len]`. The bodies are shared
+/// (`Arc`) so that a later table can reuse an answer whose inputs did not change without
+/// re-encoding or copying it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub rcode: u8,
-    pub bodies: Box<[Body]>,
+    pub bodies: std::sync::Arc<[Body]>,
 }
 
 /// Marks an answer reference as per-location: the low bits index [`Table::located`], where
@@ -112,6 +116,12 @@ impl Table {
 
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// Every name the table holds (wire format), for tests that compare tables.
+    #[cfg(test)]
+    pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.names.keys().map(|k| &**k)
     }
 
     /// `qname` is the question name in wire format, already lowercased. `locate` gives the

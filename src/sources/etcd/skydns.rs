@@ -1160,7 +1160,7 @@ mod tests {
             locator: &crate::geo::Locator::default(),
             federations: &[],
             etcd: &[&data],
-            etcd_cache: None,
+            cache: None,
             serial: 1,
             generation: 1,
         });
@@ -1211,7 +1211,7 @@ mod tests {
             "a", "x1.a", "www", "chain", "svc", "s1.svc", "web", "", "*", "*.a", "any.svc", "nope",
             "q.nope", "new", "x2.a", "x2.new",
         ];
-        let mut cache = std::collections::HashMap::new();
+        let mut cache = crate::table::build::BuildCache::default();
         type Step = Box<dyn Fn(&mut EtcdData)>;
         let mut steps: Vec<Step> = vec![
             Box::new(|_| {}),
@@ -1230,13 +1230,13 @@ mod tests {
         ];
         for (i, step) in steps.iter_mut().enumerate() {
             step(&mut data);
-            let build = |cache: Option<&mut std::collections::HashMap<_, _>>| {
+            let build = |cache: Option<&mut crate::table::build::BuildCache>| {
                 crate::table::build::build(crate::table::build::BuildInput {
                     zones: &[],
                     locator: &crate::geo::Locator::default(),
                     federations: &[],
                     etcd: &[&data],
-                    etcd_cache: cache,
+                    cache,
                     serial: 7,
                     generation: 1,
                 })

@@ -598,7 +598,7 @@ mod tests {
             zones: &[],
             federations: &[fed],
             etcd: &[],
-            etcd_cache: None,
+            cache: None,
             serial: 1,
             generation: 1,
             locator: &locator,

@@ -1,0 +1,309 @@
+//! Incremental ≡ full: a table built with the previous build's cache must answer every name,
+//! type and client location byte for byte as a table built from scratch from the same inputs.
+//! Random sequences of changes (shards up and down, addresses, services and clusters added and
+//! removed, policies, probe verdicts, TTLs, zone-file records and CNAMEs into federated names)
+//! from fixed seeds, so a failure is reproducible.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::Table;
+use super::build::{BuildCache, BuildInput, build};
+use crate::geo::{ClientNetwork, Locator};
+use crate::model::{
+    Cluster, DnsName, Federation, IngressHost, Policy, ProbeState, Service, ServicePort, Shard,
+    StaticZone, rtype,
+};
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn locator() -> Locator {
+    let net = |a: &str, r: &str, z: Option<&str>| ClientNetwork {
+        addr: a.parse().unwrap(),
+        prefix: 16,
+        region: r.into(),
+        zone: z.map(Into::into),
+    };
+    Locator::new(
+        &[
+            ("r0".into(), 40.0, -75.0),
+            ("r1".into(), 37.0, -122.0),
+            ("r2".into(), 50.0, 8.0),
+        ],
+        &[
+            net("10.1.0.0", "r0", Some("r0-b")),
+            net("10.2.0.0", "r1", None),
+            net("10.3.0.0", "r2", None),
+        ],
+        &[],
+        true,
+    )
+}
+
+const CLUSTERS: [(&str, &str, &[&str]); 4] = [
+    ("c0", "r0", &["r0-a", "r0-b"]),
+    ("c1", "r0", &["r0-b"]),
+    ("c2", "r1", &["r1-a"]),
+    ("c3", "r2", &["r2-a"]),
+];
+
+fn cluster(i: usize, weight: u32) -> Cluster {
+    let (name, region, zones) = CLUSTERS[i];
+    Cluster {
+        name: name.into(),
+        region: region.into(),
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+        weight,
+    }
+}
+
+fn address(rng: &mut Rng) -> IpAddr {
+    if rng.chance(25) {
+        format!("2001:db8::{:x}", rng.below(16) + 1).parse().unwrap()
+    } else {
+        format!("10.{}.0.{}", rng.below(4), rng.below(12) + 1)
+            .parse()
+            .unwrap()
+    }
+}
+
+fn shard(rng: &mut Rng, cluster: usize) -> Shard {
+    Shard {
+        cluster: CLUSTERS[cluster].0.into(),
+        addresses: (0..rng.below(3)).map(|_| address(rng)).collect(),
+        ready_endpoints: rng.below(3) as u32,
+        not_ready_endpoints: 0,
+        zones: if rng.chance(20) {
+            vec![CLUSTERS[cluster].2[0].to_string()]
+        } else {
+            vec![]
+        },
+        probe: ProbeState::Unprobed,
+    }
+}
+
+fn policy(rng: &mut Rng) -> Policy {
+    match rng.below(4) {
+        0 => Policy::Geo,
+        1 => Policy::All,
+        2 => Policy::Weighted,
+        _ => Policy::Failover(vec!["c2".into(), "r0".into()]),
+    }
+}
+
+fn service(rng: &mut Rng, n: usize) -> Service {
+    let mut clusters: Vec<usize> = (0..CLUSTERS.len()).filter(|_| rng.chance(60)).collect();
+    if clusters.is_empty() {
+        clusters.push(rng.below(CLUSTERS.len()));
+    }
+    Service {
+        name: format!("s{n}"),
+        namespace: "ns".into(),
+        ports: if rng.chance(50) {
+            vec![ServicePort {
+                name: "http".into(),
+                protocol: "tcp".into(),
+                port: 80,
+            }]
+        } else {
+            vec![]
+        },
+        shards: clusters.into_iter().map(|c| shard(rng, c)).collect(),
+        policy: rng.chance(30).then(|| policy(rng)),
+    }
+}
+
+/// Zone-file lines beyond SOA and NS: static names, and CNAMEs into federated names (which must
+/// follow the federation's changes).
+fn zone(lines: &[String]) -> StaticZone {
+    let mut text = String::from(
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns1 hostmaster 5 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\n",
+    );
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    crate::dns::zonefile::parse(Path::new("example.com.zone"), &text).unwrap()
+}
+
+fn zone_line(rng: &mut Rng) -> String {
+    let n = rng.below(8);
+    match rng.below(4) {
+        0 => format!("static{n} IN A 192.0.2.{}", rng.below(9) + 10),
+        1 => format!("alias{n} IN CNAME s{}.ns.f.svc", rng.below(8)),
+        2 => format!("alias{n} IN CNAME s{}.ns.f.svc.r0", rng.below(8)),
+        _ => format!("txt{n}.deep IN TXT \"v{}\"", rng.below(3)),
+    }
+}
+
+fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
+    match rng.below(10) {
+        0 | 1 if !fed.services.is_empty() => {
+            // An endpoint turns ready or not ready.
+            let s = rng.below(fed.services.len());
+            if let Some(sh) = fed.services[s].shards.first_mut() {
+                sh.ready_endpoints = if sh.ready_endpoints == 0 { 1 } else { 0 };
+            }
+        }
+        2 if !fed.services.is_empty() => {
+            let s = rng.below(fed.services.len());
+            let svc = &mut fed.services[s];
+            let k = rng.below(svc.shards.len().max(1));
+            if let Some(sh) = svc.shards.get_mut(k) {
+                sh.addresses = (0..rng.below(3) + 1).map(|_| address(rng)).collect();
+            }
+        }
+        3 => {
+            let n = rng.below(10);
+            fed.services.retain(|s| s.name != format!("s{n}"));
+            if rng.chance(60) {
+                fed.services.push(service(rng, n));
+            }
+        }
+        4 => {
+            // A cluster joins or leaves.
+            let c = rng.below(CLUSTERS.len());
+            if let Some(i) = fed.clusters.iter().position(|x| x.name == CLUSTERS[c].0) {
+                fed.clusters.remove(i);
+            } else {
+                fed.clusters.push(cluster(c, rng.below(4) as u32 + 1));
+            }
+        }
+        5 => {
+            if rng.chance(50) {
+                fed.policy = policy(rng);
+            } else {
+                fed.ttl = [30, 60][rng.below(2)];
+                fed.max_answers = rng.below(3) + 1;
+            }
+        }
+        6 if !fed.services.is_empty() => {
+            let s = rng.below(fed.services.len());
+            for sh in &mut fed.services[s].shards {
+                sh.probe = [ProbeState::Unprobed, ProbeState::Up, ProbeState::Down][rng.below(3)];
+            }
+        }
+        7 => {
+            if !lines.is_empty() && rng.chance(40) {
+                let i = rng.below(lines.len());
+                lines.remove(i);
+            } else {
+                let l = zone_line(rng);
+                // One CNAME per owner, as the zone-file parser requires.
+                let owner = l.split(' ').next().unwrap_or("").to_string();
+                lines.retain(|x| !x.starts_with(&format!("{owner} ")));
+                lines.push(l);
+            }
+        }
+        8 => {
+            let host = DnsName::parse(&format!("www{}.example.com", rng.below(3))).unwrap();
+            fed.ingress_hosts.retain(|h| h.host != host);
+            if rng.chance(70) {
+                let shards = (0..rng.below(3)).map(|i| shard(rng, i)).collect();
+                fed.ingress_hosts.push(IngressHost { host, shards });
+            }
+        }
+        _ => {
+            if let Some(s) = fed.services.get_mut(0) {
+                s.policy = rng.chance(50).then(|| policy(rng));
+            }
+        }
+    }
+}
+
+const QTYPES: [u16; 10] = [
+    rtype::A,
+    rtype::AAAA,
+    rtype::CNAME,
+    rtype::SRV,
+    rtype::NS,
+    rtype::SOA,
+    rtype::TXT,
+    rtype::MX,
+    rtype::ANY,
+    99,
+];
+
+fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &str) {
+    let mut names: Vec<&[u8]> = fresh.names().collect();
+    names.sort();
+    let mut other: Vec<&[u8]> = incremental.names().collect();
+    other.sort();
+    assert_eq!(names, other, "{context}: the same names");
+    assert_eq!(incremental.record_count, fresh.record_count, "{context}");
+    let miss = DnsName::parse("nothing.here.example.com").unwrap();
+    for name in names.iter().copied().chain([miss.wire()]) {
+        for t in QTYPES {
+            for loc in 0..locations {
+                let show = |tb: &Table| format!("{:?}", tb.lookup(name, t, || loc));
+                assert_eq!(
+                    show(incremental),
+                    show(fresh),
+                    "{context}: {} type {t} location {loc}",
+                    DnsName::from_wire_lowercase(name)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_builds_answer_as_full_builds() {
+    let locator = locator();
+    let locations = locator.locations().len();
+    assert!(locations > 1, "the test needs several client locations");
+    for seed in 1..=4u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut fed = Federation {
+            name: "f".into(),
+            zone: DnsName::parse("example.com").unwrap(),
+            ttl: 30,
+            max_answers: 2,
+            policy: Policy::Geo,
+            clusters: (0..CLUSTERS.len()).map(|c| cluster(c, c as u32 + 1)).collect(),
+            services: vec![],
+            ingress_hosts: vec![],
+        };
+        fed.services = (0..6).map(|n| service(&mut rng, n)).collect();
+        let mut lines: Vec<String> = (0..4).map(|_| zone_line(&mut rng)).collect();
+        let mut cache = BuildCache::default();
+        for i in 0..60u32 {
+            if i > 0 {
+                step(&mut rng, &mut fed, &mut lines);
+            }
+            let zones = [zone(&lines)];
+            let feds = [fed.clone()];
+            let build_with = |cache: Option<&mut BuildCache>| {
+                build(BuildInput {
+                    zones: &zones,
+                    federations: &feds,
+                    etcd: &[],
+                    cache,
+                    serial: 1000 + i,
+                    generation: i as u64,
+                    locator: &locator,
+                })
+                .table
+            };
+            let incremental = build_with(Some(&mut cache));
+            let fresh = build_with(None);
+            assert_same(&incremental, &fresh, locations, &format!("seed {seed} step {i}"));
+        }
+    }
+}
