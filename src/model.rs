@@ -13,6 +13,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DnsName(Box<[u8]>);
 
+/// Lets maps keyed by names be searched with a slice of wire format (a suffix of a longer name)
+/// without allocating; `Hash` of the boxed slice is the slice's, so lookups agree.
+impl std::borrow::Borrow<[u8]> for DnsName {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl DnsName {
     pub fn root() -> Self {
         DnsName(Box::new([0]))

@@ -140,7 +140,7 @@ fn weighted_sequence(groups: &[(u32, Vec<RData>)]) -> Vec<(usize, usize)> {
     seq
 }
 
-#[derive(Default, Debug, PartialEq)]
+#[derive(Clone, Default, Debug, PartialEq)]
 struct NodeData {
     rrsets: Vec<RRset>,
     /// When the node answers differently per client location: the RRsets of each location
@@ -183,6 +183,14 @@ pub fn build(input: BuildInput<'_>) -> Built {
     let mut warnings = Vec::new();
     let mut zones: Vec<ZoneData> = Vec::new();
     let mut nodes: FxHashMap<DnsName, NodeData> = FxHashMap::default();
+    let mut scratch = BuildCache::default();
+    let cache = input.cache.unwrap_or(&mut scratch);
+    let locations = input.locator.locations().len();
+    if cache.locations != locations {
+        cache.names.clear();
+        cache.services.clear();
+        cache.locations = locations;
+    }
 
     for z in input.zones {
         let Some(soa_rec) = z
@@ -225,12 +233,22 @@ pub fn build(input: BuildInput<'_>) -> Built {
         }
         // Ingress hosts outside every served zone are someone else's names: skipped quietly.
         let served = |n: &DnsName| zones.iter().any(|z| n.is_within(&z.origin));
-        for (name, data) in federation_nodes(fed, input.locator, &served) {
-            if nodes.insert(name.clone(), data).is_some() {
-                warnings.push(format!(
-                    "federation {}: {} overrides the zone file's records",
-                    fed.name, name
-                ));
+        let memo = cache.services.entry(fed.name.clone()).or_default();
+        let laid_out = federation_nodes(fed, input.locator, &served, Some(memo));
+        nodes.reserve(laid_out.len());
+        for (name, data) in laid_out {
+            match nodes.entry(name) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    warnings.push(format!(
+                        "federation {}: {} overrides the zone file's records",
+                        fed.name,
+                        e.key()
+                    ));
+                    e.insert(data);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(data);
+                }
             }
         }
     }
@@ -269,19 +287,24 @@ pub fn build(input: BuildInput<'_>) -> Built {
             .map(|(i, _)| i)
     };
     let mut outside = Vec::new();
-    let mut ents = Vec::new();
+    let mut ents: rustc_hash::FxHashSet<DnsName> = Default::default();
     for name in nodes.keys() {
         let Some(zi) = zone_of(name) else {
             outside.push(name.clone());
             continue;
         };
-        let mut cur = name.clone();
-        while cur != zones[zi].origin {
-            let Some(p) = cur.parent() else { break };
-            if !nodes.contains_key(&p) {
-                ents.push(p.clone());
+        let origin_len = zones[zi].origin.wire().len();
+        let wire = name.wire();
+        let mut pos = 0;
+        while wire.len() - pos > origin_len {
+            pos += wire[pos] as usize + 1;
+            let parent = &wire[pos..];
+            // A known ancestor's own ancestors are handled when it is visited: stop there, so
+            // the thousands of names under one empty non-terminal climb it once.
+            if nodes.contains_key(parent) || ents.contains(parent) {
+                break;
             }
-            cur = p;
+            ents.insert(DnsName::from_wire_lowercase(parent));
         }
     }
     for name in outside {
@@ -297,7 +320,6 @@ pub fn build(input: BuildInput<'_>) -> Built {
         .flat_map(|n| &n.rrsets)
         .map(|r| r.rdatas.len())
         .sum();
-    let locations = input.locator.locations().len();
     let mut table = Table {
         names: FxHashMap::default(),
         answers: Vec::new(),
@@ -415,14 +437,9 @@ pub fn build(input: BuildInput<'_>) -> Built {
         start as u32 | LOCATED
     };
 
-    let mut scratch = BuildCache::default();
-    let cache = input.cache.unwrap_or(&mut scratch);
-    if cache.locations != locations {
-        cache.names.clear();
-        cache.locations = locations;
-    }
     let mut prev = std::mem::take(&mut cache.names);
-    let mut kept: FxHashMap<DnsName, CachedAnswers> = FxHashMap::default();
+    let mut next: FxHashMap<DnsName, (NodeData, CachedAnswers)> = FxHashMap::default();
+    next.reserve(prev.len());
     for (name, node) in &nodes {
         let zi = zone_of(name).expect("nodes outside zones were removed");
         let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
@@ -449,7 +466,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
                     wildcard: NO_WILDCARD,
                 },
             );
-            kept.insert(name.clone(), cached);
+            next.insert(name.clone(), (old, cached));
             continue;
         }
         let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
@@ -491,7 +508,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
                 .iter()
                 .map(|(t, i)| (*t, CachedRef::of(&table, *i, nodata_of[zi], locations)))
                 .collect();
-            kept.insert(name.clone(), CachedAnswers { by_type });
+            next.insert(name.clone(), (node.clone(), CachedAnswers { by_type }));
         }
         table.names.insert(
             name.wire().into(),
@@ -504,13 +521,7 @@ pub fn build(input: BuildInput<'_>) -> Built {
         );
     }
     drop(prev);
-    // Keep this build's records of the reusable names for the next build (moved, not copied).
-    cache.names.reserve(kept.len());
-    for (name, node) in nodes {
-        if let Some(answers) = kept.remove(&name) {
-            cache.names.insert(name, (node, answers));
-        }
-    }
+    cache.names = next;
     for data in input.etcd {
         let cache = cache.etcd.entry(data.prefix.clone()).or_default();
         add_etcd(
@@ -579,8 +590,65 @@ struct EncName {
 pub struct BuildCache {
     etcd: HashMap<String, EtcdCache>,
     names: FxHashMap<DnsName, (NodeData, CachedAnswers)>,
+    /// The federated names of every service, by federation, with the inputs they came from.
+    services: HashMap<String, ServiceMemo>,
     /// Client locations the cached answers were laid out for.
     locations: usize,
+}
+
+/// The names one federation's services laid out in the last build. A service whose shards,
+/// ports and policy are unchanged, in a federation whose settings and clusters are unchanged,
+/// gets the same names and records, so selection and layout are skipped for it.
+type MemoEntry = (Service, Vec<(DnsName, NodeData)>, bool);
+
+#[derive(Default)]
+struct ServiceMemo {
+    settings: Option<Federation>,
+    /// (namespace, name) → the service as last seen, its names, and whether this build saw it.
+    services: FxHashMap<(String, String), MemoEntry>,
+}
+
+impl ServiceMemo {
+    /// Begins a build of `fed`: everything is forgotten if its settings or clusters changed.
+    fn start(&mut self, fed: &Federation) {
+        let settings = Federation {
+            name: fed.name.clone(),
+            zone: fed.zone.clone(),
+            ttl: fed.ttl,
+            max_answers: fed.max_answers,
+            policy: fed.policy.clone(),
+            clusters: fed.clusters.clone(),
+            services: Vec::new(),
+            ingress_hosts: Vec::new(),
+        };
+        if self.settings.as_ref() != Some(&settings) {
+            self.services.clear();
+            self.settings = Some(settings);
+        }
+        for entry in self.services.values_mut() {
+            entry.2 = false;
+        }
+    }
+
+    fn reuse(&mut self, svc: &Service) -> Option<&[(DnsName, NodeData)]> {
+        let key = (svc.namespace.clone(), svc.name.clone());
+        let entry = self.services.get_mut(&key)?;
+        if entry.0 != *svc {
+            return None;
+        }
+        entry.2 = true;
+        Some(&entry.1)
+    }
+
+    fn keep(&mut self, svc: &Service, nodes: Vec<(DnsName, NodeData)>) {
+        let key = (svc.namespace.clone(), svc.name.clone());
+        self.services.insert(key, (svc.clone(), nodes, true));
+    }
+
+    /// Forgets the services this build did not see.
+    fn finish(&mut self) {
+        self.services.retain(|_, e| e.2);
+    }
 }
 
 /// The answers of one name by query type, independent of any table's answer indexes.
@@ -897,8 +965,13 @@ fn federation_nodes(
     fed: &Federation,
     locator: &Locator,
     served: &dyn Fn(&DnsName) -> bool,
-) -> HashMap<DnsName, NodeData> {
-    let mut out: HashMap<DnsName, NodeData> = HashMap::new();
+    mut memo: Option<&mut ServiceMemo>,
+) -> Vec<(DnsName, NodeData)> {
+    // A list, not a map: the caller inserts into its own map (one hash per name, not two).
+    let mut out: Vec<(DnsName, NodeData)> = Vec::new();
+    if let Some(m) = memo.as_deref_mut() {
+        m.start(fed);
+    }
     let ttl = fed.ttl.max(1); // a CNAME TTL is never 0
     let cap = fed.max_answers.max(1);
     let addr_sets = |set: &AddressSet| -> Vec<RRset> {
@@ -972,6 +1045,11 @@ fn federation_nodes(
         }
     };
     for svc in &fed.services {
+        if let Some(nodes) = memo.as_deref_mut().and_then(|m| m.reuse(svc)) {
+            out.extend(nodes.iter().cloned());
+            continue;
+        }
+        let mut mine: Vec<(DnsName, NodeData)> = Vec::new();
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
         let name_at = |suffix: &str| DnsName::parse(&format!("{label}.{suffix}{}", fed.zone));
         let Ok(global) = name_at("") else { continue };
@@ -1011,7 +1089,7 @@ fn federation_nodes(
                     by_location: Vec::new(),
                 }
             };
-            out.insert(name.clone(), data);
+            mine.push((name.clone(), data));
             for port in &svc.ports {
                 let Ok(srv_name) =
                     DnsName::parse(&format!("_{}._{}.{}", port.name, port.protocol, name))
@@ -1036,15 +1114,22 @@ fn federation_nodes(
                     )],
                     None => vec![],
                 };
-                out.insert(
+                mine.push((
                     srv_name,
                     NodeData {
                         rrsets,
                         by_location: Vec::new(),
                     },
-                );
+                ));
             }
         }
+        if let Some(m) = memo.as_deref_mut() {
+            m.keep(svc, mine.clone());
+        }
+        out.extend(mine);
+    }
+    if let Some(m) = memo {
+        m.finish();
     }
     // Ingress hosts (DESIGN §1) inside a served zone: answered like a global name, each
     // cluster's ingress load balancer being a shard.
@@ -1056,10 +1141,10 @@ fn federation_nodes(
             shards: host.shards.clone(),
             policy: None,
         };
-        out.insert(
+        out.push((
             host.host.clone(),
             global_node(&selection::select(fed, &svc, locator)),
-        );
+        ));
     }
     out
 }
@@ -1081,7 +1166,7 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
         }
         // etcd has no client location: publish what a client of unknown location gets.
         let in_zone = |n: &DnsName| n.is_within(&fed.zone);
-        for (name, data) in federation_nodes(fed, &Locator::default(), &in_zone) {
+        for (name, data) in federation_nodes(fed, &Locator::default(), &in_zone, None) {
             let mut values = Vec::new();
             let mut ttl = fed.ttl.max(1);
             for rr in &data.rrsets {
@@ -1102,6 +1187,8 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
             }
         }
     }
+    // A name laid out twice (an ingress host that is also a service name) keeps one record set.
     out.records.sort();
+    out.records.dedup_by(|later, earlier| later.0 == earlier.0);
     out
 }

@@ -75,7 +75,9 @@ fn cluster(i: usize, weight: u32) -> Cluster {
 
 fn address(rng: &mut Rng) -> IpAddr {
     if rng.chance(25) {
-        format!("2001:db8::{:x}", rng.below(16) + 1).parse().unwrap()
+        format!("2001:db8::{:x}", rng.below(16) + 1)
+            .parse()
+            .unwrap()
     } else {
         format!("10.{}.0.{}", rng.below(4), rng.below(12) + 1)
             .parse()
@@ -276,7 +278,9 @@ fn incremental_builds_answer_as_full_builds() {
             ttl: 30,
             max_answers: 2,
             policy: Policy::Geo,
-            clusters: (0..CLUSTERS.len()).map(|c| cluster(c, c as u32 + 1)).collect(),
+            clusters: (0..CLUSTERS.len())
+                .map(|c| cluster(c, c as u32 + 1))
+                .collect(),
             services: vec![],
             ingress_hosts: vec![],
         };
@@ -303,7 +307,12 @@ fn incremental_builds_answer_as_full_builds() {
             };
             let incremental = build_with(Some(&mut cache));
             let fresh = build_with(None);
-            assert_same(&incremental, &fresh, locations, &format!("seed {seed} step {i}"));
+            assert_same(
+                &incremental,
+                &fresh,
+                locations,
+                &format!("seed {seed} step {i}"),
+            );
         }
     }
 }
