@@ -1,9 +1,11 @@
 //! A test Kubernetes API server: the one stand-in the tests use, serving the real `kube` client
 //! over plain HTTP on loopback exactly the way a kube-apiserver does (see
 //! `tests/fixtures/kube-apiserver/`): lists with `metadata.resourceVersion` and `continue`
-//! pagination, watches as one JSON event per line held open with periodic BOOKMARKs, 410 Gone as
-//! an in-stream ERROR event, 401/403 with the real Status bodies, and going away (listener closed,
-//! every connection cut).
+//! pagination, watches as one JSON event per line held open and silent while nothing changes
+//! (a BOOKMARK only when the client allows them, and then at a real server's cadence of about a
+//! minute), 410 Gone as an in-stream ERROR event, 401/403 with the real Status bodies, going away
+//! for good, and a short outage after which re-watches from the old resourceVersion succeed
+//! silently.
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.
@@ -281,6 +283,10 @@ async fn handle(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true")
+        .then_some(BOOKMARK_EVERY);
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let mut changed = shared.1.subscribe();
     tokio::spawn(async move {
@@ -328,7 +334,9 @@ async fn handle(
             cursor = rv;
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                // A real kube-apiserver sends a bookmark about once a minute, and only to
+                // clients that asked for them: within a test a quiet watch says nothing at all.
+                _ = sleep_or_never(bookmarks) => {
                     let mut obj = json!({"kind": res.kind(), "apiVersion": res.api_version(),
                         "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}});
                     if res == Res::EndpointSlices {
@@ -352,6 +360,16 @@ async fn handle(
         .expect("response"))
 }
 
+/// How often a watch that allows bookmarks gets one (kube-apiserver: about every minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl ApiServer {
     pub fn start() -> ApiServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -372,6 +390,11 @@ impl ApiServer {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    if s.0.lock().unwrap().gone {
+                        // Down: the connection is closed before a byte is read.
+                        drop(stream);
+                        continue;
+                    }
                     let s2 = s.clone();
                     let conn = tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| handle(s2.clone(), req));
@@ -496,12 +519,24 @@ impl ApiServer {
     /// The API server goes away: the listener closes and every connection is cut.
     pub fn go_away(&self) {
         self.accept.abort();
+        self.outage_begins();
+    }
+
+    /// A short outage (an API server restart, a load balancer failing over): every connection is
+    /// cut and new ones are closed at once, until [`ApiServer::outage_ends`]. Nothing changes
+    /// meanwhile, so the history is kept and a re-watch from the old resourceVersion succeeds
+    /// with no event at all.
+    pub fn outage_begins(&self) {
         self.mutate(|inner| {
             inner.gone = true;
             for c in inner.conns.drain(..) {
                 c.abort();
             }
         });
+    }
+
+    pub fn outage_ends(&self) {
+        self.mutate(|inner| inner.gone = false);
     }
 
     pub fn lists(&self, res: Res) -> u32 {
