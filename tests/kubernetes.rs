@@ -557,6 +557,69 @@ fn api_server_gone_serves_last_known_then_drops_after_grace() {
     );
 }
 
+/// A short outage of one API server (every connection cut, new ones closed) with nothing changed
+/// meanwhile: kube re-watches from the old resourceVersion and that watch says nothing, yet the
+/// cluster must count as healthy again within seconds and keep its shards past `stale_grace`.
+#[test]
+fn short_outage_with_no_change_recovers_before_stale_grace() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        4,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let ready = || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200 && !body.contains("failed")).then_some(())
+    };
+    wait_for(SETTLE, ready).unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+
+    let down_at = Instant::now();
+    cl.west.outage_begins();
+    wait_for(Duration::from_secs(5), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the outage was not noticed:\n{}", f.log_text()));
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(down_at.elapsed()));
+    cl.west.outage_ends();
+    let back_at = Instant::now();
+
+    wait_for(Duration::from_secs(5), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .and_then(|_| {
+        wait_for(
+            Duration::from_secs(5).saturating_sub(back_at.elapsed()),
+            ready,
+        )
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "west not healthy again 5 s after its API server answered again: {:?}\nlog:\n{}",
+            http_get(f.http, "/readyz"),
+            f.log_text()
+        )
+    });
+    // Past the grace counted from the start of the outage, and a little more for a flush.
+    let past = down_at + Duration::from_secs(4) + Duration::from_millis(1500);
+    std::thread::sleep(past.saturating_duration_since(Instant::now()));
+    for _ in 0..10 {
+        assert_eq!(
+            f.a(G),
+            set(&[IP_EAST1, IP_EAST2, IP_WEST]),
+            "west's shards dropped although its watches are back:\n{}",
+            f.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        f.metric("fedns_cluster_stale_expired{cluster=\"west\"}"),
+        Some(0.0)
+    );
+}
+
 /// Clusters are removed and added by editing the config while running.
 #[test]
 fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
