@@ -143,6 +143,12 @@ struct Running {
     shown: Option<String>,
     expired: bool,
     up: bool,
+    /// `/readyz` shows the cluster in sync: only once a table holding its current data is
+    /// published, so a probe that passes can be sent queries that the cluster answers.
+    ready_shown: bool,
+    /// The snapshot whose publication makes the cluster ready (assigned at the flush after it
+    /// came up).
+    ready_at: Option<u64>,
 }
 
 impl Drop for Running {
@@ -160,6 +166,10 @@ struct KubeSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     resolving: HashSet<String>,
     last_sent: Option<Federation>,
+    /// Number of the last snapshot sent, and of the last one known to be in a published table.
+    sent_seq: u64,
+    published_seq: u64,
+    published_tx: mpsc::Sender<u64>,
     dirty_since: Option<Instant>,
     merger: mpsc::Sender<Update>,
     board: SourceBoard,
@@ -192,6 +202,8 @@ impl KubeSource {
                 shown: None,
                 expired: false,
                 up: false,
+                ready_shown: false,
+                ready_at: None,
             },
         );
     }
@@ -315,8 +327,7 @@ impl KubeSource {
                 r.state.down_since = None;
                 r.shown = None;
                 r.expired = false;
-                self.board.loaded(&bname);
-                self.metrics.source_up.with_label_values(&[&bname]).set(1);
+                r.ready_at = None;
                 self.km.cluster_up.with_label_values(&[name]).set(1);
                 self.km.cluster_expired.with_label_values(&[name]).set(0);
                 self.dirty_since.get_or_insert_with(Instant::now);
@@ -324,6 +335,8 @@ impl KubeSource {
             return;
         }
         r.up = false;
+        r.ready_shown = false;
+        r.ready_at = None;
         self.km.cluster_up.with_label_values(&[name]).set(0);
         if !failing {
             return; // still listing for the first time
@@ -390,6 +403,9 @@ impl KubeSource {
             self.resolve(h);
         }
         if self.last_sent.as_ref() == Some(&fed) {
+            // Nothing new to serve: clusters that came up are ready once the last snapshot is.
+            let seq = self.sent_seq;
+            self.await_publish(seq);
             return true;
         }
         tracing::info!(
@@ -400,12 +416,48 @@ impl KubeSource {
             "kubernetes snapshot"
         );
         self.last_sent = Some(fed.clone());
+        self.sent_seq += 1;
+        let seq = self.sent_seq;
+        let (taken, published) = tokio::sync::oneshot::channel();
         let update = Update {
-            taken: None,
+            taken: Some(taken),
             source: SOURCE.to_string(),
             snapshot: Arc::new(Snapshot::Federation(Box::new(fed))),
         };
-        self.merger.send(update).await.is_ok()
+        if self.merger.send(update).await.is_err() {
+            return false;
+        }
+        // The merger drops `taken` once a table with this snapshot is published.
+        let tx = self.published_tx.clone();
+        tokio::spawn(async move {
+            let _ = published.await;
+            let _ = tx.send(seq).await;
+        });
+        self.await_publish(seq);
+        true
+    }
+
+    /// Clusters up but not yet shown ready wait for snapshot `seq` (which holds their data).
+    fn await_publish(&mut self, seq: u64) {
+        for r in self.clusters.values_mut() {
+            if r.up && !r.ready_shown && r.ready_at.is_none() {
+                r.ready_at = Some(seq);
+            }
+        }
+        self.published(self.published_seq);
+    }
+
+    /// Snapshot `seq` (and so every earlier one) is in a published table.
+    fn published(&mut self, seq: u64) {
+        self.published_seq = self.published_seq.max(seq);
+        for (name, r) in self.clusters.iter_mut() {
+            if r.up && !r.ready_shown && r.ready_at.is_some_and(|s| s <= self.published_seq) {
+                r.ready_shown = true;
+                let bname = board_name(name);
+                self.board.loaded(&bname);
+                self.metrics.source_up.with_label_values(&[&bname]).set(1);
+            }
+        }
     }
 
     fn hostnames(&self) -> HashSet<String> {
@@ -495,6 +547,7 @@ pub async fn run(
 ) {
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let (resolve_tx, mut resolve_rx) = mpsc::channel(256);
+    let (published_tx, mut published_rx) = mpsc::channel(64);
     let km = KubeMetrics::new(&metrics.registry);
     let resolve_every = settings.resolve_interval;
     let mut src = KubeSource {
@@ -506,6 +559,9 @@ pub async fn run(
         resolved: HashMap::new(),
         resolving: HashSet::new(),
         last_sent: None,
+        sent_seq: 0,
+        published_seq: 0,
+        published_tx,
         dirty_since: None,
         merger,
         board,
@@ -541,6 +597,7 @@ pub async fn run(
                 }
             }
             Some((host, ips)) = resolve_rx.recv() => src.resolved(host, ips),
+            Some(seq) = published_rx.recv() => src.published(seq),
             _ = until(flush_at) => {
                 if !src.flush().await {
                     return; // merger gone: shutting down
