@@ -876,6 +876,38 @@ fn rbac_errors_are_named_in_logs_and_readyz() {
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
 }
 
+/// Right after an API server restart, authn/authz caches are cold and it briefly answers 403:
+/// retried, not reported as a missing permission, and the cluster never leaves the answers.
+#[test]
+fn transient_403_after_a_restart_is_retried_not_reported() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    for r in Res::ALL {
+        cl.west.deny(r, Some(403));
+    }
+    // The restart ends every watch; the re-watches and the next list are refused.
+    cl.west.cut_watches();
+    std::thread::sleep(Duration::from_millis(1000));
+    for r in Res::ALL {
+        cl.west.deny(r, None);
+    }
+    assert!(cl.west.denied() > 0, "nothing was refused");
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not back:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]));
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("cluster west:") && l.contains("403")),
+        "a transient 403 was reported:\n{text}"
+    );
+}
+
 /// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster
 /// and the path, and the exit code is non-zero; a good config passes.
 #[test]

@@ -108,6 +108,7 @@ struct Inner {
     cut_gen: u64,
     lists: HashMap<Res, u32>,
     watches: HashMap<Res, u32>,
+    denied: u32,
     conns: Vec<tokio::task::AbortHandle>,
 }
 
@@ -234,6 +235,7 @@ async fn handle(
             return Err(std::io::Error::other("gone"));
         }
         if let Some(code) = inner.deny.get(&res).copied() {
+            inner.denied += 1;
             return Ok(full(
                 StatusCode::from_u16(code).unwrap(),
                 &status_for(res, code),
@@ -537,6 +539,11 @@ impl ApiServer {
 
     pub fn outage_ends(&self) {
         self.mutate(|inner| inner.gone = false);
+    }
+
+    /// Requests answered with the status set by [`ApiServer::deny`].
+    pub fn denied(&self) -> u32 {
+        self.shared.0.lock().unwrap().denied
     }
 
     pub fn lists(&self, res: Res) -> u32 {
