@@ -908,6 +908,28 @@ fn transient_403_after_a_restart_is_retried_not_reported() {
     );
 }
 
+/// A role that grants `list` but not `watch`: every list succeeds and every watch is refused.
+/// The refusal is still reported (naming the verb), and the re-lists back off instead of
+/// hammering the API server.
+#[test]
+fn watch_refused_after_a_good_list_is_reported_and_backs_off() {
+    let cl = Clusters::start();
+    cl.east2.deny_watch(Res::EndpointSlices, 403);
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_EAST2], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+    let line = f
+        .wait_log(Duration::from_secs(15), |l| {
+            l.contains("cluster east2:") && l.contains("403")
+        })
+        .unwrap_or_else(|| panic!("the refused watch was not reported:\n{}", f.log_text()));
+    assert!(line.contains("missing RBAC permission `watch`"), "{line}");
+    let before = cl.east2.lists(Res::EndpointSlices);
+    std::thread::sleep(Duration::from_secs(6));
+    let lists = cl.east2.lists(Res::EndpointSlices) - before;
+    assert!(lists <= 3, "{lists} lists in 6 s: no backoff");
+}
+
 /// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster
 /// and the path, and the exit code is non-zero; a good config passes.
 #[test]

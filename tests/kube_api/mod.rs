@@ -97,6 +97,8 @@ struct Inner {
     objects: BTreeMap<(Res, String, String), Value>,
     log: Vec<Event>,
     deny: HashMap<Res, u16>,
+    /// Like `deny`, for watch requests only (a role with `list` but without `watch`).
+    deny_watch: HashMap<Res, u16>,
     /// Watches from below this resourceVersion get 410 Gone.
     compacted: u64,
     /// Bumped to cut every open watch with an in-stream 410.
@@ -234,7 +236,12 @@ async fn handle(
         if inner.gone {
             return Err(std::io::Error::other("gone"));
         }
-        if let Some(code) = inner.deny.get(&res).copied() {
+        let denied = inner
+            .deny
+            .get(&res)
+            .copied()
+            .or_else(|| watch.then(|| inner.deny_watch.get(&res).copied()).flatten());
+        if let Some(code) = denied {
             inner.denied += 1;
             return Ok(full(
                 StatusCode::from_u16(code).unwrap(),
@@ -486,6 +493,13 @@ impl ApiServer {
             None => {
                 inner.deny.remove(&res);
             }
+        });
+    }
+
+    /// Answers watch requests for `res` with this status, lists normally.
+    pub fn deny_watch(&self, res: Res, code: u16) {
+        self.mutate(|inner| {
+            inner.deny_watch.insert(res, code);
         });
     }
 

@@ -175,6 +175,10 @@ async fn watch_kind<K, T>(
     let mut failing = true; // until the first successful event, report it
     let mut backoff = BACKOFF_MIN;
     let mut auth_strikes = 0u32;
+    // When the last list completed: a watch that fails right after it (RBAC without `watch`)
+    // must not reset the backoff and the 401/403 count, or it would re-list every 0.5 s and its
+    // refusal would never be reported.
+    let mut listed_at: Option<tokio::time::Instant> = None;
     loop {
         // A fresh watcher per attempt, so every recovery is a list: kube's own retry re-watches
         // from the old resourceVersion and, when that succeeds, says nothing (bookmarks are
@@ -187,18 +191,17 @@ async fn watch_kind<K, T>(
                 Ok(ev) => {
                     // `Init` comes before the list request: only what follows it shows the
                     // watch works again.
-                    if !matches!(ev, Event::Init) {
-                        backoff = BACKOFF_MIN;
-                        auth_strikes = 0;
-                        if std::mem::replace(&mut failing, false) {
-                            let ok = ClusterMsg::Status {
-                                kind,
-                                error: None,
-                                expected: false,
-                            };
-                            if !send(ok).await {
-                                return;
-                            }
+                    if matches!(ev, Event::InitDone) {
+                        listed_at = Some(tokio::time::Instant::now());
+                    }
+                    if !matches!(ev, Event::Init) && std::mem::replace(&mut failing, false) {
+                        let ok = ClusterMsg::Status {
+                            kind,
+                            error: None,
+                            expected: false,
+                        };
+                        if !send(ok).await {
+                            return;
                         }
                     }
                     let change = match ev {
@@ -211,6 +214,11 @@ async fn watch_kind<K, T>(
                     ClusterMsg::Change(wrap(change))
                 }
                 Err(e) => {
+                    if listed_at.is_some_and(|t| t.elapsed() >= STABLE) {
+                        backoff = BACKOFF_MIN;
+                        auth_strikes = 0;
+                    }
+                    listed_at = None;
                     // A restarted API server (or a freshly rotated token) briefly answers 401/403
                     // before its authn/authz caches are warm: only a refusal that persists is a
                     // missing permission.
@@ -247,7 +255,9 @@ async fn watch_kind<K, T>(
 /// failing after its API server answers again.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
-/// Consecutive 401/403 answers before they are reported.
+/// How long a watch must have worked before its next failure counts as a new one.
+const STABLE: Duration = Duration::from_secs(10);
+/// 401/403 answers (without a stable watch between them) before they are reported.
 const AUTH_STRIKES: u32 = 3;
 
 fn is_auth(e: &watcher::Error) -> bool {
