@@ -9,7 +9,8 @@
 //! while running; a bad new config is rejected and the running clusters keep going.
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
-//! state is on `/readyz` (source `kubernetes:NAME`) and in `fedns_cluster_up{cluster}`; each
+//! state is on `/readyz` (source `kubernetes:NAME`, ready only once a table holding the cluster's
+//! current data is published) and in `fedns_cluster_up{cluster}`; each
 //! failure is logged once per change of state, naming the cluster and the resource; fail static
 //! as described in [`state`].
 
