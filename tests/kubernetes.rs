@@ -870,10 +870,14 @@ fn rbac_errors_are_named_in_logs_and_readyz() {
     );
     assert!(body.contains("kubernetes:east1: ready"), "{body}");
 
-    // Permissions granted: east2 syncs and joins the answer.
+    // Permissions granted: east2 syncs and joins the answer at once, and counts as up once its
+    // watch has stayed up for 10 s (a list alone does not prove the refusal is over).
     cl.east2.deny(Res::EndpointSlices, None);
     f.expect_a(G, &[IP_EAST1, IP_EAST2], Duration::from_secs(45));
-    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
+    wait_for(Duration::from_secs(20), || {
+        (f.metric("fedns_cluster_up{cluster=\"east2\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("east2 not up after the grant:\n{}", f.log_text()));
 }
 
 /// Right after an API server restart, authn/authz caches are cold and it briefly answers 403:
@@ -928,6 +932,15 @@ fn watch_refused_after_a_good_list_is_reported_and_backs_off() {
     std::thread::sleep(Duration::from_secs(6));
     let lists = cl.east2.lists(Res::EndpointSlices) - before;
     assert!(lists <= 3, "{lists} lists in 6 s: no backoff");
+    // Each re-list works, but that does not make the refused watch look fixed.
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("cluster east2:") && l.contains("works again")),
+        "{text}"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(0.0));
 }
 
 /// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster

@@ -6,7 +6,8 @@
 //! one a fresh list and watch follow, with exponential backoff from 0.5 s to 4 s, so a kind counts
 //! as working again at most ~4 s after its API server answers again, whether or not anything
 //! changed meanwhile; every error is reported with the cluster, the resource and, for 401/403
-//! (reported only once they persist for three attempts), what is missing.
+//! (reported only once they persist for three attempts, and cleared only by a watch that then
+//! stays up for 10 s), what is missing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -179,6 +180,14 @@ async fn watch_kind<K, T>(
     // must not reset the backoff and the 401/403 count, or it would re-list every 0.5 s and its
     // refusal would never be reported.
     let mut listed_at: Option<tokio::time::Instant> = None;
+    // A reported 401/403 is cleared only by a watch that then stays up: a list alone would
+    // clear it every cycle while the watch keeps being refused.
+    let mut confirm_at: Option<tokio::time::Instant> = None;
+    let ok = || ClusterMsg::Status {
+        kind,
+        error: None,
+        expected: false,
+    };
     loop {
         // A fresh watcher per attempt, so every recovery is a list: kube's own retry re-watches
         // from the old resourceVersion and, when that succeeds, says nothing (bookmarks are
@@ -186,7 +195,25 @@ async fn watch_kind<K, T>(
         // the proof that the kind works again; the store swaps the re-list in without a gap.
         let stream = watcher(api.clone(), config.clone());
         let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
+        loop {
+            let confirmed = async {
+                match confirm_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let item = tokio::select! {
+                item = stream.next() => item,
+                () = confirmed => {
+                    confirm_at = None;
+                    failing = false;
+                    if !send(ok()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             let body = match item {
                 Ok(ev) => {
                     // `Init` comes before the list request: only what follows it shows the
@@ -194,14 +221,14 @@ async fn watch_kind<K, T>(
                     if matches!(ev, Event::InitDone) {
                         listed_at = Some(tokio::time::Instant::now());
                     }
-                    if !matches!(ev, Event::Init) && std::mem::replace(&mut failing, false) {
-                        let ok = ClusterMsg::Status {
-                            kind,
-                            error: None,
-                            expected: false,
-                        };
-                        if !send(ok).await {
-                            return;
+                    if !matches!(ev, Event::Init) && failing {
+                        if auth_strikes >= AUTH_STRIKES {
+                            confirm_at.get_or_insert_with(|| tokio::time::Instant::now() + STABLE);
+                        } else {
+                            failing = false;
+                            if !send(ok()).await {
+                                return;
+                            }
                         }
                     }
                     let change = match ev {
@@ -219,6 +246,7 @@ async fn watch_kind<K, T>(
                         auth_strikes = 0;
                     }
                     listed_at = None;
+                    confirm_at = None;
                     // A restarted API server (or a freshly rotated token) briefly answers 401/403
                     // before its authn/authz caches are warm: only a refusal that persists is a
                     // missing permission.
