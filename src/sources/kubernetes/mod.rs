@@ -639,3 +639,96 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DnsName, Policy};
+    use crate::sources::kubernetes::config::SelectRule;
+    use crate::sources::kubernetes::state::Change;
+
+    fn listed() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.services.apply(Change::Init);
+        s.services.apply(Change::InitDone);
+        s.slices.apply(Change::Init);
+        s.slices.apply(Change::InitDone);
+        s.ingresses.apply(Change::Init);
+        s.ingresses.apply(Change::InitDone);
+        s.nodes.apply(Change::Init);
+        s.nodes.apply(Change::InitDone);
+        s
+    }
+
+    /// A cluster whose lists are in is not ready on the board until the merger has published
+    /// the snapshot holding it (it drops `Update::taken` then).
+    #[tokio::test]
+    async fn cluster_ready_only_after_its_snapshot_is_published() {
+        let (merger, mut merger_rx) = mpsc::channel(4);
+        let (tx, _rx) = mpsc::channel(4);
+        let (resolve_tx, _resolve_rx) = mpsc::channel(4);
+        let (published_tx, mut published_rx) = mpsc::channel(4);
+        let metrics = Metrics::new();
+        let spec = ClusterSpec {
+            name: "c1".into(),
+            access: Access::InCluster,
+            region: None,
+            zones: vec![],
+            weight: 100,
+        };
+        let mut src = KubeSource {
+            settings: KubeSettings {
+                federation: "f".into(),
+                zone: DnsName::parse("example.com").unwrap(),
+                ttl: 30,
+                max_answers: 8,
+                policy: Policy::default(),
+                select: SelectRule::default(),
+                stale_grace: Duration::from_secs(30),
+                coalesce: Duration::from_millis(1),
+                resolve_interval: Duration::from_secs(30),
+                clusters: vec![spec.clone()],
+            },
+            clusters: BTreeMap::new(),
+            next_run: 0,
+            tx,
+            resolve_tx,
+            resolved: HashMap::new(),
+            resolving: HashSet::new(),
+            last_sent: None,
+            sent_seq: 0,
+            published_seq: 0,
+            published_tx,
+            dirty_since: None,
+            merger,
+            board: SourceBoard::default(),
+            km: KubeMetrics::new(&metrics.registry),
+            metrics,
+        };
+        src.clusters.insert(
+            "c1".into(),
+            Running {
+                spec,
+                run: 1,
+                task: tokio::spawn(std::future::pending()),
+                state: listed(),
+                shown: None,
+                expired: false,
+                up: false,
+                ready_shown: false,
+                ready_at: None,
+            },
+        );
+        let loaded = |src: &KubeSource| src.board.snapshot()["kubernetes:c1"].loaded;
+        src.board.register("kubernetes:c1");
+        src.update_status("c1");
+        assert!(src.flush().await);
+        assert!(!loaded(&src), "ready before the merger took the snapshot");
+        let update = merger_rx.recv().await.expect("a snapshot");
+        assert!(!loaded(&src), "ready before the table was published");
+        drop(update); // the merger published it
+        let seq = published_rx.recv().await.expect("publication noticed");
+        src.published(seq);
+        assert!(loaded(&src));
+    }
+}
