@@ -557,6 +557,97 @@ fn api_server_gone_serves_last_known_then_drops_after_grace() {
     );
 }
 
+/// A short outage of one API server (every connection cut, new ones closed) with nothing changed
+/// meanwhile: kube re-watches from the old resourceVersion and that watch says nothing, yet the
+/// cluster must count as healthy again within seconds and keep its shards past `stale_grace`.
+#[test]
+fn short_outage_with_no_change_recovers_before_stale_grace() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        4,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let ready = || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200 && body.contains("kubernetes:west: ready")).then_some(())
+    };
+    wait_for(SETTLE, ready).unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+
+    let down_at = Instant::now();
+    cl.west.outage_begins();
+    wait_for(Duration::from_secs(5), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the outage was not noticed:\n{}", f.log_text()));
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(down_at.elapsed()));
+    cl.west.outage_ends();
+    let back_at = Instant::now();
+
+    wait_for(Duration::from_secs(5), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .and_then(|_| {
+        wait_for(
+            Duration::from_secs(5).saturating_sub(back_at.elapsed()),
+            ready,
+        )
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "west not healthy again 5 s after its API server answered again: {:?}\nlog:\n{}",
+            http_get(f.http, "/readyz"),
+            f.log_text()
+        )
+    });
+    // Past the grace counted from the start of the outage, and a little more for a flush.
+    let past = down_at + Duration::from_secs(4) + Duration::from_millis(1500);
+    std::thread::sleep(past.saturating_duration_since(Instant::now()));
+    for _ in 0..10 {
+        assert_eq!(
+            f.a(G),
+            set(&[IP_EAST1, IP_EAST2, IP_WEST]),
+            "west's shards dropped although its watches are back:\n{}",
+            f.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        f.metric("fedns_cluster_stale_expired{cluster=\"west\"}"),
+        Some(0.0)
+    );
+}
+
+/// `/readyz` turns 200 only once the answer table holds every cluster's data: the first time it
+/// does, the fixture's Ingress host already answers. A long coalescing window makes the gap
+/// between "listed" and "published" wide enough to see.
+#[test]
+fn readyz_is_ready_only_once_the_data_is_served() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let cfg = std::fs::read_to_string(fx.path("fedns.yaml")).unwrap();
+    fx.write(
+        "fedns.yaml",
+        &cfg.replace("coalesce_ms: 20", "coalesce_ms: 1500"),
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    let body = wait_for(SETTLE, || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("never ready:\n{}", f.log_text()));
+    let shop = f.ask(SHOP, RecordType::A);
+    assert!(
+        shop.rcode == 0 && shop.addrs == set(&["198.51.100.100", "198.51.100.101"]),
+        "ready before the data is served: {shop:?}\n{body}"
+    );
+    for c in ["east1", "west"] {
+        assert!(body.contains(&format!("kubernetes:{c}: ready")), "{body}");
+    }
+}
+
 /// Clusters are removed and added by editing the config while running.
 #[test]
 fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
@@ -777,12 +868,79 @@ fn rbac_errors_are_named_in_logs_and_readyz() {
         body.contains("kubernetes:west") && body.contains("401 Unauthorized"),
         "{body}"
     );
-    assert!(!body.contains("kubernetes:east1"), "{body}");
+    assert!(body.contains("kubernetes:east1: ready"), "{body}");
 
-    // Permissions granted: east2 syncs and joins the answer.
+    // Permissions granted: east2 syncs and joins the answer at once, and counts as up once its
+    // watch has stayed up for 10 s (a list alone does not prove the refusal is over).
     cl.east2.deny(Res::EndpointSlices, None);
     f.expect_a(G, &[IP_EAST1, IP_EAST2], Duration::from_secs(45));
-    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
+    wait_for(Duration::from_secs(20), || {
+        (f.metric("fedns_cluster_up{cluster=\"east2\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("east2 not up after the grant:\n{}", f.log_text()));
+}
+
+/// Right after an API server restart, authn/authz caches are cold and it briefly answers 403:
+/// retried, not reported as a missing permission, and the cluster never leaves the answers.
+#[test]
+fn transient_403_after_a_restart_is_retried_not_reported() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    for r in Res::ALL {
+        cl.west.deny(r, Some(403));
+    }
+    // The restart ends every watch; the re-watches and the next list are refused.
+    cl.west.cut_watches();
+    std::thread::sleep(Duration::from_millis(1000));
+    for r in Res::ALL {
+        cl.west.deny(r, None);
+    }
+    assert!(cl.west.denied() > 0, "nothing was refused");
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not back:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]));
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("cluster west:") && l.contains("403")),
+        "a transient 403 was reported:\n{text}"
+    );
+}
+
+/// A role that grants `list` but not `watch`: every list succeeds and every watch is refused.
+/// The refusal is still reported (naming the verb), and the re-lists back off instead of
+/// hammering the API server.
+#[test]
+fn watch_refused_after_a_good_list_is_reported_and_backs_off() {
+    let cl = Clusters::start();
+    cl.east2.deny_watch(Res::EndpointSlices, 403);
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_EAST2], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+    let line = f
+        .wait_log(Duration::from_secs(15), |l| {
+            l.contains("cluster east2:") && l.contains("403")
+        })
+        .unwrap_or_else(|| panic!("the refused watch was not reported:\n{}", f.log_text()));
+    assert!(line.contains("missing RBAC permission `watch`"), "{line}");
+    let before = cl.east2.lists(Res::EndpointSlices);
+    std::thread::sleep(Duration::from_secs(6));
+    let lists = cl.east2.lists(Res::EndpointSlices) - before;
+    assert!(lists <= 3, "{lists} lists in 6 s: no backoff");
+    // Each re-list works, but that does not make the refused watch look fixed.
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("cluster east2:") && l.contains("works again")),
+        "{text}"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(0.0));
 }
 
 /// `fedns check` reads the kubeconfigs: a missing file or context is reported with the cluster

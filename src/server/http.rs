@@ -1,5 +1,6 @@
 //! The operations endpoint: `/healthz` (alive), `/readyz` (a table is published and every source
-//! has delivered; otherwise 503 naming what is missing), `/metrics` (Prometheus text).
+//! has delivered; otherwise 503 naming what is missing; either way one line per source and its
+//! state), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 
@@ -21,42 +22,48 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let mut missing = Vec::new();
-    let mut notes = Vec::new();
+    // Every source gets a line, ready or not: an operator reading a 503 sees what does work too
+    // (each Kubernetes cluster is its own source, `kubernetes:NAME`).
+    let mut lines = Vec::new();
     for (name, state) in shared.sources.snapshot() {
         if !state.loaded {
             missing.push(format!(
-                "source {name} has not delivered a snapshot{}",
+                "source {name}: not ready: has not delivered a snapshot{}",
                 state
                     .last_error
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ));
         } else if let Some(e) = state.last_error {
-            notes.push(format!(
+            lines.push(format!(
                 "source {name}: serving last good data; latest load failed: {e}"
             ));
+        } else {
+            lines.push(format!("source {name}: ready"));
         }
     }
     let table = shared.table.load();
     if !table.is_ready() {
         missing.push("no answer table published yet".into());
     }
-    if missing.is_empty() {
-        let mut body = format!(
+    let mut body = if missing.is_empty() {
+        format!(
             "ready: table generation {} serial {}\n",
             table.generation, table.serial
-        );
-        for n in notes {
-            body.push_str(&n);
-            body.push('\n');
-        }
-        (StatusCode::OK, body)
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", missing.join("\n")),
         )
+    } else {
+        format!("not ready:\n{}\n", missing.join("\n"))
+    };
+    for l in lines {
+        body.push_str(&l);
+        body.push('\n');
     }
+    let status = if missing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
 }
 
 async fn metrics(

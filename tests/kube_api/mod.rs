@@ -1,9 +1,11 @@
 //! A test Kubernetes API server: the one stand-in the tests use, serving the real `kube` client
 //! over plain HTTP on loopback exactly the way a kube-apiserver does (see
 //! `tests/fixtures/kube-apiserver/`): lists with `metadata.resourceVersion` and `continue`
-//! pagination, watches as one JSON event per line held open with periodic BOOKMARKs, 410 Gone as
-//! an in-stream ERROR event, 401/403 with the real Status bodies, and going away (listener closed,
-//! every connection cut).
+//! pagination, watches as one JSON event per line held open and silent while nothing changes
+//! (a BOOKMARK only when the client allows them, and then at a real server's cadence of about a
+//! minute), 410 Gone as an in-stream ERROR event, 401/403 with the real Status bodies, going away
+//! for good, and a short outage after which re-watches from the old resourceVersion succeed
+//! silently.
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.
@@ -95,6 +97,8 @@ struct Inner {
     objects: BTreeMap<(Res, String, String), Value>,
     log: Vec<Event>,
     deny: HashMap<Res, u16>,
+    /// Like `deny`, for watch requests only (a role with `list` but without `watch`).
+    deny_watch: HashMap<Res, u16>,
     /// Watches from below this resourceVersion get 410 Gone.
     compacted: u64,
     /// Bumped to cut every open watch with an in-stream 410.
@@ -106,6 +110,7 @@ struct Inner {
     cut_gen: u64,
     lists: HashMap<Res, u32>,
     watches: HashMap<Res, u32>,
+    denied: u32,
     conns: Vec<tokio::task::AbortHandle>,
 }
 
@@ -231,7 +236,13 @@ async fn handle(
         if inner.gone {
             return Err(std::io::Error::other("gone"));
         }
-        if let Some(code) = inner.deny.get(&res).copied() {
+        let denied = inner
+            .deny
+            .get(&res)
+            .copied()
+            .or_else(|| watch.then(|| inner.deny_watch.get(&res).copied()).flatten());
+        if let Some(code) = denied {
+            inner.denied += 1;
             return Ok(full(
                 StatusCode::from_u16(code).unwrap(),
                 &status_for(res, code),
@@ -281,6 +292,10 @@ async fn handle(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true")
+        .then_some(BOOKMARK_EVERY);
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let mut changed = shared.1.subscribe();
     tokio::spawn(async move {
@@ -328,7 +343,9 @@ async fn handle(
             cursor = rv;
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                // A real kube-apiserver sends a bookmark about once a minute, and only to
+                // clients that asked for them: within a test a quiet watch says nothing at all.
+                _ = sleep_or_never(bookmarks) => {
                     let mut obj = json!({"kind": res.kind(), "apiVersion": res.api_version(),
                         "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}});
                     if res == Res::EndpointSlices {
@@ -352,6 +369,16 @@ async fn handle(
         .expect("response"))
 }
 
+/// How often a watch that allows bookmarks gets one (kube-apiserver: about every minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl ApiServer {
     pub fn start() -> ApiServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -372,6 +399,11 @@ impl ApiServer {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    if s.0.lock().unwrap().gone {
+                        // Down: the connection is closed before a byte is read.
+                        drop(stream);
+                        continue;
+                    }
                     let s2 = s.clone();
                     let conn = tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| handle(s2.clone(), req));
@@ -464,6 +496,13 @@ impl ApiServer {
         });
     }
 
+    /// Answers watch requests for `res` with this status, lists normally.
+    pub fn deny_watch(&self, res: Res, code: u16) {
+        self.mutate(|inner| {
+            inner.deny_watch.insert(res, code);
+        });
+    }
+
     /// Compacts history: every open watch gets an in-stream 410 ERROR and ends, and a watch from
     /// an older resourceVersion gets one too, so clients must list again.
     pub fn expire_watches(&self) {
@@ -496,12 +535,29 @@ impl ApiServer {
     /// The API server goes away: the listener closes and every connection is cut.
     pub fn go_away(&self) {
         self.accept.abort();
+        self.outage_begins();
+    }
+
+    /// A short outage (an API server restart, a load balancer failing over): every connection is
+    /// cut and new ones are closed at once, until [`ApiServer::outage_ends`]. Nothing changes
+    /// meanwhile, so the history is kept and a re-watch from the old resourceVersion succeeds
+    /// with no event at all.
+    pub fn outage_begins(&self) {
         self.mutate(|inner| {
             inner.gone = true;
             for c in inner.conns.drain(..) {
                 c.abort();
             }
         });
+    }
+
+    pub fn outage_ends(&self) {
+        self.mutate(|inner| inner.gone = false);
+    }
+
+    /// Requests answered with the status set by [`ApiServer::deny`].
+    pub fn denied(&self) -> u32 {
+        self.shared.0.lock().unwrap().denied
     }
 
     pub fn lists(&self, res: Res) -> u32 {

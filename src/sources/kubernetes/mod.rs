@@ -9,7 +9,8 @@
 //! while running; a bad new config is rejected and the running clusters keep going.
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
-//! state is on `/readyz` (source `kubernetes:NAME`) and in `fedns_cluster_up{cluster}`; each
+//! state is on `/readyz` (source `kubernetes:NAME`, ready only once a table holding the cluster's
+//! current data is published) and in `fedns_cluster_up{cluster}`; each
 //! failure is logged once per change of state, naming the cluster and the resource; fail static
 //! as described in [`state`].
 
@@ -143,6 +144,12 @@ struct Running {
     shown: Option<String>,
     expired: bool,
     up: bool,
+    /// `/readyz` shows the cluster in sync: only once a table holding its current data is
+    /// published, so a probe that passes can be sent queries that the cluster answers.
+    ready_shown: bool,
+    /// The snapshot whose publication makes the cluster ready (assigned at the flush after it
+    /// came up).
+    ready_at: Option<u64>,
 }
 
 impl Drop for Running {
@@ -160,6 +167,10 @@ struct KubeSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     resolving: HashSet<String>,
     last_sent: Option<Federation>,
+    /// Number of the last snapshot sent, and of the last one known to be in a published table.
+    sent_seq: u64,
+    published_seq: u64,
+    published_tx: mpsc::Sender<u64>,
     dirty_since: Option<Instant>,
     merger: mpsc::Sender<Update>,
     board: SourceBoard,
@@ -192,6 +203,8 @@ impl KubeSource {
                 shown: None,
                 expired: false,
                 up: false,
+                ready_shown: false,
+                ready_at: None,
             },
         );
     }
@@ -315,8 +328,7 @@ impl KubeSource {
                 r.state.down_since = None;
                 r.shown = None;
                 r.expired = false;
-                self.board.loaded(&bname);
-                self.metrics.source_up.with_label_values(&[&bname]).set(1);
+                r.ready_at = None;
                 self.km.cluster_up.with_label_values(&[name]).set(1);
                 self.km.cluster_expired.with_label_values(&[name]).set(0);
                 self.dirty_since.get_or_insert_with(Instant::now);
@@ -324,6 +336,8 @@ impl KubeSource {
             return;
         }
         r.up = false;
+        r.ready_shown = false;
+        r.ready_at = None;
         self.km.cluster_up.with_label_values(&[name]).set(0);
         if !failing {
             return; // still listing for the first time
@@ -390,6 +404,9 @@ impl KubeSource {
             self.resolve(h);
         }
         if self.last_sent.as_ref() == Some(&fed) {
+            // Nothing new to serve: clusters that came up are ready once the last snapshot is.
+            let seq = self.sent_seq;
+            self.await_publish(seq);
             return true;
         }
         tracing::info!(
@@ -400,12 +417,48 @@ impl KubeSource {
             "kubernetes snapshot"
         );
         self.last_sent = Some(fed.clone());
+        self.sent_seq += 1;
+        let seq = self.sent_seq;
+        let (taken, published) = tokio::sync::oneshot::channel();
         let update = Update {
-            taken: None,
+            taken: Some(taken),
             source: SOURCE.to_string(),
             snapshot: Arc::new(Snapshot::Federation(Box::new(fed))),
         };
-        self.merger.send(update).await.is_ok()
+        if self.merger.send(update).await.is_err() {
+            return false;
+        }
+        // The merger drops `taken` once a table with this snapshot is published.
+        let tx = self.published_tx.clone();
+        tokio::spawn(async move {
+            let _ = published.await;
+            let _ = tx.send(seq).await;
+        });
+        self.await_publish(seq);
+        true
+    }
+
+    /// Clusters up but not yet shown ready wait for snapshot `seq` (which holds their data).
+    fn await_publish(&mut self, seq: u64) {
+        for r in self.clusters.values_mut() {
+            if r.up && !r.ready_shown && r.ready_at.is_none() {
+                r.ready_at = Some(seq);
+            }
+        }
+        self.published(self.published_seq);
+    }
+
+    /// Snapshot `seq` (and so every earlier one) is in a published table.
+    fn published(&mut self, seq: u64) {
+        self.published_seq = self.published_seq.max(seq);
+        for (name, r) in self.clusters.iter_mut() {
+            if r.up && !r.ready_shown && r.ready_at.is_some_and(|s| s <= self.published_seq) {
+                r.ready_shown = true;
+                let bname = board_name(name);
+                self.board.loaded(&bname);
+                self.metrics.source_up.with_label_values(&[&bname]).set(1);
+            }
+        }
     }
 
     fn hostnames(&self) -> HashSet<String> {
@@ -495,6 +548,7 @@ pub async fn run(
 ) {
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let (resolve_tx, mut resolve_rx) = mpsc::channel(256);
+    let (published_tx, mut published_rx) = mpsc::channel(64);
     let km = KubeMetrics::new(&metrics.registry);
     let resolve_every = settings.resolve_interval;
     let mut src = KubeSource {
@@ -506,6 +560,9 @@ pub async fn run(
         resolved: HashMap::new(),
         resolving: HashSet::new(),
         last_sent: None,
+        sent_seq: 0,
+        published_seq: 0,
+        published_tx,
         dirty_since: None,
         merger,
         board,
@@ -541,6 +598,7 @@ pub async fn run(
                 }
             }
             Some((host, ips)) = resolve_rx.recv() => src.resolved(host, ips),
+            Some(seq) = published_rx.recv() => src.published(seq),
             _ = until(flush_at) => {
                 if !src.flush().await {
                     return; // merger gone: shutting down
@@ -579,5 +637,98 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DnsName, Policy};
+    use crate::sources::kubernetes::config::SelectRule;
+    use crate::sources::kubernetes::state::Change;
+
+    fn listed() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.services.apply(Change::Init);
+        s.services.apply(Change::InitDone);
+        s.slices.apply(Change::Init);
+        s.slices.apply(Change::InitDone);
+        s.ingresses.apply(Change::Init);
+        s.ingresses.apply(Change::InitDone);
+        s.nodes.apply(Change::Init);
+        s.nodes.apply(Change::InitDone);
+        s
+    }
+
+    /// A cluster whose lists are in is not ready on the board until the merger has published
+    /// the snapshot holding it (it drops `Update::taken` then).
+    #[tokio::test]
+    async fn cluster_ready_only_after_its_snapshot_is_published() {
+        let (merger, mut merger_rx) = mpsc::channel(4);
+        let (tx, _rx) = mpsc::channel(4);
+        let (resolve_tx, _resolve_rx) = mpsc::channel(4);
+        let (published_tx, mut published_rx) = mpsc::channel(4);
+        let metrics = Metrics::new();
+        let spec = ClusterSpec {
+            name: "c1".into(),
+            access: Access::InCluster,
+            region: None,
+            zones: vec![],
+            weight: 100,
+        };
+        let mut src = KubeSource {
+            settings: KubeSettings {
+                federation: "f".into(),
+                zone: DnsName::parse("example.com").unwrap(),
+                ttl: 30,
+                max_answers: 8,
+                policy: Policy::default(),
+                select: SelectRule::default(),
+                stale_grace: Duration::from_secs(30),
+                coalesce: Duration::from_millis(1),
+                resolve_interval: Duration::from_secs(30),
+                clusters: vec![spec.clone()],
+            },
+            clusters: BTreeMap::new(),
+            next_run: 0,
+            tx,
+            resolve_tx,
+            resolved: HashMap::new(),
+            resolving: HashSet::new(),
+            last_sent: None,
+            sent_seq: 0,
+            published_seq: 0,
+            published_tx,
+            dirty_since: None,
+            merger,
+            board: SourceBoard::default(),
+            km: KubeMetrics::new(&metrics.registry),
+            metrics,
+        };
+        src.clusters.insert(
+            "c1".into(),
+            Running {
+                spec,
+                run: 1,
+                task: tokio::spawn(std::future::pending()),
+                state: listed(),
+                shown: None,
+                expired: false,
+                up: false,
+                ready_shown: false,
+                ready_at: None,
+            },
+        );
+        let loaded = |src: &KubeSource| src.board.snapshot()["kubernetes:c1"].loaded;
+        src.board.register("kubernetes:c1");
+        src.update_status("c1");
+        assert!(src.flush().await);
+        assert!(!loaded(&src), "ready before the merger took the snapshot");
+        let update = merger_rx.recv().await.expect("a snapshot");
+        assert!(!loaded(&src), "ready before the table was published");
+        drop(update); // the merger published it
+        let seq = published_rx.recv().await.expect("publication noticed");
+        src.published(seq);
+        assert!(loaded(&src));
     }
 }

@@ -2,9 +2,12 @@
 //! watcher per kind (Services, EndpointSlices, Ingresses, Nodes), each object translated at once
 //! into the slim structs of [`super::state`] and sent to the source's assembler.
 //!
-//! Guarantees: kube and k8s-openapi types never leave this file; watches never end on errors
-//! (kube's watcher retries with exponential backoff, 0.8 s to 30 s, re-listing after 410 Gone);
-//! every error is reported with the cluster, the resource and, for 401/403, what is missing.
+//! Guarantees: kube and k8s-openapi types never leave this file; watches never end on errors: after
+//! one a fresh list and watch follow, with exponential backoff from 0.5 s to 4 s, so a kind counts
+//! as working again at most ~4 s after its API server answers again, whether or not anything
+//! changed meanwhile; every error is reported with the cluster, the resource and, for 401/403
+//! (reported only once they persist for three attempts, and cleared only by a watch that then
+//! stays up for 10 s), what is missing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +18,6 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
@@ -162,35 +164,71 @@ async fn watch_kind<K, T>(
     K::DynamicType: Default,
 {
     let key = |o: &K| -> Key { (o.namespace().unwrap_or_default(), o.name_any()) };
+    let send = |body| {
+        let msg = Msg {
+            cluster: cluster.clone(),
+            run,
+            body,
+        };
+        let tx = tx.clone();
+        async move { tx.send(msg).await.is_ok() }
+    };
     let mut failing = true; // until the first successful event, report it
+    let mut backoff = BACKOFF_MIN;
+    let mut auth_strikes = 0u32;
+    // When the last list completed: a watch that fails right after it (RBAC without `watch`)
+    // must not reset the backoff and the 401/403 count, or it would re-list every 0.5 s and its
+    // refusal would never be reported.
+    let mut listed_at: Option<tokio::time::Instant> = None;
+    // A reported 401/403 is cleared only by a watch that then stays up: a list alone would
+    // clear it every cycle while the watch keeps being refused.
+    let mut confirm_at: Option<tokio::time::Instant> = None;
+    let ok = || ClusterMsg::Status {
+        kind,
+        error: None,
+        expected: false,
+    };
     loop {
-        let stream = watcher(api.clone(), config.clone()).default_backoff();
+        // A fresh watcher per attempt, so every recovery is a list: kube's own retry re-watches
+        // from the old resourceVersion and, when that succeeds, says nothing (bookmarks are
+        // swallowed too), so a quiet kind would look broken for ever. The list's first answer is
+        // the proof that the kind works again; the store swaps the re-list in without a gap.
+        let stream = watcher(api.clone(), config.clone());
         let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            // kube answers an HTTP 410 on the watch request by retrying the same resourceVersion
-            // forever (STACK-NOTES §2.3); only a fresh watcher lists again.
-            let restart = matches!(&item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(s))) if s.code == 410);
+        loop {
+            let confirmed = async {
+                match confirm_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let item = tokio::select! {
+                item = stream.next() => item,
+                () = confirmed => {
+                    confirm_at = None;
+                    failing = false;
+                    if !send(ok()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             let body = match item {
                 Ok(ev) => {
                     // `Init` comes before the list request: only what follows it shows the
                     // watch works again.
-                    if failing && !matches!(ev, Event::Init) {
-                        failing = false;
-                        let ok = ClusterMsg::Status {
-                            kind,
-                            error: None,
-                            expected: false,
-                        };
-                        if tx
-                            .send(Msg {
-                                cluster: cluster.clone(),
-                                run,
-                                body: ok,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
+                    if matches!(ev, Event::InitDone) {
+                        listed_at = Some(tokio::time::Instant::now());
+                    }
+                    if !matches!(ev, Event::Init) && failing {
+                        if auth_strikes >= AUTH_STRIKES {
+                            confirm_at.get_or_insert_with(|| tokio::time::Instant::now() + STABLE);
+                        } else {
+                            failing = false;
+                            if !send(ok()).await {
+                                return;
+                            }
                         }
                     }
                     let change = match ev {
@@ -203,32 +241,61 @@ async fn watch_kind<K, T>(
                     ClusterMsg::Change(wrap(change))
                 }
                 Err(e) => {
-                    failing = true;
-                    let (error, expected) = describe(&e, kind);
-                    ClusterMsg::Status {
-                        kind,
-                        error: Some(error),
-                        expected,
+                    if listed_at.is_some_and(|t| t.elapsed() >= STABLE) {
+                        backoff = BACKOFF_MIN;
+                        auth_strikes = 0;
                     }
+                    listed_at = None;
+                    confirm_at = None;
+                    // A restarted API server (or a freshly rotated token) briefly answers 401/403
+                    // before its authn/authz caches are warm: only a refusal that persists is a
+                    // missing permission.
+                    if is_auth(&e) {
+                        auth_strikes += 1;
+                    }
+                    if auth_strikes == 0 || auth_strikes >= AUTH_STRIKES {
+                        failing = true;
+                        let (error, expected) = describe(&e, kind);
+                        let status = ClusterMsg::Status {
+                            kind,
+                            error: Some(error),
+                            expected,
+                        };
+                        if !send(status).await {
+                            return;
+                        }
+                    } else {
+                        tracing::debug!(cluster = %cluster, resource = kind.resource(), error = %e, "refused; retrying before reporting it");
+                    }
+                    break;
                 }
             };
-            if tx
-                .send(Msg {
-                    cluster: cluster.clone(),
-                    run,
-                    body,
-                })
-                .await
-                .is_err()
-            {
+            if !send(body).await {
                 return;
             }
-            if restart {
-                break;
-            }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Retry delays after a failed list or watch. The cap bounds how long a cluster stays marked
+/// failing after its API server answers again.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// How long a watch must have worked before its next failure counts as a new one.
+const STABLE: Duration = Duration::from_secs(10);
+/// 401/403 answers (without a stable watch between them) before they are reported.
+const AUTH_STRIKES: u32 = 3;
+
+fn is_auth(e: &watcher::Error) -> bool {
+    let status = match e {
+        watcher::Error::WatchError(s) => Some(s),
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => Some(s),
+        _ => None,
+    };
+    status.is_some_and(|s| s.code == 401 || s.code == 403)
 }
 
 /// A watch error in words an operator can act on; `true` for the routine 410 Gone.
