@@ -12,4 +12,4 @@ pub mod respond;
 pub mod zonefile;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

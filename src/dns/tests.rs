@@ -109,7 +109,9 @@ fn table() -> Table {
 }
 
 /// Clients in 10.1/16 are in east (zone east-b), 10.2/16 in west, 10.3/16 in eu.
-fn locator() -> &'static Locator {
+/// Client networks in three regions (`east` with zone `east-b`, `west`, `eu`), shared with the
+/// table's incremental tests.
+pub(crate) fn locator() -> &'static Locator {
     static L: std::sync::OnceLock<Locator> = std::sync::OnceLock::new();
     L.get_or_init(|| {
         use crate::geo::ClientNetwork;

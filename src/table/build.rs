@@ -446,70 +446,67 @@ pub fn build(input: BuildInput<'_>) -> Built {
         // A name without a CNAME answers from its own records alone (or the zone's NODATA,
         // rebuilt with every table), so the same records give the same answers: reuse them.
         // Aliases read other names and may carry the SOA (whose serial changes) in their answers.
-        let is_alias = all_sets().any(|r| r.rtype == rtype::CNAME);
-        let reusable = !is_alias && all_sets().next().is_some();
-        if reusable
-            && let Some((old, cached)) = prev.remove(name)
-            && old == *node
-        {
+        let has_cname = all_sets().any(|r| r.rtype == rtype::CNAME);
+        let reusable = !has_cname && all_sets().next().is_some();
+        let reused = reusable
+            .then(|| prev.remove(name))
+            .flatten()
+            .filter(|(old, _)| old == node);
+        let (by_type, other) = if let Some((old, cached)) = reused {
             let by_type: Vec<(u16, u32)> = cached
                 .by_type
                 .iter()
                 .map(|(t, r)| (*t, r.materialize(&mut table, nodata_of[zi])))
                 .collect();
-            table.names.insert(
-                name.wire().into(),
-                Node {
-                    zone: zi as u32,
-                    by_type: by_type.into(),
-                    other: nodata_of[zi],
-                    wildcard: NO_WILDCARD,
-                },
-            );
             next.insert(name.clone(), (old, cached));
-            continue;
-        }
-        let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
-        let is_alias = node.get(0, rtype::CNAME).is_some();
-        if is_alias {
-            // The chain's end decides which types have data (at any location).
-            for loc in 0..locations {
-                let end = resolve(name, 0, loc);
-                if let Some((_, last)) = end.answer.last()
-                    && let RData::Cname(target) = &last.rdatas[0]
-                    && let Some(n) = nodes.get(target)
-                {
-                    qtypes.extend(
-                        n.rrsets
-                            .iter()
-                            .chain(n.by_location.iter().flatten())
-                            .map(|r| r.rtype),
-                    );
-                }
-                if !end.located {
-                    break;
+            (by_type, nodata_of[zi])
+        } else {
+            let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
+            let is_alias = node.get(0, rtype::CNAME).is_some();
+            if is_alias {
+                // The chain's end decides which types have data (at any location).
+                for loc in 0..locations {
+                    let end = resolve(name, 0, loc);
+                    if let Some((_, last)) = end.answer.last()
+                        && let RData::Cname(target) = &last.rdatas[0]
+                        && let Some(n) = nodes.get(target)
+                    {
+                        qtypes.extend(
+                            n.rrsets
+                                .iter()
+                                .chain(n.by_location.iter().flatten())
+                                .map(|r| r.rtype),
+                        );
+                    }
+                    if !end.located {
+                        break;
+                    }
                 }
             }
-        }
-        if all_sets().next().is_some() {
-            qtypes.insert(rtype::ANY);
-        }
-        let mut by_type = Vec::with_capacity(qtypes.len());
-        for t in qtypes {
-            by_type.push((t, answer_ref(&mut table, name, t)));
-        }
-        let other = if is_alias {
-            answer_ref(&mut table, name, 0)
-        } else {
-            nodata_of[zi]
+            if all_sets().next().is_some() {
+                qtypes.insert(rtype::ANY);
+            }
+            let mut by_type = Vec::with_capacity(qtypes.len());
+            for t in qtypes {
+                by_type.push((t, answer_ref(&mut table, name, t)));
+            }
+            let other = if is_alias {
+                answer_ref(&mut table, name, 0)
+            } else {
+                nodata_of[zi]
+            };
+            if reusable {
+                let cached = by_type
+                    .iter()
+                    .map(|(t, i)| (*t, CachedRef::of(&table, *i, nodata_of[zi], locations)))
+                    .collect();
+                next.insert(
+                    name.clone(),
+                    (node.clone(), CachedAnswers { by_type: cached }),
+                );
+            }
+            (by_type, other)
         };
-        if reusable {
-            let by_type = by_type
-                .iter()
-                .map(|(t, i)| (*t, CachedRef::of(&table, *i, nodata_of[zi], locations)))
-                .collect();
-            next.insert(name.clone(), (node.clone(), CachedAnswers { by_type }));
-        }
         table.names.insert(
             name.wire().into(),
             Node {
@@ -604,8 +601,9 @@ type MemoEntry = (Service, Vec<(DnsName, NodeData)>, bool);
 #[derive(Default)]
 struct ServiceMemo {
     settings: Option<Federation>,
-    /// (namespace, name) → the service as last seen, its names, and whether this build saw it.
-    services: FxHashMap<(String, String), MemoEntry>,
+    /// namespace → name → the service as last seen, its names, and whether this build saw it
+    /// (nested so that a lookup borrows the service's strings instead of copying them).
+    services: FxHashMap<String, FxHashMap<String, MemoEntry>>,
 }
 
 impl ServiceMemo {
@@ -625,14 +623,13 @@ impl ServiceMemo {
             self.services.clear();
             self.settings = Some(settings);
         }
-        for entry in self.services.values_mut() {
+        for entry in self.services.values_mut().flat_map(|n| n.values_mut()) {
             entry.2 = false;
         }
     }
 
     fn reuse(&mut self, svc: &Service) -> Option<&[(DnsName, NodeData)]> {
-        let key = (svc.namespace.clone(), svc.name.clone());
-        let entry = self.services.get_mut(&key)?;
+        let entry = self.services.get_mut(&svc.namespace)?.get_mut(&svc.name)?;
         if entry.0 != *svc {
             return None;
         }
@@ -641,13 +638,18 @@ impl ServiceMemo {
     }
 
     fn keep(&mut self, svc: &Service, nodes: Vec<(DnsName, NodeData)>) {
-        let key = (svc.namespace.clone(), svc.name.clone());
-        self.services.insert(key, (svc.clone(), nodes, true));
+        self.services
+            .entry(svc.namespace.clone())
+            .or_default()
+            .insert(svc.name.clone(), (svc.clone(), nodes, true));
     }
 
     /// Forgets the services this build did not see.
     fn finish(&mut self) {
-        self.services.retain(|_, e| e.2);
+        for names in self.services.values_mut() {
+            names.retain(|_, e| e.2);
+        }
+        self.services.retain(|_, names| !names.is_empty());
     }
 }
 
@@ -694,7 +696,7 @@ impl CachedRef {
 
     /// Adds the answers to `table` and returns the reference a node stores.
     fn materialize(&self, table: &mut Table, nodata: u32) -> u32 {
-        let mut push = |a: &Option<Answer>| match a {
+        let mut push = |a: Option<&Answer>| match a {
             Some(a) => {
                 table.answers.push(a.clone());
                 (table.answers.len() - 1) as u32
@@ -703,12 +705,12 @@ impl CachedRef {
         };
         match self {
             CachedRef::NoData => nodata,
-            CachedRef::One(a) => push(&Some(a.clone())),
+            CachedRef::One(a) => push(Some(a)),
             CachedRef::Located {
                 distinct,
                 per_location,
             } => {
-                let idx: Vec<u32> = distinct.iter().map(&mut push).collect();
+                let idx: Vec<u32> = distinct.iter().map(|a| push(a.as_ref())).collect();
                 let start = table.located.len();
                 table
                     .located

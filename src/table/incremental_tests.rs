@@ -9,7 +9,6 @@ use std::path::Path;
 
 use super::Table;
 use super::build::{BuildCache, BuildInput, build};
-use crate::geo::{ClientNetwork, Locator};
 use crate::model::{
     Cluster, DnsName, Federation, IngressHost, Policy, ProbeState, Service, ServicePort, Shard,
     StaticZone, rtype,
@@ -33,34 +32,12 @@ impl Rng {
     }
 }
 
-fn locator() -> Locator {
-    let net = |a: &str, r: &str, z: Option<&str>| ClientNetwork {
-        addr: a.parse().unwrap(),
-        prefix: 16,
-        region: r.into(),
-        zone: z.map(Into::into),
-    };
-    Locator::new(
-        &[
-            ("r0".into(), 40.0, -75.0),
-            ("r1".into(), 37.0, -122.0),
-            ("r2".into(), 50.0, 8.0),
-        ],
-        &[
-            net("10.1.0.0", "r0", Some("r0-b")),
-            net("10.2.0.0", "r1", None),
-            net("10.3.0.0", "r2", None),
-        ],
-        &[],
-        true,
-    )
-}
-
+/// Clusters in the regions of the shared test locator ([`crate::dns::tests::locator`]).
 const CLUSTERS: [(&str, &str, &[&str]); 4] = [
-    ("c0", "r0", &["r0-a", "r0-b"]),
-    ("c1", "r0", &["r0-b"]),
-    ("c2", "r1", &["r1-a"]),
-    ("c3", "r2", &["r2-a"]),
+    ("c0", "east", &["east-a", "east-b"]),
+    ("c1", "east", &["east-b"]),
+    ("c2", "west", &["west-a"]),
+    ("c3", "eu", &["eu-a"]),
 ];
 
 fn cluster(i: usize, weight: u32) -> Cluster {
@@ -105,7 +82,7 @@ fn policy(rng: &mut Rng) -> Policy {
         0 => Policy::Geo,
         1 => Policy::All,
         2 => Policy::Weighted,
-        _ => Policy::Failover(vec!["c2".into(), "r0".into()]),
+        _ => Policy::Failover(vec!["c2".into(), "east".into()]),
     }
 }
 
@@ -149,7 +126,7 @@ fn zone_line(rng: &mut Rng) -> String {
     match rng.below(4) {
         0 => format!("static{n} IN A 192.0.2.{}", rng.below(9) + 10),
         1 => format!("alias{n} IN CNAME s{}.ns.f.svc", rng.below(8)),
-        2 => format!("alias{n} IN CNAME s{}.ns.f.svc.r0", rng.below(8)),
+        2 => format!("alias{n} IN CNAME s{}.ns.f.svc.east", rng.below(8)),
         _ => format!("txt{n}.deep IN TXT \"v{}\"", rng.below(3)),
     }
 }
@@ -267,7 +244,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
 
 #[test]
 fn incremental_builds_answer_as_full_builds() {
-    let locator = locator();
+    let locator = crate::dns::tests::locator();
     let locations = locator.locations().len();
     assert!(locations > 1, "the test needs several client locations");
     for seed in 1..=4u64 {
@@ -301,7 +278,7 @@ fn incremental_builds_answer_as_full_builds() {
                     cache,
                     serial: 1000 + i,
                     generation: i as u64,
-                    locator: &locator,
+                    locator,
                 })
                 .table
             };
