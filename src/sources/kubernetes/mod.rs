@@ -178,7 +178,42 @@ struct KubeSource {
     km: KubeMetrics,
 }
 
+/// Where a source sends what it learns: cluster watches, hostname lookups, publications.
+struct Channels {
+    tx: mpsc::Sender<Msg>,
+    resolve_tx: mpsc::Sender<(String, Option<Vec<IpAddr>>)>,
+    published_tx: mpsc::Sender<u64>,
+}
+
 impl KubeSource {
+    /// A source with no cluster started yet.
+    fn new(
+        settings: KubeSettings,
+        channels: Channels,
+        merger: mpsc::Sender<Update>,
+        board: SourceBoard,
+        metrics: Metrics,
+    ) -> Self {
+        KubeSource {
+            settings,
+            clusters: BTreeMap::new(),
+            next_run: 0,
+            tx: channels.tx,
+            resolve_tx: channels.resolve_tx,
+            resolved: HashMap::new(),
+            resolving: HashSet::new(),
+            last_sent: None,
+            sent_seq: 0,
+            published_seq: 0,
+            published_tx: channels.published_tx,
+            dirty_since: None,
+            merger,
+            board,
+            km: KubeMetrics::new(&metrics.registry),
+            metrics,
+        }
+    }
+
     fn start(&mut self, spec: ClusterSpec) {
         self.next_run += 1;
         let run = self.next_run;
@@ -549,26 +584,13 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     let (resolve_tx, mut resolve_rx) = mpsc::channel(256);
     let (published_tx, mut published_rx) = mpsc::channel(64);
-    let km = KubeMetrics::new(&metrics.registry);
     let resolve_every = settings.resolve_interval;
-    let mut src = KubeSource {
-        settings: settings.clone(),
-        clusters: BTreeMap::new(),
-        next_run: 0,
+    let channels = Channels {
         tx,
         resolve_tx,
-        resolved: HashMap::new(),
-        resolving: HashSet::new(),
-        last_sent: None,
-        sent_seq: 0,
-        published_seq: 0,
         published_tx,
-        dirty_since: None,
-        merger,
-        board,
-        metrics,
-        km,
     };
+    let mut src = KubeSource::new(settings.clone(), channels, merger, board, metrics);
     for spec in settings.clusters {
         src.start(spec);
     }
@@ -643,8 +665,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DnsName, Policy};
-    use crate::sources::kubernetes::config::SelectRule;
     use crate::sources::kubernetes::state::Change;
 
     fn listed() -> ClusterState {
@@ -668,43 +688,24 @@ mod tests {
         let (tx, _rx) = mpsc::channel(4);
         let (resolve_tx, _resolve_rx) = mpsc::channel(4);
         let (published_tx, mut published_rx) = mpsc::channel(4);
-        let metrics = Metrics::new();
-        let spec = ClusterSpec {
-            name: "c1".into(),
-            access: Access::InCluster,
-            region: None,
-            zones: vec![],
-            weight: 100,
+        let spec = state::tests::spec("c1");
+        let settings = KubeSettings {
+            coalesce: Duration::from_millis(1),
+            clusters: vec![spec.clone()],
+            ..state::tests::settings(30)
         };
-        let mut src = KubeSource {
-            settings: KubeSettings {
-                federation: "f".into(),
-                zone: DnsName::parse("example.com").unwrap(),
-                ttl: 30,
-                max_answers: 8,
-                policy: Policy::default(),
-                select: SelectRule::default(),
-                stale_grace: Duration::from_secs(30),
-                coalesce: Duration::from_millis(1),
-                resolve_interval: Duration::from_secs(30),
-                clusters: vec![spec.clone()],
-            },
-            clusters: BTreeMap::new(),
-            next_run: 0,
+        let channels = Channels {
             tx,
             resolve_tx,
-            resolved: HashMap::new(),
-            resolving: HashSet::new(),
-            last_sent: None,
-            sent_seq: 0,
-            published_seq: 0,
             published_tx,
-            dirty_since: None,
-            merger,
-            board: SourceBoard::default(),
-            km: KubeMetrics::new(&metrics.registry),
-            metrics,
         };
+        let mut src = KubeSource::new(
+            settings,
+            channels,
+            merger,
+            SourceBoard::default(),
+            Metrics::new(),
+        );
         src.clusters.insert(
             "c1".into(),
             Running {

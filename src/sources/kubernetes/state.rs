@@ -426,12 +426,13 @@ pub fn assemble(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::Policy;
     use crate::sources::kubernetes::config::{Access, SelectRule};
 
-    fn settings(grace: u64) -> KubeSettings {
+    /// Settings of a test federation `f` in `example.com` (shared with the source's tests).
+    pub(crate) fn settings(grace: u64) -> KubeSettings {
         KubeSettings {
             federation: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
@@ -446,7 +447,7 @@ mod tests {
         }
     }
 
-    fn spec(name: &str) -> ClusterSpec {
+    pub(crate) fn spec(name: &str) -> ClusterSpec {
         ClusterSpec {
             name: name.into(),
             access: Access::InCluster,
