@@ -181,7 +181,7 @@ impl Names {
 }
 
 /// A service as last seen, the names it laid out, and whether this build saw it.
-type ServiceEntry = (Service, Vec<DnsName>, bool);
+type ServiceEntry = (Arc<Service>, Vec<DnsName>, bool);
 
 /// What a federation's services and ingress hosts laid out in the last build.
 #[derive(Default)]
@@ -690,7 +690,7 @@ impl BuildCache {
                 .get_mut(&svc.namespace)
                 .and_then(|m| m.get_mut(&svc.name));
             let old_names = match entry {
-                Some(e) if e.0 == *svc => {
+                Some(e) if std::sync::Arc::ptr_eq(&e.0, svc) || e.0 == *svc => {
                     e.2 = true;
                     continue;
                 }

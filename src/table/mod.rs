@@ -63,7 +63,7 @@ pub(crate) const MISS_SOA: u32 = LOCATED - 3;
 
 /// Segments per table (a power of two). A change rebuilds only the segments holding the names
 /// it touched; a new table shares every other segment with the previous one.
-pub(crate) const SEGMENTS: usize = 1024;
+pub const SEGMENTS: usize = 1024;
 
 /// The hash that places a name: its segment, and its bucket inside it (one hash per lookup).
 #[inline]
@@ -177,6 +177,18 @@ impl Table {
         self.segments
             .iter()
             .flat_map(|s| s.names.iter().map(|(k, _)| &**k))
+    }
+
+    /// Segments of this table that `older` does not share (all of them if their layouts differ).
+    pub fn unshared_segments(&self, older: &Table) -> usize {
+        if self.segments.len() != older.segments.len() {
+            return self.segments.len();
+        }
+        self.segments
+            .iter()
+            .zip(older.segments.iter())
+            .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
+            .count()
     }
 
     /// The SOA record that follows `answer`'s body in the authority section (empty: none).

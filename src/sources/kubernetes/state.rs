@@ -389,13 +389,13 @@ pub fn assemble(
         }
         ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-        out_services.push(Service {
+        out_services.push(std::sync::Arc::new(Service {
             name: name.to_string(),
             namespace: ns.to_string(),
             ports,
             shards,
             policy: None,
-        });
+        }));
     }
     let mut ingress_hosts = Vec::new();
     for (host, (mut shards, expired)) in hosts {
