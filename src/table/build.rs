@@ -1252,3 +1252,4 @@ fn synthesized_soa(origin: &DnsName, ns_label: &str, refresh: u32, retry: u32) -
         soa_ttl: 30,
     }
 }
+
