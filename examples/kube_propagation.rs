@@ -86,7 +86,10 @@ fn main() {
         )
     };
     for (c, api) in apis.iter().enumerate() {
-        api.put(Res::Nodes, node("n1", &format!("region-{c}"), "zone-b", false));
+        api.put(
+            Res::Nodes,
+            node("n1", &format!("region-{c}"), "zone-b", false),
+        );
         api.put(
             Res::Services,
             service(
