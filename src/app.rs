@@ -22,17 +22,79 @@ use crate::sources::{SourceBoard, Update};
 use crate::table::Table;
 use crate::table::build::{BuildInput, build};
 
+/// The file sources, named for `/readyz` and metric labels by what they are, not where they
+/// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
+/// second file of the same name elsewhere gets `#2`).
 fn file_sources(config: &Config) -> Vec<FileSource> {
-    let mut v = vec![FileSource::new(FileKind::Zones(ZoneDir::new(
-        config.zones_dir.clone(),
-    )))];
-    v.extend(
-        config
-            .federation_files
-            .iter()
-            .map(|p| FileSource::new(FileKind::Federation(p.clone()))),
-    );
+    let mut v = vec![FileSource::new(
+        FileKind::Zones(ZoneDir::new(config.zones_dir.clone())),
+        "zone-files".into(),
+    )];
+    let mut names: Vec<String> = Vec::new();
+    for p in &config.federation_files {
+        let base = p.file_name().map_or_else(
+            || p.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let mut name = format!("federation-file:{base}");
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("federation-file:{base}#{n}");
+        }
+        names.push(name.clone());
+        v.push(FileSource::new(FileKind::Federation(p.clone()), name));
+    }
     v
+}
+
+/// Keeps the `zone` label of the query counters on the served zones: every update passes
+/// through it on its way to the merger.
+struct ZoneTracker {
+    metrics: Metrics,
+    by_source: std::collections::BTreeMap<String, Vec<crate::model::DnsName>>,
+    warned_full: bool,
+}
+
+impl ZoneTracker {
+    fn new(metrics: Metrics) -> Self {
+        ZoneTracker {
+            metrics,
+            by_source: Default::default(),
+            warned_full: false,
+        }
+    }
+
+    fn note(&mut self, u: &Update) {
+        use crate::sources::Snapshot;
+        let zones: Vec<_> = match &*u.snapshot {
+            Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
+            Snapshot::Federation(f) => vec![f.zone.clone()],
+            Snapshot::Etcd(e) => e.zones.clone(),
+            Snapshot::Probes(_) => return,
+        };
+        if self.by_source.get(&u.source) == Some(&zones) {
+            return;
+        }
+        self.by_source.insert(u.source.clone(), zones);
+        let mut all: Vec<&[u8]> = self
+            .by_source
+            .values()
+            .flatten()
+            .map(|z| z.wire())
+            .collect();
+        all.sort();
+        all.dedup();
+        let full = self.metrics.zones.set_served(all);
+        if !full.is_empty() && !self.warned_full {
+            self.warned_full = true;
+            tracing::warn!(
+                zones = full.len(),
+                limit = crate::metrics::MAX_ZONE_LABELS,
+                "more served zones than zone labels; their queries count as zone=\"other\""
+            );
+        }
+    }
 }
 
 fn print_problems(problems: &[Problem]) {
@@ -166,6 +228,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for s in &sources {
         board.register(&s.name());
     }
+    if config.etcd.is_some() {
+        metrics.register_etcd();
+    }
+    if !config.probes.is_empty() {
+        metrics.register_probes();
+    }
     let etcd_reader = config.etcd.as_ref().filter(|e| !e.zones.is_empty());
     if let Some(e) = etcd_reader {
         // Not ready until the first get of the prefix succeeded (zone files serve meanwhile).
@@ -173,6 +241,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(k) = &config.kubernetes {
         kubernetes::register(k, &board);
+    }
+    for name in board.snapshot().keys() {
+        metrics.register_source(name);
     }
     // At start there is no last good data to fall back on: refuse to serve broken input.
     let (updates, problems) = load_all(&mut sources);
@@ -208,7 +279,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shared.clone(),
         SerialClock::new(Some(config.state_dir.clone())),
     );
+    let mut zone_tracker = ZoneTracker::new(metrics.clone());
     for u in updates {
+        zone_tracker.note(&u);
         merger.apply(u);
     }
     let publisher = match &config.etcd {
@@ -254,7 +327,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let (tx, rx) = mpsc::channel::<Update>(64);
+    let (tx, mut rx) = mpsc::channel::<Update>(64);
     let (reload_tx, reload_rx) = watch::channel(0u64);
     for s in sources {
         tokio::spawn(source_watch::run(
@@ -302,9 +375,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     drop(tx);
+    let (merger_tx, merger_rx) = mpsc::channel::<Update>(64);
+    tokio::spawn(async move {
+        while let Some(u) = rx.recv().await {
+            zone_tracker.note(&u);
+            if merger_tx.send(u).await.is_err() {
+                return;
+            }
+        }
+    });
     std::thread::Builder::new()
         .name("merger".into())
-        .spawn(move || merger.run(rx))?;
+        .spawn(move || merger.run(merger_rx))?;
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -79,6 +79,7 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
+        let started = std::time::Instant::now();
         if !shared.axfr_allow.is_empty() {
             let transfer = {
                 let table = shared.table.load();
@@ -117,5 +118,6 @@ async fn connection(
         ) {
             return;
         }
+        stats.served(Transport::Tcp, started.elapsed(), 1);
     }
 }

@@ -1,0 +1,333 @@
+//! Operations end to end, with the real `fedns` binary over real sockets: what `/metrics`
+//! exports (checked by `promtool check metrics`), log formats, and the drain on SIGTERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Fedns, http_get, metric};
+
+const ZONE_COM: &str = "$ORIGIN example.com.
+$TTL 3600
+@    IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30
+@    IN NS  ns1.example.com.
+ns1  IN A   127.0.0.1
+www  IN A   192.0.2.80
+";
+
+const ZONE_ORG: &str = "$ORIGIN example.org.
+$TTL 600
+@    IN SOA ns1.example.org. hostmaster.example.org. 7 3600 600 86400 300
+@    IN NS  ns1.example.com.
+";
+
+const FED: &str = "federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - name: c1
+    region: east
+    zones: [east-a]
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - cluster: c1
+        addresses: [203.0.113.10]
+        ready_endpoints: 1
+";
+
+/// A temp dir with `fedns.yaml` (ephemeral ports, `extra` appended), two zones and a federation.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(extra: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.com.zone"), ZONE_COM).unwrap();
+        std::fs::write(dir.path().join("zones/example.org.zone"), ZONE_ORG).unwrap();
+        std::fs::write(dir.path().join("federation.yaml"), FED).unwrap();
+        std::fs::write(
+            dir.path().join("fedns.yaml"),
+            format!(
+                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra}"
+            ),
+        )
+        .unwrap();
+        Fixture { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("fedns.yaml")
+    }
+}
+
+/// A query for `name`/`qtype` (hand-built, RD set).
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
+/// The rcode of the UDP answer to `name`/A, checking the ID.
+fn ask_udp(to: SocketAddr, id: u16, name: &str) -> u8 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&query(id, name, 1), to).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).expect("udp answer within 2 s");
+    assert!(
+        n >= 12 && buf[..2] == id.to_be_bytes(),
+        "bad answer to {name}"
+    );
+    buf[3] & 0x0f
+}
+
+/// The rcode of the TCP answer to `name`/A on `stream`.
+fn ask_tcp(stream: &mut TcpStream, id: u16, name: &str) -> u8 {
+    let q = query(id, name, 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("tcp answer");
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).unwrap();
+    assert!(
+        buf.len() >= 12 && buf[..2] == id.to_be_bytes(),
+        "bad answer to {name}"
+    );
+    buf[3] & 0x0f
+}
+
+fn tcp(to: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn scrape(s: &Fedns) -> String {
+    let (status, body) = http_get(s.http, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `promtool check metrics` on `text`; `None` when promtool is not installed (an error under
+/// CI=true, where scripts/test installs it).
+fn promtool(text: &str) -> Option<(bool, String)> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "promtool is missing (Debian package prometheus; scripts/test installs it)"
+            );
+            eprintln!("promtool not installed: skipping its check (scripts/test installs it)");
+            return None;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), report))
+}
+
+/// Every sample line of `text` whose name starts with `prefix`.
+fn samples<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn metrics_count_by_zone_and_pass_promtool() {
+    let fx = Fixture::new("");
+    let s = Fedns::start(&fx.config());
+
+    // Before any query: error counters exist at 0, and nothing of unconfigured sources.
+    let m0 = scrape(&s);
+    for source in ["zone-files", "federation-file:federation.yaml"] {
+        let key = format!("fedns_source_errors_total{{source=\"{source}\"}}");
+        assert_eq!(metric(&m0, &key), Some(0.0), "{key} missing:\n{m0}");
+    }
+    for l in samples(&m0, "fedns_source_") {
+        assert!(!l.contains('/'), "source label is a path: {l}");
+    }
+    assert!(
+        samples(&m0, "fedns_etcd_").is_empty(),
+        "etcd metrics without etcd:\n{m0}"
+    );
+    assert!(
+        samples(&m0, "fedns_probe_").is_empty(),
+        "probe metrics without probes:\n{m0}"
+    );
+    let build = samples(&m0, "fedns_build_info");
+    assert_eq!(build.len(), 1, "{m0}");
+    assert!(
+        build[0].contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && build[0].contains("commit=\"")
+            && build[0].ends_with(" 1"),
+        "{}",
+        build[0]
+    );
+    assert!(
+        metric(&m0, "process_resident_memory_bytes").is_some_and(|v| v > 0.0),
+        "no process metrics:\n{m0}"
+    );
+    assert!(metric(&m0, "process_open_fds").is_some_and(|v| v > 0.0));
+    // Zero-initialised responses per served zone.
+    for zone in ["example.com.", "example.org.", "other"] {
+        let key = format!("fedns_responses_total{{rcode=\"NXDOMAIN\",zone=\"{zone}\"}}");
+        assert_eq!(metric(&m0, &key), Some(0.0), "{key} missing:\n{m0}");
+    }
+
+    // 3 UDP queries in example.com (2 NOERROR, 1 NXDOMAIN), 1 in example.org (NXDOMAIN),
+    // 1 outside (REFUSED); 2 TCP queries in example.com.
+    assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
+    assert_eq!(ask_udp(s.udp, 2, "WEB.shop.myfed.svc.Example.COM."), 0);
+    assert_eq!(ask_udp(s.udp, 3, "nope.example.com."), 3);
+    assert_eq!(ask_udp(s.udp, 4, "nope.example.org."), 3);
+    assert_eq!(ask_udp(s.udp, 5, "www.example.net."), 5);
+    let mut t = tcp(s.tcp);
+    assert_eq!(ask_tcp(&mut t, 6, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut t, 7, "ns1.example.com."), 0);
+    drop(t);
+
+    // The TCP task counts its duration after the write: give it a moment.
+    let m = common::wait_for(Duration::from_secs(3), || {
+        let m = scrape(&s);
+        (metric(&m, "fedns_request_duration_seconds_count{protocol=\"tcp\"}") == Some(2.0))
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("tcp duration count never reached 2:\n{}", scrape(&s)));
+    let get = |k: &str| metric(&m, k).unwrap_or_else(|| panic!("{k} missing:\n{m}"));
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"example.com.\"}"),
+        3.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"example.org.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"other\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"tcp\",type=\"A\",zone=\"example.com.\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NOERROR\",zone=\"example.com.\"}"),
+        4.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NXDOMAIN\",zone=\"example.com.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NXDOMAIN\",zone=\"example.org.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"REFUSED\",zone=\"other\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_request_duration_seconds_count{protocol=\"udp\"}"),
+        5.0
+    );
+    assert_eq!(
+        get("fedns_request_duration_seconds_bucket{protocol=\"udp\",le=\"+Inf\"}"),
+        5.0
+    );
+    assert!(get("fedns_request_duration_seconds_sum{protocol=\"udp\"}") > 0.0);
+    assert_eq!(
+        get("fedns_response_size_bytes_count{protocol=\"udp\"}"),
+        5.0
+    );
+    assert_eq!(
+        get("fedns_response_size_bytes_count{protocol=\"tcp\"}"),
+        2.0
+    );
+    // Every response here is bigger than a header and smaller than 512 bytes.
+    assert_eq!(
+        get("fedns_response_size_bytes_bucket{protocol=\"udp\",le=\"0\"}"),
+        0.0
+    );
+    assert_eq!(
+        get("fedns_response_size_bytes_bucket{protocol=\"udp\",le=\"511\"}"),
+        5.0
+    );
+    assert!(get("fedns_response_size_bytes_sum{protocol=\"udp\"}") > 5.0 * 12.0);
+    // Zone labels are the served zones and "other", nothing else.
+    for l in samples(&m, "fedns_re") {
+        if let Some(i) = l.find("zone=\"") {
+            let zone = l[i + 6..].split('"').next().unwrap();
+            assert!(
+                ["example.com.", "example.org.", "other"].contains(&zone),
+                "unexpected zone label: {l}"
+            );
+        }
+    }
+
+    if let Some((ok, report)) = promtool(&m) {
+        assert!(
+            ok,
+            "promtool check metrics failed:\n{report}\n--- scrape:\n{m}"
+        );
+    }
+}
+
+#[test]
+fn etcd_metrics_appear_only_with_etcd_configured() {
+    // An etcd endpoint nobody listens on (port 1): the source stays not ready, but its
+    // metrics exist from the start.
+    let fx = Fixture::new(
+        "etcd:\n  endpoints: [\"http://127.0.0.1:1\"]\n  prefix: /skydns\n  zones: [etcd.example.]\n",
+    );
+    let s = Fedns::start(&fx.config());
+    let m = scrape(&s);
+    assert_eq!(metric(&m, "fedns_etcd_keys"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "fedns_etcd_invalid_values_total"),
+        Some(0.0),
+        "{m}"
+    );
+    // (It may already have counted a failed connection.)
+    assert!(metric(&m, "fedns_etcd_reconnects_total").is_some(), "{m}");
+    assert!(
+        metric(&m, "fedns_source_errors_total{source=\"etcd:/skydns\"}").is_some(),
+        "{m}"
+    );
+}
