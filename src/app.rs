@@ -15,6 +15,7 @@ use crate::dns::zonefile::Problem;
 use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
+
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
@@ -103,6 +104,13 @@ fn print_problems(problems: &[Problem]) {
     }
 }
 
+/// `serve`'s problems go to the log (so `--log-format json` stays one object per line).
+fn log_problems(problems: &[Problem]) {
+    for p in problems {
+        tracing::error!("{p}");
+    }
+}
+
 /// Loads every source once; all problems, or the first updates.
 fn load_all(sources: &mut [FileSource]) -> (Vec<Update>, Vec<Problem>) {
     let mut updates = Vec::new();
@@ -186,11 +194,23 @@ pub fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn serve(path: &Path, workers: Option<usize>) -> ExitCode {
-    let mut config = match Config::load(path) {
+/// `fedns serve`. `log_format` (from the command line) wins over the config's.
+pub fn serve(
+    path: &Path,
+    workers: Option<usize>,
+    log_format: Option<crate::logging::LogFormat>,
+) -> ExitCode {
+    let config = Config::load(path);
+    crate::logging::init(
+        log_format
+            .or(config.as_ref().ok().and_then(|c| c.log_format))
+            .unwrap_or_default(),
+    );
+    let mut config = match config {
         Ok(c) => c,
         Err(p) => {
-            print_problems(&p);
+            log_problems(&p);
+            tracing::error!("{} problem(s) in {}", p.len(), path.display());
             return ExitCode::from(2);
         }
     };
@@ -208,14 +228,17 @@ pub fn serve(path: &Path, workers: Option<usize>) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // Background tasks (watches, resolvers) are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }
@@ -248,7 +271,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // At start there is no last good data to fall back on: refuse to serve broken input.
     let (updates, problems) = load_all(&mut sources);
     if !problems.is_empty() {
-        print_problems(&problems);
+        log_problems(&problems);
         anyhow::bail!(
             "{} problem(s) in the initial data; `fedns check --config {}` lists them",
             problems.len(),
@@ -274,6 +297,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
+        draining: Default::default(),
     });
     let mut merger = Merger::new(
         shared.clone(),
@@ -295,6 +319,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     merger.publish();
 
+    let (tcp_shutdown, tcp_shutdown_rx) = watch::channel(false);
+    let mut tcp_servers = Vec::new();
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
         let bound = udp_socks[0].local_addr()?;
@@ -309,12 +335,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             idle_timeout: config.tcp_idle_timeout,
             max_connections: config.tcp_max_connections,
         };
-        tokio::spawn(tcp::serve(
+        tcp_servers.push(tokio::spawn(tcp::serve(
             tcp_listener,
             shared.clone(),
             metrics.worker(),
             limits,
-        ));
+            tcp_shutdown_rx.clone(),
+        )));
     }
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -390,18 +417,68 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signal = loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading sources");
                 reload_tx.send_modify(|n| *n += 1);
             }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
         }
-    }
-    tracing::info!("shutting down");
+    };
+    drain(
+        signal,
+        &shared,
+        config.lameduck,
+        config.tcp_idle_timeout,
+        tcp_shutdown,
+        tcp_servers,
+        (&mut term, &mut int),
+    )
+    .await;
     Ok(())
+}
+
+/// Graceful shutdown: `/readyz` turns 503 at once, DNS keeps answering for `lameduck` (so load
+/// balancers and Kubernetes endpoints stop sending here first), then TCP stops accepting, the
+/// queries already sent on open connections are answered (at most `tcp_grace`), and `run`
+/// returns. A second SIGTERM or SIGINT ends the lame duck at once.
+async fn drain(
+    signal: &str,
+    shared: &Shared,
+    lameduck: std::time::Duration,
+    tcp_grace: std::time::Duration,
+    tcp_shutdown: watch::Sender<bool>,
+    tcp_servers: Vec<tokio::task::JoinHandle<()>>,
+    (term, int): (
+        &mut tokio::signal::unix::Signal,
+        &mut tokio::signal::unix::Signal,
+    ),
+) {
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        signal,
+        lameduck_ms = lameduck.as_millis() as u64,
+        "shutting down: /readyz now 503, still answering DNS for the lame-duck period"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(lameduck) => {}
+        _ = term.recv() => tracing::info!("second signal: ending the lame duck now"),
+        _ = int.recv() => tracing::info!("second signal: ending the lame duck now"),
+    }
+    let _ = tcp_shutdown.send(true);
+    let open = futures::future::join_all(tcp_servers);
+    if tokio::time::timeout(tcp_grace, open).await.is_err() {
+        tracing::warn!(
+            grace_ms = tcp_grace.as_millis() as u64,
+            "TCP connections still busy after the grace period; closing them"
+        );
+    }
+    tracing::info!("stopped");
 }
 
 /// UDP sockets and a TCP listener on the same address; with port 0, the same ephemeral port.

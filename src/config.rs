@@ -42,6 +42,12 @@ struct RawConfig {
     kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     etcd: Option<RawEtcd>,
+    /// Log format (`text` or `json`); `--log-format` overrides it.
+    #[serde(default)]
+    log_format: Option<crate::logging::LogFormat>,
+    /// On SIGTERM: how long DNS keeps answering after `/readyz` turned 503.
+    #[serde(default = "default_lameduck_ms")]
+    lameduck_ms: u64,
 }
 
 /// An active probe rule (see [`crate::probe`]).
@@ -296,6 +302,9 @@ fn default_state_dir() -> PathBuf {
 fn default_watch_interval_ms() -> u64 {
     250
 }
+fn default_lameduck_ms() -> u64 {
+    5000
+}
 
 /// The validated configuration, with paths resolved.
 #[derive(Debug, Clone)]
@@ -319,6 +328,9 @@ pub struct Config {
     pub probes: Vec<crate::probe::Rule>,
     /// Member Kubernetes clusters (`kubernetes:` section), if any.
     pub kubernetes: Option<KubeSettings>,
+    pub log_format: Option<crate::logging::LogFormat>,
+    /// On SIGTERM, DNS keeps answering this long after `/readyz` turned 503.
+    pub lameduck: Duration,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -588,6 +600,8 @@ impl Config {
             },
             probes,
             kubernetes,
+            log_format: raw.log_format,
+            lameduck: Duration::from_millis(raw.lameduck_ms),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod geo;
+pub mod logging;
 pub mod merger;
 pub mod metrics;
 pub mod model;

@@ -993,6 +993,7 @@ fn deploy_manifests_and_embedded_config() {
     let dir = Path::new(REPO).join("deploy/kubernetes");
     let mut kinds = BTreeSet::new();
     let mut config_seen = false;
+    let mut drain_needs: Option<Duration> = None;
     for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
@@ -1056,6 +1057,7 @@ fn deploy_manifests_and_embedded_config() {
                     let parsed =
                         fedns::config::Config::parse(Path::new("/etc/fedns/fedns.yaml"), cfg)
                             .unwrap_or_else(|e| panic!("embedded fedns.yaml: {e:?}"));
+                    drain_needs = Some(parsed.lameduck + parsed.tcp_idle_timeout);
                     let k = parsed.kubernetes.expect("a kubernetes section");
                     assert!(!k.clusters.is_empty());
                     config_seen = true;
@@ -1064,6 +1066,16 @@ fn deploy_manifests_and_embedded_config() {
                     let c = &v["spec"]["template"]["spec"]["containers"][0];
                     assert!(c["image"].is_string() && c["args"].is_array(), "{c}");
                     assert!(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "{c}");
+                    // SIGTERM drains for lameduck + TCP idle timeout: the pod must be given
+                    // that long (the ConfigMap comes before the Deployment in fedns.yaml).
+                    let grace = v["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                        .as_u64()
+                        .expect("terminationGracePeriodSeconds");
+                    let needs = drain_needs.expect("ConfigMap before the Deployment");
+                    assert!(
+                        Duration::from_secs(grace) > needs,
+                        "terminationGracePeriodSeconds {grace} does not cover the drain {needs:?}"
+                    );
                 }
                 _ => {}
             }

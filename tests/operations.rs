@@ -331,3 +331,326 @@ fn etcd_metrics_appear_only_with_etcd_configured() {
         "{m}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Logs and shutdown: a child started here (not through `common::Fedns`, which forces NO_COLOR
+// and reads logfmt only).
+// ------------------------------------------------------------------------------------------
+
+/// `fedns ARGS` with stderr collected line by line (raw, nothing stripped); killed on drop.
+struct Child {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Child {
+    fn spawn(args: &[&std::ffi::OsStr]) -> Child {
+        let mut child = Command::new(common::BIN)
+            .args(args)
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fedns");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Child { child, log }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The address logged as `key` (`key=ADDR` in text, `"key":"ADDR"` in JSON).
+    fn wait_addr(&mut self, key: &str) -> SocketAddr {
+        let found = common::wait_for(Duration::from_secs(10), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fedns exited ({status}):\n{}", self.lines().join("\n"));
+            }
+            self.lines().iter().find_map(|l| {
+                let text = format!("{key}=");
+                let json = format!("\"{key}\":\"");
+                let rest = l
+                    .split_once(&text)
+                    .or_else(|| l.split_once(&json))
+                    .map(|(_, r)| r)?;
+                rest.split(['"', ' ', ',']).next()?.parse().ok()
+            })
+        });
+        found.unwrap_or_else(|| panic!("no {key} address logged:\n{}", self.lines().join("\n")))
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill");
+    }
+
+    fn exit_code_within(&mut self, timeout: Duration) -> Option<i32> {
+        let status = common::wait_for(timeout, || self.child.try_wait().ok().flatten())
+            .unwrap_or_else(|| {
+                panic!(
+                    "still running after {timeout:?}:\n{}",
+                    self.lines().join("\n")
+                )
+            });
+        status.code()
+    }
+}
+
+fn serve_args(config: &std::path::Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = extra.iter().map(|a| a.into()).collect();
+    v.extend([
+        "serve".into(),
+        "--config".into(),
+        config.as_os_str().to_owned(),
+    ]);
+    v
+}
+
+fn spawn_serve(config: &std::path::Path, extra: &[&str]) -> Child {
+    let args = serve_args(config, extra);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    Child::spawn(&refs)
+}
+
+/// Parses one logfmt line into (key, value) pairs; `Err` says where it breaks.
+fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ' ' {
+                break;
+            }
+            if c == '"' {
+                return Err(format!("quote in key after {out:?}"));
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.next() != Some('=') || key.is_empty() {
+            return Err(format!("key {key:?} without a value after {out:?}"));
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated value of {key}")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => value.push(c),
+                        Some('n') => value.push('\n'),
+                        Some(c) => {
+                            value.push('\\');
+                            value.push(c);
+                        }
+                        None => return Err("dangling escape".into()),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+            if chars.peek().is_some_and(|c| *c != ' ') {
+                return Err(format!("junk after the quoted value of {key}"));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                if c == '"' || c == '=' {
+                    return Err(format!("unquoted {c:?} in the value of {key}"));
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+#[test]
+fn text_logs_are_logfmt_without_ansi_when_stderr_is_not_a_terminal() {
+    // A missing federation file: the error line carries a message with spaces and quotes.
+    let fx = Fixture::new("");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    c.wait_addr("http");
+    c.signal(libc::SIGKILL);
+    let _ = c.child.wait();
+    std::fs::remove_file(fx.dir.path().join("federation.yaml")).unwrap();
+    let mut bad = spawn_serve(&fx.config(), &[]);
+    assert_ne!(bad.exit_code_within(Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(100));
+
+    let lines = [c.lines(), bad.lines()].concat();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for l in &lines {
+        assert!(!l.contains('\x1b'), "ANSI escape in a log line: {l:?}");
+        let pairs = logfmt(l).unwrap_or_else(|e| panic!("not logfmt ({e}): {l}"));
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).take(4).collect();
+        assert_eq!(keys[..3], ["time", "level", "target"], "{l}");
+        assert!(pairs.iter().any(|(k, _)| k == "msg"), "{l}");
+    }
+    let listening = lines
+        .iter()
+        .find(|l| l.contains("dns listening"))
+        .expect("dns listening line");
+    assert!(listening.contains("msg=\"dns listening\""), "{listening}");
+    let error = bad
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("level=ERROR") && l.contains("federation.yaml"))
+        .unwrap_or_else(|| panic!("no error line naming the file:\n{:?}", bad.lines()));
+    let msg = logfmt(&error)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "msg")
+        .unwrap()
+        .1;
+    assert!(
+        msg.contains("federation.yaml") && msg.contains(' '),
+        "{error}"
+    );
+}
+
+#[test]
+fn json_logs_from_the_flag_or_the_config() {
+    // From the config file.
+    let fx = Fixture::new("log_format: json\n");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    c.wait_addr("udp");
+    // The flag wins over the config.
+    let mut t = spawn_serve(&fx.config(), &["--log-format", "text"]);
+    t.wait_addr("udp");
+    let fx2 = Fixture::new("");
+    let mut f = spawn_serve(&fx2.config(), &["--log-format", "json"]);
+    f.wait_addr("udp");
+
+    for child in [&c, &f] {
+        let lines = child.lines();
+        assert!(lines.len() >= 2, "{lines:?}");
+        for l in &lines {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["level"].is_string() && v["target"].is_string(), "{l}");
+            assert!(
+                v["timestamp"].is_string() && v["message"].is_string(),
+                "{l}"
+            );
+        }
+        let listening = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["message"] == "dns listening")
+            .expect("dns listening");
+        assert!(
+            listening["udp"]
+                .as_str()
+                .is_some_and(|a| a.parse::<SocketAddr>().is_ok())
+        );
+        assert_eq!(listening["workers"], 2);
+    }
+    for l in t.lines() {
+        assert!(l.starts_with("time="), "--log-format text must win: {l}");
+    }
+}
+
+#[test]
+fn sigterm_drains_readyz_first_then_tcp_then_exits_zero() {
+    let fx = Fixture::new("lameduck_ms: 2000\n");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    let http = c.wait_addr("http");
+    let udp = c.wait_addr("udp");
+    let tcp_addr = c.wait_addr("tcp");
+    assert_eq!(http_get(http, "/readyz").0, 200);
+    let mut open = tcp(tcp_addr);
+    assert_eq!(ask_tcp(&mut open, 1, "www.example.com."), 0);
+
+    let t0 = std::time::Instant::now();
+    c.signal(libc::SIGTERM);
+    let (status, body) = common::wait_for(Duration::from_millis(500), || {
+        let r = http_get(http, "/readyz");
+        (r.0 == 503).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("/readyz not 503 within 0.5 s of SIGTERM"));
+    assert_eq!(status, 503);
+    assert!(body.contains("shutting down"), "{body}");
+
+    // Lame duck: UDP, a new TCP connection and the open one all still answer.
+    assert_eq!(ask_udp(udp, 2, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut tcp(tcp_addr), 3, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut open, 4, "nope.example.com."), 3);
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "exited during the lame duck"
+    );
+    // A query half sent before the lame duck ends...
+    let q = query(5, "ns1.example.com.", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let mut slow = tcp(tcp_addr);
+    slow.write_all(&framed[..6]).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1800),
+        "too slow to test the lame duck"
+    );
+    std::thread::sleep(Duration::from_millis(2600).saturating_sub(t0.elapsed()));
+    assert_eq!(
+        ask_udp(udp, 6, "www.example.com."),
+        0,
+        "UDP still answers until exit"
+    );
+    // ...is finished and answered after it ended.
+    slow.write_all(&framed[6..]).unwrap();
+    let mut len = [0u8; 2];
+    slow.read_exact(&mut len)
+        .expect("the open query is answered");
+    let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+    slow.read_exact(&mut resp).unwrap();
+    assert_eq!(resp[..2], 5u16.to_be_bytes());
+    assert_eq!(resp[3] & 0x0f, 0);
+    // Idle connections are closed after the lame duck.
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        open.read(&mut byte).unwrap_or(0),
+        0,
+        "idle connection left open"
+    );
+    assert_eq!(
+        c.exit_code_within(Duration::from_secs(5)),
+        Some(0),
+        "{:?}",
+        c.lines()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2000),
+        "exited before the lame duck ended"
+    );
+    let log = c.lines().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+}
