@@ -200,54 +200,21 @@ pub struct EtcdConfig {
     pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32` or a single address.
+/// `10.0.0.0/8`, `2001:db8::/32` or a single address (ipnet parses).
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (s, None),
-    };
-    let ip: std::net::IpAddr = ip
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not an address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-        None => max,
-    };
-    Ok((ip, len))
+    let t = s.trim();
+    let net = t
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or ADDRESS/PREFIX"))?;
+    Ok((net.addr(), net.prefix_len()))
 }
 
-/// True when `ip` is inside one of `nets`.
+/// True when `ip` is inside one of `nets` (an IPv4-mapped IPv6 address counts as IPv4).
 pub fn allowed(nets: &[(std::net::IpAddr, u8)], ip: std::net::IpAddr) -> bool {
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    };
-    nets.iter().any(|(net, len)| match (net, ip) {
-        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - *len as u32)
-            };
-            u32::from(*n) & mask == u32::from(a) & mask
-        }
-        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - *len as u32)
-            };
-            u128::from(*n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    })
+    let ip = ip.to_canonical();
+    nets.iter()
+        .any(|(net, len)| ipnet::IpNet::new(*net, *len).is_ok_and(|n| n.contains(&ip)))
 }
 
 fn default_etcd_prefix() -> String {
@@ -608,27 +575,17 @@ impl Config {
 
 /// `10.0.0.0/8`, `2001:db8::/32`; host bits must be zero.
 fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
-    let (a, p) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
-    let addr: std::net::IpAddr = a
+    let net: ipnet::IpNet = text
+        .trim()
         .parse()
-        .map_err(|_| format!("{a:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| format!("prefix {p:?} is not 0..={max}"))?;
-    let bits = match addr {
-        std::net::IpAddr::V4(v) => u32::from(v) as u128,
-        std::net::IpAddr::V6(v) => u128::from(v),
-    };
-    let host_bits = max as u32 - prefix as u32;
-    if host_bits > 0 && bits & ((1u128 << host_bits) - 1) != 0 {
-        return Err(format!("{text} has host bits set"));
+        .map_err(|_| format!("{text:?} is not ADDRESS/PREFIX"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{text} has host bits set (the network is {})",
+            net.trunc()
+        ));
     }
-    Ok((addr, prefix))
+    Ok((net.addr(), net.prefix_len()))
 }
 
 /// Line of the first `key:` / `key =` in the text, for messages about values that parsed.
@@ -646,6 +603,41 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs_parse_with_ipnet_and_match_mapped_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(parse_cidr("10.0.0.0/8"), Ok((ip("10.0.0.0"), 8)));
+        assert_eq!(parse_cidr(" 192.0.2.7 "), Ok((ip("192.0.2.7"), 32)));
+        assert_eq!(parse_cidr("2001:db8::/32"), Ok((ip("2001:db8::"), 32)));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        assert!(parse_cidr("nope").is_err());
+        let nets = [
+            parse_cidr("10.0.0.0/8").unwrap(),
+            parse_cidr("2001:db8::/32").unwrap(),
+        ];
+        assert!(allowed(&nets, ip("10.200.1.1")));
+        assert!(allowed(&nets, ip("::ffff:10.1.2.3")));
+        assert!(allowed(&nets, ip("2001:db8:1::1")));
+        assert!(!allowed(&nets, ip("11.0.0.1")));
+        assert!(!allowed(&nets, ip("2001:db9::1")));
+        assert!(allowed(
+            &[parse_cidr("0.0.0.0/0").unwrap()],
+            ip("203.0.113.1")
+        ));
+
+        assert_eq!(
+            parse_network("198.51.100.0/24"),
+            Ok((ip("198.51.100.0"), 24))
+        );
+        let e = parse_network("198.51.100.1/24").unwrap_err();
+        assert!(
+            e.contains("host bits") && e.contains("198.51.100.0/24"),
+            "{e}"
+        );
+        assert!(parse_network("198.51.100.0").is_err());
+    }
 
     #[test]
     fn defaults_and_relative_paths() {
