@@ -27,12 +27,16 @@ use crate::table::build::{BuildInput, build};
 /// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
 /// second file of the same name elsewhere gets `#2`).
 fn file_sources(config: &Config) -> Vec<FileSource> {
+    file_sources_at(&config.zones_dir, &config.federation_files)
+}
+
+fn file_sources_at(zones_dir: &Path, federation_files: &[std::path::PathBuf]) -> Vec<FileSource> {
     let mut v = vec![FileSource::new(
-        FileKind::Zones(ZoneDir::new(config.zones_dir.clone())),
+        FileKind::Zones(ZoneDir::new(zones_dir.to_path_buf())),
         "zone-files".into(),
     )];
     let mut names: Vec<String> = Vec::new();
-    for p in &config.federation_files {
+    for p in federation_files {
         let base = p.file_name().map_or_else(
             || p.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
@@ -47,6 +51,24 @@ fn file_sources(config: &Config) -> Vec<FileSource> {
         v.push(FileSource::new(FileKind::Federation(p.clone()), name));
     }
     v
+}
+
+/// Problems of the zone and federation files named by a config that itself failed to load
+/// (so one run shows every problem), as far as the config names them.
+fn problems_beside_a_broken_config(path: &Path) -> Vec<Problem> {
+    match Config::source_paths(path) {
+        Some((zones_dir, feds)) => load_all(&mut file_sources_at(&zones_dir, &feds)).1,
+        None => Vec::new(),
+    }
+}
+
+/// The closing line of a list of problems.
+fn count_line(n: usize) -> String {
+    if n == 1 {
+        "1 problem".into()
+    } else {
+        format!("{n} problems")
+    }
 }
 
 /// Keeps the `zone` label of the query counters on the served zones: every update passes
@@ -132,8 +154,10 @@ fn load_all(sources: &mut [FileSource]) -> (Vec<Update>, Vec<Problem>) {
 pub fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
-        Err(p) => {
+        Err(mut p) => {
+            p.extend(problems_beside_a_broken_config(path));
             print_problems(&p);
+            eprintln!("{}", count_line(p.len()));
             return ExitCode::from(1);
         }
     };
@@ -181,7 +205,7 @@ pub fn check(path: &Path) -> ExitCode {
     }
     if !problems.is_empty() {
         print_problems(&problems);
-        eprintln!("{} problem(s) found", problems.len());
+        eprintln!("{}", count_line(problems.len()));
         return ExitCode::from(1);
     }
     println!(
@@ -208,9 +232,10 @@ pub fn serve(
     );
     let mut config = match config {
         Ok(c) => c,
-        Err(p) => {
+        Err(mut p) => {
+            p.extend(problems_beside_a_broken_config(path));
             log_problems(&p);
-            tracing::error!("{} problem(s) in {}", p.len(), path.display());
+            tracing::error!("{}; not serving", count_line(p.len()));
             return ExitCode::from(2);
         }
     };
@@ -268,13 +293,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for name in board.snapshot().keys() {
         metrics.register_source(name);
     }
-    // At start there is no last good data to fall back on: refuse to serve broken input.
-    let (updates, problems) = load_all(&mut sources);
+    // At start there is no last good data to fall back on: refuse to serve broken input. A
+    // kubeconfig that cannot be read or lacks its context is broken input too (as in `check`);
+    // an unreachable cluster is not (it shows on /readyz).
+    let (updates, mut problems) = load_all(&mut sources);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
+    }
     if !problems.is_empty() {
         log_problems(&problems);
         anyhow::bail!(
-            "{} problem(s) in the initial data; `fedns check --config {}` lists them",
-            problems.len(),
+            "{} in the initial data; `fedns check --config {}` lists them",
+            count_line(problems.len()),
             config.path.display()
         );
     }

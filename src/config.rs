@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_errors::ParseError;
 use crate::dns::zonefile::Problem;
 use crate::geo::ClientNetwork;
 use crate::sources::kubernetes::config::{KubeSettings, RawKubernetes};
@@ -200,6 +201,39 @@ pub struct EtcdConfig {
     pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
 }
 
+/// An etcd endpoint as etcd-client takes it: `http://HOST:PORT`, `https://HOST:PORT` or
+/// `HOST:PORT` (HOST a name, an IPv4 address or a bracketed IPv6 address).
+fn check_etcd_endpoint(ep: &str) -> Result<(), String> {
+    const FORM: &str = "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT";
+    let rest = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+        .unwrap_or(ep);
+    if rest.contains("://") || rest.contains('/') && !rest.ends_with('/') {
+        return Err(format!("unknown scheme or a path; {FORM}"));
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("no port; {FORM}"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {port:?} is not 1..=65535; {FORM}"))?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    };
+    if !host_ok {
+        return Err(format!("host {host:?} is not a name or address; {FORM}"));
+    }
+    Ok(())
+}
+
 /// `10.0.0.0/8`, `2001:db8::/32` or a single address (ipnet parses).
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
     let t = s.trim();
@@ -323,35 +357,51 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// The zones directory and federation files a config names (resolved), read leniently:
+    /// for reporting their problems too when the config itself has errors.
+    pub fn source_paths(path: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
+        #[derive(Deserialize)]
+        struct Paths {
+            #[serde(default = "default_zones_dir")]
+            zones_dir: PathBuf,
+            #[serde(default)]
+            federation_files: Vec<PathBuf>,
+        }
+        let text = std::fs::read_to_string(path).ok()?;
+        let p: Paths = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).ok()?
+        } else {
+            serde_saphyr::from_str(&text).ok()?
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Some((
+            base.join(p.zones_dir),
+            p.federation_files.iter().map(|f| base.join(f)).collect(),
+        ))
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
         let file = path.display().to_string();
-        let raw: RawConfig = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                vec![Problem {
-                    file: file.clone(),
-                    line,
-                    message: e.message().to_string(),
-                }]
-            })?
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
-                vec![Problem {
-                    file: file.clone(),
-                    line,
-                    message: e.to_string().lines().next().unwrap_or_default().to_string(),
-                }]
-            })?
+        let toml = path.extension().is_some_and(|e| e == "toml");
+        // Every syntax and type error, then (when the rest parses) every semantic one.
+        let (raw, mut problems) = crate::config_errors::parse_all(&file, text, toml, |t| {
+            if toml {
+                toml::from_str::<RawConfig>(t).map_err(|e| ParseError::from_toml(&e, t))
+            } else {
+                serde_saphyr::from_str::<RawConfig>(t).map_err(|e| ParseError::from_yaml(&e))
+            }
+        });
+        let Some(raw) = raw else {
+            return Err(problems);
         };
-        let mut problems = Vec::new();
-        let mut field = |name: &str, message: String| {
+        // `path` is the field's full path; its line is that of its last key.
+        let mut field = |path: &str, message: String| {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let key = key.split('[').next().unwrap_or(key);
             problems.push(Problem {
                 file: file.clone(),
-                line: line_of_key(text, name),
-                message: format!("{name}: {message}"),
+                line: line_of_key(text, key),
+                message: format!("{path}: {message}"),
             })
         };
         if raw.listen.is_empty() {
@@ -364,49 +414,72 @@ impl Config {
             );
         }
         if raw.tcp.max_connections == 0 {
-            field("max_connections", "must be at least 1".into());
+            field("tcp.max_connections", "must be at least 1, not 0".into());
         }
         if raw.tcp.idle_timeout_secs == 0 {
-            field("idle_timeout_secs", "must be at least 1".into());
+            field("tcp.idle_timeout_secs", "must be at least 1, not 0".into());
         }
         if raw.watch_interval_ms == 0 {
-            field("watch_interval_ms", "must be at least 1".into());
+            field("watch_interval_ms", "must be at least 1, not 0".into());
         }
         let mut etcd = None;
         if let Some(e) = &raw.etcd {
             let mut zones = Vec::new();
-            for z in &e.zones {
+            for (i, z) in e.zones.iter().enumerate() {
                 match crate::model::DnsName::parse(z) {
                     Ok(n) => zones.push(n),
-                    Err(m) => field("zones", m),
+                    Err(m) => field(&format!("etcd.zones[{i}]"), format!("{z:?}: {m}")),
                 }
             }
             if e.endpoints.is_empty() {
-                field("endpoints", "at least one etcd endpoint is needed".into());
+                field(
+                    "etcd.endpoints",
+                    "at least one etcd endpoint is needed".into(),
+                );
+            }
+            for (i, ep) in e.endpoints.iter().enumerate() {
+                if let Err(m) = check_etcd_endpoint(ep) {
+                    field(&format!("etcd.endpoints[{i}]"), format!("{ep:?}: {m}"));
+                }
             }
             if e.mode == EtcdMode::Read && zones.is_empty() {
-                field("zones", "read mode needs at least one zone to serve".into());
+                field(
+                    "etcd.zones",
+                    "read mode needs at least one zone to serve".into(),
+                );
             }
             if e.lease_ttl_secs < 1 {
-                field("lease_ttl_secs", "must be at least 1".into());
+                field(
+                    "etcd.lease_ttl_secs",
+                    format!("must be at least 1, not {}", e.lease_ttl_secs),
+                );
             }
             if e.username.is_some() != e.password.is_some() {
-                field("username", "username and password go together".into());
+                field("etcd.username", "username and password go together".into());
             }
             let mut axfr_allow = Vec::new();
-            for a in &e.axfr_allow {
+            for (i, a) in e.axfr_allow.iter().enumerate() {
                 match parse_cidr(a) {
                     Ok(n) => axfr_allow.push(n),
-                    Err(m) => field("axfr_allow", m),
+                    Err(m) => field(&format!("etcd.axfr_allow[{i}]"), m),
                 }
             }
             let prefix = crate::sources::etcd::skydns::normalize_prefix(&e.prefix);
             if prefix == "/" {
-                field("prefix", "must not be empty".into());
+                field(
+                    "etcd.prefix",
+                    format!("must not be empty, not {:?}", e.prefix),
+                );
             }
             let election = crate::sources::etcd::skydns::normalize_prefix(&e.election);
             if election.starts_with(&format!("{prefix}/")) || election == prefix {
-                field("election", "must be outside the SkyDNS prefix".into());
+                field(
+                    "etcd.election",
+                    format!(
+                        "{:?} must be outside the SkyDNS prefix {prefix:?}",
+                        e.election
+                    ),
+                );
             }
             etcd = Some(EtcdConfig {
                 endpoints: e.endpoints.clone(),
@@ -454,7 +527,7 @@ impl Config {
         }
         if raw.geo.geoip_db.is_some() && raw.geo.regions.is_empty() {
             field(
-                "geoip_db",
+                "geo.geoip_db",
                 "a GeoIP database needs geo.regions with coordinates to map to".into(),
             );
         }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod config;
+pub mod config_errors;
 pub mod dns;
 pub mod geo;
 pub mod logging;

@@ -972,14 +972,31 @@ fn check_reports_kubeconfig_problems() {
     let (code, err) = run(&fx.path("fedns.yaml"));
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("cluster ghost: no context \"nowhere\""),
+        err.contains("kubernetes.clusters[1].kubeconfig (cluster ghost): no context \"nowhere\""),
         "{err}"
     );
     assert!(
-        err.contains("no-such-file") && err.contains("cluster lost"),
+        err.contains("no-such-file")
+            && err.contains("kubernetes.clusters[2].kubeconfig (cluster lost)"),
         "{err}"
     );
     assert!(!err.contains("cluster east1"), "{err}");
+    assert!(err.trim_end().ends_with("2 problems"), "{err}");
+    // `serve` agrees: the same problems, and it does not start.
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(fx.path("fedns.yaml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("fedns serve");
+    let serve_err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{serve_err}");
+    assert!(
+        serve_err.contains("(cluster ghost): no context"),
+        "{serve_err}"
+    );
+    assert!(serve_err.contains("(cluster lost)"), "{serve_err}");
+    assert!(!serve_err.contains("dns listening"), "{serve_err}");
     fx.write_config(&[CLUSTER_EAST1], 30);
     let (code, err) = run(&fx.path("fedns.yaml"));
     assert_eq!(code, Some(0), "{err}");

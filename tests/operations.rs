@@ -654,3 +654,132 @@ fn sigterm_drains_readyz_first_then_tcp_then_exits_zero() {
     let log = c.lines().join("\n");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Every problem at once
+// ------------------------------------------------------------------------------------------
+
+/// Runs `fedns ARGS` to completion: (exit code, stderr).
+fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut c = Child::spawn(args);
+    let code = c.exit_code_within(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(50)); // the reader thread drains the pipe
+    (code, c.lines().join("\n"))
+}
+
+fn check(config: &std::path::Path) -> (Option<i32>, String) {
+    run(&["check".as_ref(), "--config".as_ref(), config.as_os_str()])
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+        + 1
+}
+
+#[test]
+fn check_and_serve_report_every_problem_with_line_field_and_value() {
+    let extra = "edns_payload: 70000\ntcp:\n  max_connections: lots\n  idle_timeout_secs: 0\n\
+                 listen: [\"127.0.0.1:0\", \"1.2.3.4\"]\n";
+    let fx = Fixture::new("");
+    // The config's own keys come first in the file, so the extra keys replace them.
+    let cfg = format!(
+        "http: \"127.0.0.1:0\"\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra}"
+    );
+    std::fs::write(fx.config(), &cfg).unwrap();
+    // A broken zone file and a broken federation file too.
+    std::fs::write(
+        fx.dir.path().join("zones/example.org.zone"),
+        format!("{ZONE_ORG}bad IN MX notanumber mail.example.org.\n"),
+    )
+    .unwrap();
+    let fed = FED.replace("cluster: c1", "cluster: nowhere");
+    std::fs::write(fx.dir.path().join("federation.yaml"), &fed).unwrap();
+
+    let (code, err) = check(&fx.config());
+    assert_eq!(code, Some(1), "{err}");
+    let want = [
+        format!(
+            "fedns.yaml:{}: edns_payload: must be a number in 0..=65535, not \"70000\"",
+            line_of(&cfg, "edns_payload")
+        ),
+        format!(
+            "fedns.yaml:{}: tcp.max_connections: must be a whole number ≥ 0, not \"lots\"",
+            line_of(&cfg, "max_connections")
+        ),
+        format!(
+            "fedns.yaml:{}: listen[1]: must be ADDRESS:PORT, e.g. 127.0.0.1:53, not \"1.2.3.4\"",
+            line_of(&cfg, "listen")
+        ),
+        format!(
+            "fedns.yaml:{}: tcp.idle_timeout_secs: must be at least 1, not 0",
+            line_of(&cfg, "idle_timeout_secs")
+        ),
+        format!("example.org.zone:{}:", ZONE_ORG.lines().count() + 1),
+        format!(
+            "federation.yaml:{}: services[0].shards[0].cluster",
+            line_of(&fed, "cluster: nowhere")
+        ),
+    ];
+    for w in &want {
+        assert!(err.contains(w.as_str()), "missing {w:?} in:\n{err}");
+    }
+    assert!(
+        err.lines().last().is_some_and(|l| l.trim() == "6 problems"),
+        "no final count:\n{err}"
+    );
+    assert!(
+        !err.contains("invalid u16") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    // serve reports the same and does not start.
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, log) = run(&refs);
+    assert!(code.is_some_and(|c| c != 0), "{log}");
+    // Log lines are logfmt: compare their messages.
+    let err: String = log
+        .lines()
+        .filter_map(|l| logfmt(l).ok()?.into_iter().find(|(k, _)| k == "msg"))
+        .map(|(_, m)| m + "\n")
+        .collect();
+    for w in &want {
+        assert!(err.contains(w.as_str()), "serve: missing {w:?} in:\n{log}");
+    }
+    assert!(err.contains("6 problems"), "{err}");
+    assert!(!err.contains("dns listening"), "{err}");
+}
+
+#[test]
+fn a_malformed_etcd_endpoint_is_a_config_error_in_check_and_serve() {
+    let fx = Fixture::new(
+        "etcd:\n  endpoints: [\"http://127.0.0.1:2379\", \"htp:/127.0.0.1:2379x\", \"127.0.0.1:99999\"]\n  zones: [skydns.local]\n",
+    );
+    let text = std::fs::read_to_string(fx.config()).unwrap();
+    let line = line_of(&text, "endpoints:");
+    let (code, err) = check(&fx.config());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "fedns.yaml:{line}: etcd.endpoints[1]: \"htp:/127.0.0.1:2379x\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("etcd.endpoints[2]: \"127.0.0.1:99999\": port \"99999\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("endpoints[0]"),
+        "a good endpoint was rejected:\n{err}"
+    );
+    assert!(err.trim_end().ends_with("2 problems"), "{err}");
+    // serve refuses at once instead of retrying forever.
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, err) = run(&refs);
+    assert!(code.is_some_and(|c| c != 0), "{err}");
+    assert!(err.contains("etcd.endpoints[1]"), "{err}");
+}
