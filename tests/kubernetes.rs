@@ -515,6 +515,11 @@ fn api_server_gone_serves_last_known_then_drops_after_grace() {
         &["198.51.100.77"],
         SETTLE,
     );
+    // Error counters exist at 0 before the first error (so rate() sees it).
+    for res in ["services", "endpointslices.discovery.k8s.io", "nodes"] {
+        let key = format!("fedns_kube_watch_errors_total{{cluster=\"west\",resource=\"{res}\"}}");
+        assert_eq!(f.metric(&key), Some(0.0), "{key}");
+    }
 
     let gone_at = Instant::now();
     cl.west.go_away();

@@ -224,6 +224,12 @@ impl KubeSource {
         self.board.register(&board_name(&name));
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
+        for k in Kind::ALL {
+            // At 0 from the start, so the first error shows in rate() and increase().
+            self.km
+                .watch_errors
+                .with_label_values(&[name.as_str(), k.resource()]);
+        }
         let task = tokio::spawn(watch::run_cluster(
             spec.clone(),
             self.settings.select.clone(),
