@@ -448,11 +448,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    crate::notify::notify("READY=1");
     let signal = loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading sources");
+                crate::notify::reloading();
                 reload_tx.send_modify(|n| *n += 1);
+                crate::notify::notify("READY=1");
             }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
@@ -490,6 +493,7 @@ async fn drain(
     shared
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::notify::notify("STOPPING=1");
     tracing::info!(
         signal,
         lameduck_ms = lameduck.as_millis() as u64,

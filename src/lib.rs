@@ -12,6 +12,7 @@ pub mod logging;
 pub mod merger;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod probe;
 pub mod selection;
 pub mod server;

@@ -352,8 +352,13 @@ impl Drop for Child {
 
 impl Child {
     fn spawn(args: &[&std::ffi::OsStr]) -> Child {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Child {
         let mut child = Command::new(common::BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("NO_COLOR")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -782,4 +787,84 @@ fn a_malformed_etcd_endpoint_is_a_config_error_in_check_and_serve() {
     let (code, err) = run(&refs);
     assert!(code.is_some_and(|c| c != 0), "{err}");
     assert!(err.contains("etcd.endpoints[1]"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// systemd
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn tells_systemd_when_ready_reloading_and_stopping() {
+    let fx = Fixture::new("lameduck_ms: 200\n");
+    let sock_path = fx.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut c = Child::spawn_env(&refs, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
+    assert_eq!(recv(), "READY=1");
+    // Ready means serving.
+    let udp = c.wait_addr("udp");
+    assert_eq!(ask_udp(udp, 1, "www.example.com."), 0);
+
+    c.signal(libc::SIGHUP);
+    let reloading = recv();
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+    let usec = lines
+        .next()
+        .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading}");
+    assert_eq!(recv(), "READY=1");
+
+    c.signal(libc::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+    assert_eq!(c.exit_code_within(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn systemd_unit_is_hardened() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/fedns.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    for want in [
+        "Type=notify",
+        "CapabilityBoundingSet=",
+        "SystemCallFilter=",
+        "RestrictAddressFamilies=",
+    ] {
+        assert!(text.contains(want), "no {want} in {unit}");
+    }
+    let out = match Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", unit])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "systemd-analyze is missing (Debian package systemd; scripts/test installs it)"
+            );
+            eprintln!("systemd-analyze not installed: skipping the exposure rating");
+            return;
+        }
+        Err(e) => panic!("systemd-analyze: {e}"),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for fedns.service:"))
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(level <= 5.0, "exposure {level} > 5.0:\n{report}");
 }
