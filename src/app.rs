@@ -257,7 +257,7 @@ pub fn serve(
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, workers));
     // Background tasks (watches, resolvers) are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
@@ -269,7 +269,8 @@ pub fn serve(
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// `workers`: the `--workers` override, which a reloaded config keeps.
+async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let board = SourceBoard::default();
     let mut sources = file_sources(&config);
@@ -431,6 +432,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             reload_rx.clone(),
         ));
     }
+    tokio::spawn(crate::reload::run(
+        config.clone(),
+        workers.is_some(),
+        config.watch_interval,
+        reload_rx.clone(),
+        metrics.clone(),
+    ));
     drop(tx);
     let (merger_tx, merger_rx) = mpsc::channel::<Update>(64);
     tokio::spawn(async move {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod probe;
+pub mod reload;
 pub mod selection;
 pub mod server;
 pub mod sources;

@@ -472,6 +472,12 @@ pub struct Metrics {
     pub etcd_publish_writes: IntCounter,
     pub probe_shards_down: IntGauge,
     pub probe_fail_static: IntGauge,
+    /// 1 when the last reload of the config file was valid (0: rejected, old config runs).
+    pub config_reload_successful: IntGauge,
+    /// Unix time of the last valid config reload (0: none since start).
+    pub config_reload_timestamp: IntGauge,
+    /// 1 while the config file holds settings that take effect only after a restart.
+    pub config_restart_pending: IntGauge,
 }
 
 impl Default for Metrics {
@@ -577,6 +583,19 @@ impl Metrics {
         registry
             .register(Box::new(source_errors.clone()))
             .expect("register");
+        let config_reload_successful = gauge(
+            "fedns_config_last_reload_successful",
+            "1 when the last reload of the config file was valid (0: rejected, the running config stays)",
+        );
+        config_reload_successful.set(1);
+        let config_reload_timestamp = gauge(
+            "fedns_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last valid config reload (0: none since start)",
+        );
+        let config_restart_pending = gauge(
+            "fedns_config_restart_pending",
+            "1 while the config file holds changed settings that take effect only after a restart",
+        );
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let etcd_keys = unregistered_gauge("fedns_etcd_keys", "Keys held in memory from etcd");
         let etcd_invalid_values = counter(
@@ -613,6 +632,9 @@ impl Metrics {
             source_errors,
             probe_shards_down,
             probe_fail_static,
+            config_reload_successful,
+            config_reload_timestamp,
+            config_restart_pending,
         }
     }
 

@@ -868,3 +868,95 @@ fn systemd_unit_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
     assert!(level <= 5.0, "exposure {level} > 5.0:\n{report}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Config reload
+// ------------------------------------------------------------------------------------------
+
+/// Replaces `path` the way editors and ConfigMap updates do: a temp file, then a rename.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn config_reload_rejects_a_bad_file_with_every_problem_and_names_restart_only_changes() {
+    let fx = Fixture::new("watch_interval_ms: 100\n");
+    let good = std::fs::read_to_string(fx.config()).unwrap();
+    let s = Fedns::start(&fx.config());
+    let m = scrape(&s);
+    assert_eq!(
+        metric(&m, "fedns_config_last_reload_successful"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
+
+    // Broken: two problems, both logged; the old config keeps serving.
+    replace_file(
+        &fx.config(),
+        &format!("{good}edns_payload: abc\ntcp:\n  max_connections: 0\n"),
+    );
+    s.wait_log(Duration::from_secs(5), |l| {
+        l.contains("config reload rejected")
+    })
+    .unwrap_or_else(|| panic!("bad config not reported:\n{}", s.log_text()));
+    let log = s.log_text();
+    assert!(
+        log.contains("edns_payload: must be a number in 0..=65535"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tcp.max_connections: must be at least 1"),
+        "{log}"
+    );
+    assert!(log.contains("problems=2"), "{log}");
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
+
+    // Valid, with a setting that needs a restart: named, and pending.
+    replace_file(&fx.config(), &format!("{good}edns_payload: 1400\n"));
+    let line = s
+        .wait_log(Duration::from_secs(5), |l| l.contains("next restart"))
+        .unwrap_or_else(|| panic!("no restart notice:\n{}", s.log_text()));
+    assert!(line.contains("settings=edns_payload"), "{line}");
+    let m = scrape(&s);
+    assert_eq!(
+        metric(&m, "fedns_config_last_reload_successful"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(1.0), "{m}");
+    assert!(
+        metric(&m, "fedns_config_last_reload_success_timestamp_seconds").is_some_and(|t| t > 1e9),
+        "{m}"
+    );
+
+    // Back to the running config.
+    replace_file(&fx.config(), &good);
+    s.wait_log(Duration::from_secs(5), |l| l.contains("agree again"))
+        .unwrap_or_else(|| panic!("no all-clear:\n{}", s.log_text()));
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
+
+    // SIGHUP re-reads it even unchanged.
+    let reloaded = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("msg=\"config reloaded\""))
+            .count()
+    };
+    let before = reloaded(&s);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    common::wait_for(Duration::from_secs(5), || {
+        (reloaded(&s) > before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("SIGHUP did not re-read the config:\n{}", s.log_text()));
+}
