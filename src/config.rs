@@ -394,13 +394,11 @@ impl Config {
         let Some(raw) = raw else {
             return Err(problems);
         };
-        // `path` is the field's full path; its line is that of its last key.
+        // `path` is the field's full path, which also finds its line.
         let mut field = |path: &str, message: String| {
-            let key = path.rsplit('.').next().unwrap_or(path);
-            let key = key.split('[').next().unwrap_or(key);
             problems.push(Problem {
                 file: file.clone(),
-                line: line_of_key(text, key),
+                line: crate::config_errors::line_of_path(text, path, toml),
                 message: format!("{path}: {message}"),
             })
         };
@@ -535,10 +533,11 @@ impl Config {
         for (i, p) in raw.probes.iter().enumerate() {
             let at = |field: &str, message: String| Problem {
                 file: file.clone(),
-                line: text
-                    .lines()
-                    .position(|l| l.contains("probes:"))
-                    .map(|l| l + 1),
+                line: crate::config_errors::line_of_path(
+                    text,
+                    &format!("probes[{i}].{field}"),
+                    toml,
+                ),
                 message: format!("probes[{i}].{field}: {message}"),
             };
             let check = match p.kind.as_str() {
@@ -581,9 +580,6 @@ impl Config {
             });
         }
         problems.extend(located);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -594,16 +590,21 @@ impl Config {
         };
         let kubernetes = match raw.kubernetes {
             None => None,
-            Some(k) => Some(k.validate(&resolve).map_err(|errs| {
-                errs.into_iter()
-                    .map(|(field, message)| Problem {
+            Some(k) => match k.validate(&resolve) {
+                Ok(k) => Some(k),
+                Err(errs) => {
+                    problems.extend(errs.into_iter().map(|(field, message)| Problem {
                         file: file.clone(),
-                        line: None,
+                        line: crate::config_errors::line_of_path(text, &field, toml),
                         message: format!("{field}: {message}"),
-                    })
-                    .collect::<Vec<_>>()
-            })?),
+                    }));
+                    None
+                }
+            },
         };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let workers = if raw.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -661,21 +662,26 @@ fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
     Ok((net.addr(), net.prefix_len()))
 }
 
-/// Line of the first `key:` / `key =` in the text, for messages about values that parsed.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key).is_some_and(|rest| {
-                rest.trim_start().starts_with(':') || rest.trim_start().starts_with('=')
-            })
-        })
-        .map(|i| i + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_problem_of_every_section_with_its_line() {
+        let text = "edns_payload: 100\ntcp:\n  max_connections: 0\nkubernetes:\n  federation: f\n  zone: example.com\n  clusters:\n    - name: a\n      kubeconfig: k\n    - name: b\n      region: r\netcd:\n  endpoints: [\"http://e:2379\", \"htp:/x\"]\n  zones: [a.example]\n";
+        let errs = Config::parse(Path::new("/etc/fedns/fedns.yaml"), text).unwrap_err();
+        let got: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "/etc/fedns/fedns.yaml:1: edns_payload: 100 is outside 512..=4096",
+            "/etc/fedns/fedns.yaml:3: tcp.max_connections: must be at least 1, not 0",
+            "/etc/fedns/fedns.yaml:13: etcd.endpoints[1]: \"htp:/x\"",
+            "/etc/fedns/fedns.yaml:10: kubernetes.clusters[1]",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "no {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), 4, "{got:#?}");
+    }
 
     #[test]
     fn cidrs_parse_with_ipnet_and_match_mapped_addresses() {

@@ -306,6 +306,119 @@ fn field_path(text: &str, line: usize, column: Option<usize>, toml: bool) -> Opt
     (!out.is_empty()).then_some(out)
 }
 
+/// The line of the value at `path` (`kubernetes.clusters[1].kubeconfig`) in a YAML text: each
+/// key is looked for inside its parent's block, each `[n]` is the n-th `- ` item of the block.
+/// Falls back to the closest ancestor found (and, for TOML, to the first `key =` line).
+pub fn line_of_path(text: &str, path: &str, toml: bool) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut segs: Vec<(bool, &str)> = Vec::new(); // (is_index, key or index)
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            segs.push((false, &rest[..i]));
+            rest = &rest[i..];
+            while let Some(r) = rest.strip_prefix('[') {
+                let end = r.find(']').unwrap_or(r.len());
+                segs.push((true, &r[..end]));
+                rest = r.get(end + 1..).unwrap_or("");
+            }
+        } else {
+            segs.push((false, rest));
+        }
+    }
+    segs.retain(|(_, s)| !s.is_empty());
+    if toml {
+        let key = segs.iter().rev().find(|(idx, _)| !idx)?.1;
+        return lines
+            .iter()
+            .position(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            })
+            .map(|i| i + 1);
+    }
+    let content = |l: &str| {
+        let c = l.trim_start();
+        !c.is_empty() && !c.starts_with('#')
+    };
+    // The block: lines (start..end) and the column its own keys start at (`None`: any).
+    let (mut start, mut end) = (0usize, lines.len());
+    let mut found: Option<usize> = None;
+    let mut first_key_on: Option<usize> = None; // an item's line, whose content is its first key
+    for (is_index, seg) in segs {
+        let block_indent = (start..end)
+            .filter(|&i| content(lines[i]))
+            .map(|i| indent(lines[i]))
+            .min();
+        let Some(block_indent) = block_indent else {
+            break;
+        };
+        let hit = if is_index {
+            let n: usize = seg.parse().ok()?;
+            let items: Vec<usize> = (start..end)
+                .filter(|&i| {
+                    indent(lines[i]) == block_indent && lines[i].trim_start().starts_with("- ")
+                })
+                .collect();
+            let Some(&at) = items.get(n) else {
+                break;
+            };
+            let next = items.get(n + 1).copied().unwrap_or(end);
+            first_key_on = Some(at);
+            (at, next)
+        } else {
+            let key_at = |i: usize| {
+                let l = lines[i];
+                let (col, c) = if Some(i) == first_key_on {
+                    let c = l.trim_start().strip_prefix("- ").unwrap_or("");
+                    (indent(l) + 2, c)
+                } else {
+                    (indent(l), l.trim_start())
+                };
+                let item_col = first_key_on.map(|f| indent(lines[f]) + 2);
+                let ok_col = item_col.map_or(col == block_indent, |ic| col == ic);
+                ok_col
+                    && c.strip_prefix(seg)
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+            };
+            let Some(at) = (start..end).find(|&i| key_at(i)) else {
+                break;
+            };
+            let col = if Some(at) == first_key_on {
+                indent(lines[at]) + 2
+            } else {
+                indent(lines[at])
+            };
+            // (A list may sit at its key's own indentation: `key:` then `- item`.)
+            let next = (at + 1..end)
+                .find(|&i| {
+                    let (l, ind) = (lines[i], indent(lines[i]));
+                    content(l) && (ind < col || ind == col && !l.trim_start().starts_with("- "))
+                })
+                .unwrap_or(end);
+            first_key_on = None;
+            (at, next)
+        };
+        found = Some(hit.0);
+        // A flow value (`key: [a, b]`, `- {k: v}`) ends the walk on its own line.
+        let line = lines[hit.0];
+        let value = line.split_once(':').map_or("", |(_, v)| v).trim_start();
+        if (!is_index && value.starts_with(['[', '{']))
+            || (is_index && line.trim_start()[2..].trim_start().starts_with(['{', '[']))
+        {
+            break;
+        }
+        if is_index {
+            start = hit.0;
+        } else {
+            start = hit.0 + 1;
+        }
+        end = hit.1;
+    }
+    found.map(|i| i + 1)
+}
+
 /// The value at `line`/`column` (or after the line's key), as written.
 fn value_at(text: &str, line: usize, column: Option<usize>, toml: bool) -> Option<String> {
     let l = text.lines().nth(line - 1)?;
@@ -367,6 +480,31 @@ mod tests {
         assert_eq!(
             field_path(t, 2, None, true).as_deref(),
             Some("etcd.lease_ttl_secs")
+        );
+    }
+
+    #[test]
+    fn lines_of_field_paths() {
+        let t = "listen: [a]\ntcp:\n  max_connections: 0\nkubernetes:\n  zone: x\n  clusters:\n    - name: a\n      kubeconfig: k\n    - name: b\n      # comment\n      kubeconfig: k\n    - {name: c}\nprobes:\n- port: 1\n- type: x\n  port: 2\n";
+        let l = |p: &str| line_of_path(t, p, false);
+        assert_eq!(l("listen"), Some(1));
+        assert_eq!(l("tcp.max_connections"), Some(3));
+        assert_eq!(l("kubernetes.zone"), Some(5));
+        assert_eq!(l("kubernetes.clusters[0].kubeconfig"), Some(8));
+        assert_eq!(l("kubernetes.clusters[1].name"), Some(9));
+        assert_eq!(l("kubernetes.clusters[1].kubeconfig"), Some(11));
+        assert_eq!(l("kubernetes.clusters[2].name"), Some(12));
+        assert_eq!(
+            l("kubernetes.clusters[3]"),
+            Some(6),
+            "falls back to the list"
+        );
+        assert_eq!(l("probes[1].port"), Some(16));
+        assert_eq!(l("probes[1].type"), Some(15));
+        assert_eq!(l("nope"), None);
+        assert_eq!(
+            line_of_path("[tcp]\nmax_connections = 0\n", "tcp.max_connections", true),
+            Some(2)
         );
     }
 
