@@ -138,6 +138,7 @@ pub fn respond(
     };
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
+    let mut tail: &[u8] = &[];
     let mut zone = ZoneSlot::OTHER;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
@@ -183,6 +184,7 @@ pub fn respond(
                     Lookup::Authoritative(answer) => {
                         let body = &answer.bodies[state.rotation % answer.bodies.len()];
                         state.rotation = state.rotation.wrapping_add(1);
+                        tail = src.table.soa_tail(answer);
                         (answer.rcode as u16, Some(body), true)
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
@@ -195,6 +197,7 @@ pub fn respond(
     let answer = Answer {
         code,
         body,
+        tail,
         authoritative: aa,
         scope,
     };
@@ -207,6 +210,8 @@ pub fn respond(
 struct Answer<'a> {
     code: u16,
     body: Option<&'a Body>,
+    /// The zone's SOA record, appended to the authority section after `body` (empty: none).
+    tail: &'a [u8],
     authoritative: bool,
     /// ECS scope prefix length actually used.
     scope: u8,
@@ -381,7 +386,7 @@ fn write(
         },
     }
     .min(out.len());
-    let body_len = answer.body.map_or(0, |b| b.wire.len());
+    let body_len = answer.body.map_or(0, |b| b.wire.len() + answer.tail.len());
     let truncated = HEADER + question.len() + body_len + opt_len > limit;
     if truncated {
         stats.truncated();
@@ -399,7 +404,9 @@ fn write(
     let qd = (q.question_end > HEADER) as u16;
     out[4..6].copy_from_slice(&qd.to_be_bytes());
     out[6..8].copy_from_slice(&body.map_or(0, |b| b.answer_count).to_be_bytes());
-    out[8..10].copy_from_slice(&body.map_or(0, |b| b.authority_count).to_be_bytes());
+    let tail = if body.is_some() { answer.tail } else { &[] };
+    let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
+    out[8..10].copy_from_slice(&ns.to_be_bytes());
     let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16;
     out[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut pos = HEADER;
@@ -408,6 +415,8 @@ fn write(
     if let Some(b) = body {
         out[pos..pos + b.wire.len()].copy_from_slice(&b.wire);
         pos += b.wire.len();
+        out[pos..pos + tail.len()].copy_from_slice(tail);
+        pos += tail.len();
     }
     if let Some(e) = edns {
         let ttl = [(code >> 4) as u8, 0, (e.dnssec_ok as u8) << 7, 0];
