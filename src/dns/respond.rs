@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::geo::Locator;
-use crate::metrics::QueryStats;
+use crate::metrics::{QueryStats, ZoneSlot};
 use crate::model::rtype;
 use crate::table::{Body, Lookup, Table, rcode};
 
@@ -139,6 +139,7 @@ pub fn respond(
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
     let mut tail: &[u8] = &[];
+    let mut zone = ZoneSlot::OTHER;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
@@ -151,7 +152,7 @@ pub fn respond(
             false,
         ),
         Ok(key_len) => {
-            stats.request(peer.transport, q.qtype);
+            zone = stats.request(peer.transport, q.qtype, &key[..key_len]);
             // A resolver's ECS is ignored (and not echoed) unless config allows it.
             if !src.locator.ecs {
                 q.ecs = None;
@@ -192,7 +193,7 @@ pub fn respond(
             }
         }
     };
-    stats.response(code);
+    stats.response(zone, code);
     let answer = Answer {
         code,
         body,
@@ -200,15 +201,9 @@ pub fn respond(
         authoritative: aa,
         scope,
     };
-    Some(write(
-        req,
-        out,
-        &q,
-        &answer,
-        peer.transport,
-        src.limits,
-        stats,
-    ))
+    let len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    stats.response_size(peer.transport, len);
+    Some(len)
 }
 
 /// The outcome of a lookup, ready to be written.

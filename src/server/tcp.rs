@@ -1,12 +1,14 @@
 //! TCP serving (RFC 7766): length-framed queries, several per connection answered in order, an
 //! idle timeout, and a cap on open connections (connections over the cap are closed at once).
+//! On shutdown it stops accepting, answers the queries already sent on open connections, closes
+//! each connection when it has nothing more to read, and returns once all are closed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::Shared;
 use crate::dns::respond::{Peer, Transport, WorkerState, respond};
@@ -23,13 +25,19 @@ pub async fn serve(
     shared: Arc<Shared>,
     stats: Arc<QueryStats>,
     limits: TcpLimits,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Each connection starts its rotation one further than the last, so that clients opening a
     // connection per query (resolvers retrying after TC=1) still see rotated answers.
     let mut next_rotation = 0usize;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "tcp accept failed");
@@ -43,14 +51,26 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let (shared, stats) = (shared.clone(), stats.clone());
+        let (shared, stats, shutdown) = (shared.clone(), stats.clone(), shutdown.clone());
         let state = WorkerState::starting_at(next_rotation);
         next_rotation = next_rotation.wrapping_add(1);
         tokio::spawn(async move {
-            connection(stream, peer, &shared, &stats, state, limits.idle_timeout).await;
+            connection(
+                stream,
+                peer,
+                &shared,
+                &stats,
+                state,
+                limits.idle_timeout,
+                shutdown,
+            )
+            .await;
             drop(permit);
         });
     }
+    drop(listener);
+    // Every connection holds a permit until it closes.
+    let _ = slots.acquire_many(limits.max_connections as u32).await;
 }
 
 async fn connection(
@@ -60,6 +80,7 @@ async fn connection(
     stats: &QueryStats,
     mut state: WorkerState,
     idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let peer = Peer {
@@ -71,14 +92,21 @@ async fn connection(
     let mut req = vec![0u8; u16::MAX as usize];
     let mut resp = vec![0u8; u16::MAX as usize + 2];
     loop {
-        let len = match tokio::time::timeout(idle, rd.read_u16()).await {
-            Ok(Ok(len)) => len as usize,
-            _ => return, // idle, closed or broken
+        // Reading first: a query already sent is answered even during shutdown; a connection
+        // with nothing to read is closed then.
+        let len = tokio::select! {
+            biased;
+            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
+                Ok(Ok(len)) => len as usize,
+                _ => return, // idle, closed or broken
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
         };
         match tokio::time::timeout(idle, rd.read_exact(&mut req[..len])).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
+        let started = std::time::Instant::now();
         if !shared.axfr_allow.is_empty() {
             let transfer = {
                 let table = shared.table.load();
@@ -117,5 +145,6 @@ async fn connection(
         ) {
             return;
         }
+        stats.served(Transport::Tcp, started.elapsed(), 1);
     }
 }

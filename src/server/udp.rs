@@ -48,6 +48,7 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
                 continue;
             }
         };
+        let started = std::time::Instant::now();
         // One table load per batch: a publish mid-batch shows up in the next batch.
         let table = shared.table.load();
         let mut out = 0;
@@ -73,6 +74,7 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
         drop(table);
         if out > 0 {
             batch.send(fd, out);
+            stats.served(Transport::Udp, started.elapsed(), out);
         }
     }
 }
