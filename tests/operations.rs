@@ -223,13 +223,15 @@ fn metrics_count_by_zone_and_pass_promtool() {
     assert_eq!(ask_tcp(&mut t, 7, "ns1.example.com."), 0);
     drop(t);
 
-    // The TCP task counts its duration after the write: give it a moment.
+    // Both transports count durations after the write (a loaded machine can deschedule the
+    // worker in between): give them a moment.
     let m = common::wait_for(Duration::from_secs(3), || {
         let m = scrape(&s);
-        (metric(&m, "fedns_request_duration_seconds_count{protocol=\"tcp\"}") == Some(2.0))
-            .then_some(m)
+        (metric(&m, "fedns_request_duration_seconds_count{protocol=\"tcp\"}") == Some(2.0)
+            && metric(&m, "fedns_request_duration_seconds_count{protocol=\"udp\"}") == Some(5.0))
+        .then_some(m)
     })
-    .unwrap_or_else(|| panic!("tcp duration count never reached 2:\n{}", scrape(&s)));
+    .unwrap_or_else(|| panic!("duration counts never reached 5 and 2:\n{}", scrape(&s)));
     let get = |k: &str| metric(&m, k).unwrap_or_else(|| panic!("{k} missing:\n{m}"));
     assert_eq!(
         get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"example.com.\"}"),
