@@ -846,7 +846,7 @@ impl BuildCache {
     fn segment(&self, s: usize) -> Segment {
         let mut seg = Segment::default();
         let part = &self.names.parts[s];
-        seg.names.reserve(part.len(), |(k, _)| name_hash(k));
+        seg.names.reserve(part.len(), |(k, _)| name_hash(k.wire()));
         for (name, st) in part {
             let by_type = st
                 .answers
@@ -856,11 +856,10 @@ impl BuildCache {
                 .collect();
             let other = put(&mut seg, &st.answers.other);
             seg.records += st.records as usize;
-            let wire: Box<[u8]> = name.wire().into();
             seg.names.insert_unique(
-                name_hash(&wire),
+                name_hash(name.wire()),
                 (
-                    wire,
+                    name.clone(),
                     Node {
                         zone: st.zone,
                         by_type,
@@ -868,7 +867,7 @@ impl BuildCache {
                         wildcard: NO_WILDCARD,
                     },
                 ),
-                |(k, _)| name_hash(k),
+                |(k, _)| name_hash(k.wire()),
             );
         }
         for cache in &self.etcd {
@@ -917,7 +916,7 @@ impl BuildCache {
             // answer stays.
             let existing: Vec<(u16, u32)> = seg
                 .names
-                .find(hash, |(k, _)| **k == *name.wire())
+                .find(hash, |(k, _)| k == name)
                 .map(|(_, n)| n.by_type.to_vec())
                 .unwrap_or_default();
             let mut by_type = Vec::with_capacity(en.by_type.len());
@@ -935,11 +934,11 @@ impl BuildCache {
                 other,
                 wildcard: NO_WILDCARD,
             };
-            match seg.names.find_mut(hash, |(k, _)| **k == *name.wire()) {
+            match seg.names.find_mut(hash, |(k, _)| k == name) {
                 Some(slot) => slot.1 = node,
                 None => {
                     seg.names
-                        .insert_unique(hash, (name.wire().into(), node), |(k, _)| name_hash(k));
+                        .insert_unique(hash, (name.clone(), node), |(k, _)| name_hash(k.wire()));
                 }
             }
         }
@@ -962,7 +961,7 @@ impl BuildCache {
             });
             let idx = (seg.wildcards.len() - 1) as u32;
             let hash = name_hash(parent.wire());
-            if let Some((_, node)) = seg.names.find_mut(hash, |(k, _)| **k == *parent.wire()) {
+            if let Some((_, node)) = seg.names.find_mut(hash, |(k, _)| *k == parent) {
                 node.wildcard = idx;
             }
         }
