@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use crate::answers::{BuildCache, BuildInput, FederationRecords, build};
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
-use crate::table::build::{BuildCache, BuildInput, FederationRecords, build};
 
 /// Hands out SOA serials that never go backwards: above the last one handed out (kept in
 /// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
@@ -175,9 +175,7 @@ impl Merger {
         }
         if let Some(tx) = &self.federations_out {
             // Publish mode: the records fedns computed, for the etcd publisher.
-            let _ = tx.send(Arc::new(crate::table::build::federation_records(
-                &federations,
-            )));
+            let _ = tx.send(Arc::new(crate::answers::federation_records(&federations)));
         }
         let table = built.table;
         let m = &self.shared.metrics;
