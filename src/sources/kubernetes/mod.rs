@@ -39,6 +39,10 @@ use crate::model::Federation;
 pub const SOURCE: &str = "kubernetes";
 
 /// The `/readyz` and `fedns_source_up` name of one cluster.
+/// Longest a start waits, once the first member has listed, for the others' first lists before
+/// serving the members listed so far (members listing in parallel finish close together).
+const FIRST_LIST_GATHER: Duration = Duration::from_secs(5);
+
 pub fn board_name(cluster: &str) -> String {
     format!("{SOURCE}:{cluster}")
 }
@@ -165,6 +169,9 @@ struct KubeSource {
     settings: KubeSettings,
     clusters: BTreeMap<String, Running>,
     next_run: u64,
+    /// At start, until then snapshots wait for members still on their first list (see `flush`);
+    /// set when the first member has listed.
+    gather_until: Option<Instant>,
     tx: mpsc::Sender<Msg>,
     resolve_tx: mpsc::Sender<(String, Option<Vec<IpAddr>>)>,
     resolved: HashMap<String, Vec<IpAddr>>,
@@ -203,6 +210,7 @@ impl KubeSource {
             settings,
             clusters: BTreeMap::new(),
             next_run: 0,
+            gather_until: None,
             tx: channels.tx,
             resolve_tx: channels.resolve_tx,
             resolved: HashMap::new(),
@@ -422,6 +430,22 @@ impl KubeSource {
     async fn flush(&mut self) -> bool {
         self.dirty_since = None;
         let now = Instant::now();
+        // At start, a snapshot of the members listed so far would be laid out, and laid out again
+        // as each further member arrives (every service's selection depends on the clusters):
+        // wait, briefly, for the members still on their first list and not failing, so the
+        // first federation served is the whole one and is built once.
+        let listing = self.clusters.values().any(|r| {
+            !r.state.complete()
+                && r.state.client_error.is_none()
+                && r.state.errors.iter().all(Option::is_none)
+        });
+        if listing && self.clusters.values().any(|r| r.state.complete()) {
+            let until = *self.gather_until.get_or_insert(now + FIRST_LIST_GATHER);
+            if now < until {
+                self.dirty_since = Some(now);
+                return true;
+            }
+        }
         let grace = self.settings.stale_grace;
         for (name, r) in self.clusters.iter_mut() {
             let expired = state::freshness(&r.state, now, grace) == Freshness::Expired;
