@@ -783,4 +783,73 @@ mod tests {
         src.published(seq);
         assert!(loaded(&src));
     }
+    /// At start, a snapshot waits for members still on their first list (so a large federation
+    /// is laid out once), but no longer than the gather window after the first member listed.
+    #[tokio::test]
+    async fn first_snapshot_waits_briefly_for_members_still_listing() {
+        let (merger, mut merger_rx) = mpsc::channel(4);
+        let (tx, _rx) = mpsc::channel(4);
+        let (resolve_tx, _resolve_rx) = mpsc::channel(4);
+        let (published_tx, _published_rx) = mpsc::channel(4);
+        let (a, b) = (state::tests::spec("a"), state::tests::spec("b"));
+        let settings = KubeSettings {
+            coalesce: Duration::from_millis(1),
+            clusters: vec![a.clone(), b.clone()],
+            ..state::tests::settings(30)
+        };
+        let channels = Channels {
+            tx,
+            resolve_tx,
+            published_tx,
+        };
+        let mut src = KubeSource::new(
+            settings,
+            channels,
+            merger,
+            SourceBoard::default(),
+            Metrics::new(),
+        );
+        let running = |spec: ClusterSpec, state: ClusterState| Running {
+            spec,
+            run: 1,
+            task: tokio::spawn(std::future::pending()),
+            state,
+            shown: None,
+            expired: false,
+            up: false,
+            ready_shown: false,
+            ready_at: None,
+        };
+        src.clusters.insert("a".into(), running(a, listed()));
+        src.clusters
+            .insert("b".into(), running(b, ClusterState::default()));
+        assert!(src.flush().await);
+        assert!(merger_rx.try_recv().is_err(), "sent before b's first list");
+        assert!(src.dirty_since.is_some(), "the flush must be retried");
+        // b fails instead of listing: nothing to wait for.
+        src.clusters.get_mut("b").unwrap().state.client_error = Some("unreachable".into());
+        assert!(src.flush().await);
+        assert!(
+            merger_rx.try_recv().is_ok(),
+            "a failing member is not waited for"
+        );
+        // A member still listing past the window does not hold snapshots back either.
+        src.clusters.get_mut("b").unwrap().state.client_error = None;
+        src.clusters
+            .get_mut("a")
+            .unwrap()
+            .state
+            .services
+            .apply(Change::Apply(
+                ("shop".into(), "web".into()),
+                Some(state::SlimService {
+                    ports: vec![],
+                    lb_ips: vec!["10.0.0.1".parse().unwrap()],
+                    lb_hosts: vec![],
+                }),
+            ));
+        src.gather_until = Some(Instant::now() - Duration::from_millis(1));
+        assert!(src.flush().await);
+        assert!(merger_rx.try_recv().is_ok(), "held past the gather window");
+    }
 }
