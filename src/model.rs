@@ -294,7 +294,8 @@ pub enum Policy {
     Weighted,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// `Eq` so that comparing `Arc<Service>`s (whole snapshots) checks the pointer first.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
     pub namespace: String,
@@ -304,7 +305,7 @@ pub struct Service {
     pub policy: Option<Policy>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
     pub name: String,
     /// `tcp`, `udp` or `sctp`, lowercase.
@@ -313,7 +314,7 @@ pub struct ServicePort {
 }
 
 /// One service in one cluster.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Shard {
     pub cluster: String,
     /// Load-balancer addresses, v4 and v6.
