@@ -471,6 +471,25 @@ impl KubeSource {
                 }
             }
         }
+        // Load-balancer hostnames that may be new: those of the touched services (all after a
+        // re-list) and of every Ingress (few).
+        let candidates: HashSet<String> = match &touched {
+            None => self.hostnames(),
+            Some(keys) => {
+                let mut out = HashSet::new();
+                for r in self.clusters.values() {
+                    for k in keys {
+                        if let Some(s) = r.state.services.live.get(k) {
+                            out.extend(s.lb_hosts.iter().cloned());
+                        }
+                    }
+                    for i in r.state.ingresses.live.values() {
+                        out.extend(i.lb_hosts.iter().cloned());
+                    }
+                }
+                out
+            }
+        };
         let views: Vec<(&ClusterSpec, &ClusterState)> = self
             .clusters
             .values()
@@ -481,8 +500,7 @@ impl KubeSource {
                 .assemble(&self.settings, &views, &self.resolved, now, touched);
         self.km.fail_static.set(stats.fail_static_names as i64);
         // Hostnames not resolved yet: resolve them now rather than at the next tick.
-        let new_hosts: Vec<String> = self
-            .hostnames()
+        let new_hosts: Vec<String> = candidates
             .into_iter()
             .filter(|h| !self.resolved.contains_key(h) && !self.resolving.contains(h))
             .collect();
