@@ -77,23 +77,66 @@ pub fn regions(fed: &Federation) -> Vec<Region> {
     out
 }
 
-/// What a global name answers for one client location: address groups with weights. The query
-/// path rotates through groups in proportion to their weights; every policy but `weighted`
-/// has exactly one group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Choice {
-    pub groups: Vec<(u32, AddressSet)>,
+/// An address family: every selection and fallback is decided for each on its own, so an AAAA
+/// question goes where IPv6 is healthy whatever the IPv4 shards do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
 }
 
-impl Choice {
-    fn single(set: AddressSet) -> Self {
-        Choice {
-            groups: vec![(1, set)],
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl AddressSet {
+    /// Whether this set has addresses of family `f`.
+    pub fn has(&self, f: Family) -> bool {
+        match f {
+            Family::V4 => !self.v4.is_empty(),
+            Family::V6 => !self.v6.is_empty(),
         }
     }
 
+    /// The addresses of family `f` only.
+    pub fn only(&self, f: Family) -> AddressSet {
+        match f {
+            Family::V4 => AddressSet {
+                v4: self.v4.clone(),
+                v6: Vec::new(),
+            },
+            Family::V6 => AddressSet {
+                v4: Vec::new(),
+                v6: self.v6.clone(),
+            },
+        }
+    }
+}
+
+/// What a global name answers for one client location, per address family: address groups with
+/// weights, each group holding addresses of that family only. The query path rotates through
+/// groups in proportion to their weights; every policy but `weighted` has exactly one group.
+/// A family's groups are empty only when no healthy shard anywhere has that family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// Indexed by family: `[IPv4, IPv6]`.
+    pub by_family: [Vec<(u32, AddressSet)>; 2],
+}
+
+impl Choice {
+    pub fn family(&self, f: Family) -> &[(u32, AddressSet)] {
+        &self.by_family[f as usize]
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.groups.iter().all(|(_, s)| s.is_empty())
+        self.by_family.iter().flatten().all(|(_, s)| s.is_empty())
     }
 }
 
@@ -154,41 +197,54 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
     let from = |pred: &dyn Fn(&Shard, Option<&Cluster>) -> bool| {
         AddressSet::from_shards(healthy.iter().filter(|(s, c)| pred(s, *c)).map(|(s, _)| *s))
     };
+    // Location-independent policies are computed once per family, not once per location.
+    let failover: [Option<AddressSet>; 2] = Family::BOTH.map(|f| match policy {
+        Policy::Failover(order) => order
+            .iter()
+            .map(|name| {
+                if fed.clusters.iter().any(|c| &c.name == name) {
+                    from(&|s, _| &s.cluster == name)
+                } else {
+                    from(&|_, c| c.is_some_and(|c| &c.region == name))
+                }
+            })
+            .map(|s| s.only(f))
+            .find(|s| !s.is_empty()),
+        _ => None,
+    });
+    let weighted: [Vec<(u32, AddressSet)>; 2] = Family::BOTH.map(|f| match policy {
+        Policy::Weighted => fed
+            .clusters
+            .iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (c.weight, from(&|s, _| s.cluster == c.name).only(f)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    });
     let global_by_location = locator
         .locations()
         .iter()
-        .map(|loc| match (policy, loc) {
-            (Policy::All, _) | (Policy::Geo, None) => Choice::single(global.clone()),
-            (Policy::Geo, Some(loc)) => Choice::single(
-                nearest(loc, &regions_out, &zones_out, locator).unwrap_or_else(|| global.clone()),
-            ),
-            (Policy::Failover(order), _) => Choice::single(
-                order
-                    .iter()
-                    .map(|name| {
-                        if fed.clusters.iter().any(|c| &c.name == name) {
-                            from(&|s, _| &s.cluster == name)
+        .map(|loc| Choice {
+            by_family: Family::BOTH.map(|f| {
+                let everything = || vec![(1, global.only(f))];
+                match (policy, loc) {
+                    (Policy::All, _) | (Policy::Geo, None) => everything(),
+                    (Policy::Geo, Some(loc)) => nearest(loc, f, &regions_out, &zones_out, locator)
+                        .map_or_else(everything, |s| vec![(1, s.only(f))]),
+                    (Policy::Failover(_), _) => failover[f as usize]
+                        .clone()
+                        .map_or_else(everything, |s| vec![(1, s)]),
+                    (Policy::Weighted, _) => {
+                        let groups = &weighted[f as usize];
+                        if groups.is_empty() {
+                            everything()
                         } else {
-                            from(&|_, c| c.is_some_and(|c| &c.region == name))
+                            groups.clone()
                         }
-                    })
-                    .find(|s| !s.is_empty())
-                    .unwrap_or_else(|| global.clone()),
-            ),
-            (Policy::Weighted, _) => {
-                let groups: Vec<(u32, AddressSet)> = fed
-                    .clusters
-                    .iter()
-                    .filter(|c| c.weight > 0)
-                    .map(|c| (c.weight, from(&|s, _| s.cluster == c.name)))
-                    .filter(|(_, s)| !s.is_empty())
-                    .collect();
-                if groups.is_empty() {
-                    Choice::single(global.clone())
-                } else {
-                    Choice { groups }
+                    }
                 }
-            }
+            }),
         })
         .collect();
     ServiceSelection {
@@ -199,33 +255,32 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
     }
 }
 
-/// `geo`: the client's zone, then its region, then other regions by distance from it.
-fn nearest(
+/// `geo` for family `f`: the client's zone, then its region, then other regions by distance
+/// from it; the first of them with a healthy shard of that family.
+fn nearest<'s>(
     loc: &Location,
-    regions: &[(String, AddressSet)],
-    zones: &[(String, String, AddressSet)],
+    f: Family,
+    regions: &'s [(String, AddressSet)],
+    zones: &'s [(String, String, AddressSet)],
     locator: &Locator,
-) -> Option<AddressSet> {
+) -> Option<&'s AddressSet> {
     if let Some(z) = &loc.zone
         && let Some((_, _, set)) = zones
             .iter()
-            .find(|(r, zz, s)| r == &loc.region && zz == z && !s.is_empty())
+            .find(|(r, zz, s)| r == &loc.region && zz == z && s.has(f))
     {
-        return Some(set.clone());
+        return Some(set);
     }
-    if let Some((_, set)) = regions
-        .iter()
-        .find(|(r, s)| r == &loc.region && !s.is_empty())
-    {
-        return Some(set.clone());
+    if let Some((_, set)) = regions.iter().find(|(r, s)| r == &loc.region && s.has(f)) {
+        return Some(set);
     }
     let here = locator.coordinates(&loc.region)?;
     regions
         .iter()
-        .filter(|(_, s)| !s.is_empty())
+        .filter(|(_, s)| s.has(f))
         .filter_map(|(r, s)| locator.coordinates(r).map(|c| (distance_km(here, c), s)))
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, s)| s.clone())
+        .map(|(_, s)| s)
 }
 
 #[cfg(test)]
@@ -319,7 +374,7 @@ mod tests {
     }
 
     fn v4s(c: &Choice) -> Vec<String> {
-        c.groups
+        c.family(Family::V4)
             .iter()
             .flat_map(|(_, s)| s.v4.iter().map(|a| a.to_string()))
             .collect()
@@ -391,7 +446,7 @@ mod tests {
         f.policy = Policy::Weighted;
         let sel = select(&f, &f.services[0], &Locator::default());
         let weights: Vec<(u32, Vec<String>)> = sel.global_by_location[0]
-            .groups
+            .family(Family::V4)
             .iter()
             .map(|(w, s)| (*w, s.v4.iter().map(|a| a.to_string()).collect()))
             .collect();

@@ -2632,7 +2632,7 @@ fn explain_shows_candidates_location_policy_and_answer() {
         "policy: geo",
         "cluster east1 region us-east1",
         "cluster west1 region us-west2",
-        "chosen: 198.51.100.20",
+        "chosen IPv4: 198.51.100.20",
         "IN A 198.51.100.20",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
@@ -2651,15 +2651,15 @@ fn explain_shows_candidates_location_policy_and_answer() {
     let out = explain(&["split.shop.myfed.svc.example.com"]);
     assert!(
         out.contains("policy: weighted")
-            && out.contains("chosen (weight 3): 203.0.113.20")
-            && out.contains("chosen (weight 1): 198.51.100.21"),
+            && out.contains("chosen IPv4 (weight 3): 203.0.113.20")
+            && out.contains("chosen IPv4 (weight 1): 198.51.100.21"),
         "{out}"
     );
     let out = explain(&["ordered.shop.myfed.svc.example.com"]);
     assert!(
         out.contains("policy: failover eu1 > west1 > us-east1")
             && out.contains("unhealthy: no ready endpoint")
-            && out.contains("chosen: 198.51.100.30"),
+            && out.contains("chosen IPv4: 198.51.100.30"),
         "{out}"
     );
     let out = explain(&[
@@ -2668,7 +2668,7 @@ fn explain_shows_candidates_location_policy_and_answer() {
         "127.1.0.9",
     ]);
     assert!(
-        out.contains("policy: all") && out.contains("chosen: 198.51.100.40, 203.0.113.40"),
+        out.contains("policy: all") && out.contains("chosen IPv4: 198.51.100.40, 203.0.113.40"),
         "{out}"
     );
     let out = explain(&["checkout.shop.myfed.svc.example.com"]);

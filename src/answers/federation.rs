@@ -8,7 +8,7 @@
 
 use crate::geo::Locator;
 use crate::model::{DnsName, Federation, IngressHost, RData, Service, rtype};
-use crate::selection::{self, AddressSet, Choice};
+use crate::selection::{self, AddressSet, Family};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
 pub(super) const MAX_ROTATIONS: usize = 64;
@@ -68,6 +68,13 @@ impl RRset {
                 rotated(&groups[group].1, occurrence, *cap)
             }
         }
+    }
+}
+
+fn rtype_of(f: Family) -> u16 {
+    match f {
+        Family::V4 => rtype::A,
+        Family::V6 => rtype::AAAA,
     }
 }
 
@@ -155,71 +162,54 @@ impl<'a> Layout<'a> {
         }
     }
 
-    fn addr_sets(&self, set: &AddressSet) -> Vec<RRset> {
-        let mut v = Vec::new();
-        if !set.v4.is_empty() {
-            let rdatas = set.v4.iter().map(|a| RData::A(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::A,
-                ttl: self.ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap: self.cap },
-            });
+    /// The RRset of family `f` of a policy's choice: rotated when it has one group, weighted
+    /// when it has several.
+    fn family_set(&self, f: Family, groups: &[(u32, AddressSet)]) -> Option<RRset> {
+        if let [(_, set)] = groups {
+            return self.addr_set(f, set);
         }
-        if !set.v6.is_empty() {
-            let rdatas = set.v6.iter().map(|a| RData::Aaaa(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::AAAA,
-                ttl: self.ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap: self.cap },
-            });
-        }
-        v
-    }
-
-    fn choice_sets(&self, choice: &Choice) -> Vec<RRset> {
-        if choice.groups.len() == 1 {
-            return self.addr_sets(&choice.groups[0].1);
-        }
-        let mut v = Vec::new();
-        for (t, of) in [(rtype::A, 4), (rtype::AAAA, 6)] {
-            let groups: Vec<(u32, Vec<RData>)> = choice
-                .groups
-                .iter()
-                .map(|(w, s)| {
-                    let datas: Vec<RData> = if of == 4 {
-                        s.v4.iter().map(|a| RData::A(*a)).collect()
-                    } else {
-                        s.v6.iter().map(|a| RData::Aaaa(*a)).collect()
-                    };
-                    (*w, datas)
-                })
-                .filter(|(_, d)| !d.is_empty())
-                .collect();
-            if !groups.is_empty() {
-                let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
-                v.push(RRset {
-                    rtype: t,
-                    ttl: self.ttl,
-                    rdatas,
-                    rotation: Rotation::Weighted {
-                        groups,
-                        cap: self.cap,
-                    },
-                });
+        let rdatas_of = |s: &AddressSet| -> Vec<RData> {
+            match f {
+                Family::V4 => s.v4.iter().map(|a| RData::A(*a)).collect(),
+                Family::V6 => s.v6.iter().map(|a| RData::Aaaa(*a)).collect(),
             }
+        };
+        let groups: Vec<(u32, Vec<RData>)> = groups
+            .iter()
+            .map(|(w, s)| (*w, rdatas_of(s)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        if groups.is_empty() {
+            return None;
         }
-        v
+        let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+        Some(RRset {
+            rtype: rtype_of(f),
+            ttl: self.ttl,
+            rdatas,
+            rotation: Rotation::Weighted {
+                groups,
+                cap: self.cap,
+            },
+        })
     }
 
-    /// The global name follows the policy, per client location.
-    fn global_node(&self, sel: &selection::ServiceSelection) -> NodeData {
-        let per_location: Vec<Vec<RRset>> = sel
-            .global_by_location
-            .iter()
-            .map(|c| self.choice_sets(c))
-            .collect();
+    /// The RRset of family `f` of one address set, if it has any.
+    fn addr_set(&self, f: Family, set: &AddressSet) -> Option<RRset> {
+        let rdatas: Vec<RData> = match f {
+            Family::V4 => set.v4.iter().map(|a| RData::A(*a)).collect(),
+            Family::V6 => set.v6.iter().map(|a| RData::Aaaa(*a)).collect(),
+        };
+        (!rdatas.is_empty()).then(|| RRset {
+            rtype: rtype_of(f),
+            ttl: self.ttl,
+            rdatas,
+            rotation: Rotation::Rotate { cap: self.cap },
+        })
+    }
+
+    /// Per-location RRsets collapsed to one list when every location has the same.
+    fn node(per_location: Vec<Vec<RRset>>) -> NodeData {
         let rrsets = per_location[0].clone();
         let by_location = if per_location.iter().all(|p| *p == rrsets) {
             Vec::new()
@@ -232,6 +222,54 @@ impl<'a> Layout<'a> {
         }
     }
 
+    /// The global name follows the policy, per client location and per family.
+    fn global_node(&self, sel: &selection::ServiceSelection) -> NodeData {
+        Self::node(
+            sel.global_by_location
+                .iter()
+                .map(|c| {
+                    Family::BOTH
+                        .iter()
+                        .filter_map(|&f| self.family_set(f, c.family(f)))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// A regional or zonal name that has healthy shards: its own addresses for each family it
+    /// has, and for a family it lacks the addresses of the first level up that has it, owned by
+    /// this name (flattened: a CNAME may not sit beside the other family's RRset). Falling back
+    /// to the global name takes its per-location answer, exactly what a CNAME to it would give.
+    fn level_node(
+        &self,
+        set: &AddressSet,
+        fallbacks: &[(DnsName, &AddressSet)],
+        sel: &selection::ServiceSelection,
+    ) -> NodeData {
+        let locations = sel.global_by_location.len().max(1);
+        let mut per_location: Vec<Vec<RRset>> = vec![Vec::new(); locations];
+        for f in Family::BOTH {
+            if let Some(rr) = self.addr_set(f, set) {
+                per_location.iter_mut().for_each(|p| p.push(rr.clone()));
+                continue;
+            }
+            let Some(i) = fallbacks.iter().position(|(_, s)| s.has(f)) else {
+                continue; // no healthy shard of this family anywhere: NODATA
+            };
+            if i + 1 < fallbacks.len() {
+                // A region: its addresses, whoever asks.
+                let rr = self.addr_set(f, fallbacks[i].1);
+                per_location.iter_mut().for_each(|p| p.extend(rr.clone()));
+            } else {
+                for (p, c) in per_location.iter_mut().zip(&sel.global_by_location) {
+                    p.extend(self.family_set(f, c.family(f)));
+                }
+            }
+        }
+        Self::node(per_location)
+    }
+
     /// The names of one service: global, regional, zonal, and SRV names at each of them.
     pub(super) fn service(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
@@ -242,7 +280,7 @@ impl<'a> Layout<'a> {
             return mine;
         };
         let sel = selection::select(fed, svc, self.locator);
-        // Each level: (name, its addresses, names to fall back to in order).
+        // Each level: (name, its addresses, names to fall back to in order; the global name last).
         let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
             let Ok(rname) = name_at(&format!("{region}.")) else {
@@ -261,16 +299,15 @@ impl<'a> Layout<'a> {
             }
         }
         for (name, set, fallbacks) in &levels {
-            // Nothing healthy here: point one level up (zonal → regional → global), unless
-            // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
+            // Nothing healthy here in any family: point one level up (zonal → regional →
+            // global), unless nothing is healthy anywhere, where a CNAME would only lead to an
+            // empty name. Healthy shards of one family only: the other family is flattened
+            // from above (`level_node`), so the CNAME is only ever alone at its name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
             let data = if fallbacks.is_empty() {
                 self.global_node(&sel)
             } else if !set.is_empty() || !leads_somewhere {
-                NodeData {
-                    rrsets: self.addr_sets(set),
-                    by_location: Vec::new(),
-                }
+                self.level_node(set, fallbacks, &sel)
             } else {
                 NodeData {
                     rrsets: vec![RRset::fixed(
@@ -289,7 +326,8 @@ impl<'a> Layout<'a> {
                     continue;
                 };
                 // An SRV target must own addresses (RFC 2782: never an alias), so point at the
-                // nearest level that has healthy shards.
+                // nearest level that has healthy shards of any family; that level answers the
+                // family it lacks with addresses flattened from above, never with a CNAME.
                 let target = std::iter::once((name, *set))
                     .chain(fallbacks.iter().map(|(n, s)| (n, *s)))
                     .find(|(_, s)| !s.is_empty());
