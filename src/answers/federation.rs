@@ -428,3 +428,172 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
     out.records.dedup_by(|later, earlier| later.0 == earlier.0);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cluster, Policy, ServicePort, Shard};
+
+    const CLUSTERS: [(&str, &str, &str); 3] = [
+        ("e1", "east", "east-a"),
+        ("e2", "east", "east-b"),
+        ("w1", "west", "west-a"),
+    ];
+
+    /// A shard of cluster `c` with the families of `mask` (bit 0: IPv4, bit 1: IPv6).
+    fn shard(c: usize, mask: usize) -> Shard {
+        let mut addresses = Vec::new();
+        if mask & 1 != 0 {
+            addresses.push(format!("10.0.0.{}", c + 1).parse().unwrap());
+        }
+        if mask & 2 != 0 {
+            addresses.push(format!("2001:db8::{}", c + 1).parse().unwrap());
+        }
+        Shard {
+            cluster: CLUSTERS[c].0.into(),
+            addresses,
+            ready_endpoints: 1,
+            not_ready_endpoints: 0,
+            zones: vec![],
+            probe: Default::default(),
+        }
+    }
+
+    fn federation(masks: [usize; 3], policy: Policy) -> Federation {
+        Federation {
+            name: "f".into(),
+            zone: DnsName::parse("example.com").unwrap(),
+            ttl: 30,
+            max_answers: 8,
+            policy,
+            clusters: CLUSTERS
+                .iter()
+                .enumerate()
+                .map(|(i, (n, r, z))| Cluster {
+                    name: n.to_string(),
+                    region: r.to_string(),
+                    zones: vec![z.to_string()],
+                    // w1 carries no weight: `weighted` must still reach its addresses.
+                    weight: [2, 1, 0][i],
+                })
+                .collect(),
+            services: vec![std::sync::Arc::new(Service {
+                name: "s".into(),
+                namespace: "n".into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: "tcp".into(),
+                    port: 80,
+                }],
+                shards: (0..3)
+                    .filter(|&c| masks[c] != 0)
+                    .map(|c| shard(c, masks[c]))
+                    .collect(),
+                policy: None,
+            })],
+            ingress_hosts: vec![],
+        }
+    }
+
+    /// The RRset a question for `t` at `name` ends with, following CNAMEs among `names`.
+    fn chase<'n>(
+        names: &'n [(DnsName, NodeData)],
+        name: &DnsName,
+        t: u16,
+        loc: usize,
+    ) -> Option<&'n RRset> {
+        let mut cur = name.clone();
+        for _ in 0..4 {
+            let node = &names.iter().find(|(n, _)| *n == cur)?.1;
+            if let Some(rr) = node.get(loc, t) {
+                return Some(rr);
+            }
+            let RData::Cname(next) = &node.get(loc, rtype::CNAME)?.rdatas[0] else {
+                return None;
+            };
+            cur = next.clone();
+        }
+        None
+    }
+
+    /// Every mix of families over three clusters, under every policy: a CNAME is always alone
+    /// at its name, every address name answers a family exactly when some healthy shard has
+    /// it (NODATA only then), and an SRV target is never an alias.
+    #[test]
+    fn every_family_mix_answers_each_family_wherever_it_is_healthy() {
+        let locator = crate::dns::tests::locator();
+        let policies = [
+            Policy::Geo,
+            Policy::All,
+            Policy::Weighted,
+            Policy::Failover(vec!["w1".into(), "east".into()]),
+        ];
+        for policy in policies {
+            for m in 0..64 {
+                let masks = [m & 3, (m >> 2) & 3, (m >> 4) & 3];
+                let fed = federation(masks, policy.clone());
+                let names = Layout::new(&fed, locator).service(&fed.services[0]);
+                let any = |bit: usize| masks.iter().any(|k| k & bit != 0);
+                for (name, node) in &names {
+                    for loc in 0..locator.locations().len() {
+                        let here = node.at(loc);
+                        if here.iter().any(|r| r.rtype == rtype::CNAME) {
+                            assert_eq!(here.len(), 1, "{policy:?} {masks:?} {name}: CNAME alone");
+                        }
+                        if let Some(srv) = node.get(loc, rtype::SRV) {
+                            let RData::Srv { target, .. } = &srv.rdatas[0] else {
+                                panic!()
+                            };
+                            let t = &names.iter().find(|(n, _)| n == target).unwrap().1;
+                            assert!(t.get(loc, rtype::CNAME).is_none(), "{name}: SRV → alias");
+                            continue;
+                        }
+                        if name.to_string().starts_with('_') {
+                            assert!(!any(1) && !any(2), "{name}: SRV missing");
+                            continue;
+                        }
+                        for (t, bit) in [(rtype::A, 1), (rtype::AAAA, 2)] {
+                            let got = chase(&names, name, t, loc);
+                            assert_eq!(
+                                got.is_some_and(|r| !r.rdatas.is_empty()),
+                                any(bit),
+                                "{policy:?} {masks:?} {name} type {t} location {loc}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A zone with IPv4 only answers AAAA with the IPv6 addresses from above, owned by the
+    /// zonal name itself; a zone with nothing is a CNAME.
+    #[test]
+    fn a_missing_family_is_flattened_and_an_empty_level_is_an_alias() {
+        let locator = crate::dns::tests::locator();
+        let fed = federation([1, 0, 2], Policy::Geo);
+        let names = Layout::new(&fed, locator).service(&fed.services[0]);
+        let node = |n: &str| {
+            let n = DnsName::parse(n).unwrap();
+            &names.iter().find(|(m, _)| *m == n).unwrap().1
+        };
+        let zonal = node("s.n.f.svc.east-a.east.example.com");
+        let types: Vec<u16> = zonal.rrsets.iter().map(|r| r.rtype).collect();
+        assert_eq!(types, [rtype::A, rtype::AAAA]);
+        assert_eq!(
+            zonal.get(0, rtype::AAAA).unwrap().rdatas,
+            [RData::Aaaa("2001:db8::3".parse().unwrap())]
+        );
+        let empty = node("s.n.f.svc.east-b.east.example.com");
+        assert_eq!(
+            empty.rrsets,
+            [RRset::fixed(
+                rtype::CNAME,
+                30,
+                vec![RData::Cname(
+                    DnsName::parse("s.n.f.svc.east.example.com").unwrap()
+                )]
+            )]
+        );
+    }
+}
