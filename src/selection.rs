@@ -415,6 +415,109 @@ mod tests {
         assert_eq!(v4s(&choice_for(&sel, &l, Some("west"), None)), ["10.0.0.1"]);
     }
 
+    fn v6s(c: &Choice) -> Vec<String> {
+        c.family(Family::V6)
+            .iter()
+            .flat_map(|(_, s)| s.v6.iter().map(|a| a.to_string()))
+            .collect()
+    }
+
+    fn dual(cluster: &str, v4: &str, v6: &str) -> Shard {
+        let mut s = shard(cluster, v4, 1);
+        s.addresses.push(v6.parse().unwrap());
+        s
+    }
+
+    #[test]
+    fn geo_chooses_each_family_on_its_own() {
+        let l = locator();
+        // west is IPv4-only; east-c (the east clients' zone) IPv4-only too; east-a has IPv6.
+        let f = fed(vec![
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+            shard("e2", "10.0.0.2", 1),
+            shard("w1", "10.0.0.3", 1),
+        ]);
+        let sel = select(&f, &f.services[0], &l);
+        let west = choice_for(&sel, &l, Some("west"), None);
+        assert_eq!(
+            (v4s(&west), v6s(&west)),
+            (vec!["10.0.0.3".into()], vec!["2001:db8::1".into()])
+        );
+        let east_c = choice_for(&sel, &l, Some("east"), Some("east-c"));
+        assert_eq!(v4s(&east_c), ["10.0.0.2"], "own zone for IPv4");
+        assert_eq!(v6s(&east_c), ["2001:db8::1"], "own region for IPv6");
+        // Each family's groups hold that family only.
+        assert!(west.family(Family::V4).iter().all(|(_, s)| s.v6.is_empty()));
+        assert!(west.family(Family::V6).iter().all(|(_, s)| s.v4.is_empty()));
+        // No IPv6 anywhere: empty for every location, IPv4 untouched.
+        let f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.3", 1)]);
+        let sel = select(&f, &f.services[0], &l);
+        assert!(
+            sel.global_by_location
+                .iter()
+                .all(|c| v6s(c).is_empty() && !v4s(c).is_empty())
+        );
+        // IPv6 only in west: eu clients (nearest east) still get west's IPv6.
+        let f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("w1", "2001:db8::3", 1),
+        ]);
+        let sel = select(&f, &f.services[0], &l);
+        let eu = choice_for(&sel, &l, Some("eu"), None);
+        assert_eq!(
+            (v4s(&eu), v6s(&eu)),
+            (vec!["10.0.0.1".into()], vec!["2001:db8::3".into()])
+        );
+    }
+
+    #[test]
+    fn failover_weighted_and_all_choose_per_family() {
+        let l = locator();
+        let mut f = fed(vec![
+            shard("w1", "10.0.0.3", 1),
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+        ]);
+        std::sync::Arc::make_mut(&mut f.services[0]).policy =
+            Some(Policy::Failover(vec!["w1".into(), "east".into()]));
+        let sel = select(&f, &f.services[0], &l);
+        for c in &sel.global_by_location {
+            assert_eq!(
+                (v4s(c), v6s(c)),
+                (vec!["10.0.0.3".into()], vec!["2001:db8::1".into()])
+            );
+        }
+        // weighted: only e2 (weight 1) has IPv6, so IPv6 is e2's alone while IPv4 keeps 3:1.
+        let mut f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("w1", "10.0.0.3", 1),
+            shard("e2", "2001:db8::2", 1),
+        ]);
+        f.policy = Policy::Weighted;
+        let sel = select(&f, &f.services[0], &l);
+        let c = &sel.global_by_location[0];
+        let weights = |fam| -> Vec<u32> { c.family(fam).iter().map(|(w, _)| *w).collect() };
+        assert_eq!(
+            (weights(Family::V4), weights(Family::V6)),
+            (vec![3, 1], vec![1])
+        );
+        // No weighted cluster has IPv6: every healthy IPv6 address rather than nothing.
+        f.clusters[1].weight = 0; // e2
+        let sel = select(&f, &f.services[0], &l);
+        assert_eq!(v6s(&sel.global_by_location[0]), ["2001:db8::2"]);
+        assert_eq!(v4s(&sel.global_by_location[0]), ["10.0.0.1", "10.0.0.3"]);
+        // all: every address of the family, for everyone.
+        let mut f = fed(vec![
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+            shard("w1", "10.0.0.3", 1),
+        ]);
+        f.policy = Policy::All;
+        let sel = select(&f, &f.services[0], &l);
+        for c in &sel.global_by_location {
+            assert_eq!(v4s(c), ["10.0.0.1", "10.0.0.3"]);
+            assert_eq!(v6s(c), ["2001:db8::1"]);
+        }
+    }
+
     #[test]
     fn failover_takes_the_first_healthy_entry_for_everyone() {
         let l = locator();

@@ -247,27 +247,43 @@ impl<'a> Layout<'a> {
         fallbacks: &[(DnsName, &AddressSet)],
         sel: &selection::ServiceSelection,
     ) -> NodeData {
-        let locations = sel.global_by_location.len().max(1);
-        let mut per_location: Vec<Vec<RRset>> = vec![Vec::new(); locations];
+        // Location-independent RRsets, and the families taken from the global name.
+        let mut own: Vec<RRset> = Vec::new();
+        let mut from_global: Vec<Family> = Vec::new();
         for f in Family::BOTH {
             if let Some(rr) = self.addr_set(f, set) {
-                per_location.iter_mut().for_each(|p| p.push(rr.clone()));
+                own.push(rr);
                 continue;
             }
-            let Some(i) = fallbacks.iter().position(|(_, s)| s.has(f)) else {
-                continue; // no healthy shard of this family anywhere: NODATA
-            };
-            if i + 1 < fallbacks.len() {
+            match fallbacks.iter().position(|(_, s)| s.has(f)) {
+                None => {} // no healthy shard of this family anywhere: NODATA
                 // A region: its addresses, whoever asks.
-                let rr = self.addr_set(f, fallbacks[i].1);
-                per_location.iter_mut().for_each(|p| p.extend(rr.clone()));
-            } else {
-                for (p, c) in per_location.iter_mut().zip(&sel.global_by_location) {
-                    p.extend(self.family_set(f, c.family(f)));
-                }
+                Some(i) if i + 1 < fallbacks.len() => own.extend(self.addr_set(f, fallbacks[i].1)),
+                Some(_) => from_global.push(f),
             }
         }
-        Self::node(per_location)
+        if from_global.is_empty() {
+            return NodeData {
+                rrsets: own,
+                by_location: Vec::new(),
+            };
+        }
+        Self::node(
+            sel.global_by_location
+                .iter()
+                .map(|c| {
+                    let mut here = own.clone();
+                    here.extend(
+                        from_global
+                            .iter()
+                            .filter_map(|&f| self.family_set(f, c.family(f))),
+                    );
+                    // Same order as a level with both families: A before AAAA.
+                    here.sort_by_key(|r| r.rtype);
+                    here
+                })
+                .collect(),
+        )
     }
 
     /// The names of one service: global, regional, zonal, and SRV names at each of them.
