@@ -747,8 +747,8 @@ fn a_level_without_a_family_answers_it_from_above_without_a_cname() {
             "{name}"
         );
     }
-    // eu (IPv6 only) answers A with east's IPv4 (nearest IPv4 region to any client that could
-    // follow a CNAME to the global name from here: the global name's per-location answer).
+    // eu (IPv6 only) answers A with what a CNAME to the global name would give the asking
+    // client: west's IPv4 for a west client, east's for an east client.
     let (m, _) = ask_ecs(
         &t,
         "dual.shop.f.svc.eu-a.eu.example.com.",
