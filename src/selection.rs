@@ -77,23 +77,66 @@ pub fn regions(fed: &Federation) -> Vec<Region> {
     out
 }
 
-/// What a global name answers for one client location: address groups with weights. The query
-/// path rotates through groups in proportion to their weights; every policy but `weighted`
-/// has exactly one group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Choice {
-    pub groups: Vec<(u32, AddressSet)>,
+/// An address family: every selection and fallback is decided for each on its own, so an AAAA
+/// question goes where IPv6 is healthy whatever the IPv4 shards do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
 }
 
-impl Choice {
-    fn single(set: AddressSet) -> Self {
-        Choice {
-            groups: vec![(1, set)],
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+impl AddressSet {
+    /// Whether this set has addresses of family `f`.
+    pub fn has(&self, f: Family) -> bool {
+        match f {
+            Family::V4 => !self.v4.is_empty(),
+            Family::V6 => !self.v6.is_empty(),
         }
     }
 
+    /// The addresses of family `f` only.
+    pub fn only(&self, f: Family) -> AddressSet {
+        match f {
+            Family::V4 => AddressSet {
+                v4: self.v4.clone(),
+                v6: Vec::new(),
+            },
+            Family::V6 => AddressSet {
+                v4: Vec::new(),
+                v6: self.v6.clone(),
+            },
+        }
+    }
+}
+
+/// What a global name answers for one client location, per address family: address groups with
+/// weights, each group holding addresses of that family only. The query path rotates through
+/// groups in proportion to their weights; every policy but `weighted` has exactly one group.
+/// A family's groups are empty only when no healthy shard anywhere has that family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// Indexed by family: `[IPv4, IPv6]`.
+    pub by_family: [Vec<(u32, AddressSet)>; 2],
+}
+
+impl Choice {
+    pub fn family(&self, f: Family) -> &[(u32, AddressSet)] {
+        &self.by_family[f as usize]
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.groups.iter().all(|(_, s)| s.is_empty())
+        self.by_family.iter().flatten().all(|(_, s)| s.is_empty())
     }
 }
 
@@ -154,41 +197,54 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
     let from = |pred: &dyn Fn(&Shard, Option<&Cluster>) -> bool| {
         AddressSet::from_shards(healthy.iter().filter(|(s, c)| pred(s, *c)).map(|(s, _)| *s))
     };
+    // Location-independent policies are computed once per family, not once per location.
+    let failover: [Option<AddressSet>; 2] = Family::BOTH.map(|f| match policy {
+        Policy::Failover(order) => order
+            .iter()
+            .map(|name| {
+                if fed.clusters.iter().any(|c| &c.name == name) {
+                    from(&|s, _| &s.cluster == name)
+                } else {
+                    from(&|_, c| c.is_some_and(|c| &c.region == name))
+                }
+            })
+            .map(|s| s.only(f))
+            .find(|s| !s.is_empty()),
+        _ => None,
+    });
+    let weighted: [Vec<(u32, AddressSet)>; 2] = Family::BOTH.map(|f| match policy {
+        Policy::Weighted => fed
+            .clusters
+            .iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (c.weight, from(&|s, _| s.cluster == c.name).only(f)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    });
     let global_by_location = locator
         .locations()
         .iter()
-        .map(|loc| match (policy, loc) {
-            (Policy::All, _) | (Policy::Geo, None) => Choice::single(global.clone()),
-            (Policy::Geo, Some(loc)) => Choice::single(
-                nearest(loc, &regions_out, &zones_out, locator).unwrap_or_else(|| global.clone()),
-            ),
-            (Policy::Failover(order), _) => Choice::single(
-                order
-                    .iter()
-                    .map(|name| {
-                        if fed.clusters.iter().any(|c| &c.name == name) {
-                            from(&|s, _| &s.cluster == name)
+        .map(|loc| Choice {
+            by_family: Family::BOTH.map(|f| {
+                let everything = || vec![(1, global.only(f))];
+                match (policy, loc) {
+                    (Policy::All, _) | (Policy::Geo, None) => everything(),
+                    (Policy::Geo, Some(loc)) => nearest(loc, f, &regions_out, &zones_out, locator)
+                        .map_or_else(everything, |s| vec![(1, s.only(f))]),
+                    (Policy::Failover(_), _) => failover[f as usize]
+                        .clone()
+                        .map_or_else(everything, |s| vec![(1, s)]),
+                    (Policy::Weighted, _) => {
+                        let groups = &weighted[f as usize];
+                        if groups.is_empty() {
+                            everything()
                         } else {
-                            from(&|_, c| c.is_some_and(|c| &c.region == name))
+                            groups.clone()
                         }
-                    })
-                    .find(|s| !s.is_empty())
-                    .unwrap_or_else(|| global.clone()),
-            ),
-            (Policy::Weighted, _) => {
-                let groups: Vec<(u32, AddressSet)> = fed
-                    .clusters
-                    .iter()
-                    .filter(|c| c.weight > 0)
-                    .map(|c| (c.weight, from(&|s, _| s.cluster == c.name)))
-                    .filter(|(_, s)| !s.is_empty())
-                    .collect();
-                if groups.is_empty() {
-                    Choice::single(global.clone())
-                } else {
-                    Choice { groups }
+                    }
                 }
-            }
+            }),
         })
         .collect();
     ServiceSelection {
@@ -199,33 +255,32 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
     }
 }
 
-/// `geo`: the client's zone, then its region, then other regions by distance from it.
-fn nearest(
+/// `geo` for family `f`: the client's zone, then its region, then other regions by distance
+/// from it; the first of them with a healthy shard of that family.
+fn nearest<'s>(
     loc: &Location,
-    regions: &[(String, AddressSet)],
-    zones: &[(String, String, AddressSet)],
+    f: Family,
+    regions: &'s [(String, AddressSet)],
+    zones: &'s [(String, String, AddressSet)],
     locator: &Locator,
-) -> Option<AddressSet> {
+) -> Option<&'s AddressSet> {
     if let Some(z) = &loc.zone
         && let Some((_, _, set)) = zones
             .iter()
-            .find(|(r, zz, s)| r == &loc.region && zz == z && !s.is_empty())
+            .find(|(r, zz, s)| r == &loc.region && zz == z && s.has(f))
     {
-        return Some(set.clone());
+        return Some(set);
     }
-    if let Some((_, set)) = regions
-        .iter()
-        .find(|(r, s)| r == &loc.region && !s.is_empty())
-    {
-        return Some(set.clone());
+    if let Some((_, set)) = regions.iter().find(|(r, s)| r == &loc.region && s.has(f)) {
+        return Some(set);
     }
     let here = locator.coordinates(&loc.region)?;
     regions
         .iter()
-        .filter(|(_, s)| !s.is_empty())
+        .filter(|(_, s)| s.has(f))
         .filter_map(|(r, s)| locator.coordinates(r).map(|c| (distance_km(here, c), s)))
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, s)| s.clone())
+        .map(|(_, s)| s)
 }
 
 #[cfg(test)]
@@ -319,7 +374,7 @@ mod tests {
     }
 
     fn v4s(c: &Choice) -> Vec<String> {
-        c.groups
+        c.family(Family::V4)
             .iter()
             .flat_map(|(_, s)| s.v4.iter().map(|a| a.to_string()))
             .collect()
@@ -360,6 +415,109 @@ mod tests {
         assert_eq!(v4s(&choice_for(&sel, &l, Some("west"), None)), ["10.0.0.1"]);
     }
 
+    fn v6s(c: &Choice) -> Vec<String> {
+        c.family(Family::V6)
+            .iter()
+            .flat_map(|(_, s)| s.v6.iter().map(|a| a.to_string()))
+            .collect()
+    }
+
+    fn dual(cluster: &str, v4: &str, v6: &str) -> Shard {
+        let mut s = shard(cluster, v4, 1);
+        s.addresses.push(v6.parse().unwrap());
+        s
+    }
+
+    #[test]
+    fn geo_chooses_each_family_on_its_own() {
+        let l = locator();
+        // west is IPv4-only; east-c (the east clients' zone) IPv4-only too; east-a has IPv6.
+        let f = fed(vec![
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+            shard("e2", "10.0.0.2", 1),
+            shard("w1", "10.0.0.3", 1),
+        ]);
+        let sel = select(&f, &f.services[0], &l);
+        let west = choice_for(&sel, &l, Some("west"), None);
+        assert_eq!(
+            (v4s(&west), v6s(&west)),
+            (vec!["10.0.0.3".into()], vec!["2001:db8::1".into()])
+        );
+        let east_c = choice_for(&sel, &l, Some("east"), Some("east-c"));
+        assert_eq!(v4s(&east_c), ["10.0.0.2"], "own zone for IPv4");
+        assert_eq!(v6s(&east_c), ["2001:db8::1"], "own region for IPv6");
+        // Each family's groups hold that family only.
+        assert!(west.family(Family::V4).iter().all(|(_, s)| s.v6.is_empty()));
+        assert!(west.family(Family::V6).iter().all(|(_, s)| s.v4.is_empty()));
+        // No IPv6 anywhere: empty for every location, IPv4 untouched.
+        let f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.3", 1)]);
+        let sel = select(&f, &f.services[0], &l);
+        assert!(
+            sel.global_by_location
+                .iter()
+                .all(|c| v6s(c).is_empty() && !v4s(c).is_empty())
+        );
+        // IPv6 only in west: eu clients (nearest east) still get west's IPv6.
+        let f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("w1", "2001:db8::3", 1),
+        ]);
+        let sel = select(&f, &f.services[0], &l);
+        let eu = choice_for(&sel, &l, Some("eu"), None);
+        assert_eq!(
+            (v4s(&eu), v6s(&eu)),
+            (vec!["10.0.0.1".into()], vec!["2001:db8::3".into()])
+        );
+    }
+
+    #[test]
+    fn failover_weighted_and_all_choose_per_family() {
+        let l = locator();
+        let mut f = fed(vec![
+            shard("w1", "10.0.0.3", 1),
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+        ]);
+        std::sync::Arc::make_mut(&mut f.services[0]).policy =
+            Some(Policy::Failover(vec!["w1".into(), "east".into()]));
+        let sel = select(&f, &f.services[0], &l);
+        for c in &sel.global_by_location {
+            assert_eq!(
+                (v4s(c), v6s(c)),
+                (vec!["10.0.0.3".into()], vec!["2001:db8::1".into()])
+            );
+        }
+        // weighted: only e2 (weight 1) has IPv6, so IPv6 is e2's alone while IPv4 keeps 3:1.
+        let mut f = fed(vec![
+            shard("e1", "10.0.0.1", 1),
+            shard("w1", "10.0.0.3", 1),
+            shard("e2", "2001:db8::2", 1),
+        ]);
+        f.policy = Policy::Weighted;
+        let sel = select(&f, &f.services[0], &l);
+        let c = &sel.global_by_location[0];
+        let weights = |fam| -> Vec<u32> { c.family(fam).iter().map(|(w, _)| *w).collect() };
+        assert_eq!(
+            (weights(Family::V4), weights(Family::V6)),
+            (vec![3, 1], vec![1])
+        );
+        // No weighted cluster has IPv6: every healthy IPv6 address rather than nothing.
+        f.clusters[1].weight = 0; // e2
+        let sel = select(&f, &f.services[0], &l);
+        assert_eq!(v6s(&sel.global_by_location[0]), ["2001:db8::2"]);
+        assert_eq!(v4s(&sel.global_by_location[0]), ["10.0.0.1", "10.0.0.3"]);
+        // all: every address of the family, for everyone.
+        let mut f = fed(vec![
+            dual("e1", "10.0.0.1", "2001:db8::1"),
+            shard("w1", "10.0.0.3", 1),
+        ]);
+        f.policy = Policy::All;
+        let sel = select(&f, &f.services[0], &l);
+        for c in &sel.global_by_location {
+            assert_eq!(v4s(c), ["10.0.0.1", "10.0.0.3"]);
+            assert_eq!(v6s(c), ["2001:db8::1"]);
+        }
+    }
+
     #[test]
     fn failover_takes_the_first_healthy_entry_for_everyone() {
         let l = locator();
@@ -391,7 +549,7 @@ mod tests {
         f.policy = Policy::Weighted;
         let sel = select(&f, &f.services[0], &Locator::default());
         let weights: Vec<(u32, Vec<String>)> = sel.global_by_location[0]
-            .groups
+            .family(Family::V4)
             .iter()
             .map(|(w, s)| (*w, s.v4.iter().map(|a| a.to_string()).collect()))
             .collect();

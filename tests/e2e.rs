@@ -596,13 +596,23 @@ fn global_regional_and_zonal_names_over_udp_and_tcp() {
             &[],
             &format!("{p:?} regional us-west2 A"),
         );
-        // The region has healthy shards, but IPv4 only: AAAA is NODATA, not a fallback.
-        assert_negative(
+        // The region has healthy shards, but IPv4 only: AAAA is the global name's IPv6,
+        // owned by the regional name (a CNAME cannot sit beside its A records).
+        assert_addresses(
             &ask(R_WEST, RecordType::AAAA),
-            NOERROR,
-            "example.com.",
-            30,
+            R_WEST,
+            42,
+            &[],
+            &["2001:db8:10::10"],
             &format!("{p:?} regional us-west2 AAAA"),
+        );
+        assert_addresses(
+            &ask(Z_WEST_A, RecordType::AAAA),
+            Z_WEST_A,
+            42,
+            &[],
+            &["2001:db8:10::10"],
+            &format!("{p:?} zonal us-west2-a AAAA"),
         );
         // Both zones of the multi-zone cluster east1 get zonal names.
         for z in [Z_EAST_B, Z_EAST_C] {
@@ -2561,6 +2571,129 @@ fn geo_fails_over_when_the_nearest_region_goes_unhealthy_and_comes_back() {
     assert!(back.is_some(), "and come back: {:?}", west());
 }
 
+/// east1 has IPv4 and IPv6, west1 IPv4 only, eu1 IPv6 only (us-west2 is nearer us-east1
+/// than eu-west1).
+const FED_FAMILIES: &str = r#"federation: {name: myfed, zone: example.com, ttl: 42}
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b], weight: 3}
+  - {name: west1, region: us-west2, zones: [us-west2-a], weight: 1}
+  - {name: eu1, region: eu-west1, zones: [eu-west1-a], weight: 0}
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [203.0.113.50, "2001:db8:50::1"], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.50], ready_endpoints: 1}
+      - {cluster: eu1, addresses: ["2001:db8:50::3"], ready_endpoints: 1}
+  - name: legacy
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [203.0.113.51], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.51], ready_endpoints: 1}
+  - name: ordered
+    namespace: shop
+    policy: {failover: [west1, east1]}
+    shards:
+      - {cluster: east1, addresses: [203.0.113.52, "2001:db8:52::1"], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.52], ready_endpoints: 1}
+  - name: split
+    namespace: shop
+    policy: weighted
+    shards:
+      - {cluster: east1, addresses: [203.0.113.53], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.53], ready_endpoints: 1}
+      - {cluster: eu1, addresses: ["2001:db8:53::3"], ready_endpoints: 1}
+"#;
+
+/// An ECS query (IPv4 subnet) of any type.
+fn query_ecs_type(qname: &str, t: RecordType, source: u8, addr: &[u8]) -> Vec<u8> {
+    let mut q = query(qname, t, Some(edns(1232)));
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&((8 + addr.len()) as u16).to_be_bytes());
+    q.extend(8u16.to_be_bytes());
+    q.extend(((4 + addr.len()) as u16).to_be_bytes());
+    q.extend(1u16.to_be_bytes());
+    q.extend([source, 0]);
+    q.extend(addr);
+    q
+}
+
+/// Issue 12: AAAA goes to the nearest region with healthy IPv6 (with the ECS scope that
+/// decided), a level without IPv6 answers AAAA with addresses rather than NODATA, NODATA only
+/// when no shard has IPv6, and failover and weighted decide each family on its own.
+#[test]
+fn every_selection_is_made_per_address_family_over_the_wire() {
+    let fx = Fixture::new(FED_FAMILIES, GEO_CONFIG);
+    let s = fx.start();
+    let web = "web.shop.myfed.svc.example.com.";
+    let web_w = "web.shop.myfed.svc.us-west2.example.com.";
+    let web_wa = "web.shop.myfed.svc.us-west2-a.us-west2.example.com.";
+    for p in BOTH {
+        // `dig web… AAAA +subnet=10.2.0.0/24`: a us-west2 client, us-west2 IPv4-only.
+        let q = query_ecs_type(web, RecordType::AAAA, 24, &[10, 2, 0]);
+        let r = ask_from(&s, p, "127.0.0.1", &q);
+        assert_addresses(
+            &r,
+            web,
+            42,
+            &[],
+            &["2001:db8:50::1"],
+            &format!("{p:?} web AAAA"),
+        );
+        assert_eq!(ecs_of(&r), Some((24, 16)), "{p:?}: the /16 decided\n{r}");
+        let r = ask_from(&s, p, "127.4.0.9", &query(web, RecordType::AAAA, None));
+        assert_eq!(r.aaaa(), v6set(&["2001:db8:50::3"]), "{p:?} eu client\n{r}");
+        // failover answers the same to everyone: scope 0, for each family.
+        let q = query_ecs_type(
+            "ordered.shop.myfed.svc.example.com.",
+            RecordType::AAAA,
+            24,
+            &[10, 2, 0],
+        );
+        let r = ask_from(&s, p, "127.0.0.1", &q);
+        assert_eq!(ecs_of(&r), Some((24, 0)), "{p:?}\n{r}");
+        let q = query_ecs_type(web, RecordType::A, 24, &[10, 2, 0]);
+        let r = ask_from(&s, p, "127.0.0.1", &q);
+        assert_addresses(
+            &r,
+            web,
+            42,
+            &["198.51.100.50"],
+            &[],
+            &format!("{p:?} web A"),
+        );
+        for n in [web_w, web_wa] {
+            let r = ask_from(&s, p, "127.2.0.9", &query(n, RecordType::AAAA, None));
+            assert_addresses(
+                &r,
+                n,
+                42,
+                &[],
+                &["2001:db8:50::1"],
+                &format!("{p:?} {n} AAAA"),
+            );
+        }
+        // No IPv6 shard anywhere: NODATA at every level.
+        for n in [
+            "legacy.shop.myfed.svc.example.com.",
+            "legacy.shop.myfed.svc.us-west2-a.us-west2.example.com.",
+        ] {
+            let r = ask_from(&s, p, "127.2.0.9", &query(n, RecordType::AAAA, None));
+            assert_negative(&r, NOERROR, "example.com.", 30, &format!("{p:?} {n} AAAA"));
+        }
+        // failover [west1, east1]: A on west1, AAAA on east1 (west1 has no IPv6).
+        let n = "ordered.shop.myfed.svc.example.com.";
+        let r = ask_from(&s, p, "127.1.0.9", &query(n, RecordType::A, None));
+        assert_eq!(r.a(), v4set(&["198.51.100.52"]), "{p:?}\n{r}");
+        let r = ask_from(&s, p, "127.1.0.9", &query(n, RecordType::AAAA, None));
+        assert_eq!(r.aaaa(), v6set(&["2001:db8:52::1"]), "{p:?}\n{r}");
+        // weighted: no weighted cluster has IPv6, so AAAA is the unweighted eu1's.
+        let n = "split.shop.myfed.svc.example.com.";
+        let r = ask_from(&s, p, "127.1.0.9", &query(n, RecordType::AAAA, None));
+        assert_eq!(r.aaaa(), v6set(&["2001:db8:53::3"]), "{p:?}\n{r}");
+    }
+}
+
 #[test]
 fn weighted_and_failover_policies() {
     let fx = Fixture::new(&fed_geo(2), GEO_CONFIG);
@@ -2632,7 +2765,7 @@ fn explain_shows_candidates_location_policy_and_answer() {
         "policy: geo",
         "cluster east1 region us-east1",
         "cluster west1 region us-west2",
-        "chosen: 198.51.100.20",
+        "chosen IPv4: 198.51.100.20",
         "IN A 198.51.100.20",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
@@ -2651,15 +2784,15 @@ fn explain_shows_candidates_location_policy_and_answer() {
     let out = explain(&["split.shop.myfed.svc.example.com"]);
     assert!(
         out.contains("policy: weighted")
-            && out.contains("chosen (weight 3): 203.0.113.20")
-            && out.contains("chosen (weight 1): 198.51.100.21"),
+            && out.contains("chosen IPv4 (weight 3): 203.0.113.20")
+            && out.contains("chosen IPv4 (weight 1): 198.51.100.21"),
         "{out}"
     );
     let out = explain(&["ordered.shop.myfed.svc.example.com"]);
     assert!(
         out.contains("policy: failover eu1 > west1 > us-east1")
             && out.contains("unhealthy: no ready endpoint")
-            && out.contains("chosen: 198.51.100.30"),
+            && out.contains("chosen IPv4: 198.51.100.30"),
         "{out}"
     );
     let out = explain(&[
@@ -2668,7 +2801,7 @@ fn explain_shows_candidates_location_policy_and_answer() {
         "127.1.0.9",
     ]);
     assert!(
-        out.contains("policy: all") && out.contains("chosen: 198.51.100.40, 203.0.113.40"),
+        out.contains("policy: all") && out.contains("chosen IPv4: 198.51.100.40, 203.0.113.40"),
         "{out}"
     );
     let out = explain(&["checkout.shop.myfed.svc.example.com"]);

@@ -8,7 +8,7 @@
 
 use crate::geo::Locator;
 use crate::model::{DnsName, Federation, IngressHost, RData, Service, rtype};
-use crate::selection::{self, AddressSet, Choice};
+use crate::selection::{self, AddressSet, Family};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
 pub(super) const MAX_ROTATIONS: usize = 64;
@@ -68,6 +68,13 @@ impl RRset {
                 rotated(&groups[group].1, occurrence, *cap)
             }
         }
+    }
+}
+
+fn rtype_of(f: Family) -> u16 {
+    match f {
+        Family::V4 => rtype::A,
+        Family::V6 => rtype::AAAA,
     }
 }
 
@@ -155,71 +162,54 @@ impl<'a> Layout<'a> {
         }
     }
 
-    fn addr_sets(&self, set: &AddressSet) -> Vec<RRset> {
-        let mut v = Vec::new();
-        if !set.v4.is_empty() {
-            let rdatas = set.v4.iter().map(|a| RData::A(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::A,
-                ttl: self.ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap: self.cap },
-            });
+    /// The RRset of family `f` of a policy's choice: rotated when it has one group, weighted
+    /// when it has several.
+    fn family_set(&self, f: Family, groups: &[(u32, AddressSet)]) -> Option<RRset> {
+        if let [(_, set)] = groups {
+            return self.addr_set(f, set);
         }
-        if !set.v6.is_empty() {
-            let rdatas = set.v6.iter().map(|a| RData::Aaaa(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::AAAA,
-                ttl: self.ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap: self.cap },
-            });
-        }
-        v
-    }
-
-    fn choice_sets(&self, choice: &Choice) -> Vec<RRset> {
-        if choice.groups.len() == 1 {
-            return self.addr_sets(&choice.groups[0].1);
-        }
-        let mut v = Vec::new();
-        for (t, of) in [(rtype::A, 4), (rtype::AAAA, 6)] {
-            let groups: Vec<(u32, Vec<RData>)> = choice
-                .groups
-                .iter()
-                .map(|(w, s)| {
-                    let datas: Vec<RData> = if of == 4 {
-                        s.v4.iter().map(|a| RData::A(*a)).collect()
-                    } else {
-                        s.v6.iter().map(|a| RData::Aaaa(*a)).collect()
-                    };
-                    (*w, datas)
-                })
-                .filter(|(_, d)| !d.is_empty())
-                .collect();
-            if !groups.is_empty() {
-                let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
-                v.push(RRset {
-                    rtype: t,
-                    ttl: self.ttl,
-                    rdatas,
-                    rotation: Rotation::Weighted {
-                        groups,
-                        cap: self.cap,
-                    },
-                });
+        let rdatas_of = |s: &AddressSet| -> Vec<RData> {
+            match f {
+                Family::V4 => s.v4.iter().map(|a| RData::A(*a)).collect(),
+                Family::V6 => s.v6.iter().map(|a| RData::Aaaa(*a)).collect(),
             }
+        };
+        let groups: Vec<(u32, Vec<RData>)> = groups
+            .iter()
+            .map(|(w, s)| (*w, rdatas_of(s)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        if groups.is_empty() {
+            return None;
         }
-        v
+        let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+        Some(RRset {
+            rtype: rtype_of(f),
+            ttl: self.ttl,
+            rdatas,
+            rotation: Rotation::Weighted {
+                groups,
+                cap: self.cap,
+            },
+        })
     }
 
-    /// The global name follows the policy, per client location.
-    fn global_node(&self, sel: &selection::ServiceSelection) -> NodeData {
-        let per_location: Vec<Vec<RRset>> = sel
-            .global_by_location
-            .iter()
-            .map(|c| self.choice_sets(c))
-            .collect();
+    /// The RRset of family `f` of one address set, if it has any.
+    fn addr_set(&self, f: Family, set: &AddressSet) -> Option<RRset> {
+        let rdatas: Vec<RData> = match f {
+            Family::V4 => set.v4.iter().map(|a| RData::A(*a)).collect(),
+            Family::V6 => set.v6.iter().map(|a| RData::Aaaa(*a)).collect(),
+        };
+        (!rdatas.is_empty()).then(|| RRset {
+            rtype: rtype_of(f),
+            ttl: self.ttl,
+            rdatas,
+            rotation: Rotation::Rotate { cap: self.cap },
+        })
+    }
+
+    /// Per-location RRsets collapsed to one list when every location has the same.
+    fn node(per_location: Vec<Vec<RRset>>) -> NodeData {
         let rrsets = per_location[0].clone();
         let by_location = if per_location.iter().all(|p| *p == rrsets) {
             Vec::new()
@@ -232,6 +222,70 @@ impl<'a> Layout<'a> {
         }
     }
 
+    /// The global name follows the policy, per client location and per family.
+    fn global_node(&self, sel: &selection::ServiceSelection) -> NodeData {
+        Self::node(
+            sel.global_by_location
+                .iter()
+                .map(|c| {
+                    Family::BOTH
+                        .iter()
+                        .filter_map(|&f| self.family_set(f, c.family(f)))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// A regional or zonal name that has healthy shards: its own addresses for each family it
+    /// has, and for a family it lacks the addresses of the first level up that has it, owned by
+    /// this name (flattened: a CNAME may not sit beside the other family's RRset). Falling back
+    /// to the global name takes its per-location answer, exactly what a CNAME to it would give.
+    fn level_node(
+        &self,
+        set: &AddressSet,
+        fallbacks: &[(DnsName, &AddressSet)],
+        sel: &selection::ServiceSelection,
+    ) -> NodeData {
+        // Location-independent RRsets, and the families taken from the global name.
+        let mut own: Vec<RRset> = Vec::new();
+        let mut from_global: Vec<Family> = Vec::new();
+        for f in Family::BOTH {
+            if let Some(rr) = self.addr_set(f, set) {
+                own.push(rr);
+                continue;
+            }
+            match fallbacks.iter().position(|(_, s)| s.has(f)) {
+                None => {} // no healthy shard of this family anywhere: NODATA
+                // A region: its addresses, whoever asks.
+                Some(i) if i + 1 < fallbacks.len() => own.extend(self.addr_set(f, fallbacks[i].1)),
+                Some(_) => from_global.push(f),
+            }
+        }
+        if from_global.is_empty() {
+            return NodeData {
+                rrsets: own,
+                by_location: Vec::new(),
+            };
+        }
+        Self::node(
+            sel.global_by_location
+                .iter()
+                .map(|c| {
+                    let mut here = own.clone();
+                    here.extend(
+                        from_global
+                            .iter()
+                            .filter_map(|&f| self.family_set(f, c.family(f))),
+                    );
+                    // Same order as a level with both families: A before AAAA.
+                    here.sort_by_key(|r| r.rtype);
+                    here
+                })
+                .collect(),
+        )
+    }
+
     /// The names of one service: global, regional, zonal, and SRV names at each of them.
     pub(super) fn service(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
@@ -242,7 +296,7 @@ impl<'a> Layout<'a> {
             return mine;
         };
         let sel = selection::select(fed, svc, self.locator);
-        // Each level: (name, its addresses, names to fall back to in order).
+        // Each level: (name, its addresses, names to fall back to in order; the global name last).
         let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
             let Ok(rname) = name_at(&format!("{region}.")) else {
@@ -261,16 +315,15 @@ impl<'a> Layout<'a> {
             }
         }
         for (name, set, fallbacks) in &levels {
-            // Nothing healthy here: point one level up (zonal → regional → global), unless
-            // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
+            // Nothing healthy here in any family: point one level up (zonal → regional →
+            // global), unless nothing is healthy anywhere, where a CNAME would only lead to an
+            // empty name. Healthy shards of one family only: the other family is flattened
+            // from above (`level_node`), so the CNAME is only ever alone at its name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
             let data = if fallbacks.is_empty() {
                 self.global_node(&sel)
             } else if !set.is_empty() || !leads_somewhere {
-                NodeData {
-                    rrsets: self.addr_sets(set),
-                    by_location: Vec::new(),
-                }
+                self.level_node(set, fallbacks, &sel)
             } else {
                 NodeData {
                     rrsets: vec![RRset::fixed(
@@ -289,7 +342,8 @@ impl<'a> Layout<'a> {
                     continue;
                 };
                 // An SRV target must own addresses (RFC 2782: never an alias), so point at the
-                // nearest level that has healthy shards.
+                // nearest level that has healthy shards of any family; that level answers the
+                // family it lacks with addresses flattened from above, never with a CNAME.
                 let target = std::iter::once((name, *set))
                     .chain(fallbacks.iter().map(|(n, s)| (n, *s)))
                     .find(|(_, s)| !s.is_empty());
@@ -389,4 +443,173 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
     out.records.sort();
     out.records.dedup_by(|later, earlier| later.0 == earlier.0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cluster, Policy, ServicePort, Shard};
+
+    const CLUSTERS: [(&str, &str, &str); 3] = [
+        ("e1", "east", "east-a"),
+        ("e2", "east", "east-b"),
+        ("w1", "west", "west-a"),
+    ];
+
+    /// A shard of cluster `c` with the families of `mask` (bit 0: IPv4, bit 1: IPv6).
+    fn shard(c: usize, mask: usize) -> Shard {
+        let mut addresses = Vec::new();
+        if mask & 1 != 0 {
+            addresses.push(format!("10.0.0.{}", c + 1).parse().unwrap());
+        }
+        if mask & 2 != 0 {
+            addresses.push(format!("2001:db8::{}", c + 1).parse().unwrap());
+        }
+        Shard {
+            cluster: CLUSTERS[c].0.into(),
+            addresses,
+            ready_endpoints: 1,
+            not_ready_endpoints: 0,
+            zones: vec![],
+            probe: Default::default(),
+        }
+    }
+
+    fn federation(masks: [usize; 3], policy: Policy) -> Federation {
+        Federation {
+            name: "f".into(),
+            zone: DnsName::parse("example.com").unwrap(),
+            ttl: 30,
+            max_answers: 8,
+            policy,
+            clusters: CLUSTERS
+                .iter()
+                .enumerate()
+                .map(|(i, (n, r, z))| Cluster {
+                    name: n.to_string(),
+                    region: r.to_string(),
+                    zones: vec![z.to_string()],
+                    // w1 carries no weight: `weighted` must still reach its addresses.
+                    weight: [2, 1, 0][i],
+                })
+                .collect(),
+            services: vec![std::sync::Arc::new(Service {
+                name: "s".into(),
+                namespace: "n".into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: "tcp".into(),
+                    port: 80,
+                }],
+                shards: (0..3)
+                    .filter(|&c| masks[c] != 0)
+                    .map(|c| shard(c, masks[c]))
+                    .collect(),
+                policy: None,
+            })],
+            ingress_hosts: vec![],
+        }
+    }
+
+    /// The RRset a question for `t` at `name` ends with, following CNAMEs among `names`.
+    fn chase<'n>(
+        names: &'n [(DnsName, NodeData)],
+        name: &DnsName,
+        t: u16,
+        loc: usize,
+    ) -> Option<&'n RRset> {
+        let mut cur = name.clone();
+        for _ in 0..4 {
+            let node = &names.iter().find(|(n, _)| *n == cur)?.1;
+            if let Some(rr) = node.get(loc, t) {
+                return Some(rr);
+            }
+            let RData::Cname(next) = &node.get(loc, rtype::CNAME)?.rdatas[0] else {
+                return None;
+            };
+            cur = next.clone();
+        }
+        None
+    }
+
+    /// Every mix of families over three clusters, under every policy: a CNAME is always alone
+    /// at its name, every address name answers a family exactly when some healthy shard has
+    /// it (NODATA only then), and an SRV target is never an alias.
+    #[test]
+    fn every_family_mix_answers_each_family_wherever_it_is_healthy() {
+        let locator = crate::dns::tests::locator();
+        let policies = [
+            Policy::Geo,
+            Policy::All,
+            Policy::Weighted,
+            Policy::Failover(vec!["w1".into(), "east".into()]),
+        ];
+        for policy in policies {
+            for m in 0..64 {
+                let masks = [m & 3, (m >> 2) & 3, (m >> 4) & 3];
+                let fed = federation(masks, policy.clone());
+                let names = Layout::new(&fed, locator).service(&fed.services[0]);
+                let any = |bit: usize| masks.iter().any(|k| k & bit != 0);
+                for (name, node) in &names {
+                    for loc in 0..locator.locations().len() {
+                        let here = node.at(loc);
+                        if here.iter().any(|r| r.rtype == rtype::CNAME) {
+                            assert_eq!(here.len(), 1, "{policy:?} {masks:?} {name}: CNAME alone");
+                        }
+                        if let Some(srv) = node.get(loc, rtype::SRV) {
+                            let RData::Srv { target, .. } = &srv.rdatas[0] else {
+                                panic!()
+                            };
+                            let t = &names.iter().find(|(n, _)| n == target).unwrap().1;
+                            assert!(t.get(loc, rtype::CNAME).is_none(), "{name}: SRV → alias");
+                            continue;
+                        }
+                        if name.to_string().starts_with('_') {
+                            assert!(!any(1) && !any(2), "{name}: SRV missing");
+                            continue;
+                        }
+                        for (t, bit) in [(rtype::A, 1), (rtype::AAAA, 2)] {
+                            let got = chase(&names, name, t, loc);
+                            assert_eq!(
+                                got.is_some_and(|r| !r.rdatas.is_empty()),
+                                any(bit),
+                                "{policy:?} {masks:?} {name} type {t} location {loc}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A zone with IPv4 only answers AAAA with the IPv6 addresses from above, owned by the
+    /// zonal name itself; a zone with nothing is a CNAME.
+    #[test]
+    fn a_missing_family_is_flattened_and_an_empty_level_is_an_alias() {
+        let locator = crate::dns::tests::locator();
+        let fed = federation([1, 0, 2], Policy::Geo);
+        let names = Layout::new(&fed, locator).service(&fed.services[0]);
+        let node = |n: &str| {
+            let n = DnsName::parse(n).unwrap();
+            &names.iter().find(|(m, _)| *m == n).unwrap().1
+        };
+        let zonal = node("s.n.f.svc.east-a.east.example.com");
+        let types: Vec<u16> = zonal.rrsets.iter().map(|r| r.rtype).collect();
+        assert_eq!(types, [rtype::A, rtype::AAAA]);
+        assert_eq!(
+            zonal.get(0, rtype::AAAA).unwrap().rdatas,
+            [RData::Aaaa("2001:db8::3".parse().unwrap())]
+        );
+        let empty = node("s.n.f.svc.east-b.east.example.com");
+        assert_eq!(
+            empty.rrsets,
+            [RRset::fixed(
+                rtype::CNAME,
+                30,
+                vec![RData::Cname(
+                    DnsName::parse("s.n.f.svc.east.example.com").unwrap()
+                )]
+            )]
+        );
+    }
 }

@@ -1145,6 +1145,11 @@ fn encode_name(
             };
             per_location.push(i as u32);
         }
+        if let [only] = seen.as_slice() {
+            // Every location gets the same answer for this type (the node differs per location
+            // in another family): valid for everyone, so ECS scope 0.
+            return single(name, t, only);
+        }
         Ref::Located {
             distinct: seen
                 .iter()

@@ -32,7 +32,20 @@ fn federation(max_answers: usize) -> Federation {
         name: n.into(),
         region: r.into(),
         zones: z.iter().map(|s| s.to_string()).collect(),
-        weight: if n == "e1" { 3 } else { 1 },
+        // u1 carries no weight: `weighted` falls back to it only for a family no weighted
+        // cluster has.
+        weight: match n {
+            "e1" => 3,
+            "u1" => 0,
+            _ => 1,
+        },
+    };
+    let svc = |name: &str, shards: Vec<Shard>, policy: Option<Policy>| Service {
+        name: name.into(),
+        namespace: "shop".into(),
+        ports: vec![],
+        shards,
+        policy,
     };
     let many: Vec<String> = (1..=12).map(|i| format!("10.9.0.{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
@@ -45,6 +58,7 @@ fn federation(max_answers: usize) -> Federation {
         clusters: vec![
             c("e1", "east", &["east-a", "east-b"]),
             c("w1", "west", &["west-a"]),
+            c("u1", "eu", &["eu-a"]),
         ],
         services: vec![
             Service {
@@ -89,6 +103,47 @@ fn federation(max_answers: usize) -> Federation {
                 shards: vec![shard("e1", &["10.6.0.1"], 1), shard("w1", &["10.6.0.2"], 1)],
                 policy: Some(Policy::Weighted),
             },
+            // Per-family selection: east has both families, west IPv4 only, eu IPv6 only.
+            svc(
+                "dual",
+                vec![
+                    shard("e1", &["10.7.0.1", "2001:db8:7::1"], 1),
+                    shard("w1", &["10.7.0.2"], 1),
+                    shard("u1", &["2001:db8:7::3"], 1),
+                ],
+                None,
+            ),
+            svc(
+                "v4only",
+                vec![shard("e1", &["10.8.0.1"], 1), shard("w1", &["10.8.0.2"], 1)],
+                None,
+            ),
+            svc("v6only", vec![shard("e1", &["2001:db8:8:4::1"], 1)], None),
+            svc(
+                "fo",
+                vec![
+                    shard("w1", &["10.8.1.2"], 1),
+                    shard("e1", &["10.8.1.1", "2001:db8:8:1::1"], 1),
+                ],
+                Some(Policy::Failover(vec!["w1".into(), "e1".into()])),
+            ),
+            svc(
+                "wdual",
+                vec![
+                    shard("e1", &["10.8.2.1"], 1),
+                    shard("w1", &["10.8.2.2"], 1),
+                    shard("u1", &["2001:db8:8:2::3"], 1),
+                ],
+                Some(Policy::Weighted),
+            ),
+            svc(
+                "every",
+                vec![
+                    shard("e1", &["10.8.3.1", "2001:db8:8:3::1"], 1),
+                    shard("w1", &["10.8.3.2"], 1),
+                ],
+                Some(Policy::All),
+            ),
         ]
         .into_iter()
         .map(std::sync::Arc::new)
@@ -622,4 +677,207 @@ fn weighted_policy_shares_answers_by_cluster_weight() {
         east += (a[0] == "10.6.0.1") as u32;
     }
     assert_eq!(east, 30, "weights 3:1 over 40 queries");
+}
+
+/// Asks `name`/`t` with ECS `subnet`/24 (IPv4), returning the response and the echoed scope.
+fn ask_ecs(t: &Table, name: &str, qtype: RecordType, subnet: [u8; 3]) -> (Message, u8) {
+    let q = with_ecs(query_bytes(name, qtype, true), 1, 24, 0, &subnet);
+    let raw = ask_bytes(t, &q, "192.0.2.9");
+    // The response ends with the ECS option: ... family(2) source(1) scope(1) address(3).
+    let scope = raw[raw.len() - 4];
+    (Message::from_vec(&raw).unwrap(), scope)
+}
+
+fn kinds(m: &Message) -> Vec<RecordType> {
+    m.answers.iter().map(|r| r.record_type()).collect()
+}
+
+fn owners(m: &Message) -> Vec<String> {
+    m.answers.iter().map(|r| r.name.to_string()).collect()
+}
+
+const WEST: [u8; 3] = [10, 2, 3];
+const EAST: [u8; 3] = [10, 1, 3];
+const EU: [u8; 3] = [10, 3, 3];
+
+#[test]
+fn geo_chooses_the_nearest_region_with_the_family_asked_for() {
+    let t = table();
+    let g = "dual.shop.f.svc.example.com.";
+    // us-west2-like: west is IPv4-only, east (nearer than eu) has IPv6.
+    let (m, scope) = ask_ecs(&t, g, RecordType::AAAA, WEST);
+    assert_eq!(addrs(&m), ["2001:db8:7::1"], "{m:?}");
+    assert_eq!(scope, 16, "the client network decided");
+    let (m, scope) = ask_ecs(&t, g, RecordType::A, WEST);
+    assert_eq!((addrs(&m), scope), (vec!["10.7.0.2".to_string()], 16));
+    // eu is IPv6-only: its own IPv6, and IPv4 from the nearest region with IPv4 (east).
+    let (m, _) = ask_ecs(&t, g, RecordType::AAAA, EU);
+    assert_eq!(addrs(&m), ["2001:db8:7::3"]);
+    let (m, _) = ask_ecs(&t, g, RecordType::A, EU);
+    assert_eq!(addrs(&m), ["10.7.0.1"]);
+    // east has both: its own.
+    let (m, _) = ask_ecs(&t, g, RecordType::AAAA, EAST);
+    assert_eq!(addrs(&m), ["2001:db8:7::1"]);
+}
+
+#[test]
+fn a_level_without_a_family_answers_it_from_above_without_a_cname() {
+    let t = table();
+    // west (IPv4 only) flattens the global name's IPv6 answer, per client location.
+    for (name, qtype) in [
+        ("dual.shop.f.svc.west.example.com.", RecordType::AAAA),
+        ("dual.shop.f.svc.west-a.west.example.com.", RecordType::AAAA),
+    ] {
+        let (m, scope) = ask_ecs(&t, name, qtype, WEST);
+        assert_eq!(
+            kinds(&m),
+            [RecordType::AAAA],
+            "{name}: no CNAME beside the A"
+        );
+        assert_eq!(owners(&m), [name], "{name}: owned by the asked name");
+        assert_eq!(addrs(&m), ["2001:db8:7::1"], "{name}");
+        assert_eq!(scope, 16, "{name}: depends on the client");
+        let (m, _) = ask_ecs(&t, name, qtype, EU);
+        assert_eq!(addrs(&m), ["2001:db8:7::3"], "{name} from eu");
+        // The family the level has is its own, whoever asks: scope 0.
+        let (m, scope) = ask_ecs(&t, name, RecordType::A, EU);
+        assert_eq!(
+            (addrs(&m), scope),
+            (vec!["10.7.0.2".to_string()], 0),
+            "{name}"
+        );
+    }
+    // eu (IPv6 only) answers A with what a CNAME to the global name would give the asking
+    // client: west's IPv4 for a west client, east's for an east client.
+    let (m, _) = ask_ecs(
+        &t,
+        "dual.shop.f.svc.eu-a.eu.example.com.",
+        RecordType::A,
+        WEST,
+    );
+    assert_eq!(kinds(&m), [RecordType::A]);
+    assert_eq!(addrs(&m), ["10.7.0.2"]);
+    let (m, _) = ask_ecs(
+        &t,
+        "dual.shop.f.svc.eu-a.eu.example.com.",
+        RecordType::A,
+        EAST,
+    );
+    assert_eq!(addrs(&m), ["10.7.0.1"]);
+    // east-a has both families: its own only, and ANY holds both and no CNAME.
+    let m = ask(
+        &t,
+        "dual.shop.f.svc.east-a.east.example.com.",
+        RecordType::ANY,
+    );
+    let mut k = kinds(&m);
+    k.sort();
+    assert_eq!(k, [RecordType::A, RecordType::AAAA]);
+    // A level with nothing healthy in any family stays a CNAME, for AAAA too.
+    let m = ask(
+        &t,
+        "web.shop.f.svc.west-a.west.example.com.",
+        RecordType::AAAA,
+    );
+    assert_eq!(
+        kinds(&m),
+        [RecordType::CNAME, RecordType::CNAME, RecordType::AAAA]
+    );
+    assert_eq!(addrs(&m), ["2001:db8::1"]);
+}
+
+#[test]
+fn nodata_only_when_no_shard_anywhere_has_the_family() {
+    let t = table();
+    for name in [
+        "v4only.shop.f.svc.example.com.",
+        "v4only.shop.f.svc.west.example.com.",
+        "v4only.shop.f.svc.west-a.west.example.com.",
+        "v4only.shop.f.svc.east-b.east.example.com.",
+    ] {
+        let (m, _) = ask_ecs(&t, name, RecordType::AAAA, WEST);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert!(m.answers.is_empty(), "{name}: {m:?}");
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA, "{name}");
+        let (m, _) = ask_ecs(&t, name, RecordType::A, WEST);
+        assert_eq!(addrs(&m).len(), 1, "{name}: A still answered");
+    }
+    // IPv6 only: A is NODATA everywhere, AAAA found from every level.
+    for name in [
+        "v6only.shop.f.svc.example.com.",
+        "v6only.shop.f.svc.east-a.east.example.com.",
+        "v6only.shop.f.svc.west.example.com.",
+    ] {
+        let (m, _) = ask_ecs(&t, name, RecordType::A, WEST);
+        assert!(addrs(&m).is_empty(), "{name}: {m:?}");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        let (m, _) = ask_ecs(&t, name, RecordType::AAAA, WEST);
+        assert_eq!(addrs(&m), ["2001:db8:8:4::1"], "{name}");
+    }
+    // An IPv6-only zone answers A with NODATA rather than a CNAME: it has data of its own.
+    let m = ask(
+        &t,
+        "v6only.shop.f.svc.east-a.east.example.com.",
+        RecordType::A,
+    );
+    assert!(m.answers.is_empty(), "{m:?}");
+}
+
+#[test]
+fn failover_weighted_and_all_choose_per_family() {
+    let t = table();
+    // failover [w1, e1]: w1 has no IPv6, so AAAA fails over to e1 while A stays on w1.
+    for subnet in [WEST, EAST, EU, [192, 0, 2]] {
+        let (m, _) = ask_ecs(&t, "fo.shop.f.svc.example.com.", RecordType::A, subnet);
+        assert_eq!(addrs(&m), ["10.8.1.2"], "{subnet:?}");
+        let (m, scope) = ask_ecs(&t, "fo.shop.f.svc.example.com.", RecordType::AAAA, subnet);
+        assert_eq!(addrs(&m), ["2001:db8:8:1::1"], "{subnet:?}");
+        assert_eq!(scope, 0, "failover does not depend on the client");
+    }
+    // weighted: A shared 3:1 between e1 and w1; no weighted cluster has IPv6, so AAAA is the
+    // unweighted u1's rather than NODATA.
+    let (mut state, mut state6) = (WorkerState::default(), WorkerState::default());
+    let (mut east, mut v6) = (0, 0);
+    for _ in 0..40 {
+        let a = addrs(
+            &ask_raw(
+                &t,
+                &query_bytes("wdual.shop.f.svc.example.com.", RecordType::A, false),
+                Transport::Udp,
+                &mut state,
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.len(), 1);
+        east += (a[0] == "10.8.2.1") as u32;
+        let aaaa = addrs(
+            &ask_raw(
+                &t,
+                &query_bytes("wdual.shop.f.svc.example.com.", RecordType::AAAA, false),
+                Transport::Udp,
+                &mut state6,
+            )
+            .unwrap(),
+        );
+        v6 += (aaaa == ["2001:db8:8:2::3"]) as u32;
+    }
+    assert_eq!(
+        (east, v6),
+        (30, 40),
+        "A 3:1 over 40 queries; AAAA always u1"
+    );
+    // all: every healthy address of the family asked, whoever asks.
+    for subnet in [WEST, EU] {
+        let (m, _) = ask_ecs(
+            &t,
+            "every.shop.f.svc.example.com.",
+            RecordType::AAAA,
+            subnet,
+        );
+        assert_eq!(addrs(&m), ["2001:db8:8:3::1"]);
+        let (m, _) = ask_ecs(&t, "every.shop.f.svc.example.com.", RecordType::A, subnet);
+        let mut a = addrs(&m);
+        a.sort();
+        assert_eq!(a, ["10.8.3.1", "10.8.3.2"]);
+    }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::Shared;
 use crate::geo::Found;
 use crate::model::{DnsName, Federation, Policy, ProbeState, Service};
-use crate::selection::{self, is_healthy};
+use crate::selection::{self, Family, is_healthy};
 
 #[derive(Deserialize)]
 pub struct Params {
@@ -209,23 +209,28 @@ fn explain(shared: &Shared, p: &Params) -> Result<String, String> {
             if level == "global name" {
                 let sel = selection::select(fed, svc, locator);
                 let choice = &sel.global_by_location[loc as usize];
-                for (w, set) in &choice.groups {
-                    let mut v: Vec<String> = set.v4.iter().map(|a| a.to_string()).collect();
-                    v.extend(set.v6.iter().map(|a| a.to_string()));
-                    let weight = if choice.groups.len() > 1 {
-                        format!(" (weight {w})")
-                    } else {
-                        String::new()
-                    };
-                    let _ = writeln!(
-                        out,
-                        "chosen{weight}: {}",
-                        if v.is_empty() {
-                            "nothing healthy".into()
+                // Each family is chosen on its own (an AAAA question goes where IPv6 is healthy).
+                for f in Family::BOTH {
+                    let groups = choice.family(f);
+                    if groups.iter().all(|(_, s)| s.is_empty()) {
+                        let _ = writeln!(
+                            out,
+                            "chosen {}: nothing (no healthy {} shard anywhere)",
+                            f.label(),
+                            f.label()
+                        );
+                        continue;
+                    }
+                    for (w, set) in groups {
+                        let mut v: Vec<String> = set.v4.iter().map(|a| a.to_string()).collect();
+                        v.extend(set.v6.iter().map(|a| a.to_string()));
+                        let weight = if groups.len() > 1 {
+                            format!(" (weight {w})")
                         } else {
-                            v.join(", ")
-                        }
-                    );
+                            String::new()
+                        };
+                        let _ = writeln!(out, "chosen {}{weight}: {}", f.label(), v.join(", "));
+                    }
                 }
             }
         }
