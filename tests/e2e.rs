@@ -1699,6 +1699,125 @@ fn malformed_packets_get_formerr_notimp_or_nothing() {
     assert!(s.is_running(), "fedns died:\n{}", s.log_text());
 }
 
+/// Records after the question are checked (FORMERR when malformed), TSIG with a key we do not
+/// hold is NOTAUTH, full-size UDP queries are read whole, and TCP frames that are not queries
+/// close the connection at once.
+#[test]
+fn strict_parsing_full_size_udp_and_tcp_non_queries() {
+    let fx = Fixture::new(FED_MAIN, "");
+    let mut s = fx.start();
+    let gname = wire_name(G);
+    let with = |id: u16, an: u16, ns: u16, ar: u16, tail: &[u8]| -> Vec<u8> {
+        let mut p = header(id, 0x0100, 1, an, ns, ar);
+        p.extend_from_slice(&gname);
+        p.extend_from_slice(&TYPE_A_IN);
+        p.extend_from_slice(tail);
+        p
+    };
+    let opt = [0u8, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+    let at = (12 + gname.len() + 4) as u8;
+    probe(
+        &s,
+        &with(0x3001, 1, 0, 0, &opt),
+        Some(FORMERR),
+        "OPT in answer",
+    );
+    probe(
+        &s,
+        &with(0x3002, 0, 1, 0, &opt),
+        Some(FORMERR),
+        "OPT in authority",
+    );
+    let self_ptr = [0xc0, at, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4];
+    probe(
+        &s,
+        &with(0x3003, 0, 0, 1, &self_ptr),
+        Some(FORMERR),
+        "self pointer",
+    );
+    let short_rrsig = [0u8, 0, 46, 0, 1, 0, 0, 0, 0, 0, 4, 0, 1, 8, 2];
+    probe(
+        &s,
+        &with(0x3004, 0, 0, 1, &short_rrsig),
+        Some(FORMERR),
+        "short RRSIG",
+    );
+    // TSIG signed with a key we do not have: NOTAUTH (RFC 8945 §5.2), the TSIG last.
+    let mut tsig = b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00".to_vec();
+    let mut rd = b"\x0bhmac-sha256\x00".to_vec();
+    rd.extend_from_slice(&[
+        0, 0, 0x65, 0, 0, 0, 1, 44, 0, 4, 9, 9, 9, 9, 0x30, 0x05, 0, 0, 0, 0,
+    ]);
+    tsig.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+    tsig.extend_from_slice(&rd);
+    let signed = with(0x3005, 0, 0, 1, &tsig);
+    probe(&s, &signed, Some(9), "TSIG with an unknown key");
+    let resp = udp_exchange(&udp_socket(), s.udp, &signed);
+    assert_eq!(
+        u16::from_be_bytes([resp[10], resp[11]]),
+        1,
+        "TSIG in additional"
+    );
+    assert!(
+        resp.ends_with(&[0x30, 0x05, 0, 17, 0, 0]),
+        "BADKEY: {resp:02x?}"
+    );
+    let mut bad_tsig = tsig.clone();
+    bad_tsig[6] = 1; // class IN
+    probe(
+        &s,
+        &with(0x3006, 0, 0, 1, &bad_tsig),
+        Some(FORMERR),
+        "TSIG of class IN",
+    );
+
+    // Full-size UDP queries: EDNS padding (option 12) makes them 4,949 and 60,000 bytes.
+    for size in [4949usize, 60_000] {
+        let base = 12 + gname.len() + 4 + 11 + 4;
+        let pad = size - base;
+        let mut o = vec![0u8, 0, 41, 0x04, 0xd0, 0, 0, 0, 0];
+        o.extend_from_slice(&((4 + pad) as u16).to_be_bytes());
+        o.extend_from_slice(&12u16.to_be_bytes());
+        o.extend_from_slice(&(pad as u16).to_be_bytes());
+        o.extend(std::iter::repeat_n(0u8, pad));
+        let q = with(0x3010, 0, 0, 1, &o);
+        assert_eq!(q.len(), size);
+        let resp = udp_exchange(&udp_socket(), s.udp, &q);
+        assert_eq!((resp[3] & 0x0f) as u16, NOERROR, "{size}-byte query");
+        assert_eq!(Resp::parse(resp).a().len(), 2, "{size}-byte query answered");
+    }
+
+    // TCP: a frame shorter than a header, or a response, closes the connection at once (the
+    // idle timeout is 10 s).
+    for (what, f) in [
+        ("5-byte frame", vec![0x12, 0x34, 0x01, 0x00, 0x00]),
+        ("QR=1", {
+            let mut r = query(G, RecordType::A, None);
+            r[2] |= 0x80;
+            r
+        }),
+        ("empty frame", vec![]),
+    ] {
+        let mut c = tcp_connect(s.tcp);
+        // A good query first: the connection works until the bad frame.
+        let good = query(G, RecordType::A, None);
+        tcp_send(&mut c, &good);
+        check_envelope(&good, &tcp_recv(&mut c));
+        let t0 = Instant::now();
+        tcp_send(&mut c, &f);
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3)),
+            "{what}: connection left open"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: closed only after {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(s.is_running(), "fedns died:\n{}", s.log_text());
+}
+
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u32 {
@@ -1775,6 +1894,13 @@ fn fuzzed_packets_never_break_the_server() {
             let resp = tcp_recv(&mut c);
             assert_eq!(resp[..2], p[..2], "tcp packet {i} {p:02x?}: ID");
             assert_ne!(resp[2] & 0x80, 0, "tcp packet {i}: QR");
+        } else {
+            // A frame shorter than a header or with QR=1 closes the connection at once.
+            assert!(
+                closed_within(&mut c, Duration::from_secs(2)),
+                "tcp packet {i} {p:02x?}: connection left open"
+            );
+            c = tcp_connect(s.tcp);
         }
     }
     // A valid query on the same connection is answered (no stray answers queued before it).

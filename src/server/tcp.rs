@@ -79,6 +79,11 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
+        if len < 12 || req[2] & 0x80 != 0 {
+            // Shorter than a header, or a response: not a DNS client; close at once.
+            stats.dropped();
+            return;
+        }
         if !shared.axfr_allow.is_empty() {
             let transfer = {
                 let table = shared.table.load();

@@ -31,7 +31,12 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
 }
 
 const BATCH: usize = 32;
-const RECV_BUF: usize = 4096;
+/// Room for any UDP datagram (a 65,535-byte IP packet carries at most 65,527 bytes of payload),
+/// so no query is ever cut short. The buffers are allocated zeroed and untouched, so only the
+/// pages that large datagrams actually fill become resident.
+const RECV_BUF: usize = 65535;
+/// Responses never exceed the EDNS payload (at most 4096, see `config::edns_payload`).
+const SEND_BUF: usize = 4096;
 
 /// Serves queries on `sock` until the process exits.
 pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
@@ -53,6 +58,11 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
         let mut out = 0;
         for i in 0..n {
             let len = batch.received_len(i);
+            if batch.cut_short(i) {
+                // Cannot happen with RECV_BUF ≥ any UDP payload; never answer half a query.
+                stats.dropped();
+                continue;
+            }
             let peer = Peer {
                 addr: batch.peer(i),
                 transport: Transport::Udp,
@@ -79,8 +89,9 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
 
 /// Buffers and headers for one `recvmmsg`/`sendmmsg` round, allocated once per worker.
 struct Batch {
-    recv: Box<[[u8; RECV_BUF]]>,
-    send: Box<[[u8; RECV_BUF]]>,
+    /// `BATCH` receive buffers of `RECV_BUF` bytes, back to back.
+    recv: Box<[u8]>,
+    send: Box<[[u8; SEND_BUF]]>,
     addrs: Box<[libc::sockaddr_storage]>,
     recv_iov: Box<[libc::iovec]>,
     recv_hdr: Box<[libc::mmsghdr]>,
@@ -97,8 +108,8 @@ impl Batch {
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zeroed_hdr = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
         let mut b = Batch {
-            recv: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
-            send: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
+            recv: vec![0u8; RECV_BUF * BATCH].into_boxed_slice(),
+            send: vec![[0u8; SEND_BUF]; BATCH].into_boxed_slice(),
             addrs: vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
                 .into_boxed_slice(),
             recv_iov: vec![
@@ -122,7 +133,7 @@ impl Batch {
         };
         for i in 0..BATCH {
             b.recv_iov[i] = libc::iovec {
-                iov_base: b.recv[i].as_mut_ptr().cast(),
+                iov_base: b.recv[i * RECV_BUF..].as_mut_ptr().cast(),
                 iov_len: RECV_BUF,
             };
         }
@@ -184,8 +195,16 @@ impl Batch {
         self.recv_hdr[i].msg_len as usize
     }
 
+    /// True when datagram `i` did not fit its buffer (MSG_TRUNC).
+    fn cut_short(&self, i: usize) -> bool {
+        self.recv_hdr[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+    }
+
     fn buffers(&mut self, i: usize, out: usize) -> (&[u8], &mut [u8]) {
-        (&self.recv[i][..], &mut self.send[out][..])
+        (
+            &self.recv[i * RECV_BUF..(i + 1) * RECV_BUF],
+            &mut self.send[out][..],
+        )
     }
 
     fn queue_response(&mut self, from: usize, out: usize, len: usize) {
