@@ -222,6 +222,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     merger.publish();
 
+    let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
         let bound = udp_socks[0].local_addr()?;
@@ -235,12 +236,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let limits = tcp::TcpLimits {
             idle_timeout: config.tcp_idle_timeout,
             max_connections: config.tcp_max_connections,
+            busy_idle_timeout: config.tcp_busy_idle_timeout,
+            max_per_source: config.tcp_max_per_source,
+            source_prefix_v4: config.tcp_source_prefix_v4,
+            source_prefix_v6: config.tcp_source_prefix_v6,
         };
         tokio::spawn(tcp::serve(
             tcp_listener,
             shared.clone(),
             metrics.worker(),
             limits,
+            tcp_metrics.clone(),
         ));
     }
     let http_listener = tokio::net::TcpListener::bind(config.http)

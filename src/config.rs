@@ -261,6 +261,16 @@ struct RawTcp {
     idle_timeout_secs: u64,
     #[serde(default = "default_max_conn")]
     max_connections: usize,
+    /// Connections one source prefix may hold (more close its own longest-idle ones).
+    #[serde(default = "default_max_per_source")]
+    max_connections_per_source: usize,
+    #[serde(default = "default_source_prefix_v4")]
+    source_prefix_v4: u8,
+    #[serde(default = "default_source_prefix_v6")]
+    source_prefix_v6: u8,
+    /// Idle timeout while more than 3/4 of max_connections are open.
+    #[serde(default = "default_busy_idle_ms")]
+    busy_idle_timeout_ms: u64,
 }
 
 impl Default for RawTcp {
@@ -268,8 +278,25 @@ impl Default for RawTcp {
         RawTcp {
             idle_timeout_secs: default_idle(),
             max_connections: default_max_conn(),
+            max_connections_per_source: default_max_per_source(),
+            source_prefix_v4: default_source_prefix_v4(),
+            source_prefix_v6: default_source_prefix_v6(),
+            busy_idle_timeout_ms: default_busy_idle_ms(),
         }
     }
+}
+
+fn default_max_per_source() -> usize {
+    64
+}
+fn default_source_prefix_v4() -> u8 {
+    32
+}
+fn default_source_prefix_v6() -> u8 {
+    64
+}
+fn default_busy_idle_ms() -> u64 {
+    1000
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -311,6 +338,12 @@ pub struct Config {
     pub edns_payload: u16,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
+    /// TCP fairness (see `server::tcp`): per-source share, what a source is, the short idle
+    /// timeout near the cap.
+    pub tcp_max_per_source: usize,
+    pub tcp_source_prefix_v4: u8,
+    pub tcp_source_prefix_v6: u8,
+    pub tcp_busy_idle_timeout: Duration,
     /// Where the last SOA serial is kept across restarts.
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
@@ -389,6 +422,24 @@ impl Config {
         }
         if raw.tcp.idle_timeout_secs == 0 {
             field("idle_timeout_secs", "must be at least 1".into());
+        }
+        if raw.tcp.max_connections_per_source == 0 {
+            field("max_connections_per_source", "must be at least 1".into());
+        }
+        if raw.tcp.source_prefix_v4 > 32 {
+            field(
+                "source_prefix_v4",
+                format!("{} is outside 0..=32", raw.tcp.source_prefix_v4),
+            );
+        }
+        if raw.tcp.source_prefix_v6 > 128 {
+            field(
+                "source_prefix_v6",
+                format!("{} is outside 0..=128", raw.tcp.source_prefix_v6),
+            );
+        }
+        if raw.tcp.busy_idle_timeout_ms == 0 {
+            field("busy_idle_timeout_ms", "must be at least 1".into());
         }
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1".into());
@@ -567,6 +618,10 @@ impl Config {
             edns_payload: raw.edns_payload,
             tcp_idle_timeout: Duration::from_secs(raw.tcp.idle_timeout_secs),
             tcp_max_connections: raw.tcp.max_connections,
+            tcp_max_per_source: raw.tcp.max_connections_per_source,
+            tcp_source_prefix_v4: raw.tcp.source_prefix_v4,
+            tcp_source_prefix_v6: raw.tcp.source_prefix_v6,
+            tcp_busy_idle_timeout: Duration::from_millis(raw.tcp.busy_idle_timeout_ms),
             state_dir: resolve(&raw.state_dir),
             watch_interval: Duration::from_millis(raw.watch_interval_ms),
             etcd: etcd.map(|mut e| {
@@ -680,5 +735,35 @@ mod tests {
         assert_eq!(e.zones[0].to_string(), "example.com.");
         let errs = Config::parse(Path::new("c.yaml"), "lisen: []\n").unwrap_err();
         assert!(errs[0].message.contains("lisen"), "{errs:?}");
+    }
+
+    #[test]
+    fn tcp_fairness_settings_are_validated() {
+        let c = Config::parse(
+            Path::new("c.yaml"),
+            "tcp:\n  max_connections_per_source: 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.tcp_max_per_source, 8);
+        assert_eq!((c.tcp_source_prefix_v4, c.tcp_source_prefix_v6), (32, 64));
+        assert_eq!(c.tcp_busy_idle_timeout, Duration::from_millis(1000));
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "tcp:\n  source_prefix_v4: 33\n  source_prefix_v6: 129\n  max_connections_per_source: 0\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.contains(&"c.yaml:2: source_prefix_v4: 33 is outside 0..=32".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"c.yaml:3: source_prefix_v6: 129 is outside 0..=128".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"c.yaml:4: max_connections_per_source: must be at least 1".to_string()),
+            "{text:?}"
+        );
     }
 }
