@@ -9,6 +9,7 @@
 //! callgrind_annotate /tmp/cg.out | grep -E 'respond|PROGRAM TOTALS'
 //! ```
 //! (instructions of `fedns::dns::respond::respond` inclusive ÷ N = instructions per query).
+//! A second argument `rrl` turns response-rate limiting on (with a rate no query reaches).
 
 use std::path::Path;
 
@@ -75,7 +76,19 @@ fn main() {
         limits: Limits { edns_payload: 1232 },
     };
     let stats = QueryStats::default();
-    let mut state = WorkerState::default();
+    let rrl = std::env::args()
+        .nth(2)
+        .is_some_and(|a| a == "rrl")
+        .then(|| {
+            fedns::dns::rrl::Rrl::new(
+                std::sync::Arc::new(fedns::dns::rrl::RrlConfig {
+                    responses_per_second: u32::MAX,
+                    ..Default::default()
+                }),
+                Default::default(),
+            )
+        });
+    let mut state = WorkerState::default().with_rrl(rrl);
     let mut out = vec![0u8; 4096];
     let peer = Peer {
         addr: "192.0.2.7".parse().expect("address"),

@@ -223,15 +223,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     merger.publish();
 
     let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
+    let rrl_metrics = crate::dns::rrl::RrlMetrics::register(&metrics.registry);
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
         let bound = udp_socks[0].local_addr()?;
         tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
         for (i, sock) in udp_socks.into_iter().enumerate() {
             let (shared, stats) = (shared.clone(), metrics.worker());
+            let rrl = (config.rrl.responses_per_second > 0).then(|| {
+                crate::dns::rrl::Rrl::new(Arc::new(config.rrl.clone()), rrl_metrics.worker())
+            });
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(sock, shared, stats))?;
+                .spawn(move || udp::serve(sock, shared, stats, rrl))?;
         }
         let limits = tcp::TcpLimits {
             idle_timeout: config.tcp_idle_timeout,

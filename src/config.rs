@@ -42,6 +42,46 @@ struct RawConfig {
     kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     etcd: Option<RawEtcd>,
+    #[serde(default)]
+    rrl: RawRrl,
+}
+
+/// Response-rate limiting (see [`crate::dns::rrl`]); off unless `responses_per_second` > 0.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    #[serde(default)]
+    responses_per_second: u32,
+    #[serde(default = "default_slip")]
+    slip: u32,
+    #[serde(default = "default_rrl_v4")]
+    ipv4_prefix: u8,
+    #[serde(default = "default_rrl_v6")]
+    ipv6_prefix: u8,
+    #[serde(default)]
+    exempt: Vec<String>,
+}
+
+impl Default for RawRrl {
+    fn default() -> Self {
+        RawRrl {
+            responses_per_second: 0,
+            slip: default_slip(),
+            ipv4_prefix: default_rrl_v4(),
+            ipv6_prefix: default_rrl_v6(),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+fn default_slip() -> u32 {
+    2
+}
+fn default_rrl_v4() -> u8 {
+    24
+}
+fn default_rrl_v6() -> u8 {
+    56
 }
 
 /// An active probe rule (see [`crate::probe`]).
@@ -352,6 +392,8 @@ pub struct Config {
     pub probes: Vec<crate::probe::Rule>,
     /// Member Kubernetes clusters (`kubernetes:` section), if any.
     pub kubernetes: Option<KubeSettings>,
+    /// Response-rate limiting of UDP answers (off when `responses_per_second` is 0).
+    pub rrl: crate::dns::rrl::RrlConfig,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -440,6 +482,25 @@ impl Config {
         }
         if raw.tcp.busy_idle_timeout_ms == 0 {
             field("busy_idle_timeout_ms", "must be at least 1".into());
+        }
+        if raw.rrl.ipv4_prefix > 32 {
+            field(
+                "ipv4_prefix",
+                format!("{} is outside 0..=32", raw.rrl.ipv4_prefix),
+            );
+        }
+        if raw.rrl.ipv6_prefix > 128 {
+            field(
+                "ipv6_prefix",
+                format!("{} is outside 0..=128", raw.rrl.ipv6_prefix),
+            );
+        }
+        let mut rrl_exempt = Vec::new();
+        for e in &raw.rrl.exempt {
+            match parse_cidr(e) {
+                Ok(n) => rrl_exempt.push(n),
+                Err(m) => field("exempt", m),
+            }
         }
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1".into());
@@ -643,6 +704,13 @@ impl Config {
             },
             probes,
             kubernetes,
+            rrl: crate::dns::rrl::RrlConfig {
+                responses_per_second: raw.rrl.responses_per_second,
+                slip: raw.rrl.slip,
+                ipv4_prefix: raw.rrl.ipv4_prefix,
+                ipv6_prefix: raw.rrl.ipv6_prefix,
+                exempt: rrl_exempt,
+            },
         })
     }
 }
@@ -763,6 +831,34 @@ mod tests {
         );
         assert!(
             text.contains(&"c.yaml:4: max_connections_per_source: must be at least 1".to_string()),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn rrl_is_off_by_default_and_validated() {
+        let c = Config::parse(Path::new("c.yaml"), "").unwrap();
+        assert_eq!(c.rrl, crate::dns::rrl::RrlConfig::default());
+        assert_eq!(c.rrl.responses_per_second, 0);
+        let c = Config::parse(
+            Path::new("c.yaml"),
+            "rrl:\n  responses_per_second: 20\n  slip: 3\n  exempt: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        assert_eq!((c.rrl.responses_per_second, c.rrl.slip), (20, 3));
+        assert_eq!(c.rrl.exempt, vec![("10.0.0.0".parse().unwrap(), 8)]);
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "rrl:\n  responses_per_second: 5\n  ipv4_prefix: 40\n  exempt: [nonsense]\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.contains(&"c.yaml:3: ipv4_prefix: 40 is outside 0..=32".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"c.yaml:4: exempt: \"nonsense\" is not an address".to_string()),
             "{text:?}"
         );
     }

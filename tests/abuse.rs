@@ -279,3 +279,89 @@ fn tcp_flood_memory_is_bounded_and_given_back() {
         );
     }
 }
+
+/// A UDP socket bound to the loopback address `from`.
+fn udp_from(from: &str) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind(format!("{from}:0")).expect("bind udp");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s
+}
+
+/// Sends `n` queries (IDs `base..`) from `sock` at once, then reads for up to 1 s:
+/// (full answers, truncated answers with no records, unanswered).
+fn burst(sock: &std::net::UdpSocket, to: SocketAddr, base: u16, n: u16) -> (usize, usize, usize) {
+    for i in 0..n {
+        sock.send_to(&query(base + i, G), to).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut full, mut slipped) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && seen.len() < n as usize {
+        let Ok((len, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let r = &buf[..len];
+        let id = u16::from_be_bytes([r[0], r[1]]);
+        if len < 12 || !(base..base + n).contains(&id) || !seen.insert(id) {
+            continue;
+        }
+        let an = u16::from_be_bytes([r[6], r[7]]);
+        if r[2] & 0x02 != 0 && an == 0 {
+            slipped += 1;
+        } else if an == 2 {
+            full += 1;
+        }
+    }
+    (full, slipped, n as usize - seen.len())
+}
+
+/// RRL over the wire: a burst of identical queries from one source is limited (dropped, every
+/// second one slipped with TC=1), while another source and an exempt source get every answer;
+/// the metrics count what was limited and slipped.
+#[test]
+fn rrl_limits_a_burst_from_one_source_only() {
+    let fx =
+        Fixture::new("rrl:\n  responses_per_second: 10\n  slip: 2\n  exempt: [127.0.0.3/32]\n");
+    let s = fx.start();
+    let flooder = udp_from("127.0.0.1");
+    let (full, slipped, dropped) = burst(&flooder, s.udp, 0x1000, 200);
+    // One socket reaches one worker; the burst may straddle one second boundary.
+    assert!((10..=20).contains(&full), "full answers {full}");
+    assert!(slipped >= 80, "slipped {slipped}");
+    assert!(dropped >= 80, "dropped {dropped}");
+    assert!(
+        slipped.abs_diff(dropped) <= 2,
+        "slip 2: {slipped} vs {dropped}"
+    );
+    // Another source, in the same second: all answered.
+    let other = udp_from("127.0.0.2");
+    let (full, slipped, dropped) = burst(&other, s.udp, 0x2000, 10);
+    assert_eq!((full, slipped, dropped), (10, 0, 0), "another source");
+    // An exempt source is never limited.
+    let exempt = udp_from("127.0.0.3");
+    let (full, _, _) = burst(&exempt, s.udp, 0x3000, 100);
+    assert_eq!(full, 100, "exempt source");
+    // TCP from the flooding source is not limited.
+    for i in 0..20 {
+        assert!(ask_tcp("127.0.0.1", s.tcp, 0x4000 + i), "tcp query {i}");
+    }
+    let text = scrape(&s);
+    let limited = metric(&text, "fedns_rrl_limited_total").unwrap();
+    let slipped_m = metric(&text, "fedns_rrl_slipped_total").unwrap();
+    assert!(
+        limited >= 80.0 && slipped_m >= 80.0,
+        "{limited} {slipped_m}"
+    );
+}
+
+/// RRL is off by default: the same burst is answered in full.
+#[test]
+fn rrl_is_off_by_default() {
+    let fx = Fixture::new("");
+    let s = fx.start();
+    let (full, _, _) = burst(&udp_from("127.0.0.1"), s.udp, 0x1000, 200);
+    assert_eq!(full, 200);
+    assert_eq!(metric(&scrape(&s), "fedns_rrl_limited_total"), Some(0.0));
+}

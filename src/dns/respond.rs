@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::dns::rrl::{Class, Rrl, Verdict};
 use crate::geo::Locator;
 use crate::metrics::QueryStats;
 use crate::model::rtype;
@@ -100,13 +101,32 @@ struct Query {
 #[derive(Default)]
 pub struct WorkerState {
     rotation: usize,
+    /// Response-rate limiting of UDP responses, when configured.
+    rrl: Option<Box<Rrl>>,
+    /// Coarse clock for RRL (seconds), set by the worker once per batch.
+    second: u32,
 }
 
 impl WorkerState {
+    /// Limits this worker's UDP responses with `rrl`.
+    pub fn with_rrl(mut self, rrl: Option<Rrl>) -> Self {
+        self.rrl = rrl.map(Box::new);
+        self
+    }
+
+    /// The current second, for RRL.
+    #[inline]
+    pub fn set_second(&mut self, second: u32) {
+        self.second = second;
+    }
+
     /// State whose rotation starts at `rotation`: short-lived users (one TCP connection per
     /// query) start where the previous one left off instead of always at the first rotation.
     pub fn starting_at(rotation: usize) -> Self {
-        WorkerState { rotation }
+        WorkerState {
+            rotation,
+            ..Default::default()
+        }
     }
 }
 
@@ -196,12 +216,25 @@ pub fn respond(
             }
         }
     };
+    // Response-rate limiting (UDP only: TCP cannot be spoofed and is where slipped clients go).
+    let mut slip = false;
+    if peer.transport == Transport::Udp {
+        let second = state.second;
+        if let Some(rrl) = state.rrl.as_deref_mut() {
+            match rrl.check(peer.addr, classify(code, body, q.qtype), second) {
+                Verdict::Send => {}
+                Verdict::Slip => slip = true,
+                Verdict::Drop => return None,
+            }
+        }
+    }
     stats.response(code);
     let answer = Answer {
         code,
         body,
         authoritative: aa,
         scope,
+        slip,
     };
     Some(write(
         req,
@@ -221,6 +254,27 @@ struct Answer<'a> {
     authoritative: bool,
     /// ECS scope prefix length actually used.
     scope: u8,
+    /// Rate-limited: send truncated (TC=1, no records) so the client retries over TCP.
+    slip: bool,
+}
+
+/// The RRL class of a response.
+#[inline]
+fn classify(code: u16, body: Option<&Body>, qtype: u16) -> Class {
+    match code as u8 {
+        rcode::NOERROR => match body {
+            Some(b) if b.answer_count > 0 => {
+                if qtype == rtype::ANY {
+                    Class::Any
+                } else {
+                    Class::Positive
+                }
+            }
+            _ => Class::Nodata,
+        },
+        rcode::NXDOMAIN => Class::Nxdomain,
+        _ => Class::Error,
+    }
 }
 
 /// Parses question and EDNS. `Ok(len)` of the lowercased question name in `key`; `Err(rcode)`.
@@ -548,7 +602,7 @@ fn write(
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
     let tsig_len = tsig.map_or(0, |t| t.answer_len());
-    let truncated = HEADER + question.len() + body_len + opt_len + tsig_len > limit;
+    let truncated = answer.slip || HEADER + question.len() + body_len + opt_len + tsig_len > limit;
     let tsig = tsig.filter(|_| HEADER + question.len() + opt_len + tsig_len <= limit);
     if truncated {
         stats.truncated();

@@ -888,3 +888,48 @@ fn tsig_with_an_unknown_key_is_notauth_badkey_unsigned() {
         assert_eq!(raw[owner_at - owner.len()..owner_at], owner[..], "{what}");
     }
 }
+
+#[test]
+fn rate_limited_udp_answers_drop_or_slip_and_tcp_is_never_limited() {
+    use crate::dns::rrl::{Rrl, RrlConfig, RrlCounters};
+    let t = table();
+    let config = RrlConfig {
+        responses_per_second: 3,
+        slip: 2,
+        ..RrlConfig::default()
+    };
+    let mut st = WorkerState::default().with_rrl(Some(Rrl::new(
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(RrlCounters::default()),
+    )));
+    st.set_second(1);
+    let q = query_bytes("web.shop.f.svc.example.com.", RecordType::A, true);
+    let got: Vec<Option<Message>> = (0..7)
+        .map(|_| ask_raw(&t, &q, Transport::Udp, &mut st))
+        .collect();
+    for m in &got[..3] {
+        let m = m.as_ref().expect("within the rate");
+        assert_eq!(addrs(m), ["10.0.0.1"]);
+        assert!(!m.metadata.truncation);
+    }
+    assert!(got[3].is_none(), "first over the rate: dropped");
+    let slipped = got[4].as_ref().expect("second over the rate: slipped");
+    assert!(slipped.metadata.truncation && slipped.answers.is_empty());
+    assert_eq!(slipped.queries.len(), 1, "question echoed");
+    assert!(got[5].is_none() && got[6].is_some());
+    // TCP is never limited; another client's bucket is its own.
+    for _ in 0..10 {
+        let m = ask_raw(&t, &q, Transport::Tcp, &mut st).unwrap();
+        assert_eq!(addrs(&m), ["10.0.0.1"]);
+    }
+    let m = ask_from(&t, &q, Transport::Udp, "198.51.100.1", &mut st).unwrap();
+    assert_eq!(addrs(&m), ["10.0.0.1"]);
+    // A new second refills.
+    st.set_second(2);
+    assert!(
+        !ask_raw(&t, &q, Transport::Udp, &mut st)
+            .unwrap()
+            .metadata
+            .truncation
+    );
+}

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::Shared;
 use crate::dns::respond::{Peer, Transport, WorkerState, respond};
+use crate::dns::rrl::Rrl;
 use crate::metrics::QueryStats;
 
 /// Binds `count` reuse-port sockets on `addr` (port 0: all on the same ephemeral port).
@@ -38,9 +39,10 @@ const RECV_BUF: usize = 65535;
 /// Responses never exceed the EDNS payload (at most 4096, see `config::edns_payload`).
 const SEND_BUF: usize = 4096;
 
-/// Serves queries on `sock` until the process exits.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
-    let mut state = WorkerState::default();
+/// Serves queries on `sock` until the process exits, limiting responses with `rrl` if given.
+pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: Option<Rrl>) {
+    let mut state = WorkerState::default().with_rrl(rrl);
+    let start = std::time::Instant::now();
     let mut batch = Batch::new();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     loop {
@@ -53,8 +55,9 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
                 continue;
             }
         };
-        // One table load per batch: a publish mid-batch shows up in the next batch.
+        // One table load and one clock reading per batch.
         let table = shared.table.load();
+        state.set_second(start.elapsed().as_secs() as u32);
         let mut out = 0;
         for i in 0..n {
             let len = batch.received_len(i);
