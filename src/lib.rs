@@ -6,6 +6,7 @@
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod fuzz;
 pub mod geo;
 pub mod merger;
 pub mod metrics;
