@@ -224,8 +224,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
     let rrl_metrics = crate::dns::rrl::RrlMetrics::register(&metrics.registry);
+    let mut udp_inodes = Vec::new();
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
+        let (rcvbuf, sndbuf) = udp::size_buffers(
+            &udp_socks,
+            config.udp_receive_buffer,
+            config.udp_send_buffer,
+        );
+        if rcvbuf < config.udp_receive_buffer {
+            tracing::warn!(
+                asked = config.udp_receive_buffer,
+                granted = rcvbuf,
+                "udp receive buffer smaller than configured (raise net.core.rmem_max or grant CAP_NET_ADMIN)"
+            );
+        }
+        tracing::debug!(rcvbuf, sndbuf, "udp socket buffers");
+        udp_inodes.extend(udp::inodes(&udp_socks));
         let bound = udp_socks[0].local_addr()?;
         tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
         for (i, sock) in udp_socks.into_iter().enumerate() {
@@ -253,6 +268,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tcp_metrics.clone(),
         ));
     }
+    let _ = metrics
+        .registry
+        .register(Box::new(udp::KernelDrops::new(udp_inodes)));
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("http {}: {e}", config.http))?;

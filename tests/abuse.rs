@@ -365,3 +365,26 @@ fn rrl_is_off_by_default() {
     assert_eq!(full, 200);
     assert_eq!(metric(&scrape(&s), "fedns_rrl_limited_total"), Some(0.0));
 }
+
+/// Socket sizing: with a tiny receive buffer, a burst the workers cannot drain in time is
+/// dropped by the kernel, and `fedns_udp_kernel_drops_total` shows it (it starts at 0).
+#[test]
+fn kernel_drops_are_counted() {
+    let fx = Fixture::new("udp:\n  receive_buffer_bytes: 4096\n");
+    let s = fx.start();
+    assert_eq!(metric(&scrape(&s), "fedns_udp_kernel_drops_total"), Some(0.0));
+    let socks: Vec<_> = (0..4).map(|_| udp_from("127.0.0.1")).collect();
+    let q = query(0x5000, G);
+    let drops = wait_for(Duration::from_secs(20), || {
+        for _ in 0..5000 {
+            for sock in &socks {
+                let _ = sock.send_to(&q, s.udp);
+            }
+        }
+        let d = metric(&scrape(&s), "fedns_udp_kernel_drops_total")?;
+        (d > 0.0).then_some(d)
+    });
+    assert!(drops.is_some(), "no kernel drops counted after the bursts");
+    // Still serving afterwards.
+    assert!(ask_tcp("127.0.0.2", s.tcp, 1));
+}

@@ -31,6 +31,125 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
     Ok(socks)
 }
 
+/// Sets the kernel receive and send buffers of every socket (0: leave the OS default). Above
+/// `net.core.rmem_max`/`wmem_max` the `*FORCE` options are tried (they need CAP_NET_ADMIN).
+/// Returns the sizes the kernel granted to the first socket (it reports twice what it books).
+pub fn size_buffers(socks: &[UdpSocket], receive: usize, send: usize) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let set = |fd: i32, opt: i32, force: i32, want: usize| {
+        if want == 0 {
+            return;
+        }
+        let v = want.min(i32::MAX as usize) as libc::c_int;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the given length.
+        unsafe {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                force,
+                (&v as *const libc::c_int).cast(),
+                len,
+            ) != 0
+            {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    len,
+                );
+            }
+        }
+    };
+    for s in socks {
+        let fd = s.as_raw_fd();
+        set(fd, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, receive);
+        set(fd, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, send);
+    }
+    socks.first().map_or((0, 0), |s| {
+        let r = socket2::SockRef::from(s);
+        (
+            r.recv_buffer_size().unwrap_or(0),
+            r.send_buffer_size().unwrap_or(0),
+        )
+    })
+}
+
+/// Inode numbers of `socks`, to find them in `/proc/net/udp*`.
+pub fn inodes(socks: &[UdpSocket]) -> Vec<u64> {
+    use std::os::fd::AsRawFd;
+    socks
+        .iter()
+        .filter_map(|s| {
+            // SAFETY: fstat on a valid fd into a zeroed stat buffer.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            (unsafe { libc::fstat(s.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+        })
+        .collect()
+}
+
+/// Datagrams the kernel dropped on the sockets with these inodes (full receive buffer and the
+/// like): the `drops` column of `/proc/net/udp` and `/proc/net/udp6`.
+pub fn kernel_drops(inodes: &[u64]) -> u64 {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| drops_in(&text, inodes))
+        .sum()
+}
+
+fn drops_in(proc_net_udp: &str, inodes: &[u64]) -> u64 {
+    proc_net_udp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode: u64 = cols.get(9)?.parse().ok()?;
+            inodes
+                .contains(&inode)
+                .then(|| cols.last()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// `fedns_udp_kernel_drops_total`, read from `/proc` at scrape time (never on the query path).
+pub struct KernelDrops {
+    inodes: Vec<u64>,
+    desc: prometheus::core::Desc,
+}
+
+impl KernelDrops {
+    pub fn new(inodes: Vec<u64>) -> Self {
+        let desc = prometheus::core::Desc::new(
+            "fedns_udp_kernel_drops_total".into(),
+            "UDP queries the kernel dropped before fedns read them (receive buffer full):              raise udp.receive_buffer_bytes or add workers"
+                .into(),
+            vec![],
+            Default::default(),
+        )
+        .expect("valid metric");
+        KernelDrops { inodes, desc }
+    }
+}
+
+impl prometheus::core::Collector for KernelDrops {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let c = prometheus::IntCounter::with_opts(prometheus::Opts::new(
+            "fedns_udp_kernel_drops_total",
+            self.desc.help.clone(),
+        ))
+        .expect("valid metric");
+        c.inc_by(kernel_drops(&self.inodes));
+        prometheus::core::Collector::collect(&c)
+    }
+}
+
 const BATCH: usize = 32;
 /// Room for any UDP datagram (a 65,535-byte IP packet carries at most 65,527 bytes of payload),
 /// so no query is ever cut short. The buffers are allocated zeroed and untouched, so only the
@@ -249,5 +368,52 @@ impl Batch {
             }
             sent += n as usize;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_read_for_our_sockets_only() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  123: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+  124: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 5\n\
+  125: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 999 2 0000000000000000 1000\n";
+        assert_eq!(drops_in(text, &[4242, 4243]), 22);
+        assert_eq!(drops_in(text, &[7]), 0);
+    }
+
+    #[test]
+    fn buffers_are_sized_and_sockets_found_in_proc() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let max = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        let want = 1 << 20;
+        let (r, s) = size_buffers(&socks, want, want);
+        // Granted in full with CAP_NET_ADMIN or under the sysctl maximum (reported doubled).
+        assert!(
+            r >= want.min(max("/proc/sys/net/core/rmem_max")),
+            "receive buffer {r}"
+        );
+        assert!(
+            s >= want.min(max("/proc/sys/net/core/wmem_max")),
+            "send buffer {s}"
+        );
+        let inodes = inodes(&socks);
+        assert_eq!(inodes.len(), 2);
+        let text = std::fs::read_to_string("/proc/net/udp").unwrap();
+        for i in &inodes {
+            assert!(
+                text.split_whitespace().any(|c| c == i.to_string()),
+                "inode {i} not in /proc/net/udp"
+            );
+        }
+        assert_eq!(kernel_drops(&inodes), 0);
     }
 }
