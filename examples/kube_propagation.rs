@@ -141,7 +141,9 @@ fn main() {
     let udp: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     let http: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     let assembled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let phases: Arc<Mutex<Vec<[f64; 4]>>> = Arc::default();
     let (found, found_http, found_ms) = (udp.clone(), http.clone(), assembled.clone());
+    let found_phases = phases.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("kubernetes snapshot")
@@ -150,6 +152,19 @@ fn main() {
                     .find_map(|t| t.strip_prefix("assembled_ms=")?.parse().ok())
             {
                 found_ms.lock().unwrap().push(ms);
+            }
+            if line.contains("published answer table") {
+                let field = |k: &str| {
+                    line.split_whitespace()
+                        .find_map(|t| t.strip_prefix(k)?.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                found_phases.lock().unwrap().push([
+                    field("inputs_ms="),
+                    field("build_ms="),
+                    field("swap_ms="),
+                    field("retire_ms="),
+                ]);
             }
             if line.contains("http listening")
                 && let Some(a) = line
@@ -234,6 +249,21 @@ fn main() {
             "kubernetes source, snapshot assembly: median {} ms, max {max} ms over {} snapshots",
             ms[ms.len() / 2],
             ms.len()
+        );
+    }
+    let phases = phases.lock().unwrap().clone();
+    if !phases.is_empty() {
+        let median = |i: usize| {
+            let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "merger, median per publish: inputs {:.1} ms, build {:.1} ms, swap {:.1} ms, retire {:.1} ms",
+            median(0),
+            median(1),
+            median(2),
+            median(3)
         );
     }
     if let Some(addr) = *http.lock().unwrap() {

@@ -66,19 +66,22 @@ impl SerialClock {
     }
 }
 
-/// Waits (bounded) until no query holds `old`, then drops it on this thread.
-fn retire(old: Arc<crate::table::Table>) {
+/// Waits (bounded) until no query holds `old`, then drops it on this thread. `fresh` tells how
+/// many of its segments the new table does not share: only a large turnover is worth handing
+/// memory back to the system for (glibc would otherwise keep a big build's peak in its arenas,
+/// but trimming scans the whole heap, which costs more than a small change's build).
+fn retire(old: Arc<crate::table::Table>, fresh: usize) {
     let deadline = Instant::now() + std::time::Duration::from_millis(200);
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
     drop(old);
-    // Hand freed memory back to the system: a large build leaves most of it free, and glibc
-    // would otherwise keep it in its arenas (RSS stays at the build's peak).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe {
-        libc::malloc_trim(0);
+    if fresh >= crate::table::SEGMENTS / 4 {
+        // SAFETY: malloc_trim only releases free memory held by the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
@@ -156,6 +159,7 @@ impl Merger {
             .unwrap_or(0);
         self.generation += 1;
         let serial = self.serial.next(floor);
+        let prepared = started.elapsed();
         let built = build(BuildInput {
             locator: &self.shared.locator,
             zones: &zones,
@@ -165,6 +169,7 @@ impl Merger {
             serial,
             generation: self.generation,
         });
+        let built_at = started.elapsed();
         for w in &built.warnings {
             tracing::warn!("{w}");
         }
@@ -180,22 +185,34 @@ impl Merger {
         m.table_records.set(table.record_count as i64);
         m.table_names.set(table.name_count as i64);
         m.table_serial.set(table.serial as i64);
-        tracing::info!(
-            generation = table.generation,
-            serial = table.serial,
-            names = table.name_count,
-            records = table.record_count,
-            "published answer table"
-        );
-        let old = self.shared.table.swap(Arc::new(table));
+        let (generation, serial) = (table.generation, table.serial);
+        let (names, records) = (table.name_count, table.record_count);
+        let table = Arc::new(table);
+        let old = self.shared.table.swap(table.clone());
+        let fresh = table.unshared_segments(&old);
+        drop(table);
+        let swapped = started.elapsed();
         // Explain reads the inputs of the table it explains; a query racing this swap may
         // see a newer input than table, which only matters for the explain view.
         self.shared.federations.store(Arc::new(federations));
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
-        retire(old);
-        m.publish_duration.observe(started.elapsed().as_secs_f64());
+        retire(old, fresh);
+        let done = started.elapsed();
+        m.publish_duration.observe(done.as_secs_f64());
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::info!(
+            generation,
+            serial,
+            names,
+            records,
+            inputs_ms = format_args!("{:.1}", ms(prepared)),
+            build_ms = format_args!("{:.1}", ms(built_at - prepared)),
+            swap_ms = format_args!("{:.1}", ms(swapped - built_at)),
+            retire_ms = format_args!("{:.1}", ms(done - swapped)),
+            "published answer table"
+        );
     }
 
     /// Marks shards up or down from probe verdicts. When every shard of a service that would be
@@ -208,34 +225,46 @@ impl Merger {
         let mut static_now = std::collections::BTreeSet::new();
         for fed in federations.iter_mut() {
             for svc in &mut fed.services {
-                for shard in &mut svc.shards {
-                    let key = (
-                        fed.name.clone(),
-                        svc.namespace.clone(),
-                        svc.name.clone(),
-                        shard.cluster.clone(),
-                    );
-                    shard.probe = match verdicts.get(&key) {
-                        Some(true) => ProbeState::Up,
-                        Some(false) => ProbeState::Down,
-                        None => ProbeState::Unprobed,
-                    };
-                }
-                let serving = |s: &&mut crate::model::Shard| {
-                    s.ready_endpoints >= 1 && !s.addresses.is_empty()
-                };
-                let candidates: Vec<_> = svc.shards.iter_mut().filter(serving).collect();
-                let all_down = !candidates.is_empty()
-                    && candidates.iter().all(|s| s.probe == ProbeState::Down);
-                down += candidates
+                let mut states: Vec<ProbeState> = svc
+                    .shards
                     .iter()
-                    .filter(|s| s.probe == ProbeState::Down)
+                    .map(|shard| {
+                        let key = (
+                            fed.name.clone(),
+                            svc.namespace.clone(),
+                            svc.name.clone(),
+                            shard.cluster.clone(),
+                        );
+                        match verdicts.get(&key) {
+                            Some(true) => ProbeState::Up,
+                            Some(false) => ProbeState::Down,
+                            None => ProbeState::Unprobed,
+                        }
+                    })
+                    .collect();
+                let serving =
+                    |s: &crate::model::Shard| s.ready_endpoints >= 1 && !s.addresses.is_empty();
+                let candidates: Vec<usize> = (0..states.len())
+                    .filter(|&i| serving(&svc.shards[i]))
+                    .collect();
+                let failing = candidates
+                    .iter()
+                    .filter(|&&i| states[i] == ProbeState::Down)
                     .count();
-                if all_down {
-                    for s in candidates {
-                        s.probe = ProbeState::DownServedStatic;
+                down += failing;
+                if !candidates.is_empty() && failing == candidates.len() {
+                    for &i in &candidates {
+                        states[i] = ProbeState::DownServedStatic;
                     }
                     static_now.insert(format!("{}/{}.{}", fed.name, svc.namespace, svc.name));
+                }
+                // Only a service whose probe states change is copied; the others stay shared
+                // with the source's snapshot (and the builder recognizes them by pointer).
+                if svc.shards.iter().zip(&states).any(|(s, p)| s.probe != *p) {
+                    let svc = Arc::make_mut(svc);
+                    for (shard, p) in svc.shards.iter_mut().zip(states) {
+                        shard.probe = p;
+                    }
                 }
             }
         }

@@ -253,7 +253,9 @@ pub struct Federation {
     /// How global names choose shards for a client (services may override it).
     pub policy: Policy,
     pub clusters: Vec<Cluster>,
-    pub services: Vec<Service>,
+    /// Shared (`Arc`) so that a snapshot reuses the services that did not change and the
+    /// builder can tell them apart by pointer before comparing.
+    pub services: Vec<std::sync::Arc<Service>>,
     /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
     pub ingress_hosts: Vec<IngressHost>,
 }

@@ -268,7 +268,10 @@ mod tests {
                 ports: vec![],
                 shards,
                 policy: None,
-            }],
+            }]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             ingress_hosts: vec![],
         }
     }
@@ -361,14 +364,15 @@ mod tests {
     fn failover_takes_the_first_healthy_entry_for_everyone() {
         let l = locator();
         let mut f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.3", 1)]);
-        f.services[0].policy = Some(Policy::Failover(vec!["w1".into(), "east".into()]));
+        std::sync::Arc::make_mut(&mut f.services[0]).policy =
+            Some(Policy::Failover(vec!["w1".into(), "east".into()]));
         let sel = select(&f, &f.services[0], &l);
         assert!(
             sel.global_by_location
                 .iter()
                 .all(|c| v4s(c) == ["10.0.0.3"])
         );
-        f.services[0].shards[1].ready_endpoints = 0;
+        std::sync::Arc::make_mut(&mut f.services[0]).shards[1].ready_endpoints = 0;
         let sel = select(&f, &f.services[0], &l);
         assert!(
             sel.global_by_location

@@ -372,7 +372,10 @@ fn rrl_is_off_by_default() {
 fn kernel_drops_are_counted() {
     let fx = Fixture::new("udp:\n  receive_buffer_bytes: 4096\n");
     let s = fx.start();
-    assert_eq!(metric(&scrape(&s), "fedns_udp_kernel_drops_total"), Some(0.0));
+    assert_eq!(
+        metric(&scrape(&s), "fedns_udp_kernel_drops_total"),
+        Some(0.0)
+    );
     let socks: Vec<_> = (0..4).map(|_| udp_from("127.0.0.1")).collect();
     let q = query(0x5000, G);
     let drops = wait_for(Duration::from_secs(20), || {

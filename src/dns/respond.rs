@@ -160,6 +160,7 @@ pub fn respond(
     };
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
+    let mut tail: &[u8] = &[];
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
@@ -208,6 +209,7 @@ pub fn respond(
                     Lookup::Authoritative(answer) => {
                         let body = &answer.bodies[state.rotation % answer.bodies.len()];
                         state.rotation = state.rotation.wrapping_add(1);
+                        tail = src.table.soa_tail(answer);
                         (answer.rcode as u16, Some(body), true)
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
@@ -232,6 +234,7 @@ pub fn respond(
     let answer = Answer {
         code,
         body,
+        tail,
         authoritative: aa,
         scope,
         slip,
@@ -251,6 +254,8 @@ pub fn respond(
 struct Answer<'a> {
     code: u16,
     body: Option<&'a Body>,
+    /// The zone's SOA record, appended to the authority section after `body` (empty: none).
+    tail: &'a [u8],
     authoritative: bool,
     /// ECS scope prefix length actually used.
     scope: u8,
@@ -598,7 +603,7 @@ fn write(
         },
     }
     .min(out.len());
-    let body_len = answer.body.map_or(0, |b| b.wire.len());
+    let body_len = answer.body.map_or(0, |b| b.wire.len() + answer.tail.len());
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
     let tsig_len = tsig.map_or(0, |t| t.answer_len());
@@ -620,7 +625,9 @@ fn write(
     let qd = (q.question_end > HEADER) as u16;
     out[4..6].copy_from_slice(&qd.to_be_bytes());
     out[6..8].copy_from_slice(&body.map_or(0, |b| b.answer_count).to_be_bytes());
-    out[8..10].copy_from_slice(&body.map_or(0, |b| b.authority_count).to_be_bytes());
+    let tail = if body.is_some() { answer.tail } else { &[] };
+    let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
+    out[8..10].copy_from_slice(&ns.to_be_bytes());
     let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16 + tsig.is_some() as u16;
     out[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut pos = HEADER;
@@ -629,6 +636,8 @@ fn write(
     if let Some(b) = body {
         out[pos..pos + b.wire.len()].copy_from_slice(&b.wire);
         pos += b.wire.len();
+        out[pos..pos + tail.len()].copy_from_slice(tail);
+        pos += tail.len();
     }
     if let Some(e) = edns {
         let ttl = [(code >> 4) as u8, 0, (e.dnssec_ok as u8) << 7, 0];

@@ -89,7 +89,10 @@ fn federation(max_answers: usize) -> Federation {
                 shards: vec![shard("e1", &["10.6.0.1"], 1), shard("w1", &["10.6.0.2"], 1)],
                 policy: Some(Policy::Weighted),
             },
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         ingress_hosts: vec![],
     }
 }

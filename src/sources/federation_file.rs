@@ -378,7 +378,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         max_answers: raw.federation.max_answers,
         policy,
         clusters,
-        services,
+        services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
     })
 }

@@ -1,23 +1,37 @@
-//! Builds an immutable [`Table`] from source snapshots: static zones plus federations.
+//! Builds immutable [`Table`]s from source snapshots, incrementally.
 //!
-//! The builder is a pure function of its input (snapshots, serial, generation), so it can be
-//! tested without sockets and run by the merger off the query path. It lays out the federated
-//! names of DESIGN §1, overlays them on the zone files' records, adds empty non-terminals,
-//! resolves in-zone CNAME chains, and encodes every answer (with its rotations) to wire format.
+//! The merger keeps one [`BuildCache`]: every name with the records each source gives it, its
+//! encoded answers, the aliases that read it, and the segments of the last table. A build
+//! compares the new snapshots with what the cache saw (services, ingress hosts, zone files, etcd
+//! keys), changes the records of the names they lay out, re-encodes those names and the aliases
+//! that read them, and rebuilds only the segments that hold them; the new table shares every
+//! other segment with the previous one. A build without a cache is the same code applied to an
+//! empty cache, so "incremental" and "from scratch" cannot drift apart by construction
+//! (`incremental_tests.rs` checks they answer byte for byte alike).
+//!
+//! Guarantees: a pure function of its input (snapshots, serial, generation) and the cache; the
+//! names are those of DESIGN §1 overlaid on the zone files' records (a federation wins over a
+//! zone file, a later federation over an earlier one, etcd over both), empty non-terminals up to
+//! each apex, in-zone CNAME chains followed, every answer encoded with its rotations.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{Answer, Body, LOCATED, NO_WILDCARD, Node, Table, Wildcard, ZoneInfo, rcode};
+pub use super::layout::{FederationRecords, federation_records};
+use super::layout::{Layout, NodeData, RRset};
+use super::{
+    Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
+    Segment, Table, Wildcard, ZoneInfo, name_hash, rcode, segment_of,
+};
 use crate::dns::encode;
 use crate::geo::Locator;
-use crate::model::{DnsName, Federation, RData, Record, Service, Soa, StaticZone, rtype};
-use crate::selection::{self, AddressSet, Choice};
+use crate::model::{
+    DnsName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
+};
 use crate::sources::etcd::skydns::{self, EtcdData, Outcome};
 
-/// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
-const MAX_ROTATIONS: usize = 64;
 /// Longest CNAME chain followed inside served zones.
 const MAX_CHAIN: usize = 8;
 
@@ -37,135 +51,329 @@ pub struct BuildInput<'a> {
 
 pub struct Built {
     pub table: Table,
-    /// Things an operator should know (overridden names, synthesized SOAs…).
+    /// Things an operator should know (overridden names, synthesized SOAs…), said when they
+    /// first appear rather than with every table.
     pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-struct RRset {
-    rtype: u16,
-    ttl: u32,
-    rdatas: Vec<RData>,
-    rotation: Rotation,
-}
-
-/// How the records of an RRset are spread over the answers the query path rotates through.
-#[derive(Clone, Debug, PartialEq)]
-enum Rotation {
-    /// Static data: served as written, every record every time.
-    Fixed,
-    /// Dynamic address sets: at most `cap` records, rotated between queries.
-    Rotate { cap: usize },
-    /// `weighted` policy: one group per answer, groups in proportion to their weights.
-    Weighted {
-        groups: Vec<(u32, Vec<RData>)>,
-        cap: usize,
-    },
-}
-
-impl RRset {
-    fn fixed(rtype: u16, ttl: u32, rdatas: Vec<RData>) -> Self {
-        RRset {
-            rtype,
-            ttl,
-            rdatas,
-            rotation: Rotation::Fixed,
-        }
-    }
-
-    /// How many distinct answers this RRset rotates through.
-    fn variants(&self) -> usize {
-        match &self.rotation {
-            Rotation::Fixed => 1,
-            Rotation::Rotate { .. } => self.rdatas.len().clamp(1, MAX_ROTATIONS),
-            Rotation::Weighted { groups, .. } => weighted_sequence(groups).len().max(1),
-        }
-    }
-
-    /// The records of answer number `v` (of `of`).
-    fn variant(&self, v: usize, of: usize) -> Vec<RData> {
-        match &self.rotation {
-            Rotation::Fixed => self.rdatas.clone(),
-            Rotation::Rotate { cap } => {
-                rotated(&self.rdatas, v * self.rdatas.len() / of.max(1), *cap)
-            }
-            Rotation::Weighted { groups, cap } => {
-                let seq = weighted_sequence(groups);
-                let v = v % seq.len().max(1);
-                let (group, occurrence) = seq[v];
-                rotated(&groups[group].1, occurrence, *cap)
-            }
-        }
-    }
-}
-
-fn rotated(items: &[RData], start: usize, cap: usize) -> Vec<RData> {
-    let n = items.len();
-    (0..n.min(cap))
-        .map(|k| items[(start + k) % n.max(1)].clone())
-        .collect()
-}
-
-/// Smooth weighted round robin (as nginx does): which group serves each answer, and how many
-/// times that group served before; interleaved so consecutive queries spread over the groups.
-/// Weights are reduced to at most [`MAX_ROTATIONS`] answers in all.
-fn weighted_sequence(groups: &[(u32, Vec<RData>)]) -> Vec<(usize, usize)> {
-    let total: u64 = groups.iter().map(|(w, _)| *w as u64).sum();
-    if total == 0 {
-        return vec![];
-    }
-    let scale = |w: u32| -> i64 {
-        if total as usize <= MAX_ROTATIONS {
-            w as i64
-        } else {
-            ((w as u64 * MAX_ROTATIONS as u64) / total).max(1) as i64
-        }
-    };
-    let weights: Vec<i64> = groups.iter().map(|(w, _)| scale(*w)).collect();
-    let sum: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut served = vec![0usize; weights.len()];
-    let mut seq = Vec::with_capacity(sum as usize);
-    for _ in 0..sum {
-        for (c, w) in current.iter_mut().zip(&weights) {
-            *c += w;
-        }
-        let best = (0..current.len())
-            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
-            .expect("groups not empty");
-        current[best] -= sum;
-        seq.push((best, served[best]));
-        served[best] += 1;
-    }
-    seq
-}
-
-#[derive(Clone, Default, Debug, PartialEq)]
-struct NodeData {
-    rrsets: Vec<RRset>,
-    /// When the node answers differently per client location: the RRsets of each location
-    /// (index = location id; `rrsets` is then location 0's).
-    by_location: Vec<Vec<RRset>>,
-}
-
-impl NodeData {
-    fn at(&self, loc: usize) -> &[RRset] {
-        if self.by_location.is_empty() {
-            &self.rrsets
-        } else {
-            &self.by_location[loc]
-        }
-    }
-
-    fn get(&self, loc: usize, t: u16) -> Option<&RRset> {
-        self.at(loc).iter().find(|r| r.rtype == t)
-    }
-}
-
 struct ZoneData {
     origin: DnsName,
     soa: Soa,
     soa_ttl: u32,
+}
+
+/// Where a name's records come from: the greatest origin present wins (zone files, then each
+/// federation in order, its services, then its ingress hosts; `key` orders two of one kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Origin {
+    federation: u32,
+    kind: u8,
+    key: u64,
+}
+
+const FROM_ZONE_FILES: Origin = Origin {
+    federation: 0,
+    kind: 0,
+    key: 0,
+};
+const SERVICE: u8 = 1;
+const INGRESS: u8 = 2;
+
+fn key_of(parts: &[&[u8]]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(parts)
+}
+
+/// A table-independent reference to an answer, kept between builds.
+#[derive(Clone, Debug)]
+enum Ref {
+    /// The zone's NODATA (it carries the serial, so each table has its own).
+    NoData,
+    One(Answer),
+    /// One answer per client location: the distinct answers (`None`: NODATA) and, per
+    /// location, which of them.
+    Located {
+        distinct: Box<[Option<Answer>]>,
+        per_location: Box<[u32]>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Encoded {
+    by_type: Box<[(u16, Ref)]>,
+    other: Ref,
+}
+
+static EMPTY: NodeData = NodeData {
+    rrsets: Vec::new(),
+    by_location: Vec::new(),
+};
+
+/// One name of the table being maintained.
+struct NameState {
+    zone: u32,
+    /// What each source gives this name, sorted by origin; the last one is served.
+    contributions: Vec<(Origin, NodeData)>,
+    /// At a zone's apex: the served records with the zone's SOA (this table's serial).
+    apex: Option<NodeData>,
+    /// Names directly below this one (an empty non-terminal exists while it has any).
+    children: u32,
+    answers: Encoded,
+    /// Other names this name's answers read (the names along its CNAME chains).
+    reads: Box<[DnsName]>,
+    records: u32,
+}
+
+impl NameState {
+    fn new(zone: u32) -> Self {
+        NameState {
+            zone,
+            contributions: Vec::new(),
+            apex: None,
+            children: 0,
+            answers: Encoded {
+                by_type: Box::default(),
+                other: Ref::NoData,
+            },
+            reads: Box::new([]),
+            records: 0,
+        }
+    }
+
+    fn data(&self) -> &NodeData {
+        match (&self.apex, self.contributions.last()) {
+            (Some(a), _) => a,
+            (None, Some((_, d))) => d,
+            (None, None) => &EMPTY,
+        }
+    }
+
+    fn is_needed(&self) -> bool {
+        !self.contributions.is_empty() || self.children > 0 || self.apex.is_some()
+    }
+}
+
+/// Every name, partitioned like the table's segments so a segment is rebuilt from its part.
+struct Names {
+    parts: Vec<FxHashMap<DnsName, NameState>>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            parts: (0..SEGMENTS).map(|_| FxHashMap::default()).collect(),
+        }
+    }
+}
+
+fn part_of(name: &[u8]) -> usize {
+    segment_of(name_hash(name))
+}
+
+impl Names {
+    fn get(&self, name: &[u8]) -> Option<&NameState> {
+        self.parts[part_of(name)].get(name)
+    }
+    fn get_mut(&mut self, name: &[u8]) -> Option<&mut NameState> {
+        self.parts[part_of(name)].get_mut(name)
+    }
+}
+
+/// A service as last seen, the names it laid out, and whether this build saw it.
+type ServiceEntry = (Arc<Service>, Vec<DnsName>, bool);
+
+/// What a federation's services and ingress hosts laid out in the last build.
+#[derive(Default)]
+struct FederationState {
+    /// The federation without its services and ingress hosts: any change lays it all out again.
+    settings: Option<Federation>,
+    /// namespace → name → entry (nested so that a lookup borrows the service's strings).
+    services: FxHashMap<String, FxHashMap<String, ServiceEntry>>,
+    ingress: FxHashMap<DnsName, (IngressHost, bool)>,
+}
+
+/// One etcd answer, encoded once and kept between builds.
+enum Enc {
+    NoData,
+    NxDomain,
+    ServFail,
+    Soa,
+    Body(Answer),
+}
+
+struct EncName {
+    by_type: Vec<(u16, Enc)>,
+    other: Enc,
+}
+
+/// What the builder keeps of one etcd data set between builds, so that a change re-answers
+/// and re-encodes only the names it affects. Encoded names are partitioned by the segment that
+/// holds them (a stored wildcard by its parent's).
+pub struct EtcdCache {
+    sky: skydns::Cache,
+    enc: Vec<HashMap<skydns::NameKey, EncName>>,
+}
+
+impl Default for EtcdCache {
+    fn default() -> Self {
+        EtcdCache {
+            sky: Default::default(),
+            enc: (0..SEGMENTS).map(|_| HashMap::new()).collect(),
+        }
+    }
+}
+
+fn etcd_part(key: &skydns::NameKey) -> usize {
+    match (key.1, key.0.parent()) {
+        (true, Some(parent)) => part_of(parent.wire()),
+        _ => part_of(key.0.wire()),
+    }
+}
+
+/// What one build leaves for the next (owned by the merger); see the module documentation.
+#[derive(Default)]
+pub struct BuildCache {
+    /// Client locations, zones (serial left out), federations and etcd prefixes the cache was
+    /// built for: if any differ, the next build starts afresh.
+    locations: usize,
+    zones: Vec<ZoneData>,
+    federation_names: Vec<String>,
+    etcd_prefixes: Vec<String>,
+    zone_files: Vec<StaticZone>,
+    zone_file_nodes: FxHashMap<DnsName, NodeData>,
+    federations: Vec<FederationState>,
+    names: Names,
+    /// name → aliases whose answers read it.
+    readers: FxHashMap<DnsName, Vec<DnsName>>,
+    etcd: Vec<EtcdCache>,
+    segments: Vec<Arc<Segment>>,
+    /// During a build: names whose records changed, and segments to rebuild.
+    changed: FxHashSet<DnsName>,
+    dirty: Vec<bool>,
+}
+
+pub fn build(input: BuildInput<'_>) -> Built {
+    let mut scratch = BuildCache::default();
+    let cache = match input.cache {
+        Some(c) => c,
+        None => &mut scratch,
+    };
+    let BuildInput {
+        zones: zone_files,
+        federations,
+        etcd,
+        serial,
+        generation,
+        locator,
+        ..
+    } = input;
+    cache.apply(zone_files, federations, etcd, locator, serial, generation)
+}
+
+/// The zones served: zone files with an SOA at the apex (a later file with the same origin
+/// wins), federation zones without a file (synthesized SOA), etcd zones (CoreDNS's SOA).
+fn zone_list(
+    zone_files: &[StaticZone],
+    federations: &[Federation],
+    etcd: &[&EtcdData],
+    warnings: &mut Vec<String>,
+) -> Vec<ZoneData> {
+    let mut zones: Vec<ZoneData> = Vec::new();
+    for z in zone_files {
+        let Some((soa, soa_ttl)) = z.records.iter().find_map(|r| match &r.data {
+            RData::Soa(s) if r.name == z.origin => Some((s, r.ttl)),
+            _ => None,
+        }) else {
+            warnings.push(format!(
+                "{}: zone {} has no SOA at its apex; skipped",
+                z.file, z.origin
+            ));
+            continue;
+        };
+        if let Some(i) = zones.iter().position(|d| d.origin == z.origin) {
+            warnings.push(format!(
+                "{}: zone {} is defined twice; the later file wins",
+                z.file, z.origin
+            ));
+            zones.remove(i);
+        }
+        zones.push(ZoneData {
+            origin: z.origin.clone(),
+            soa: Soa {
+                serial: 0,
+                ..soa.clone()
+            },
+            soa_ttl,
+        });
+    }
+    for fed in federations {
+        if !zones.iter().any(|z| z.origin == fed.zone) {
+            warnings.push(format!(
+                "federation {}: no zone file for {}; serving it with a synthesized SOA",
+                fed.name, fed.zone
+            ));
+            zones.push(synthesized_soa(&fed.zone, "ns1", 3600, 600));
+        }
+    }
+    // etcd zones without a zone file get the SOA CoreDNS synthesizes (plugin.SOA): ns.dns.ZONE,
+    // hostmaster.ZONE, refresh 7200, retry 1800, expire 86400, minimum 30, TTL 30.
+    for data in etcd {
+        for z in &data.zones {
+            if !zones.iter().any(|d| d.origin == *z) {
+                zones.push(synthesized_soa(z, "ns.dns", 7200, 1800));
+            }
+        }
+    }
+    for z in &mut zones {
+        z.soa.serial = 0;
+    }
+    zones
+}
+
+/// The zone files' records by name (a zone defined twice keeps its later file's names).
+fn zone_file_nodes(zone_files: &[StaticZone]) -> FxHashMap<DnsName, NodeData> {
+    let mut nodes: FxHashMap<DnsName, NodeData> = FxHashMap::default();
+    let mut seen: Vec<&DnsName> = Vec::new();
+    for z in zone_files {
+        let has_soa = z
+            .records
+            .iter()
+            .any(|r| r.name == z.origin && matches!(r.data, RData::Soa(_)));
+        if !has_soa {
+            continue;
+        }
+        if seen.contains(&&z.origin) {
+            nodes.retain(|n, _| !n.is_within(&z.origin));
+        }
+        seen.push(&z.origin);
+        for r in &z.records {
+            let node = nodes.entry(r.name.clone()).or_default();
+            let t = r.data.rtype();
+            match node.rrsets.iter_mut().find(|s| s.rtype == t) {
+                // RFC 2181 §5.2: one TTL per RRset; the lowest is the safe choice.
+                Some(set) => {
+                    set.ttl = set.ttl.min(r.ttl);
+                    if !set.rdatas.contains(&r.data) {
+                        set.rdatas.push(r.data.clone());
+                    }
+                }
+                None => node
+                    .rrsets
+                    .push(RRset::fixed(t, r.ttl, vec![r.data.clone()])),
+            }
+        }
+    }
+    nodes
+}
+
+fn zone_of(zones: &[ZoneData], name: &DnsName) -> Option<usize> {
+    zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| name.is_within(&z.origin))
+        .max_by_key(|(_, z)| z.origin.wire().len())
+        .map(|(i, _)| i)
 }
 
 /// The outcome of resolving one question at build time.
@@ -179,436 +387,271 @@ struct Resolved<'a> {
     located: bool,
 }
 
-pub fn build(input: BuildInput<'_>) -> Built {
-    let mut warnings = Vec::new();
-    let mut zones: Vec<ZoneData> = Vec::new();
-    let mut nodes: FxHashMap<DnsName, NodeData> = FxHashMap::default();
-    let mut scratch = BuildCache::default();
-    let cache = input.cache.unwrap_or(&mut scratch);
-    let locations = input.locator.locations().len();
-    if cache.locations != locations {
-        cache.names.clear();
-        cache.services.clear();
-        cache.locations = locations;
+impl BuildCache {
+    fn mark(&mut self, name: &DnsName) {
+        self.dirty[part_of(name.wire())] = true;
+        self.changed.insert(name.clone());
     }
 
-    for z in input.zones {
-        let Some(soa_rec) = z
-            .records
-            .iter()
-            .find(|r| r.name == z.origin && matches!(r.data, RData::Soa(_)))
-        else {
-            warnings.push(format!(
-                "{}: zone {} has no SOA at its apex; skipped",
-                z.file, z.origin
-            ));
-            continue;
-        };
-        let RData::Soa(soa) = &soa_rec.data else {
-            unreachable!()
-        };
-        if let Some(i) = zones.iter().position(|d| d.origin == z.origin) {
-            warnings.push(format!(
-                "{}: zone {} is defined twice; the later file wins",
-                z.file, z.origin
-            ));
-            zones.remove(i);
-            nodes.retain(|n, _| !n.is_within(&z.origin));
+    /// Makes `name` exist (in zone `zone`), with the empty non-terminals above it.
+    fn ensure(&mut self, name: &DnsName, zone: usize) {
+        if self.names.get(name.wire()).is_some() {
+            return;
         }
-        zones.push(ZoneData {
-            origin: z.origin.clone(),
-            soa: soa.clone(),
-            soa_ttl: soa_rec.ttl,
-        });
-        add_static(&mut nodes, &z.records);
-    }
-
-    for fed in input.federations {
-        if !zones.iter().any(|z| z.origin == fed.zone) {
-            warnings.push(format!(
-                "federation {}: no zone file for {}; serving it with a synthesized SOA",
-                fed.name, fed.zone
-            ));
-            zones.push(synthesized_zone(&fed.zone));
-        }
-        // Ingress hosts outside every served zone are someone else's names: skipped quietly.
-        let served = |n: &DnsName| zones.iter().any(|z| n.is_within(&z.origin));
-        let memo = cache.services.entry(fed.name.clone()).or_default();
-        let laid_out = federation_nodes(fed, input.locator, &served, Some(memo));
-        nodes.reserve(laid_out.len());
-        for (name, data) in laid_out {
-            match nodes.entry(name) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    warnings.push(format!(
-                        "federation {}: {} overrides the zone file's records",
-                        fed.name,
-                        e.key()
-                    ));
-                    e.insert(data);
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(data);
-                }
-            }
-        }
-    }
-
-    // etcd zones without a zone file get the SOA CoreDNS synthesizes (plugin.SOA): ns.dns.ZONE,
-    // hostmaster.ZONE, refresh 7200, retry 1800, expire 86400, minimum 30, TTL 30.
-    let mut etcd_zone_ids: Vec<DnsName> = Vec::new();
-    for data in input.etcd {
-        for z in &data.zones {
-            if !zones.iter().any(|d| d.origin == *z) {
-                zones.push(coredns_zone(z));
-            }
-            etcd_zone_ids.push(z.clone());
-        }
-    }
-
-    // The SOA serial is the table's: it grows with every publish.
-    for z in &mut zones {
-        z.soa.serial = input.serial;
-        let apex = nodes.entry(z.origin.clone()).or_default();
-        apex.rrsets.retain(|r| r.rtype != rtype::SOA);
-        apex.rrsets.push(RRset::fixed(
-            rtype::SOA,
-            z.soa_ttl,
-            vec![RData::Soa(z.soa.clone())],
-        ));
-    }
-
-    // Which zone each name belongs to (longest origin), and empty non-terminals up to the apex.
-    let zone_of = |name: &DnsName| -> Option<usize> {
-        zones
-            .iter()
-            .enumerate()
-            .filter(|(_, z)| name.is_within(&z.origin))
-            .max_by_key(|(_, z)| z.origin.wire().len())
-            .map(|(i, _)| i)
-    };
-    let mut outside = Vec::new();
-    let mut ents: rustc_hash::FxHashSet<DnsName> = Default::default();
-    for name in nodes.keys() {
-        let Some(zi) = zone_of(name) else {
-            outside.push(name.clone());
-            continue;
-        };
-        let origin_len = zones[zi].origin.wire().len();
-        let wire = name.wire();
-        let mut pos = 0;
-        while wire.len() - pos > origin_len {
-            pos += wire[pos] as usize + 1;
-            let parent = &wire[pos..];
-            // A known ancestor's own ancestors are handled when it is visited: stop there, so
-            // the thousands of names under one empty non-terminal climb it once.
-            if nodes.contains_key(parent) || ents.contains(parent) {
+        let origin_len = self.zones[zone].origin.wire().len();
+        self.names.parts[part_of(name.wire())].insert(name.clone(), NameState::new(zone as u32));
+        self.mark(name);
+        // Each new name adds one child to its parent, which may itself be new.
+        let mut cur = name.clone();
+        while cur.wire().len() > origin_len {
+            let Some(parent) = cur.parent() else { break };
+            if let Some(p) = self.names.get_mut(parent.wire()) {
+                p.children += 1;
                 break;
             }
-            ents.insert(DnsName::from_wire_lowercase(parent));
+            let mut st = NameState::new(zone as u32);
+            st.children = 1;
+            self.names.parts[part_of(parent.wire())].insert(parent.clone(), st);
+            self.mark(&parent);
+            cur = parent;
         }
     }
-    for name in outside {
-        warnings.push(format!("{name} is outside every served zone; ignored"));
-        nodes.remove(&name);
-    }
-    for name in ents {
-        nodes.entry(name).or_default();
-    }
 
-    let record_count = nodes
-        .values()
-        .flat_map(|n| &n.rrsets)
-        .map(|r| r.rdatas.len())
-        .sum();
-    let mut table = Table {
-        names: FxHashMap::default(),
-        answers: Vec::new(),
-        located: Vec::new(),
-        zones: Vec::new(),
-        wildcards: Vec::new(),
-        axfr: FxHashMap::default(),
-        ready: true,
-        generation: input.generation,
-        serial: input.serial,
-        record_count,
-        name_count: nodes.len(),
-    };
-
-    let soa_record = |zi: usize| -> Record {
-        let z = &zones[zi];
-        // RFC 2308 §3: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
-        Record {
-            name: z.origin.clone(),
-            ttl: z.soa_ttl.min(z.soa.minimum),
-            data: RData::Soa(z.soa.clone()),
+    /// Removes `name` if nothing needs it any more, and empty non-terminals above it.
+    fn prune(&mut self, name: &DnsName) {
+        let mut cur = name.clone();
+        loop {
+            let Some(st) = self.names.get(cur.wire()) else {
+                return;
+            };
+            if st.is_needed() {
+                return;
+            }
+            let origin_len = self.zones[st.zone as usize].origin.wire().len();
+            let st = self.names.parts[part_of(cur.wire())]
+                .remove(cur.wire())
+                .expect("just found");
+            self.forget_reads(&cur, &st.reads);
+            self.mark(&cur);
+            if cur.wire().len() <= origin_len {
+                return;
+            }
+            let Some(parent) = cur.parent() else { return };
+            match self.names.get_mut(parent.wire()) {
+                Some(p) => p.children = p.children.saturating_sub(1),
+                None => return,
+            }
+            cur = parent;
         }
-    };
-    // Negative answers do not mention the question name, so one position-independent body per
-    // zone serves every NODATA and NXDOMAIN in it.
-    let mut nodata_of = Vec::new();
-    for (zi, zone) in zones.iter().enumerate() {
-        let soa = soa_record(zi);
-        let body = encode::detached(&[soa]);
-        table.answers.push(Answer {
-            rcode: rcode::NXDOMAIN,
-            bodies: std::sync::Arc::new([body.clone()]),
-        });
-        let nxdomain = (table.answers.len() - 1) as u32;
-        let miss_soa = etcd_zone_ids.contains(&zone.origin).then(|| {
-            table.answers.push(Answer {
-                rcode: rcode::NOERROR,
-                bodies: std::sync::Arc::new([encode::detached_answer(&[coredns_soa_answer(zone)])]),
-            });
-            (table.answers.len() - 1) as u32
-        });
-        table.zones.push(ZoneInfo { nxdomain, miss_soa });
-        table.answers.push(Answer {
-            rcode: rcode::NOERROR,
-            bodies: std::sync::Arc::new([body]),
-        });
-        nodata_of.push((table.answers.len() - 1) as u32);
     }
 
-    let resolve = |qname: &DnsName, qtype: u16, loc: usize| -> Resolved<'_> {
-        let mut out = Resolved {
-            rcode: rcode::NOERROR,
-            answer: Vec::new(),
-            soa_zone: None,
-            located: false,
+    fn forget_reads(&mut self, name: &DnsName, reads: &[DnsName]) {
+        for r in reads {
+            if let Some(v) = self.readers.get_mut(r) {
+                v.retain(|n| n != name);
+                if v.is_empty() {
+                    self.readers.remove(r);
+                }
+            }
+        }
+    }
+
+    /// Sets what `origin` gives `name`; returns whether another origin already gave it records.
+    fn contribute(&mut self, name: &DnsName, zone: usize, origin: Origin, data: NodeData) -> bool {
+        self.ensure(name, zone);
+        let st = self.names.get_mut(name.wire()).expect("ensured");
+        let shared =
+            !st.contributions.is_empty() && st.contributions.iter().any(|(o, _)| *o != origin);
+        let last = st.contributions.len();
+        let served_changed = match st.contributions.binary_search_by_key(&origin, |(o, _)| *o) {
+            Ok(i) if st.contributions[i].1 == data => false,
+            Ok(i) => {
+                st.contributions[i].1 = data;
+                i + 1 == last
+            }
+            Err(i) => {
+                st.contributions.insert(i, (origin, data));
+                i == last
+            }
         };
-        let mut cur = qname.clone();
-        for _ in 0..MAX_CHAIN {
-            let Some(zi) = zone_of(&cur) else { return out };
-            let Some(node) = nodes.get(&cur) else {
-                out.rcode = rcode::NXDOMAIN;
-                out.soa_zone = Some(zi);
-                return out;
-            };
-            out.located |= !node.by_location.is_empty();
-            let here = node.at(loc);
-            if qtype == rtype::ANY && !here.is_empty() {
-                out.answer.extend(here.iter().map(|r| (cur.clone(), r)));
-                return out;
-            }
-            if let Some(rr) = node.get(loc, qtype) {
-                out.answer.push((cur.clone(), rr));
-                return out;
-            }
-            match node.get(loc, rtype::CNAME) {
-                Some(rr) => {
-                    out.answer.push((cur.clone(), rr));
-                    let RData::Cname(target) = &rr.rdatas[0] else {
-                        unreachable!()
-                    };
-                    cur = target.clone();
-                }
-                None => {
-                    out.soa_zone = Some(zi);
-                    return out;
-                }
-            }
+        if served_changed {
+            self.mark(name);
         }
-        out // chain too long: what we have, as BIND and Knot do
-    };
-
-    // One answer, or one per client location when the answer depends on it (deduplicated).
-    let answer_ref = |table: &mut Table, name: &DnsName, t: u16| -> u32 {
-        let first = resolve(name, t, 0);
-        if !first.located || locations <= 1 {
-            return push_answer(&mut table.answers, name, t, &first, &soa_record, &nodata_of);
-        }
-        let start = table.located.len();
-        let mut first = Some(first);
-        let mut seen: Vec<(Resolved<'_>, u32)> = Vec::new();
-        for loc in 0..locations {
-            // Location 0 was resolved above.
-            let res = first.take().unwrap_or_else(|| resolve(name, t, loc));
-            let idx = match seen.iter().find(|(r, _)| *r == res) {
-                Some((_, idx)) => *idx,
-                None => {
-                    let idx =
-                        push_answer(&mut table.answers, name, t, &res, &soa_record, &nodata_of);
-                    seen.push((res, idx));
-                    idx
-                }
-            };
-            table.located.push(idx);
-        }
-        start as u32 | LOCATED
-    };
-
-    let mut prev = std::mem::take(&mut cache.names);
-    let mut next: FxHashMap<DnsName, (NodeData, CachedAnswers)> = FxHashMap::default();
-    next.reserve(prev.len());
-    for (name, node) in &nodes {
-        let zi = zone_of(name).expect("nodes outside zones were removed");
-        let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
-        // A name without a CNAME answers from its own records alone (or the zone's NODATA,
-        // rebuilt with every table), so the same records give the same answers: reuse them.
-        // Aliases read other names and may carry the SOA (whose serial changes) in their answers.
-        let has_cname = all_sets().any(|r| r.rtype == rtype::CNAME);
-        let reusable = !has_cname && all_sets().next().is_some();
-        let reused = reusable
-            .then(|| prev.remove(name))
-            .flatten()
-            .filter(|(old, _)| old == node);
-        let (by_type, other) = if let Some((old, cached)) = reused {
-            let by_type: Vec<(u16, u32)> = cached
-                .by_type
-                .iter()
-                .map(|(t, r)| (*t, r.materialize(&mut table, nodata_of[zi])))
-                .collect();
-            next.insert(name.clone(), (old, cached));
-            (by_type, nodata_of[zi])
-        } else {
-            let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
-            let is_alias = node.get(0, rtype::CNAME).is_some();
-            if is_alias {
-                // The chain's end decides which types have data (at any location).
-                for loc in 0..locations {
-                    let end = resolve(name, 0, loc);
-                    if let Some((_, last)) = end.answer.last()
-                        && let RData::Cname(target) = &last.rdatas[0]
-                        && let Some(n) = nodes.get(target)
-                    {
-                        qtypes.extend(
-                            n.rrsets
-                                .iter()
-                                .chain(n.by_location.iter().flatten())
-                                .map(|r| r.rtype),
-                        );
-                    }
-                    if !end.located {
-                        break;
-                    }
-                }
-            }
-            if all_sets().next().is_some() {
-                qtypes.insert(rtype::ANY);
-            }
-            let mut by_type = Vec::with_capacity(qtypes.len());
-            for t in qtypes {
-                by_type.push((t, answer_ref(&mut table, name, t)));
-            }
-            let other = if is_alias {
-                answer_ref(&mut table, name, 0)
-            } else {
-                nodata_of[zi]
-            };
-            if reusable {
-                let cached = by_type
-                    .iter()
-                    .map(|(t, i)| (*t, CachedRef::of(&table, *i, nodata_of[zi], locations)))
-                    .collect();
-                next.insert(
-                    name.clone(),
-                    (node.clone(), CachedAnswers { by_type: cached }),
-                );
-            }
-            (by_type, other)
-        };
-        table.names.insert(
-            name.wire().into(),
-            Node {
-                zone: zi as u32,
-                by_type: by_type.into(),
-                other,
-                wildcard: NO_WILDCARD,
-            },
-        );
+        shared
     }
-    drop(prev);
-    cache.names = next;
-    for data in input.etcd {
-        let cache = cache.etcd.entry(data.prefix.clone()).or_default();
-        add_etcd(
-            &mut table,
-            data,
-            &zones,
-            &zone_of,
-            &nodata_of,
-            &mut warnings,
-            cache,
-        );
-        if data.axfr {
+
+    fn withdraw(&mut self, name: &DnsName, origin: Origin) {
+        let Some(st) = self.names.get_mut(name.wire()) else {
+            return;
+        };
+        let Ok(i) = st.contributions.binary_search_by_key(&origin, |(o, _)| *o) else {
+            return;
+        };
+        let was_served = i + 1 == st.contributions.len();
+        st.contributions.remove(i);
+        if was_served {
+            self.mark(name);
+        }
+        self.prune(name);
+    }
+
+    fn apply(
+        &mut self,
+        zone_files: &[StaticZone],
+        federations: &[Federation],
+        etcd: &[&EtcdData],
+        locator: &Locator,
+        serial: u32,
+        generation: u64,
+    ) -> Built {
+        let mut warnings = Vec::new();
+        let mut zone_warnings = Vec::new();
+        let zones = zone_list(zone_files, federations, etcd, &mut zone_warnings);
+        let locations = locator.locations().len();
+        let federation_names: Vec<String> = federations.iter().map(|f| f.name.clone()).collect();
+        let etcd_prefixes: Vec<String> = etcd.iter().map(|e| e.prefix.clone()).collect();
+        let fresh = self.segments.is_empty()
+            || self.locations != locations
+            || self.zones != zones
+            || self.federation_names != federation_names
+            || self.etcd_prefixes != etcd_prefixes;
+        if fresh {
+            *self = BuildCache {
+                locations,
+                zones,
+                federation_names,
+                etcd_prefixes,
+                federations: federations.iter().map(|_| Default::default()).collect(),
+                etcd: etcd.iter().map(|_| Default::default()).collect(),
+                segments: (0..SEGMENTS).map(|_| Default::default()).collect(),
+                dirty: vec![true; SEGMENTS],
+                ..Default::default()
+            };
+            for zi in 0..self.zones.len() {
+                let origin = self.zones[zi].origin.clone();
+                self.ensure(&origin, zi);
+            }
+        }
+
+        if fresh || self.zone_files.as_slice() != zone_files {
+            warnings.append(&mut zone_warnings);
+            self.update_zone_files(zone_files, &mut warnings);
+        }
+        for (i, fed) in federations.iter().enumerate() {
+            self.update_federation(i, fed, locator, &mut warnings);
+        }
+        // The SOA serial is the table's: it grows with every publish.
+        for zi in 0..self.zones.len() {
+            let z = &self.zones[zi];
+            let soa = RRset::fixed(
+                rtype::SOA,
+                z.soa_ttl,
+                vec![RData::Soa(Soa {
+                    serial,
+                    ..z.soa.clone()
+                })],
+            );
+            let origin = z.origin.clone();
+            let st = self.names.get_mut(origin.wire()).expect("apexes exist");
+            let mut data = st
+                .contributions
+                .last()
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default();
+            data.rrsets.retain(|r| r.rtype != rtype::SOA);
+            data.rrsets.push(soa);
+            st.apex = Some(data);
+            self.mark(&origin);
+        }
+
+        self.reencode(locations);
+        let etcd_zones: Vec<&DnsName> = etcd.iter().flat_map(|d| &d.zones).collect();
+        for (i, data) in etcd.iter().enumerate() {
+            self.update_etcd(i, data, &mut warnings);
+        }
+
+        let zone_infos: Vec<ZoneInfo> = self
+            .zones
+            .iter()
+            .map(|z| zone_info(z, serial, etcd_zones.contains(&&z.origin)))
+            .collect();
+        for s in 0..SEGMENTS {
+            if std::mem::take(&mut self.dirty[s]) {
+                self.segments[s] = Arc::new(self.segment(s));
+            }
+        }
+        let mut axfr = FxHashMap::default();
+        for data in etcd.iter().filter(|d| d.axfr) {
             for z in &data.zones {
-                let Some(zd) = zones.iter().find(|d| d.origin == *z) else {
+                let Some(zd) = self.zones.iter().find(|d| d.origin == *z) else {
                     continue;
                 };
                 let mut records = vec![Record {
                     name: z.clone(),
                     ttl: zd.soa_ttl,
-                    data: RData::Soa(zd.soa.clone()),
+                    data: RData::Soa(Soa {
+                        serial,
+                        ..zd.soa.clone()
+                    }),
                 }];
                 records.extend(skydns::transfer_records(data, z));
-                table.axfr.insert(z.wire().into(), records.into());
+                axfr.insert(z.wire().into(), records.into());
             }
         }
+        encode::forget_names();
+        let table = Table {
+            record_count: self.segments.iter().map(|s| s.records).sum(),
+            name_count: self.segments.iter().map(|s| s.names.len()).sum(),
+            segments: self.segments.clone().into_boxed_slice(),
+            zones: zone_infos,
+            axfr,
+            ready: true,
+            generation,
+            serial,
+        };
+        Built { table, warnings }
     }
-    encode::forget_names();
-    Built { table, warnings }
-}
 
-/// The SOA record CoreDNS puts in the answer to an SOA question.
-fn coredns_soa_answer(z: &ZoneData) -> Record {
-    Record {
-        name: z.origin.clone(),
-        ttl: z.soa_ttl.min(300),
-        data: RData::Soa(z.soa.clone()),
+    fn update_zone_files(&mut self, zone_files: &[StaticZone], warnings: &mut Vec<String>) {
+        let new = zone_file_nodes(zone_files);
+        let old = std::mem::take(&mut self.zone_file_nodes);
+        for name in old.keys().filter(|n| !new.contains_key(*n)) {
+            self.withdraw(name, FROM_ZONE_FILES);
+        }
+        for (name, data) in &new {
+            if old.get(name) == Some(data) {
+                continue;
+            }
+            match zone_of(&self.zones, name) {
+                Some(zi) => {
+                    self.contribute(name, zi, FROM_ZONE_FILES, data.clone());
+                }
+                None => warnings.push(format!("{name} is outside every served zone; ignored")),
+            }
+        }
+        self.zone_file_nodes = new;
+        self.zone_files = zone_files.to_vec();
     }
-}
 
-/// The SOA CoreDNS's etcd plugin synthesizes for a zone without a zone file.
-fn coredns_zone(origin: &DnsName) -> ZoneData {
-    synthesized_soa(origin, "ns.dns", 7200, 1800)
-}
-
-/// Largest answer body kept: a TCP message is at most 65535 bytes with header and question.
-const MAX_BODY: usize = 65535 - 12 - 260 - 11;
-
-/// One etcd answer, encoded once and kept between builds.
-enum Enc {
-    NoData,
-    NxDomain,
-    ServFail,
-    Soa,
-    Body(Body),
-}
-
-struct EncName {
-    by_type: Vec<(u16, Enc)>,
-    other: Enc,
-}
-
-/// What one build leaves for the next (owned by the merger), so that a change re-encodes only
-/// the names it affects: the etcd data sets' answers by prefix, and the encoded answers of every
-/// name that answers from its own records alone, with the records they were encoded from.
-#[derive(Default)]
-pub struct BuildCache {
-    etcd: HashMap<String, EtcdCache>,
-    names: FxHashMap<DnsName, (NodeData, CachedAnswers)>,
-    /// The federated names of every service, by federation, with the inputs they came from.
-    services: HashMap<String, ServiceMemo>,
-    /// Client locations the cached answers were laid out for.
-    locations: usize,
-}
-
-/// The names one federation's services laid out in the last build. A service whose shards,
-/// ports and policy are unchanged, in a federation whose settings and clusters are unchanged,
-/// gets the same names and records, so selection and layout are skipped for it.
-type MemoEntry = (Service, Vec<(DnsName, NodeData)>, bool);
-
-#[derive(Default)]
-struct ServiceMemo {
-    settings: Option<Federation>,
-    /// namespace → name → the service as last seen, its names, and whether this build saw it
-    /// (nested so that a lookup borrows the service's strings instead of copying them).
-    services: FxHashMap<String, FxHashMap<String, MemoEntry>>,
-}
-
-impl ServiceMemo {
-    /// Begins a build of `fed`: everything is forgotten if its settings or clusters changed.
-    fn start(&mut self, fed: &Federation) {
+    fn update_federation(
+        &mut self,
+        i: usize,
+        fed: &Federation,
+        locator: &Locator,
+        warnings: &mut Vec<String>,
+    ) {
+        let mut state = std::mem::take(&mut self.federations[i]);
+        let federation = i as u32 + 1;
+        let service_origin = |svc: &Service| Origin {
+            federation,
+            kind: SERVICE,
+            key: key_of(&[svc.namespace.as_bytes(), svc.name.as_bytes()]),
+        };
+        let ingress_origin = |host: &DnsName| Origin {
+            federation,
+            kind: INGRESS,
+            key: key_of(&[host.wire()]),
+        };
         let settings = Federation {
             name: fed.name.clone(),
             zone: fed.zone.clone(),
@@ -619,278 +662,474 @@ impl ServiceMemo {
             services: Vec::new(),
             ingress_hosts: Vec::new(),
         };
-        if self.settings.as_ref() != Some(&settings) {
-            self.services.clear();
-            self.settings = Some(settings);
-        }
-        for entry in self.services.values_mut().flat_map(|n| n.values_mut()) {
-            entry.2 = false;
-        }
-    }
-
-    fn reuse(&mut self, svc: &Service) -> Option<&[(DnsName, NodeData)]> {
-        let entry = self.services.get_mut(&svc.namespace)?.get_mut(&svc.name)?;
-        if entry.0 != *svc {
-            return None;
-        }
-        entry.2 = true;
-        Some(&entry.1)
-    }
-
-    fn keep(&mut self, svc: &Service, nodes: Vec<(DnsName, NodeData)>) {
-        self.services
-            .entry(svc.namespace.clone())
-            .or_default()
-            .insert(svc.name.clone(), (svc.clone(), nodes, true));
-    }
-
-    /// Forgets the services this build did not see.
-    fn finish(&mut self) {
-        for names in self.services.values_mut() {
-            names.retain(|_, e| e.2);
-        }
-        self.services.retain(|_, names| !names.is_empty());
-    }
-}
-
-/// The answers of one name by query type, independent of any table's answer indexes.
-struct CachedAnswers {
-    by_type: Box<[(u16, CachedRef)]>,
-}
-
-enum CachedRef {
-    /// The zone's NODATA (rebuilt with every table: it carries the serial).
-    NoData,
-    One(Answer),
-    /// One answer per client location: the distinct answers (`None`: NODATA) and, per
-    /// location, which of them.
-    Located {
-        distinct: Box<[Option<Answer>]>,
-        per_location: Box<[u32]>,
-    },
-}
-
-impl CachedRef {
-    fn of(table: &Table, idx: u32, nodata: u32, locations: usize) -> CachedRef {
-        let one = |i: u32| (i != nodata).then(|| table.answers[i as usize].clone());
-        if idx & LOCATED == 0 {
-            return one(idx).map_or(CachedRef::NoData, CachedRef::One);
-        }
-        let start = (idx & !LOCATED) as usize;
-        let mut seen: Vec<u32> = Vec::new();
-        let per_location = table.located[start..start + locations]
-            .iter()
-            .map(|i| match seen.iter().position(|s| s == i) {
-                Some(p) => p as u32,
-                None => {
-                    seen.push(*i);
-                    (seen.len() - 1) as u32
+        if state.settings.as_ref() != Some(&settings) {
+            for (svc, names, _) in state.services.values().flat_map(|m| m.values()) {
+                for n in names {
+                    self.withdraw(n, service_origin(svc));
                 }
-            })
-            .collect();
-        CachedRef::Located {
-            distinct: seen.into_iter().map(one).collect(),
-            per_location,
-        }
-    }
-
-    /// Adds the answers to `table` and returns the reference a node stores.
-    fn materialize(&self, table: &mut Table, nodata: u32) -> u32 {
-        let mut push = |a: Option<&Answer>| match a {
-            Some(a) => {
-                table.answers.push(a.clone());
-                (table.answers.len() - 1) as u32
             }
-            None => nodata,
-        };
-        match self {
-            CachedRef::NoData => nodata,
-            CachedRef::One(a) => push(Some(a)),
-            CachedRef::Located {
-                distinct,
-                per_location,
-            } => {
-                let idx: Vec<u32> = distinct.iter().map(|a| push(a.as_ref())).collect();
-                let start = table.located.len();
-                table
-                    .located
-                    .extend(per_location.iter().map(|p| idx[*p as usize]));
-                start as u32 | LOCATED
+            for host in state.ingress.keys() {
+                self.withdraw(host, ingress_origin(host));
             }
+            state = FederationState {
+                settings: Some(settings),
+                ..Default::default()
+            };
         }
-    }
-}
-
-/// What the builder keeps of one etcd data set between builds (owned by the merger), so that
-/// a change re-answers and re-encodes only the names it affects.
-#[derive(Default)]
-pub struct EtcdCache {
-    sky: skydns::Cache,
-    enc: HashMap<skydns::NameKey, EncName>,
-}
-
-fn encode_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> EncName {
-    let enc = |qtype: u16, o: &Outcome, cut: &mut usize| -> Enc {
-        match o {
-            Outcome::NoData => Enc::NoData,
-            Outcome::NxDomain => Enc::NxDomain,
-            Outcome::ServFail => Enc::ServFail,
-            Outcome::Soa => Enc::Soa,
-            Outcome::Answer { answer, additional } => {
-                let (body, left_out) = if wild {
-                    encode::owner_relative(&na.name, answer, additional, MAX_BODY)
-                } else {
-                    encode::bounded(&na.name, qtype, answer, additional, MAX_BODY)
-                };
-                if left_out > 0 {
-                    *cut += 1;
+        for e in state.services.values_mut().flat_map(|m| m.values_mut()) {
+            e.2 = false;
+        }
+        for e in state.ingress.values_mut() {
+            e.1 = false;
+        }
+        let layout = Layout::new(fed, locator);
+        let mut overridden = Vec::new();
+        for svc in &fed.services {
+            let entry = state
+                .services
+                .get_mut(&svc.namespace)
+                .and_then(|m| m.get_mut(&svc.name));
+            let old_names = match entry {
+                Some(e) if std::sync::Arc::ptr_eq(&e.0, svc) || e.0 == *svc => {
+                    e.2 = true;
+                    continue;
                 }
-                Enc::Body(body)
+                Some(e) => std::mem::take(&mut e.1),
+                None => Vec::new(),
+            };
+            let origin = service_origin(svc);
+            let laid_out = layout.service(svc);
+            for old in &old_names {
+                if !laid_out.iter().any(|(n, _)| n == old) {
+                    self.withdraw(old, origin);
+                }
             }
-        }
-    };
-    EncName {
-        by_type: na
-            .by_type
-            .iter()
-            .map(|(t, o)| (*t, enc(*t, o, cut)))
-            .collect(),
-        // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
-        other: enc(0, &na.other, cut),
-    }
-}
-
-/// Adds the names of one etcd data set, answered as CoreDNS's etcd plugin answers them.
-fn add_etcd(
-    table: &mut Table,
-    data: &EtcdData,
-    zones: &[ZoneData],
-    zone_of: &dyn Fn(&DnsName) -> Option<usize>,
-    nodata_of: &[u32],
-    warnings: &mut Vec<String>,
-    cache: &mut EtcdCache,
-) {
-    let delta = skydns::update(data, &mut cache.sky);
-    if delta.full {
-        cache.enc.clear();
-    }
-    for k in &delta.removed {
-        cache.enc.remove(k);
-    }
-    let mut cut = 0usize;
-    for (k, na) in &delta.changed {
-        cache.enc.insert(k.clone(), encode_name(na, k.1, &mut cut));
-    }
-    if cut > 0 {
-        warnings.push(format!(
-            "etcd {}: {cut} answer(s) larger than a DNS message were cut to fit",
-            data.prefix
-        ));
-    }
-    let index = |table: &mut Table, zi: usize, e: &Enc| -> u32 {
-        match e {
-            Enc::NoData => nodata_of[zi],
-            Enc::NxDomain => table.zones[zi].nxdomain,
-            Enc::Soa => table.zones[zi].miss_soa.unwrap_or(nodata_of[zi]),
-            Enc::ServFail => {
-                let z = &zones[zi];
-                let soa = Record {
-                    name: z.origin.clone(),
-                    ttl: z.soa_ttl.min(z.soa.minimum),
-                    data: RData::Soa(z.soa.clone()),
+            let mut names = Vec::with_capacity(laid_out.len());
+            for (name, data) in laid_out {
+                let Some(zi) = zone_of(&self.zones, &name) else {
+                    warnings.push(format!("{name} is outside every served zone; ignored"));
+                    continue;
                 };
-                table.answers.push(Answer {
-                    rcode: rcode::SERVFAIL,
-                    bodies: std::sync::Arc::new([encode::detached(&[soa])]),
-                });
-                (table.answers.len() - 1) as u32
+                if self.contribute(&name, zi, origin, data) && !old_names.contains(&name) {
+                    overridden.push(name.clone());
+                }
+                names.push(name);
             }
-            Enc::Body(b) => {
-                table.record_count += b.answer_count as usize;
-                table.answers.push(Answer {
-                    rcode: rcode::NOERROR,
-                    bodies: std::sync::Arc::new([b.clone()]),
-                });
-                (table.answers.len() - 1) as u32
+            state
+                .services
+                .entry(svc.namespace.clone())
+                .or_default()
+                .insert(svc.name.clone(), (svc.clone(), names, true));
+        }
+        // Ingress hosts outside every served zone are someone else's names: skipped quietly.
+        for host in &fed.ingress_hosts {
+            match state.ingress.get_mut(&host.host) {
+                Some(e) if e.0 == *host => {
+                    e.1 = true;
+                    continue;
+                }
+                _ => {}
             }
-        }
-    };
-    for ((name, wild), en) in &cache.enc {
-        if *wild {
-            continue;
-        }
-        let Some(zi) = zone_of(name) else { continue };
-        // Where etcd has nothing (NXDOMAIN) for a type that a zone file or federation answers
-        // at this name (e.g. the apex NS of a zone that also has a zone file), that answer stays.
-        let existing: Vec<(u16, u32)> = table
-            .names
-            .get(name.wire())
-            .map(|n| n.by_type.to_vec())
-            .unwrap_or_default();
-        let mut by_type = Vec::with_capacity(en.by_type.len());
-        for (t, e) in &en.by_type {
-            let kept = existing.iter().find(|(et, _)| et == t).map(|(_, i)| *i);
-            match (e, kept) {
-                (Enc::NxDomain, Some(i)) => by_type.push((*t, i)),
-                _ => by_type.push((*t, index(table, zi, e))),
+            let known = state.ingress.contains_key(&host.host);
+            let origin = ingress_origin(&host.host);
+            match zone_of(&self.zones, &host.host) {
+                Some(zi) => {
+                    let (name, data) = layout.ingress(host);
+                    if self.contribute(&name, zi, origin, data) && !known {
+                        overridden.push(name);
+                    }
+                }
+                None => self.withdraw(&host.host, origin),
             }
+            state
+                .ingress
+                .insert(host.host.clone(), (host.clone(), true));
         }
-        let other = index(table, zi, &en.other);
-        if table
-            .names
-            .insert(
-                name.wire().into(),
-                Node {
-                    zone: zi as u32,
-                    by_type: by_type.into(),
-                    other,
-                    wildcard: NO_WILDCARD,
-                },
-            )
-            .is_none()
-        {
-            table.name_count += 1;
+        let mut gone = Vec::new();
+        for names in state.services.values_mut() {
+            names.retain(|_, (svc, names, seen)| {
+                if !*seen {
+                    gone.push((service_origin(svc), std::mem::take(names)));
+                }
+                *seen
+            });
         }
-    }
-    for ((name, wild), en) in &cache.enc {
-        if !*wild {
-            continue;
-        }
-        let (Some(zi), Some(parent)) = (zone_of(name), name.parent()) else {
-            continue;
-        };
-        let by_type: Vec<(u16, u32)> = en
-            .by_type
-            .iter()
-            .map(|(t, e)| (*t, index(table, zi, e)))
-            .collect();
-        let other = index(table, zi, &en.other);
-        table.wildcards.push(Wildcard {
-            by_type: by_type.into(),
-            other,
+        state.services.retain(|_, names| !names.is_empty());
+        state.ingress.retain(|host, (_, seen)| {
+            if !*seen {
+                gone.push((ingress_origin(host), vec![host.clone()]));
+            }
+            *seen
         });
-        let idx = (table.wildcards.len() - 1) as u32;
-        if let Some(node) = table.names.get_mut(parent.wire()) {
-            node.wildcard = idx;
+        for (origin, names) in gone {
+            for n in &names {
+                self.withdraw(n, origin);
+            }
+        }
+        for name in overridden {
+            let by_zone_file = self.names.get(name.wire()).is_some_and(|st| {
+                st.contributions
+                    .first()
+                    .is_some_and(|(o, _)| *o == FROM_ZONE_FILES)
+            });
+            if by_zone_file {
+                warnings.push(format!(
+                    "federation {}: {name} overrides the zone file's records",
+                    fed.name
+                ));
+            }
+        }
+        self.federations[i] = state;
+    }
+
+    /// Re-encodes every name whose records changed and every alias that reads one of them.
+    fn reencode(&mut self, locations: usize) {
+        let mut todo: FxHashSet<DnsName> = std::mem::take(&mut self.changed);
+        let readers: Vec<DnsName> = todo
+            .iter()
+            .filter_map(|n| self.readers.get(n))
+            .flatten()
+            .cloned()
+            .collect();
+        todo.extend(readers);
+        let mut done = Vec::with_capacity(todo.len());
+        for name in &todo {
+            if let Some(st) = self.names.get(name.wire()) {
+                let (answers, reads) = encode_name(&self.names, &self.zones, name, st, locations);
+                let records = st.data().rrsets.iter().map(|r| r.rdatas.len() as u32).sum();
+                done.push((name, answers, reads, records));
+            }
+        }
+        for (name, answers, reads, records) in done {
+            let st = self.names.get_mut(name.wire()).expect("encoded above");
+            st.answers = answers;
+            st.records = records;
+            let old = std::mem::replace(&mut st.reads, reads.clone().into_boxed_slice());
+            self.forget_reads(name, &old);
+            for r in reads {
+                self.readers.entry(r).or_default().push(name.clone());
+            }
+            self.dirty[part_of(name.wire())] = true;
+        }
+    }
+
+    fn update_etcd(&mut self, i: usize, data: &EtcdData, warnings: &mut Vec<String>) {
+        let cache = &mut self.etcd[i];
+        let delta = skydns::update(data, &mut cache.sky);
+        if delta.full {
+            for part in &mut cache.enc {
+                part.clear();
+            }
+            self.dirty.iter_mut().for_each(|d| *d = true);
+        }
+        for k in &delta.removed {
+            let p = etcd_part(k);
+            cache.enc[p].remove(k);
+            self.dirty[p] = true;
+        }
+        let mut cut = 0usize;
+        for (k, na) in &delta.changed {
+            let p = etcd_part(k);
+            cache.enc[p].insert(k.clone(), encode_etcd_name(na, k.1, &mut cut));
+            self.dirty[p] = true;
+        }
+        if cut > 0 {
+            warnings.push(format!(
+                "etcd {}: {cut} answer(s) larger than a DNS message were cut to fit",
+                data.prefix
+            ));
+        }
+    }
+
+    /// Segment `s` of the table from the names of part `s`, etcd's names overlaid.
+    fn segment(&self, s: usize) -> Segment {
+        let mut seg = Segment::default();
+        let part = &self.names.parts[s];
+        seg.names.reserve(part.len(), |(k, _)| name_hash(k));
+        for (name, st) in part {
+            let by_type = st
+                .answers
+                .by_type
+                .iter()
+                .map(|(t, r)| (*t, put(&mut seg, r)))
+                .collect();
+            let other = put(&mut seg, &st.answers.other);
+            seg.records += st.records as usize;
+            let wire: Box<[u8]> = name.wire().into();
+            seg.names.insert_unique(
+                name_hash(&wire),
+                (
+                    wire,
+                    Node {
+                        zone: st.zone,
+                        by_type,
+                        other,
+                        wildcard: NO_WILDCARD,
+                    },
+                ),
+                |(k, _)| name_hash(k),
+            );
+        }
+        for cache in &self.etcd {
+            self.overlay_etcd(&mut seg, &cache.enc[s]);
+        }
+        seg
+    }
+
+    /// Adds the names of one etcd data set, answered as CoreDNS's etcd plugin answers them.
+    fn overlay_etcd(&self, seg: &mut Segment, enc: &HashMap<skydns::NameKey, EncName>) {
+        let index = |seg: &mut Segment, zi: usize, e: &Enc| -> u32 {
+            match e {
+                Enc::NoData => NODATA,
+                Enc::NxDomain => NXDOMAIN,
+                Enc::Soa => MISS_SOA,
+                Enc::ServFail => {
+                    seg.answers.push(Answer {
+                        rcode: rcode::SERVFAIL,
+                        soa_tail: zi as u32,
+                        bodies: Arc::new([Body {
+                            answer_count: 0,
+                            authority_count: 0,
+                            additional_count: 0,
+                            wire: Box::new([]),
+                        }]),
+                    });
+                    (seg.answers.len() - 1) as u32
+                }
+                Enc::Body(a) => {
+                    seg.records += a.bodies[0].answer_count as usize;
+                    seg.answers.push(a.clone());
+                    (seg.answers.len() - 1) as u32
+                }
+            }
+        };
+        for ((name, wild), en) in enc {
+            if *wild {
+                continue;
+            }
+            let Some(zi) = zone_of(&self.zones, name) else {
+                continue;
+            };
+            let hash = name_hash(name.wire());
+            // Where etcd has nothing (NXDOMAIN) for a type that a zone file or federation
+            // answers at this name (e.g. the apex NS of a zone that also has a zone file), that
+            // answer stays.
+            let existing: Vec<(u16, u32)> = seg
+                .names
+                .find(hash, |(k, _)| **k == *name.wire())
+                .map(|(_, n)| n.by_type.to_vec())
+                .unwrap_or_default();
+            let mut by_type = Vec::with_capacity(en.by_type.len());
+            for (t, e) in &en.by_type {
+                let kept = existing.iter().find(|(et, _)| et == t).map(|(_, i)| *i);
+                match (e, kept) {
+                    (Enc::NxDomain, Some(i)) => by_type.push((*t, i)),
+                    _ => by_type.push((*t, index(seg, zi, e))),
+                }
+            }
+            let other = index(seg, zi, &en.other);
+            let node = Node {
+                zone: zi as u32,
+                by_type: by_type.into(),
+                other,
+                wildcard: NO_WILDCARD,
+            };
+            match seg.names.find_mut(hash, |(k, _)| **k == *name.wire()) {
+                Some(slot) => slot.1 = node,
+                None => {
+                    seg.names
+                        .insert_unique(hash, (name.wire().into(), node), |(k, _)| name_hash(k));
+                }
+            }
+        }
+        for ((name, wild), en) in enc {
+            if !*wild {
+                continue;
+            }
+            let (Some(zi), Some(parent)) = (zone_of(&self.zones, name), name.parent()) else {
+                continue;
+            };
+            let by_type: Vec<(u16, u32)> = en
+                .by_type
+                .iter()
+                .map(|(t, e)| (*t, index(seg, zi, e)))
+                .collect();
+            let other = index(seg, zi, &en.other);
+            seg.wildcards.push(Wildcard {
+                by_type: by_type.into(),
+                other,
+            });
+            let idx = (seg.wildcards.len() - 1) as u32;
+            let hash = name_hash(parent.wire());
+            if let Some((_, node)) = seg.names.find_mut(hash, |(k, _)| **k == *parent.wire()) {
+                node.wildcard = idx;
+            }
         }
     }
 }
 
-fn push_answer(
-    answers: &mut Vec<Answer>,
+/// Adds `r`'s answers to `seg` and returns the reference a node stores.
+fn put(seg: &mut Segment, r: &Ref) -> u32 {
+    let mut push = |a: Option<&Answer>| match a {
+        Some(a) => {
+            seg.answers.push(a.clone());
+            (seg.answers.len() - 1) as u32
+        }
+        None => NODATA,
+    };
+    match r {
+        Ref::NoData => NODATA,
+        Ref::One(a) => push(Some(a)),
+        Ref::Located {
+            distinct,
+            per_location,
+        } => {
+            let idx: Vec<u32> = distinct.iter().map(|a| push(a.as_ref())).collect();
+            let start = seg.located.len();
+            seg.located
+                .extend(per_location.iter().map(|p| idx[*p as usize]));
+            start as u32 | LOCATED
+        }
+    }
+}
+
+/// Follows `qname`'s CNAME chain for `qtype` at client location `loc`, noting in `reads` every
+/// other name it looked at.
+fn resolve<'a>(
+    names: &'a Names,
+    zones: &[ZoneData],
     qname: &DnsName,
     qtype: u16,
-    res: &Resolved<'_>,
-    soa_record: &dyn Fn(usize) -> Record,
-    nodata_of: &[u32],
-) -> u32 {
-    if res.answer.is_empty()
-        && res.rcode == rcode::NOERROR
-        && let Some(zi) = res.soa_zone
-    {
-        return nodata_of[zi];
+    loc: usize,
+    reads: &mut Vec<DnsName>,
+) -> Resolved<'a> {
+    let mut out = Resolved {
+        rcode: rcode::NOERROR,
+        answer: Vec::new(),
+        soa_zone: None,
+        located: false,
+    };
+    let mut cur = qname.clone();
+    for _ in 0..MAX_CHAIN {
+        if cur != *qname && !reads.contains(&cur) {
+            reads.push(cur.clone());
+        }
+        let Some(zi) = zone_of(zones, &cur) else {
+            return out;
+        };
+        let Some(node) = names.get(cur.wire()).map(NameState::data) else {
+            out.rcode = rcode::NXDOMAIN;
+            out.soa_zone = Some(zi);
+            return out;
+        };
+        out.located |= !node.by_location.is_empty();
+        let here = node.at(loc);
+        if qtype == rtype::ANY && !here.is_empty() {
+            out.answer.extend(here.iter().map(|r| (cur.clone(), r)));
+            return out;
+        }
+        if let Some(rr) = node.get(loc, qtype) {
+            out.answer.push((cur.clone(), rr));
+            return out;
+        }
+        match node.get(loc, rtype::CNAME) {
+            Some(rr) => {
+                out.answer.push((cur.clone(), rr));
+                let RData::Cname(target) = &rr.rdatas[0] else {
+                    unreachable!()
+                };
+                cur = target.clone();
+            }
+            None => {
+                out.soa_zone = Some(zi);
+                return out;
+            }
+        }
     }
-    let authority: Vec<Record> = res.soa_zone.map(soa_record).into_iter().collect();
+    out // chain too long: what we have, as BIND and Knot do
+}
+
+/// The answers of one name for every query type it has data for (ANY included), and the other
+/// names they read.
+fn encode_name(
+    names: &Names,
+    zones: &[ZoneData],
+    name: &DnsName,
+    st: &NameState,
+    locations: usize,
+) -> (Encoded, Vec<DnsName>) {
+    let node = st.data();
+    let mut reads = Vec::new();
+    let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
+    let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
+    let is_alias = node.get(0, rtype::CNAME).is_some();
+    if is_alias {
+        // The chain's end decides which types have data (at any location).
+        for loc in 0..locations {
+            let end = resolve(names, zones, name, 0, loc, &mut reads);
+            if let Some((_, last)) = end.answer.last()
+                && let RData::Cname(target) = &last.rdatas[0]
+                && let Some(n) = names.get(target.wire()).map(NameState::data)
+            {
+                qtypes.extend(
+                    n.rrsets
+                        .iter()
+                        .chain(n.by_location.iter().flatten())
+                        .map(|r| r.rtype),
+                );
+            }
+            if !end.located {
+                break;
+            }
+        }
+    }
+    if all_sets().next().is_some() {
+        qtypes.insert(rtype::ANY);
+    }
+    let mut answer_ref = |t: u16| -> Ref {
+        let first = resolve(names, zones, name, t, 0, &mut reads);
+        if !first.located || locations <= 1 {
+            return single(name, t, &first);
+        }
+        let mut first = Some(first);
+        let mut seen: Vec<Resolved<'_>> = Vec::new();
+        let mut per_location = Vec::with_capacity(locations);
+        for loc in 0..locations {
+            // Location 0 was resolved above.
+            let res = first
+                .take()
+                .unwrap_or_else(|| resolve(names, zones, name, t, loc, &mut reads));
+            let i = match seen.iter().position(|r| *r == res) {
+                Some(i) => i,
+                None => {
+                    seen.push(res);
+                    seen.len() - 1
+                }
+            };
+            per_location.push(i as u32);
+        }
+        Ref::Located {
+            distinct: seen
+                .iter()
+                .map(|r| match single(name, t, r) {
+                    Ref::One(a) => Some(a),
+                    _ => None,
+                })
+                .collect(),
+            per_location: per_location.into(),
+        }
+    };
+    let by_type: Box<[(u16, Ref)]> = qtypes.into_iter().map(|t| (t, answer_ref(t))).collect();
+    let other = if is_alias { answer_ref(0) } else { Ref::NoData };
+    (Encoded { by_type, other }, reads)
+}
+
+/// One resolved answer: the name's zone's NODATA, or encoded with its rotations (the SOA of a
+/// negative ending follows as the zone's tail).
+fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>) -> Ref {
+    if res.answer.is_empty() && res.rcode == rcode::NOERROR && res.soa_zone.is_some() {
+        return Ref::NoData;
+    }
     let rotations = res
         .answer
         .iter()
@@ -909,37 +1148,92 @@ fn push_answer(
                 data,
             }));
         }
-        bodies.push(encode::compressed(qname, qtype, &records, &authority));
+        bodies.push(encode::compressed(qname, qtype, &records, &[]));
     }
-    answers.push(Answer {
+    Ref::One(Answer {
         rcode: res.rcode,
+        soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
-    });
-    (answers.len() - 1) as u32
+    })
 }
 
-fn add_static(nodes: &mut FxHashMap<DnsName, NodeData>, records: &[Record]) {
-    for r in records {
-        let node = nodes.entry(r.name.clone()).or_default();
-        let t = r.data.rtype();
-        match node.rrsets.iter_mut().find(|s| s.rtype == t) {
-            // RFC 2181 §5.2: one TTL per RRset; the lowest is the safe choice.
-            Some(set) => {
-                set.ttl = set.ttl.min(r.ttl);
-                if !set.rdatas.contains(&r.data) {
-                    set.rdatas.push(r.data.clone());
-                }
-            }
-            None => node
-                .rrsets
-                .push(RRset::fixed(t, r.ttl, vec![r.data.clone()])),
-        }
+/// A zone's answers that carry the serial.
+fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
+    let soa = Soa {
+        serial,
+        ..z.soa.clone()
+    };
+    // RFC 2308 §3: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
+    let negative = Record {
+        name: z.origin.clone(),
+        ttl: z.soa_ttl.min(z.soa.minimum),
+        data: RData::Soa(soa.clone()),
+    };
+    // Negative answers do not mention the question name, so one position-independent body per
+    // zone serves every NODATA and NXDOMAIN in it.
+    let body = encode::detached(&[negative]);
+    let soa_tail = body.wire.clone();
+    ZoneInfo {
+        nxdomain: Answer {
+            rcode: rcode::NXDOMAIN,
+            soa_tail: NO_TAIL,
+            bodies: Arc::new([body.clone()]),
+        },
+        nodata: Answer {
+            rcode: rcode::NOERROR,
+            soa_tail: NO_TAIL,
+            bodies: Arc::new([body]),
+        },
+        // The SOA record CoreDNS puts in the answer to an SOA question.
+        miss_soa: etcd_zone.then(|| Answer {
+            rcode: rcode::NOERROR,
+            soa_tail: NO_TAIL,
+            bodies: Arc::new([encode::detached_answer(&[Record {
+                name: z.origin.clone(),
+                ttl: z.soa_ttl.min(300),
+                data: RData::Soa(soa),
+            }])]),
+        }),
+        soa_tail,
     }
 }
 
-/// The SOA of a federation zone that has no zone file.
-fn synthesized_zone(origin: &DnsName) -> ZoneData {
-    synthesized_soa(origin, "ns1", 3600, 600)
+/// Largest answer body kept: a TCP message is at most 65535 bytes with header and question.
+const MAX_BODY: usize = 65535 - 12 - 260 - 11;
+
+fn encode_etcd_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> EncName {
+    let enc = |qtype: u16, o: &Outcome, cut: &mut usize| -> Enc {
+        match o {
+            Outcome::NoData => Enc::NoData,
+            Outcome::NxDomain => Enc::NxDomain,
+            Outcome::ServFail => Enc::ServFail,
+            Outcome::Soa => Enc::Soa,
+            Outcome::Answer { answer, additional } => {
+                let (body, left_out) = if wild {
+                    encode::owner_relative(&na.name, answer, additional, MAX_BODY)
+                } else {
+                    encode::bounded(&na.name, qtype, answer, additional, MAX_BODY)
+                };
+                if left_out > 0 {
+                    *cut += 1;
+                }
+                Enc::Body(Answer {
+                    rcode: rcode::NOERROR,
+                    soa_tail: NO_TAIL,
+                    bodies: Arc::new([body]),
+                })
+            }
+        }
+    };
+    EncName {
+        by_type: na
+            .by_type
+            .iter()
+            .map(|(t, o)| (*t, enc(*t, o, cut)))
+            .collect(),
+        // ANY: CoreDNS's etcd plugin has no ANY; it does the fake A lookup of other types.
+        other: enc(0, &na.other, cut),
+    }
 }
 
 fn synthesized_soa(origin: &DnsName, ns_label: &str, refresh: u32, retry: u32) -> ZoneData {
@@ -957,240 +1251,4 @@ fn synthesized_soa(origin: &DnsName, ns_label: &str, refresh: u32, retry: u32) -
         },
         soa_ttl: 30,
     }
-}
-
-/// A federated name, its addresses, and the names it falls back to in order.
-type Level<'a> = (DnsName, &'a AddressSet, Vec<(DnsName, &'a AddressSet)>);
-
-/// The federated names of one federation (DESIGN §1), as nodes.
-fn federation_nodes(
-    fed: &Federation,
-    locator: &Locator,
-    served: &dyn Fn(&DnsName) -> bool,
-    mut memo: Option<&mut ServiceMemo>,
-) -> Vec<(DnsName, NodeData)> {
-    // A list, not a map: the caller inserts into its own map (one hash per name, not two).
-    let mut out: Vec<(DnsName, NodeData)> = Vec::new();
-    if let Some(m) = memo.as_deref_mut() {
-        m.start(fed);
-    }
-    let ttl = fed.ttl.max(1); // a CNAME TTL is never 0
-    let cap = fed.max_answers.max(1);
-    let addr_sets = |set: &AddressSet| -> Vec<RRset> {
-        let mut v = Vec::new();
-        if !set.v4.is_empty() {
-            let rdatas = set.v4.iter().map(|a| RData::A(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::A,
-                ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap },
-            });
-        }
-        if !set.v6.is_empty() {
-            let rdatas = set.v6.iter().map(|a| RData::Aaaa(*a)).collect();
-            v.push(RRset {
-                rtype: rtype::AAAA,
-                ttl,
-                rdatas,
-                rotation: Rotation::Rotate { cap },
-            });
-        }
-        v
-    };
-    let choice_sets = |choice: &Choice| -> Vec<RRset> {
-        if choice.groups.len() == 1 {
-            return addr_sets(&choice.groups[0].1);
-        }
-        let mut v = Vec::new();
-        for (t, of) in [(rtype::A, 4), (rtype::AAAA, 6)] {
-            let groups: Vec<(u32, Vec<RData>)> = choice
-                .groups
-                .iter()
-                .map(|(w, s)| {
-                    let datas: Vec<RData> = if of == 4 {
-                        s.v4.iter().map(|a| RData::A(*a)).collect()
-                    } else {
-                        s.v6.iter().map(|a| RData::Aaaa(*a)).collect()
-                    };
-                    (*w, datas)
-                })
-                .filter(|(_, d)| !d.is_empty())
-                .collect();
-            if !groups.is_empty() {
-                let rdatas = groups.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
-                v.push(RRset {
-                    rtype: t,
-                    ttl,
-                    rdatas,
-                    rotation: Rotation::Weighted { groups, cap },
-                });
-            }
-        }
-        v
-    };
-    let cname =
-        |target: &DnsName| RRset::fixed(rtype::CNAME, ttl, vec![RData::Cname(target.clone())]);
-    // The global name follows the policy, per client location.
-    let global_node = |sel: &selection::ServiceSelection| {
-        let per_location: Vec<Vec<RRset>> =
-            sel.global_by_location.iter().map(choice_sets).collect();
-        let rrsets = per_location[0].clone();
-        let by_location = if per_location.iter().all(|p| *p == rrsets) {
-            Vec::new()
-        } else {
-            per_location
-        };
-        NodeData {
-            rrsets,
-            by_location,
-        }
-    };
-    for svc in &fed.services {
-        if let Some(nodes) = memo.as_deref_mut().and_then(|m| m.reuse(svc)) {
-            out.extend(nodes.iter().cloned());
-            continue;
-        }
-        let mut mine: Vec<(DnsName, NodeData)> = Vec::new();
-        let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
-        let name_at = |suffix: &str| DnsName::parse(&format!("{label}.{suffix}{}", fed.zone));
-        let Ok(global) = name_at("") else { continue };
-        let sel = selection::select(fed, svc, locator);
-        // Each level: (name, its addresses, names to fall back to in order).
-        let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
-        for (region, set) in &sel.regions {
-            let Ok(rname) = name_at(&format!("{region}.")) else {
-                continue;
-            };
-            levels.push((rname.clone(), set, vec![(global.clone(), &sel.global)]));
-            for (r, zone, zset) in sel.zones.iter().filter(|(r, _, _)| r == region) {
-                let Ok(zname) = name_at(&format!("{zone}.{r}.")) else {
-                    continue;
-                };
-                levels.push((
-                    zname,
-                    zset,
-                    vec![(rname.clone(), set), (global.clone(), &sel.global)],
-                ));
-            }
-        }
-        for (name, set, fallbacks) in &levels {
-            // Nothing healthy here: point one level up (zonal → regional → global), unless
-            // nothing is healthy anywhere, where a CNAME would only lead to an empty name.
-            let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
-            let data = if fallbacks.is_empty() {
-                global_node(&sel)
-            } else if !set.is_empty() || !leads_somewhere {
-                NodeData {
-                    rrsets: addr_sets(set),
-                    by_location: Vec::new(),
-                }
-            } else {
-                NodeData {
-                    rrsets: vec![cname(&fallbacks[0].0)],
-                    by_location: Vec::new(),
-                }
-            };
-            mine.push((name.clone(), data));
-            for port in &svc.ports {
-                let Ok(srv_name) =
-                    DnsName::parse(&format!("_{}._{}.{}", port.name, port.protocol, name))
-                else {
-                    continue;
-                };
-                // An SRV target must own addresses (RFC 2782: never an alias), so point at the
-                // nearest level that has healthy shards.
-                let target = std::iter::once((name, *set))
-                    .chain(fallbacks.iter().map(|(n, s)| (n, *s)))
-                    .find(|(_, s)| !s.is_empty());
-                let rrsets = match target {
-                    Some((t, _)) => vec![RRset::fixed(
-                        rtype::SRV,
-                        ttl,
-                        vec![RData::Srv {
-                            priority: 0,
-                            weight: 100,
-                            port: port.port,
-                            target: t.clone(),
-                        }],
-                    )],
-                    None => vec![],
-                };
-                mine.push((
-                    srv_name,
-                    NodeData {
-                        rrsets,
-                        by_location: Vec::new(),
-                    },
-                ));
-            }
-        }
-        if let Some(m) = memo.as_deref_mut() {
-            m.keep(svc, mine.clone());
-        }
-        out.extend(mine);
-    }
-    if let Some(m) = memo {
-        m.finish();
-    }
-    // Ingress hosts (DESIGN §1) inside a served zone: answered like a global name, each
-    // cluster's ingress load balancer being a shard.
-    for host in fed.ingress_hosts.iter().filter(|h| served(&h.host)) {
-        let svc = Service {
-            name: String::new(),
-            namespace: String::new(),
-            ports: vec![],
-            shards: host.shards.clone(),
-            policy: None,
-        };
-        out.push((
-            host.host.clone(),
-            global_node(&selection::select(fed, &svc, locator)),
-        ));
-    }
-    out
-}
-
-/// The federation records fedns computed, as the etcd publisher writes them: every federated
-/// name with its TTL and values (addresses, or the CNAME target), sorted by name.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FederationRecords {
-    /// Zones of the federations (the publisher owns its keys below these).
-    pub zones: Vec<DnsName>,
-    pub records: Vec<(DnsName, u32, Vec<String>)>,
-}
-
-pub fn federation_records(feds: &[Federation]) -> FederationRecords {
-    let mut out = FederationRecords::default();
-    for fed in feds {
-        if !out.zones.contains(&fed.zone) {
-            out.zones.push(fed.zone.clone());
-        }
-        // etcd has no client location: publish what a client of unknown location gets.
-        let in_zone = |n: &DnsName| n.is_within(&fed.zone);
-        for (name, data) in federation_nodes(fed, &Locator::default(), &in_zone, None) {
-            let mut values = Vec::new();
-            let mut ttl = fed.ttl.max(1);
-            for rr in &data.rrsets {
-                ttl = ttl.min(rr.ttl);
-                for d in &rr.rdatas {
-                    match d {
-                        RData::A(a) => values.push(a.to_string()),
-                        RData::Aaaa(a) => values.push(a.to_string()),
-                        RData::Cname(t) => {
-                            values.push(t.to_string().trim_end_matches('.').to_string())
-                        }
-                        _ => {} // SRV has no place in the federation provider's layout
-                    }
-                }
-            }
-            if !values.is_empty() {
-                out.records.push((name, ttl, values));
-            }
-        }
-    }
-    // A name laid out twice (an ingress host that is also a service name) keeps one record set.
-    out.records.sort();
-    out.records.dedup_by(|later, earlier| later.0 == earlier.0);
-    out
 }

@@ -136,13 +136,16 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
         0 | 1 if !fed.services.is_empty() => {
             // An endpoint turns ready or not ready.
             let s = rng.below(fed.services.len());
-            if let Some(sh) = fed.services[s].shards.first_mut() {
+            if let Some(sh) = std::sync::Arc::make_mut(&mut fed.services[s])
+                .shards
+                .first_mut()
+            {
                 sh.ready_endpoints = if sh.ready_endpoints == 0 { 1 } else { 0 };
             }
         }
         2 if !fed.services.is_empty() => {
             let s = rng.below(fed.services.len());
-            let svc = &mut fed.services[s];
+            let svc = std::sync::Arc::make_mut(&mut fed.services[s]);
             let k = rng.below(svc.shards.len().max(1));
             if let Some(sh) = svc.shards.get_mut(k) {
                 sh.addresses = (0..rng.below(3) + 1).map(|_| address(rng)).collect();
@@ -152,7 +155,7 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             let n = rng.below(10);
             fed.services.retain(|s| s.name != format!("s{n}"));
             if rng.chance(60) {
-                fed.services.push(service(rng, n));
+                fed.services.push(service(rng, n).into());
             }
         }
         4 => {
@@ -174,7 +177,7 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
         }
         6 if !fed.services.is_empty() => {
             let s = rng.below(fed.services.len());
-            for sh in &mut fed.services[s].shards {
+            for sh in &mut std::sync::Arc::make_mut(&mut fed.services[s]).shards {
                 sh.probe = [ProbeState::Unprobed, ProbeState::Up, ProbeState::Down][rng.below(3)];
             }
         }
@@ -199,7 +202,7 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             }
         }
         _ => {
-            if let Some(s) = fed.services.get_mut(0) {
+            if let Some(s) = fed.services.get_mut(0).map(std::sync::Arc::make_mut) {
                 s.policy = rng.chance(50).then(|| policy(rng));
             }
         }
@@ -261,7 +264,7 @@ fn incremental_builds_answer_as_full_builds() {
             services: vec![],
             ingress_hosts: vec![],
         };
-        fed.services = (0..6).map(|n| service(&mut rng, n)).collect();
+        fed.services = (0..6).map(|n| service(&mut rng, n).into()).collect();
         let mut lines: Vec<String> = (0..4).map(|_| zone_line(&mut rng)).collect();
         let mut cache = BuildCache::default();
         for i in 0..60u32 {

@@ -13,6 +13,7 @@
 pub mod build;
 #[cfg(test)]
 mod incremental_tests;
+mod layout;
 
 use rustc_hash::FxHashMap;
 
@@ -41,41 +42,97 @@ pub struct Body {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub rcode: u8,
+    /// Zone whose SOA follows the body in the authority section ([`NO_TAIL`]: none). The SOA
+    /// carries the serial, which changes with every table: kept out of the body, an answer that
+    /// ends in NODATA or NXDOMAIN (a CNAME chain into nothing) survives from table to table.
+    pub soa_tail: u32,
     pub bodies: std::sync::Arc<[Body]>,
 }
 
-/// Marks an answer reference as per-location: the low bits index [`Table::located`], where
-/// one answer index per client location follows.
-pub(crate) const LOCATED: u32 = 1 << 31;
+pub const NO_TAIL: u32 = u32::MAX;
 
-#[derive(Debug)]
-struct Node {
-    zone: u32,
-    /// (query type, answer reference), a handful per node.
-    by_type: Box<[(u16, u32)]>,
-    /// Answer for any type not in `by_type`.
-    other: u32,
-    /// Index in `Table::wildcards` of the `*` child that answers names below this one that do
-    /// not exist (RFC 4592), or `NO_WILDCARD`.
-    wildcard: u32,
+/// Marks an answer reference as per-location: the low bits index [`Segment::located`], where
+/// one answer reference per client location follows.
+pub(crate) const LOCATED: u32 = 1 << 31;
+/// Answer references that name the node's zone's negative answers, which carry the serial and
+/// so live in [`Table::zones`], rebuilt with every table, instead of in a segment.
+pub(crate) const NODATA: u32 = LOCATED - 1;
+pub(crate) const NXDOMAIN: u32 = LOCATED - 2;
+/// The zone's answer to an SOA question about any of its names (etcd zones), else NODATA.
+pub(crate) const MISS_SOA: u32 = LOCATED - 3;
+
+/// Segments per table (a power of two). A change rebuilds only the segments holding the names
+/// it touched; a new table shares every other segment with the previous one.
+pub const SEGMENTS: usize = 1024;
+
+/// The hash that places a name: its segment, and its bucket inside it (one hash per lookup).
+#[inline]
+pub(crate) fn name_hash(wire: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(wire)
 }
 
-const NO_WILDCARD: u32 = u32::MAX;
+/// Bits 32.. choose the segment, so they are not the bits hashbrown uses inside it (the low
+/// ones for the bucket, the top seven for the tag).
+#[inline]
+pub(crate) fn segment_of(hash: u64) -> usize {
+    (hash >> 32) as usize & (SEGMENTS - 1)
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) zone: u32,
+    /// (query type, answer reference), a handful per node.
+    pub(crate) by_type: Box<[(u16, u32)]>,
+    /// Answer for any type not in `by_type`.
+    pub(crate) other: u32,
+    /// Index in [`Segment::wildcards`] of the `*` child that answers names below this one that
+    /// do not exist (RFC 4592), or `NO_WILDCARD`.
+    pub(crate) wildcard: u32,
+}
+
+pub(crate) const NO_WILDCARD: u32 = u32::MAX;
 
 /// Answers of a stored wildcard (`*.X`), encoded so that they follow any question: records owned
 /// by the wildcard point at the question name, every other name is uncompressed.
 #[derive(Debug)]
-struct Wildcard {
-    by_type: Box<[(u16, u32)]>,
-    other: u32,
+pub(crate) struct Wildcard {
+    pub(crate) by_type: Box<[(u16, u32)]>,
+    pub(crate) other: u32,
 }
 
+/// The names whose hash falls in one slice of the hash space, with their answers. Immutable once
+/// built; shared by every table until one of its names changes.
+#[derive(Debug, Default)]
+pub(crate) struct Segment {
+    pub(crate) names: hashbrown::HashTable<(Box<[u8]>, Node)>,
+    pub(crate) answers: Vec<Answer>,
+    /// Per-location answer references of location-dependent names (see [`LOCATED`]).
+    pub(crate) located: Vec<u32>,
+    pub(crate) wildcards: Vec<Wildcard>,
+    /// Records held (for metrics).
+    pub(crate) records: usize,
+}
+
+impl Segment {
+    #[inline]
+    fn find(&self, hash: u64, qname: &[u8]) -> Option<&Node> {
+        self.names
+            .find(hash, |(k, _)| **k == *qname)
+            .map(|(_, n)| n)
+    }
+}
+
+/// A zone's answers that carry the serial: rebuilt with every table (a few per zone).
 #[derive(Debug)]
-struct ZoneInfo {
-    nxdomain: u32,
+pub(crate) struct ZoneInfo {
+    pub(crate) nxdomain: Answer,
+    pub(crate) nodata: Answer,
     /// Answer to an SOA question about a name that does not exist (CoreDNS's etcd plugin gives
     /// the zone's SOA for any name of its zones); `None`: NXDOMAIN as for other types.
-    miss_soa: Option<u32>,
+    pub(crate) miss_soa: Option<Answer>,
+    /// The SOA record of negative answers, uncompressed (valid after any question).
+    pub(crate) soa_tail: Box<[u8]>,
 }
 
 /// What the table says about a question.
@@ -91,15 +148,11 @@ pub enum Lookup<'a> {
 
 #[derive(Debug, Default)]
 pub struct Table {
-    names: FxHashMap<Box<[u8]>, Node>,
-    answers: Vec<Answer>,
-    /// Per-location answer indexes of location-dependent names (see [`LOCATED`]).
-    located: Vec<u32>,
-    zones: Vec<ZoneInfo>,
-    wildcards: Vec<Wildcard>,
+    pub(crate) segments: Box<[std::sync::Arc<Segment>]>,
+    pub(crate) zones: Vec<ZoneInfo>,
     /// Zone transfers: zone (wire) → SOA then every record (etcd zones with AXFR on).
     pub axfr: FxHashMap<Box<[u8]>, std::sync::Arc<[crate::model::Record]>>,
-    ready: bool,
+    pub(crate) ready: bool,
     pub generation: u64,
     pub serial: u32,
     /// Records in the table (dynamic and static), for metrics.
@@ -121,7 +174,43 @@ impl Table {
     /// Every name the table holds (wire format), for tests that compare tables.
     #[cfg(test)]
     pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
-        self.names.keys().map(|k| &**k)
+        self.segments
+            .iter()
+            .flat_map(|s| s.names.iter().map(|(k, _)| &**k))
+    }
+
+    /// Segments of this table that `older` does not share (all of them if their layouts differ).
+    pub fn unshared_segments(&self, older: &Table) -> usize {
+        if self.segments.len() != older.segments.len() {
+            return self.segments.len();
+        }
+        self.segments
+            .iter()
+            .zip(older.segments.iter())
+            .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
+            .count()
+    }
+
+    /// The SOA record that follows `answer`'s body in the authority section (empty: none).
+    #[inline]
+    pub fn soa_tail(&self, answer: &Answer) -> &[u8] {
+        match self.zones.get(answer.soa_tail as usize) {
+            Some(z) => &z.soa_tail,
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn answer<'a>(&'a self, segment: &'a Segment, zone: u32, idx: u32) -> &'a Answer {
+        match idx {
+            NODATA => &self.zones[zone as usize].nodata,
+            NXDOMAIN => &self.zones[zone as usize].nxdomain,
+            MISS_SOA => {
+                let z = &self.zones[zone as usize];
+                z.miss_soa.as_ref().unwrap_or(&z.nodata)
+            }
+            i => &segment.answers[i as usize],
+        }
     }
 
     /// `qname` is the question name in wire format, already lowercased. `locate` gives the
@@ -131,7 +220,9 @@ impl Table {
         if !self.ready {
             return Lookup::NotReady;
         }
-        if let Some(node) = self.names.get(qname) {
+        let hash = name_hash(qname);
+        let segment = &*self.segments[segment_of(hash)];
+        if let Some(node) = segment.find(hash, qname) {
             let mut idx = node
                 .by_type
                 .iter()
@@ -139,9 +230,9 @@ impl Table {
                 .map_or(node.other, |(_, i)| *i);
             if idx & LOCATED != 0 {
                 let start = (idx & !LOCATED) as usize;
-                idx = self.located[start + locate()];
+                idx = segment.located[start + locate()];
             }
-            return Lookup::Authoritative(&self.answers[idx as usize]);
+            return Lookup::Authoritative(self.answer(segment, node.zone, idx));
         }
         // Closest existing ancestor decides: inside a zone → NXDOMAIN, nowhere → REFUSED. Every
         // ancestor of a node up to its apex is itself a node (empty non-terminals included), so
@@ -149,23 +240,26 @@ impl Table {
         let mut pos = 0usize;
         while pos < qname.len() && qname[pos] != 0 {
             pos += qname[pos] as usize + 1;
-            if let Some(node) = self.names.get(&qname[pos.min(qname.len())..]) {
+            let parent = &qname[pos.min(qname.len())..];
+            let hash = name_hash(parent);
+            let segment = &*self.segments[segment_of(hash)];
+            if let Some(node) = segment.find(hash, parent) {
                 if node.wildcard != NO_WILDCARD {
-                    let w = &self.wildcards[node.wildcard as usize];
+                    let w = &segment.wildcards[node.wildcard as usize];
                     let idx = w
                         .by_type
                         .iter()
                         .find(|(t, _)| *t == qtype)
                         .map_or(w.other, |(_, i)| *i);
-                    return Lookup::Authoritative(&self.answers[idx as usize]);
+                    return Lookup::Authoritative(self.answer(segment, node.zone, idx));
                 }
                 let zone = &self.zones[node.zone as usize];
                 if qtype == crate::model::rtype::SOA
-                    && let Some(i) = zone.miss_soa
+                    && let Some(a) = &zone.miss_soa
                 {
-                    return Lookup::Authoritative(&self.answers[i as usize]);
+                    return Lookup::Authoritative(a);
                 }
-                return Lookup::Authoritative(&self.answers[zone.nxdomain as usize]);
+                return Lookup::Authoritative(&zone.nxdomain);
             }
         }
         Lookup::Refused

@@ -167,6 +167,8 @@ struct KubeSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     resolving: HashSet<String>,
     last_sent: Option<Federation>,
+    /// The last snapshot's services, recomputed only where objects changed.
+    assembler: state::Assembler,
     /// Number of the last snapshot sent, and of the last one known to be in a published table.
     sent_seq: u64,
     published_seq: u64,
@@ -203,6 +205,7 @@ impl KubeSource {
             resolved: HashMap::new(),
             resolving: HashSet::new(),
             last_sent: None,
+            assembler: Default::default(),
             sent_seq: 0,
             published_seq: 0,
             published_tx: channels.published_tx,
@@ -422,12 +425,27 @@ impl KubeSource {
                 .with_label_values(&[name])
                 .set(expired as i64);
         }
+        // Services whose objects changed in any cluster (`None`: a re-list, anything may have).
+        let mut touched = Some(std::collections::BTreeSet::new());
+        for r in self.clusters.values_mut() {
+            for t in [
+                r.state.services.take_touched(),
+                r.state.slices.take_touched(),
+            ] {
+                match (&mut touched, t) {
+                    (Some(all), Some(t)) => all.extend(t),
+                    _ => touched = None,
+                }
+            }
+        }
         let views: Vec<(&ClusterSpec, &ClusterState)> = self
             .clusters
             .values()
             .map(|r| (&r.spec, &r.state))
             .collect();
-        let (fed, stats) = state::assemble(&self.settings, &views, &self.resolved, now);
+        let (fed, stats) =
+            self.assembler
+                .assemble(&self.settings, &views, &self.resolved, now, touched);
         self.km.fail_static.set(stats.fail_static_names as i64);
         // Hostnames not resolved yet: resolve them now rather than at the next tick.
         let new_hosts: Vec<String> = self

@@ -64,6 +64,26 @@ pub enum Change<T> {
     Delete(Key),
 }
 
+/// How an object's changes reach the services they affect: a Service is its own group, an
+/// EndpointSlice belongs to the Service it names.
+pub trait Grouped {
+    /// Whether the store keeps, per group, the keys of its members (slices per service).
+    const INDEXED: bool = false;
+    fn group(&self, key: &Key) -> Key {
+        key.clone()
+    }
+}
+
+impl Grouped for SlimService {}
+impl Grouped for SlimIngress {}
+impl Grouped for SlimNode {}
+impl Grouped for SlimSlice {
+    const INDEXED: bool = true;
+    fn group(&self, key: &Key) -> Key {
+        (key.0.clone(), self.service.clone())
+    }
+}
+
 /// One kind's objects, as a reflector would keep them, but slim.
 #[derive(Debug)]
 pub struct Store<T> {
@@ -71,6 +91,11 @@ pub struct Store<T> {
     relist: Option<HashMap<Key, T>>,
     /// A list has completed at least once.
     pub synced: bool,
+    /// group → keys of its live members (kinds with [`Grouped::INDEXED`]).
+    pub members: HashMap<Key, Vec<Key>>,
+    /// Groups whose members changed since the last [`Store::take_touched`], or `None` after a
+    /// re-list (anything may have changed).
+    touched: Option<BTreeSet<Key>>,
 }
 
 impl<T> Default for Store<T> {
@@ -79,11 +104,41 @@ impl<T> Default for Store<T> {
             live: HashMap::new(),
             relist: None,
             synced: false,
+            members: HashMap::new(),
+            touched: None,
         }
     }
 }
 
-impl<T: PartialEq> Store<T> {
+impl<T: PartialEq + Grouped> Store<T> {
+    /// The groups changed since the last call (`None`: every group may have), and forgets them.
+    pub fn take_touched(&mut self) -> Option<BTreeSet<Key>> {
+        self.touched.replace(BTreeSet::new())
+    }
+
+    fn touch(&mut self, group: Key) {
+        if let Some(t) = &mut self.touched {
+            t.insert(group);
+        }
+    }
+
+    fn index(&mut self, key: &Key, old: Option<Key>, new: Option<Key>) {
+        if !T::INDEXED || old == new {
+            return;
+        }
+        if let Some(g) = old
+            && let Some(m) = self.members.get_mut(&g)
+        {
+            m.retain(|k| k != key);
+            if m.is_empty() {
+                self.members.remove(&g);
+            }
+        }
+        if let Some(g) = new {
+            self.members.entry(g).or_default().push(key.clone());
+        }
+    }
+
     /// Applies one change; true when what DNS sees may have changed.
     pub fn apply(&mut self, change: Change<T>) -> bool {
         match change {
@@ -102,6 +157,15 @@ impl<T: PartialEq> Store<T> {
                 let changed = !self.synced || fresh != self.live;
                 self.live = fresh;
                 self.synced = true;
+                if changed {
+                    self.touched = None;
+                    if T::INDEXED {
+                        self.members.clear();
+                        for (k, v) in &self.live {
+                            self.members.entry(v.group(k)).or_default().push(k.clone());
+                        }
+                    }
+                }
                 changed
             }
             Change::Apply(k, Some(v)) => {
@@ -113,7 +177,13 @@ impl<T: PartialEq> Store<T> {
                 if self.live.get(&k) == Some(&v) {
                     return false;
                 }
-                self.live.insert(k, v);
+                let new = v.group(&k);
+                let old = self.live.insert(k.clone(), v).map(|o| o.group(&k));
+                if let Some(g) = &old {
+                    self.touch(g.clone());
+                }
+                self.touch(new.clone());
+                self.index(&k, old, Some(new));
                 true
             }
             Change::Apply(k, None) | Change::Delete(k) => {
@@ -121,7 +191,15 @@ impl<T: PartialEq> Store<T> {
                     buf.remove(&k);
                     return false;
                 }
-                self.live.remove(&k).is_some()
+                match self.live.remove(&k) {
+                    Some(o) => {
+                        let g = o.group(&k);
+                        self.touch(g.clone());
+                        self.index(&k, Some(g), None);
+                        true
+                    }
+                    None => false,
+                }
             }
         }
     }
@@ -255,151 +333,284 @@ pub fn freshness(state: &ClusterState, now: Instant, grace: Duration) -> Freshne
 /// whether some ready endpoint had no zone.
 type Tally<'a> = (u32, u32, BTreeSet<&'a str>, bool);
 
+fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
+    let mut t: Tally<'a> = Default::default();
+    for k in state.slices.members.get(service).into_iter().flatten() {
+        if let Some(s) = state.slices.live.get(k) {
+            t.0 += s.ready;
+            t.1 += s.not_ready;
+            t.2.extend(s.zones.iter().map(String::as_str));
+            t.3 |= s.zoneless;
+        }
+    }
+    t
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AssembleStats {
     /// Names served from expired clusters because nothing else was left (fail static).
     pub fail_static_names: usize,
 }
 
-/// Builds the federation snapshot from every cluster's state. `resolved` maps load-balancer
-/// hostnames to the addresses last resolved for them.
+/// One cluster as an assembly uses it.
+struct View<'a> {
+    spec: &'a ClusterSpec,
+    state: &'a ClusterState,
+    fresh: Freshness,
+    zones: Vec<String>,
+}
+
+/// What a service's shards were computed from, besides its own objects: each cluster's name,
+/// freshness and zones, and the resolved hostnames. Any change recomputes every service.
+#[derive(PartialEq)]
+struct Basis {
+    clusters: Vec<(String, Freshness, Vec<String>)>,
+    resolved: HashMap<String, Vec<IpAddr>>,
+}
+
+/// Keeps the services of the last snapshot, so that the next one recomputes only the services
+/// whose objects changed (and shares the others, `Arc` and all).
+#[derive(Default)]
+pub struct Assembler {
+    basis: Option<Basis>,
+    /// (namespace, name) → the service, and whether it is served from expired clusters.
+    services: BTreeMap<Key, (std::sync::Arc<Service>, bool)>,
+}
+
+/// Builds the federation snapshot from every cluster's state from scratch. `resolved` maps
+/// load-balancer hostnames to the addresses last resolved for them.
 pub fn assemble(
     settings: &KubeSettings,
     clusters: &[(&ClusterSpec, &ClusterState)],
     resolved: &HashMap<String, Vec<IpAddr>>,
     now: Instant,
 ) -> (Federation, AssembleStats) {
-    let mut stats = AssembleStats::default();
-    let mut model_clusters = Vec::new();
-    // (namespace, name) → (ports, serving shards, expired shards)
-    type Shards = (Vec<ServicePort>, Vec<Shard>, Vec<Shard>);
-    let mut services: BTreeMap<(&str, &str), Shards> = BTreeMap::new();
-    let mut hosts: BTreeMap<String, (Vec<Shard>, Vec<Shard>)> = BTreeMap::new();
-    let addresses = |ips: &[IpAddr], names: &[String]| -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = ips.to_vec();
-        for n in names {
-            v.extend(resolved.get(n).into_iter().flatten().copied());
-        }
-        v.sort();
-        v.dedup();
-        v
-    };
-    for (spec, state) in clusters {
-        let fresh = freshness(state, now, settings.stale_grace);
-        if fresh == Freshness::Absent {
-            continue;
-        }
-        let (node_region, node_zones) = state.topology();
-        let region = spec.region.clone().or(node_region);
-        let zones = if spec.zones.is_empty() {
-            node_zones
-        } else {
-            spec.zones.clone()
-        };
-        if let Some(region) = &region {
-            model_clusters.push(Cluster {
-                name: spec.name.clone(),
-                region: region.clone(),
-                zones: zones.clone(),
-                weight: spec.weight,
+    Assembler::default().assemble(settings, clusters, resolved, now, None)
+}
+
+impl Assembler {
+    /// The federation snapshot. `touched`: the services whose Service or EndpointSlice objects
+    /// changed in any cluster since the last call (`None`: any may have).
+    pub fn assemble(
+        &mut self,
+        settings: &KubeSettings,
+        clusters: &[(&ClusterSpec, &ClusterState)],
+        resolved: &HashMap<String, Vec<IpAddr>>,
+        now: Instant,
+        touched: Option<BTreeSet<Key>>,
+    ) -> (Federation, AssembleStats) {
+        let mut model_clusters = Vec::new();
+        let mut views = Vec::new();
+        for (spec, state) in clusters {
+            let fresh = freshness(state, now, settings.stale_grace);
+            if fresh == Freshness::Absent {
+                continue;
+            }
+            let (node_region, node_zones) = state.topology();
+            let region = spec.region.clone().or(node_region);
+            let zones = if spec.zones.is_empty() {
+                node_zones
+            } else {
+                spec.zones.clone()
+            };
+            if let Some(region) = &region {
+                model_clusters.push(Cluster {
+                    name: spec.name.clone(),
+                    region: region.clone(),
+                    zones: zones.clone(),
+                    weight: spec.weight,
+                });
+            }
+            views.push(View {
+                spec,
+                state,
+                fresh,
+                zones,
             });
         }
-        // Endpoint counts per (namespace, service).
-        let mut ready: HashMap<(&str, &str), Tally<'_>> = HashMap::new();
-        for ((ns, _), s) in &state.slices.live {
-            let e = ready.entry((ns, &s.service)).or_default();
-            e.0 += s.ready;
-            e.1 += s.not_ready;
-            e.2.extend(s.zones.iter().map(String::as_str));
-            e.3 |= s.zoneless;
-        }
-        for ((ns, name), svc) in &state.services.live {
-            let (r, nr, ez, zoneless) = ready
-                .get(&(ns.as_str(), name.as_str()))
-                .cloned()
-                .unwrap_or_default();
-            // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
-            let shard_zones: Vec<String> = if zoneless {
-                vec![]
-            } else {
-                ez.into_iter()
-                    .filter(|z| zones.iter().any(|c| c == z))
-                    .map(String::from)
-                    .collect()
-            };
-            let shard = Shard {
-                cluster: spec.name.clone(),
-                addresses: addresses(&svc.lb_ips, &svc.lb_hosts),
-                ready_endpoints: r,
-                not_ready_endpoints: nr,
-                zones: shard_zones,
-                ..Shard::default()
-            };
-            let entry = services
-                .entry((ns, name))
-                .or_insert_with(|| (svc.ports.clone(), vec![], vec![]));
-            for p in &svc.ports {
-                if !entry
-                    .0
+        let basis = Basis {
+            clusters: views
+                .iter()
+                .map(|v| (v.spec.name.clone(), v.fresh, v.zones.clone()))
+                .collect(),
+            resolved: resolved.clone(),
+        };
+        let keys: BTreeSet<Key> = match touched {
+            Some(t) if self.basis.as_ref() == Some(&basis) => t,
+            _ => {
+                self.services.clear();
+                views
                     .iter()
-                    .any(|q| q.name == p.name && q.protocol == p.protocol)
-                {
-                    entry.0.push(p.clone());
+                    .flat_map(|v| v.state.services.live.keys().cloned())
+                    .collect()
+            }
+        };
+        self.basis = Some(basis);
+        for key in keys {
+            match service_of(&key, &views, resolved) {
+                Some((svc, expired)) => {
+                    let same = self.services.get(&key).is_some_and(|(s, _)| **s == svc);
+                    if same {
+                        if let Some(e) = self.services.get_mut(&key) {
+                            e.1 = expired;
+                        }
+                    } else {
+                        self.services
+                            .insert(key, (std::sync::Arc::new(svc), expired));
+                    }
+                }
+                None => {
+                    self.services.remove(&key);
                 }
             }
-            match fresh {
-                Freshness::Serving => entry.1.push(shard),
-                _ => entry.2.push(shard),
+        }
+        let mut stats = AssembleStats {
+            fail_static_names: self.services.values().filter(|(_, e)| *e).count(),
+        };
+        let ingress_hosts = ingress_hosts(&views, resolved, &mut stats);
+        model_clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        (
+            Federation {
+                name: settings.federation.clone(),
+                zone: settings.zone.clone(),
+                ttl: settings.ttl,
+                max_answers: settings.max_answers,
+                policy: settings.policy.clone(),
+                clusters: model_clusters,
+                services: self.services.values().map(|(s, _)| s.clone()).collect(),
+                ingress_hosts,
+            },
+            stats,
+        )
+    }
+}
+
+fn addresses(
+    resolved: &HashMap<String, Vec<IpAddr>>,
+    ips: &[IpAddr],
+    names: &[String],
+) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = ips.to_vec();
+    for n in names {
+        v.extend(resolved.get(n).into_iter().flatten().copied());
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Fail static: expired clusters' shards stay where nothing else is healthy. True if they did.
+fn fail_static(serving: &mut Vec<Shard>, expired: Vec<Shard>) -> bool {
+    if !serving.iter().any(is_healthy) && expired.iter().any(is_healthy) {
+        serving.extend(expired);
+        return true;
+    }
+    false
+}
+
+/// One service across every cluster (`None`: no cluster has it), and whether it is served from
+/// expired clusters.
+fn service_of(
+    key: &Key,
+    views: &[View<'_>],
+    resolved: &HashMap<String, Vec<IpAddr>>,
+) -> Option<(Service, bool)> {
+    let mut ports: Vec<ServicePort> = Vec::new();
+    let (mut shards, mut expired) = (Vec::new(), Vec::new());
+    let mut found = false;
+    for v in views {
+        let Some(svc) = v.state.services.live.get(key) else {
+            continue;
+        };
+        found = true;
+        let (r, nr, ez, zoneless) = tally(v.state, key);
+        // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
+        let shard_zones: Vec<String> = if zoneless {
+            vec![]
+        } else {
+            ez.into_iter()
+                .filter(|z| v.zones.iter().any(|c| c == z))
+                .map(String::from)
+                .collect()
+        };
+        let shard = Shard {
+            cluster: v.spec.name.clone(),
+            addresses: addresses(resolved, &svc.lb_ips, &svc.lb_hosts),
+            ready_endpoints: r,
+            not_ready_endpoints: nr,
+            zones: shard_zones,
+            ..Shard::default()
+        };
+        for p in &svc.ports {
+            if !ports
+                .iter()
+                .any(|q| q.name == p.name && q.protocol == p.protocol)
+            {
+                ports.push(p.clone());
             }
         }
-        for ((ns, _), ing) in &state.ingresses.live {
+        match v.fresh {
+            Freshness::Serving => shards.push(shard),
+            _ => expired.push(shard),
+        }
+    }
+    if !found {
+        return None;
+    }
+    let from_expired = fail_static(&mut shards, expired);
+    if shards.is_empty() {
+        return None;
+    }
+    ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
+    shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    Some((
+        Service {
+            name: key.1.clone(),
+            namespace: key.0.clone(),
+            ports,
+            shards,
+            policy: None,
+        },
+        from_expired,
+    ))
+}
+
+/// Every ingress host, computed afresh (there are few).
+fn ingress_hosts(
+    views: &[View<'_>],
+    resolved: &HashMap<String, Vec<IpAddr>>,
+    stats: &mut AssembleStats,
+) -> Vec<IngressHost> {
+    let mut hosts: BTreeMap<String, (Vec<Shard>, Vec<Shard>)> = BTreeMap::new();
+    for v in views {
+        for ((ns, _), ing) in &v.state.ingresses.live {
             let (r, nr) = ing
                 .backends
                 .iter()
-                .filter_map(|b| ready.get(&(ns.as_str(), b.as_str())))
+                .map(|b| tally(v.state, &(ns.clone(), b.clone())))
                 .fold((0, 0), |acc, e| (acc.0 + e.0, acc.1 + e.1));
             for host in &ing.hosts {
                 let shard = Shard {
-                    cluster: spec.name.clone(),
-                    addresses: addresses(&ing.lb_ips, &ing.lb_hosts),
+                    cluster: v.spec.name.clone(),
+                    addresses: addresses(resolved, &ing.lb_ips, &ing.lb_hosts),
                     ready_endpoints: r,
                     not_ready_endpoints: nr,
                     zones: vec![],
                     ..Shard::default()
                 };
                 let entry = hosts.entry(host.clone()).or_default();
-                match fresh {
+                match v.fresh {
                     Freshness::Serving => entry.0.push(shard),
                     _ => entry.1.push(shard),
                 }
             }
         }
     }
-    let mut fail_static = |serving: &mut Vec<Shard>, expired: Vec<Shard>| {
-        if !serving.iter().any(is_healthy) && expired.iter().any(is_healthy) {
-            stats.fail_static_names += 1;
-            serving.extend(expired);
-        }
-    };
-    let mut out_services = Vec::new();
-    for ((ns, name), (mut ports, mut shards, expired)) in services {
-        fail_static(&mut shards, expired);
-        if shards.is_empty() {
-            continue;
-        }
-        ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
-        shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-        out_services.push(Service {
-            name: name.to_string(),
-            namespace: ns.to_string(),
-            ports,
-            shards,
-            policy: None,
-        });
-    }
-    let mut ingress_hosts = Vec::new();
+    let mut out = Vec::new();
     for (host, (mut shards, expired)) in hosts {
-        fail_static(&mut shards, expired);
+        if fail_static(&mut shards, expired) {
+            stats.fail_static_names += 1;
+        }
         let Ok(name) = DnsName::parse(&host) else {
             continue;
         };
@@ -407,22 +618,9 @@ pub fn assemble(
             continue;
         }
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-        ingress_hosts.push(IngressHost { host: name, shards });
+        out.push(IngressHost { host: name, shards });
     }
-    model_clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    (
-        Federation {
-            name: settings.federation.clone(),
-            zone: settings.zone.clone(),
-            ttl: settings.ttl,
-            max_answers: settings.max_answers,
-            policy: settings.policy.clone(),
-            clusters: model_clusters,
-            services: out_services,
-            ingress_hosts,
-        },
-        stats,
-    )
+    out
 }
 
 #[cfg(test)]
@@ -456,6 +654,8 @@ pub(super) mod tests {
             weight: 100,
         }
     }
+
+    impl Grouped for u32 {}
 
     fn key(ns: &str, n: &str) -> Key {
         (ns.into(), n.into())
@@ -648,5 +848,112 @@ pub(super) mod tests {
         let (fed, stats) = assemble(&settings(2), &[(&a, &sa)], &HashMap::new(), now);
         assert_eq!(fed.services[0].shards.len(), 1);
         assert_eq!(stats.fail_static_names, 1);
+    }
+
+    /// Incremental ≡ full for the assembly: random Service, EndpointSlice, Node and ingress
+    /// changes, re-lists and outages in two clusters; after each step the assembler that only
+    /// recomputes touched services must give the snapshot a fresh assembly gives.
+    #[test]
+    fn incremental_assembly_equals_a_fresh_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        let specs = [spec("a"), spec("b")];
+        let mut states = [listed("10.0.0.1", 1), listed("10.0.0.2", 0)];
+        let mut asm = Assembler::default();
+        let base = Instant::now();
+        let mut resolved = HashMap::new();
+        for step in 0..400u64 {
+            let c = rnd(2) as usize;
+            let st = &mut states[c];
+            let svc = format!("s{}", rnd(6));
+            match rnd(10) {
+                0 | 1 => {
+                    let v = SlimService {
+                        ports: vec![],
+                        lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],
+                        lb_hosts: if rnd(4) == 0 {
+                            vec!["lb.example.net".into()]
+                        } else {
+                            vec![]
+                        },
+                    };
+                    st.services.apply(Change::Apply(key("shop", &svc), Some(v)));
+                }
+                2 => {
+                    st.services.apply(Change::Delete(key("shop", &svc)));
+                }
+                3..=5 => {
+                    let v = SlimSlice {
+                        service: svc.clone(),
+                        ready: rnd(3) as u32,
+                        not_ready: rnd(2) as u32,
+                        zones: vec![["z1", "z2", "z9"][rnd(3) as usize].into()],
+                        zoneless: rnd(5) == 0,
+                    };
+                    let slice = format!("sl{}", rnd(8));
+                    st.slices.apply(Change::Apply(key("shop", &slice), Some(v)));
+                }
+                6 => {
+                    let slice = format!("sl{}", rnd(8));
+                    st.slices.apply(Change::Delete(key("shop", &slice)));
+                }
+                7 => {
+                    // A re-list that keeps some slices and drops the others.
+                    let kept: Vec<(Key, SlimSlice)> = st
+                        .slices
+                        .live
+                        .iter()
+                        .filter(|_| rnd(2) == 0)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    st.slices.apply(Change::Init);
+                    for (k, v) in kept {
+                        st.slices.apply(Change::InitApply(k, Some(v)));
+                    }
+                    st.slices.apply(Change::InitDone);
+                }
+                8 => {
+                    st.down_since = match st.down_since {
+                        None => Some(base),
+                        Some(_) => None,
+                    };
+                }
+                _ => {
+                    if rnd(2) == 0 {
+                        resolved.insert(
+                            "lb.example.net".to_string(),
+                            vec![format!("10.9.9.{}", rnd(3)).parse().unwrap()],
+                        );
+                    } else {
+                        let v = SlimNode {
+                            region: Some("r1".into()),
+                            zone: Some(["z1", "z2", "z3"][rnd(3) as usize].into()),
+                        };
+                        st.nodes.apply(Change::Apply(key("", "n1"), Some(v)));
+                    }
+                }
+            }
+            // Past the grace for an outage that started at `base`: expired clusters too.
+            let now = base + Duration::from_secs(rnd(2) * 20);
+            let mut touched = Some(BTreeSet::new());
+            for st in &mut states {
+                for t in [st.services.take_touched(), st.slices.take_touched()] {
+                    match (&mut touched, t) {
+                        (Some(all), Some(t)) => all.extend(t),
+                        _ => touched = None,
+                    }
+                }
+            }
+            let views: Vec<(&ClusterSpec, &ClusterState)> =
+                specs.iter().zip(states.iter()).collect();
+            let incremental = asm.assemble(&settings(10), &views, &resolved, now, touched);
+            let fresh = assemble(&settings(10), &views, &resolved, now);
+            assert_eq!(incremental, fresh, "step {step}");
+        }
     }
 }
