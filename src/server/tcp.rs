@@ -277,7 +277,8 @@ pub async fn serve(
                 r.flood_over()
             };
             if flood_over {
-                give_back_memory();
+                // Off the serving threads: trimming a large heap can take milliseconds.
+                tokio::task::spawn_blocking(give_back_memory);
             }
         });
     }
