@@ -65,11 +65,14 @@ fn mutants(seed: &[u8], n: usize, rng: &mut Lcg) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn replay(target: &str, check: fn(&[u8]), mutations: usize) {
+/// Every corpus file, then `budget` mutants spread over them (at least 10 per file).
+fn replay(target: &str, check: fn(&[u8]), budget: usize) {
     let mut rng = Lcg(0xf00d_5eed ^ target.len() as u64);
-    for (name, seed) in corpus(target) {
+    let files = corpus(target);
+    let per_file = (budget / files.len()).max(10);
+    for (name, seed) in files {
         check(&seed);
-        for m in mutants(&seed, mutations, &mut rng) {
+        for m in mutants(&seed, per_file, &mut rng) {
             let r = std::panic::catch_unwind(|| check(&m));
             assert!(r.is_ok(), "{target}: a mutant of {name} fails: {m:02x?}");
         }
@@ -78,20 +81,20 @@ fn replay(target: &str, check: fn(&[u8]), mutations: usize) {
 
 #[test]
 fn respond_corpus() {
-    replay("respond", fedns::fuzz::respond_check, 300);
+    replay("respond", fedns::fuzz::respond_check, 20_000);
 }
 
 #[test]
 fn zonefile_corpus() {
-    replay("zonefile", fedns::fuzz::zonefile_check, 150);
+    replay("zonefile", fedns::fuzz::zonefile_check, 600);
 }
 
 #[test]
 fn federation_corpus() {
-    replay("federation", fedns::fuzz::federation_check, 150);
+    replay("federation", fedns::fuzz::federation_check, 600);
 }
 
 #[test]
 fn skydns_corpus() {
-    replay("skydns", fedns::fuzz::skydns_check, 300);
+    replay("skydns", fedns::fuzz::skydns_check, 2_000);
 }
