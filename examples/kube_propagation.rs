@@ -7,7 +7,11 @@
 //! Run through `bench/kube-propagation.sh`; arguments:
 //!   --fedns PATH     the fedns binary (default target/release/fedns)
 //!   --changes N      number of changes measured (default 100)
-//!   --services N     extra federated services in the cluster, for scale and memory (default 0)
+//!   --services N     extra federated services in each cluster, for scale and memory (default 0)
+//!   --verbose        echo fedns's publish and snapshot log lines
+//!   --clusters N     member clusters, each its own test API server in its own region
+//!                    (default 1); the flips go round the clusters, so every change is one
+//!                    EndpointSlice in one cluster, and the answer counts the healthy shards
 
 #[path = "../tests/kube_api/mod.rs"]
 mod kube_api;
@@ -69,52 +73,77 @@ fn main() {
     let changes: usize = arg("--changes", "100").parse().expect("--changes N");
     let extra: usize = arg("--services", "0").parse().expect("--services N");
 
-    let api = ApiServer::start();
-    api.put(Res::Nodes, node("n1", "us-east1", "us-east1-b", false));
+    let clusters: usize = arg("--clusters", "1").parse().expect("--clusters N");
+    assert!(clusters >= 1, "--clusters N needs N ≥ 1");
+    let apis: Vec<ApiServer> = (0..clusters).map(|_| ApiServer::start()).collect();
     let label = json!({"fedns.io/federate": "true"});
-    api.put(
-        Res::Services,
-        service("shop", "checkout", label.clone(), &["203.0.113.10"], &[]),
-    );
-    let ready = |r: bool| {
+    let ready = |c: usize, r: bool| {
         slice(
             "shop",
             "checkout-1",
             "checkout",
-            &[("10.0.0.1", r, false, Some("us-east1-b"))],
+            &[(&*format!("10.0.{c}.1"), r, false, Some("zone-b"))],
         )
     };
-    api.put(Res::EndpointSlices, ready(true));
-    for i in 0..extra {
-        let name = format!("svc-{i}");
-        let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+    for (c, api) in apis.iter().enumerate() {
+        api.put(
+            Res::Nodes,
+            node("n1", &format!("region-{c}"), "zone-b", false),
+        );
         api.put(
             Res::Services,
-            service("load", &name, label.clone(), &[ip.as_str()], &[]),
-        );
-        api.put(
-            Res::EndpointSlices,
-            slice(
-                "load",
-                &format!("{name}-1"),
-                &name,
-                &[("10.1.0.1", true, false, Some("us-east1-b"))],
+            service(
+                "shop",
+                "checkout",
+                label.clone(),
+                &[&*format!("203.0.113.{}", 10 + c)],
+                &[],
             ),
         );
+        api.put(Res::EndpointSlices, ready(c, true));
+        for i in 0..extra {
+            let name = format!("svc-{i}");
+            let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+            api.put(
+                Res::Services,
+                service("load", &name, label.clone(), &[ip.as_str()], &[]),
+            );
+            api.put(
+                Res::EndpointSlices,
+                slice(
+                    "load",
+                    &format!("{name}-1"),
+                    &name,
+                    &[(&*format!("10.1.{c}.1"), true, false, Some("zone-b"))],
+                ),
+            );
+        }
     }
 
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("zones")).unwrap();
     std::fs::write(dir.path().join("zones/example.com.zone"), ZONE).unwrap();
-    std::fs::write(
-        dir.path().join("kubeconfig"),
-        kubeconfig(&[("c1", api.url())]),
-    )
-    .unwrap();
+    let contexts: Vec<(String, String)> = apis
+        .iter()
+        .enumerate()
+        .map(|(c, api)| (format!("c{c}"), api.url()))
+        .collect();
+    let refs: Vec<(&str, String)> = contexts
+        .iter()
+        .map(|(n, u)| (n.as_str(), u.clone()))
+        .collect();
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig(&refs)).unwrap();
+    let mut members = String::new();
+    for (n, _) in &contexts {
+        members.push_str(&format!(
+            "    - {{name: {n}, kubeconfig: kubeconfig, context: {n}}}\n"
+        ));
+    }
     let config = dir.path().join("fedns.yaml");
+    // `all`: the global answer holds every healthy shard, so one flip shows in the count.
     std::fs::write(
         &config,
-        "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  select:\n    label: fedns.io/federate=true\n  clusters:\n    - {name: c1, kubeconfig: kubeconfig, context: c1}\n",
+        format!("listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nzones_dir: zones\nkubernetes:\n  federation: myfed\n  zone: example.com\n  policy: all\n  max_answers: 64\n  select:\n    label: fedns.io/federate=true\n  clusters:\n{members}"),
     )
     .unwrap();
 
@@ -144,6 +173,7 @@ fn main() {
     let phases: Arc<Mutex<Vec<[f64; 4]>>> = Arc::default();
     let (found, found_http, found_ms) = (udp.clone(), http.clone(), assembled.clone());
     let found_phases = phases.clone();
+    let verbose = std::env::args().any(|a| a == "--verbose");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("kubernetes snapshot")
@@ -152,6 +182,9 @@ fn main() {
                     .find_map(|t| t.strip_prefix("assembled_ms=")?.parse().ok())
             {
                 found_ms.lock().unwrap().push(ms);
+            }
+            if verbose && (line.contains("published") || line.contains("kubernetes snapshot")) {
+                eprintln!("{line}");
             }
             if line.contains("published answer table") {
                 let field = |k: &str| {
@@ -199,7 +232,7 @@ fn main() {
         id
     };
     let started = Instant::now();
-    while answers(&sock, server, next_id()) != Some(1) {
+    while answers(&sock, server, next_id()) != Some(clusters) {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no initial answer"
@@ -207,19 +240,21 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     println!(
-        "initial sync: {:.2} s for {} services; fedns RSS {} KiB",
+        "initial sync: {:.2} s for {} clusters × {} services; fedns RSS {} KiB",
         started.elapsed().as_secs_f64(),
+        clusters,
         extra + 1,
         rss_kib(pid).unwrap_or(0)
     );
 
     let mut samples = Vec::with_capacity(changes);
-    let mut is_ready = true;
-    for _ in 0..changes {
-        is_ready = !is_ready;
-        let want = if is_ready { 1 } else { 0 };
+    let mut up = vec![true; clusters];
+    for k in 0..changes {
+        let c = k % clusters;
+        up[c] = !up[c];
+        let want = up.iter().filter(|u| **u).count();
         let t0 = Instant::now();
-        api.put(Res::EndpointSlices, ready(is_ready));
+        apis[c].put(Res::EndpointSlices, ready(c, up[c]));
         loop {
             if answers(&sock, server, next_id()) == Some(want) {
                 break;

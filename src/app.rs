@@ -15,6 +15,7 @@ use crate::dns::zonefile::Problem;
 use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
+
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
@@ -22,22 +23,113 @@ use crate::sources::{SourceBoard, Update};
 use crate::table::Table;
 use crate::table::build::{BuildInput, build};
 
+/// The file sources, named for `/readyz` and metric labels by what they are, not where they
+/// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
+/// second file of the same name elsewhere gets `#2`).
 fn file_sources(config: &Config) -> Vec<FileSource> {
-    let mut v = vec![FileSource::new(FileKind::Zones(ZoneDir::new(
-        config.zones_dir.clone(),
-    )))];
-    v.extend(
-        config
-            .federation_files
-            .iter()
-            .map(|p| FileSource::new(FileKind::Federation(p.clone()))),
-    );
+    file_sources_at(&config.zones_dir, &config.federation_files)
+}
+
+fn file_sources_at(zones_dir: &Path, federation_files: &[std::path::PathBuf]) -> Vec<FileSource> {
+    let mut v = vec![FileSource::new(
+        FileKind::Zones(ZoneDir::new(zones_dir.to_path_buf())),
+        "zone-files".into(),
+    )];
+    let mut names: Vec<String> = Vec::new();
+    for p in federation_files {
+        let base = p.file_name().map_or_else(
+            || p.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let mut name = format!("federation-file:{base}");
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("federation-file:{base}#{n}");
+        }
+        names.push(name.clone());
+        v.push(FileSource::new(FileKind::Federation(p.clone()), name));
+    }
     v
+}
+
+/// Problems of the zone and federation files named by a config that itself failed to load
+/// (so one run shows every problem), as far as the config names them.
+fn problems_beside_a_broken_config(path: &Path) -> Vec<Problem> {
+    match Config::source_paths(path) {
+        Some((zones_dir, feds)) => load_all(&mut file_sources_at(&zones_dir, &feds)).1,
+        None => Vec::new(),
+    }
+}
+
+/// The closing line of a list of problems.
+fn count_line(n: usize) -> String {
+    if n == 1 {
+        "1 problem".into()
+    } else {
+        format!("{n} problems")
+    }
+}
+
+/// Keeps the `zone` label of the query counters on the served zones: every update passes
+/// through it on its way to the merger.
+struct ZoneTracker {
+    metrics: Metrics,
+    by_source: std::collections::BTreeMap<String, Vec<crate::model::DnsName>>,
+    warned_full: bool,
+}
+
+impl ZoneTracker {
+    fn new(metrics: Metrics) -> Self {
+        ZoneTracker {
+            metrics,
+            by_source: Default::default(),
+            warned_full: false,
+        }
+    }
+
+    fn note(&mut self, u: &Update) {
+        use crate::sources::Snapshot;
+        let zones: Vec<_> = match &*u.snapshot {
+            Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
+            Snapshot::Federation(f) => vec![f.zone.clone()],
+            Snapshot::Etcd(e) => e.zones.clone(),
+            Snapshot::Probes(_) => return,
+        };
+        if self.by_source.get(&u.source) == Some(&zones) {
+            return;
+        }
+        self.by_source.insert(u.source.clone(), zones);
+        let mut all: Vec<&[u8]> = self
+            .by_source
+            .values()
+            .flatten()
+            .map(|z| z.wire())
+            .collect();
+        all.sort();
+        all.dedup();
+        let full = self.metrics.zones.set_served(all);
+        if !full.is_empty() && !self.warned_full {
+            self.warned_full = true;
+            tracing::warn!(
+                zones = full.len(),
+                limit = crate::metrics::MAX_ZONE_LABELS,
+                "more served zones than zone labels; their queries count as zone=\"other\""
+            );
+        }
+    }
 }
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
         eprintln!("error: {p}");
+    }
+}
+
+/// `serve`'s problems go to the log (so `--log-format json` stays one object per line).
+fn log_problems(problems: &[Problem]) {
+    for p in problems {
+        tracing::error!("{p}");
     }
 }
 
@@ -62,8 +154,10 @@ fn load_all(sources: &mut [FileSource]) -> (Vec<Update>, Vec<Problem>) {
 pub fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
-        Err(p) => {
+        Err(mut p) => {
+            p.extend(problems_beside_a_broken_config(path));
             print_problems(&p);
+            eprintln!("{}", count_line(p.len()));
             return ExitCode::from(1);
         }
     };
@@ -111,7 +205,7 @@ pub fn check(path: &Path) -> ExitCode {
     }
     if !problems.is_empty() {
         print_problems(&problems);
-        eprintln!("{} problem(s) found", problems.len());
+        eprintln!("{}", count_line(problems.len()));
         return ExitCode::from(1);
     }
     println!(
@@ -124,11 +218,24 @@ pub fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn serve(path: &Path, workers: Option<usize>) -> ExitCode {
-    let mut config = match Config::load(path) {
+/// `fedns serve`. `log_format` (from the command line) wins over the config's.
+pub fn serve(
+    path: &Path,
+    workers: Option<usize>,
+    log_format: Option<crate::logging::LogFormat>,
+) -> ExitCode {
+    let config = Config::load(path);
+    crate::logging::init(
+        log_format
+            .or(config.as_ref().ok().and_then(|c| c.log_format))
+            .unwrap_or_default(),
+    );
+    let mut config = match config {
         Ok(c) => c,
-        Err(p) => {
-            print_problems(&p);
+        Err(mut p) => {
+            p.extend(problems_beside_a_broken_config(path));
+            log_problems(&p);
+            tracing::error!("{}; not serving", count_line(p.len()));
             return ExitCode::from(2);
         }
     };
@@ -146,25 +253,35 @@ pub fn serve(path: &Path, workers: Option<usize>) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config, workers));
+    // Background tasks (watches, resolvers) are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// `workers`: the `--workers` override, which a reloaded config keeps.
+async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let board = SourceBoard::default();
     let mut sources = file_sources(&config);
     for s in &sources {
         board.register(&s.name());
+    }
+    if config.etcd.is_some() {
+        metrics.register_etcd();
+    }
+    if !config.probes.is_empty() {
+        metrics.register_probes();
     }
     let etcd_reader = config.etcd.as_ref().filter(|e| !e.zones.is_empty());
     if let Some(e) = etcd_reader {
@@ -174,13 +291,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(k) = &config.kubernetes {
         kubernetes::register(k, &board);
     }
-    // At start there is no last good data to fall back on: refuse to serve broken input.
-    let (updates, problems) = load_all(&mut sources);
+    for name in board.snapshot().keys() {
+        metrics.register_source(name);
+    }
+    // At start there is no last good data to fall back on: refuse to serve broken input. A
+    // kubeconfig that cannot be read or lacks its context is broken input too (as in `check`);
+    // an unreachable cluster is not (it shows on /readyz).
+    let (updates, mut problems) = load_all(&mut sources);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
+    }
     if !problems.is_empty() {
-        print_problems(&problems);
+        log_problems(&problems);
         anyhow::bail!(
-            "{} problem(s) in the initial data; `fedns check --config {}` lists them",
-            problems.len(),
+            "{} in the initial data; `fedns check --config {}` lists them",
+            count_line(problems.len()),
             config.path.display()
         );
     }
@@ -203,12 +328,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
+        draining: Default::default(),
     });
     let mut merger = Merger::new(
         shared.clone(),
         SerialClock::new(Some(config.state_dir.clone())),
     );
+    let mut zone_tracker = ZoneTracker::new(metrics.clone());
     for u in updates {
+        zone_tracker.note(&u);
         merger.apply(u);
     }
     let publisher = match &config.etcd {
@@ -225,6 +353,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
     let rrl_metrics = crate::dns::rrl::RrlMetrics::register(&metrics.registry);
     let mut udp_inodes = Vec::new();
+    let (tcp_shutdown, tcp_shutdown_rx) = watch::channel(false);
+    let mut tcp_servers = Vec::new();
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
         let (rcvbuf, sndbuf) = udp::size_buffers(
@@ -260,13 +390,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             source_prefix_v4: config.tcp_source_prefix_v4,
             source_prefix_v6: config.tcp_source_prefix_v6,
         };
-        tokio::spawn(tcp::serve(
+        tcp_servers.push(tokio::spawn(tcp::serve(
             tcp_listener,
             shared.clone(),
             metrics.worker(),
             limits,
             tcp_metrics.clone(),
-        ));
+            tcp_shutdown_rx.clone(),
+        )));
     }
     let _ = metrics
         .registry
@@ -282,7 +413,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let (tx, rx) = mpsc::channel::<Update>(64);
+    let (tx, mut rx) = mpsc::channel::<Update>(64);
     let (reload_tx, reload_rx) = watch::channel(0u64);
     for s in sources {
         tokio::spawn(source_watch::run(
@@ -329,25 +460,95 @@ async fn run(config: Config) -> anyhow::Result<()> {
             reload_rx.clone(),
         ));
     }
+    tokio::spawn(crate::reload::run(
+        config.clone(),
+        workers.is_some(),
+        config.watch_interval,
+        reload_rx.clone(),
+        metrics.clone(),
+    ));
     drop(tx);
+    let (merger_tx, merger_rx) = mpsc::channel::<Update>(64);
+    tokio::spawn(async move {
+        while let Some(u) = rx.recv().await {
+            zone_tracker.note(&u);
+            if merger_tx.send(u).await.is_err() {
+                return;
+            }
+        }
+    });
     std::thread::Builder::new()
         .name("merger".into())
-        .spawn(move || merger.run(rx))?;
+        .spawn(move || merger.run(merger_rx))?;
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    crate::notify::notify("READY=1");
+    let signal = loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading sources");
+                crate::notify::reloading();
                 reload_tx.send_modify(|n| *n += 1);
+                crate::notify::notify("READY=1");
             }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
         }
-    }
-    tracing::info!("shutting down");
+    };
+    drain(
+        signal,
+        &shared,
+        config.lameduck,
+        config.tcp_idle_timeout,
+        tcp_shutdown,
+        tcp_servers,
+        (&mut term, &mut int),
+    )
+    .await;
     Ok(())
+}
+
+/// Graceful shutdown: `/readyz` turns 503 at once, DNS keeps answering for `lameduck` (so load
+/// balancers and Kubernetes endpoints stop sending here first), then TCP stops accepting, the
+/// queries already sent on open connections are answered (at most `tcp_grace`), and `run`
+/// returns. A second SIGTERM or SIGINT ends the lame duck at once.
+async fn drain(
+    signal: &str,
+    shared: &Shared,
+    lameduck: std::time::Duration,
+    tcp_grace: std::time::Duration,
+    tcp_shutdown: watch::Sender<bool>,
+    tcp_servers: Vec<tokio::task::JoinHandle<()>>,
+    (term, int): (
+        &mut tokio::signal::unix::Signal,
+        &mut tokio::signal::unix::Signal,
+    ),
+) {
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::notify::notify("STOPPING=1");
+    tracing::info!(
+        signal,
+        lameduck_ms = lameduck.as_millis() as u64,
+        "shutting down: /readyz now 503, still answering DNS for the lame-duck period"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(lameduck) => {}
+        _ = term.recv() => tracing::info!("second signal: ending the lame duck now"),
+        _ = int.recv() => tracing::info!("second signal: ending the lame duck now"),
+    }
+    let _ = tcp_shutdown.send(true);
+    let open = futures::future::join_all(tcp_servers);
+    if tokio::time::timeout(tcp_grace, open).await.is_err() {
+        tracing::warn!(
+            grace_ms = tcp_grace.as_millis() as u64,
+            "TCP connections still busy after the grace period; closing them"
+        );
+    }
+    tracing::info!("stopped");
 }
 
 /// UDP sockets and a TCP listener on the same address; with port 0, the same ephemeral port.

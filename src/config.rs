@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_errors::ParseError;
 use crate::dns::zonefile::Problem;
 use crate::geo::ClientNetwork;
 use crate::sources::kubernetes::config::{KubeSettings, RawKubernetes};
@@ -42,6 +43,12 @@ struct RawConfig {
     kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     etcd: Option<RawEtcd>,
+    /// Log format (`text` or `json`); `--log-format` overrides it.
+    #[serde(default)]
+    log_format: Option<crate::logging::LogFormat>,
+    /// On SIGTERM: how long DNS keeps answering after `/readyz` turned 503.
+    #[serde(default = "default_lameduck_ms")]
+    lameduck_ms: u64,
     #[serde(default)]
     rrl: RawRrl,
     #[serde(default)]
@@ -265,54 +272,54 @@ pub struct EtcdConfig {
     pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32` or a single address.
-pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (s, None),
+/// An etcd endpoint as etcd-client takes it: `http://HOST:PORT`, `https://HOST:PORT` or
+/// `HOST:PORT` (HOST a name, an IPv4 address or a bracketed IPv6 address).
+fn check_etcd_endpoint(ep: &str) -> Result<(), String> {
+    const FORM: &str = "expected http://HOST:PORT, https://HOST:PORT or HOST:PORT";
+    let rest = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+        .unwrap_or(ep);
+    if rest.contains("://") || rest.contains('/') && !rest.ends_with('/') {
+        return Err(format!("unknown scheme or a path; {FORM}"));
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("no port; {FORM}"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {port:?} is not 1..=65535; {FORM}"))?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     };
-    let ip: std::net::IpAddr = ip
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not an address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-        None => max,
-    };
-    Ok((ip, len))
+    if !host_ok {
+        return Err(format!("host {host:?} is not a name or address; {FORM}"));
+    }
+    Ok(())
 }
 
-/// True when `ip` is inside one of `nets`.
+/// `10.0.0.0/8`, `2001:db8::/32` or a single address (ipnet parses).
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let t = s.trim();
+    let net = t
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or ADDRESS/PREFIX"))?;
+    Ok((net.addr(), net.prefix_len()))
+}
+
+/// True when `ip` is inside one of `nets` (an IPv4-mapped IPv6 address counts as IPv4).
 pub fn allowed(nets: &[(std::net::IpAddr, u8)], ip: std::net::IpAddr) -> bool {
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    };
-    nets.iter().any(|(net, len)| match (net, ip) {
-        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - *len as u32)
-            };
-            u32::from(*n) & mask == u32::from(a) & mask
-        }
-        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - *len as u32)
-            };
-            u128::from(*n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    })
+    let ip = ip.to_canonical();
+    nets.iter()
+        .any(|(net, len)| ipnet::IpNet::new(*net, *len).is_ok_and(|n| n.contains(&ip)))
 }
 
 fn default_etcd_prefix() -> String {
@@ -394,6 +401,9 @@ fn default_state_dir() -> PathBuf {
 fn default_watch_interval_ms() -> u64 {
     250
 }
+fn default_lameduck_ms() -> u64 {
+    5000
+}
 
 /// The validated configuration, with paths resolved.
 #[derive(Debug, Clone)]
@@ -423,6 +433,9 @@ pub struct Config {
     pub probes: Vec<crate::probe::Rule>,
     /// Member Kubernetes clusters (`kubernetes:` section), if any.
     pub kubernetes: Option<KubeSettings>,
+    pub log_format: Option<crate::logging::LogFormat>,
+    /// On SIGTERM, DNS keeps answering this long after `/readyz` turned 503.
+    pub lameduck: Duration,
     /// Response-rate limiting of UDP answers (off when `responses_per_second` is 0).
     pub rrl: crate::dns::rrl::RrlConfig,
     /// SO_RCVBUF / SO_SNDBUF of every UDP socket (0: the OS default).
@@ -453,35 +466,49 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// The zones directory and federation files a config names (resolved), read leniently:
+    /// for reporting their problems too when the config itself has errors.
+    pub fn source_paths(path: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
+        #[derive(Deserialize)]
+        struct Paths {
+            #[serde(default = "default_zones_dir")]
+            zones_dir: PathBuf,
+            #[serde(default)]
+            federation_files: Vec<PathBuf>,
+        }
+        let text = std::fs::read_to_string(path).ok()?;
+        let p: Paths = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).ok()?
+        } else {
+            serde_saphyr::from_str(&text).ok()?
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Some((
+            base.join(p.zones_dir),
+            p.federation_files.iter().map(|f| base.join(f)).collect(),
+        ))
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
         let file = path.display().to_string();
-        let raw: RawConfig = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                vec![Problem {
-                    file: file.clone(),
-                    line,
-                    message: e.message().to_string(),
-                }]
-            })?
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
-                vec![Problem {
-                    file: file.clone(),
-                    line,
-                    message: e.to_string().lines().next().unwrap_or_default().to_string(),
-                }]
-            })?
+        let toml = path.extension().is_some_and(|e| e == "toml");
+        // Every syntax and type error, then (when the rest parses) every semantic one.
+        let (raw, mut problems) = crate::config_errors::parse_all(&file, text, toml, |t| {
+            if toml {
+                toml::from_str::<RawConfig>(t).map_err(|e| ParseError::from_toml(&e, t))
+            } else {
+                serde_saphyr::from_str::<RawConfig>(t).map_err(|e| ParseError::from_yaml(&e))
+            }
+        });
+        let Some(raw) = raw else {
+            return Err(problems);
         };
-        let mut problems = Vec::new();
-        let mut field = |name: &str, message: String| {
+        // `path` is the field's full path, which also finds its line.
+        let mut field = |path: &str, message: String| {
             problems.push(Problem {
                 file: file.clone(),
-                line: line_of_key(text, name),
-                message: format!("{name}: {message}"),
+                line: crate::config_errors::line_of_path(text, path, toml),
+                message: format!("{path}: {message}"),
             })
         };
         if raw.listen.is_empty() {
@@ -494,94 +521,123 @@ impl Config {
             );
         }
         if raw.tcp.max_connections == 0 {
-            field("max_connections", "must be at least 1".into());
+            field("tcp.max_connections", "must be at least 1, not 0".into());
         }
         if raw.tcp.idle_timeout_secs == 0 {
-            field("idle_timeout_secs", "must be at least 1".into());
+            field("tcp.idle_timeout_secs", "must be at least 1, not 0".into());
         }
         if raw.tcp.max_connections_per_source == 0 {
-            field("max_connections_per_source", "must be at least 1".into());
+            field(
+                "tcp.max_connections_per_source",
+                "must be at least 1, not 0".into(),
+            );
         }
         if raw.tcp.source_prefix_v4 > 32 {
             field(
-                "source_prefix_v4",
+                "tcp.source_prefix_v4",
                 format!("{} is outside 0..=32", raw.tcp.source_prefix_v4),
             );
         }
         if raw.tcp.source_prefix_v6 > 128 {
             field(
-                "source_prefix_v6",
+                "tcp.source_prefix_v6",
                 format!("{} is outside 0..=128", raw.tcp.source_prefix_v6),
             );
         }
         if raw.tcp.busy_idle_timeout_ms == 0 {
-            field("busy_idle_timeout_ms", "must be at least 1".into());
+            field(
+                "tcp.busy_idle_timeout_ms",
+                "must be at least 1, not 0".into(),
+            );
         }
         if raw.rrl.ipv4_prefix > 32 {
             field(
-                "ipv4_prefix",
+                "rrl.ipv4_prefix",
                 format!("{} is outside 0..=32", raw.rrl.ipv4_prefix),
             );
         }
         if raw.rrl.ipv6_prefix > 128 {
             field(
-                "ipv6_prefix",
+                "rrl.ipv6_prefix",
                 format!("{} is outside 0..=128", raw.rrl.ipv6_prefix),
             );
         }
         for (name, v) in [
-            ("receive_buffer_bytes", raw.udp.receive_buffer_bytes),
-            ("send_buffer_bytes", raw.udp.send_buffer_bytes),
+            ("udp.receive_buffer_bytes", raw.udp.receive_buffer_bytes),
+            ("udp.send_buffer_bytes", raw.udp.send_buffer_bytes),
         ] {
             if v > MAX_SOCKET_BUFFER {
                 field(name, format!("{v} is above {MAX_SOCKET_BUFFER} (256 MiB)"));
             }
         }
         let mut rrl_exempt = Vec::new();
-        for e in &raw.rrl.exempt {
+        for (i, e) in raw.rrl.exempt.iter().enumerate() {
             match parse_cidr(e) {
                 Ok(n) => rrl_exempt.push(n),
-                Err(m) => field("exempt", m),
+                Err(m) => field(&format!("rrl.exempt[{i}]"), m),
             }
         }
         if raw.watch_interval_ms == 0 {
-            field("watch_interval_ms", "must be at least 1".into());
+            field("watch_interval_ms", "must be at least 1, not 0".into());
         }
         let mut etcd = None;
         if let Some(e) = &raw.etcd {
             let mut zones = Vec::new();
-            for z in &e.zones {
+            for (i, z) in e.zones.iter().enumerate() {
                 match crate::model::DnsName::parse(z) {
                     Ok(n) => zones.push(n),
-                    Err(m) => field("zones", m),
+                    Err(m) => field(&format!("etcd.zones[{i}]"), format!("{z:?}: {m}")),
                 }
             }
             if e.endpoints.is_empty() {
-                field("endpoints", "at least one etcd endpoint is needed".into());
+                field(
+                    "etcd.endpoints",
+                    "at least one etcd endpoint is needed".into(),
+                );
+            }
+            for (i, ep) in e.endpoints.iter().enumerate() {
+                if let Err(m) = check_etcd_endpoint(ep) {
+                    field(&format!("etcd.endpoints[{i}]"), format!("{ep:?}: {m}"));
+                }
             }
             if e.mode == EtcdMode::Read && zones.is_empty() {
-                field("zones", "read mode needs at least one zone to serve".into());
+                field(
+                    "etcd.zones",
+                    "read mode needs at least one zone to serve".into(),
+                );
             }
             if e.lease_ttl_secs < 1 {
-                field("lease_ttl_secs", "must be at least 1".into());
+                field(
+                    "etcd.lease_ttl_secs",
+                    format!("must be at least 1, not {}", e.lease_ttl_secs),
+                );
             }
             if e.username.is_some() != e.password.is_some() {
-                field("username", "username and password go together".into());
+                field("etcd.username", "username and password go together".into());
             }
             let mut axfr_allow = Vec::new();
-            for a in &e.axfr_allow {
+            for (i, a) in e.axfr_allow.iter().enumerate() {
                 match parse_cidr(a) {
                     Ok(n) => axfr_allow.push(n),
-                    Err(m) => field("axfr_allow", m),
+                    Err(m) => field(&format!("etcd.axfr_allow[{i}]"), m),
                 }
             }
             let prefix = crate::sources::etcd::skydns::normalize_prefix(&e.prefix);
             if prefix == "/" {
-                field("prefix", "must not be empty".into());
+                field(
+                    "etcd.prefix",
+                    format!("must not be empty, not {:?}", e.prefix),
+                );
             }
             let election = crate::sources::etcd::skydns::normalize_prefix(&e.election);
             if election.starts_with(&format!("{prefix}/")) || election == prefix {
-                field("election", "must be outside the SkyDNS prefix".into());
+                field(
+                    "etcd.election",
+                    format!(
+                        "{:?} must be outside the SkyDNS prefix {prefix:?}",
+                        e.election
+                    ),
+                );
             }
             etcd = Some(EtcdConfig {
                 endpoints: e.endpoints.clone(),
@@ -629,7 +685,7 @@ impl Config {
         }
         if raw.geo.geoip_db.is_some() && raw.geo.regions.is_empty() {
             field(
-                "geoip_db",
+                "geo.geoip_db",
                 "a GeoIP database needs geo.regions with coordinates to map to".into(),
             );
         }
@@ -637,10 +693,11 @@ impl Config {
         for (i, p) in raw.probes.iter().enumerate() {
             let at = |field: &str, message: String| Problem {
                 file: file.clone(),
-                line: text
-                    .lines()
-                    .position(|l| l.contains("probes:"))
-                    .map(|l| l + 1),
+                line: crate::config_errors::line_of_path(
+                    text,
+                    &format!("probes[{i}].{field}"),
+                    toml,
+                ),
                 message: format!("probes[{i}].{field}: {message}"),
             };
             let check = match p.kind.as_str() {
@@ -683,9 +740,6 @@ impl Config {
             });
         }
         problems.extend(located);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -696,16 +750,21 @@ impl Config {
         };
         let kubernetes = match raw.kubernetes {
             None => None,
-            Some(k) => Some(k.validate(&resolve).map_err(|errs| {
-                errs.into_iter()
-                    .map(|(field, message)| Problem {
+            Some(k) => match k.validate(&resolve) {
+                Ok(k) => Some(k),
+                Err(errs) => {
+                    problems.extend(errs.into_iter().map(|(field, message)| Problem {
                         file: file.clone(),
-                        line: None,
+                        line: crate::config_errors::line_of_path(text, &field, toml),
                         message: format!("{field}: {message}"),
-                    })
-                    .collect::<Vec<_>>()
-            })?),
+                    }));
+                    None
+                }
+            },
         };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let workers = if raw.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -746,6 +805,8 @@ impl Config {
             },
             probes,
             kubernetes,
+            log_format: raw.log_format,
+            lameduck: Duration::from_millis(raw.lameduck_ms),
             rrl: crate::dns::rrl::RrlConfig {
                 responses_per_second: raw.rrl.responses_per_second,
                 slip: raw.rrl.slip,
@@ -761,44 +822,74 @@ impl Config {
 
 /// `10.0.0.0/8`, `2001:db8::/32`; host bits must be zero.
 fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
-    let (a, p) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
-    let addr: std::net::IpAddr = a
+    let net: ipnet::IpNet = text
+        .trim()
         .parse()
-        .map_err(|_| format!("{a:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| format!("prefix {p:?} is not 0..={max}"))?;
-    let bits = match addr {
-        std::net::IpAddr::V4(v) => u32::from(v) as u128,
-        std::net::IpAddr::V6(v) => u128::from(v),
-    };
-    let host_bits = max as u32 - prefix as u32;
-    if host_bits > 0 && bits & ((1u128 << host_bits) - 1) != 0 {
-        return Err(format!("{text} has host bits set"));
+        .map_err(|_| format!("{text:?} is not ADDRESS/PREFIX"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{text} has host bits set (the network is {})",
+            net.trunc()
+        ));
     }
-    Ok((addr, prefix))
-}
-
-/// Line of the first `key:` / `key =` in the text, for messages about values that parsed.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key).is_some_and(|rest| {
-                rest.trim_start().starts_with(':') || rest.trim_start().starts_with('=')
-            })
-        })
-        .map(|i| i + 1)
+    Ok((net.addr(), net.prefix_len()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_problem_of_every_section_with_its_line() {
+        let text = "edns_payload: 100\ntcp:\n  max_connections: 0\nkubernetes:\n  federation: f\n  zone: example.com\n  clusters:\n    - name: a\n      kubeconfig: k\n    - name: b\n      region: r\netcd:\n  endpoints: [\"http://e:2379\", \"htp:/x\"]\n  zones: [a.example]\n";
+        let errs = Config::parse(Path::new("/etc/fedns/fedns.yaml"), text).unwrap_err();
+        let got: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "/etc/fedns/fedns.yaml:1: edns_payload: 100 is outside 512..=4096",
+            "/etc/fedns/fedns.yaml:3: tcp.max_connections: must be at least 1, not 0",
+            "/etc/fedns/fedns.yaml:13: etcd.endpoints[1]: \"htp:/x\"",
+            "/etc/fedns/fedns.yaml:10: kubernetes.clusters[1]",
+        ];
+        for w in want {
+            assert!(got.iter().any(|g| g.starts_with(w)), "no {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), 4, "{got:#?}");
+    }
+
+    #[test]
+    fn cidrs_parse_with_ipnet_and_match_mapped_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(parse_cidr("10.0.0.0/8"), Ok((ip("10.0.0.0"), 8)));
+        assert_eq!(parse_cidr(" 192.0.2.7 "), Ok((ip("192.0.2.7"), 32)));
+        assert_eq!(parse_cidr("2001:db8::/32"), Ok((ip("2001:db8::"), 32)));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        assert!(parse_cidr("nope").is_err());
+        let nets = [
+            parse_cidr("10.0.0.0/8").unwrap(),
+            parse_cidr("2001:db8::/32").unwrap(),
+        ];
+        assert!(allowed(&nets, ip("10.200.1.1")));
+        assert!(allowed(&nets, ip("::ffff:10.1.2.3")));
+        assert!(allowed(&nets, ip("2001:db8:1::1")));
+        assert!(!allowed(&nets, ip("11.0.0.1")));
+        assert!(!allowed(&nets, ip("2001:db9::1")));
+        assert!(allowed(
+            &[parse_cidr("0.0.0.0/0").unwrap()],
+            ip("203.0.113.1")
+        ));
+
+        assert_eq!(
+            parse_network("198.51.100.0/24"),
+            Ok((ip("198.51.100.0"), 24))
+        );
+        let e = parse_network("198.51.100.1/24").unwrap_err();
+        assert!(
+            e.contains("host bits") && e.contains("198.51.100.0/24"),
+            "{e}"
+        );
+        assert!(parse_network("198.51.100.0").is_err());
+    }
 
     #[test]
     fn defaults_and_relative_paths() {
@@ -866,15 +957,17 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(
-            text.contains(&"c.yaml:2: source_prefix_v4: 33 is outside 0..=32".to_string()),
+            text.contains(&"c.yaml:2: tcp.source_prefix_v4: 33 is outside 0..=32".to_string()),
             "{text:?}"
         );
         assert!(
-            text.contains(&"c.yaml:3: source_prefix_v6: 129 is outside 0..=128".to_string()),
+            text.contains(&"c.yaml:3: tcp.source_prefix_v6: 129 is outside 0..=128".to_string()),
             "{text:?}"
         );
         assert!(
-            text.contains(&"c.yaml:4: max_connections_per_source: must be at least 1".to_string()),
+            text.contains(
+                &"c.yaml:4: tcp.max_connections_per_source: must be at least 1, not 0".to_string()
+            ),
             "{text:?}"
         );
     }
@@ -898,11 +991,14 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(
-            text.contains(&"c.yaml:3: ipv4_prefix: 40 is outside 0..=32".to_string()),
+            text.contains(&"c.yaml:3: rrl.ipv4_prefix: 40 is outside 0..=32".to_string()),
             "{text:?}"
         );
         assert!(
-            text.contains(&"c.yaml:4: exempt: \"nonsense\" is not an address".to_string()),
+            text.contains(
+                &"c.yaml:4: rrl.exempt[0]: \"nonsense\" is not an address or ADDRESS/PREFIX"
+                    .to_string()
+            ),
             "{text:?}"
         );
     }
@@ -923,7 +1019,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             errs[0].to_string(),
-            "c.yaml:2: receive_buffer_bytes: 999999999999 is above 268435456 (256 MiB)"
+            "c.yaml:2: udp.receive_buffer_bytes: 999999999999 is above 268435456 (256 MiB)"
         );
     }
 }

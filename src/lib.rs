@@ -5,13 +5,17 @@
 
 pub mod app;
 pub mod config;
+pub mod config_errors;
 pub mod dns;
 pub mod fuzz;
 pub mod geo;
+pub mod logging;
 pub mod merger;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod probe;
+pub mod reload;
 pub mod selection;
 pub mod server;
 pub mod sources;

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
     about = "Federated authoritative DNS for services that run in many Kubernetes clusters"
 )]
 struct Cli {
+    /// Log format: `text` (logfmt) or `json`; default: `log_format` in the config, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<fedns::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,21 +53,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
-        Command::Serve { config, workers } => fedns::app::serve(&config, workers),
-        Command::Check { config } => fedns::app::check(&config),
+    let cli = Cli::parse();
+    let log_format = cli.log_format;
+    match cli.command {
+        // `serve` starts logging once it has read the config (which may name the format).
+        Command::Serve { config, workers } => fedns::app::serve(&config, workers, log_format),
+        Command::Check { config } => {
+            fedns::logging::init(log_format.unwrap_or_default());
+            fedns::app::check(&config)
+        }
         Command::Explain {
             name,
             qtype,
             client,
             ecs,
             server,
-        } => fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref()),
+        } => {
+            fedns::logging::init(log_format.unwrap_or_default());
+            fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref())
+        }
     }
 }

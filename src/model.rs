@@ -9,9 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An absolute domain name, stored lowercased in DNS wire format (length-prefixed labels ending in
 /// the root label). Lowercasing once here is what lets the query path match names with one hash
-/// lookup of the (lowercased) question.
+/// lookup of the (lowercased) question. Shared (`Arc`): the builder's maps, the aliases that read a
+/// name and the table's segments all hold one copy.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DnsName(Box<[u8]>);
+pub struct DnsName(std::sync::Arc<[u8]>);
 
 /// Lets maps keyed by names be searched with a slice of wire format (a suffix of a longer name)
 /// without allocating; `Hash` of the boxed slice is the slice's, so lookups agree.
@@ -23,7 +24,7 @@ impl std::borrow::Borrow<[u8]> for DnsName {
 
 impl DnsName {
     pub fn root() -> Self {
-        DnsName(Box::new([0]))
+        DnsName(std::sync::Arc::new([0]))
     }
 
     /// Parses a dotted name (`a.b.example.com` or with a trailing dot). Escapes are not

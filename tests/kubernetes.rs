@@ -515,6 +515,11 @@ fn api_server_gone_serves_last_known_then_drops_after_grace() {
         &["198.51.100.77"],
         SETTLE,
     );
+    // Error counters exist at 0 before the first error (so rate() sees it).
+    for res in ["services", "endpointslices.discovery.k8s.io", "nodes"] {
+        let key = format!("fedns_kube_watch_errors_total{{cluster=\"west\",resource=\"{res}\"}}");
+        assert_eq!(f.metric(&key), Some(0.0), "{key}");
+    }
 
     let gone_at = Instant::now();
     cl.west.go_away();
@@ -972,14 +977,31 @@ fn check_reports_kubeconfig_problems() {
     let (code, err) = run(&fx.path("fedns.yaml"));
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("cluster ghost: no context \"nowhere\""),
+        err.contains("kubernetes.clusters[1].kubeconfig (cluster ghost): no context \"nowhere\""),
         "{err}"
     );
     assert!(
-        err.contains("no-such-file") && err.contains("cluster lost"),
+        err.contains("no-such-file")
+            && err.contains("kubernetes.clusters[2].kubeconfig (cluster lost)"),
         "{err}"
     );
     assert!(!err.contains("cluster east1"), "{err}");
+    assert!(err.trim_end().ends_with("2 problems"), "{err}");
+    // `serve` agrees: the same problems, and it does not start.
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(fx.path("fedns.yaml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("fedns serve");
+    let serve_err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{serve_err}");
+    assert!(
+        serve_err.contains("(cluster ghost): no context"),
+        "{serve_err}"
+    );
+    assert!(serve_err.contains("(cluster lost)"), "{serve_err}");
+    assert!(!serve_err.contains("dns listening"), "{serve_err}");
     fx.write_config(&[CLUSTER_EAST1], 30);
     let (code, err) = run(&fx.path("fedns.yaml"));
     assert_eq!(code, Some(0), "{err}");
@@ -993,6 +1015,7 @@ fn deploy_manifests_and_embedded_config() {
     let dir = Path::new(REPO).join("deploy/kubernetes");
     let mut kinds = BTreeSet::new();
     let mut config_seen = false;
+    let mut drain_needs: Option<Duration> = None;
     for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
@@ -1056,6 +1079,7 @@ fn deploy_manifests_and_embedded_config() {
                     let parsed =
                         fedns::config::Config::parse(Path::new("/etc/fedns/fedns.yaml"), cfg)
                             .unwrap_or_else(|e| panic!("embedded fedns.yaml: {e:?}"));
+                    drain_needs = Some(parsed.lameduck + parsed.tcp_idle_timeout);
                     let k = parsed.kubernetes.expect("a kubernetes section");
                     assert!(!k.clusters.is_empty());
                     config_seen = true;
@@ -1064,6 +1088,16 @@ fn deploy_manifests_and_embedded_config() {
                     let c = &v["spec"]["template"]["spec"]["containers"][0];
                     assert!(c["image"].is_string() && c["args"].is_array(), "{c}");
                     assert!(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "{c}");
+                    // SIGTERM drains for lameduck + TCP idle timeout: the pod must be given
+                    // that long (the ConfigMap comes before the Deployment in fedns.yaml).
+                    let grace = v["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                        .as_u64()
+                        .expect("terminationGracePeriodSeconds");
+                    let needs = drain_needs.expect("ConfigMap before the Deployment");
+                    assert!(
+                        Duration::from_secs(grace) > needs,
+                        "terminationGracePeriodSeconds {grace} does not cover the drain {needs:?}"
+                    );
                 }
                 _ => {}
             }

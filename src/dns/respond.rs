@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dns::rrl::{Class, Rrl, Verdict};
 use crate::geo::Locator;
-use crate::metrics::QueryStats;
+use crate::metrics::{QueryStats, ZoneSlot};
 use crate::model::rtype;
 use crate::table::{Body, Lookup, Table, rcode};
 
@@ -161,6 +161,7 @@ pub fn respond(
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
     let mut tail: &[u8] = &[];
+    let mut zone = ZoneSlot::OTHER;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
@@ -173,7 +174,7 @@ pub fn respond(
             false,
         ),
         Ok(key_len) => {
-            stats.request(peer.transport, q.qtype);
+            zone = stats.request(peer.transport, q.qtype, &key[..key_len]);
             // A resolver's ECS is ignored (and not echoed) unless config allows it.
             if !src.locator.ecs {
                 q.ecs = None;
@@ -230,7 +231,7 @@ pub fn respond(
             }
         }
     }
-    stats.response(code);
+    stats.response(zone, code);
     let answer = Answer {
         code,
         body,
@@ -239,15 +240,9 @@ pub fn respond(
         scope,
         slip,
     };
-    Some(write(
-        req,
-        out,
-        &q,
-        &answer,
-        peer.transport,
-        src.limits,
-        stats,
-    ))
+    let len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    stats.response_size(peer.transport, len);
+    Some(len)
 }
 
 /// The outcome of a lookup, ready to be written.

@@ -49,10 +49,18 @@ pub fn parse(path: &Path, text: &str) -> Result<StaticZone, Vec<Problem>> {
         )]
     })?;
 
-    let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin)).parse();
+    let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse();
     let (origin, sets) = match parsed {
         Ok(v) => v,
-        Err(e) => return Err(vec![problem(locate_error(text, path), e.to_string())]),
+        Err(e) => {
+            return Err(every_syntax_error(
+                text,
+                path,
+                &origin,
+                e.to_string(),
+                &problem,
+            ));
+        }
     };
     let origin = DnsName::from_wire_lowercase(
         &origin
@@ -122,6 +130,67 @@ pub fn parse(path: &Path, text: &str) -> Result<StaticZone, Vec<Problem>> {
 
 /// hickory's parse errors carry no position; find the first line whose inclusion makes the file
 /// fail, cutting only where no parenthesised record is open.
+/// Every bad record, as nsd-checkzone reports them: the parser stops at the first, so each one
+/// found is blanked out (its lines, so later line numbers stay) and the file parsed again. Only
+/// syntax errors are reported then: meaning checks on a file with holes would mislead.
+fn every_syntax_error(
+    text: &str,
+    path: &Path,
+    origin: &Name,
+    first: String,
+    problem: &impl Fn(Option<usize>, String) -> Problem,
+) -> Vec<Problem> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut out = Vec::new();
+    let mut message = first;
+    // Each round costs a few parses (locate_error bisects); 20 bad records are plenty to fix.
+    for _ in 0..20 {
+        let work = lines.join("\n") + "\n";
+        let Some(line) = locate_error(&work, path) else {
+            out.push(problem(None, message));
+            break;
+        };
+        let record = record_lines(&lines, line - 1);
+        let shown: String = record
+            .clone()
+            .map(|i| lines[i].split(';').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.push(problem(Some(line), format!("{message}, in {shown:?}")));
+        for i in record {
+            lines[i].clear();
+        }
+        let work = lines.join("\n") + "\n";
+        match Parser::new(&work, Some(path.to_path_buf()), Some(origin.clone())).parse() {
+            Ok(_) => break,
+            Err(e) => message = e.to_string(),
+        }
+    }
+    out
+}
+
+/// The lines (0-based) of the record that starts at `start`: up to its closing parenthesis.
+fn record_lines(lines: &[String], start: usize) -> std::ops::Range<usize> {
+    let mut depth = 0i32;
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        let mut quoted = false;
+        for c in l.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ';' if !quoted => break,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth -= 1,
+                _ => {}
+            }
+        }
+        if depth <= 0 {
+            return start..i + 1;
+        }
+    }
+    start..lines.len()
+}
+
 fn locate_error(text: &str, path: &Path) -> Option<usize> {
     // (first line of a complete record, byte offset just after it)
     let mut cuts = Vec::new();
@@ -209,6 +278,24 @@ mod tests {
             "{}",
             errs[0]
         );
+    }
+
+    #[test]
+    fn every_bad_record_is_reported_with_its_text() {
+        let bad = format!(
+            "{GOOD}mail IN MX notanumber mail\nok IN A 192.0.2.2\nx IN A 300.1.2.3\nmulti IN SOA ( ns1 hm\n  notaserial 1 2 3 4 )\ny IN AAAA nope\nfine IN A 192.0.2.3\n"
+        );
+        let errs = parse(Path::new("example.com.zone"), &bad).unwrap_err();
+        let lines: Vec<Option<usize>> = errs.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(6), Some(8), Some(9), Some(11)], "{errs:#?}");
+        assert!(
+            errs[0].message.contains("\"mail IN MX notanumber mail\""),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[1].message.contains("300.1.2.3"), "{}", errs[1]);
+        assert!(errs[2].message.contains("notaserial"), "{}", errs[2]);
+        assert!(errs[3].message.contains("AAAA nope"), "{}", errs[3]);
     }
 
     #[test]

@@ -42,6 +42,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
             lines.push(format!("source {name}: ready"));
         }
     }
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // First, so that a load balancer stops sending here at once.
+        missing.insert(0, "shutting down (lame duck: still answering DNS)".into());
+    }
     let table = shared.table.load();
     if !table.is_ready() {
         missing.push("no answer table published yet".into());

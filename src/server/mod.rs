@@ -27,6 +27,8 @@ pub struct Shared {
     pub sources: SourceBoard,
     /// Clients allowed to transfer zones (AXFR over TCP); empty: transfers are refused.
     pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Set on SIGTERM: `/readyz` answers 503 while DNS keeps answering (lame duck).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -12,6 +12,9 @@
 //! Memory: a connection owns only its request buffer, sized to the frame it reads (and shrunk
 //! back after a large one); responses are written from one 64 KiB buffer per thread, straight
 //! to the socket, and copied only when the socket cannot take them at once.
+//!
+//! On shutdown it stops accepting, answers the queries already sent on open connections, closes
+//! each connection when it has nothing more to read, and returns once all are closed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry as MetricsRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::Shared;
 use crate::dns::respond::{Peer, Transport, WorkerState, respond};
@@ -232,13 +235,19 @@ pub async fn serve(
     stats: Arc<QueryStats>,
     limits: TcpLimits,
     metrics: TcpMetrics,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let registry = Arc::new(Mutex::new(Registry::new()));
     // Each connection starts its rotation one further than the last, so that clients opening a
     // connection per query (resolvers retrying after TC=1) still see rotated answers.
     let mut next_rotation = 0usize;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "tcp accept failed");
@@ -253,11 +262,12 @@ pub async fn serve(
             let (id, conn) = r.admit(prefix, &limits, &metrics);
             (id, conn, r.epoch)
         };
-        let (shared, stats, registry, metrics) = (
+        let (shared, stats, registry, metrics, shutdown) = (
             shared.clone(),
             stats.clone(),
             registry.clone(),
             metrics.clone(),
+            shutdown.clone(),
         );
         let state = WorkerState::starting_at(next_rotation);
         next_rotation = next_rotation.wrapping_add(1);
@@ -269,7 +279,7 @@ pub async fn serve(
                 epoch,
                 idle: limits.idle_timeout,
             };
-            c.run(stream, peer, state).await;
+            c.run(stream, peer, state, shutdown).await;
             let flood_over = {
                 let mut r = registry.lock().expect("tcp registry");
                 r.remove(id, false);
@@ -281,6 +291,12 @@ pub async fn serve(
                 tokio::task::spawn_blocking(give_back_memory);
             }
         });
+    }
+    drop(listener);
+    // Connections leave the registry as they close (bounded: each closes once it has nothing
+    // left to read, or at its idle timeout).
+    while !registry.lock().expect("tcp registry").conns.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -326,7 +342,13 @@ impl Connection<'_> {
             .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
     }
 
-    async fn run(&self, mut stream: TcpStream, peer: SocketAddr, mut state: WorkerState) {
+    async fn run(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        mut state: WorkerState,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
         let peer = Peer {
             addr: peer.ip().to_canonical(),
@@ -334,13 +356,28 @@ impl Connection<'_> {
         };
         let mut req: Vec<u8> = Vec::new();
         loop {
-            let len = tokio::select! {
-                r = tokio::time::timeout(self.idle, read_frame(&mut stream, &mut req)) => match r {
-                    Ok(Ok(len)) => len,
+            // Wait for the next frame to begin (cancel safe: peeking consumes nothing); at
+            // shutdown, a connection with nothing begun is closed.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout(self.idle, stream.peek(&mut first)) => match r {
+                    Ok(Ok(n)) if n > 0 => {}
                     _ => return, // idle, closed or broken
                 },
                 _ = self.conn.evict.notified() => return,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            // A frame begun is read to its end and answered, shutdown or not.
+            let len = tokio::select! {
+                biased;
+                r = tokio::time::timeout(self.idle, read_frame(&mut stream, &mut req)) => match r {
+                    Ok(Ok(len)) => len,
+                    _ => return,
+                },
+                _ = self.conn.evict.notified() => return,
             };
+            let started = Instant::now();
             self.touch();
             if len < 12 || req[2] & 0x80 != 0 {
                 // Shorter than a header, or a response: not a DNS client; close at once.
@@ -353,6 +390,7 @@ impl Connection<'_> {
             {
                 return;
             }
+            self.stats.served(Transport::Tcp, started.elapsed(), 1);
             self.touch();
             if req.capacity() > KEEP_REQUEST_BUF {
                 req = Vec::new();

@@ -174,6 +174,7 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: 
                 continue;
             }
         };
+        let started = std::time::Instant::now();
         // One table load and one clock reading per batch.
         let table = shared.table.load();
         state.set_second(start.elapsed().as_secs() as u32);
@@ -205,6 +206,7 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: 
         drop(table);
         if out > 0 {
             batch.send(fd, out);
+            stats.served(Transport::Udp, started.elapsed(), out);
         }
     }
 }

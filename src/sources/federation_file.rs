@@ -12,6 +12,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::config_errors::ParseError;
+
 use crate::dns::zonefile::Problem;
 use crate::model::{Cluster, DnsName, Federation, Policy, Service, ServicePort, Shard};
 
@@ -117,28 +119,27 @@ struct RawShard {
 /// Parses and validates one federation file (YAML unless the name ends in `.toml`).
 pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
     let file = path.display().to_string();
-    let raw: RawFile = if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            vec![Problem {
-                file: file.clone(),
-                line,
-                message: e.message().to_string(),
-            }]
-        })?
-    } else {
-        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
-            let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0);
-            vec![Problem {
-                file: file.clone(),
-                line,
-                message: first_line(&e.to_string()),
-            }]
-        })?
+    let toml = path.extension().is_some_and(|e| e == "toml");
+    // Every syntax and type error (with field path and value), then the semantic ones.
+    let (raw, mut problems) = crate::config_errors::parse_all(&file, text, toml, |t| {
+        if toml {
+            toml::from_str::<RawFile>(t).map_err(|e| ParseError::from_toml(&e, t))
+        } else {
+            serde_saphyr::from_str_with_options::<RawFile>(t, yaml_options())
+                .map_err(|e| ParseError::from_yaml(&e))
+        }
+    });
+    let Some(raw) = raw else {
+        return Err(problems);
     };
-    validate(&file, raw)
+    match validate(&file, raw) {
+        Ok(f) if problems.is_empty() => Ok(f),
+        Ok(_) => Err(problems),
+        Err(p) => {
+            problems.extend(p);
+            Err(problems)
+        }
+    }
 }
 
 /// Problems found while validating, each located at the value it is about.
@@ -168,10 +169,6 @@ fn yaml_options() -> serde_saphyr::Options {
             max_total_scalar_bytes: 1 << 30,
         },
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }
 
 fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {

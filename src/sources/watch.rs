@@ -23,24 +23,24 @@ pub enum FileKind {
 /// A file-backed source and what it last delivered.
 pub struct FileSource {
     pub kind: FileKind,
+    name: String,
     fingerprint: Option<Fingerprint>,
     last_sent: Option<Arc<Snapshot>>,
 }
 
 impl FileSource {
-    pub fn new(kind: FileKind) -> Self {
+    /// `name` labels the source in `/readyz`, `/metrics` and logs.
+    pub fn new(kind: FileKind, name: String) -> Self {
         FileSource {
             kind,
+            name,
             fingerprint: None,
             last_sent: None,
         }
     }
 
     pub fn name(&self) -> String {
-        match &self.kind {
-            FileKind::Federation(p) => format!("federation-file:{}", p.display()),
-            FileKind::Zones(z) => format!("zone-files:{}", z.dir.display()),
-        }
+        self.name.clone()
     }
 
     fn fingerprint(&self) -> Fingerprint {

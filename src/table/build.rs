@@ -116,7 +116,7 @@ struct NameState {
     /// What each source gives this name, sorted by origin; the last one is served.
     contributions: Vec<(Origin, NodeData)>,
     /// At a zone's apex: the served records with the zone's SOA (this table's serial).
-    apex: Option<NodeData>,
+    apex: Option<Box<NodeData>>,
     /// Names directly below this one (an empty non-terminal exists while it has any).
     children: u32,
     answers: Encoded,
@@ -470,6 +470,8 @@ impl BuildCache {
                 i + 1 == last
             }
             Err(i) => {
+                // Almost every name has one source: no room for more until a second comes.
+                st.contributions.reserve_exact(1);
                 st.contributions.insert(i, (origin, data));
                 i == last
             }
@@ -560,7 +562,7 @@ impl BuildCache {
                 .unwrap_or_default();
             data.rrsets.retain(|r| r.rtype != rtype::SOA);
             data.rrsets.push(soa);
-            st.apex = Some(data);
+            st.apex = Some(Box::new(data));
             self.mark(&origin);
         }
 
@@ -575,10 +577,11 @@ impl BuildCache {
             .iter()
             .map(|z| zone_info(z, serial, etcd_zones.contains(&&z.origin)))
             .collect();
-        for s in 0..SEGMENTS {
-            if std::mem::take(&mut self.dirty[s]) {
-                self.segments[s] = Arc::new(self.segment(s));
-            }
+        let dirty: Vec<usize> = (0..SEGMENTS).filter(|&s| self.dirty[s]).collect();
+        let built = par_map(&dirty, 256, |&s| Arc::new(self.segment(s)));
+        for (s, seg) in dirty.into_iter().zip(built) {
+            self.segments[s] = seg;
+            self.dirty[s] = false;
         }
         let mut axfr = FxHashMap::default();
         for data in etcd.iter().filter(|d| d.axfr) {
@@ -662,20 +665,10 @@ impl BuildCache {
             services: Vec::new(),
             ingress_hosts: Vec::new(),
         };
-        if state.settings.as_ref() != Some(&settings) {
-            for (svc, names, _) in state.services.values().flat_map(|m| m.values()) {
-                for n in names {
-                    self.withdraw(n, service_origin(svc));
-                }
-            }
-            for host in state.ingress.keys() {
-                self.withdraw(host, ingress_origin(host));
-            }
-            state = FederationState {
-                settings: Some(settings),
-                ..Default::default()
-            };
-        }
+        // New settings or clusters change every service's selection: all are laid out again,
+        // and each name is compared with what it had (most keep their records).
+        let relayout = state.settings.as_ref() != Some(&settings);
+        state.settings = Some(settings);
         for e in state.services.values_mut().flat_map(|m| m.values_mut()) {
             e.2 = false;
         }
@@ -690,7 +683,7 @@ impl BuildCache {
                 .get_mut(&svc.namespace)
                 .and_then(|m| m.get_mut(&svc.name));
             let old_names = match entry {
-                Some(e) if std::sync::Arc::ptr_eq(&e.0, svc) || e.0 == *svc => {
+                Some(e) if !relayout && (Arc::ptr_eq(&e.0, svc) || e.0 == *svc) => {
                     e.2 = true;
                     continue;
                 }
@@ -724,7 +717,7 @@ impl BuildCache {
         // Ingress hosts outside every served zone are someone else's names: skipped quietly.
         for host in &fed.ingress_hosts {
             match state.ingress.get_mut(&host.host) {
-                Some(e) if e.0 == *host => {
+                Some(e) if !relayout && e.0 == *host => {
                     e.1 = true;
                     continue;
                 }
@@ -792,18 +785,26 @@ impl BuildCache {
             .cloned()
             .collect();
         todo.extend(readers);
-        let mut done = Vec::with_capacity(todo.len());
-        for name in &todo {
-            if let Some(st) = self.names.get(name.wire()) {
-                let (answers, reads) = encode_name(&self.names, &self.zones, name, st, locations);
+        let todo: Vec<DnsName> = todo.into_iter().collect();
+        let (names, zones) = (&self.names, &self.zones);
+        let done = par_map(&todo, 4096, |name| {
+            names.get(name.wire()).map(|st| {
+                let (answers, reads) = encode_name(names, zones, name, st, locations);
                 let records = st.data().rrsets.iter().map(|r| r.rdatas.len() as u32).sum();
-                done.push((name, answers, reads, records));
-            }
-        }
-        for (name, answers, reads, records) in done {
+                (answers, reads, records)
+            })
+        });
+        for (name, encoded) in todo.iter().zip(done) {
+            let Some((answers, reads, records)) = encoded else {
+                continue;
+            };
             let st = self.names.get_mut(name.wire()).expect("encoded above");
             st.answers = answers;
             st.records = records;
+            if st.reads.is_empty() && reads.is_empty() {
+                self.dirty[part_of(name.wire())] = true;
+                continue;
+            }
             let old = std::mem::replace(&mut st.reads, reads.clone().into_boxed_slice());
             self.forget_reads(name, &old);
             for r in reads {
@@ -845,7 +846,7 @@ impl BuildCache {
     fn segment(&self, s: usize) -> Segment {
         let mut seg = Segment::default();
         let part = &self.names.parts[s];
-        seg.names.reserve(part.len(), |(k, _)| name_hash(k));
+        seg.names.reserve(part.len(), |(k, _)| name_hash(k.wire()));
         for (name, st) in part {
             let by_type = st
                 .answers
@@ -855,11 +856,10 @@ impl BuildCache {
                 .collect();
             let other = put(&mut seg, &st.answers.other);
             seg.records += st.records as usize;
-            let wire: Box<[u8]> = name.wire().into();
             seg.names.insert_unique(
-                name_hash(&wire),
+                name_hash(name.wire()),
                 (
-                    wire,
+                    name.clone(),
                     Node {
                         zone: st.zone,
                         by_type,
@@ -867,7 +867,7 @@ impl BuildCache {
                         wildcard: NO_WILDCARD,
                     },
                 ),
-                |(k, _)| name_hash(k),
+                |(k, _)| name_hash(k.wire()),
             );
         }
         for cache in &self.etcd {
@@ -916,7 +916,7 @@ impl BuildCache {
             // answer stays.
             let existing: Vec<(u16, u32)> = seg
                 .names
-                .find(hash, |(k, _)| **k == *name.wire())
+                .find(hash, |(k, _)| k == name)
                 .map(|(_, n)| n.by_type.to_vec())
                 .unwrap_or_default();
             let mut by_type = Vec::with_capacity(en.by_type.len());
@@ -934,11 +934,11 @@ impl BuildCache {
                 other,
                 wildcard: NO_WILDCARD,
             };
-            match seg.names.find_mut(hash, |(k, _)| **k == *name.wire()) {
+            match seg.names.find_mut(hash, |(k, _)| k == name) {
                 Some(slot) => slot.1 = node,
                 None => {
                     seg.names
-                        .insert_unique(hash, (name.wire().into(), node), |(k, _)| name_hash(k));
+                        .insert_unique(hash, (name.clone(), node), |(k, _)| name_hash(k.wire()));
                 }
             }
         }
@@ -961,11 +961,38 @@ impl BuildCache {
             });
             let idx = (seg.wildcards.len() - 1) as u32;
             let hash = name_hash(parent.wire());
-            if let Some((_, node)) = seg.names.find_mut(hash, |(k, _)| **k == *parent.wire()) {
+            if let Some((_, node)) = seg.names.find_mut(hash, |(k, _)| *k == parent) {
                 node.wildcard = idx;
             }
         }
     }
+}
+
+/// `f` over `items`, in order, on every core when there are at least `worth` of them
+/// (a first build or a federation laid out again; small changes stay on the merger's thread).
+fn par_map<T: Sync, R: Send>(items: &[T], worth: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if items.len() < worth || threads < 2 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| {
+                scope.spawn(move || {
+                    let out: Vec<R> = c.iter().map(f).collect();
+                    encode::forget_names();
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Adds `r`'s answers to `seg` and returns the reference a node stores.
@@ -1119,7 +1146,28 @@ fn encode_name(
             per_location: per_location.into(),
         }
     };
-    let by_type: Box<[(u16, Ref)]> = qtypes.into_iter().map(|t| (t, answer_ref(t))).collect();
+    // A name with one type of data answers ANY with exactly that answer (the question's type
+    // takes no part in compression): share it rather than encode it twice.
+    let only_type = {
+        let mut data_types = qtypes.iter().filter(|t| **t != rtype::ANY);
+        match (is_alias, data_types.next(), data_types.next()) {
+            (false, Some(t), None) => Some(*t),
+            _ => None,
+        }
+    };
+    let mut by_type: Vec<(u16, Ref)> = Vec::with_capacity(qtypes.len());
+    let mut shared: Option<Ref> = None;
+    for t in qtypes {
+        let r = match (&shared, t) {
+            (Some(r), rtype::ANY) => r.clone(),
+            _ => answer_ref(t),
+        };
+        if Some(t) == only_type {
+            shared = Some(r.clone());
+        }
+        by_type.push((t, r));
+    }
+    let by_type: Box<[(u16, Ref)]> = by_type.into();
     let other = if is_alias { answer_ref(0) } else { Ref::NoData };
     (Encoded { by_type, other }, reads)
 }

@@ -105,7 +105,8 @@ pub(crate) struct Wildcard {
 /// built; shared by every table until one of its names changes.
 #[derive(Debug, Default)]
 pub(crate) struct Segment {
-    pub(crate) names: hashbrown::HashTable<(Box<[u8]>, Node)>,
+    /// Keyed by the cache's own `DnsName`s (`Arc`-shared: a name is stored once).
+    pub(crate) names: hashbrown::HashTable<(crate::model::DnsName, Node)>,
     pub(crate) answers: Vec<Answer>,
     /// Per-location answer references of location-dependent names (see [`LOCATED`]).
     pub(crate) located: Vec<u32>,
@@ -118,7 +119,7 @@ impl Segment {
     #[inline]
     fn find(&self, hash: u64, qname: &[u8]) -> Option<&Node> {
         self.names
-            .find(hash, |(k, _)| **k == *qname)
+            .find(hash, |(k, _)| k.wire() == qname)
             .map(|(_, n)| n)
     }
 }
@@ -176,7 +177,7 @@ impl Table {
     pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
         self.segments
             .iter()
-            .flat_map(|s| s.names.iter().map(|(k, _)| &**k))
+            .flat_map(|s| s.names.iter().map(|(k, _)| k.wire()))
     }
 
     /// Segments of this table that `older` does not share (all of them if their layouts differ).

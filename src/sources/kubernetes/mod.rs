@@ -55,14 +55,17 @@ pub fn register(settings: &KubeSettings, board: &SourceBoard) {
 /// named context.
 pub fn check(settings: &KubeSettings) -> Vec<Problem> {
     let mut out = Vec::new();
-    for c in &settings.clusters {
+    for (i, c) in settings.clusters.iter().enumerate() {
         let Access::Kubeconfig { path, context } = &c.access else {
             continue;
         };
         let problem = |message: String| Problem {
             file: path.display().to_string(),
             line: None,
-            message: format!("cluster {}: {message}", c.name),
+            message: format!(
+                "kubernetes.clusters[{i}].kubeconfig (cluster {}): {message}",
+                c.name
+            ),
         };
         match kube::config::Kubeconfig::read_from(path) {
             Err(e) => out.push(problem(e.to_string())),
@@ -224,6 +227,12 @@ impl KubeSource {
         self.board.register(&board_name(&name));
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
+        for k in Kind::ALL {
+            // At 0 from the start, so the first error shows in rate() and increase().
+            self.km
+                .watch_errors
+                .with_label_values(&[name.as_str(), k.resource()]);
+        }
         let task = tokio::spawn(watch::run_cluster(
             spec.clone(),
             self.settings.select.clone(),

@@ -1,0 +1,964 @@
+//! Operations end to end, with the real `fedns` binary over real sockets: what `/metrics`
+//! exports (checked by `promtool check metrics`), log formats, and the drain on SIGTERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Fedns, http_get, metric};
+
+const ZONE_COM: &str = "$ORIGIN example.com.
+$TTL 3600
+@    IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30
+@    IN NS  ns1.example.com.
+ns1  IN A   127.0.0.1
+www  IN A   192.0.2.80
+";
+
+const ZONE_ORG: &str = "$ORIGIN example.org.
+$TTL 600
+@    IN SOA ns1.example.org. hostmaster.example.org. 7 3600 600 86400 300
+@    IN NS  ns1.example.com.
+";
+
+const FED: &str = "federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - name: c1
+    region: east
+    zones: [east-a]
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - cluster: c1
+        addresses: [203.0.113.10]
+        ready_endpoints: 1
+";
+
+/// A temp dir with `fedns.yaml` (ephemeral ports, `extra` appended), two zones and a federation.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(extra: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.com.zone"), ZONE_COM).unwrap();
+        std::fs::write(dir.path().join("zones/example.org.zone"), ZONE_ORG).unwrap();
+        std::fs::write(dir.path().join("federation.yaml"), FED).unwrap();
+        std::fs::write(
+            dir.path().join("fedns.yaml"),
+            format!(
+                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra}"
+            ),
+        )
+        .unwrap();
+        Fixture { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("fedns.yaml")
+    }
+}
+
+/// A query for `name`/`qtype` (hand-built, RD set).
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
+/// The rcode of the UDP answer to `name`/A, checking the ID.
+fn ask_udp(to: SocketAddr, id: u16, name: &str) -> u8 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&query(id, name, 1), to).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).expect("udp answer within 2 s");
+    assert!(
+        n >= 12 && buf[..2] == id.to_be_bytes(),
+        "bad answer to {name}"
+    );
+    buf[3] & 0x0f
+}
+
+/// The rcode of the TCP answer to `name`/A on `stream`.
+fn ask_tcp(stream: &mut TcpStream, id: u16, name: &str) -> u8 {
+    let q = query(id, name, 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("tcp answer");
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).unwrap();
+    assert!(
+        buf.len() >= 12 && buf[..2] == id.to_be_bytes(),
+        "bad answer to {name}"
+    );
+    buf[3] & 0x0f
+}
+
+fn tcp(to: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn scrape(s: &Fedns) -> String {
+    let (status, body) = http_get(s.http, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `promtool check metrics` on `text`; `None` when promtool is not installed (an error under
+/// CI=true, where scripts/test installs it).
+fn promtool(text: &str) -> Option<(bool, String)> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "promtool is missing (Debian package prometheus; scripts/test installs it)"
+            );
+            eprintln!("promtool not installed: skipping its check (scripts/test installs it)");
+            return None;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), report))
+}
+
+/// Every sample line of `text` whose name starts with `prefix`.
+fn samples<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn metrics_count_by_zone_and_pass_promtool() {
+    let fx = Fixture::new("");
+    let s = Fedns::start(&fx.config());
+
+    // Before any query: error counters exist at 0, and nothing of unconfigured sources.
+    let m0 = scrape(&s);
+    for source in ["zone-files", "federation-file:federation.yaml"] {
+        let key = format!("fedns_source_errors_total{{source=\"{source}\"}}");
+        assert_eq!(metric(&m0, &key), Some(0.0), "{key} missing:\n{m0}");
+    }
+    for l in samples(&m0, "fedns_source_") {
+        assert!(!l.contains('/'), "source label is a path: {l}");
+    }
+    assert!(
+        samples(&m0, "fedns_etcd_").is_empty(),
+        "etcd metrics without etcd:\n{m0}"
+    );
+    assert!(
+        samples(&m0, "fedns_probe_").is_empty(),
+        "probe metrics without probes:\n{m0}"
+    );
+    let build = samples(&m0, "fedns_build_info");
+    assert_eq!(build.len(), 1, "{m0}");
+    assert!(
+        build[0].contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && build[0].contains("commit=\"")
+            && build[0].ends_with(" 1"),
+        "{}",
+        build[0]
+    );
+    assert!(
+        metric(&m0, "process_resident_memory_bytes").is_some_and(|v| v > 0.0),
+        "no process metrics:\n{m0}"
+    );
+    assert!(metric(&m0, "process_open_fds").is_some_and(|v| v > 0.0));
+    // Zero-initialised responses per served zone.
+    for zone in ["example.com.", "example.org.", "other"] {
+        let key = format!("fedns_responses_total{{rcode=\"NXDOMAIN\",zone=\"{zone}\"}}");
+        assert_eq!(metric(&m0, &key), Some(0.0), "{key} missing:\n{m0}");
+    }
+
+    // 3 UDP queries in example.com (2 NOERROR, 1 NXDOMAIN), 1 in example.org (NXDOMAIN),
+    // 1 outside (REFUSED); 2 TCP queries in example.com.
+    assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
+    assert_eq!(ask_udp(s.udp, 2, "WEB.shop.myfed.svc.Example.COM."), 0);
+    assert_eq!(ask_udp(s.udp, 3, "nope.example.com."), 3);
+    assert_eq!(ask_udp(s.udp, 4, "nope.example.org."), 3);
+    assert_eq!(ask_udp(s.udp, 5, "www.example.net."), 5);
+    let mut t = tcp(s.tcp);
+    assert_eq!(ask_tcp(&mut t, 6, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut t, 7, "ns1.example.com."), 0);
+    drop(t);
+
+    // Both transports count durations after the write (a loaded machine can deschedule the
+    // worker in between): give them a moment.
+    let m = common::wait_for(Duration::from_secs(3), || {
+        let m = scrape(&s);
+        (metric(&m, "fedns_request_duration_seconds_count{protocol=\"tcp\"}") == Some(2.0)
+            && metric(&m, "fedns_request_duration_seconds_count{protocol=\"udp\"}") == Some(5.0))
+        .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("duration counts never reached 5 and 2:\n{}", scrape(&s)));
+    let get = |k: &str| metric(&m, k).unwrap_or_else(|| panic!("{k} missing:\n{m}"));
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"example.com.\"}"),
+        3.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"example.org.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"udp\",type=\"A\",zone=\"other\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_requests_total{protocol=\"tcp\",type=\"A\",zone=\"example.com.\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NOERROR\",zone=\"example.com.\"}"),
+        4.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NXDOMAIN\",zone=\"example.com.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"NXDOMAIN\",zone=\"example.org.\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_responses_total{rcode=\"REFUSED\",zone=\"other\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("fedns_request_duration_seconds_count{protocol=\"udp\"}"),
+        5.0
+    );
+    assert_eq!(
+        get("fedns_request_duration_seconds_bucket{protocol=\"udp\",le=\"+Inf\"}"),
+        5.0
+    );
+    assert!(get("fedns_request_duration_seconds_sum{protocol=\"udp\"}") > 0.0);
+    assert_eq!(
+        get("fedns_response_size_bytes_count{protocol=\"udp\"}"),
+        5.0
+    );
+    assert_eq!(
+        get("fedns_response_size_bytes_count{protocol=\"tcp\"}"),
+        2.0
+    );
+    // Every response here is bigger than a header and smaller than 512 bytes.
+    assert_eq!(
+        get("fedns_response_size_bytes_bucket{protocol=\"udp\",le=\"0\"}"),
+        0.0
+    );
+    assert_eq!(
+        get("fedns_response_size_bytes_bucket{protocol=\"udp\",le=\"511\"}"),
+        5.0
+    );
+    assert!(get("fedns_response_size_bytes_sum{protocol=\"udp\"}") > 5.0 * 12.0);
+    // Zone labels are the served zones and "other", nothing else.
+    for l in samples(&m, "fedns_re") {
+        if let Some(i) = l.find("zone=\"") {
+            let zone = l[i + 6..].split('"').next().unwrap();
+            assert!(
+                ["example.com.", "example.org.", "other"].contains(&zone),
+                "unexpected zone label: {l}"
+            );
+        }
+    }
+
+    if let Some((ok, report)) = promtool(&m) {
+        assert!(
+            ok,
+            "promtool check metrics failed:\n{report}\n--- scrape:\n{m}"
+        );
+    }
+}
+
+#[test]
+fn etcd_metrics_appear_only_with_etcd_configured() {
+    // An etcd endpoint nobody listens on (port 1): the source stays not ready, but its
+    // metrics exist from the start.
+    let fx = Fixture::new(
+        "etcd:\n  endpoints: [\"http://127.0.0.1:1\"]\n  prefix: /skydns\n  zones: [etcd.example.]\n",
+    );
+    let s = Fedns::start(&fx.config());
+    let m = scrape(&s);
+    assert_eq!(metric(&m, "fedns_etcd_keys"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "fedns_etcd_invalid_values_total"),
+        Some(0.0),
+        "{m}"
+    );
+    // (It may already have counted a failed connection.)
+    assert!(metric(&m, "fedns_etcd_reconnects_total").is_some(), "{m}");
+    assert!(
+        metric(&m, "fedns_source_errors_total{source=\"etcd:/skydns\"}").is_some(),
+        "{m}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Logs and shutdown: a child started here (not through `common::Fedns`, which forces NO_COLOR
+// and reads logfmt only).
+// ------------------------------------------------------------------------------------------
+
+/// `fedns ARGS` with stderr collected line by line (raw, nothing stripped); killed on drop.
+struct Child {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Child {
+    fn spawn(args: &[&std::ffi::OsStr]) -> Child {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Child {
+        let mut child = Command::new(common::BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fedns");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Child { child, log }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The address logged as `key` (`key=ADDR` in text, `"key":"ADDR"` in JSON).
+    fn wait_addr(&mut self, key: &str) -> SocketAddr {
+        let found = common::wait_for(Duration::from_secs(10), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fedns exited ({status}):\n{}", self.lines().join("\n"));
+            }
+            self.lines().iter().find_map(|l| {
+                let text = format!("{key}=");
+                let json = format!("\"{key}\":\"");
+                let rest = l
+                    .split_once(&text)
+                    .or_else(|| l.split_once(&json))
+                    .map(|(_, r)| r)?;
+                rest.split(['"', ' ', ',']).next()?.parse().ok()
+            })
+        });
+        found.unwrap_or_else(|| panic!("no {key} address logged:\n{}", self.lines().join("\n")))
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill");
+    }
+
+    fn exit_code_within(&mut self, timeout: Duration) -> Option<i32> {
+        let status = common::wait_for(timeout, || self.child.try_wait().ok().flatten())
+            .unwrap_or_else(|| {
+                panic!(
+                    "still running after {timeout:?}:\n{}",
+                    self.lines().join("\n")
+                )
+            });
+        status.code()
+    }
+}
+
+fn serve_args(config: &std::path::Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = extra.iter().map(|a| a.into()).collect();
+    v.extend([
+        "serve".into(),
+        "--config".into(),
+        config.as_os_str().to_owned(),
+    ]);
+    v
+}
+
+fn spawn_serve(config: &std::path::Path, extra: &[&str]) -> Child {
+    let args = serve_args(config, extra);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    Child::spawn(&refs)
+}
+
+/// Parses one logfmt line into (key, value) pairs; `Err` says where it breaks.
+fn logfmt(line: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ' ' {
+                break;
+            }
+            if c == '"' {
+                return Err(format!("quote in key after {out:?}"));
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.next() != Some('=') || key.is_empty() {
+            return Err(format!("key {key:?} without a value after {out:?}"));
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated value of {key}")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => value.push(c),
+                        Some('n') => value.push('\n'),
+                        Some(c) => {
+                            value.push('\\');
+                            value.push(c);
+                        }
+                        None => return Err("dangling escape".into()),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+            if chars.peek().is_some_and(|c| *c != ' ') {
+                return Err(format!("junk after the quoted value of {key}"));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                if c == '"' || c == '=' {
+                    return Err(format!("unquoted {c:?} in the value of {key}"));
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+#[test]
+fn text_logs_are_logfmt_without_ansi_when_stderr_is_not_a_terminal() {
+    // A missing federation file: the error line carries a message with spaces and quotes.
+    let fx = Fixture::new("");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    c.wait_addr("http");
+    c.signal(libc::SIGKILL);
+    let _ = c.child.wait();
+    std::fs::remove_file(fx.dir.path().join("federation.yaml")).unwrap();
+    let mut bad = spawn_serve(&fx.config(), &[]);
+    assert_ne!(bad.exit_code_within(Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(100));
+
+    let lines = [c.lines(), bad.lines()].concat();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for l in &lines {
+        assert!(!l.contains('\x1b'), "ANSI escape in a log line: {l:?}");
+        let pairs = logfmt(l).unwrap_or_else(|e| panic!("not logfmt ({e}): {l}"));
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).take(4).collect();
+        assert_eq!(keys[..3], ["time", "level", "target"], "{l}");
+        assert!(pairs.iter().any(|(k, _)| k == "msg"), "{l}");
+    }
+    let listening = lines
+        .iter()
+        .find(|l| l.contains("dns listening"))
+        .expect("dns listening line");
+    assert!(listening.contains("msg=\"dns listening\""), "{listening}");
+    let error = bad
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("level=ERROR") && l.contains("federation.yaml"))
+        .unwrap_or_else(|| panic!("no error line naming the file:\n{:?}", bad.lines()));
+    let msg = logfmt(&error)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "msg")
+        .unwrap()
+        .1;
+    assert!(
+        msg.contains("federation.yaml") && msg.contains(' '),
+        "{error}"
+    );
+}
+
+#[test]
+fn json_logs_from_the_flag_or_the_config() {
+    // From the config file.
+    let fx = Fixture::new("log_format: json\n");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    c.wait_addr("udp");
+    // The flag wins over the config.
+    let mut t = spawn_serve(&fx.config(), &["--log-format", "text"]);
+    t.wait_addr("udp");
+    let fx2 = Fixture::new("");
+    let mut f = spawn_serve(&fx2.config(), &["--log-format", "json"]);
+    f.wait_addr("udp");
+
+    for child in [&c, &f] {
+        let lines = child.lines();
+        assert!(lines.len() >= 2, "{lines:?}");
+        for l in &lines {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["level"].is_string() && v["target"].is_string(), "{l}");
+            assert!(
+                v["timestamp"].is_string() && v["message"].is_string(),
+                "{l}"
+            );
+        }
+        let listening = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["message"] == "dns listening")
+            .expect("dns listening");
+        assert!(
+            listening["udp"]
+                .as_str()
+                .is_some_and(|a| a.parse::<SocketAddr>().is_ok())
+        );
+        assert_eq!(listening["workers"], 2);
+    }
+    for l in t.lines() {
+        assert!(l.starts_with("time="), "--log-format text must win: {l}");
+    }
+}
+
+#[test]
+fn sigterm_drains_readyz_first_then_tcp_then_exits_zero() {
+    let fx = Fixture::new("lameduck_ms: 2000\n");
+    let mut c = spawn_serve(&fx.config(), &[]);
+    let http = c.wait_addr("http");
+    let udp = c.wait_addr("udp");
+    let tcp_addr = c.wait_addr("tcp");
+    assert_eq!(http_get(http, "/readyz").0, 200);
+    let mut open = tcp(tcp_addr);
+    assert_eq!(ask_tcp(&mut open, 1, "www.example.com."), 0);
+
+    let t0 = std::time::Instant::now();
+    c.signal(libc::SIGTERM);
+    let (status, body) = common::wait_for(Duration::from_millis(500), || {
+        let r = http_get(http, "/readyz");
+        (r.0 == 503).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("/readyz not 503 within 0.5 s of SIGTERM"));
+    assert_eq!(status, 503);
+    assert!(body.contains("shutting down"), "{body}");
+
+    // Lame duck: UDP, a new TCP connection and the open one all still answer.
+    assert_eq!(ask_udp(udp, 2, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut tcp(tcp_addr), 3, "www.example.com."), 0);
+    assert_eq!(ask_tcp(&mut open, 4, "nope.example.com."), 3);
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "exited during the lame duck"
+    );
+    // A query half sent before the lame duck ends...
+    let q = query(5, "ns1.example.com.", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let mut slow = tcp(tcp_addr);
+    slow.write_all(&framed[..6]).unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(1800),
+        "too slow to test the lame duck"
+    );
+    std::thread::sleep(Duration::from_millis(2600).saturating_sub(t0.elapsed()));
+    assert_eq!(
+        ask_udp(udp, 6, "www.example.com."),
+        0,
+        "UDP still answers until exit"
+    );
+    // ...is finished and answered after it ended.
+    slow.write_all(&framed[6..]).unwrap();
+    let mut len = [0u8; 2];
+    slow.read_exact(&mut len)
+        .expect("the open query is answered");
+    let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+    slow.read_exact(&mut resp).unwrap();
+    assert_eq!(resp[..2], 5u16.to_be_bytes());
+    assert_eq!(resp[3] & 0x0f, 0);
+    // Idle connections are closed after the lame duck.
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        open.read(&mut byte).unwrap_or(0),
+        0,
+        "idle connection left open"
+    );
+    assert_eq!(
+        c.exit_code_within(Duration::from_secs(5)),
+        Some(0),
+        "{:?}",
+        c.lines()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2000),
+        "exited before the lame duck ended"
+    );
+    let log = c.lines().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Every problem at once
+// ------------------------------------------------------------------------------------------
+
+/// Runs `fedns ARGS` to completion: (exit code, stderr).
+fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut c = Child::spawn(args);
+    let code = c.exit_code_within(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(50)); // the reader thread drains the pipe
+    (code, c.lines().join("\n"))
+}
+
+fn check(config: &std::path::Path) -> (Option<i32>, String) {
+    run(&["check".as_ref(), "--config".as_ref(), config.as_os_str()])
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+        + 1
+}
+
+#[test]
+fn check_and_serve_report_every_problem_with_line_field_and_value() {
+    let extra = "edns_payload: 70000\ntcp:\n  max_connections: lots\n  idle_timeout_secs: 0\n\
+                 listen: [\"127.0.0.1:0\", \"1.2.3.4\"]\n";
+    let fx = Fixture::new("");
+    // The config's own keys come first in the file, so the extra keys replace them.
+    let cfg = format!(
+        "http: \"127.0.0.1:0\"\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra}"
+    );
+    std::fs::write(fx.config(), &cfg).unwrap();
+    // A broken zone file and a broken federation file too.
+    std::fs::write(
+        fx.dir.path().join("zones/example.org.zone"),
+        format!("{ZONE_ORG}bad IN MX notanumber mail.example.org.\n"),
+    )
+    .unwrap();
+    let fed = FED.replace("cluster: c1", "cluster: nowhere");
+    std::fs::write(fx.dir.path().join("federation.yaml"), &fed).unwrap();
+
+    let (code, err) = check(&fx.config());
+    assert_eq!(code, Some(1), "{err}");
+    let want = [
+        format!(
+            "fedns.yaml:{}: edns_payload: must be a number in 0..=65535, not \"70000\"",
+            line_of(&cfg, "edns_payload")
+        ),
+        format!(
+            "fedns.yaml:{}: tcp.max_connections: must be a whole number ≥ 0, not \"lots\"",
+            line_of(&cfg, "max_connections")
+        ),
+        format!(
+            "fedns.yaml:{}: listen[1]: must be ADDRESS:PORT, e.g. 127.0.0.1:53, not \"1.2.3.4\"",
+            line_of(&cfg, "listen")
+        ),
+        format!(
+            "fedns.yaml:{}: tcp.idle_timeout_secs: must be at least 1, not 0",
+            line_of(&cfg, "idle_timeout_secs")
+        ),
+        format!("example.org.zone:{}:", ZONE_ORG.lines().count() + 1),
+        format!(
+            "federation.yaml:{}: services[0].shards[0].cluster",
+            line_of(&fed, "cluster: nowhere")
+        ),
+    ];
+    for w in &want {
+        assert!(err.contains(w.as_str()), "missing {w:?} in:\n{err}");
+    }
+    assert!(
+        err.lines().last().is_some_and(|l| l.trim() == "6 problems"),
+        "no final count:\n{err}"
+    );
+    assert!(
+        !err.contains("invalid u16") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    // serve reports the same and does not start.
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, log) = run(&refs);
+    assert!(code.is_some_and(|c| c != 0), "{log}");
+    // Log lines are logfmt: compare their messages.
+    let err: String = log
+        .lines()
+        .filter_map(|l| logfmt(l).ok()?.into_iter().find(|(k, _)| k == "msg"))
+        .map(|(_, m)| m + "\n")
+        .collect();
+    for w in &want {
+        assert!(err.contains(w.as_str()), "serve: missing {w:?} in:\n{log}");
+    }
+    assert!(err.contains("6 problems"), "{err}");
+    assert!(!err.contains("dns listening"), "{err}");
+}
+
+#[test]
+fn a_malformed_etcd_endpoint_is_a_config_error_in_check_and_serve() {
+    let fx = Fixture::new(
+        "etcd:\n  endpoints: [\"http://127.0.0.1:2379\", \"htp:/127.0.0.1:2379x\", \"127.0.0.1:99999\"]\n  zones: [skydns.local]\n",
+    );
+    let text = std::fs::read_to_string(fx.config()).unwrap();
+    let line = line_of(&text, "endpoints:");
+    let (code, err) = check(&fx.config());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "fedns.yaml:{line}: etcd.endpoints[1]: \"htp:/127.0.0.1:2379x\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("etcd.endpoints[2]: \"127.0.0.1:99999\": port \"99999\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("endpoints[0]"),
+        "a good endpoint was rejected:\n{err}"
+    );
+    assert!(err.trim_end().ends_with("2 problems"), "{err}");
+    // serve refuses at once instead of retrying forever.
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, err) = run(&refs);
+    assert!(code.is_some_and(|c| c != 0), "{err}");
+    assert!(err.contains("etcd.endpoints[1]"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// systemd
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn tells_systemd_when_ready_reloading_and_stopping() {
+    let fx = Fixture::new("lameduck_ms: 200\n");
+    let sock_path = fx.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let args = serve_args(&fx.config(), &[]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut c = Child::spawn_env(&refs, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
+    assert_eq!(recv(), "READY=1");
+    // Ready means serving.
+    let udp = c.wait_addr("udp");
+    assert_eq!(ask_udp(udp, 1, "www.example.com."), 0);
+
+    c.signal(libc::SIGHUP);
+    let reloading = recv();
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+    let usec = lines
+        .next()
+        .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading}");
+    assert_eq!(recv(), "READY=1");
+
+    c.signal(libc::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+    assert_eq!(c.exit_code_within(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn systemd_unit_is_hardened() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/fedns.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    for want in [
+        "Type=notify",
+        "CapabilityBoundingSet=",
+        "SystemCallFilter=",
+        "RestrictAddressFamilies=",
+    ] {
+        assert!(text.contains(want), "no {want} in {unit}");
+    }
+    let out = match Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", unit])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "systemd-analyze is missing (Debian package systemd; scripts/test installs it)"
+            );
+            eprintln!("systemd-analyze not installed: skipping the exposure rating");
+            return;
+        }
+        Err(e) => panic!("systemd-analyze: {e}"),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for fedns.service:"))
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(level <= 5.0, "exposure {level} > 5.0:\n{report}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Config reload
+// ------------------------------------------------------------------------------------------
+
+/// Replaces `path` the way editors and ConfigMap updates do: a temp file, then a rename.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn config_reload_rejects_a_bad_file_with_every_problem_and_names_restart_only_changes() {
+    let fx = Fixture::new("watch_interval_ms: 100\n");
+    let good = std::fs::read_to_string(fx.config()).unwrap();
+    let s = Fedns::start(&fx.config());
+    let m = scrape(&s);
+    assert_eq!(
+        metric(&m, "fedns_config_last_reload_successful"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
+
+    // Broken: two problems, both logged; the old config keeps serving.
+    replace_file(
+        &fx.config(),
+        &format!("{good}edns_payload: abc\ntcp:\n  max_connections: 0\n"),
+    );
+    s.wait_log(Duration::from_secs(5), |l| {
+        l.contains("config reload rejected")
+    })
+    .unwrap_or_else(|| panic!("bad config not reported:\n{}", s.log_text()));
+    let log = s.log_text();
+    assert!(
+        log.contains("edns_payload: must be a number in 0..=65535"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tcp.max_connections: must be at least 1"),
+        "{log}"
+    );
+    assert!(log.contains("problems=2"), "{log}");
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
+
+    // Valid, with a setting that needs a restart: named, and pending.
+    replace_file(&fx.config(), &format!("{good}edns_payload: 1400\n"));
+    let line = s
+        .wait_log(Duration::from_secs(5), |l| l.contains("next restart"))
+        .unwrap_or_else(|| panic!("no restart notice:\n{}", s.log_text()));
+    assert!(line.contains("settings=edns_payload"), "{line}");
+    let m = scrape(&s);
+    assert_eq!(
+        metric(&m, "fedns_config_last_reload_successful"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(1.0), "{m}");
+    assert!(
+        metric(&m, "fedns_config_last_reload_success_timestamp_seconds").is_some_and(|t| t > 1e9),
+        "{m}"
+    );
+
+    // Back to the running config.
+    replace_file(&fx.config(), &good);
+    s.wait_log(Duration::from_secs(5), |l| l.contains("agree again"))
+        .unwrap_or_else(|| panic!("no all-clear:\n{}", s.log_text()));
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
+
+    // SIGHUP re-reads it even unchanged.
+    let reloaded = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("msg=\"config reloaded\""))
+            .count()
+    };
+    let before = reloaded(&s);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    common::wait_for(Duration::from_secs(5), || {
+        (reloaded(&s) > before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("SIGHUP did not re-read the config:\n{}", s.log_text()));
+}
