@@ -68,6 +68,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) the process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let fedns = arg("--fedns", "target/release/fedns");
     let changes: usize = arg("--changes", "100").parse().expect("--changes N");
@@ -240,11 +253,12 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     println!(
-        "initial sync: {:.2} s for {} clusters × {} services; fedns RSS {} KiB",
+        "initial sync: {:.2} s for {} clusters × {} services; fedns RSS {} KiB, CPU {:.1} s",
         started.elapsed().as_secs_f64(),
         clusters,
         extra + 1,
-        rss_kib(pid).unwrap_or(0)
+        rss_kib(pid).unwrap_or(0),
+        cpu_secs(pid)
     );
 
     let mut samples = Vec::with_capacity(changes);

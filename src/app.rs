@@ -16,12 +16,12 @@ use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
 
+use crate::answers::{BuildInput, build};
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
 use crate::sources::{SourceBoard, Update};
 use crate::table::Table;
-use crate::table::build::{BuildInput, build};
 
 /// The file sources, named for `/readyz` and metric labels by what they are, not where they
 /// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
@@ -341,8 +341,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     }
     let publisher = match &config.etcd {
         Some(e) if e.mode == crate::config::EtcdMode::Publish => {
-            let (ftx, frx) =
-                watch::channel(Arc::new(crate::table::build::FederationRecords::default()));
+            let (ftx, frx) = watch::channel(Arc::new(crate::answers::FederationRecords::default()));
             merger.publish_federations_to(ftx);
             Some((e.clone(), frx))
         }

@@ -622,14 +622,14 @@ impl Config {
                     Err(m) => field(&format!("etcd.axfr_allow[{i}]"), m),
                 }
             }
-            let prefix = crate::sources::etcd::skydns::normalize_prefix(&e.prefix);
+            let prefix = crate::answers::skydns::normalize_prefix(&e.prefix);
             if prefix == "/" {
                 field(
                     "etcd.prefix",
                     format!("must not be empty, not {:?}", e.prefix),
                 );
             }
-            let election = crate::sources::etcd::skydns::normalize_prefix(&e.election);
+            let election = crate::answers::skydns::normalize_prefix(&e.election);
             if election.starts_with(&format!("{prefix}/")) || election == prefix {
                 field(
                     "etcd.election",

@@ -1,8 +1,9 @@
 //! fedns: a federated authoritative DNS server.
 //!
-//! Data flows one way: sources → snapshots → merger → immutable table → DNS query path
+//! Data flows one way: sources → snapshots → merger → answers → immutable table → DNS query path
 //! (see ARCHITECTURE.md).
 
+pub mod answers;
 pub mod app;
 pub mod config;
 pub mod config_errors;

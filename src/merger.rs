@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use crate::answers::{BuildCache, BuildInput, FederationRecords, build};
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
-use crate::table::build::{BuildCache, BuildInput, FederationRecords, build};
 
 /// Hands out SOA serials that never go backwards: above the last one handed out (kept in
 /// `state_dir/serial`), and at least the Unix time so that even a lost state file only goes
@@ -66,22 +66,29 @@ impl SerialClock {
     }
 }
 
-/// Waits (bounded) until no query holds `old`, then drops it on this thread. `fresh` tells how
-/// many of its segments the new table does not share: only a large turnover is worth handing
-/// memory back to the system for (glibc would otherwise keep a big build's peak in its arenas,
-/// but trimming scans the whole heap, which costs more than a small change's build).
-fn retire(old: Arc<crate::table::Table>, fresh: usize) {
+/// Waits (bounded) until no query holds `old`, then drops it on this thread.
+fn retire(old: Arc<crate::table::Table>) {
     let deadline = Instant::now() + std::time::Duration::from_millis(200);
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
     drop(old);
+}
+
+/// Hands freed memory back to the system after a large turnover (`fresh`: segments of the new
+/// table not shared with the old), or at most every [`TRIM_EVERY`] otherwise: glibc would keep a
+/// big build's peak, or a large federation file's parse, in its arenas, but trimming scans the
+/// whole heap, which costs more than a small change's build.
+fn trim(fresh: usize, last: &mut Instant) {
+    const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    if fresh < crate::table::SEGMENTS / 4 && last.elapsed() < TRIM_EVERY {
+        return;
+    }
+    *last = Instant::now();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if fresh >= crate::table::SEGMENTS / 4 {
-        // SAFETY: malloc_trim only releases free memory held by the allocator.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -93,6 +100,8 @@ pub struct Merger {
     federations_out: Option<tokio::sync::watch::Sender<Arc<FederationRecords>>>,
     /// What the last build leaves for the next one (encoded answers of unchanged names).
     cache: BuildCache,
+    /// When the heap was last trimmed.
+    last_trim: Instant,
     /// Services currently served despite failing every probe.
     fail_static: std::collections::BTreeSet<String>,
 }
@@ -107,6 +116,7 @@ impl Merger {
             federations_out: None,
             cache: Default::default(),
             fail_static: Default::default(),
+            last_trim: Instant::now(),
         }
     }
 
@@ -175,9 +185,7 @@ impl Merger {
         }
         if let Some(tx) = &self.federations_out {
             // Publish mode: the records fedns computed, for the etcd publisher.
-            let _ = tx.send(Arc::new(crate::table::build::federation_records(
-                &federations,
-            )));
+            let _ = tx.send(Arc::new(crate::answers::federation_records(&federations)));
         }
         let table = built.table;
         let m = &self.shared.metrics;
@@ -198,7 +206,8 @@ impl Merger {
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
-        retire(old, fresh);
+        retire(old);
+        trim(fresh, &mut self.last_trim);
         let done = started.elapsed();
         m.publish_duration.observe(done.as_secs_f64());
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;

@@ -71,7 +71,7 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::etcd::skydns::{Entry, EtcdData};
+    use crate::answers::skydns::{Entry, EtcdData};
     use hickory_proto::op::Query;
     use hickory_proto::rr::Name;
 
@@ -90,7 +90,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let table = crate::table::build::build(crate::table::build::BuildInput {
+        let table = crate::answers::build(crate::answers::BuildInput {
             zones: &[],
             locator: &crate::geo::Locator::default(),
             federations: &[],

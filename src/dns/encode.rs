@@ -16,12 +16,19 @@ thread_local! {
     /// hickory `Name`s of the current table build. A build encodes every owner name once per
     /// record and rotation, and building `Name`s from labels was a third of the build time at
     /// 10k services; cloning a cached one is much cheaper. Emptied by [`forget_names`] after
-    /// each build so it never outlives the names of one table.
+    /// each build so it never outlives the names of one table, and whenever it reaches
+    /// [`NAMES_KEPT`]: a name's records are encoded one after another, so a small cache catches
+    /// the repeats, and a first build of a million names does not hold a million `Name`s.
     static NAMES: std::cell::RefCell<rustc_hash::FxHashMap<DnsName, Name>> = Default::default();
 }
 
+const NAMES_KEPT: usize = 4096;
+
 pub(crate) fn to_name(n: &DnsName) -> Name {
     NAMES.with_borrow_mut(|cache| {
+        if cache.len() >= NAMES_KEPT && !cache.contains_key(n) {
+            cache.clear();
+        }
         cache
             .entry(n.clone())
             .or_insert_with(|| {

@@ -7,12 +7,12 @@ use std::path::Path;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
+use crate::answers::{BuildInput, build};
 use crate::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use crate::geo::Locator;
 use crate::metrics::QueryStats;
 use crate::model::{Cluster, DnsName, Federation, Policy, Service, ServicePort, Shard};
 use crate::table::Table;
-use crate::table::build::{BuildInput, build};
 
 const ZONE: &str = "$TTL 3600\nalias IN CNAME geo.shop.f.svc\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN CNAME web.shop.f.svc\nloop1 IN CNAME loop2\nloop2 IN CNAME loop1\nout IN CNAME elsewhere.example.net.\n";
 

@@ -1,6 +1,6 @@
 //! The immutable answer table: everything the query path needs, precomputed.
 //!
-//! Built by [`build`] from the sources' snapshots, published by the merger with one atomic swap,
+//! Built by [`crate::answers`] from the sources' snapshots, published by the merger with one atomic swap,
 //! then only ever read. For every name and query type it holds the finished answer, authority
 //! and additional sections in wire format, compressed against the question at offset 12 (the
 //! question's length does not depend on its case, so the client's own question can be echoed in
@@ -9,11 +9,6 @@
 //! Guarantees: a table never changes after it is built; lookups take no locks and allocate
 //! nothing; every name below a served zone gets an answer (positive, NODATA or NXDOMAIN, with SOA
 //! where RFC 2308 asks for it) and every name outside gets REFUSED.
-
-pub mod build;
-#[cfg(test)]
-mod incremental_tests;
-mod layout;
 
 use rustc_hash::FxHashMap;
 

@@ -14,7 +14,7 @@
 //! rewritten), in transactions that only apply while it still holds the election key. When it
 //! dies its lease expires and another instance takes over within `lease_ttl_secs`.
 
-pub mod skydns;
+pub use crate::answers::skydns;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::skydns::{Entry, EtcdData};
 use super::{Snapshot, SourceBoard, Update};
+use crate::answers::FederationRecords;
 use crate::config::EtcdConfig;
 use crate::metrics::Metrics;
-use crate::table::build::FederationRecords;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -795,7 +795,7 @@ pub(super) mod tests {
         );
         assert_eq!(fed.ingress_hosts.len(), 3);
         let locator = crate::geo::Locator::new(&[], &[], &[], false);
-        let table = crate::table::build::build(crate::table::build::BuildInput {
+        let table = crate::answers::build(crate::answers::BuildInput {
             zones: &[],
             federations: &[fed],
             etcd: &[],

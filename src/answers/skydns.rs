@@ -1155,7 +1155,7 @@ mod tests {
             );
         }
         let started = std::time::Instant::now();
-        let built = crate::table::build::build(crate::table::build::BuildInput {
+        let built = crate::answers::build(crate::answers::BuildInput {
             zones: &[],
             locator: &crate::geo::Locator::default(),
             federations: &[],
@@ -1211,7 +1211,7 @@ mod tests {
             "a", "x1.a", "www", "chain", "svc", "s1.svc", "web", "", "*", "*.a", "any.svc", "nope",
             "q.nope", "new", "x2.a", "x2.new",
         ];
-        let mut cache = crate::table::build::BuildCache::default();
+        let mut cache = crate::answers::BuildCache::default();
         type Step = Box<dyn Fn(&mut EtcdData)>;
         let mut steps: Vec<Step> = vec![
             Box::new(|_| {}),
@@ -1230,8 +1230,8 @@ mod tests {
         ];
         for (i, step) in steps.iter_mut().enumerate() {
             step(&mut data);
-            let build = |cache: Option<&mut crate::table::build::BuildCache>| {
-                crate::table::build::build(crate::table::build::BuildInput {
+            let build = |cache: Option<&mut crate::answers::BuildCache>| {
+                crate::answers::build(crate::answers::BuildInput {
                     zones: &[],
                     locator: &crate::geo::Locator::default(),
                     federations: &[],

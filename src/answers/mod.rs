@@ -1,4 +1,9 @@
-//! Builds immutable [`Table`]s from source snapshots, incrementally.
+//! Answers: turns source snapshots into the encoded answers of every name, incrementally, and
+//! files them into immutable [`Table`]s.
+//!
+//! `federation.rs` lays out federated names (DESIGN §1), `skydns.rs` answers SkyDNS data as
+//! CoreDNS's etcd plugin does, and this module overlays them on zone files, follows CNAME
+//! chains, encodes, and builds table segments.
 //!
 //! The merger keeps one [`BuildCache`]: every name with the records each source gives it, its
 //! encoded answers, the aliases that read it, and the segments of the last table. A build
@@ -19,18 +24,23 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-pub use super::layout::{FederationRecords, federation_records};
-use super::layout::{Layout, NodeData, RRset};
-use super::{
-    Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
-    Segment, Table, Wildcard, ZoneInfo, name_hash, rcode, segment_of,
-};
+mod federation;
+#[cfg(test)]
+mod incremental_tests;
+pub mod skydns;
+
+pub use self::federation::{FederationRecords, federation_records};
+use self::federation::{Layout, NodeData, RRset};
+use self::skydns::{EtcdData, Outcome};
 use crate::dns::encode;
 use crate::geo::Locator;
 use crate::model::{
     DnsName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
 };
-use crate::sources::etcd::skydns::{self, EtcdData, Outcome};
+use crate::table::{
+    Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
+    Segment, Table, Wildcard, ZoneInfo, name_hash, rcode, segment_of,
+};
 
 /// Longest CNAME chain followed inside served zones.
 const MAX_CHAIN: usize = 8;

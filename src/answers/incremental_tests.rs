@@ -7,12 +7,12 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::Table;
-use super::build::{BuildCache, BuildInput, build};
+use super::{BuildCache, BuildInput, build};
 use crate::model::{
     Cluster, DnsName, Federation, IngressHost, Policy, ProbeState, Service, ServicePort, Shard,
     StaticZone, rtype,
 };
+use crate::table::Table;
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
