@@ -13,10 +13,10 @@
 
 use std::path::Path;
 
+use fedns::answers::{BuildInput, build};
 use fedns::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use fedns::geo::Locator;
 use fedns::metrics::QueryStats;
-use fedns::table::build::{BuildInput, build};
 
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns as u8];

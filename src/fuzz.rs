@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::answers::{BuildInput, build};
 use crate::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use crate::geo::{ClientNetwork, Locator};
 use crate::metrics::QueryStats;
 use crate::table::Table;
-use crate::table::build::{BuildInput, build};
 
 const EDNS_PAYLOAD: u16 = 1232;
 
@@ -129,7 +129,7 @@ pub fn federation_check(data: &[u8]) {
 
 /// The SkyDNS value decoder and key mapping on arbitrary bytes.
 pub fn skydns_check(data: &[u8]) {
-    use crate::sources::etcd::skydns;
+    use crate::answers::skydns;
     let _ = skydns::parse_value(data);
     let key = String::from_utf8_lossy(data);
     if let Some(name) = skydns::name_of_key(&key, "/skydns") {
