@@ -349,30 +349,58 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     };
     merger.publish();
 
+    let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
+    let rrl_metrics = crate::dns::rrl::RrlMetrics::register(&metrics.registry);
+    let mut udp_inodes = Vec::new();
     let (tcp_shutdown, tcp_shutdown_rx) = watch::channel(false);
     let mut tcp_servers = Vec::new();
     for addr in &config.listen {
         let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
+        let (rcvbuf, sndbuf) = udp::size_buffers(
+            &udp_socks,
+            config.udp_receive_buffer,
+            config.udp_send_buffer,
+        );
+        if rcvbuf < config.udp_receive_buffer {
+            tracing::warn!(
+                asked = config.udp_receive_buffer,
+                granted = rcvbuf,
+                "udp receive buffer smaller than configured (raise net.core.rmem_max or grant CAP_NET_ADMIN)"
+            );
+        }
+        tracing::debug!(rcvbuf, sndbuf, "udp socket buffers");
+        udp_inodes.extend(udp::inodes(&udp_socks));
         let bound = udp_socks[0].local_addr()?;
         tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
         for (i, sock) in udp_socks.into_iter().enumerate() {
             let (shared, stats) = (shared.clone(), metrics.worker());
+            let rrl = (config.rrl.responses_per_second > 0).then(|| {
+                crate::dns::rrl::Rrl::new(Arc::new(config.rrl.clone()), rrl_metrics.worker())
+            });
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(sock, shared, stats))?;
+                .spawn(move || udp::serve(sock, shared, stats, rrl))?;
         }
         let limits = tcp::TcpLimits {
             idle_timeout: config.tcp_idle_timeout,
             max_connections: config.tcp_max_connections,
+            busy_idle_timeout: config.tcp_busy_idle_timeout,
+            max_per_source: config.tcp_max_per_source,
+            source_prefix_v4: config.tcp_source_prefix_v4,
+            source_prefix_v6: config.tcp_source_prefix_v6,
         };
         tcp_servers.push(tokio::spawn(tcp::serve(
             tcp_listener,
             shared.clone(),
             metrics.worker(),
             limits,
+            tcp_metrics.clone(),
             tcp_shutdown_rx.clone(),
         )));
     }
+    let _ = metrics
+        .registry
+        .register(Box::new(udp::KernelDrops::new(udp_inodes)));
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("http {}: {e}", config.http))?;

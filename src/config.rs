@@ -49,6 +49,77 @@ struct RawConfig {
     /// On SIGTERM: how long DNS keeps answering after `/readyz` turned 503.
     #[serde(default = "default_lameduck_ms")]
     lameduck_ms: u64,
+    #[serde(default)]
+    rrl: RawRrl,
+    #[serde(default)]
+    udp: RawUdp,
+}
+
+/// Kernel socket buffers of every UDP socket (0: the OS default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUdp {
+    #[serde(default = "default_udp_receive_buffer")]
+    receive_buffer_bytes: usize,
+    #[serde(default = "default_udp_send_buffer")]
+    send_buffer_bytes: usize,
+}
+
+impl Default for RawUdp {
+    fn default() -> Self {
+        RawUdp {
+            receive_buffer_bytes: default_udp_receive_buffer(),
+            send_buffer_bytes: default_udp_send_buffer(),
+        }
+    }
+}
+
+/// 4 MiB: about 10,000 queued queries, ~100 ms of a worker's full rate.
+fn default_udp_receive_buffer() -> usize {
+    4 << 20
+}
+fn default_udp_send_buffer() -> usize {
+    1 << 20
+}
+
+const MAX_SOCKET_BUFFER: usize = 256 << 20;
+
+/// Response-rate limiting (see [`crate::dns::rrl`]); off unless `responses_per_second` > 0.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    #[serde(default)]
+    responses_per_second: u32,
+    #[serde(default = "default_slip")]
+    slip: u32,
+    #[serde(default = "default_rrl_v4")]
+    ipv4_prefix: u8,
+    #[serde(default = "default_rrl_v6")]
+    ipv6_prefix: u8,
+    #[serde(default)]
+    exempt: Vec<String>,
+}
+
+impl Default for RawRrl {
+    fn default() -> Self {
+        RawRrl {
+            responses_per_second: 0,
+            slip: default_slip(),
+            ipv4_prefix: default_rrl_v4(),
+            ipv6_prefix: default_rrl_v6(),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+fn default_slip() -> u32 {
+    2
+}
+fn default_rrl_v4() -> u8 {
+    24
+}
+fn default_rrl_v6() -> u8 {
+    56
 }
 
 /// An active probe rule (see [`crate::probe`]).
@@ -268,6 +339,16 @@ struct RawTcp {
     idle_timeout_secs: u64,
     #[serde(default = "default_max_conn")]
     max_connections: usize,
+    /// Connections one source prefix may hold (more close its own longest-idle ones).
+    #[serde(default = "default_max_per_source")]
+    max_connections_per_source: usize,
+    #[serde(default = "default_source_prefix_v4")]
+    source_prefix_v4: u8,
+    #[serde(default = "default_source_prefix_v6")]
+    source_prefix_v6: u8,
+    /// Idle timeout while more than 3/4 of max_connections are open.
+    #[serde(default = "default_busy_idle_ms")]
+    busy_idle_timeout_ms: u64,
 }
 
 impl Default for RawTcp {
@@ -275,8 +356,25 @@ impl Default for RawTcp {
         RawTcp {
             idle_timeout_secs: default_idle(),
             max_connections: default_max_conn(),
+            max_connections_per_source: default_max_per_source(),
+            source_prefix_v4: default_source_prefix_v4(),
+            source_prefix_v6: default_source_prefix_v6(),
+            busy_idle_timeout_ms: default_busy_idle_ms(),
         }
     }
+}
+
+fn default_max_per_source() -> usize {
+    64
+}
+fn default_source_prefix_v4() -> u8 {
+    32
+}
+fn default_source_prefix_v6() -> u8 {
+    64
+}
+fn default_busy_idle_ms() -> u64 {
+    1000
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -321,6 +419,12 @@ pub struct Config {
     pub edns_payload: u16,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
+    /// TCP fairness (see `server::tcp`): per-source share, what a source is, the short idle
+    /// timeout near the cap.
+    pub tcp_max_per_source: usize,
+    pub tcp_source_prefix_v4: u8,
+    pub tcp_source_prefix_v6: u8,
+    pub tcp_busy_idle_timeout: Duration,
     /// Where the last SOA serial is kept across restarts.
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
@@ -332,6 +436,11 @@ pub struct Config {
     pub log_format: Option<crate::logging::LogFormat>,
     /// On SIGTERM, DNS keeps answering this long after `/readyz` turned 503.
     pub lameduck: Duration,
+    /// Response-rate limiting of UDP answers (off when `responses_per_second` is 0).
+    pub rrl: crate::dns::rrl::RrlConfig,
+    /// SO_RCVBUF / SO_SNDBUF of every UDP socket (0: the OS default).
+    pub udp_receive_buffer: usize,
+    pub udp_send_buffer: usize,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -416,6 +525,57 @@ impl Config {
         }
         if raw.tcp.idle_timeout_secs == 0 {
             field("tcp.idle_timeout_secs", "must be at least 1, not 0".into());
+        }
+        if raw.tcp.max_connections_per_source == 0 {
+            field(
+                "tcp.max_connections_per_source",
+                "must be at least 1, not 0".into(),
+            );
+        }
+        if raw.tcp.source_prefix_v4 > 32 {
+            field(
+                "tcp.source_prefix_v4",
+                format!("{} is outside 0..=32", raw.tcp.source_prefix_v4),
+            );
+        }
+        if raw.tcp.source_prefix_v6 > 128 {
+            field(
+                "tcp.source_prefix_v6",
+                format!("{} is outside 0..=128", raw.tcp.source_prefix_v6),
+            );
+        }
+        if raw.tcp.busy_idle_timeout_ms == 0 {
+            field(
+                "tcp.busy_idle_timeout_ms",
+                "must be at least 1, not 0".into(),
+            );
+        }
+        if raw.rrl.ipv4_prefix > 32 {
+            field(
+                "rrl.ipv4_prefix",
+                format!("{} is outside 0..=32", raw.rrl.ipv4_prefix),
+            );
+        }
+        if raw.rrl.ipv6_prefix > 128 {
+            field(
+                "rrl.ipv6_prefix",
+                format!("{} is outside 0..=128", raw.rrl.ipv6_prefix),
+            );
+        }
+        for (name, v) in [
+            ("udp.receive_buffer_bytes", raw.udp.receive_buffer_bytes),
+            ("udp.send_buffer_bytes", raw.udp.send_buffer_bytes),
+        ] {
+            if v > MAX_SOCKET_BUFFER {
+                field(name, format!("{v} is above {MAX_SOCKET_BUFFER} (256 MiB)"));
+            }
+        }
+        let mut rrl_exempt = Vec::new();
+        for (i, e) in raw.rrl.exempt.iter().enumerate() {
+            match parse_cidr(e) {
+                Ok(n) => rrl_exempt.push(n),
+                Err(m) => field(&format!("rrl.exempt[{i}]"), m),
+            }
         }
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1, not 0".into());
@@ -620,6 +780,10 @@ impl Config {
             edns_payload: raw.edns_payload,
             tcp_idle_timeout: Duration::from_secs(raw.tcp.idle_timeout_secs),
             tcp_max_connections: raw.tcp.max_connections,
+            tcp_max_per_source: raw.tcp.max_connections_per_source,
+            tcp_source_prefix_v4: raw.tcp.source_prefix_v4,
+            tcp_source_prefix_v6: raw.tcp.source_prefix_v6,
+            tcp_busy_idle_timeout: Duration::from_millis(raw.tcp.busy_idle_timeout_ms),
             state_dir: resolve(&raw.state_dir),
             watch_interval: Duration::from_millis(raw.watch_interval_ms),
             etcd: etcd.map(|mut e| {
@@ -643,6 +807,15 @@ impl Config {
             kubernetes,
             log_format: raw.log_format,
             lameduck: Duration::from_millis(raw.lameduck_ms),
+            rrl: crate::dns::rrl::RrlConfig {
+                responses_per_second: raw.rrl.responses_per_second,
+                slip: raw.rrl.slip,
+                ipv4_prefix: raw.rrl.ipv4_prefix,
+                ipv6_prefix: raw.rrl.ipv6_prefix,
+                exempt: rrl_exempt,
+            },
+            udp_receive_buffer: raw.udp.receive_buffer_bytes,
+            udp_send_buffer: raw.udp.send_buffer_bytes,
         })
     }
 }
@@ -765,5 +938,88 @@ mod tests {
         assert_eq!(e.zones[0].to_string(), "example.com.");
         let errs = Config::parse(Path::new("c.yaml"), "lisen: []\n").unwrap_err();
         assert!(errs[0].message.contains("lisen"), "{errs:?}");
+    }
+
+    #[test]
+    fn tcp_fairness_settings_are_validated() {
+        let c = Config::parse(
+            Path::new("c.yaml"),
+            "tcp:\n  max_connections_per_source: 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.tcp_max_per_source, 8);
+        assert_eq!((c.tcp_source_prefix_v4, c.tcp_source_prefix_v6), (32, 64));
+        assert_eq!(c.tcp_busy_idle_timeout, Duration::from_millis(1000));
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "tcp:\n  source_prefix_v4: 33\n  source_prefix_v6: 129\n  max_connections_per_source: 0\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.contains(&"c.yaml:2: tcp.source_prefix_v4: 33 is outside 0..=32".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"c.yaml:3: tcp.source_prefix_v6: 129 is outside 0..=128".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                &"c.yaml:4: tcp.max_connections_per_source: must be at least 1, not 0".to_string()
+            ),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn rrl_is_off_by_default_and_validated() {
+        let c = Config::parse(Path::new("c.yaml"), "").unwrap();
+        assert_eq!(c.rrl, crate::dns::rrl::RrlConfig::default());
+        assert_eq!(c.rrl.responses_per_second, 0);
+        let c = Config::parse(
+            Path::new("c.yaml"),
+            "rrl:\n  responses_per_second: 20\n  slip: 3\n  exempt: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        assert_eq!((c.rrl.responses_per_second, c.rrl.slip), (20, 3));
+        assert_eq!(c.rrl.exempt, vec![("10.0.0.0".parse().unwrap(), 8)]);
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "rrl:\n  responses_per_second: 5\n  ipv4_prefix: 40\n  exempt: [nonsense]\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.contains(&"c.yaml:3: rrl.ipv4_prefix: 40 is outside 0..=32".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                &"c.yaml:4: rrl.exempt[0]: \"nonsense\" is not an address or ADDRESS/PREFIX"
+                    .to_string()
+            ),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn udp_buffers_default_and_are_bounded() {
+        let c = Config::parse(Path::new("c.yaml"), "").unwrap();
+        assert_eq!(
+            (c.udp_receive_buffer, c.udp_send_buffer),
+            (4 << 20, 1 << 20)
+        );
+        let c = Config::parse(Path::new("c.yaml"), "udp:\n  receive_buffer_bytes: 0\n").unwrap();
+        assert_eq!(c.udp_receive_buffer, 0);
+        let errs = Config::parse(
+            Path::new("c.yaml"),
+            "udp:\n  receive_buffer_bytes: 999999999999\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "c.yaml:2: udp.receive_buffer_bytes: 999999999999 is above 268435456 (256 MiB)"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod config_errors;
 pub mod dns;
+pub mod fuzz;
 pub mod geo;
 pub mod logging;
 pub mod merger;

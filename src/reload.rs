@@ -69,9 +69,39 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
         "tcp",
         format!(
             "{:?}",
-            (running.tcp_idle_timeout, running.tcp_max_connections)
+            (
+                running.tcp_idle_timeout,
+                running.tcp_max_connections,
+                running.tcp_max_per_source,
+                running.tcp_source_prefix_v4,
+                running.tcp_source_prefix_v6,
+                running.tcp_busy_idle_timeout
+            )
         ),
-        format!("{:?}", (new.tcp_idle_timeout, new.tcp_max_connections)),
+        format!(
+            "{:?}",
+            (
+                new.tcp_idle_timeout,
+                new.tcp_max_connections,
+                new.tcp_max_per_source,
+                new.tcp_source_prefix_v4,
+                new.tcp_source_prefix_v6,
+                new.tcp_busy_idle_timeout
+            )
+        ),
+    );
+    cmp(
+        "rrl",
+        format!("{:?}", running.rrl),
+        format!("{:?}", new.rrl),
+    );
+    cmp(
+        "udp",
+        format!(
+            "{:?}",
+            (running.udp_receive_buffer, running.udp_send_buffer)
+        ),
+        format!("{:?}", (new.udp_receive_buffer, new.udp_send_buffer)),
     );
     cmp(
         "state_dir",

@@ -1447,10 +1447,10 @@ fn tcp_idle_connections_are_closed() {
     assert_eq!(r.a().len(), 2);
 }
 
-/// With `max_connections: 2` a third concurrent connection is closed without an answer while
-/// the first two keep working; once one closes, a new connection is served again.
+/// With `max_connections: 2` a third connection is served, and the longest-idle of the first two
+/// is closed to make room (RFC 7766 §6.2: new clients are not shut out by idle ones).
 #[test]
-fn tcp_connection_cap_closes_extra_connections() {
+fn tcp_connection_cap_closes_the_longest_idle_connection() {
     let fx = Fixture::new(FED_MAIN, "tcp:\n  max_connections: 2\n");
     let s = fx.start();
     let ask_on = |c: &mut TcpStream| {
@@ -1463,29 +1463,26 @@ fn tcp_connection_cap_closes_extra_connections() {
     let mut c1 = tcp_connect(s.tcp);
     let mut c2 = tcp_connect(s.tcp);
     ask_on(&mut c1);
+    std::thread::sleep(Duration::from_millis(20));
     ask_on(&mut c2);
+    std::thread::sleep(Duration::from_millis(20));
+    // c1 has been idle longest: the third connection closes it and is answered.
     let mut c3 = tcp_connect(s.tcp);
-    let _ = c3.write_all(&frame(&query(G, RecordType::A, None))); // may fail: already closed
+    ask_on(&mut c3);
     assert!(
-        closed_within(&mut c3, Duration::from_secs(3)),
-        "third connection over max_connections=2 was not closed"
+        closed_within(&mut c1, Duration::from_secs(3)),
+        "the longest-idle connection was not closed"
     );
-    ask_on(&mut c1);
     ask_on(&mut c2);
-    drop(c1);
-    // The freed slot is reusable (bounded poll: the server notices the close asynchronously).
-    let ok = wait_for(Duration::from_secs(3), || {
-        let mut c = tcp_connect(s.tcp);
-        let q = query(G, RecordType::A, None);
-        let _ = c.write_all(&frame(&q));
-        c.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut len = [0u8; 2];
-        c.read_exact(&mut len).ok()?;
-        Some(())
+    ask_on(&mut c3);
+    let evicted = wait_for(Duration::from_secs(2), || {
+        let m = metric(
+            &s.http_get("/metrics").1,
+            "fedns_tcp_evicted_total{reason=\"cap\"}",
+        )?;
+        (m >= 1.0).then_some(m)
     });
-    assert!(ok.is_some(), "no connection accepted after one was closed");
-    ask_on(&mut c2);
+    assert_eq!(evicted, Some(1.0), "{}", s.http_get("/metrics").1);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1707,6 +1704,125 @@ fn malformed_packets_get_formerr_notimp_or_nothing() {
     assert!(s.is_running(), "fedns died:\n{}", s.log_text());
 }
 
+/// Records after the question are checked (FORMERR when malformed), TSIG with a key we do not
+/// hold is NOTAUTH, full-size UDP queries are read whole, and TCP frames that are not queries
+/// close the connection at once.
+#[test]
+fn strict_parsing_full_size_udp_and_tcp_non_queries() {
+    let fx = Fixture::new(FED_MAIN, "");
+    let mut s = fx.start();
+    let gname = wire_name(G);
+    let with = |id: u16, an: u16, ns: u16, ar: u16, tail: &[u8]| -> Vec<u8> {
+        let mut p = header(id, 0x0100, 1, an, ns, ar);
+        p.extend_from_slice(&gname);
+        p.extend_from_slice(&TYPE_A_IN);
+        p.extend_from_slice(tail);
+        p
+    };
+    let opt = [0u8, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+    let at = (12 + gname.len() + 4) as u8;
+    probe(
+        &s,
+        &with(0x3001, 1, 0, 0, &opt),
+        Some(FORMERR),
+        "OPT in answer",
+    );
+    probe(
+        &s,
+        &with(0x3002, 0, 1, 0, &opt),
+        Some(FORMERR),
+        "OPT in authority",
+    );
+    let self_ptr = [0xc0, at, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4];
+    probe(
+        &s,
+        &with(0x3003, 0, 0, 1, &self_ptr),
+        Some(FORMERR),
+        "self pointer",
+    );
+    let short_rrsig = [0u8, 0, 46, 0, 1, 0, 0, 0, 0, 0, 4, 0, 1, 8, 2];
+    probe(
+        &s,
+        &with(0x3004, 0, 0, 1, &short_rrsig),
+        Some(FORMERR),
+        "short RRSIG",
+    );
+    // TSIG signed with a key we do not have: NOTAUTH (RFC 8945 §5.2), the TSIG last.
+    let mut tsig = b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00".to_vec();
+    let mut rd = b"\x0bhmac-sha256\x00".to_vec();
+    rd.extend_from_slice(&[
+        0, 0, 0x65, 0, 0, 0, 1, 44, 0, 4, 9, 9, 9, 9, 0x30, 0x05, 0, 0, 0, 0,
+    ]);
+    tsig.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+    tsig.extend_from_slice(&rd);
+    let signed = with(0x3005, 0, 0, 1, &tsig);
+    probe(&s, &signed, Some(9), "TSIG with an unknown key");
+    let resp = udp_exchange(&udp_socket(), s.udp, &signed);
+    assert_eq!(
+        u16::from_be_bytes([resp[10], resp[11]]),
+        1,
+        "TSIG in additional"
+    );
+    assert!(
+        resp.ends_with(&[0x30, 0x05, 0, 17, 0, 0]),
+        "BADKEY: {resp:02x?}"
+    );
+    let mut bad_tsig = tsig.clone();
+    bad_tsig[6] = 1; // class IN
+    probe(
+        &s,
+        &with(0x3006, 0, 0, 1, &bad_tsig),
+        Some(FORMERR),
+        "TSIG of class IN",
+    );
+
+    // Full-size UDP queries: EDNS padding (option 12) makes them 4,949 and 60,000 bytes.
+    for size in [4949usize, 60_000] {
+        let base = 12 + gname.len() + 4 + 11 + 4;
+        let pad = size - base;
+        let mut o = vec![0u8, 0, 41, 0x04, 0xd0, 0, 0, 0, 0];
+        o.extend_from_slice(&((4 + pad) as u16).to_be_bytes());
+        o.extend_from_slice(&12u16.to_be_bytes());
+        o.extend_from_slice(&(pad as u16).to_be_bytes());
+        o.extend(std::iter::repeat_n(0u8, pad));
+        let q = with(0x3010, 0, 0, 1, &o);
+        assert_eq!(q.len(), size);
+        let resp = udp_exchange(&udp_socket(), s.udp, &q);
+        assert_eq!((resp[3] & 0x0f) as u16, NOERROR, "{size}-byte query");
+        assert_eq!(Resp::parse(resp).a().len(), 2, "{size}-byte query answered");
+    }
+
+    // TCP: a frame shorter than a header, or a response, closes the connection at once (the
+    // idle timeout is 10 s).
+    for (what, f) in [
+        ("5-byte frame", vec![0x12, 0x34, 0x01, 0x00, 0x00]),
+        ("QR=1", {
+            let mut r = query(G, RecordType::A, None);
+            r[2] |= 0x80;
+            r
+        }),
+        ("empty frame", vec![]),
+    ] {
+        let mut c = tcp_connect(s.tcp);
+        // A good query first: the connection works until the bad frame.
+        let good = query(G, RecordType::A, None);
+        tcp_send(&mut c, &good);
+        check_envelope(&good, &tcp_recv(&mut c));
+        let t0 = Instant::now();
+        tcp_send(&mut c, &f);
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3)),
+            "{what}: connection left open"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: closed only after {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(s.is_running(), "fedns died:\n{}", s.log_text());
+}
+
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u32 {
@@ -1783,6 +1899,13 @@ fn fuzzed_packets_never_break_the_server() {
             let resp = tcp_recv(&mut c);
             assert_eq!(resp[..2], p[..2], "tcp packet {i} {p:02x?}: ID");
             assert_ne!(resp[2] & 0x80, 0, "tcp packet {i}: QR");
+        } else {
+            // A frame shorter than a header or with QR=1 closes the connection at once.
+            assert!(
+                closed_within(&mut c, Duration::from_secs(2)),
+                "tcp packet {i} {p:02x?}: connection left open"
+            );
+            c = tcp_connect(s.tcp);
         }
     }
     // A valid query on the same connection is answered (no stray answers queued before it).

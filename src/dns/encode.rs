@@ -40,6 +40,13 @@ pub(crate) fn to_name(n: &DnsName) -> Name {
     })
 }
 
+/// Whether `wire` decodes as a DNS message with hickory (for the fuzz checks).
+pub fn decode_check(wire: &[u8]) -> Result<(), String> {
+    hickory_proto::op::Message::from_vec(wire)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Drops the names cached by the build that just finished (see `NAMES`).
 pub fn forget_names() {
     NAMES.with_borrow_mut(|cache| *cache = Default::default());

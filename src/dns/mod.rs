@@ -2,6 +2,7 @@
 //! a hickory upgrade touches only these files.
 //!
 //! - [`respond`]: the query path (parse, look up, write), hand-written for zero allocation.
+//! - [`rrl`]: response-rate limiting, per-worker state used by the query path.
 //! - [`encode`]: model records to wire sections, with hickory's encoder.
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
 
@@ -9,6 +10,7 @@ pub mod axfr;
 pub mod encode;
 pub mod explain;
 pub mod respond;
+pub mod rrl;
 pub mod zonefile;
 
 #[cfg(test)]

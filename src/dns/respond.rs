@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::dns::rrl::{Class, Rrl, Verdict};
 use crate::geo::Locator;
 use crate::metrics::{QueryStats, ZoneSlot};
 use crate::model::rtype;
@@ -93,19 +94,39 @@ struct Query {
     qclass: u16,
     edns: Option<Edns>,
     ecs: Option<Ecs>,
+    tsig: Option<Tsig>,
 }
 
 /// Per-worker state the query path keeps between queries.
 #[derive(Default)]
 pub struct WorkerState {
     rotation: usize,
+    /// Response-rate limiting of UDP responses, when configured.
+    rrl: Option<Box<Rrl>>,
+    /// Coarse clock for RRL (seconds), set by the worker once per batch.
+    second: u32,
 }
 
 impl WorkerState {
+    /// Limits this worker's UDP responses with `rrl`.
+    pub fn with_rrl(mut self, rrl: Option<Rrl>) -> Self {
+        self.rrl = rrl.map(Box::new);
+        self
+    }
+
+    /// The current second, for RRL.
+    #[inline]
+    pub fn set_second(&mut self, second: u32) {
+        self.second = second;
+    }
+
     /// State whose rotation starts at `rotation`: short-lived users (one TCP connection per
     /// query) start where the previous one left off instead of always at the first rotation.
     pub fn starting_at(rotation: usize) -> Self {
-        WorkerState { rotation }
+        WorkerState {
+            rotation,
+            ..Default::default()
+        }
     }
 }
 
@@ -135,6 +156,7 @@ pub fn respond(
         qclass: 0,
         edns: None,
         ecs: None,
+        tsig: None,
     };
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
@@ -159,6 +181,10 @@ pub fn respond(
             }
             if q.opcode != 0 {
                 (rcode::NOTIMP as u16, None, false)
+            } else if q.tsig.is_some() {
+                // RFC 8945 §5.2: we hold no keys, so every key is unknown: NOTAUTH, and an
+                // unsigned TSIG with error BADKEY.
+                (NOTAUTH, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
             } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
@@ -193,6 +219,18 @@ pub fn respond(
             }
         }
     };
+    // Response-rate limiting (UDP only: TCP cannot be spoofed and is where slipped clients go).
+    let mut slip = false;
+    if peer.transport == Transport::Udp {
+        let second = state.second;
+        if let Some(rrl) = state.rrl.as_deref_mut() {
+            match rrl.check(peer.addr, classify(code, body, q.qtype), second) {
+                Verdict::Send => {}
+                Verdict::Slip => slip = true,
+                Verdict::Drop => return None,
+            }
+        }
+    }
     stats.response(zone, code);
     let answer = Answer {
         code,
@@ -200,6 +238,7 @@ pub fn respond(
         tail,
         authoritative: aa,
         scope,
+        slip,
     };
     let len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
     stats.response_size(peer.transport, len);
@@ -215,6 +254,27 @@ struct Answer<'a> {
     authoritative: bool,
     /// ECS scope prefix length actually used.
     scope: u8,
+    /// Rate-limited: send truncated (TC=1, no records) so the client retries over TCP.
+    slip: bool,
+}
+
+/// The RRL class of a response.
+#[inline]
+fn classify(code: u16, body: Option<&Body>, qtype: u16) -> Class {
+    match code as u8 {
+        rcode::NOERROR => match body {
+            Some(b) if b.answer_count > 0 => {
+                if qtype == rtype::ANY {
+                    Class::Any
+                } else {
+                    Class::Positive
+                }
+            }
+            _ => Class::Nodata,
+        },
+        rcode::NXDOMAIN => Class::Nxdomain,
+        _ => Class::Error,
+    }
 }
 
 /// Parses question and EDNS. `Ok(len)` of the lowercased question name in `key`; `Err(rcode)`.
@@ -264,24 +324,28 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
     if q.qtype == rtype::OPT {
         return Err(rcode::FORMERR as u16);
     }
-    for _ in 0..(an as usize + ns as usize) {
-        pos = skip_record(req, pos).ok_or(rcode::FORMERR as u16)?.0;
-    }
-    for _ in 0..ar {
-        let (next, rr_type, rdata_start) = skip_record(req, pos).ok_or(rcode::FORMERR as u16)?;
-        if rr_type == rtype::OPT {
-            // RFC 6891 §6.1.1: one OPT, owned by the root.
-            if q.edns.is_some() || req[pos] != 0 {
+    // Every record after the question is walked and checked (RFC 1035 §4.1.3, RFC 6891 §6.1.1,
+    // RFC 8945 §5.1): owner names and compression pointers, lengths within the packet, the RDATA
+    // of the types whose layout is fixed, OPT only in additional and at most once, TSIG only as
+    // the very last record.
+    let total = an as usize + ns as usize + ar as usize;
+    let additional_from = an as usize + ns as usize;
+    for i in 0..total {
+        let rr = record(req, pos).ok_or(rcode::FORMERR as u16)?;
+        let additional = i >= additional_from;
+        if rr.rtype == rtype::OPT {
+            // RFC 6891 §6.1.1: one OPT, in additional, owned by the root.
+            if !additional || q.edns.is_some() || req[pos] != 0 {
                 return Err(rcode::FORMERR as u16);
             }
-            let ttl = &req[pos + 5..pos + 9];
+            let ttl = &req[rr.fixed + 4..rr.fixed + 8];
             q.edns = Some(Edns {
-                payload: u16::from_be_bytes([req[pos + 3], req[pos + 4]]),
+                payload: u16::from_be_bytes([req[rr.fixed + 2], req[rr.fixed + 3]]),
                 version: ttl[1],
                 dnssec_ok: ttl[2] & 0x80 != 0,
             });
             // Options must tile the RDATA exactly.
-            let mut o = rdata_start;
+            let (mut o, next) = (rr.rdata, rr.end);
             while o < next {
                 if o + 4 > next {
                     return Err(rcode::FORMERR as u16);
@@ -297,8 +361,14 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
             if o != next {
                 return Err(rcode::FORMERR as u16);
             }
+        } else if rr.rtype == TYPE_TSIG {
+            // RFC 8945 §5.1: the last record of the additional section, class ANY, TTL 0.
+            if !additional || i + 1 != total {
+                return Err(rcode::FORMERR as u16);
+            }
+            q.tsig = Some(parse_tsig(req, &rr).ok_or(rcode::FORMERR as u16)?);
         }
-        pos = next;
+        pos = rr.end;
     }
     Ok(key_len)
 }
@@ -338,28 +408,170 @@ fn parse_ecs(opt: &[u8]) -> Option<Ecs> {
     Some(e)
 }
 
-/// Skips one resource record: `(end, type, rdata start)`, or `None` if it overruns the packet.
-fn skip_record(req: &[u8], mut pos: usize) -> Option<(usize, u16, usize)> {
-    loop {
-        let len = *req.get(pos)? as usize;
-        if len == 0 {
-            pos += 1;
-            break;
-        }
-        if len & 0xc0 == 0xc0 {
-            pos += 2;
-            break;
-        }
-        if len & 0xc0 != 0 {
-            return None;
-        }
-        pos += 1 + len;
+/// TSIG (RFC 8945).
+const TYPE_TSIG: u16 = 250;
+const TYPE_DNAME: u16 = 39;
+const TYPE_RRSIG: u16 = 46;
+/// RCODE NOTAUTH and TSIG error BADKEY (RFC 8945 §5.2).
+const NOTAUTH: u16 = 9;
+const BADKEY: u16 = 17;
+/// Compression pointers followed in one name at most (each must also point backwards).
+const MAX_POINTERS: usize = 127;
+
+/// One resource record found by [`record`]: offsets into the packet.
+struct Rr {
+    /// Owner name and its uncompressed length.
+    owner: usize,
+    owner_len: usize,
+    /// Start of TYPE, CLASS, TTL, RDLENGTH.
+    fixed: usize,
+    rtype: u16,
+    rdata: usize,
+    end: usize,
+}
+
+/// A well-formed TSIG record of the query (offsets into it), to echo in the BADKEY answer.
+#[derive(Clone, Copy)]
+struct Tsig {
+    /// Owner (the key name) and its uncompressed length.
+    owner: usize,
+    owner_len: usize,
+    /// Algorithm name (never compressed): `alg..alg_end`, followed by time signed and fudge.
+    alg: usize,
+    alg_end: usize,
+    /// Original ID.
+    original_id: usize,
+}
+
+impl Tsig {
+    /// Wire length of the unsigned error TSIG we answer with.
+    fn answer_len(&self) -> usize {
+        self.owner_len + 10 + (self.alg_end - self.alg) + 8 + 2 + 2 + 2 + 2
     }
-    let fixed = req.get(pos..pos + 10)?;
-    let rr_type = u16::from_be_bytes([fixed[0], fixed[1]]);
-    let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
-    let end = pos + 10 + rdlen;
-    (end <= req.len()).then_some((end, rr_type, pos + 10))
+}
+
+/// Walks the name at `pos`: `(position after it, uncompressed length)`, or `None` when it is
+/// malformed. Its bytes up to the first pointer must lie before `end`; a pointer (only if
+/// `pointers`) must point past the header and strictly before itself, at most [`MAX_POINTERS`]
+/// of them; the name is at most 255 bytes; label types 0x40/0x80 are rejected.
+fn name_at(req: &[u8], mut pos: usize, end: usize, pointers: bool) -> Option<(usize, usize)> {
+    let mut limit = end;
+    let mut after = 0usize;
+    let mut len = 0usize;
+    let mut hops = 0usize;
+    loop {
+        let b = *req[..limit].get(pos)? as usize;
+        match b & 0xc0 {
+            0 => {
+                len += 1 + b;
+                if len > 255 {
+                    return None;
+                }
+                if b == 0 {
+                    return Some((if hops == 0 { pos + 1 } else { after }, len));
+                }
+                pos += 1 + b;
+            }
+            0xc0 if pointers => {
+                let target = (b & 0x3f) << 8 | *req[..limit].get(pos + 1)? as usize;
+                if target < HEADER || target >= pos || hops == MAX_POINTERS {
+                    return None;
+                }
+                if hops == 0 {
+                    after = pos + 2;
+                    limit = req.len();
+                }
+                hops += 1;
+                pos = target;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// One resource record at `pos`, checked: owner name, fixed fields and RDATA within the
+/// packet, and the RDATA of the types with a fixed layout (names, lengths) well formed.
+fn record(req: &[u8], pos: usize) -> Option<Rr> {
+    let (fixed, owner_len) = name_at(req, pos, req.len(), true)?;
+    let f = req.get(fixed..fixed + 10)?;
+    let rtype = u16::from_be_bytes([f[0], f[1]]);
+    let rdlen = u16::from_be_bytes([f[8], f[9]]) as usize;
+    let rdata = fixed + 10;
+    let end = rdata + rdlen;
+    if end > req.len() {
+        return None;
+    }
+    // A name that exactly fills the RDATA from `at`.
+    let fills = |at: usize, pointers: bool| {
+        at <= end && name_at(req, at, end, pointers).is_some_and(|(e, _)| e == end)
+    };
+    let ok = match rtype {
+        rtype::A => rdlen == 4,
+        rtype::AAAA => rdlen == 16,
+        rtype::NS | rtype::CNAME | rtype::PTR => fills(rdata, true),
+        TYPE_DNAME => fills(rdata, false),
+        rtype::MX => fills(rdata + 2, true),
+        rtype::SRV => fills(rdata + 6, false),
+        rtype::SOA => name_at(req, rdata, end, true)
+            .and_then(|(m, _)| name_at(req, m, end, true))
+            .is_some_and(|(r, _)| r + 20 == end),
+        // Type covered .. key tag (18 bytes), signer's name, a non-empty signature.
+        TYPE_RRSIG => {
+            rdlen > 18 && name_at(req, rdata + 18, end, false).is_some_and(|(s, _)| s < end)
+        }
+        _ => true,
+    };
+    ok.then_some(Rr {
+        owner: pos,
+        owner_len,
+        fixed,
+        rtype,
+        rdata,
+        end,
+    })
+}
+
+/// RFC 8945 §4.2: class ANY, TTL 0, and RDATA of algorithm name, time signed, fudge, MAC size,
+/// MAC, original ID, error, other length, other data, tiling the RDATA exactly.
+fn parse_tsig(req: &[u8], rr: &Rr) -> Option<Tsig> {
+    let f = &req[rr.fixed..rr.fixed + 8];
+    if u16::from_be_bytes([f[2], f[3]]) != CLASS_ANY || f[4..8] != [0, 0, 0, 0] {
+        return None;
+    }
+    let (alg_end, _) = name_at(req, rr.rdata, rr.end, false)?;
+    let u16_at = |i: usize| u16::from_be_bytes([req[i], req[i + 1]]) as usize;
+    if alg_end + 10 > rr.end {
+        return None;
+    }
+    let mac_end = alg_end + 10 + u16_at(alg_end + 8);
+    if mac_end + 6 > rr.end || mac_end + 6 + u16_at(mac_end + 4) != rr.end {
+        return None;
+    }
+    Some(Tsig {
+        owner: rr.owner,
+        owner_len: rr.owner_len,
+        alg: rr.rdata,
+        alg_end,
+        original_id: mac_end,
+    })
+}
+
+/// Copies the (valid, possibly compressed) name at `pos` uncompressed into `out`; its length.
+fn copy_name(req: &[u8], mut pos: usize, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    loop {
+        let b = req[pos] as usize;
+        if b & 0xc0 == 0xc0 {
+            pos = (b & 0x3f) << 8 | req[pos + 1] as usize;
+            continue;
+        }
+        out[n..n + 1 + b].copy_from_slice(&req[pos..pos + 1 + b]);
+        n += 1 + b;
+        if b == 0 {
+            return n;
+        }
+        pos += 1 + b;
+    }
 }
 
 fn write(
@@ -387,7 +599,11 @@ fn write(
     }
     .min(out.len());
     let body_len = answer.body.map_or(0, |b| b.wire.len() + answer.tail.len());
-    let truncated = HEADER + question.len() + body_len + opt_len > limit;
+    // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
+    let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
+    let tsig_len = tsig.map_or(0, |t| t.answer_len());
+    let truncated = answer.slip || HEADER + question.len() + body_len + opt_len + tsig_len > limit;
+    let tsig = tsig.filter(|_| HEADER + question.len() + opt_len + tsig_len <= limit);
     if truncated {
         stats.truncated();
     }
@@ -407,7 +623,7 @@ fn write(
     let tail = if body.is_some() { answer.tail } else { &[] };
     let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
     out[8..10].copy_from_slice(&ns.to_be_bytes());
-    let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16;
+    let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16 + tsig.is_some() as u16;
     out[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut pos = HEADER;
     out[pos..pos + question.len()].copy_from_slice(question);
@@ -436,6 +652,24 @@ fn write(
             out[pos + 8..pos + 8 + n].copy_from_slice(&c.address[..n]);
             pos += 8 + n;
         }
+    }
+    if let Some(t) = tsig {
+        pos += copy_name(req, t.owner, &mut out[pos..]);
+        let rdlen = (t.answer_len() - t.owner_len - 10) as u16;
+        out[pos..pos + 2].copy_from_slice(&TYPE_TSIG.to_be_bytes());
+        out[pos + 2..pos + 4].copy_from_slice(&CLASS_ANY.to_be_bytes());
+        out[pos + 4..pos + 8].fill(0);
+        out[pos + 8..pos + 10].copy_from_slice(&rdlen.to_be_bytes());
+        pos += 10;
+        // Algorithm name, time signed and fudge as the client sent them (RFC 8945 §5.3.2).
+        let echoed = &req[t.alg..t.alg_end + 8];
+        out[pos..pos + echoed.len()].copy_from_slice(echoed);
+        pos += echoed.len();
+        out[pos..pos + 2].fill(0); // MAC size 0: unsigned
+        out[pos + 2..pos + 4].copy_from_slice(&req[t.original_id..t.original_id + 2]);
+        out[pos + 4..pos + 6].copy_from_slice(&BADKEY.to_be_bytes());
+        out[pos + 6..pos + 8].fill(0); // other length
+        pos += 8;
     }
     pos
 }

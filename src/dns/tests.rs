@@ -881,3 +881,316 @@ fn failover_weighted_and_all_choose_per_family() {
         assert_eq!(a, ["10.8.3.1", "10.8.3.2"]);
     }
 }
+
+/// A raw query for `web.shop.f.svc.example.com. A IN` with the given section counts, followed
+/// by `records` (already encoded). The question name sits at offset 12.
+fn raw_query(an: u16, ns: u16, ar: u16, records: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xab, 0xcd, 0x01, 0x00, 0, 1];
+    for c in [an, ns, ar] {
+        p.extend_from_slice(&c.to_be_bytes());
+    }
+    for l in ["web", "shop", "f", "svc", "example", "com"] {
+        p.push(l.len() as u8);
+        p.extend_from_slice(l.as_bytes());
+    }
+    p.push(0);
+    p.extend_from_slice(&[0, 1, 0, 1]);
+    p.extend_from_slice(records);
+    p
+}
+
+/// Offset just past the question of [`raw_query`].
+const RAW_RECORDS: usize = 12 + 28 + 4;
+
+/// A record: owner bytes, type, class, TTL, RDATA.
+fn rr(owner: &[u8], rtype: u16, class: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
+    let mut r = owner.to_vec();
+    r.extend_from_slice(&rtype.to_be_bytes());
+    r.extend_from_slice(&class.to_be_bytes());
+    r.extend_from_slice(&ttl.to_be_bytes());
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend_from_slice(rdata);
+    r
+}
+
+const OPT_RR: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+
+fn rcode_of(req: &[u8]) -> (ResponseCode, Message) {
+    let raw = ask_bytes(&table(), req, "192.0.2.1");
+    assert_eq!(raw[..2], req[..2], "ID echoed");
+    let m = Message::from_vec(&raw).expect("response decodes");
+    (m.metadata.response_code, m)
+}
+
+/// TSIG RDATA: algorithm hmac-sha256., time signed, fudge 300, a 32-byte MAC, original ID,
+/// error 0, no other data.
+fn tsig_rdata() -> Vec<u8> {
+    let mut d = b"\x0bhmac-sha256".to_vec();
+    d.push(0);
+    d.extend_from_slice(&[0, 0, 0x65, 0x43, 0x21, 0x00]); // time signed
+    d.extend_from_slice(&300u16.to_be_bytes());
+    d.extend_from_slice(&32u16.to_be_bytes());
+    d.extend_from_slice(&[0x5a; 32]);
+    d.extend_from_slice(&[0xab, 0xcd]); // original ID
+    d.extend_from_slice(&[0, 0, 0, 0]); // error, other length
+    d
+}
+
+const KEY: &[u8] = b"\x03key\x07example\x00";
+
+#[test]
+fn records_after_the_question_are_checked() {
+    // Valid: an A record in additional whose owner points back at the question.
+    let a = rr(&[0xc0, 12], 1, 1, 60, &[192, 0, 2, 9]);
+    let (code, m) = rcode_of(&raw_query(0, 0, 1, &a));
+    assert_eq!(code, ResponseCode::NoError);
+    assert_eq!(addrs(&m), ["10.0.0.1"]);
+    // Valid: OPT after another additional record, and a pointer into the middle of the question.
+    let mut two = rr(&[1, b'x', 0xc0, 16], 16, 1, 0, b"\x02hi");
+    two.extend_from_slice(&OPT_RR);
+    assert_eq!(rcode_of(&raw_query(0, 0, 2, &two)).0, ResponseCode::NoError);
+
+    let at = RAW_RECORDS as u8;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "owner pointing at itself",
+            raw_query(0, 0, 1, &rr(&[0xc0, at], 1, 1, 0, &[1, 2, 3, 4])),
+        ),
+        (
+            "owner pointing forward",
+            raw_query(0, 0, 1, &rr(&[0xc0, at + 2], 1, 1, 0, &[1, 2, 3, 4])),
+        ),
+        (
+            "pointer loop through a label",
+            raw_query(0, 0, 1, &rr(&[1, b'a', 0xc0, at], 1, 1, 0, &[1, 2, 3, 4])),
+        ),
+        (
+            "pointer into the header",
+            raw_query(0, 0, 1, &rr(&[0xc0, 4], 1, 1, 0, &[1, 2, 3, 4])),
+        ),
+        (
+            "obsolete label type",
+            raw_query(0, 0, 1, &rr(&[0x41, 0], 1, 1, 0, &[1, 2, 3, 4])),
+        ),
+        ("OPT in the answer section", raw_query(1, 0, 0, &OPT_RR)),
+        ("OPT in the authority section", raw_query(0, 1, 0, &OPT_RR)),
+        (
+            "two OPT records",
+            raw_query(0, 0, 2, &[OPT_RR, OPT_RR].concat()),
+        ),
+        (
+            "OPT not owned by the root",
+            raw_query(0, 0, 1, &rr(&[0xc0, 12], 41, 1232, 0, &[])),
+        ),
+        (
+            "RDLENGTH past the end",
+            raw_query(0, 0, 1, &rr(&[0], 16, 1, 0, b"\x05hello")[..14]),
+        ),
+        (
+            "record cut in its fixed part",
+            raw_query(0, 0, 1, &rr(&[0], 16, 1, 0, b"")[..6]),
+        ),
+        ("ANCOUNT with nothing", raw_query(1, 0, 0, &[])),
+        (
+            "A record with 3 bytes",
+            raw_query(0, 0, 1, &rr(&[0], 1, 1, 0, &[1, 2, 3])),
+        ),
+        (
+            "AAAA record with 4 bytes",
+            raw_query(0, 1, 0, &rr(&[0], 28, 1, 0, &[1, 2, 3, 4])),
+        ),
+        (
+            "truncated RRSIG",
+            raw_query(
+                0,
+                0,
+                1,
+                &rr(&[0], 46, 1, 0, &[0, 1, 8, 2, 0, 0, 0, 60, 1, 2]),
+            ),
+        ),
+        (
+            "RRSIG without signature",
+            raw_query(0, 0, 1, &rr(&[0], 46, 1, 0, &[0; 19])),
+        ),
+        (
+            "CNAME whose name overruns its RDATA",
+            raw_query(1, 0, 0, &rr(&[0], 5, 1, 0, &[3, b'a', b'b'])),
+        ),
+        (
+            "NS with bytes after the name",
+            raw_query(0, 1, 0, &rr(&[0], 2, 1, 0, &[1, b'a', 0, 7])),
+        ),
+        (
+            "SOA without its numbers",
+            raw_query(0, 1, 0, &rr(&[0], 6, 1, 0, &[0, 0, 1, 2, 3])),
+        ),
+        (
+            "TSIG not last",
+            raw_query(
+                0,
+                0,
+                2,
+                &[rr(KEY, 250, 255, 0, &tsig_rdata()), OPT_RR.to_vec()].concat(),
+            ),
+        ),
+        (
+            "TSIG in the answer section",
+            raw_query(1, 0, 0, &rr(KEY, 250, 255, 0, &tsig_rdata())),
+        ),
+        (
+            "TSIG of class IN",
+            raw_query(0, 0, 1, &rr(KEY, 250, 1, 0, &tsig_rdata())),
+        ),
+        (
+            "TSIG with a TTL",
+            raw_query(0, 0, 1, &rr(KEY, 250, 255, 5, &tsig_rdata())),
+        ),
+        (
+            "TSIG whose MAC overruns",
+            raw_query(0, 0, 1, &rr(KEY, 250, 255, 0, &tsig_rdata()[..40])),
+        ),
+        (
+            "TSIG with trailing bytes",
+            raw_query(
+                0,
+                0,
+                1,
+                &rr(KEY, 250, 255, 0, &[tsig_rdata(), vec![0]].concat()),
+            ),
+        ),
+    ];
+    for (what, q) in cases {
+        let (code, m) = rcode_of(&q);
+        assert_eq!(code, ResponseCode::FormErr, "{what}");
+        assert!(m.answers.is_empty() && !m.metadata.authoritative, "{what}");
+    }
+}
+
+#[test]
+fn compression_pointer_chains_are_bounded() {
+    // Record k's owner points at record k-1's owner (k hops back to the question).
+    let chain = |n: usize| {
+        let mut recs = Vec::new();
+        for k in 0..n {
+            let target = if k == 0 {
+                12
+            } else {
+                RAW_RECORDS + (k - 1) * 12
+            };
+            recs.extend(rr(&(0xc000 | target as u16).to_be_bytes(), 16, 1, 0, &[]));
+        }
+        raw_query(0, 0, n as u16, &recs)
+    };
+    assert_eq!(rcode_of(&chain(100)).0, ResponseCode::NoError);
+    assert_eq!(rcode_of(&chain(130)).0, ResponseCode::FormErr);
+    // A name that grows past 255 bytes through pointers: each record adds a 63-byte label
+    // in front of the previous one's name.
+    let mut recs = Vec::new();
+    let mut prev = 12usize;
+    for _ in 0..5 {
+        let start = RAW_RECORDS + recs.len();
+        let mut owner = vec![63];
+        owner.extend([b'a'; 63]);
+        owner.extend((0xc000 | prev as u16).to_be_bytes());
+        recs.extend(rr(&owner, 16, 1, 0, &[]));
+        prev = start;
+    }
+    assert_eq!(
+        rcode_of(&raw_query(0, 0, 3, &recs)).0,
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        rcode_of(&raw_query(0, 0, 5, &recs)).0,
+        ResponseCode::FormErr
+    );
+}
+
+#[test]
+fn tsig_with_an_unknown_key_is_notauth_badkey_unsigned() {
+    let tsig = rr(KEY, 250, 255, 0, &tsig_rdata());
+    for (what, q) in [
+        ("TSIG alone", raw_query(0, 0, 1, &tsig)),
+        (
+            "TSIG after OPT",
+            raw_query(0, 0, 2, &[OPT_RR.to_vec(), tsig.clone()].concat()),
+        ),
+        (
+            "TSIG owner compressed",
+            raw_query(
+                0,
+                0,
+                1,
+                &rr(&[3, b'k', b'e', b'y', 0xc0, 27], 250, 255, 0, &tsig_rdata()),
+            ),
+        ),
+    ] {
+        let raw = ask_bytes(&table(), &q, "192.0.2.1");
+        let m = Message::from_vec(&raw).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(u16::from(m.metadata.response_code), 9, "{what}: NOTAUTH");
+        assert!(m.answers.is_empty() && !m.metadata.authoritative, "{what}");
+        // The TSIG is the last record: owner uncompressed, ANY, TTL 0, algorithm, time and
+        // fudge echoed, MAC size 0, original ID, error BADKEY (17), no other data.
+        let ar = u16::from_be_bytes([raw[10], raw[11]]);
+        assert_eq!(ar, 1 + (what == "TSIG after OPT") as u16, "{what}");
+        let rd = tsig_rdata();
+        let mut tail = rd[..13 + 8].to_vec();
+        tail.extend_from_slice(&[0, 0, 0xab, 0xcd, 0, 17, 0, 0]);
+        assert!(raw.ends_with(&tail), "{what}: {raw:02x?}");
+        let owner_at = raw.len() - tail.len() - 10;
+        assert_eq!(
+            raw[owner_at..owner_at + 10],
+            [0, 250, 0, 255, 0, 0, 0, 0, 0, tail.len() as u8]
+        );
+        let owner = if what == "TSIG owner compressed" {
+            b"\x03key\x07example\x03com\x00".to_vec()
+        } else {
+            KEY.to_vec()
+        };
+        assert_eq!(raw[owner_at - owner.len()..owner_at], owner[..], "{what}");
+    }
+}
+
+#[test]
+fn rate_limited_udp_answers_drop_or_slip_and_tcp_is_never_limited() {
+    use crate::dns::rrl::{Rrl, RrlConfig, RrlCounters};
+    let t = table();
+    let config = RrlConfig {
+        responses_per_second: 3,
+        slip: 2,
+        ..RrlConfig::default()
+    };
+    let mut st = WorkerState::default().with_rrl(Some(Rrl::new(
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(RrlCounters::default()),
+    )));
+    st.set_second(1);
+    let q = query_bytes("web.shop.f.svc.example.com.", RecordType::A, true);
+    let got: Vec<Option<Message>> = (0..7)
+        .map(|_| ask_raw(&t, &q, Transport::Udp, &mut st))
+        .collect();
+    for m in &got[..3] {
+        let m = m.as_ref().expect("within the rate");
+        assert_eq!(addrs(m), ["10.0.0.1"]);
+        assert!(!m.metadata.truncation);
+    }
+    assert!(got[3].is_none(), "first over the rate: dropped");
+    let slipped = got[4].as_ref().expect("second over the rate: slipped");
+    assert!(slipped.metadata.truncation && slipped.answers.is_empty());
+    assert_eq!(slipped.queries.len(), 1, "question echoed");
+    assert!(got[5].is_none() && got[6].is_some());
+    // TCP is never limited; another client's bucket is its own.
+    for _ in 0..10 {
+        let m = ask_raw(&t, &q, Transport::Tcp, &mut st).unwrap();
+        assert_eq!(addrs(&m), ["10.0.0.1"]);
+    }
+    let m = ask_from(&t, &q, Transport::Udp, "198.51.100.1", &mut st).unwrap();
+    assert_eq!(addrs(&m), ["10.0.0.1"]);
+    // A new second refills.
+    st.set_second(2);
+    assert!(
+        !ask_raw(&t, &q, Transport::Udp, &mut st)
+            .unwrap()
+            .metadata
+            .truncation
+    );
+}

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::Shared;
 use crate::dns::respond::{Peer, Transport, WorkerState, respond};
+use crate::dns::rrl::Rrl;
 use crate::metrics::QueryStats;
 
 /// Binds `count` reuse-port sockets on `addr` (port 0: all on the same ephemeral port).
@@ -30,12 +31,137 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
     Ok(socks)
 }
 
-const BATCH: usize = 32;
-const RECV_BUF: usize = 4096;
+/// Sets the kernel receive and send buffers of every socket (0: leave the OS default). Above
+/// `net.core.rmem_max`/`wmem_max` the `*FORCE` options are tried (they need CAP_NET_ADMIN).
+/// Returns the sizes the kernel granted to the first socket (it reports twice what it books).
+pub fn size_buffers(socks: &[UdpSocket], receive: usize, send: usize) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let set = |fd: i32, opt: i32, force: i32, want: usize| {
+        if want == 0 {
+            return;
+        }
+        let v = want.min(i32::MAX as usize) as libc::c_int;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the given length.
+        unsafe {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                force,
+                (&v as *const libc::c_int).cast(),
+                len,
+            ) != 0
+            {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    len,
+                );
+            }
+        }
+    };
+    for s in socks {
+        let fd = s.as_raw_fd();
+        set(fd, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, receive);
+        set(fd, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, send);
+    }
+    socks.first().map_or((0, 0), |s| {
+        let r = socket2::SockRef::from(s);
+        (
+            r.recv_buffer_size().unwrap_or(0),
+            r.send_buffer_size().unwrap_or(0),
+        )
+    })
+}
 
-/// Serves queries on `sock` until the process exits.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
-    let mut state = WorkerState::default();
+/// Inode numbers of `socks`, to find them in `/proc/net/udp*`.
+pub fn inodes(socks: &[UdpSocket]) -> Vec<u64> {
+    use std::os::fd::AsRawFd;
+    socks
+        .iter()
+        .filter_map(|s| {
+            // SAFETY: fstat on a valid fd into a zeroed stat buffer.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            (unsafe { libc::fstat(s.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+        })
+        .collect()
+}
+
+/// Datagrams the kernel dropped on the sockets with these inodes (full receive buffer and the
+/// like): the `drops` column of `/proc/net/udp` and `/proc/net/udp6`.
+pub fn kernel_drops(inodes: &[u64]) -> u64 {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| drops_in(&text, inodes))
+        .sum()
+}
+
+fn drops_in(proc_net_udp: &str, inodes: &[u64]) -> u64 {
+    proc_net_udp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode: u64 = cols.get(9)?.parse().ok()?;
+            inodes
+                .contains(&inode)
+                .then(|| cols.last()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// `fedns_udp_kernel_drops_total`, read from `/proc` at scrape time (never on the query path).
+pub struct KernelDrops {
+    inodes: Vec<u64>,
+    desc: prometheus::core::Desc,
+}
+
+impl KernelDrops {
+    pub fn new(inodes: Vec<u64>) -> Self {
+        let desc = prometheus::core::Desc::new(
+            "fedns_udp_kernel_drops_total".into(),
+            "UDP queries the kernel dropped before fedns read them (receive buffer full):              raise udp.receive_buffer_bytes or add workers"
+                .into(),
+            vec![],
+            Default::default(),
+        )
+        .expect("valid metric");
+        KernelDrops { inodes, desc }
+    }
+}
+
+impl prometheus::core::Collector for KernelDrops {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let c = prometheus::IntCounter::with_opts(prometheus::Opts::new(
+            "fedns_udp_kernel_drops_total",
+            self.desc.help.clone(),
+        ))
+        .expect("valid metric");
+        c.inc_by(kernel_drops(&self.inodes));
+        prometheus::core::Collector::collect(&c)
+    }
+}
+
+const BATCH: usize = 32;
+/// Room for any UDP datagram (a 65,535-byte IP packet carries at most 65,527 bytes of payload),
+/// so no query is ever cut short. The buffers are allocated zeroed and untouched, so only the
+/// pages that large datagrams actually fill become resident.
+const RECV_BUF: usize = 65535;
+/// Responses never exceed the EDNS payload (at most 4096, see `config::edns_payload`).
+const SEND_BUF: usize = 4096;
+
+/// Serves queries on `sock` until the process exits, limiting responses with `rrl` if given.
+pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: Option<Rrl>) {
+    let mut state = WorkerState::default().with_rrl(rrl);
+    let start = std::time::Instant::now();
     let mut batch = Batch::new();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     loop {
@@ -49,11 +175,17 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
             }
         };
         let started = std::time::Instant::now();
-        // One table load per batch: a publish mid-batch shows up in the next batch.
+        // One table load and one clock reading per batch.
         let table = shared.table.load();
+        state.set_second(start.elapsed().as_secs() as u32);
         let mut out = 0;
         for i in 0..n {
             let len = batch.received_len(i);
+            if batch.cut_short(i) {
+                // Cannot happen with RECV_BUF ≥ any UDP payload; never answer half a query.
+                stats.dropped();
+                continue;
+            }
             let peer = Peer {
                 addr: batch.peer(i),
                 transport: Transport::Udp,
@@ -81,8 +213,9 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>) {
 
 /// Buffers and headers for one `recvmmsg`/`sendmmsg` round, allocated once per worker.
 struct Batch {
-    recv: Box<[[u8; RECV_BUF]]>,
-    send: Box<[[u8; RECV_BUF]]>,
+    /// `BATCH` receive buffers of `RECV_BUF` bytes, back to back.
+    recv: Box<[u8]>,
+    send: Box<[[u8; SEND_BUF]]>,
     addrs: Box<[libc::sockaddr_storage]>,
     recv_iov: Box<[libc::iovec]>,
     recv_hdr: Box<[libc::mmsghdr]>,
@@ -99,8 +232,8 @@ impl Batch {
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zeroed_hdr = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
         let mut b = Batch {
-            recv: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
-            send: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
+            recv: vec![0u8; RECV_BUF * BATCH].into_boxed_slice(),
+            send: vec![[0u8; SEND_BUF]; BATCH].into_boxed_slice(),
             addrs: vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
                 .into_boxed_slice(),
             recv_iov: vec![
@@ -124,7 +257,7 @@ impl Batch {
         };
         for i in 0..BATCH {
             b.recv_iov[i] = libc::iovec {
-                iov_base: b.recv[i].as_mut_ptr().cast(),
+                iov_base: b.recv[i * RECV_BUF..].as_mut_ptr().cast(),
                 iov_len: RECV_BUF,
             };
         }
@@ -186,8 +319,16 @@ impl Batch {
         self.recv_hdr[i].msg_len as usize
     }
 
+    /// True when datagram `i` did not fit its buffer (MSG_TRUNC).
+    fn cut_short(&self, i: usize) -> bool {
+        self.recv_hdr[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+    }
+
     fn buffers(&mut self, i: usize, out: usize) -> (&[u8], &mut [u8]) {
-        (&self.recv[i][..], &mut self.send[out][..])
+        (
+            &self.recv[i * RECV_BUF..(i + 1) * RECV_BUF],
+            &mut self.send[out][..],
+        )
     }
 
     fn queue_response(&mut self, from: usize, out: usize, len: usize) {
@@ -229,5 +370,52 @@ impl Batch {
             }
             sent += n as usize;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_read_for_our_sockets_only() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  123: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+  124: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 5\n\
+  125: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 999 2 0000000000000000 1000\n";
+        assert_eq!(drops_in(text, &[4242, 4243]), 22);
+        assert_eq!(drops_in(text, &[7]), 0);
+    }
+
+    #[test]
+    fn buffers_are_sized_and_sockets_found_in_proc() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let max = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        let want = 1 << 20;
+        let (r, s) = size_buffers(&socks, want, want);
+        // Granted in full with CAP_NET_ADMIN or under the sysctl maximum (reported doubled).
+        assert!(
+            r >= want.min(max("/proc/sys/net/core/rmem_max")),
+            "receive buffer {r}"
+        );
+        assert!(
+            s >= want.min(max("/proc/sys/net/core/wmem_max")),
+            "send buffer {s}"
+        );
+        let inodes = inodes(&socks);
+        assert_eq!(inodes.len(), 2);
+        let text = std::fs::read_to_string("/proc/net/udp").unwrap();
+        for i in &inodes {
+            assert!(
+                text.split_whitespace().any(|c| c == i.to_string()),
+                "inode {i} not in /proc/net/udp"
+            );
+        }
+        assert_eq!(kernel_drops(&inodes), 0);
     }
 }
