@@ -3116,8 +3116,14 @@ struct ProbeTarget {
 
 impl ProbeTarget {
     fn start(addr: SocketAddr, http: bool) -> ProbeTarget {
+        Self::serve(
+            std::net::TcpListener::bind(addr).expect("bind probe target"),
+            http,
+        )
+    }
+
+    fn serve(listener: std::net::TcpListener, http: bool) -> ProbeTarget {
         use std::sync::atomic::AtomicBool;
-        let listener = std::net::TcpListener::bind(addr).expect("bind probe target");
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let healthy = Arc::new(AtomicBool::new(true));
@@ -3164,12 +3170,14 @@ impl Drop for ProbeTarget {
 }
 
 /// A port free on both 127.0.0.11 and 127.0.0.12.
-fn twin_port() -> u16 {
+/// Listeners on 127.0.0.11 and 127.0.0.12 with the same port, kept bound (a port found free and
+/// released could be taken by another test before the probe target binds it).
+fn twin_listeners() -> (std::net::TcpListener, std::net::TcpListener, u16) {
     for _ in 0..50 {
         let a = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
         let port = a.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.12", port)).is_ok() {
-            return port;
+        if let Ok(b) = std::net::TcpListener::bind(("127.0.0.12", port)) {
+            return (a, b, port);
         }
     }
     panic!("no port free on both addresses")
@@ -3193,12 +3201,9 @@ services:
 
 #[test]
 fn tcp_probes_remove_a_failing_shard_restore_it_and_fail_static() {
-    let port = twin_port();
-    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), false);
-    let mut west = Some(ProbeTarget::start(
-        SocketAddr::from(([127, 0, 0, 12], port)),
-        false,
-    ));
+    let (east_listener, west_listener, port) = twin_listeners();
+    let east = ProbeTarget::serve(east_listener, false);
+    let mut west = Some(ProbeTarget::serve(west_listener, false));
     let fx = Fixture::new(
         fed_probed(),
         &format!(
@@ -3258,9 +3263,9 @@ fn tcp_probes_remove_a_failing_shard_restore_it_and_fail_static() {
 
 #[test]
 fn http_probes_follow_the_status_code() {
-    let port = twin_port();
-    let east = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 11], port)), true);
-    let _west = ProbeTarget::start(SocketAddr::from(([127, 0, 0, 12], port)), true);
+    let (east_listener, west_listener, port) = twin_listeners();
+    let east = ProbeTarget::serve(east_listener, true);
+    let _west = ProbeTarget::serve(west_listener, true);
     let fx = Fixture::new(
         fed_probed(),
         &format!(
