@@ -8,7 +8,7 @@ change → answer p50/p99.
     bench/federation_file.py [--clusters 10] [--services 10000] [--changes 20] [--fedns PATH]
                              [--wrap 'heaptrack -o /tmp/ht/fedns']
 
-Loopback only; stops the fedns it started (SIGTERM, by PID).
+Loopback only; stops the fedns it started (SIGTERM to its own process group).
 """
 import argparse
 import os
@@ -101,7 +101,10 @@ def main():
     cmd = a.wrap.split() + [a.fedns, "serve", "--config", f"{d}/fedns.yaml"]
     log = open(f"{d}/fedns.log", "w")
     t0 = time.monotonic()
-    child = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "NO_COLOR": "1"})
+    # Its own process group, so a wrapper (heaptrack is a shell script) and fedns under it
+    # both get the SIGTERM at the end.
+    child = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "NO_COLOR": "1"},
+                             start_new_session=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.2)
     addr = ("127.0.0.1", port)
@@ -139,11 +142,11 @@ def main():
         print(f"one-line edit → answer over {len(samples)} edits: p50 {pick(0.5):.0f} ms, "
               f"p99 {pick(0.99):.0f} ms, max {samples[-1]:.0f} ms; RSS {rss_kib(pid)} KiB")
     finally:
-        child.send_signal(signal.SIGTERM)
+        os.killpg(child.pid, signal.SIGTERM)
         try:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
