@@ -193,7 +193,8 @@ pub enum RData {
         target: DnsName,
     },
     Txt(Vec<Box<[u8]>>),
-    Soa(Soa),
+    /// Boxed: an SOA is rare and large, and every other record would otherwise be its size.
+    Soa(Box<Soa>),
     /// Any other type, as uncompressed RDATA (RFC 3597 style).
     Opaque {
         rtype: u16,

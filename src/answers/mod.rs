@@ -312,7 +312,7 @@ fn zone_list(
             origin: z.origin.clone(),
             soa: Soa {
                 serial: 0,
-                ..soa.clone()
+                ..(**soa).clone()
             },
             soa_ttl,
         });
@@ -558,10 +558,10 @@ impl BuildCache {
             let soa = RRset::fixed(
                 rtype::SOA,
                 z.soa_ttl,
-                vec![RData::Soa(Soa {
+                vec![RData::Soa(Box::new(Soa {
                     serial,
                     ..z.soa.clone()
-                })],
+                }))],
             );
             let origin = z.origin.clone();
             let st = self.names.get_mut(origin.wire()).expect("apexes exist");
@@ -602,10 +602,10 @@ impl BuildCache {
                 let mut records = vec![Record {
                     name: z.clone(),
                     ttl: zd.soa_ttl,
-                    data: RData::Soa(Soa {
+                    data: RData::Soa(Box::new(Soa {
                         serial,
                         ..zd.soa.clone()
-                    }),
+                    })),
                 }];
                 records.extend(skydns::transfer_records(data, z));
                 axfr.insert(z.wire().into(), records.into());
@@ -1230,7 +1230,7 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
     let negative = Record {
         name: z.origin.clone(),
         ttl: z.soa_ttl.min(z.soa.minimum),
-        data: RData::Soa(soa.clone()),
+        data: RData::Soa(Box::new(soa.clone())),
     };
     // Negative answers do not mention the question name, so one position-independent body per
     // zone serves every NODATA and NXDOMAIN in it.
@@ -1254,7 +1254,7 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
             bodies: Arc::new([encode::detached_answer(&[Record {
                 name: z.origin.clone(),
                 ttl: z.soa_ttl.min(300),
-                data: RData::Soa(soa),
+                data: RData::Soa(Box::new(soa)),
             }])]),
         }),
         soa_tail,

@@ -255,7 +255,7 @@ pub(crate) fn from_hickory(r: &HRecord) -> Option<Record> {
             target: name_of(&s.target),
         },
         HRData::TXT(t) => RData::Txt(t.txt_data.to_vec()),
-        HRData::SOA(s) => RData::Soa(crate::model::Soa {
+        HRData::SOA(s) => RData::Soa(Box::new(crate::model::Soa {
             mname: name_of(&s.mname),
             rname: name_of(&s.rname),
             serial: s.serial,
@@ -263,7 +263,7 @@ pub(crate) fn from_hickory(r: &HRecord) -> Option<Record> {
             retry: s.retry as u32,
             expire: s.expire as u32,
             minimum: s.minimum,
-        }),
+        })),
         other => {
             let mut buf = Vec::new();
             let mut enc = BinEncoder::new(&mut buf);
