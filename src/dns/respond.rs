@@ -327,7 +327,7 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
     // Every record after the question is walked and checked (RFC 1035 §4.1.3, RFC 6891 §6.1.1,
     // RFC 8945 §5.1): owner names and compression pointers, lengths within the packet, the RDATA
     // of the types whose layout is fixed, OPT only in additional and at most once, TSIG only as
-    // the very last record.
+    // the very last record, and nothing after it.
     let total = an as usize + ns as usize + ar as usize;
     let additional_from = an as usize + ns as usize;
     for i in 0..total {
@@ -369,6 +369,11 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
             q.tsig = Some(parse_tsig(req, &rr).ok_or(rcode::FORMERR as u16)?);
         }
         pos = rr.end;
+    }
+    // Bytes after the last record the counts announce: malformed, as BIND and Knot treat them
+    // (EDNS padding goes inside OPT, RFC 7830).
+    if pos != req.len() {
+        return Err(rcode::FORMERR as u16);
     }
     Ok(key_len)
 }

@@ -1085,24 +1085,34 @@ fn compression_pointer_chains_are_bounded() {
     assert_eq!(rcode_of(&chain(130)).0, ResponseCode::FormErr);
     // A name that grows past 255 bytes through pointers: each record adds a 63-byte label
     // in front of the previous one's name.
-    let mut recs = Vec::new();
-    let mut prev = 12usize;
-    for _ in 0..5 {
-        let start = RAW_RECORDS + recs.len();
-        let mut owner = vec![63];
-        owner.extend([b'a'; 63]);
-        owner.extend((0xc000 | prev as u16).to_be_bytes());
-        recs.extend(rr(&owner, 16, 1, 0, &[]));
-        prev = start;
-    }
-    assert_eq!(
-        rcode_of(&raw_query(0, 0, 3, &recs)).0,
-        ResponseCode::NoError
-    );
-    assert_eq!(
-        rcode_of(&raw_query(0, 0, 5, &recs)).0,
-        ResponseCode::FormErr
-    );
+    let grown = |n: usize| {
+        let mut recs = Vec::new();
+        let mut prev = 12usize;
+        for _ in 0..n {
+            let start = RAW_RECORDS + recs.len();
+            let mut owner = vec![63];
+            owner.extend([b'a'; 63]);
+            owner.extend((0xc000 | prev as u16).to_be_bytes());
+            recs.extend(rr(&owner, 16, 1, 0, &[]));
+            prev = start;
+        }
+        raw_query(0, 0, n as u16, &recs)
+    };
+    assert_eq!(rcode_of(&grown(3)).0, ResponseCode::NoError);
+    assert_eq!(rcode_of(&grown(5)).0, ResponseCode::FormErr);
+}
+
+/// Bytes after the last record the counts announce are malformed (as BIND and Knot say).
+#[test]
+fn bytes_after_the_last_record_are_formerr() {
+    let clean = raw_query(0, 0, 0, &[]);
+    assert_eq!(rcode_of(&clean).0, ResponseCode::NoError);
+    let mut trailing = clean.clone();
+    trailing.push(0);
+    assert_eq!(rcode_of(&trailing).0, ResponseCode::FormErr);
+    // A record present but not counted is trailing data too.
+    let uncounted = raw_query(0, 0, 0, &rr(&[0], 16, 1, 0, &[]));
+    assert_eq!(rcode_of(&uncounted).0, ResponseCode::FormErr);
 }
 
 #[test]
