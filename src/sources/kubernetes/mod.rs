@@ -749,18 +749,23 @@ mod tests {
         s
     }
 
-    /// A cluster whose lists are in is not ready on the board until the merger has published
-    /// the snapshot holding it (it drops `Update::taken` then).
-    #[tokio::test]
-    async fn cluster_ready_only_after_its_snapshot_is_published() {
-        let (merger, mut merger_rx) = mpsc::channel(4);
+    /// A source for `clusters` with no task started, and the receiving ends of its channels.
+    struct Harness {
+        src: KubeSource,
+        merger_rx: mpsc::Receiver<Update>,
+        published_rx: mpsc::Receiver<u64>,
+        _rx: mpsc::Receiver<Msg>,
+        _resolve_rx: mpsc::Receiver<(String, Option<Vec<IpAddr>>)>,
+    }
+
+    fn harness(clusters: Vec<ClusterSpec>) -> Harness {
+        let (merger, merger_rx) = mpsc::channel(4);
         let (tx, _rx) = mpsc::channel(4);
         let (resolve_tx, _resolve_rx) = mpsc::channel(4);
-        let (published_tx, mut published_rx) = mpsc::channel(4);
-        let spec = state::tests::spec("c1");
+        let (published_tx, published_rx) = mpsc::channel(4);
         let settings = KubeSettings {
             coalesce: Duration::from_millis(1),
-            clusters: vec![spec.clone()],
+            clusters,
             ..state::tests::settings(30)
         };
         let channels = Channels {
@@ -768,27 +773,49 @@ mod tests {
             resolve_tx,
             published_tx,
         };
-        let mut src = KubeSource::new(
+        let src = KubeSource::new(
             settings,
             channels,
             merger,
             SourceBoard::default(),
             Metrics::new(),
         );
-        src.clusters.insert(
-            "c1".into(),
-            Running {
-                spec,
-                run: 1,
-                task: tokio::spawn(std::future::pending()),
-                state: listed(),
-                shown: None,
-                expired: false,
-                up: false,
-                ready_shown: false,
-                ready_at: None,
-            },
-        );
+        Harness {
+            src,
+            merger_rx,
+            published_rx,
+            _rx,
+            _resolve_rx,
+        }
+    }
+
+    /// A member as the source runs it, with `state` and a task that never ends.
+    fn running(spec: ClusterSpec, state: ClusterState) -> Running {
+        Running {
+            spec,
+            run: 1,
+            task: tokio::spawn(std::future::pending()),
+            state,
+            shown: None,
+            expired: false,
+            up: false,
+            ready_shown: false,
+            ready_at: None,
+        }
+    }
+
+    /// A cluster whose lists are in is not ready on the board until the merger has published
+    /// the snapshot holding it (it drops `Update::taken` then).
+    #[tokio::test]
+    async fn cluster_ready_only_after_its_snapshot_is_published() {
+        let spec = state::tests::spec("c1");
+        let Harness {
+            mut src,
+            mut merger_rx,
+            mut published_rx,
+            ..
+        } = harness(vec![spec.clone()]);
+        src.clusters.insert("c1".into(), running(spec, listed()));
         let loaded = |src: &KubeSource| src.board.snapshot()["kubernetes:c1"].loaded;
         src.board.register("kubernetes:c1");
         src.update_status("c1");
@@ -801,43 +828,17 @@ mod tests {
         src.published(seq);
         assert!(loaded(&src));
     }
+
     /// At start, a snapshot waits for members still on their first list (so a large federation
     /// is laid out once), but no longer than the gather window after the first member listed.
     #[tokio::test]
     async fn first_snapshot_waits_briefly_for_members_still_listing() {
-        let (merger, mut merger_rx) = mpsc::channel(4);
-        let (tx, _rx) = mpsc::channel(4);
-        let (resolve_tx, _resolve_rx) = mpsc::channel(4);
-        let (published_tx, _published_rx) = mpsc::channel(4);
         let (a, b) = (state::tests::spec("a"), state::tests::spec("b"));
-        let settings = KubeSettings {
-            coalesce: Duration::from_millis(1),
-            clusters: vec![a.clone(), b.clone()],
-            ..state::tests::settings(30)
-        };
-        let channels = Channels {
-            tx,
-            resolve_tx,
-            published_tx,
-        };
-        let mut src = KubeSource::new(
-            settings,
-            channels,
-            merger,
-            SourceBoard::default(),
-            Metrics::new(),
-        );
-        let running = |spec: ClusterSpec, state: ClusterState| Running {
-            spec,
-            run: 1,
-            task: tokio::spawn(std::future::pending()),
-            state,
-            shown: None,
-            expired: false,
-            up: false,
-            ready_shown: false,
-            ready_at: None,
-        };
+        let Harness {
+            mut src,
+            mut merger_rx,
+            ..
+        } = harness(vec![a.clone(), b.clone()]);
         src.clusters.insert("a".into(), running(a, listed()));
         src.clusters
             .insert("b".into(), running(b, ClusterState::default()));
