@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use fedns::answers::{BuildInput, build};
+use fedns::answers::build_fresh;
 use fedns::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use fedns::geo::Locator;
 use fedns::metrics::QueryStats;
@@ -52,16 +52,7 @@ fn main() {
     )
     .expect("federation parses");
     let locator = Locator::new(&[], &[], &[], true);
-    let table = build(BuildInput {
-        zones: &[zone],
-        federations: &[fed],
-        etcd: &[],
-        cache: None,
-        serial: 1,
-        generation: 1,
-        locator: &locator,
-    })
-    .table;
+    let table = build_fresh(&[zone], &[fed], &locator).table;
     let queries = [
         query("checkout.shop.myfed.svc.example.com.", 1, true),
         query("checkout.shop.myfed.svc.example.com.", 28, false),

@@ -16,7 +16,7 @@ use crate::merger::{Merger, SerialClock};
 use crate::metrics::Metrics;
 use crate::server::{Shared, http, tcp, udp};
 
-use crate::answers::{BuildInput, build};
+use crate::answers::build_fresh;
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
@@ -191,15 +191,7 @@ pub fn check(path: &Path) -> ExitCode {
         });
         Default::default()
     });
-    let built = build(BuildInput {
-        locator: &locator,
-        zones: &zones,
-        federations: &feds,
-        etcd: &[],
-        cache: None,
-        serial: 1,
-        generation: 1,
-    });
+    let built = build_fresh(&zones, &feds, &locator);
     for w in &built.warnings {
         eprintln!("warning: {w}");
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::answers::{BuildInput, build};
+use crate::answers::build_fresh;
 use crate::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use crate::geo::{ClientNetwork, Locator};
 use crate::metrics::QueryStats;
@@ -47,16 +47,7 @@ fn fixture() -> &'static (Table, Locator) {
             &[],
             true,
         );
-        let table = build(BuildInput {
-            zones: &[zone],
-            federations: &[fed],
-            etcd: &[],
-            cache: None,
-            serial: 1,
-            generation: 1,
-            locator: &locator,
-        })
-        .table;
+        let table = build_fresh(&[zone], &[fed], &locator).table;
         (table, locator)
     })
 }

@@ -281,6 +281,20 @@ pub fn build(input: BuildInput<'_>) -> Built {
     cache.apply(zone_files, federations, etcd, locator, serial, generation)
 }
 
+/// A build from scratch of zone files and federations alone (no etcd, serial 1): what `check`,
+/// tests and harnesses need.
+pub fn build_fresh(zones: &[StaticZone], federations: &[Federation], locator: &Locator) -> Built {
+    build(BuildInput {
+        zones,
+        federations,
+        etcd: &[],
+        cache: None,
+        serial: 1,
+        generation: 1,
+        locator,
+    })
+}
+
 /// The zones served: zone files with an SOA at the apex (a later file with the same origin
 /// wins), federation zones without a file (synthesized SOA), etcd zones (CoreDNS's SOA).
 fn zone_list(

@@ -795,16 +795,7 @@ pub(super) mod tests {
         );
         assert_eq!(fed.ingress_hosts.len(), 3);
         let locator = crate::geo::Locator::new(&[], &[], &[], false);
-        let table = crate::answers::build(crate::answers::BuildInput {
-            zones: &[],
-            federations: &[fed],
-            etcd: &[],
-            cache: None,
-            serial: 1,
-            generation: 1,
-            locator: &locator,
-        })
-        .table;
+        let table = crate::answers::build_fresh(&[], &[fed], &locator).table;
         let ask = |n: &str| {
             let name = DnsName::parse(n).unwrap();
             match table.lookup(name.wire(), crate::model::rtype::A, || 0) {
