@@ -473,23 +473,7 @@ impl KubeSource {
         }
         // Load-balancer hostnames that may be new: those of the touched services (all after a
         // re-list) and of every Ingress (few).
-        let candidates: HashSet<String> = match &touched {
-            None => self.hostnames(),
-            Some(keys) => {
-                let mut out = HashSet::new();
-                for r in self.clusters.values() {
-                    for k in keys {
-                        if let Some(s) = r.state.services.live.get(k) {
-                            out.extend(s.lb_hosts.iter().cloned());
-                        }
-                    }
-                    for i in r.state.ingresses.live.values() {
-                        out.extend(i.lb_hosts.iter().cloned());
-                    }
-                }
-                out
-            }
-        };
+        let candidates = self.hostnames(touched.as_ref());
         let views: Vec<(&ClusterSpec, &ClusterState)> = self
             .clusters
             .values()
@@ -565,11 +549,22 @@ impl KubeSource {
         }
     }
 
-    fn hostnames(&self) -> HashSet<String> {
+    /// Load-balancer hostnames of the given services (`None`: of all) and of every Ingress.
+    fn hostnames(
+        &self,
+        services: Option<&std::collections::BTreeSet<state::Key>>,
+    ) -> HashSet<String> {
         let mut out = HashSet::new();
         for r in self.clusters.values() {
-            for s in r.state.services.live.values() {
-                out.extend(s.lb_hosts.iter().cloned());
+            let live = &r.state.services.live;
+            match services {
+                None => live
+                    .values()
+                    .for_each(|s| out.extend(s.lb_hosts.iter().cloned())),
+                Some(keys) => keys
+                    .iter()
+                    .filter_map(|k| live.get(k))
+                    .for_each(|s| out.extend(s.lb_hosts.iter().cloned())),
             }
             for i in r.state.ingresses.live.values() {
                 out.extend(i.lb_hosts.iter().cloned());
@@ -618,7 +613,7 @@ impl KubeSource {
     }
 
     fn refresh_hostnames(&mut self) {
-        let wanted = self.hostnames();
+        let wanted = self.hostnames(None);
         self.resolved.retain(|h, _| wanted.contains(h));
         for h in wanted {
             self.resolve(h);
