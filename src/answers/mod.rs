@@ -822,19 +822,19 @@ impl BuildCache {
             let Some((answers, reads, records)) = encoded else {
                 continue;
             };
+            self.dirty[part_of(name.wire())] = true;
             let st = self.names.get_mut(name.wire()).expect("encoded above");
             st.answers = answers;
             st.records = records;
             if st.reads.is_empty() && reads.is_empty() {
-                self.dirty[part_of(name.wire())] = true;
-                continue;
+                continue; // not an alias, before or now
             }
-            let old = std::mem::replace(&mut st.reads, reads.clone().into_boxed_slice());
+            let old = std::mem::replace(&mut st.reads, reads.into_boxed_slice());
             self.forget_reads(name, &old);
-            for r in reads {
-                self.readers.entry(r).or_default().push(name.clone());
+            let st = self.names.get(name.wire()).expect("encoded above");
+            for r in st.reads.iter() {
+                self.readers.entry(r.clone()).or_default().push(name.clone());
             }
-            self.dirty[part_of(name.wire())] = true;
         }
     }
 
