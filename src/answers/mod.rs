@@ -833,7 +833,10 @@ impl BuildCache {
             self.forget_reads(name, &old);
             let st = self.names.get(name.wire()).expect("encoded above");
             for r in st.reads.iter() {
-                self.readers.entry(r.clone()).or_default().push(name.clone());
+                self.readers
+                    .entry(r.clone())
+                    .or_default()
+                    .push(name.clone());
             }
         }
     }
