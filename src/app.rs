@@ -192,9 +192,15 @@ pub fn check(path: &Path) -> ExitCode {
         Default::default()
     });
     let built = build_fresh(&zones, &feds, &locator);
-    for w in &built.warnings {
+    for w in built.warnings.iter().filter(|w| !built.conflicts.contains(w)) {
         eprintln!("warning: {w}");
     }
+    // What serve would log and serve differently from what the files say.
+    problems.extend(built.conflicts.iter().map(|c| Problem {
+        file: config.path.display().to_string(),
+        line: None,
+        message: c.clone(),
+    }));
     if !problems.is_empty() {
         print_problems(&problems);
         eprintln!("{}", count_line(problems.len()));

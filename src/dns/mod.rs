@@ -15,3 +15,5 @@ pub mod zonefile;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod zone_tests;

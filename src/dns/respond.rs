@@ -211,7 +211,7 @@ pub fn respond(
                         let body = &answer.bodies[state.rotation % answer.bodies.len()];
                         state.rotation = state.rotation.wrapping_add(1);
                         tail = src.table.soa_tail(answer);
-                        (answer.rcode as u16, Some(body), true)
+                        (answer.rcode as u16, Some(body), answer.authoritative)
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
                     Lookup::NotReady => (rcode::SERVFAIL as u16, None, false),
@@ -607,8 +607,19 @@ fn write(
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
     let tsig_len = tsig.map_or(0, |t| t.answer_len());
-    let truncated = answer.slip || HEADER + question.len() + body_len + opt_len + tsig_len > limit;
-    let tsig = tsig.filter(|_| HEADER + question.len() + opt_len + tsig_len <= limit);
+    let fixed = HEADER + question.len() + opt_len + tsig_len;
+    // What does not fit drops its optional additional records first (target addresses), and
+    // only then is truncated. Bodies with optional records carry no SOA tail.
+    let (mut wire_len, mut dropped) = (body_len, 0u16);
+    if let Some(b) = answer.body
+        && fixed + body_len > limit
+        && b.optional_count > 0
+    {
+        wire_len = b.optional_from as usize + answer.tail.len();
+        dropped = b.optional_count;
+    }
+    let truncated = answer.slip || fixed + wire_len > limit;
+    let tsig = tsig.filter(|_| fixed <= limit);
     if truncated {
         stats.truncated();
     }
@@ -628,14 +639,21 @@ fn write(
     let tail = if body.is_some() { answer.tail } else { &[] };
     let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
     out[8..10].copy_from_slice(&ns.to_be_bytes());
-    let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16 + tsig.is_some() as u16;
+    let ar = body.map_or(0, |b| b.additional_count - dropped)
+        + edns.is_some() as u16
+        + tsig.is_some() as u16;
     out[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut pos = HEADER;
     out[pos..pos + question.len()].copy_from_slice(question);
     pos += question.len();
     if let Some(b) = body {
-        out[pos..pos + b.wire.len()].copy_from_slice(&b.wire);
-        pos += b.wire.len();
+        let wire = if dropped > 0 {
+            &b.wire[..b.optional_from as usize]
+        } else {
+            &b.wire[..]
+        };
+        out[pos..pos + wire.len()].copy_from_slice(wire);
+        pos += wire.len();
         out[pos..pos + tail.len()].copy_from_slice(tail);
         pos += tail.len();
     }
