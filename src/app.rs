@@ -192,7 +192,11 @@ pub fn check(path: &Path) -> ExitCode {
         Default::default()
     });
     let built = build_fresh(&zones, &feds, &locator);
-    for w in built.warnings.iter().filter(|w| !built.conflicts.contains(w)) {
+    for w in built
+        .warnings
+        .iter()
+        .filter(|w| !built.conflicts.contains(w))
+    {
         eprintln!("warning: {w}");
     }
     // What serve would log and serve differently from what the files say.
@@ -321,11 +325,14 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         sources: board.clone(),
-        axfr_allow: config
+        transfer_allow: config.transfers.allow.clone(),
+        etcd_transfer_allow: config
             .etcd
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
+        journal: Arc::new(crate::dns::transfer::Journal::new(config.transfers.journal)),
+        published: tokio::sync::watch::Sender::new(0),
         draining: Default::default(),
     });
     let mut merger = Merger::new(
@@ -437,6 +444,12 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             frx,
             metrics.clone(),
             id,
+        ));
+    }
+    if !config.transfers.notify.is_empty() {
+        tokio::spawn(crate::server::secondaries::run(
+            shared.clone(),
+            config.transfers.notify.clone(),
         ));
     }
     if !config.probes.is_empty() {

@@ -53,6 +53,34 @@ struct RawConfig {
     rrl: RawRrl,
     #[serde(default)]
     udp: RawUdp,
+    #[serde(default)]
+    transfers: RawTransfers,
+}
+
+/// Zone transfers (AXFR, IXFR) and NOTIFY to secondaries of every zone but etcd's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfers {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+    #[serde(default = "default_journal")]
+    journal: usize,
+}
+
+impl Default for RawTransfers {
+    fn default() -> Self {
+        RawTransfers {
+            allow: Vec::new(),
+            notify: Vec::new(),
+            journal: default_journal(),
+        }
+    }
+}
+
+fn default_journal() -> usize {
+    8
 }
 
 /// Kernel socket buffers of every UDP socket (0: the OS default).
@@ -441,6 +469,18 @@ pub struct Config {
     /// SO_RCVBUF / SO_SNDBUF of every UDP socket (0: the OS default).
     pub udp_receive_buffer: usize,
     pub udp_send_buffer: usize,
+    pub transfers: TransferConfig,
+}
+
+/// Who may transfer zones, who is told of changes, and how many tables IXFR can start from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferConfig {
+    /// Networks allowed AXFR/IXFR of zone-file and federation zones (TCP); empty: none.
+    pub allow: Vec<(std::net::IpAddr, u8)>,
+    /// Secondaries sent a NOTIFY (RFC 1996) for every zone after each publish.
+    pub notify: Vec<SocketAddr>,
+    /// Published tables kept for IXFR (0: IXFR is answered with the whole zone).
+    pub journal: usize,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -576,6 +616,33 @@ impl Config {
                 Ok(n) => rrl_exempt.push(n),
                 Err(m) => field(&format!("rrl.exempt[{i}]"), m),
             }
+        }
+        let mut transfer_allow = Vec::new();
+        for (i, a) in raw.transfers.allow.iter().enumerate() {
+            match parse_cidr(a) {
+                Ok(n) => transfer_allow.push(n),
+                Err(m) => field(&format!("transfers.allow[{i}]"), m),
+            }
+        }
+        let mut notify = Vec::new();
+        for (i, a) in raw.transfers.notify.iter().enumerate() {
+            let parsed = a.parse::<SocketAddr>().or_else(|_| {
+                a.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Ok(n) => notify.push(n),
+                Err(_) => field(
+                    &format!("transfers.notify[{i}]"),
+                    format!("{a:?} is not ADDRESS or ADDRESS:PORT"),
+                ),
+            }
+        }
+        if raw.transfers.journal > 1024 {
+            field(
+                "transfers.journal",
+                format!("{} is above 1024", raw.transfers.journal),
+            );
         }
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1, not 0".into());
@@ -816,6 +883,11 @@ impl Config {
             },
             udp_receive_buffer: raw.udp.receive_buffer_bytes,
             udp_send_buffer: raw.udp.send_buffer_bytes,
+            transfers: TransferConfig {
+                allow: transfer_allow,
+                notify,
+                journal: raw.transfers.journal,
+            },
         })
     }
 }

@@ -118,8 +118,11 @@ struct Encoded {
     other: Ref,
     /// What names below this one that do not exist answer: its `*` child's synthesized
     /// answers (RFC 4592), or below a zone cut the referral; `None`: NXDOMAIN.
-    below: Option<Box<(Box<[(u16, Ref)]>, Ref)>>,
+    below: Option<Box<TypedRefs>>,
 }
+
+/// Answers by query type, and the answer of any other type.
+type TypedRefs = (Box<[(u16, Ref)]>, Ref);
 
 static EMPTY: NodeData = NodeData {
     rrsets: Vec::new(),
@@ -707,11 +710,7 @@ impl BuildCache {
                 .parts
                 .iter()
                 .flat_map(|p| p.keys())
-                .filter(|n| {
-                    cuts.iter()
-                        .chain(self.cuts.iter())
-                        .any(|c| n.is_within(c))
-                })
+                .filter(|n| cuts.iter().chain(self.cuts.iter()).any(|c| n.is_within(c)))
                 .cloned()
                 .collect();
             self.cuts = cuts;
@@ -1216,7 +1215,9 @@ impl<'a> View<'a> {
             *located |= !node.by_location.is_empty();
             for t in [rtype::A, rtype::AAAA] {
                 if let Some(set) = node.get(loc, t)
-                    && !out.iter().any(|(n, s): &(DnsName, &RRset)| n == target && s.rtype == t)
+                    && !out
+                        .iter()
+                        .any(|(n, s): &(DnsName, &RRset)| n == target && s.rtype == t)
                 {
                     out.push((target.clone(), set));
                 }
@@ -1429,7 +1430,7 @@ fn answers_of(
     locations: usize,
     wildcard: bool,
     reads: &mut Vec<DnsName>,
-) -> (Box<[(u16, Ref)]>, Ref) {
+) -> TypedRefs {
     let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
     let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
     let is_alias = node.get(0, rtype::CNAME).is_some();
@@ -1439,10 +1440,9 @@ fn answers_of(
             let end = resolve(view, name, 0, loc, reads);
             if let Some((_, last)) = end.answer.last()
                 && let RData::Cname(target) = &last.rdatas[0]
-                && let Some(n) = view.data(target).or_else(|| {
-                    view.wildcard_for(target, reads)
-                        .and_then(|w| view.data(&w))
-                })
+                && let Some(n) = view
+                    .data(target)
+                    .or_else(|| view.wildcard_for(target, reads).and_then(|w| view.data(&w)))
             {
                 qtypes.extend(
                     n.rrsets
@@ -1583,6 +1583,7 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
     let body = encode::detached(&[negative]);
     let soa_tail = body.wire.clone();
     ZoneInfo {
+        origin: z.origin.clone(),
         nxdomain: Answer {
             authoritative: true,
             rcode: rcode::NXDOMAIN,

@@ -6,11 +6,11 @@
 //! - [`encode`]: model records to wire sections, with hickory's encoder.
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
 
-pub mod axfr;
 pub mod encode;
 pub mod explain;
 pub mod respond;
 pub mod rrl;
+pub mod transfer;
 pub mod zonefile;
 
 #[cfg(test)]

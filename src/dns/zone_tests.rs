@@ -9,7 +9,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::respond::{Transport, WorkerState};
-use super::tests::{EAST, WEST, addrs, ask, ask_ecs, ask_raw, federation, kinds, locator, query_bytes};
+use super::tests::{
+    EAST, WEST, addrs, ask, ask_ecs, ask_raw, federation, kinds, locator, query_bytes,
+};
 use crate::answers::build_fresh;
 use crate::model::StaticZone;
 use crate::table::Table;
@@ -90,7 +92,11 @@ fn rfc4592_examples_answer_as_the_rfc_says() {
     assert_eq!(m.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     assert_eq!(kinds(&m), [RecordType::MX]);
-    assert_eq!(names(&m.answers), ["host3.example."], "owner is the name asked");
+    assert_eq!(
+        names(&m.answers),
+        ["host3.example."],
+        "owner is the name asked"
+    );
     // Its target's address comes along.
     assert_eq!(names(&m.additionals), ["host1.example."]);
     // host3.example. A: the wildcard matches, it has no A: NODATA.
@@ -119,7 +125,10 @@ fn rfc4592_examples_answer_as_the_rfc_says() {
     assert_eq!(m.response_code, ResponseCode::NoError);
     assert!(!m.metadata.authoritative);
     assert!(m.answers.is_empty());
-    assert_eq!(names(&m.authorities), ["subdel.example.", "subdel.example."]);
+    assert_eq!(
+        names(&m.authorities),
+        ["subdel.example.", "subdel.example."]
+    );
     // ghost.*.example. MX: closest encloser *.example., no *.*.example.: NXDOMAIN.
     let m = ask(&t, "ghost.*.example.", RecordType::MX);
     assert_eq!(m.response_code, ResponseCode::NXDomain);
@@ -190,7 +199,10 @@ fn zone_file_wildcards_synthesize_for_every_type_and_follow_cnames() {
     assert_eq!(names(&m.answers), ["anything.wild.example.com."]);
     let m = ask(&t, "deeper.name.wild.example.com.", RecordType::MX);
     assert_eq!(kinds(&m), [RecordType::MX]);
-    assert_eq!(names(&m.additionals), ["mail.example.com.", "mail.example.com."]);
+    assert_eq!(
+        names(&m.additionals),
+        ["mail.example.com.", "mail.example.com."]
+    );
     // No synthesis across the empty non-terminal b.wild.
     let m = ask(&t, "x.b.wild.example.com.", RecordType::A);
     assert_eq!(m.response_code, ResponseCode::NXDomain);
@@ -302,18 +314,29 @@ fn zone_files_that_cannot_be_served_as_written_are_rejected() {
             &format!("{EXAMPLE_COM}{extra}"),
         )
         .err()
-        .map(|p| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+        .map(|p| {
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     };
     let e = parse("d IN DNAME example.net.\n").expect("DNAME");
     assert!(e.contains("DNAME"), "{e}");
     let e = parse("*.w2 IN NS ns1\n").expect("wildcard NS");
     assert!(e.contains("NS at a wildcard"), "{e}");
     let e = parse("www.sub IN TXT \"hidden\"\n").expect("occluded");
-    assert!(e.contains("below the delegation at sub.example.com."), "{e}");
+    assert!(
+        e.contains("below the delegation at sub.example.com."),
+        "{e}"
+    );
     assert!(e.contains("example.com.zone:"), "the file is named: {e}");
     let e = parse("sub IN MX 10 mail\n").expect("data at a cut");
     assert!(e.contains("MX"), "{e}");
-    assert!(parse("more.ns.sub IN A 192.0.2.9\n").is_none(), "glue is fine");
+    assert!(
+        parse("more.ns.sub IN A 192.0.2.9\n").is_none(),
+        "glue is fine"
+    );
 }
 
 #[test]

@@ -154,7 +154,10 @@ fn unservable(records: &[Record], origin: &DnsName) -> Vec<(DnsName, String)> {
         if t == rtype::NS && r.name.wire().starts_with(b"\x01*") {
             out.push((
                 r.name.clone(),
-                format!("{}: NS at a wildcard is not allowed (RFC 4592 §4.2)", r.name),
+                format!(
+                    "{}: NS at a wildcard is not allowed (RFC 4592 §4.2)",
+                    r.name
+                ),
             ));
         }
         let cut = cuts

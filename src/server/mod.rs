@@ -3,8 +3,11 @@
 
 pub mod explain;
 pub mod http;
+pub mod secondaries;
 pub mod tcp;
 pub mod udp;
+
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
@@ -25,13 +28,27 @@ pub struct Shared {
     pub limits: Limits,
     pub metrics: Metrics,
     pub sources: SourceBoard,
-    /// Clients allowed to transfer zones (AXFR over TCP); empty: transfers are refused.
-    pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Clients allowed to transfer zone-file and federation zones (AXFR/IXFR over TCP), and
+    /// etcd zones; empty: refused.
+    pub transfer_allow: Vec<(std::net::IpAddr, u8)>,
+    pub etcd_transfer_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Recent tables, for IXFR (pushed by the merger).
+    pub journal: Arc<crate::dns::transfer::Journal>,
+    /// Tells the NOTIFY task that a table was published.
+    pub published: tokio::sync::watch::Sender<u64>,
     /// Set on SIGTERM: `/readyz` answers 503 while DNS keeps answering (lame duck).
     pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Who may transfer what.
+    pub fn transfer_access(&self) -> crate::dns::transfer::Access<'_> {
+        crate::dns::transfer::Access {
+            zones: &self.transfer_allow,
+            etcd: &self.etcd_transfer_allow,
+        }
+    }
+
     /// What the query path answers from, for one table.
     pub fn source<'a>(&'a self, table: &'a Table) -> Source<'a> {
         Source {

@@ -152,6 +152,7 @@ impl Segment {
 /// A zone's answers that carry the serial: rebuilt with every table (a few per zone).
 #[derive(Debug)]
 pub(crate) struct ZoneInfo {
+    pub(crate) origin: crate::model::DnsName,
     pub(crate) nxdomain: Answer,
     pub(crate) nodata: Answer,
     /// Answer to an SOA question about a name that does not exist (CoreDNS's etcd plugin gives
@@ -215,6 +216,72 @@ impl Table {
             .zip(older.segments.iter())
             .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
             .count()
+    }
+
+    /// The zone whose apex is `origin` (wire, lowercase), if served and not an etcd zone
+    /// (those transfer their SkyDNS records, [`Table::axfr`]).
+    pub fn transferable_zone(&self, origin: &[u8]) -> Option<usize> {
+        self.zones
+            .iter()
+            .position(|z| z.origin.wire() == origin && z.miss_soa.is_none())
+    }
+
+    /// The apex of every served zone.
+    pub fn zone_origins(&self) -> impl Iterator<Item = &crate::model::DnsName> {
+        self.zones.iter().map(|z| &z.origin)
+    }
+
+    /// Whether segment `s` is the same in both tables (a change left it alone).
+    pub fn shares_segment(&self, older: &Table, s: usize) -> bool {
+        match (self.segments.get(s), older.segments.get(s)) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// What a client of unknown location gets at each name of zone `zone` held by the
+    /// segments `segments` picks: (name, query type, answer) for every type with data (ANY
+    /// left out), and (name, 0, referral) at and below zone cuts. For zone transfers, off the
+    /// query path.
+    pub fn zone_answers(
+        &self,
+        zone: usize,
+        segments: impl Fn(usize) -> bool,
+    ) -> Vec<(&crate::model::DnsName, u16, &Answer)> {
+        let mut out = Vec::new();
+        for (s, segment) in self.segments.iter().enumerate() {
+            if !segments(s) {
+                continue;
+            }
+            for (name, node) in segment.names.iter() {
+                if node.zone as usize != zone {
+                    continue;
+                }
+                let at_unknown = |idx: u32| -> Option<&Answer> {
+                    let idx = if idx & LOCATED != 0 {
+                        segment.located[(idx & !LOCATED) as usize]
+                    } else {
+                        idx
+                    };
+                    match idx {
+                        NODATA | NXDOMAIN | MISS_SOA => None,
+                        i => segment.answers.get(i as usize),
+                    }
+                };
+                for &(t, idx) in node.by_type.iter() {
+                    if t == crate::model::rtype::ANY {
+                        continue;
+                    }
+                    if let Some(a) = at_unknown(idx) {
+                        out.push((name, t, a));
+                    }
+                }
+                if let Some(a) = at_unknown(node.other).filter(|a| !a.authoritative) {
+                    out.push((name, 0, a));
+                }
+            }
+        }
+        out
     }
 
     /// The SOA record that follows `answer`'s body in the authority section (empty: none).
