@@ -65,6 +65,7 @@ fn main() {
         table: &table,
         locator: &locator,
         limits: Limits { edns_payload: 1232 },
+        tsig: None,
     };
     let stats = QueryStats::default();
     let rrl = std::env::args()

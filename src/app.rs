@@ -326,6 +326,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         sources: board.clone(),
         transfer_allow: config.transfers.allow.clone(),
+        transfer_key: config.transfers.tsig.clone(),
         etcd_transfer_allow: config
             .etcd
             .as_ref()

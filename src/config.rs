@@ -67,6 +67,22 @@ struct RawTransfers {
     notify: Vec<String>,
     #[serde(default = "default_journal")]
     journal: usize,
+    #[serde(default)]
+    tsig: Option<RawTsig>,
+}
+
+/// A TSIG key (RFC 8945), as BIND and Knot key files give it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsig {
+    name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    algorithm: String,
+    secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
 }
 
 impl Default for RawTransfers {
@@ -75,6 +91,7 @@ impl Default for RawTransfers {
             allow: Vec::new(),
             notify: Vec::new(),
             journal: default_journal(),
+            tsig: None,
         }
     }
 }
@@ -481,6 +498,8 @@ pub struct TransferConfig {
     pub notify: Vec<SocketAddr>,
     /// Published tables kept for IXFR (0: IXFR is answered with the whole zone).
     pub journal: usize,
+    /// When set, transfers must be signed with this key, and NOTIFYs are.
+    pub tsig: Option<crate::dns::tsig::Key>,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -636,6 +655,13 @@ impl Config {
                     &format!("transfers.notify[{i}]"),
                     format!("{a:?} is not ADDRESS or ADDRESS:PORT"),
                 ),
+            }
+        }
+        let mut tsig = None;
+        if let Some(t) = &raw.transfers.tsig {
+            match crate::dns::tsig::Key::new(&t.name, &t.algorithm, &t.secret) {
+                Ok(k) => tsig = Some(k),
+                Err(m) => field("transfers.tsig", m),
             }
         }
         if raw.transfers.journal > 1024 {
@@ -887,6 +913,7 @@ impl Config {
                 allow: transfer_allow,
                 notify,
                 journal: raw.transfers.journal,
+                tsig,
             },
         })
     }

@@ -63,6 +63,7 @@ pub fn respond_check(data: &[u8]) {
         limits: Limits {
             edns_payload: EDNS_PAYLOAD,
         },
+        tsig: None,
     };
     let stats = QueryStats::default();
     let mut state = WorkerState::default();

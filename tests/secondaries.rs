@@ -320,9 +320,28 @@ fn binary(name: &str) -> PathBuf {
     panic!("{name} is not installed (Debian packages knot and nsd; scripts/test installs them)");
 }
 
+const KEY: &str = "xfr-key.";
+const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0";
+
 fn knot(dir: &Dir, primary: SocketAddr, port: u16) -> Secondary {
+    knot_with(dir, primary, port, false)
+}
+
+fn knot_tsig(dir: &Dir, primary: SocketAddr, port: u16) -> Secondary {
+    knot_with(dir, primary, port, true)
+}
+
+fn knot_with(dir: &Dir, primary: SocketAddr, port: u16, tsig: bool) -> Secondary {
+    let (keys, key) = if tsig {
+        (
+            format!("key:\n  - id: {KEY}\n    algorithm: hmac-sha256\n    secret: {SECRET}\n"),
+            format!("    key: {KEY}\n"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let conf = format!(
-        "server:
+        "{keys}server:
     rundir: \"{run}\"
     listen: 127.0.0.1@{port}
 database:
@@ -333,11 +352,11 @@ log:
 remote:
   - id: fedns
     address: {ip}@{pport}
-acl:
+{key}acl:
   - id: from_fedns
     address: 127.0.0.0/8
     action: notify
-template:
+{key}template:
   - id: default
     storage: \"{run}\"
 zone:
@@ -420,13 +439,18 @@ fn secondary_log(dir: &Dir, s: &Secondary) -> String {
 
 /// The secondary transfers the zone, then follows a federation change within seconds of
 /// fedns's NOTIFY.
-fn follows_the_primary(start: fn(&Dir, SocketAddr, u16) -> Secondary) {
+fn follows_the_primary(start: fn(&Dir, SocketAddr, u16) -> Secondary, tsig: bool) {
     let dir = Dir::new();
     let port = free_port();
+    let key = if tsig {
+        format!("  tsig: {{name: {KEY}, algorithm: hmac-sha256, secret: {SECRET}}}\n")
+    } else {
+        String::new()
+    };
     let f = primary_on(
         &dir,
         0,
-        &format!("  allow: [\"127.0.0.0/8\"]\n  notify: [\"127.0.0.1:{port}\"]\n"),
+        &format!("  allow: [\"127.0.0.0/8\"]\n  notify: [\"127.0.0.1:{port}\"]\n{key}"),
     );
     let sec = start(&dir, f.tcp, port);
     let name = "checkout.shop.myfed.svc.us-east1.example.com.";
@@ -484,10 +508,91 @@ fn follows_the_primary(start: fn(&Dir, SocketAddr, u16) -> Secondary) {
 
 #[test]
 fn knot_follows_fedns_as_a_secondary() {
-    follows_the_primary(knot);
+    follows_the_primary(knot, false);
 }
 
 #[test]
 fn nsd_follows_fedns_as_a_secondary() {
-    follows_the_primary(nsd);
+    follows_the_primary(nsd, false);
+}
+
+#[test]
+fn knot_follows_fedns_with_tsig_signed_transfers_and_notifies() {
+    follows_the_primary(knot_tsig, true);
+}
+
+/// kdig (Knot's dig) transfers with a key and checks every message's signature itself.
+fn kdig(addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(binary("kdig"))
+        .arg(format!("@{}", addr.ip()))
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(args)
+        .output()
+        .expect("run kdig");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn with_a_tsig_key_only_signed_transfers_are_answered_and_answers_are_signed() {
+    let dir = Dir::new();
+    let f = primary(
+        &dir,
+        &format!(
+            "  allow: [\"127.0.0.0/8\"]\n  tsig: {{name: {KEY}, algorithm: hmac-sha256, secret: {SECRET}}}\n"
+        ),
+    );
+    let key = format!("hmac-sha256:{KEY}:{SECRET}");
+    let signed = kdig(f.tcp, &["-y", &key, "example.com.", "AXFR"]);
+    assert!(
+        signed.contains("checkout.shop.myfed.svc.example.com.") && !signed.contains("WARNING"),
+        "a signed AXFR, verified by kdig:\n{signed}"
+    );
+    let ixfr = kdig(f.tcp, &["-y", &key, "example.com.", "IXFR=1"]);
+    assert!(ixfr.contains("SOA") && !ixfr.contains("WARNING"), "{ixfr}");
+    // A secondary's signed SOA check over UDP is answered signed (kdig verifies it).
+    let soa = kdig(f.udp, &["-y", &key, "example.com.", "SOA"]);
+    assert!(
+        soa.contains("NOERROR") && soa.contains("SOA") && !soa.contains("WARNING"),
+        "{soa}"
+    );
+    // Unsigned: refused.
+    let msgs = transfer(f.tcp, &request("example.com.", RecordType::AXFR, None));
+    assert_eq!(
+        msgs[0].metadata.response_code,
+        hickory_proto::op::ResponseCode::Refused
+    );
+    // The wrong secret: NOTAUTH with BADSIG.
+    let wrong = kdig(
+        f.tcp,
+        &[
+            "-y",
+            &format!("hmac-sha256:{KEY}:b3RoZXItb3RoZXItb3RoZXItb3RoZXI="),
+            "example.com.",
+            "AXFR",
+        ],
+    );
+    assert!(
+        wrong.contains("NOTAUTH") || wrong.contains("BADSIG"),
+        "{wrong}"
+    );
+    assert!(!wrong.contains("checkout.shop"), "{wrong}");
+    // An unknown key name: BADKEY.
+    let stranger = kdig(
+        f.tcp,
+        &[
+            "-y",
+            &format!("hmac-sha256:other.:{SECRET}"),
+            "example.com.",
+            "AXFR",
+        ],
+    );
+    assert!(
+        stranger.contains("NOTAUTH") || stranger.contains("BADKEY"),
+        "{stranger}"
+    );
 }

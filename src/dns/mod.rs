@@ -11,6 +11,7 @@ pub mod explain;
 pub mod respond;
 pub mod rrl;
 pub mod transfer;
+pub mod tsig;
 pub mod zonefile;
 
 #[cfg(test)]

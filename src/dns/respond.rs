@@ -47,6 +47,9 @@ pub struct Source<'a> {
     pub table: &'a Table,
     pub locator: &'a Locator,
     pub limits: Limits,
+    /// The transfer TSIG key: queries signed with it (secondaries checking the SOA) are
+    /// answered signed; any other TSIG gets NOTAUTH.
+    pub tsig: Option<&'a crate::dns::tsig::Key>,
 }
 
 /// An EDNS Client Subnet option from the query (RFC 7871 §6).
@@ -162,6 +165,8 @@ pub fn respond(
     let mut scope = 0u8;
     let mut tail: &[u8] = &[];
     let mut zone = ZoneSlot::OTHER;
+    // A query signed with our transfer key: (its MAC, the time we sign with).
+    let mut signed: Option<(Vec<u8>, u64)> = None;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
@@ -181,9 +186,12 @@ pub fn respond(
             }
             if q.opcode != 0 {
                 (rcode::NOTIMP as u16, None, false)
-            } else if q.tsig.is_some() {
-                // RFC 8945 §5.2: we hold no keys, so every key is unknown: NOTAUTH, and an
-                // unsigned TSIG with error BADKEY.
+            } else if q.tsig.is_some() && {
+                signed = verify_tsig(req, src.tsig);
+                signed.is_none()
+            } {
+                // RFC 8945 §5.2: a key we do not hold (or a signature that does not verify):
+                // NOTAUTH, and an unsigned TSIG with error BADKEY.
                 (NOTAUTH, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
@@ -240,9 +248,29 @@ pub fn respond(
         scope,
         slip,
     };
-    let len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
+        let limit = match (peer.transport, q.edns) {
+            (Transport::Tcp, _) => u16::MAX as usize,
+            (Transport::Udp, Some(e)) => {
+                e.payload.clamp(512, src.limits.edns_payload.max(512)) as usize
+            }
+            (Transport::Udp, None) => 512,
+        };
+        len = crate::dns::tsig::sign_into(out, len, limit, key, mac, *time);
+    }
     stats.response_size(peer.transport, len);
     Some(len)
+}
+
+/// The MAC and time of a query signed with `key`, if its TSIG verifies (off the hot path:
+/// only TSIG-bearing queries get here).
+#[cold]
+fn verify_tsig(req: &[u8], key: Option<&crate::dns::tsig::Key>) -> Option<(Vec<u8>, u64)> {
+    match crate::dns::tsig::verify(req, std::slice::from_ref(key?), crate::dns::tsig::now()) {
+        crate::dns::tsig::Verdict::Signed { mac, time, .. } => Some((mac, time)),
+        _ => None,
+    }
 }
 
 /// The outcome of a lookup, ready to be written.

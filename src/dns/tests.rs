@@ -227,6 +227,7 @@ fn ask_from(
         table,
         locator: locator(),
         limits: Limits { edns_payload: 1232 },
+        tsig: None,
     };
     let n = respond(
         src,
@@ -513,6 +514,7 @@ pub(crate) fn ask_bytes(table: &Table, req: &[u8], client: &str) -> Vec<u8> {
         table,
         locator: locator(),
         limits: Limits { edns_payload: 1232 },
+        tsig: None,
     };
     let peer = Peer {
         addr: client.parse().unwrap(),

@@ -68,6 +68,8 @@ pub struct Access<'a> {
     pub zones: &'a [(IpAddr, u8)],
     /// etcd zones (`etcd.axfr_allow`).
     pub etcd: &'a [(IpAddr, u8)],
+    /// When set, every transfer must be signed with this key (and is answered signed).
+    pub key: Option<&'a super::tsig::Key>,
 }
 
 impl Access<'_> {
@@ -97,6 +99,34 @@ pub fn transfer_type(req: &[u8]) -> Option<u16> {
 /// The unframed messages answering `req`, when it is an AXFR or IXFR of a zone `peer` may
 /// transfer; `None` otherwise (the normal path then answers: REFUSED).
 pub fn answer(
+    table: &Table,
+    journal: &Journal,
+    req: &[u8],
+    peer: IpAddr,
+    access: Access<'_>,
+) -> Option<Vec<Vec<u8>>> {
+    use super::tsig::{Verdict, sign_answer, verify};
+    let keys: &[super::tsig::Key] = access.key.map_or(&[], std::slice::from_ref);
+    match verify(req, keys, super::tsig::now()) {
+        Verdict::Unsigned if access.key.is_some() => {
+            tracing::info!(%peer, "zone transfer refused: not signed with the configured TSIG key");
+            None
+        }
+        Verdict::Unsigned => unsigned_answer(table, journal, req, peer, access),
+        Verdict::Refused(answer) => {
+            tracing::info!(%peer, "zone transfer refused: TSIG does not verify");
+            Some(vec![answer])
+        }
+        Verdict::Signed { mac, key, time } => {
+            let stripped = super::tsig::strip(req)?;
+            let mut messages = unsigned_answer(table, journal, &stripped, peer, access)?;
+            sign_answer(&mut messages, &key, &mac, time);
+            Some(messages)
+        }
+    }
+}
+
+fn unsigned_answer(
     table: &Table,
     journal: &Journal,
     req: &[u8],
@@ -269,9 +299,11 @@ fn emit(r: &hickory_proto::rr::Record) -> Vec<u8> {
     buf
 }
 
-/// Transfer messages of at most 64 KiB: the question in the first, records in order.
+/// Transfer messages of about 16 KiB (BIND's 20 KiB is similar; a TSIG, 100 bytes, fits after
+/// any of them): the question in the first, records in order.
 fn messages<'r>(id: u16, question: &[u8], records: impl Iterator<Item = &'r [u8]>) -> Vec<Vec<u8>> {
-    const MAX: usize = u16::MAX as usize;
+    const MAX: usize = u16::MAX as usize - 512;
+    const TARGET: usize = 16 << 10;
     let start = |first: bool| -> Vec<u8> {
         let mut m = Vec::with_capacity(16 << 10);
         m.extend_from_slice(&id.to_be_bytes());
@@ -290,7 +322,7 @@ fn messages<'r>(id: u16, question: &[u8], records: impl Iterator<Item = &'r [u8]
             tracing::warn!("a record too large for any message left out of a transfer");
             continue;
         }
-        if cur.len() + r.len() > MAX || n == u16::MAX {
+        if n > 0 && (cur.len() + r.len() > TARGET || n == u16::MAX) {
             finish(&mut cur, n);
             out.push(std::mem::replace(&mut cur, start(false)));
             n = 0;
@@ -385,6 +417,7 @@ mod tests {
         let access = Access {
             zones: &[],
             etcd: &allow,
+            key: None,
         };
         let msgs = answer(&table, &journal, &req, local, access).expect("transfer");
         let r = Message::from_vec(&msgs[0]).unwrap();

@@ -32,6 +32,8 @@ pub struct Shared {
     /// etcd zones; empty: refused.
     pub transfer_allow: Vec<(std::net::IpAddr, u8)>,
     pub etcd_transfer_allow: Vec<(std::net::IpAddr, u8)>,
+    /// TSIG key every transfer must be signed with, and NOTIFYs are signed with.
+    pub transfer_key: Option<crate::dns::tsig::Key>,
     /// Recent tables, for IXFR (pushed by the merger).
     pub journal: Arc<crate::dns::transfer::Journal>,
     /// Tells the NOTIFY task that a table was published.
@@ -46,6 +48,7 @@ impl Shared {
         crate::dns::transfer::Access {
             zones: &self.transfer_allow,
             etcd: &self.etcd_transfer_allow,
+            key: self.transfer_key.as_ref(),
         }
     }
 
@@ -55,6 +58,7 @@ impl Shared {
             table,
             locator: &self.locator,
             limits: self.limits,
+            tsig: self.transfer_key.as_ref(),
         }
     }
 }

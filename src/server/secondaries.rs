@@ -1,6 +1,6 @@
 //! NOTIFY (RFC 1996) to the configured secondaries after every publish: one message per zone
 //! and secondary over UDP, retried (1 s, then doubling, five tries) until the secondary
-//! answers. Publishes that come while a round is under way are coalesced into the next round,
+//! answers, signed with the transfer TSIG key when one is set. Publishes that come while a round is under way are coalesced into the next round,
 //! which carries the newest serial. Outcomes are counted per secondary (`fedns_notify_total`).
 
 use std::net::SocketAddr;
@@ -45,7 +45,10 @@ pub async fn run(shared: Arc<Shared>, secondaries: Vec<SocketAddr>) {
             for (zone, soa) in &zones {
                 id = id.wrapping_add(1);
                 let (zone, soa, shared) = (zone.clone(), soa.clone(), shared.clone());
-                let msg = notify_message(id, &zone, soa.as_deref());
+                let mut msg = notify_message(id, &zone, soa.as_deref());
+                if let Some(key) = &shared.transfer_key {
+                    crate::dns::tsig::sign_request(&mut msg, key, crate::dns::tsig::now());
+                }
                 round.spawn(async move {
                     let acked = notify_one(secondary, &zone, &msg, id).await;
                     let result = if acked { "acked" } else { "failed" };

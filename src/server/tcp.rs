@@ -411,9 +411,10 @@ impl Connection<'_> {
             // A transfer reads a whole zone: on a blocking thread, over the table loaded now.
             let table = shared.table.load_full();
             let journal = shared.journal.clone();
-            let (zones, etcd) = (
+            let (zones, etcd, key) = (
                 shared.transfer_allow.clone(),
                 shared.etcd_transfer_allow.clone(),
+                shared.transfer_key.clone(),
             );
             let req = req.to_vec();
             let addr = peer.addr;
@@ -421,6 +422,7 @@ impl Connection<'_> {
                 let access = crate::dns::transfer::Access {
                     zones: &zones,
                     etcd: &etcd,
+                    key: key.as_ref(),
                 };
                 crate::dns::transfer::answer(&table, &journal, &req, addr, access)
             })
