@@ -66,6 +66,7 @@ fn main() {
         locator: &locator,
         limits: Limits { edns_payload: 1232 },
         tsig: None,
+        identity: None,
     };
     let stats = QueryStats::default();
     let rrl = std::env::args()

@@ -327,6 +327,11 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         sources: board.clone(),
         transfer_allow: config.transfers.allow.clone(),
         transfer_key: config.transfers.tsig.clone(),
+        identity: crate::dns::identity::Identity::new(
+            config.identity.id.as_deref(),
+            config.identity.version.as_deref(),
+            config.identity.nsid.as_deref().map(str::as_bytes),
+        ),
         etcd_transfer_allow: config
             .etcd
             .as_ref()

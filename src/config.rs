@@ -55,6 +55,20 @@ struct RawConfig {
     udp: RawUdp,
     #[serde(default)]
     transfers: RawTransfers,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+/// Server identity (NSID, CHAOS TXT); everything off unless set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    #[serde(default)]
+    nsid: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 /// Zone transfers (AXFR, IXFR) and NOTIFY to secondaries of every zone but etcd's.
@@ -487,6 +501,24 @@ pub struct Config {
     pub udp_receive_buffer: usize,
     pub udp_send_buffer: usize,
     pub transfers: TransferConfig,
+    pub identity: IdentityConfig,
+}
+
+/// What fedns says about itself, when asked (`hostname` and `fedns` resolved at load).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityConfig {
+    /// NSID option bytes (RFC 5001).
+    pub nsid: Option<String>,
+    /// `id.server` / `hostname.bind` (CH TXT).
+    pub id: Option<String>,
+    /// `version.server` / `version.bind` (CH TXT).
+    pub version: Option<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "fedns".into())
 }
 
 /// Who may transfer zones, who is told of changes, and how many tables IXFR can start from.
@@ -655,6 +687,24 @@ impl Config {
                     &format!("transfers.notify[{i}]"),
                     format!("{a:?} is not ADDRESS or ADDRESS:PORT"),
                 ),
+            }
+        }
+        let mut identity = IdentityConfig::default();
+        for (field_name, value, slot) in [
+            ("identity.nsid", &raw.identity.nsid, &mut identity.nsid),
+            ("identity.id", &raw.identity.id, &mut identity.id),
+            ("identity.version", &raw.identity.version, &mut identity.version),
+        ] {
+            let Some(v) = value else { continue };
+            let resolved = match v.as_str() {
+                "hostname" => host_name(),
+                "fedns" => format!("fedns {}", env!("CARGO_PKG_VERSION")),
+                other => other.to_string(),
+            };
+            if resolved.is_empty() || resolved.len() > 255 {
+                field(field_name, format!("{v:?} must be 1 to 255 bytes"));
+            } else {
+                *slot = Some(resolved);
             }
         }
         let mut tsig = None;
@@ -915,6 +965,7 @@ impl Config {
                 journal: raw.transfers.journal,
                 tsig,
             },
+            identity,
         })
     }
 }

@@ -64,6 +64,7 @@ pub fn respond_check(data: &[u8]) {
             edns_payload: EDNS_PAYLOAD,
         },
         tsig: None,
+        identity: None,
     };
     let stats = QueryStats::default();
     let mut state = WorkerState::default();

@@ -156,6 +156,28 @@ fn sections(
     body
 }
 
+/// The CHAOS-class TXT answer of `name` (server identity), following its own question.
+pub fn chaos_txt(name: &DnsName, text: &str) -> Body {
+    let mut rec = HRecord::from_rdata(
+        to_name(name),
+        0,
+        HRData::TXT(TXT::new(vec![text.to_string()])),
+    );
+    rec.dns_class = hickory_proto::rr::DNSClass::CH;
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    let mut query = Query::query(to_name(name), RecordType::TXT);
+    query.set_query_class(hickory_proto::rr::DNSClass::CH);
+    let start = (|| {
+        enc.emit_vec(&[0u8; 12])?;
+        query.emit(&mut enc)?;
+        Ok::<_, hickory_proto::ProtoError>(enc.len())
+    })()
+    .expect("encoding into a Vec cannot fail");
+    rec.emit(&mut enc).expect("encoding into a Vec cannot fail");
+    Body::new(1, 0, 0, buf[start..].into())
+}
+
 /// Answer records without compression, valid after any question (the SOA that CoreDNS gives
 /// for an SOA question about any name of its zones).
 pub fn detached_answer(answer: &[Record]) -> Body {

@@ -8,6 +8,7 @@
 
 pub mod encode;
 pub mod explain;
+pub mod identity;
 pub mod respond;
 pub mod rrl;
 pub mod transfer;

@@ -17,6 +17,8 @@ const HEADER: usize = 12;
 const OPT_LEN: usize = 11;
 /// EDNS Client Subnet option code (RFC 7871).
 const OPT_ECS: u16 = 8;
+/// Name Server Identifier option code (RFC 5001).
+const OPT_NSID: u16 = 3;
 const BADVERS: u16 = 16;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
@@ -50,6 +52,8 @@ pub struct Source<'a> {
     /// The transfer TSIG key: queries signed with it (secondaries checking the SOA) are
     /// answered signed; any other TSIG gets NOTAUTH.
     pub tsig: Option<&'a crate::dns::tsig::Key>,
+    /// NSID and CHAOS identity answers, when configured.
+    pub identity: Option<&'a crate::dns::identity::Identity>,
 }
 
 /// An EDNS Client Subnet option from the query (RFC 7871 §6).
@@ -98,6 +102,8 @@ struct Query {
     edns: Option<Edns>,
     ecs: Option<Ecs>,
     tsig: Option<Tsig>,
+    /// The query asked for our NSID (an empty NSID option).
+    nsid: bool,
 }
 
 /// Per-worker state the query path keeps between queries.
@@ -160,6 +166,7 @@ pub fn respond(
         edns: None,
         ecs: None,
         tsig: None,
+        nsid: false,
     };
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
@@ -195,6 +202,11 @@ pub fn respond(
                 (NOTAUTH, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
+            } else if let Some(b) = src
+                .identity
+                .and_then(|i| i.chaos(&key[..key_len], q.qtype, q.qclass))
+            {
+                (rcode::NOERROR as u16, Some(b), true)
             } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
                 || q.qtype == rtype::AXFR
                 || q.qtype == rtype::IXFR
@@ -247,6 +259,10 @@ pub fn respond(
         authoritative: aa,
         scope,
         slip,
+        nsid: match src.identity {
+            Some(i) if q.nsid => &i.nsid,
+            _ => &[],
+        },
     };
     let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
     if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
@@ -284,6 +300,8 @@ struct Answer<'a> {
     scope: u8,
     /// Rate-limited: send truncated (TC=1, no records) so the client retries over TCP.
     slip: bool,
+    /// Our NSID, when the query asked for it (empty: none).
+    nsid: &'a [u8],
 }
 
 /// The RRL class of a response.
@@ -380,6 +398,9 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
                 }
                 let code = u16::from_be_bytes([req[o], req[o + 1]]);
                 let olen = u16::from_be_bytes([req[o + 2], req[o + 3]]) as usize;
+                if code == OPT_NSID {
+                    q.nsid = true;
+                }
                 if code == OPT_ECS && o + 4 + olen <= next {
                     q.ecs =
                         Some(parse_ecs(&req[o + 4..o + 4 + olen]).ok_or(rcode::FORMERR as u16)?);
@@ -622,7 +643,16 @@ fn write(
     // RFC 7871 §7.2.2: echo the client's subnet with the scope we used.
     let ecs = q.ecs.filter(|_| edns.is_some());
     let ecs_len = ecs.map_or(0, |e| 8 + e.address_len());
-    let opt_len = if edns.is_some() { OPT_LEN + ecs_len } else { 0 };
+    let nsid_len = if answer.nsid.is_empty() {
+        0
+    } else {
+        4 + answer.nsid.len()
+    };
+    let opt_len = if edns.is_some() {
+        OPT_LEN + ecs_len + nsid_len
+    } else {
+        0
+    };
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match edns {
@@ -691,7 +721,7 @@ fn write(
         out[pos + 1..pos + 3].copy_from_slice(&rtype::OPT.to_be_bytes());
         out[pos + 3..pos + 5].copy_from_slice(&limits.edns_payload.to_be_bytes());
         out[pos + 5..pos + 9].copy_from_slice(&ttl);
-        out[pos + 9..pos + 11].copy_from_slice(&(ecs_len as u16).to_be_bytes());
+        out[pos + 9..pos + 11].copy_from_slice(&((ecs_len + nsid_len) as u16).to_be_bytes());
         pos += OPT_LEN;
         if let Some(c) = ecs {
             let n = c.address_len();
@@ -702,6 +732,12 @@ fn write(
             out[pos + 7] = answer.scope;
             out[pos + 8..pos + 8 + n].copy_from_slice(&c.address[..n]);
             pos += 8 + n;
+        }
+        if nsid_len > 0 {
+            out[pos..pos + 2].copy_from_slice(&OPT_NSID.to_be_bytes());
+            out[pos + 2..pos + 4].copy_from_slice(&(answer.nsid.len() as u16).to_be_bytes());
+            out[pos + 4..pos + nsid_len].copy_from_slice(answer.nsid);
+            pos += nsid_len;
         }
     }
     if let Some(t) = tsig {

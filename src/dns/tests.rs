@@ -228,6 +228,7 @@ fn ask_from(
         locator: locator(),
         limits: Limits { edns_payload: 1232 },
         tsig: None,
+        identity: None,
     };
     let n = respond(
         src,
@@ -515,6 +516,7 @@ pub(crate) fn ask_bytes(table: &Table, req: &[u8], client: &str) -> Vec<u8> {
         locator: locator(),
         limits: Limits { edns_payload: 1232 },
         tsig: None,
+        identity: None,
     };
     let peer = Peer {
         addr: client.parse().unwrap(),

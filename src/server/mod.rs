@@ -32,6 +32,8 @@ pub struct Shared {
     /// etcd zones; empty: refused.
     pub transfer_allow: Vec<(std::net::IpAddr, u8)>,
     pub etcd_transfer_allow: Vec<(std::net::IpAddr, u8)>,
+    /// NSID and CHAOS identity answers (empty unless configured).
+    pub identity: crate::dns::identity::Identity,
     /// TSIG key every transfer must be signed with, and NOTIFYs are signed with.
     pub transfer_key: Option<crate::dns::tsig::Key>,
     /// Recent tables, for IXFR (pushed by the merger).
@@ -59,6 +61,7 @@ impl Shared {
             locator: &self.locator,
             limits: self.limits,
             tsig: self.transfer_key.as_ref(),
+            identity: Some(&self.identity),
         }
     }
 }
