@@ -3,6 +3,7 @@
 
 pub mod explain;
 pub mod http;
+pub mod status;
 pub mod tcp;
 pub mod udp;
 
