@@ -629,3 +629,87 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
     assert!(text.contains("by (rcode)") && text.contains("by (zone)"));
     drop(api);
 }
+
+/// The Dockerfile (built only where a Docker engine runs: scripts/build-image) agrees with the
+/// Deployment and with fedns: multi-stage, distroless runtime, the user the pod runs as, the
+/// ports the pod declares, `fedns` as entrypoint, a stripped binary, and an example config that
+/// `fedns check` accepts at the path the build script checks inside the image.
+#[test]
+fn dockerfile_fits_the_deployment() {
+    let text = std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    assert!(text.contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
+    assert!(text.contains("strip --strip-all target/release/fedns"));
+    assert!(text.contains("cargo build --release --locked $offline --bin fedns"));
+    assert!(
+        lines.contains(&r#"ENTRYPOINT ["/usr/local/bin/fedns"]"#),
+        "{lines:?}"
+    );
+    let user = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("USER");
+    let mut exposed: BTreeSet<(u64, String)> = BTreeSet::new();
+    for l in lines.iter().filter_map(|l| l.strip_prefix("EXPOSE ")) {
+        for p in l.split_whitespace() {
+            let (port, proto) = p.split_once('/').unwrap();
+            exposed.insert((port.parse().unwrap(), proto.to_ascii_uppercase()));
+        }
+    }
+    let manifest: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(REPO).join("deploy/kubernetes/base/deployment.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let spec = &manifest["spec"]["template"]["spec"];
+    let sc = &spec["securityContext"];
+    assert_eq!(
+        user,
+        format!("{}:{}", sc["runAsUser"], sc["runAsGroup"]),
+        "image user vs pod"
+    );
+    let declared: BTreeSet<(u64, String)> = spec["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["containerPort"].as_u64().unwrap(),
+                p["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(exposed, declared);
+    // The example the image carries (config/ and zones/ under /usr/share/fedns/example) passes
+    // `fedns check`, laid out as in the image.
+    assert!(text.contains("cp -r config zones /out/usr/share/fedns/example/"));
+    let script = std::fs::read_to_string(Path::new(REPO).join("scripts/build-image")).unwrap();
+    assert!(script.contains("check --config /usr/share/fedns/example/config/fedns.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "zones"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(Path::new(REPO).join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let out = Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("config/fedns.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
