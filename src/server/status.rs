@@ -173,7 +173,7 @@ fn health(shard: &Shard) -> Health {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1em;color:#222}\
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.2em 0 .4em}\
-table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}\
+table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;white-space:nowrap}td.err{white-space:normal}\
 th{background:#f2f2f2}td.ok{background:#e3f6e3}td.bad{background:#fbe0e0}td.static{background:#fff1cc}\
 td.none{color:#999}td a{color:inherit;text-decoration:none;display:block}small{color:#555}\
 .down{color:#b00;font-weight:bold}.up{color:#070}.warn{color:#a60}form{margin:.5em 0}\
@@ -239,7 +239,7 @@ pub fn render(view: &View<'_>, p: &Params) -> String {
         };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class={class}>{text}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class={class}>{text}</td><td class=err>{}</td></tr>",
             esc(name),
             esc(s.last_error.as_deref().unwrap_or(""))
         );
@@ -267,7 +267,7 @@ pub fn render(view: &View<'_>, p: &Params) -> String {
             }
             let _ = write!(
                 out,
-                "<tr data-cluster=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{healthy}/{total}</td><td>{}</td></tr>",
+                "<tr data-cluster=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{healthy}/{total}</td><td class=err>{}</td></tr>",
                 esc(&c.name),
                 esc(&fed.name),
                 esc(&c.name),
@@ -289,7 +289,7 @@ pub fn render(view: &View<'_>, p: &Params) -> String {
         let (sync, err) = cluster_sync(view.sources, cluster);
         let _ = write!(
             out,
-            "<tr data-cluster=\"{}\"><td></td><td>{}</td><td colspan=3><small>no data served yet</small></td>{}<td>0/0</td><td>{}</td></tr>",
+            "<tr data-cluster=\"{}\"><td></td><td>{}</td><td colspan=3><small>no data served yet</small></td>{}<td>0/0</td><td class=err>{}</td></tr>",
             esc(cluster),
             esc(cluster),
             sync_cell(sync),
