@@ -4,6 +4,7 @@
 pub mod explain;
 pub mod http;
 pub mod secondaries;
+pub mod status;
 pub mod tcp;
 pub mod udp;
 
