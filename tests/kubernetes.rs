@@ -1115,3 +1115,156 @@ fn deploy_manifests_and_embedded_config() {
         assert!(kinds.contains(k), "no {k} in deploy/kubernetes: {kinds:?}");
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// A test API server that behaves like a real one
+// ------------------------------------------------------------------------------------------
+
+fn ready_with(f: &Fedns, cluster: &str) -> Option<()> {
+    let (status, body) = http_get(f.http, "/readyz");
+    (status == 200 && body.contains(&format!("kubernetes:{cluster}: ready"))).then_some(())
+}
+
+/// fedns selects Services by label: a Service that loses the label gets a DELETED event on the
+/// label-selected watch (a real API server judges the object before and after the change) and
+/// leaves the answers; one that gets it back is ADDED again.
+#[test]
+fn service_losing_the_label_is_deleted_from_the_watch() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let lists = cl.west.lists(Res::Services);
+    cl.west.put(
+        Res::Services,
+        service(
+            "shop",
+            "checkout",
+            json!({"app": "checkout"}),
+            &[IP_WEST],
+            &[],
+        ),
+    );
+    f.expect_a(G, &[IP_EAST1], Duration::from_secs(2));
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_WEST], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, IP_WEST], Duration::from_secs(2));
+    assert_eq!(
+        cl.west.lists(Res::Services),
+        lists,
+        "seen by the watch alone"
+    );
+}
+
+/// RBAC revoked mid-run: a real API server authorizes each request once, so the open watches
+/// go on and their changes arrive; only new requests (after the server's watch timeout) get 403,
+/// which is reported while the last good data keeps serving; restored, the cluster is up again.
+#[test]
+fn rbac_revoked_and_restored_mid_run() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    for r in Res::ALL {
+        cl.west.deny(r, Some(403));
+    }
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.34"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.34"], Duration::from_secs(2));
+    assert_eq!(
+        cl.west.denied(),
+        0,
+        "open watches need no new authorization"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+
+    cl.west.cut_watches(); // the watches time out; the new ones are refused
+    let line = f
+        .wait_log(Duration::from_secs(20), |l| {
+            l.contains("cluster west:") && l.contains("403")
+        })
+        .unwrap_or_else(|| panic!("the revocation was not reported:\n{}", f.log_text()));
+    assert!(line.contains("missing RBAC permission"), "{line}");
+    let (_, body) = http_get(f.http, "/readyz");
+    assert!(
+        body.contains("kubernetes:west: serving last good data") && body.contains("403 Forbidden"),
+        "{body}"
+    );
+    assert_eq!(f.a(G), set(&[IP_EAST1, "198.51.100.34"]), "last good data");
+
+    for r in Res::ALL {
+        cl.west.deny(r, None);
+    }
+    wait_for(Duration::from_secs(30), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not up after RBAC was restored:\n{}", f.log_text()));
+    wait_for(Duration::from_secs(5), || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west not ready:\n{}", f.log_text()));
+}
+
+/// Watches end when the server's timeout runs out (`timeoutSeconds`, here capped at 1 s by the
+/// server): fedns watches again from where it was, without re-listing, and stays up.
+#[test]
+fn watches_ending_at_the_timeout_resume_without_relist() {
+    let cl = Clusters::start();
+    cl.west.cap_watches(Duration::from_secs(1));
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let (lists, watches) = (cl.west.lists(Res::Nodes), cl.west.watches(Res::Nodes));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        cl.west.watches(Res::Nodes) >= watches + 3,
+        "watches did not end at the timeout"
+    );
+    assert_eq!(
+        cl.west.lists(Res::Nodes),
+        lists,
+        "a timed-out watch must not re-list"
+    );
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.36"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.36"], Duration::from_secs(2));
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("cluster west")),
+        "{text}"
+    );
+}
+
+/// A graceful API server shutdown: open watches keep delivering changes for the grace period,
+/// then every connection closes; fedns keeps the last good data and comes back with the server.
+#[test]
+fn graceful_api_server_shutdown_then_restart() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    cl.west.shut_down_gracefully(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(200));
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.35"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.35"], Duration::from_secs(2));
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the closed connections were not noticed:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1, "198.51.100.35"]), "last good data");
+    cl.west.outage_ends();
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not back after the restart:\n{}", f.log_text()));
+}
