@@ -693,7 +693,11 @@ impl Config {
         for (field_name, value, slot) in [
             ("identity.nsid", &raw.identity.nsid, &mut identity.nsid),
             ("identity.id", &raw.identity.id, &mut identity.id),
-            ("identity.version", &raw.identity.version, &mut identity.version),
+            (
+                "identity.version",
+                &raw.identity.version,
+                &mut identity.version,
+            ),
         ] {
             let Some(v) = value else { continue };
             let resolved = match v.as_str() {

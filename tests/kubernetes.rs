@@ -1009,7 +1009,6 @@ fn check_reports_kubeconfig_problems() {
     assert_eq!(code, Some(0), "{err}");
 }
 
-
 // ------------------------------------------------------------------------------------------
 // Client changes with no gap, and a test API server that behaves like a real one
 // ------------------------------------------------------------------------------------------

@@ -62,7 +62,13 @@ mod tests {
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
     use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
-    fn ask(identity: Option<&Identity>, name: &str, t: RecordType, class: DNSClass, nsid: bool) -> Message {
+    fn ask(
+        identity: Option<&Identity>,
+        name: &str,
+        t: RecordType,
+        class: DNSClass,
+        nsid: bool,
+    ) -> Message {
         let table = crate::answers::build_fresh(&[], &[], crate::dns::tests::locator()).table;
         let mut m = Message::new(7, MessageType::Query, OpCode::Query);
         let mut q = Query::query(Name::from_ascii(name).unwrap(), t);
@@ -88,7 +94,15 @@ mod tests {
             transport: Transport::Udp,
         };
         let stats = crate::metrics::QueryStats::default();
-        let n = respond(src, &req, &mut out, peer, &mut WorkerState::default(), &stats).unwrap();
+        let n = respond(
+            src,
+            &req,
+            &mut out,
+            peer,
+            &mut WorkerState::default(),
+            &stats,
+        )
+        .unwrap();
         Message::from_vec(&out[..n]).unwrap()
     }
 
@@ -109,13 +123,31 @@ mod tests {
             assert_eq!(m.answers[0].dns_class, DNSClass::CH);
             assert_eq!(txt(&m), "edge-1");
         }
-        let m = ask(Some(&id), "version.bind.", RecordType::TXT, DNSClass::CH, false);
+        let m = ask(
+            Some(&id),
+            "version.bind.",
+            RecordType::TXT,
+            DNSClass::CH,
+            false,
+        );
         assert_eq!(txt(&m), "fedns 0.1.0");
         // Other CHAOS names, and everything when not configured: REFUSED as before.
-        let m = ask(Some(&id), "authors.bind.", RecordType::TXT, DNSClass::CH, false);
+        let m = ask(
+            Some(&id),
+            "authors.bind.",
+            RecordType::TXT,
+            DNSClass::CH,
+            false,
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
         let off = Identity::default();
-        let m = ask(Some(&off), "id.server.", RecordType::TXT, DNSClass::CH, false);
+        let m = ask(
+            Some(&off),
+            "id.server.",
+            RecordType::TXT,
+            DNSClass::CH,
+            false,
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
         // NSID comes back only when asked for, in any answer.
         let nsid = |m: &Message| {
@@ -123,15 +155,33 @@ mod tests {
                 .as_ref()
                 .and_then(|e| e.option(EdnsCode::NSID).cloned())
         };
-        let m = ask(Some(&id), "nothing.example.", RecordType::A, DNSClass::IN, true);
+        let m = ask(
+            Some(&id),
+            "nothing.example.",
+            RecordType::A,
+            DNSClass::IN,
+            true,
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
         assert_eq!(
             format!("{:?}", nsid(&m)),
             format!("Some(NSID(NSIDPayload({:?})))", b"edge-1".to_vec())
         );
-        let m = ask(Some(&id), "nothing.example.", RecordType::A, DNSClass::IN, false);
+        let m = ask(
+            Some(&id),
+            "nothing.example.",
+            RecordType::A,
+            DNSClass::IN,
+            false,
+        );
         assert!(nsid(&m).is_none());
-        let m = ask(Some(&off), "nothing.example.", RecordType::A, DNSClass::IN, true);
+        let m = ask(
+            Some(&off),
+            "nothing.example.",
+            RecordType::A,
+            DNSClass::IN,
+            true,
+        );
         assert!(nsid(&m).is_none());
     }
 }
