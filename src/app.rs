@@ -337,7 +337,14 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
-        journal: Arc::new(crate::dns::transfer::Journal::new(config.transfers.journal)),
+        // Tables are kept for IXFR only when someone may transfer.
+        journal: Arc::new(crate::dns::transfer::Journal::new(
+            if config.transfers.allow.is_empty() {
+                0
+            } else {
+                config.transfers.journal
+            },
+        )),
         published: tokio::sync::watch::Sender::new(0),
         draining: Default::default(),
     });

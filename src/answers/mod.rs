@@ -1187,14 +1187,13 @@ impl<'a> View<'a> {
         }
     }
 
-    /// A and AAAA RRsets (at `loc`) of the in-zone targets of `rr` (NS, MX, SRV), for the
-    /// additional section.
+    /// A and AAAA RRsets (at `loc`) of the in-zone targets of `rr` (NS, MX, SRV) whose answer
+    /// is the same for every client, for the additional section.
     fn target_addresses(
         &self,
         rr: &RRset,
         loc: usize,
         reads: &mut Vec<DnsName>,
-        located: &mut bool,
     ) -> Vec<(DnsName, &'a RRset)> {
         let mut out = Vec::new();
         for d in &rr.rdatas {
@@ -1212,7 +1211,12 @@ impl<'a> View<'a> {
             let Some(node) = self.data(target) else {
                 continue;
             };
-            *located |= !node.by_location.is_empty();
+            if !node.by_location.is_empty() {
+                // A target that answers per client location (a global name under `geo`) is
+                // left to the client to ask: its addresses here would make every SRV answer
+                // per-location (10 × 10k services: build 66 ms instead of 4, +50 MB).
+                continue;
+            }
             for t in [rtype::A, rtype::AAAA] {
                 if let Some(set) = node.get(loc, t)
                     && !out
@@ -1281,7 +1285,7 @@ fn resolve<'a>(
         if let Some(rr) = node.get(loc, qtype) {
             out.answer.push((cur.clone(), rr));
             if matches!(qtype, rtype::NS | rtype::MX | rtype::SRV) {
-                out.additional = view.target_addresses(rr, loc, reads, &mut out.located);
+                out.additional = view.target_addresses(rr, loc, reads);
             }
             return out;
         }

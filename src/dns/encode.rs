@@ -151,7 +151,6 @@ fn sections(
     );
     if optional && !additional.is_empty() {
         body.optional_from = (additional_at - header_and_question) as u16;
-        body.optional_count = additional.len() as u16;
     }
     body
 }
@@ -249,7 +248,6 @@ pub fn owner_relative_with(
     let mut body = Body::new(counts[0], 0, counts[1], wire.into());
     if optional && counts[1] > 0 {
         body.optional_from = additional_at as u16;
-        body.optional_count = counts[1];
     }
     (body, left_out)
 }

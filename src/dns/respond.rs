@@ -671,10 +671,10 @@ fn write(
     let (mut wire_len, mut dropped) = (body_len, 0u16);
     if let Some(b) = answer.body
         && fixed + body_len > limit
-        && b.optional_count > 0
+        && b.optional_count() > 0
     {
         wire_len = b.optional_from as usize + answer.tail.len();
-        dropped = b.optional_count;
+        dropped = b.optional_count();
     }
     let truncated = answer.slip || fixed + wire_len > limit;
     let tsig = tsig.filter(|_| fixed <= limit);

@@ -244,26 +244,67 @@ fn ns_mx_and_srv_answers_carry_target_addresses() {
     assert_eq!(names(&m.additionals), ["ns1.example.com."]);
     let m = ask(&t, "_sip._udp.example.com.", RecordType::SRV);
     assert_eq!(m.additionals.len(), 2);
-    // Federated SRV targets, per client location.
+    // Federated SRV targets: their addresses come along when they are the same for every
+    // client (a target that answers per location is left for the client to ask).
+    let m = ask(
+        &t,
+        "_http._tcp.web.shop.f.svc.east.example.com.",
+        RecordType::SRV,
+    );
+    let RData::SRV(srv) = &m.answers[0].data else {
+        panic!("{m:?}")
+    };
+    assert_eq!(srv.target.to_string(), "web.shop.f.svc.east.example.com.");
+    assert!(
+        m.additionals
+            .iter()
+            .any(|r| matches!(&r.data, RData::A(a) if a.0.to_string() == "10.0.0.1")),
+        "{m:?}"
+    );
     let (m, _) = ask_ecs(
         &t,
         "_http._tcp.web.shop.f.svc.example.com.",
         RecordType::SRV,
         EAST,
     );
-    let RData::SRV(srv) = &m.answers[0].data else {
-        panic!("{m:?}")
-    };
-    let target = srv.target.to_string();
-    assert!(
-        m.additionals.iter().all(|r| r.name.to_string() == target),
-        "{m:?}"
+    let (target, _) = ask_ecs(&t, "web.shop.f.svc.example.com.", RecordType::A, WEST);
+    let extra: Vec<String> = m
+        .additionals
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(extra, addrs(&target), "the same for every client: {m:?}");
+    let mut fed = federation(8);
+    for svc in &mut fed.services {
+        if svc.name == "geo" {
+            std::sync::Arc::make_mut(svc).ports = vec![crate::model::ServicePort {
+                name: "http".into(),
+                protocol: "tcp".into(),
+                port: 80,
+            }];
+        }
+    }
+    let t = build_fresh(&[zone("example.com.zone", EXAMPLE_COM)], &[fed], locator()).table;
+    let (east, _) = ask_ecs(&t, "geo.shop.f.svc.example.com.", RecordType::A, EAST);
+    let (west, _) = ask_ecs(&t, "geo.shop.f.svc.example.com.", RecordType::A, WEST);
+    assert_ne!(
+        addrs(&east),
+        addrs(&west),
+        "the target answers per location"
     );
+    let (m, _) = ask_ecs(
+        &t,
+        "_http._tcp.geo.shop.f.svc.example.com.",
+        RecordType::SRV,
+        EAST,
+    );
+    assert_eq!(kinds(&m), [RecordType::SRV]);
     assert!(
-        m.additionals
-            .iter()
-            .any(|r| matches!(&r.data, RData::A(a) if a.0.to_string() == "10.0.0.1")),
-        "{m:?}"
+        m.additionals.is_empty(),
+        "a per-location target gets no additional addresses: {m:?}"
     );
 }
 

@@ -28,14 +28,16 @@ pub struct Body {
     pub answer_count: u16,
     pub authority_count: u16,
     pub additional_count: u16,
-    /// Where the additional records that may be left out start in `wire` (`wire.len()`: none
-    /// may). A response that does not fit drops them before it is truncated (RFC 2181 §9);
-    /// referral glue is never droppable (RFC 9471).
+    /// Where the additional section starts in `wire` when all of it may be left out
+    /// (`wire.len()`: none may). A response that does not fit drops it before it is truncated
+    /// (RFC 2181 §9); referral glue is never droppable (RFC 9471). (No count of its own: the
+    /// optional records are always the whole additional section, and a body is 24 bytes.)
     pub optional_from: u16,
-    /// How many of the additional records start at `optional_from`.
-    pub optional_count: u16,
     pub wire: Box<[u8]>,
 }
+
+// Millions of bodies at federation scale: keep them at three words.
+const _: () = assert!(std::mem::size_of::<Body>() == 24);
 
 impl Body {
     /// Sections with nothing droppable.
@@ -45,8 +47,17 @@ impl Body {
             authority_count: authority,
             additional_count: additional,
             optional_from: wire.len().min(u16::MAX as usize) as u16,
-            optional_count: 0,
             wire,
+        }
+    }
+
+    /// Additional records the query path may leave out (all of the additional section).
+    #[inline]
+    pub fn optional_count(&self) -> u16 {
+        if (self.optional_from as usize) < self.wire.len() {
+            self.additional_count
+        } else {
+            0
         }
     }
 
