@@ -2067,6 +2067,59 @@ fn live_edits_apply_and_invalid_edits_keep_the_last_good_data() {
     assert!(!body.contains("failed"), "{body}");
 }
 
+#[test]
+fn federation_file_load_balancer_host_names_are_resolved_in_the_background() {
+    // One shard names its load balancer by host name (localhost resolves without a network),
+    // another names one that cannot resolve: it keeps its literal address and a warning is
+    // logged; no query waits for a lookup.
+    let fed = |hosts: &str| {
+        format!(
+            "federation: {{name: myfed, zone: example.com}}\nclusters:\n  - {{name: c1, region: east}}\n  - {{name: c2, region: west}}\nservices:\n  - name: checkout\n    namespace: shop\n    shards:\n      - {{cluster: c1, addresses: [{hosts}], ready_endpoints: 1}}\n      - {{cluster: c2, addresses: [10.0.0.2, no-such-lb.invalid], ready_endpoints: 1}}\n"
+        )
+    };
+    let fx = Fixture::new(&fed("localhost"), "");
+    let s = fx.start();
+    let want = v4set(&["127.0.0.1", "10.0.0.2"]);
+    assert!(
+        wait_for_a(&s, &want, Duration::from_secs(5)),
+        "localhost not resolved into c1's shard:\n{}",
+        s.ask(Proto::Udp, G, RecordType::A)
+    );
+    let r = s.ask(
+        Proto::Tcp,
+        "checkout.shop.myfed.svc.east.example.com.",
+        RecordType::A,
+    );
+    assert_eq!(r.a(), v4set(&["127.0.0.1"]), "{r}");
+    let warned = s.wait_log(Duration::from_secs(8), |l| {
+        l.contains("no-such-lb.invalid") && l.contains("WARN")
+    });
+    assert!(
+        warned.is_some(),
+        "no warning for the unresolvable host:\n{}",
+        s.log_text()
+    );
+    // An edit that drops the host name drops its addresses; the literal one stays.
+    fx.write("federation.yaml", &fed("10.0.0.1"));
+    assert!(
+        wait_for_a(
+            &s,
+            &v4set(&["10.0.0.1", "10.0.0.2"]),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        s.ask(Proto::Udp, G, RecordType::A)
+    );
+    // `check` accepts host names and still rejects what is neither.
+    fx.write("federation.yaml", &fed("localhost, bad_host!"));
+    let (code, _, err) = check(&fx);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("services[0].shards[0].addresses[1]: \"bad_host!\" is neither an IP address nor a host name"),
+        "{err}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // 9. SOA serial
 // ------------------------------------------------------------------------------------------
