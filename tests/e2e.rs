@@ -2989,6 +2989,145 @@ fn explain_shows_candidates_location_policy_and_answer() {
     assert!(out.contains("not a federated name"), "{out}");
 }
 
+#[test]
+fn explain_says_per_level_and_family_why_in_text_and_json() {
+    let fx = Fixture::new(FED_FAMILIES, GEO_CONFIG);
+    let s = fx.start();
+    let server = s.http.to_string();
+    let explain = |args: &[&str]| {
+        let mut all: Vec<&OsStr> = vec![
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        let (code, out, err) = run_fedns(&all, Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{out}{err}");
+        out
+    };
+    // The nearest region with a healthy IPv6 shard, by distance, with the distances.
+    let out = explain(&[
+        "web.shop.myfed.svc.example.com",
+        "-t",
+        "AAAA",
+        "--client",
+        "127.2.0.9",
+    ]);
+    for want in [
+        "the client's region us-west2 has no healthy IPv6 shard; nearest region with one by distance: us-east1 (",
+        "distances from us-west2: us-west2 0 km (no healthy IPv6), us-east1 ",
+        "→ 2001:db8:50::1",
+        "IN AAAA 2001:db8:50::1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Why AAAA is empty.
+    let out = explain(&["legacy.shop.myfed.svc.example.com", "-t", "AAAA"]);
+    assert!(
+        out.contains("no shard has an IPv6 address: IPv6 answers are empty (NODATA)"),
+        "{out}"
+    );
+    // A zone and a region with nothing healthy: CNAME up, level by level; the policy line
+    // says it decides the global name only.
+    let out = explain(&[
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com",
+        "--client",
+        "127.4.0.9",
+    ]);
+    for want in [
+        "policy: geo (decides the global name only; a zonal name answers the healthy shards of its zone)",
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com. IPv4: cname: zone eu-west1-a has no healthy shard: CNAME to legacy.shop.myfed.svc.eu-west1.example.com.",
+        "legacy.shop.myfed.svc.eu-west1.example.com. IPv4: cname: region eu-west1 has no healthy shard: CNAME to legacy.shop.myfed.svc.example.com.",
+        "legacy.shop.myfed.svc.example.com. IPv4: answer: policy geo: the client's region eu-west1 has no healthy IPv4 shard; nearest region with one by distance: us-east1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("location unknown"), "{out}");
+    // A region with the other family only answers this one from above, under its own name.
+    let out = explain(&["web.shop.myfed.svc.eu-west1.example.com"]);
+    assert!(
+        out.contains("IPv4: flatten: region eu-west1 has healthy shards of the other family only"),
+        "{out}"
+    );
+    // JSON, from the CLI (Accept: application/json) and with format=json.
+    let out = explain(&[
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com",
+        "--client",
+        "127.4.0.9",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["type"], "A", "{v}");
+    assert_eq!(v["client"]["region"], "eu-west1", "{v}");
+    assert_eq!(v["client"]["via"], "source", "{v}");
+    assert_eq!(v["service"]["level"], "zonal", "{v}");
+    let why = v["service"]["why"].as_array().unwrap();
+    let decisions: Vec<&str> = why
+        .iter()
+        .map(|s| s["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["cname", "cname", "answer"], "{v}");
+    assert_eq!(v["answer"]["rcode"], "No Error", "{v}");
+    assert_eq!(v["answer"]["answer"].as_array().unwrap().len(), 3, "{v}");
+    let (status, body) = s.http_get("/explain?name=web.shop.myfed.svc.example.com&format=json");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service"]["chosen"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        v["service"]["shards"][0]["healthy"].as_bool().unwrap(),
+        "{v}"
+    );
+    // Clear 400s, in text and JSON.
+    for (q, want) in [
+        (
+            "/explain",
+            "error: name is missing; usage: /explain?name=NAME",
+        ),
+        ("/explain?name=", "error: name is empty"),
+        (
+            "/explain?name=x.example.com&client=nope",
+            "error: client: \"nope\" is not an IP address",
+        ),
+        (
+            "/explain?name=x.example.com&type=BOGUS",
+            "error: type: unknown record type \"BOGUS\"",
+        ),
+        (
+            "/explain?name=x.example.com&ecs=10.0.0.0/40",
+            "error: ecs: bad prefix \"40\"",
+        ),
+        (
+            "/explain?name=x.example.com&nmae=y",
+            "error: unknown parameter \"nmae\"",
+        ),
+    ] {
+        let (status, body) = s.http_get(q);
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.starts_with(want), "{q}: {body}");
+    }
+    let (status, body) = s.http_get("/explain?format=json");
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().starts_with("name is missing"),
+        "{v}"
+    );
+    // The CLI exits 1 on a 400 and prints the message.
+    let (code, out, _) = run_fedns(
+        &[
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+            OsStr::new("x.example.com"),
+            OsStr::new("-t"),
+            OsStr::new("BOGUS"),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown record type"), "{out}");
+}
+
 /// A minimal MaxMind DB writer (IPv4 tree, 24-bit records) for test databases: each network
 /// maps to `{location: {latitude, longitude}}`.
 fn write_mmdb(path: &Path, networks: &[(Ipv4Addr, u8, f64, f64)]) {
