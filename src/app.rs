@@ -320,6 +320,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
+        probes: Default::default(),
         draining: Default::default(),
     });
     let mut merger = Merger::new(

@@ -3483,3 +3483,227 @@ fn http_probes_follow_the_status_code() {
     let back = wait_for(Duration::from_secs(5), || (a().len() == 2).then_some(()));
     assert!(back.is_some(), "200 brings it back: {:?}", a());
 }
+
+/// A plain HTTP endpoint that answers 200 with body `ok` only to `Host: lb.example` (else 404),
+/// as an Ingress routing by host does.
+fn host_routed_http(listener: std::net::TcpListener) -> ProbeTarget {
+    use std::sync::atomic::AtomicBool;
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
+                    let mut buf = [0u8; 1024];
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                    let reply = if req.contains("\r\nhost: lb.example\r\n") {
+                        "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    };
+                    let _ = c.write_all(reply.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    ProbeTarget {
+        stop,
+        healthy: Arc::new(AtomicBool::new(true)),
+        thread: Some(thread),
+    }
+}
+
+/// `openssl s_server -www` on loopback with a self-signed certificate for lb.example that
+/// refuses (fatal alert) any other SNI; killed by PID on drop.
+struct TlsServer {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start(addr: SocketAddr) -> TlsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=lb.example",
+                "-addext",
+                "subjectAltName=DNS:lb.example",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (scripts/test installs it)");
+        assert!(ok.success());
+        let child = Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept", &addr.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(["-servername", "lb.example", "-servername_fatal"])
+            .arg("-cert2")
+            .arg(&cert)
+            .arg("-key2")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        });
+        assert!(up.is_some(), "openssl s_server did not listen on {addr}");
+        TlsServer { child, _dir: dir }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn http_and_https_probes_judge_each_address_with_host_sni_statuses_body_and_reasons() {
+    // web: one shard with two addresses; .21 routes by Host and answers 204 "ok", .22 refuses.
+    let web_listener = std::net::TcpListener::bind("127.0.0.21:0").unwrap();
+    let web_port = web_listener.local_addr().unwrap().port();
+    let _web = host_routed_http(web_listener);
+    // secure/wrongsni/strict: one HTTPS server (self-signed, SNI lb.example only).
+    let tls_port = std::net::TcpListener::bind("127.0.0.31:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _tls = TlsServer::start(SocketAddr::from(([127, 0, 0, 31], tls_port)));
+    let fed = r#"federation: {name: myfed, zone: example.com}
+clusters:
+  - {name: east1, region: us-east1}
+  - {name: west1, region: us-west2}
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.21, 127.0.0.22], ready_endpoints: 1}
+  - name: secure
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.31], ready_endpoints: 1}
+  - name: wrongsni
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.32], ready_endpoints: 1}
+  - name: strict
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.33], ready_endpoints: 1}
+"#;
+    let common = "interval_ms: 100, timeout_ms: 1000, up_after: 1, down_after: 2";
+    // The west1 shards' addresses are not reachable (TEST-NET: refused or timing out), so
+    // only east1 matters; a rule per service.
+    let config = format!(
+        "probes:\n\
+         - {{federation: myfed, service: shop/web, type: http, port: {web_port}, host: lb.example, expect_status: [\"200-204\"], body_contains: ok, {common}}}\n\
+         - {{federation: myfed, service: shop/secure, type: https, port: {tls_port}, host: lb.example, verify_certificate: false, body_contains: s_server, {common}}}\n\
+         - {{federation: myfed, service: shop/wrongsni, type: https, port: {tls_port}, host: other.example, verify_certificate: false, {common}}}\n\
+         - {{federation: myfed, service: shop/strict, type: https, port: {tls_port}, host: lb.example, {common}}}\n"
+    );
+    let fx = Fixture::new(fed, &config);
+    let s = fx.start();
+    let a = |svc: &str| {
+        s.ask(
+            Proto::Udp,
+            &format!("{svc}.shop.myfed.svc.example.com."),
+            RecordType::A,
+        )
+        .a()
+    };
+    // A dead address leaves the answer; its sibling in the same shard stays.
+    let web = wait_for(Duration::from_secs(8), || {
+        (a("web") == v4set(&["127.0.0.21"])).then_some(())
+    });
+    assert!(web.is_some(), "{:?}\n{}", a("web"), s.log_text());
+    // HTTPS with SNI lb.example and verification off passes (the west1 shard fails).
+    let secure = wait_for(Duration::from_secs(8), || {
+        (a("secure") == v4set(&["127.0.0.31"])).then_some(())
+    });
+    assert!(secure.is_some(), "{:?}\n{}", a("secure"), s.log_text());
+    // A wrong SNI and an unverifiable certificate are TLS errors: east1 fails, and since
+    // west1 fails too, both are kept (fail static) — so look at the reasons instead.
+    let reasons = wait_for(Duration::from_secs(8), || {
+        let (_, body) = s.http_get("/explain?name=strict.shop.myfed.svc.example.com&format=json");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let state = v["service"]["shards"][0]["probes"][0]["state"]
+            .as_str()?
+            .to_string();
+        state.starts_with("down: TLS error").then_some(state)
+    });
+    assert!(reasons.is_some(), "{}", s.log_text());
+    let (_, out) = s.http_get("/explain?name=wrongsni.shop.myfed.svc.example.com");
+    assert!(out.contains("down: TLS error"), "{out}");
+    let (_, out) = s.http_get("/explain?name=web.shop.myfed.svc.example.com");
+    assert!(
+        out.contains(&format!(
+            "healthy; left out of answers: 127.0.0.22:{web_port} down: refused"
+        )),
+        "{out}"
+    );
+    // One log line per state change, with the reason; the reasons as a metric label.
+    let logged = s.wait_log(Duration::from_secs(3), |l| {
+        l.contains("probe down") && l.contains("127.0.0.22") && l.contains("reason=refused")
+    });
+    assert!(logged.is_some(), "{}", s.log_text());
+    let downs = s
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("probe down") && l.contains("127.0.0.22"))
+        .count();
+    assert_eq!(downs, 1, "{}", s.log_text());
+    let m = s.metrics();
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"refused\"}") >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"tls\"}") >= Some(2.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"timeout\"}").is_some(),
+        "{m}"
+    );
+    // Without the host name the Ingress answers 404: `status 404` is the reason.
+    fx.write_config(&config.replace("host: lb.example, expect_status", "expect_status"));
+    // (probe rules wait for a restart: start a second server on the same files)
+    drop(s);
+    let s = fx.start();
+    let reason = wait_for(Duration::from_secs(8), || {
+        let (_, body) = s.http_get("/explain?name=web.shop.myfed.svc.example.com&format=json");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let p = v["service"]["shards"][0]["probes"].as_array()?.clone();
+        p.iter()
+            .any(|x| x["state"] == "down: status 404")
+            .then_some(())
+    });
+    assert!(reason.is_some(), "{}", s.log_text());
+}

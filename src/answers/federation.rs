@@ -500,6 +500,7 @@ mod tests {
             not_ready_endpoints: 0,
             zones: vec![],
             probe: Default::default(),
+            probe_down: Vec::new(),
         }
     }
 

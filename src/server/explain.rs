@@ -93,8 +93,19 @@ pub struct ShardView {
     pub addresses: Vec<String>,
     /// `none`, `up`, `down` or `down-served-static`.
     pub probe: String,
+    /// Each probed address: `up`, `pending`, or `down: REASON` (`refused`, `timeout`,
+    /// `status 503`, `TLS error: …`, …); empty when no probe rule covers the shard.
+    pub probes: Vec<ProbedAddress>,
+    /// Addresses left out of answers because their probes fail (their siblings pass).
+    pub probe_down: Vec<String>,
     pub healthy: bool,
     pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct ProbedAddress {
+    pub address: String,
+    pub state: String,
 }
 
 #[derive(Serialize)]
@@ -634,11 +645,43 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
             Policy::Weighted => "weighted (one cluster per answer, by cluster weight)".to_string(),
             p => policy_name(p),
         };
+        let probes = shared.probes.lock().map(|p| p.clone()).unwrap_or_default();
         let shards = svc
             .shards
             .iter()
             .map(|shard| {
                 let cluster = fed.clusters.iter().find(|c| c.name == shard.cluster);
+                let key = (
+                    fed.name.clone(),
+                    svc.namespace.clone(),
+                    svc.name.clone(),
+                    shard.cluster.clone(),
+                );
+                let probed: Vec<ProbedAddress> = probes
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|(a, s)| ProbedAddress {
+                        address: a.to_string(),
+                        state: s.clone(),
+                    })
+                    .collect();
+                let mut reason = shard_reason(shard);
+                let failing: Vec<String> = probed
+                    .iter()
+                    .filter(|p| p.state.starts_with("down"))
+                    .map(|p| format!("{} {}", p.address, p.state))
+                    .collect();
+                if !failing.is_empty() {
+                    reason = if reason == "healthy" {
+                        format!(
+                            "healthy; left out of answers: {} (its other addresses pass)",
+                            failing.join(", ")
+                        )
+                    } else {
+                        format!("{reason} ({})", failing.join(", "))
+                    };
+                }
                 ShardView {
                     cluster: shard.cluster.clone(),
                     region: cluster.map(|c| c.region.clone()),
@@ -654,8 +697,10 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
                         ProbeState::DownServedStatic => "down-served-static",
                     }
                     .into(),
+                    probes: probed,
+                    probe_down: shard.probe_down.iter().map(|a| a.to_string()).collect(),
                     healthy: is_healthy(shard),
-                    reason: shard_reason(shard),
+                    reason,
                 }
             })
             .collect();

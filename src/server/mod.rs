@@ -27,6 +27,8 @@ pub struct Shared {
     pub sources: SourceBoard,
     /// Clients allowed to transfer zones (AXFR over TCP); empty: transfers are refused.
     pub axfr_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Each probed address's state and reason, written by the prober (for explain only).
+    pub probes: std::sync::Mutex<crate::probe::Status>,
     /// Set on SIGTERM: `/readyz` answers 503 while DNS keeps answering (lame duck).
     pub draining: std::sync::atomic::AtomicBool,
 }

@@ -421,6 +421,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
                 probe: Default::default(),
+                probe_down: Vec::new(),
             });
         }
         services.push(Service {
