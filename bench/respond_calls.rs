@@ -65,6 +65,8 @@ fn main() {
         table: &table,
         locator: &locator,
         limits: Limits { edns_payload: 1232 },
+        tsig: None,
+        identity: None,
     };
     let stats = QueryStats::default();
     let rrl = std::env::args()

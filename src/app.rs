@@ -192,9 +192,19 @@ pub fn check(path: &Path) -> ExitCode {
         Default::default()
     });
     let built = build_fresh(&zones, &feds, &locator);
-    for w in &built.warnings {
+    for w in built
+        .warnings
+        .iter()
+        .filter(|w| !built.conflicts.contains(w))
+    {
         eprintln!("warning: {w}");
     }
+    // What serve would log and serve differently from what the files say.
+    problems.extend(built.conflicts.iter().map(|c| Problem {
+        file: config.path.display().to_string(),
+        line: None,
+        message: c.clone(),
+    }));
     if !problems.is_empty() {
         print_problems(&problems);
         eprintln!("{}", count_line(problems.len()));
@@ -315,12 +325,21 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         sources: board.clone(),
-        axfr_allow: config
+        transfer_allow: config.transfers.allow.clone(),
+        transfer_key: config.transfers.tsig.clone(),
+        identity: crate::dns::identity::Identity::new(
+            config.identity.id.as_deref(),
+            config.identity.version.as_deref(),
+            config.identity.nsid.as_deref().map(str::as_bytes),
+        ),
+        etcd_transfer_allow: config
             .etcd
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
         probes: Default::default(),
+        journal: Arc::new(crate::dns::transfer::Journal::new(config.transfers.journal)),
+        published: tokio::sync::watch::Sender::new(0),
         draining: Default::default(),
     });
     let mut merger = Merger::new(
@@ -432,6 +451,12 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             frx,
             metrics.clone(),
             id,
+        ));
+    }
+    if !config.transfers.notify.is_empty() {
+        tokio::spawn(crate::server::secondaries::run(
+            shared.clone(),
+            config.transfers.notify.clone(),
         ));
     }
     if !config.probes.is_empty() {

@@ -53,6 +53,65 @@ struct RawConfig {
     rrl: RawRrl,
     #[serde(default)]
     udp: RawUdp,
+    #[serde(default)]
+    transfers: RawTransfers,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+/// Server identity (NSID, CHAOS TXT); everything off unless set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    #[serde(default)]
+    nsid: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// Zone transfers (AXFR, IXFR) and NOTIFY to secondaries of every zone but etcd's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfers {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+    #[serde(default = "default_journal")]
+    journal: usize,
+    #[serde(default)]
+    tsig: Option<RawTsig>,
+}
+
+/// A TSIG key (RFC 8945), as BIND and Knot key files give it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsig {
+    name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    algorithm: String,
+    secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+impl Default for RawTransfers {
+    fn default() -> Self {
+        RawTransfers {
+            allow: Vec::new(),
+            notify: Vec::new(),
+            journal: default_journal(),
+            tsig: None,
+        }
+    }
+}
+
+fn default_journal() -> usize {
+    8
 }
 
 /// Kernel socket buffers of every UDP socket (0: the OS default).
@@ -487,6 +546,38 @@ pub struct Config {
     /// SO_RCVBUF / SO_SNDBUF of every UDP socket (0: the OS default).
     pub udp_receive_buffer: usize,
     pub udp_send_buffer: usize,
+    pub transfers: TransferConfig,
+    pub identity: IdentityConfig,
+}
+
+/// What fedns says about itself, when asked (`hostname` and `fedns` resolved at load).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityConfig {
+    /// NSID option bytes (RFC 5001).
+    pub nsid: Option<String>,
+    /// `id.server` / `hostname.bind` (CH TXT).
+    pub id: Option<String>,
+    /// `version.server` / `version.bind` (CH TXT).
+    pub version: Option<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "fedns".into())
+}
+
+/// Who may transfer zones, who is told of changes, and how many tables IXFR can start from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferConfig {
+    /// Networks allowed AXFR/IXFR of zone-file and federation zones (TCP); empty: none.
+    pub allow: Vec<(std::net::IpAddr, u8)>,
+    /// Secondaries sent a NOTIFY (RFC 1996) for every zone after each publish.
+    pub notify: Vec<SocketAddr>,
+    /// Published tables kept for IXFR (0: IXFR is answered with the whole zone).
+    pub journal: usize,
+    /// When set, transfers must be signed with this key, and NOTIFYs are.
+    pub tsig: Option<crate::dns::tsig::Key>,
 }
 
 /// Client location settings (see [`crate::geo`]).
@@ -622,6 +713,62 @@ impl Config {
                 Ok(n) => rrl_exempt.push(n),
                 Err(m) => field(&format!("rrl.exempt[{i}]"), m),
             }
+        }
+        let mut transfer_allow = Vec::new();
+        for (i, a) in raw.transfers.allow.iter().enumerate() {
+            match parse_cidr(a) {
+                Ok(n) => transfer_allow.push(n),
+                Err(m) => field(&format!("transfers.allow[{i}]"), m),
+            }
+        }
+        let mut notify = Vec::new();
+        for (i, a) in raw.transfers.notify.iter().enumerate() {
+            let parsed = a.parse::<SocketAddr>().or_else(|_| {
+                a.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Ok(n) => notify.push(n),
+                Err(_) => field(
+                    &format!("transfers.notify[{i}]"),
+                    format!("{a:?} is not ADDRESS or ADDRESS:PORT"),
+                ),
+            }
+        }
+        let mut identity = IdentityConfig::default();
+        for (field_name, value, slot) in [
+            ("identity.nsid", &raw.identity.nsid, &mut identity.nsid),
+            ("identity.id", &raw.identity.id, &mut identity.id),
+            (
+                "identity.version",
+                &raw.identity.version,
+                &mut identity.version,
+            ),
+        ] {
+            let Some(v) = value else { continue };
+            let resolved = match v.as_str() {
+                "hostname" => host_name(),
+                "fedns" => format!("fedns {}", env!("CARGO_PKG_VERSION")),
+                other => other.to_string(),
+            };
+            if resolved.is_empty() || resolved.len() > 255 {
+                field(field_name, format!("{v:?} must be 1 to 255 bytes"));
+            } else {
+                *slot = Some(resolved);
+            }
+        }
+        let mut tsig = None;
+        if let Some(t) = &raw.transfers.tsig {
+            match crate::dns::tsig::Key::new(&t.name, &t.algorithm, &t.secret) {
+                Ok(k) => tsig = Some(k),
+                Err(m) => field("transfers.tsig", m),
+            }
+        }
+        if raw.transfers.journal > 1024 {
+            field(
+                "transfers.journal",
+                format!("{} is above 1024", raw.transfers.journal),
+            );
         }
         if raw.watch_interval_ms == 0 {
             field("watch_interval_ms", "must be at least 1, not 0".into());
@@ -896,6 +1043,13 @@ impl Config {
             },
             udp_receive_buffer: raw.udp.receive_buffer_bytes,
             udp_send_buffer: raw.udp.send_buffer_bytes,
+            transfers: TransferConfig {
+                allow: transfer_allow,
+                notify,
+                journal: raw.transfers.journal,
+                tsig,
+            },
+            identity,
         })
     }
 }

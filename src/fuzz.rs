@@ -63,6 +63,8 @@ pub fn respond_check(data: &[u8]) {
         limits: Limits {
             edns_payload: EDNS_PAYLOAD,
         },
+        tsig: None,
+        identity: None,
     };
     let stats = QueryStats::default();
     let mut state = WorkerState::default();

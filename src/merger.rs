@@ -198,6 +198,15 @@ impl Merger {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         let fresh = table.unshared_segments(&old);
+        // IXFR starts from recent tables: the journal keeps them (sharing their unchanged
+        // segments) and hands back the one that falls out.
+        let leaving = if self.shared.journal.keeps() {
+            let evicted = self.shared.journal.push(&table);
+            drop(old);
+            evicted
+        } else {
+            Some(old)
+        };
         drop(table);
         let swapped = started.elapsed();
         // Explain reads the inputs of the table it explains; a query racing this swap may
@@ -206,8 +215,11 @@ impl Merger {
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
-        retire(old);
+        if let Some(old) = leaving {
+            retire(old);
+        }
         trim(fresh, &mut self.last_trim);
+        self.shared.published.send_replace(generation);
         let done = started.elapsed();
         m.publish_duration.observe(done.as_secs_f64());
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;

@@ -480,6 +480,8 @@ pub struct Metrics {
     pub config_reload_timestamp: IntGauge,
     /// 1 while the config file holds settings that take effect only after a restart.
     pub config_restart_pending: IntGauge,
+    /// NOTIFY messages per secondary and outcome (`acked`, `failed`: no answer after retries).
+    pub notify: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -627,7 +629,19 @@ impl Metrics {
             "fedns_etcd_publish_writes_total",
             "Keys put or deleted in etcd by the publisher",
         );
+        let notify = IntCounterVec::new(
+            Opts::new(
+                "fedns_notify_total",
+                "NOTIFY messages to secondaries by outcome: acked, or failed after every retry",
+            ),
+            &["secondary", "result"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(notify.clone()))
+            .expect("register");
         Metrics {
+            notify,
             etcd_keys,
             etcd_invalid_values,
             etcd_reconnects,

@@ -158,6 +158,8 @@ pub mod rtype {
     pub const TXT: u16 = 16;
     pub const AAAA: u16 = 28;
     pub const SRV: u16 = 33;
+    pub const DNAME: u16 = 39;
+    pub const DS: u16 = 43;
     pub const OPT: u16 = 41;
     pub const IXFR: u16 = 251;
     pub const AXFR: u16 = 252;

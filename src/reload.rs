@@ -96,6 +96,16 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
         format!("{:?}", new.rrl),
     );
     cmp(
+        "identity",
+        format!("{:?}", running.identity),
+        format!("{:?}", new.identity),
+    );
+    cmp(
+        "transfers",
+        format!("{:?}", running.transfers),
+        format!("{:?}", new.transfers),
+    );
+    cmp(
         "udp",
         format!(
             "{:?}",

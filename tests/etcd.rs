@@ -513,10 +513,11 @@ const TABLE: &[(&str, RecordType, &str)] = &[
     // An invalid value is skipped (CoreDNS would SERVFAIL every query touching it).
     ("bad.example.net.", RecordType::A, "NXDOMAIN |  | "),
     // Zone files still serve their names; etcd names of the same zone are added, and where
-    // etcd has nothing for a type (no ns.dns here) the zone file's answer stays.
+    // etcd has nothing for a type (no ns.dns here) the zone file's answer stays (with the
+    // address of its in-zone name server, as fedns gives every zone file's NS answer).
     ("www.example.com.", RecordType::A, "NOERROR | www.example.com. 60 A 192.0.2.80 | "),
     ("api.example.com.", RecordType::A, "NOERROR | api.example.com. 300 A 10.7.0.1 | "),
-    ("example.com.", RecordType::NS, "NOERROR | example.com. 60 NS ns1.example.com. | "),
+    ("example.com.", RecordType::NS, "NOERROR | example.com. 60 NS ns1.example.com. | ns1.example.com. 60 A 192.0.2.53"),
 ];
 
 fn load_keys(etcd: &mut Etcd) {

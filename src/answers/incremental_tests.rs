@@ -1,7 +1,8 @@
 //! Incremental ≡ full: a table built with the previous build's cache must answer every name,
 //! type and client location byte for byte as a table built from scratch from the same inputs.
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
-//! removed, policies, probe verdicts, TTLs, zone-file records and CNAMEs into federated names)
+//! removed, policies, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
+//! wildcards, delegations with glue, MX targets)
 //! from fixed seeds, so a failure is reproducible.
 
 use std::net::IpAddr;
@@ -124,12 +125,33 @@ fn zone(lines: &[String]) -> StaticZone {
 
 fn zone_line(rng: &mut Rng) -> String {
     let n = rng.below(8);
-    match rng.below(4) {
+    let k = rng.below(3);
+    match rng.below(12) {
         0 => format!("static{n} IN A 192.0.2.{}", rng.below(9) + 10),
         1 => format!("alias{n} IN CNAME s{}.ns.f.svc", rng.below(8)),
         2 => format!("alias{n} IN CNAME s{}.ns.f.svc.east", rng.below(8)),
-        _ => format!("txt{n}.deep IN TXT \"v{}\"", rng.below(3)),
+        3 => format!("txt{n}.deep IN TXT \"v{}\"", rng.below(3)),
+        // Wildcards: addresses, and CNAMEs into federated names (per location).
+        4 => format!("*.wild{k} IN A 192.0.2.{}", rng.below(9) + 10),
+        5 => format!("*.wild{k} IN CNAME s{}.ns.f.svc", rng.below(8)),
+        6 => format!("alias{n} IN CNAME x.wild{k}"),
+        // Delegations, their glue, and a cut that hides federated names.
+        7 => format!("sub{k} IN NS ns.sub{k}"),
+        8 => format!("ns.sub{k} IN A 192.0.2.{}", rng.below(9) + 10),
+        9 if rng.chance(20) => "f.svc IN NS ns1".to_string(),
+        9 | 10 => format!("deep{n}.wild{k} IN TXT \"beside a wildcard\""),
+        // Targets whose addresses go into the additional section.
+        _ => format!("mx{n} IN MX 10 static{}", rng.below(8)),
     }
+}
+
+/// Adds a random line, replacing the lines of its owner (one CNAME per owner and no CNAME
+/// beside other data, as the zone-file parser requires).
+fn add_zone_line(rng: &mut Rng, lines: &mut Vec<String>) {
+    let l = zone_line(rng);
+    let owner = l.split(' ').next().unwrap_or("").to_string();
+    lines.retain(|x| !x.starts_with(&format!("{owner} ")));
+    lines.push(l);
 }
 
 fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
@@ -188,15 +210,13 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             }
         }
         7 => {
-            if !lines.is_empty() && rng.chance(40) {
-                let i = rng.below(lines.len());
-                lines.remove(i);
-            } else {
-                let l = zone_line(rng);
-                // One CNAME per owner, as the zone-file parser requires.
-                let owner = l.split(' ').next().unwrap_or("").to_string();
-                lines.retain(|x| !x.starts_with(&format!("{owner} ")));
-                lines.push(l);
+            for _ in 0..=rng.below(3) {
+                if !lines.is_empty() && rng.chance(40) {
+                    let i = rng.below(lines.len());
+                    lines.remove(i);
+                } else {
+                    add_zone_line(rng, lines);
+                }
             }
         }
         8 => {
@@ -215,7 +235,7 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
     }
 }
 
-const QTYPES: [u16; 10] = [
+const QTYPES: [u16; 11] = [
     rtype::A,
     rtype::AAAA,
     rtype::CNAME,
@@ -225,6 +245,7 @@ const QTYPES: [u16; 10] = [
     rtype::TXT,
     rtype::MX,
     rtype::ANY,
+    rtype::DS,
     99,
 ];
 
@@ -235,8 +256,19 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
     other.sort();
     assert_eq!(names, other, "{context}: the same names");
     assert_eq!(incremental.record_count, fresh.record_count, "{context}");
-    let miss = DnsName::parse("nothing.here.example.com").unwrap();
-    for name in names.iter().copied().chain([miss.wire()]) {
+    let misses: Vec<DnsName> = [
+        "nothing.here.example.com",
+        "q.wild0.example.com",
+        "q.wild1.example.com",
+        "q.r.wild2.example.com",
+        "host.sub0.example.com",
+        "x.ns.sub1.example.com",
+        "nope.s0.ns.f.svc.example.com",
+    ]
+    .iter()
+    .map(|n| DnsName::parse(n).unwrap())
+    .collect();
+    for name in names.iter().copied().chain(misses.iter().map(|m| m.wire())) {
         for t in QTYPES {
             for loc in 0..locations {
                 let show = |tb: &Table| format!("{:?}", tb.lookup(name, t, || loc));
@@ -271,7 +303,10 @@ fn incremental_builds_answer_as_full_builds() {
             ingress_hosts: vec![],
         };
         fed.services = (0..6).map(|n| service(&mut rng, n).into()).collect();
-        let mut lines: Vec<String> = (0..4).map(|_| zone_line(&mut rng)).collect();
+        let mut lines: Vec<String> = Vec::new();
+        for _ in 0..8 {
+            add_zone_line(&mut rng, &mut lines);
+        }
         let mut cache = BuildCache::default();
         for i in 0..60u32 {
             if i > 0 {
@@ -300,5 +335,61 @@ fn incremental_builds_answer_as_full_builds() {
                 &format!("seed {seed} step {i}"),
             );
         }
+    }
+}
+
+/// Sequences the random walk may miss: a wildcard appearing under a name that already exists,
+/// and a delegation coming and going above federated names and regional SRV targets.
+#[test]
+fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
+    let locator = crate::dns::tests::locator();
+    let mut rng = Rng(7);
+    let mut fed = Federation {
+        name: "f".into(),
+        zone: DnsName::parse("example.com").unwrap(),
+        ttl: 30,
+        max_answers: 2,
+        policy: Policy::Geo,
+        clusters: (0..CLUSTERS.len())
+            .map(|c| cluster(c, c as u32 + 1))
+            .collect(),
+        services: vec![],
+        ingress_hosts: vec![],
+    };
+    fed.services = (0..6).map(|n| service(&mut rng, n).into()).collect();
+    let deep = "deep.wild0 IN TXT \"x\"".to_string();
+    let wild = "*.wild0 IN A 192.0.2.7".to_string();
+    let cut = "f.svc IN NS ns1".to_string();
+    let steps = [
+        vec![deep.clone()],
+        vec![deep.clone(), wild.clone()],
+        vec![deep.clone(), wild.clone(), cut.clone()],
+        vec![deep.clone(), cut.clone()],
+        vec![deep],
+    ];
+    let mut cache = BuildCache::default();
+    for (i, lines) in steps.iter().enumerate() {
+        let zones = [zone(lines)];
+        let feds = [fed.clone()];
+        let build_with = |cache: Option<&mut BuildCache>| {
+            build(BuildInput {
+                zones: &zones,
+                federations: &feds,
+                etcd: &[],
+                cache,
+                serial: 1000 + i as u32,
+                generation: i as u64,
+                locator,
+            })
+            .table
+        };
+        let incremental = build_with(Some(&mut cache));
+        let fresh = build_with(None);
+        assert_same(
+            &incremental,
+            &fresh,
+            locator.locations().len(),
+            &format!("step {i}"),
+        );
     }
 }

@@ -64,6 +64,9 @@ pub struct Built {
     /// Things an operator should know (overridden names, synthesized SOAs…), said when they
     /// first appear rather than with every table.
     pub warnings: Vec<String>,
+    /// Inputs fedns cannot serve as written (federated names below a zone cut): `check`
+    /// rejects them; `serve` logs them and serves the delegation.
+    pub conflicts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +116,13 @@ enum Ref {
 struct Encoded {
     by_type: Box<[(u16, Ref)]>,
     other: Ref,
+    /// What names below this one that do not exist answer: its `*` child's synthesized
+    /// answers (RFC 4592), or below a zone cut the referral; `None`: NXDOMAIN.
+    below: Option<Box<TypedRefs>>,
 }
+
+/// Answers by query type, and the answer of any other type.
+type TypedRefs = (Box<[(u16, Ref)]>, Ref);
 
 static EMPTY: NodeData = NodeData {
     rrsets: Vec::new(),
@@ -145,6 +154,7 @@ impl NameState {
             answers: Encoded {
                 by_type: Box::default(),
                 other: Ref::NoData,
+                below: None,
             },
             reads: Box::new([]),
             records: 0,
@@ -252,6 +262,9 @@ pub struct BuildCache {
     etcd_prefixes: Vec<String>,
     zone_files: Vec<StaticZone>,
     zone_file_nodes: FxHashMap<DnsName, NodeData>,
+    /// Zone cuts: names below their zone's apex with NS records in a zone file (RFC 1034
+    /// §4.2.1). Every name at or below one answers with its referral.
+    cuts: FxHashSet<DnsName>,
     federations: Vec<FederationState>,
     names: Names,
     /// name → aliases whose answers read it.
@@ -260,6 +273,8 @@ pub struct BuildCache {
     segments: Vec<Arc<Segment>>,
     /// During a build: names whose records changed, and segments to rebuild.
     changed: FxHashSet<DnsName>,
+    /// During a build: inputs that contradict each other (see [`Built::conflicts`]).
+    conflicts: Vec<String>,
     dirty: Vec<bool>,
 }
 
@@ -405,6 +420,8 @@ fn zone_of(zones: &[ZoneData], name: &DnsName) -> Option<usize> {
 struct Resolved<'a> {
     rcode: u8,
     answer: Vec<(DnsName, &'a RRset)>,
+    /// Addresses of the answer's in-zone NS, MX or SRV targets.
+    additional: Vec<(DnsName, &'a RRset)>,
     /// Zone whose SOA goes into the authority section (negative answers).
     soa_zone: Option<usize>,
     /// Some node on the way answers per client location.
@@ -425,6 +442,7 @@ impl BuildCache {
         let origin_len = self.zones[zone].origin.wire().len();
         self.names.parts[part_of(name.wire())].insert(name.clone(), NameState::new(zone as u32));
         self.mark(name);
+        self.mark_wildcard_parent(name);
         // Each new name adds one child to its parent, which may itself be new.
         let mut cur = name.clone();
         while cur.wire().len() > origin_len {
@@ -457,6 +475,7 @@ impl BuildCache {
                 .expect("just found");
             self.forget_reads(&cur, &st.reads);
             self.mark(&cur);
+            self.mark_wildcard_parent(&cur);
             if cur.wire().len() <= origin_len {
                 return;
             }
@@ -466,6 +485,16 @@ impl BuildCache {
                 None => return,
             }
             cur = parent;
+        }
+    }
+
+    /// A `*` name appearing or going changes what its parent's missing children answer.
+    fn mark_wildcard_parent(&mut self, name: &DnsName) {
+        if is_wildcard(name)
+            && let Some(parent) = name.parent()
+            && self.names.get(parent.wire()).is_some()
+        {
+            self.mark(&parent);
         }
     }
 
@@ -636,7 +665,13 @@ impl BuildCache {
             generation,
             serial,
         };
-        Built { table, warnings }
+        let conflicts = std::mem::take(&mut self.conflicts);
+        warnings.extend(conflicts.iter().cloned());
+        Built {
+            table,
+            warnings,
+            conflicts,
+        }
     }
 
     fn update_zone_files(&mut self, zone_files: &[StaticZone], warnings: &mut Vec<String>) {
@@ -656,8 +691,33 @@ impl BuildCache {
                 None => warnings.push(format!("{name} is outside every served zone; ignored")),
             }
         }
+        let cuts: FxHashSet<DnsName> = new
+            .iter()
+            .filter(|(name, data)| {
+                data.rrsets.iter().any(|r| r.rtype == rtype::NS)
+                    && !self.zones.iter().any(|z| z.origin == **name)
+                    && zone_of(&self.zones, name).is_some()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         self.zone_file_nodes = new;
         self.zone_files = zone_files.to_vec();
+        if cuts != self.cuts {
+            // Rare (a delegation added or removed): every name at or below an old or a new
+            // cut answers differently.
+            let moved: Vec<DnsName> = self
+                .names
+                .parts
+                .iter()
+                .flat_map(|p| p.keys())
+                .filter(|n| cuts.iter().chain(self.cuts.iter()).any(|c| n.is_within(c)))
+                .cloned()
+                .collect();
+            self.cuts = cuts;
+            for n in &moved {
+                self.mark(n);
+            }
+        }
     }
 
     fn update_federation(
@@ -810,18 +870,35 @@ impl BuildCache {
             .collect();
         todo.extend(readers);
         let todo: Vec<DnsName> = todo.into_iter().collect();
-        let (names, zones) = (&self.names, &self.zones);
+        let view = View {
+            names: &self.names,
+            zones: &self.zones,
+            cuts: &self.cuts,
+            zone_file: &self.zone_file_nodes,
+        };
         let done = par_map(&todo, 4096, |name| {
-            names.get(name.wire()).map(|st| {
-                let (answers, reads) = encode_name(names, zones, name, st, locations);
+            view.names.get(name.wire()).map(|st| {
+                let (answers, reads) = encode_name(view, name, st, locations);
                 let records = st.data().rrsets.iter().map(|r| r.rdatas.len() as u32).sum();
-                (answers, reads, records)
+                // Data from a federation below a zone cut is hidden by the delegation.
+                let hidden = st
+                    .contributions
+                    .last()
+                    .is_some_and(|(o, _)| *o != FROM_ZONE_FILES)
+                    .then(|| view.delegation(name))
+                    .flatten();
+                (answers, reads, records, hidden)
             })
         });
         for (name, encoded) in todo.iter().zip(done) {
-            let Some((answers, reads, records)) = encoded else {
+            let Some((answers, reads, records, hidden)) = encoded else {
                 continue;
             };
+            if let Some(cut) = hidden {
+                self.conflicts.push(format!(
+                    "{name} is below the delegation at {cut}: the federation's records there are not served (the referral is)"
+                ));
+            }
             self.dirty[part_of(name.wire())] = true;
             let st = self.names.get_mut(name.wire()).expect("encoded above");
             st.answers = answers;
@@ -882,6 +959,16 @@ impl BuildCache {
                 .map(|(t, r)| (*t, put(&mut seg, r)))
                 .collect();
             let other = put(&mut seg, &st.answers.other);
+            let wildcard = match &st.answers.below {
+                Some(below) => {
+                    let (types, other) = &**below;
+                    let by_type = types.iter().map(|(t, r)| (*t, put(&mut seg, r))).collect();
+                    let other = put(&mut seg, other);
+                    seg.wildcards.push(Wildcard { by_type, other });
+                    (seg.wildcards.len() - 1) as u32
+                }
+                None => NO_WILDCARD,
+            };
             seg.records += st.records as usize;
             seg.names.insert_unique(
                 name_hash(name.wire()),
@@ -891,7 +978,7 @@ impl BuildCache {
                         zone: st.zone,
                         by_type,
                         other,
-                        wildcard: NO_WILDCARD,
+                        wildcard,
                     },
                 ),
                 |(k, _)| name_hash(k.wire()),
@@ -912,14 +999,10 @@ impl BuildCache {
                 Enc::Soa => MISS_SOA,
                 Enc::ServFail => {
                     seg.answers.push(Answer {
+                        authoritative: true,
                         rcode: rcode::SERVFAIL,
                         soa_tail: zi as u32,
-                        bodies: Arc::new([Body {
-                            answer_count: 0,
-                            authority_count: 0,
-                            additional_count: 0,
-                            wire: Box::new([]),
-                        }]),
+                        bodies: Arc::new([Body::empty()]),
                     });
                     (seg.answers.len() - 1) as u32
                 }
@@ -1047,11 +1130,108 @@ fn put(seg: &mut Segment, r: &Ref) -> u32 {
     }
 }
 
-/// Follows `qname`'s CNAME chain for `qtype` at client location `loc`, noting in `reads` every
-/// other name it looked at.
-fn resolve<'a>(
+/// What encoding reads: every name's state, the zones, the zone cuts and the zone files' own
+/// records (a cut's NS and its glue come from the zone file whoever else gives the name data).
+#[derive(Clone, Copy)]
+struct View<'a> {
     names: &'a Names,
-    zones: &[ZoneData],
+    zones: &'a [ZoneData],
+    cuts: &'a FxHashSet<DnsName>,
+    zone_file: &'a FxHashMap<DnsName, NodeData>,
+}
+
+fn is_wildcard(name: &DnsName) -> bool {
+    name.wire().starts_with(b"\x01*")
+}
+
+impl<'a> View<'a> {
+    fn data(&self, name: &DnsName) -> Option<&'a NodeData> {
+        self.names.get(name.wire()).map(NameState::data)
+    }
+
+    /// The highest zone cut at or above `name` in its zone (`None`: `name` is authoritative).
+    fn delegation(&self, name: &DnsName) -> Option<DnsName> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let origin_len = self.zones[zone_of(self.zones, name)?].origin.wire().len();
+        let mut cut = None;
+        let mut cur = name.clone();
+        while cur.wire().len() > origin_len {
+            if self.cuts.contains(&cur) {
+                cut = Some(cur.clone());
+            }
+            cur = cur.parent()?;
+        }
+        cut
+    }
+
+    /// Where a name that does not exist gets its records: the `*` child of its closest
+    /// encloser (RFC 4592 §3.3.1), noting in `reads` every name whose appearance would change
+    /// that (the names between, and the wildcard).
+    fn wildcard_for(&self, name: &DnsName, reads: &mut Vec<DnsName>) -> Option<DnsName> {
+        let mut cur = name.parent()?;
+        loop {
+            if !reads.contains(&cur) {
+                reads.push(cur.clone());
+            }
+            if self.names.get(cur.wire()).is_some() {
+                let wild = cur.prepend("*").ok()?;
+                if !reads.contains(&wild) {
+                    reads.push(wild.clone());
+                }
+                return self.names.get(wild.wire()).is_some().then_some(wild);
+            }
+            zone_of(self.zones, &cur)?;
+            cur = cur.parent()?;
+        }
+    }
+
+    /// A and AAAA RRsets (at `loc`) of the in-zone targets of `rr` (NS, MX, SRV), for the
+    /// additional section.
+    fn target_addresses(
+        &self,
+        rr: &RRset,
+        loc: usize,
+        reads: &mut Vec<DnsName>,
+        located: &mut bool,
+    ) -> Vec<(DnsName, &'a RRset)> {
+        let mut out = Vec::new();
+        for d in &rr.rdatas {
+            let target = match d {
+                RData::Ns(t) | RData::Mx { exchange: t, .. } | RData::Srv { target: t, .. } => t,
+                _ => continue,
+            };
+            // Read even when not used: a cut above it may go, and then its addresses count.
+            if !reads.contains(target) {
+                reads.push(target.clone());
+            }
+            if zone_of(self.zones, target).is_none() || self.delegation(target).is_some() {
+                continue;
+            }
+            let Some(node) = self.data(target) else {
+                continue;
+            };
+            *located |= !node.by_location.is_empty();
+            for t in [rtype::A, rtype::AAAA] {
+                if let Some(set) = node.get(loc, t)
+                    && !out
+                        .iter()
+                        .any(|(n, s): &(DnsName, &RRset)| n == target && s.rtype == t)
+                {
+                    out.push((target.clone(), set));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Follows `qname`'s CNAME chain for `qtype` at client location `loc`, noting in `reads` every
+/// other name it looked at. A name that does not exist takes its records from a wildcard; a
+/// chain that enters a delegation stops there (the resolver follows the referral).
+fn resolve<'a>(
+    view: View<'a>,
     qname: &DnsName,
     qtype: u16,
     loc: usize,
@@ -1060,6 +1240,7 @@ fn resolve<'a>(
     let mut out = Resolved {
         rcode: rcode::NOERROR,
         answer: Vec::new(),
+        additional: Vec::new(),
         soa_zone: None,
         located: false,
     };
@@ -1068,22 +1249,40 @@ fn resolve<'a>(
         if cur != *qname && !reads.contains(&cur) {
             reads.push(cur.clone());
         }
-        let Some(zi) = zone_of(zones, &cur) else {
+        let Some(zi) = zone_of(view.zones, &cur) else {
             return out;
         };
-        let Some(node) = names.get(cur.wire()).map(NameState::data) else {
-            out.rcode = rcode::NXDOMAIN;
-            out.soa_zone = Some(zi);
+        if cur != *qname && view.delegation(&cur).is_some() {
             return out;
+        }
+        let node = match view.data(&cur) {
+            Some(n) => n,
+            None => match view.wildcard_for(&cur, reads).and_then(|w| view.data(&w)) {
+                Some(n) => n,
+                None => {
+                    out.rcode = rcode::NXDOMAIN;
+                    out.soa_zone = Some(zi);
+                    return out;
+                }
+            },
         };
         out.located |= !node.by_location.is_empty();
         let here = node.at(loc);
         if qtype == rtype::ANY && !here.is_empty() {
-            out.answer.extend(here.iter().map(|r| (cur.clone(), r)));
+            // RFC 8482 §4.1: one RRset answers ANY (the lowest type; a CNAME if that is all).
+            let pick = here
+                .iter()
+                .filter(|r| r.rtype != rtype::SOA || here.len() == 1)
+                .min_by_key(|r| r.rtype)
+                .unwrap_or(&here[0]);
+            out.answer.push((cur.clone(), pick));
             return out;
         }
         if let Some(rr) = node.get(loc, qtype) {
             out.answer.push((cur.clone(), rr));
+            if matches!(qtype, rtype::NS | rtype::MX | rtype::SRV) {
+                out.additional = view.target_addresses(rr, loc, reads, &mut out.located);
+            }
             return out;
         }
         match node.get(loc, rtype::CNAME) {
@@ -1103,27 +1302,147 @@ fn resolve<'a>(
     out // chain too long: what we have, as BIND and Knot do
 }
 
-/// The answers of one name for every query type it has data for (ANY included), and the other
-/// names they read.
+/// The answers of one name for every query type it has data for (ANY included), what names
+/// below it that do not exist answer, and the other names they read.
 fn encode_name(
-    names: &Names,
-    zones: &[ZoneData],
+    view: View<'_>,
     name: &DnsName,
     st: &NameState,
     locations: usize,
 ) -> (Encoded, Vec<DnsName>) {
-    let node = st.data();
     let mut reads = Vec::new();
+    if let Some(cut) = view.delegation(name) {
+        let referral = referral(view, &cut, &mut reads);
+        // The DS RRset lives in the parent zone (RFC 4035 §2.4): at the cut it is ours.
+        let by_type: Box<[(u16, Ref)]> = if cut == *name {
+            Box::new([(rtype::DS, ds_at_cut(name, st))])
+        } else {
+            Box::new([])
+        };
+        let encoded = Encoded {
+            by_type,
+            other: referral.clone(),
+            below: Some(Box::new((Box::new([]), referral))),
+        };
+        return (encoded, reads);
+    }
+    let (by_type, other) = answers_of(view, name, st.data(), locations, false, &mut reads);
+    let mut below = None;
+    if let Ok(wild) = name.prepend("*")
+        && let Some(w) = view.names.get(wild.wire())
+    {
+        below = Some(Box::new(answers_of(
+            view,
+            &wild,
+            w.data(),
+            locations,
+            true,
+            &mut reads,
+        )));
+        if !reads.contains(&wild) {
+            reads.push(wild);
+        }
+    }
+    let encoded = Encoded {
+        by_type,
+        other,
+        below,
+    };
+    (encoded, reads)
+}
+
+/// The DS question at a zone cut: the zone file's DS records there, else NODATA.
+fn ds_at_cut(name: &DnsName, st: &NameState) -> Ref {
+    match st.data().get(0, rtype::DS) {
+        Some(ds) => single(
+            name,
+            rtype::DS,
+            &Resolved {
+                rcode: rcode::NOERROR,
+                answer: vec![(name.clone(), ds)],
+                additional: Vec::new(),
+                soa_zone: None,
+                located: false,
+            },
+            false,
+        ),
+        None => Ref::NoData,
+    }
+}
+
+/// The referral of the delegation at `cut` (RFC 1034 §4.3.2 step 3b): its NS RRset in
+/// authority, not authoritative, and the addresses of its name servers that are below the cut
+/// (glue, from the zone file) or elsewhere in our zones.
+fn referral(view: View<'_>, cut: &DnsName, reads: &mut Vec<DnsName>) -> Ref {
+    let Some(ns) = view.zone_file.get(cut).and_then(|d| d.get(0, rtype::NS)) else {
+        return Ref::NoData;
+    };
+    let authority: Vec<Record> = ns
+        .rdatas
+        .iter()
+        .map(|d| Record {
+            name: cut.clone(),
+            ttl: ns.ttl,
+            data: d.clone(),
+        })
+        .collect();
+    let mut glue = Vec::new();
+    for d in &ns.rdatas {
+        let RData::Ns(target) = d else { continue };
+        let node = if target.is_within(cut) {
+            view.zone_file.get(target)
+        } else if zone_of(view.zones, target).is_some() && view.delegation(target).is_none() {
+            view.data(target)
+        } else {
+            None
+        };
+        if !reads.contains(target) {
+            reads.push(target.clone());
+        }
+        for set in node.into_iter().flat_map(|n| n.at(0)) {
+            if set.rtype == rtype::A || set.rtype == rtype::AAAA {
+                glue.extend(set.variant(0, 1).into_iter().map(|data| Record {
+                    name: target.clone(),
+                    ttl: set.ttl,
+                    data,
+                }));
+            }
+        }
+    }
+    if !reads.contains(cut) {
+        reads.push(cut.clone());
+    }
+    Ref::One(Answer {
+        authoritative: false,
+        rcode: rcode::NOERROR,
+        soa_tail: NO_TAIL,
+        bodies: Arc::new([encode::detached_referral(&authority, &glue)]),
+    })
+}
+
+/// Every query type's answer at `name` (whose served records are `node`) and the answer of any
+/// other type. `wildcard`: `name` is a `*` name whose answers are synthesized for names below
+/// its parent, so they are encoded to follow any question.
+fn answers_of(
+    view: View<'_>,
+    name: &DnsName,
+    node: &NodeData,
+    locations: usize,
+    wildcard: bool,
+    reads: &mut Vec<DnsName>,
+) -> TypedRefs {
     let all_sets = || node.rrsets.iter().chain(node.by_location.iter().flatten());
     let mut qtypes: BTreeSet<u16> = all_sets().map(|r| r.rtype).collect();
     let is_alias = node.get(0, rtype::CNAME).is_some();
     if is_alias {
         // The chain's end decides which types have data (at any location).
         for loc in 0..locations {
-            let end = resolve(names, zones, name, 0, loc, &mut reads);
+            let end = resolve(view, name, 0, loc, reads);
             if let Some((_, last)) = end.answer.last()
                 && let RData::Cname(target) = &last.rdatas[0]
-                && let Some(n) = names.get(target.wire()).map(NameState::data)
+                && let Some(n) = view
+                    .data(target)
+                    .or_else(|| view.wildcard_for(target, reads).and_then(|w| view.data(&w)))
             {
                 qtypes.extend(
                     n.rrsets
@@ -1137,13 +1456,10 @@ fn encode_name(
             }
         }
     }
-    if all_sets().next().is_some() {
-        qtypes.insert(rtype::ANY);
-    }
-    let mut answer_ref = |t: u16| -> Ref {
-        let first = resolve(names, zones, name, t, 0, &mut reads);
+    let answer_ref = |t: u16, reads: &mut Vec<DnsName>| -> Ref {
+        let first = resolve(view, name, t, 0, reads);
         if !first.located || locations <= 1 {
-            return single(name, t, &first);
+            return single(name, t, &first, wildcard);
         }
         let mut first = Some(first);
         let mut seen: Vec<Resolved<'_>> = Vec::new();
@@ -1152,7 +1468,7 @@ fn encode_name(
             // Location 0 was resolved above.
             let res = first
                 .take()
-                .unwrap_or_else(|| resolve(names, zones, name, t, loc, &mut reads));
+                .unwrap_or_else(|| resolve(view, name, t, loc, reads));
             let i = match seen.iter().position(|r| *r == res) {
                 Some(i) => i,
                 None => {
@@ -1165,12 +1481,12 @@ fn encode_name(
         if let [only] = seen.as_slice() {
             // Every location gets the same answer for this type (the node differs per location
             // in another family): valid for everyone, so ECS scope 0.
-            return single(name, t, only);
+            return single(name, t, only, wildcard);
         }
         Ref::Located {
             distinct: seen
                 .iter()
-                .map(|r| match single(name, t, r) {
+                .map(|r| match single(name, t, r, wildcard) {
                     Ref::One(a) => Some(a),
                     _ => None,
                 })
@@ -1178,35 +1494,31 @@ fn encode_name(
             per_location: per_location.into(),
         }
     };
-    // A name with one type of data answers ANY with exactly that answer (the question's type
-    // takes no part in compression): share it rather than encode it twice.
-    let only_type = {
-        let mut data_types = qtypes.iter().filter(|t| **t != rtype::ANY);
-        match (is_alias, data_types.next(), data_types.next()) {
-            (false, Some(t), None) => Some(*t),
-            _ => None,
-        }
-    };
-    let mut by_type: Vec<(u16, Ref)> = Vec::with_capacity(qtypes.len());
-    let mut shared: Option<Ref> = None;
-    for t in qtypes {
-        let r = match (&shared, t) {
-            (Some(r), rtype::ANY) => r.clone(),
-            _ => answer_ref(t),
-        };
-        if Some(t) == only_type {
-            shared = Some(r.clone());
-        }
-        by_type.push((t, r));
+    let mut by_type: Vec<(u16, Ref)> = Vec::with_capacity(qtypes.len() + 1);
+    for &t in &qtypes {
+        by_type.push((t, answer_ref(t, reads)));
     }
-    let by_type: Box<[(u16, Ref)]> = by_type.into();
-    let other = if is_alias { answer_ref(0) } else { Ref::NoData };
-    (Encoded { by_type, other }, reads)
+    if all_sets().next().is_some() {
+        // ANY gets one RRset (RFC 8482): the lowest type's answer, shared, unless the chain
+        // of an alias decides.
+        let any = match by_type.iter().find(|(t, _)| *t != rtype::SOA) {
+            Some((_, r)) if !is_alias && node.by_location.is_empty() => r.clone(),
+            _ => answer_ref(rtype::ANY, reads),
+        };
+        let at = by_type.partition_point(|(t, _)| *t < rtype::ANY);
+        by_type.insert(at, (rtype::ANY, any));
+    }
+    let other = if is_alias {
+        answer_ref(0, reads)
+    } else {
+        Ref::NoData
+    };
+    (by_type.into(), other)
 }
 
 /// One resolved answer: the name's zone's NODATA, or encoded with its rotations (the SOA of a
-/// negative ending follows as the zone's tail).
-fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>) -> Ref {
+/// negative ending follows as the zone's tail). `wildcard`: encoded to follow any question.
+fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Ref {
     if res.answer.is_empty() && res.rcode == rcode::NOERROR && res.soa_zone.is_some() {
         return Ref::NoData;
     }
@@ -1217,6 +1529,18 @@ fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>) -> Ref {
         .max()
         .unwrap_or(1)
         .max(1);
+    // Target addresses do not rotate with the answer: their first answer, in every rotation.
+    let additional: Vec<Record> = res
+        .additional
+        .iter()
+        .flat_map(|(owner, rr)| {
+            rr.variant(0, 1).into_iter().map(|data| Record {
+                name: owner.clone(),
+                ttl: rr.ttl,
+                data,
+            })
+        })
+        .collect();
     let mut bodies = Vec::with_capacity(rotations);
     for v in 0..rotations {
         let mut records = Vec::new();
@@ -1228,9 +1552,14 @@ fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>) -> Ref {
                 data,
             }));
         }
-        bodies.push(encode::compressed(qname, qtype, &records, &[]));
+        bodies.push(if wildcard {
+            encode::owner_relative_with(qname, &records, &additional, MAX_BODY, true).0
+        } else {
+            encode::compressed_optional(qname, qtype, &records, &[], &additional)
+        });
     }
     Ref::One(Answer {
+        authoritative: true,
         rcode: res.rcode,
         soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
@@ -1254,18 +1583,22 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
     let body = encode::detached(&[negative]);
     let soa_tail = body.wire.clone();
     ZoneInfo {
+        origin: z.origin.clone(),
         nxdomain: Answer {
+            authoritative: true,
             rcode: rcode::NXDOMAIN,
             soa_tail: NO_TAIL,
             bodies: Arc::new([body.clone()]),
         },
         nodata: Answer {
+            authoritative: true,
             rcode: rcode::NOERROR,
             soa_tail: NO_TAIL,
             bodies: Arc::new([body]),
         },
         // The SOA record CoreDNS puts in the answer to an SOA question.
         miss_soa: etcd_zone.then(|| Answer {
+            authoritative: true,
             rcode: rcode::NOERROR,
             soa_tail: NO_TAIL,
             bodies: Arc::new([encode::detached_answer(&[Record {
@@ -1298,6 +1631,7 @@ fn encode_etcd_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> En
                     *cut += 1;
                 }
                 Enc::Body(Answer {
+                    authoritative: true,
                     rcode: rcode::NOERROR,
                     soa_tail: NO_TAIL,
                     bodies: Arc::new([body]),

@@ -103,6 +103,29 @@ pub fn compressed_full(
     authority: &[Record],
     additional: &[Record],
 ) -> Body {
+    sections(qname, qtype, answer, authority, additional, false)
+}
+
+/// Like [`compressed_full`], with additional records the query path may leave out when the
+/// response would not fit otherwise (addresses of NS, MX and SRV targets).
+pub fn compressed_optional(
+    qname: &DnsName,
+    qtype: u16,
+    answer: &[Record],
+    authority: &[Record],
+    additional: &[Record],
+) -> Body {
+    sections(qname, qtype, answer, authority, additional, true)
+}
+
+fn sections(
+    qname: &DnsName,
+    qtype: u16,
+    answer: &[Record],
+    authority: &[Record],
+    additional: &[Record],
+    optional: bool,
+) -> Body {
     let mut buf = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut buf);
     let header_and_question = (|| {
@@ -111,17 +134,48 @@ pub fn compressed_full(
         Ok::<_, hickory_proto::ProtoError>(enc.len())
     })()
     .expect("encoding into a Vec cannot fail");
-    for r in answer.iter().chain(authority).chain(additional) {
+    let mut additional_at = 0;
+    for (i, r) in answer.iter().chain(authority).chain(additional).enumerate() {
+        if i == answer.len() + authority.len() {
+            additional_at = enc.len();
+        }
         to_record(r)
             .emit(&mut enc)
             .expect("encoding into a Vec cannot fail");
     }
-    Body {
-        answer_count: answer.len() as u16,
-        authority_count: authority.len() as u16,
-        additional_count: additional.len() as u16,
-        wire: buf[header_and_question..].into(),
+    let mut body = Body::new(
+        answer.len() as u16,
+        authority.len() as u16,
+        additional.len() as u16,
+        buf[header_and_question..].into(),
+    );
+    if optional && !additional.is_empty() {
+        body.optional_from = (additional_at - header_and_question) as u16;
+        body.optional_count = additional.len() as u16;
     }
+    body
+}
+
+/// The CHAOS-class TXT answer of `name` (server identity), following its own question.
+pub fn chaos_txt(name: &DnsName, text: &str) -> Body {
+    let mut rec = HRecord::from_rdata(
+        to_name(name),
+        0,
+        HRData::TXT(TXT::new(vec![text.to_string()])),
+    );
+    rec.dns_class = hickory_proto::rr::DNSClass::CH;
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    let mut query = Query::query(to_name(name), RecordType::TXT);
+    query.set_query_class(hickory_proto::rr::DNSClass::CH);
+    let start = (|| {
+        enc.emit_vec(&[0u8; 12])?;
+        query.emit(&mut enc)?;
+        Ok::<_, hickory_proto::ProtoError>(enc.len())
+    })()
+    .expect("encoding into a Vec cannot fail");
+    rec.emit(&mut enc).expect("encoding into a Vec cannot fail");
+    Body::new(1, 0, 0, buf[start..].into())
 }
 
 /// Answer records without compression, valid after any question (the SOA that CoreDNS gives
@@ -144,10 +198,26 @@ pub fn owner_relative(
     additional: &[Record],
     max: usize,
 ) -> (Body, usize) {
+    owner_relative_with(owner, answer, additional, max, false)
+}
+
+/// [`owner_relative`], with the additional records optional when `optional` (see
+/// [`compressed_optional`]).
+pub fn owner_relative_with(
+    owner: &DnsName,
+    answer: &[Record],
+    additional: &[Record],
+    max: usize,
+    optional: bool,
+) -> (Body, usize) {
     let mut wire = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(128);
     let (mut counts, mut left_out) = ([0u16; 2], 0usize);
+    let mut additional_at = 0;
     for (section, records) in [answer, additional].into_iter().enumerate() {
+        if section == 1 {
+            additional_at = wire.len();
+        }
         for r in records {
             buf.clear();
             let mut enc = BinEncoder::new(&mut buf);
@@ -176,12 +246,11 @@ pub fn owner_relative(
             counts[section] += 1;
         }
     }
-    let body = Body {
-        answer_count: counts[0],
-        authority_count: 0,
-        additional_count: counts[1],
-        wire: wire.into(),
-    };
+    let mut body = Body::new(counts[0], 0, counts[1], wire.into());
+    if optional && counts[1] > 0 {
+        body.optional_from = additional_at as u16;
+        body.optional_count = counts[1];
+    }
     (body, left_out)
 }
 
@@ -216,20 +285,22 @@ pub fn bounded(
 
 /// Authority records without compression, valid after any question.
 pub fn detached(authority: &[Record]) -> Body {
+    detached_referral(authority, &[])
+}
+
+/// A referral valid after any question: the delegation's NS records in authority and their
+/// glue in additional, uncompressed. Glue is never left out (RFC 9471): what does not fit is
+/// truncated.
+pub fn detached_referral(authority: &[Record], glue: &[Record]) -> Body {
     let mut buf = Vec::with_capacity(256);
     let mut enc = BinEncoder::new(&mut buf);
     enc.set_name_encoding(NameEncoding::Uncompressed);
-    for r in authority {
+    for r in authority.iter().chain(glue) {
         to_record(r)
             .emit(&mut enc)
             .expect("encoding into a Vec cannot fail");
     }
-    Body {
-        answer_count: 0,
-        authority_count: authority.len() as u16,
-        additional_count: 0,
-        wire: buf.into(),
-    }
+    Body::new(0, authority.len() as u16, glue.len() as u16, buf.into())
 }
 
 /// Converts a record parsed by hickory (zone files) into the model; `None` for classes and

@@ -6,12 +6,16 @@
 //! - [`encode`]: model records to wire sections, with hickory's encoder.
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
 
-pub mod axfr;
 pub mod encode;
 pub mod explain;
+pub mod identity;
 pub mod respond;
 pub mod rrl;
+pub mod transfer;
+pub mod tsig;
 pub mod zonefile;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod zone_tests;

@@ -17,6 +17,8 @@ const HEADER: usize = 12;
 const OPT_LEN: usize = 11;
 /// EDNS Client Subnet option code (RFC 7871).
 const OPT_ECS: u16 = 8;
+/// Name Server Identifier option code (RFC 5001).
+const OPT_NSID: u16 = 3;
 const BADVERS: u16 = 16;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
@@ -47,6 +49,11 @@ pub struct Source<'a> {
     pub table: &'a Table,
     pub locator: &'a Locator,
     pub limits: Limits,
+    /// The transfer TSIG key: queries signed with it (secondaries checking the SOA) are
+    /// answered signed; any other TSIG gets NOTAUTH.
+    pub tsig: Option<&'a crate::dns::tsig::Key>,
+    /// NSID and CHAOS identity answers, when configured.
+    pub identity: Option<&'a crate::dns::identity::Identity>,
 }
 
 /// An EDNS Client Subnet option from the query (RFC 7871 §6).
@@ -95,6 +102,8 @@ struct Query {
     edns: Option<Edns>,
     ecs: Option<Ecs>,
     tsig: Option<Tsig>,
+    /// The query asked for our NSID (an empty NSID option).
+    nsid: bool,
 }
 
 /// Per-worker state the query path keeps between queries.
@@ -157,11 +166,14 @@ pub fn respond(
         edns: None,
         ecs: None,
         tsig: None,
+        nsid: false,
     };
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
     let mut tail: &[u8] = &[];
     let mut zone = ZoneSlot::OTHER;
+    // A query signed with our transfer key: (its MAC, the time we sign with).
+    let mut signed: Option<(Vec<u8>, u64)> = None;
     // (rcode, sections, authoritative)
     let (code, body, aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
@@ -181,12 +193,20 @@ pub fn respond(
             }
             if q.opcode != 0 {
                 (rcode::NOTIMP as u16, None, false)
-            } else if q.tsig.is_some() {
-                // RFC 8945 §5.2: we hold no keys, so every key is unknown: NOTAUTH, and an
-                // unsigned TSIG with error BADKEY.
+            } else if q.tsig.is_some() && {
+                signed = verify_tsig(req, src.tsig);
+                signed.is_none()
+            } {
+                // RFC 8945 §5.2: a key we do not hold (or a signature that does not verify):
+                // NOTAUTH, and an unsigned TSIG with error BADKEY.
                 (NOTAUTH, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
+            } else if let Some(b) = src
+                .identity
+                .and_then(|i| i.chaos(&key[..key_len], q.qtype, q.qclass))
+            {
+                (rcode::NOERROR as u16, Some(b), true)
             } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
                 || q.qtype == rtype::AXFR
                 || q.qtype == rtype::IXFR
@@ -211,7 +231,7 @@ pub fn respond(
                         let body = &answer.bodies[state.rotation % answer.bodies.len()];
                         state.rotation = state.rotation.wrapping_add(1);
                         tail = src.table.soa_tail(answer);
-                        (answer.rcode as u16, Some(body), true)
+                        (answer.rcode as u16, Some(body), answer.authoritative)
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
                     Lookup::NotReady => (rcode::SERVFAIL as u16, None, false),
@@ -239,10 +259,34 @@ pub fn respond(
         authoritative: aa,
         scope,
         slip,
+        nsid: match src.identity {
+            Some(i) if q.nsid => &i.nsid,
+            _ => &[],
+        },
     };
-    let len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
+    if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
+        let limit = match (peer.transport, q.edns) {
+            (Transport::Tcp, _) => u16::MAX as usize,
+            (Transport::Udp, Some(e)) => {
+                e.payload.clamp(512, src.limits.edns_payload.max(512)) as usize
+            }
+            (Transport::Udp, None) => 512,
+        };
+        len = crate::dns::tsig::sign_into(out, len, limit, key, mac, *time);
+    }
     stats.response_size(peer.transport, len);
     Some(len)
+}
+
+/// The MAC and time of a query signed with `key`, if its TSIG verifies (off the hot path:
+/// only TSIG-bearing queries get here).
+#[cold]
+fn verify_tsig(req: &[u8], key: Option<&crate::dns::tsig::Key>) -> Option<(Vec<u8>, u64)> {
+    match crate::dns::tsig::verify(req, std::slice::from_ref(key?), crate::dns::tsig::now()) {
+        crate::dns::tsig::Verdict::Signed { mac, time, .. } => Some((mac, time)),
+        _ => None,
+    }
 }
 
 /// The outcome of a lookup, ready to be written.
@@ -256,6 +300,8 @@ struct Answer<'a> {
     scope: u8,
     /// Rate-limited: send truncated (TC=1, no records) so the client retries over TCP.
     slip: bool,
+    /// Our NSID, when the query asked for it (empty: none).
+    nsid: &'a [u8],
 }
 
 /// The RRL class of a response.
@@ -352,6 +398,9 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
                 }
                 let code = u16::from_be_bytes([req[o], req[o + 1]]);
                 let olen = u16::from_be_bytes([req[o + 2], req[o + 3]]) as usize;
+                if code == OPT_NSID {
+                    q.nsid = true;
+                }
                 if code == OPT_ECS && o + 4 + olen <= next {
                     q.ecs =
                         Some(parse_ecs(&req[o + 4..o + 4 + olen]).ok_or(rcode::FORMERR as u16)?);
@@ -594,7 +643,16 @@ fn write(
     // RFC 7871 §7.2.2: echo the client's subnet with the scope we used.
     let ecs = q.ecs.filter(|_| edns.is_some());
     let ecs_len = ecs.map_or(0, |e| 8 + e.address_len());
-    let opt_len = if edns.is_some() { OPT_LEN + ecs_len } else { 0 };
+    let nsid_len = if answer.nsid.is_empty() {
+        0
+    } else {
+        4 + answer.nsid.len()
+    };
+    let opt_len = if edns.is_some() {
+        OPT_LEN + ecs_len + nsid_len
+    } else {
+        0
+    };
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match edns {
@@ -607,8 +665,19 @@ fn write(
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
     let tsig_len = tsig.map_or(0, |t| t.answer_len());
-    let truncated = answer.slip || HEADER + question.len() + body_len + opt_len + tsig_len > limit;
-    let tsig = tsig.filter(|_| HEADER + question.len() + opt_len + tsig_len <= limit);
+    let fixed = HEADER + question.len() + opt_len + tsig_len;
+    // What does not fit drops its optional additional records first (target addresses), and
+    // only then is truncated. Bodies with optional records carry no SOA tail.
+    let (mut wire_len, mut dropped) = (body_len, 0u16);
+    if let Some(b) = answer.body
+        && fixed + body_len > limit
+        && b.optional_count > 0
+    {
+        wire_len = b.optional_from as usize + answer.tail.len();
+        dropped = b.optional_count;
+    }
+    let truncated = answer.slip || fixed + wire_len > limit;
+    let tsig = tsig.filter(|_| fixed <= limit);
     if truncated {
         stats.truncated();
     }
@@ -628,14 +697,21 @@ fn write(
     let tail = if body.is_some() { answer.tail } else { &[] };
     let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
     out[8..10].copy_from_slice(&ns.to_be_bytes());
-    let ar = body.map_or(0, |b| b.additional_count) + edns.is_some() as u16 + tsig.is_some() as u16;
+    let ar = body.map_or(0, |b| b.additional_count - dropped)
+        + edns.is_some() as u16
+        + tsig.is_some() as u16;
     out[10..12].copy_from_slice(&ar.to_be_bytes());
     let mut pos = HEADER;
     out[pos..pos + question.len()].copy_from_slice(question);
     pos += question.len();
     if let Some(b) = body {
-        out[pos..pos + b.wire.len()].copy_from_slice(&b.wire);
-        pos += b.wire.len();
+        let wire = if dropped > 0 {
+            &b.wire[..b.optional_from as usize]
+        } else {
+            &b.wire[..]
+        };
+        out[pos..pos + wire.len()].copy_from_slice(wire);
+        pos += wire.len();
         out[pos..pos + tail.len()].copy_from_slice(tail);
         pos += tail.len();
     }
@@ -645,7 +721,7 @@ fn write(
         out[pos + 1..pos + 3].copy_from_slice(&rtype::OPT.to_be_bytes());
         out[pos + 3..pos + 5].copy_from_slice(&limits.edns_payload.to_be_bytes());
         out[pos + 5..pos + 9].copy_from_slice(&ttl);
-        out[pos + 9..pos + 11].copy_from_slice(&(ecs_len as u16).to_be_bytes());
+        out[pos + 9..pos + 11].copy_from_slice(&((ecs_len + nsid_len) as u16).to_be_bytes());
         pos += OPT_LEN;
         if let Some(c) = ecs {
             let n = c.address_len();
@@ -656,6 +732,12 @@ fn write(
             out[pos + 7] = answer.scope;
             out[pos + 8..pos + 8 + n].copy_from_slice(&c.address[..n]);
             pos += 8 + n;
+        }
+        if nsid_len > 0 {
+            out[pos..pos + 2].copy_from_slice(&OPT_NSID.to_be_bytes());
+            out[pos + 2..pos + 4].copy_from_slice(&(answer.nsid.len() as u16).to_be_bytes());
+            out[pos + 4..pos + nsid_len].copy_from_slice(answer.nsid);
+            pos += nsid_len;
         }
     }
     if let Some(t) = tsig {

@@ -10,7 +10,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::BinEncodable;
 use hickory_proto::serialize::txt::Parser;
 
-use crate::model::{DnsName, RData, StaticZone, rtype};
+use crate::model::{DnsName, RData, Record, StaticZone, rtype};
 
 /// A problem in an input file, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,11 @@ pub fn parse(path: &Path, text: &str) -> Result<StaticZone, Vec<Problem>> {
             format!("{n} has a CNAME and other data"),
         ));
     }
+    problems.extend(
+        unservable(&records, &origin)
+            .into_iter()
+            .map(|(name, message)| problem(line_of(text, &name, &origin), message)),
+    );
     if problems.is_empty() {
         Ok(StaticZone {
             origin,
@@ -126,6 +131,63 @@ pub fn parse(path: &Path, text: &str) -> Result<StaticZone, Vec<Problem>> {
     } else {
         Err(problems)
     }
+}
+
+/// Records fedns would not serve as the zone file means them, each with its owner: DNAME
+/// (no synthesis), NS at a wildcard (RFC 4592 §4.2), and data below a zone cut other than the
+/// glue addresses of name servers and further cuts (occluded: a delegation hides it).
+fn unservable(records: &[Record], origin: &DnsName) -> Vec<(DnsName, String)> {
+    let cuts: Vec<&DnsName> = records
+        .iter()
+        .filter(|r| r.data.rtype() == rtype::NS && r.name != *origin)
+        .map(|r| &r.name)
+        .collect();
+    let mut out = Vec::new();
+    for r in records {
+        let t = r.data.rtype();
+        if t == rtype::DNAME {
+            out.push((
+                r.name.clone(),
+                format!("{}: DNAME is not supported (fedns does not synthesize DNAME answers); use CNAMEs", r.name),
+            ));
+        }
+        if t == rtype::NS && r.name.wire().starts_with(b"\x01*") {
+            out.push((
+                r.name.clone(),
+                format!(
+                    "{}: NS at a wildcard is not allowed (RFC 4592 §4.2)",
+                    r.name
+                ),
+            ));
+        }
+        let cut = cuts
+            .iter()
+            .filter(|c| r.name.is_within(c))
+            .min_by_key(|c| c.wire().len());
+        if let Some(cut) = cut {
+            let served = match t {
+                rtype::A | rtype::AAAA | rtype::NS => true,
+                rtype::DS => r.name == **cut,
+                _ => false,
+            };
+            if !served {
+                out.push((
+                    r.name.clone(),
+                    format!(
+                        "{} {}: below the delegation at {cut} only NS, DS and glue addresses are served (the referral hides this record)",
+                        r.name,
+                        type_name(t)
+                    ),
+                ));
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn type_name(t: u16) -> String {
+    hickory_proto::rr::RecordType::from(t).to_string()
 }
 
 /// hickory's parse errors carry no position; find the first line whose inclusion makes the file

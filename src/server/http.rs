@@ -1,6 +1,7 @@
 //! The operations endpoint: `/healthz` (alive), `/readyz` (a table is published and every source
 //! has delivered; otherwise 503 naming what is missing; either way one line per source and its
-//! state), `/metrics` (Prometheus text).
+//! state), `/metrics` (Prometheus text), `/explain` (`explain.rs`) and the HTML status page
+//! `/status` (`status.rs`).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/explain", get(super::explain::handler))
+        .route("/status", get(super::status::handler))
         .with_state(shared)
 }
 

@@ -407,11 +407,28 @@ impl Connection<'_> {
         state: &mut WorkerState,
     ) -> bool {
         let shared = self.shared;
-        if !shared.axfr_allow.is_empty() {
-            let transfer = {
-                let table = shared.table.load();
-                crate::dns::axfr::answer(&table, req, peer.addr, &shared.axfr_allow)
-            };
+        if shared.transfer_access().any() && crate::dns::transfer::transfer_type(req).is_some() {
+            // A transfer reads a whole zone: on a blocking thread, over the table loaded now.
+            let table = shared.table.load_full();
+            let journal = shared.journal.clone();
+            let (zones, etcd, key) = (
+                shared.transfer_allow.clone(),
+                shared.etcd_transfer_allow.clone(),
+                shared.transfer_key.clone(),
+            );
+            let req = req.to_vec();
+            let addr = peer.addr;
+            let transfer = tokio::task::spawn_blocking(move || {
+                let access = crate::dns::transfer::Access {
+                    zones: &zones,
+                    etcd: &etcd,
+                    key: key.as_ref(),
+                };
+                crate::dns::transfer::answer(&table, &journal, &req, addr, access)
+            })
+            .await
+            .ok()
+            .flatten();
             if let Some(messages) = transfer {
                 for m in messages {
                     let mut framed = (m.len() as u16).to_be_bytes().to_vec();

@@ -28,7 +28,32 @@ pub struct Body {
     pub answer_count: u16,
     pub authority_count: u16,
     pub additional_count: u16,
+    /// Where the additional records that may be left out start in `wire` (`wire.len()`: none
+    /// may). A response that does not fit drops them before it is truncated (RFC 2181 §9);
+    /// referral glue is never droppable (RFC 9471).
+    pub optional_from: u16,
+    /// How many of the additional records start at `optional_from`.
+    pub optional_count: u16,
     pub wire: Box<[u8]>,
+}
+
+impl Body {
+    /// Sections with nothing droppable.
+    pub fn new(answer: u16, authority: u16, additional: u16, wire: Box<[u8]>) -> Self {
+        Body {
+            answer_count: answer,
+            authority_count: authority,
+            additional_count: additional,
+            optional_from: wire.len().min(u16::MAX as usize) as u16,
+            optional_count: 0,
+            wire,
+        }
+    }
+
+    /// An empty body (rcode only).
+    pub fn empty() -> Self {
+        Body::new(0, 0, 0, Box::new([]))
+    }
 }
 
 /// One answer with its rotations: the query path picks `bodies[n % len]`. The bodies are shared
@@ -37,6 +62,9 @@ pub struct Body {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub rcode: u8,
+    /// AA in the header: false only for referrals (RFC 1034 §4.3.2: below a zone cut we are
+    /// not authoritative).
+    pub authoritative: bool,
     /// Zone whose SOA follows the body in the authority section ([`NO_TAIL`]: none). The SOA
     /// carries the serial, which changes with every table: kept out of the body, an answer that
     /// ends in NODATA or NXDOMAIN (a CNAME chain into nothing) survives from table to table.
@@ -88,8 +116,10 @@ pub(crate) struct Node {
 
 pub(crate) const NO_WILDCARD: u32 = u32::MAX;
 
-/// Answers of a stored wildcard (`*.X`), encoded so that they follow any question: records owned
-/// by the wildcard point at the question name, every other name is uncompressed.
+/// What names below a node that do not exist get: the answers of its `*` child (RFC 4592; a
+/// stored etcd wildcard or a zone file's), encoded so that they follow any question (records
+/// owned by the wildcard point at the question name, every other name is uncompressed), or,
+/// below a zone cut, the referral.
 #[derive(Debug)]
 pub(crate) struct Wildcard {
     pub(crate) by_type: Box<[(u16, u32)]>,
@@ -122,6 +152,7 @@ impl Segment {
 /// A zone's answers that carry the serial: rebuilt with every table (a few per zone).
 #[derive(Debug)]
 pub(crate) struct ZoneInfo {
+    pub(crate) origin: crate::model::DnsName,
     pub(crate) nxdomain: Answer,
     pub(crate) nodata: Answer,
     /// Answer to an SOA question about a name that does not exist (CoreDNS's etcd plugin gives
@@ -187,6 +218,72 @@ impl Table {
             .count()
     }
 
+    /// The zone whose apex is `origin` (wire, lowercase), if served and not an etcd zone
+    /// (those transfer their SkyDNS records, [`Table::axfr`]).
+    pub fn transferable_zone(&self, origin: &[u8]) -> Option<usize> {
+        self.zones
+            .iter()
+            .position(|z| z.origin.wire() == origin && z.miss_soa.is_none())
+    }
+
+    /// The apex of every served zone.
+    pub fn zone_origins(&self) -> impl Iterator<Item = &crate::model::DnsName> {
+        self.zones.iter().map(|z| &z.origin)
+    }
+
+    /// Whether segment `s` is the same in both tables (a change left it alone).
+    pub fn shares_segment(&self, older: &Table, s: usize) -> bool {
+        match (self.segments.get(s), older.segments.get(s)) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// What a client of unknown location gets at each name of zone `zone` held by the
+    /// segments `segments` picks: (name, query type, answer) for every type with data (ANY
+    /// left out), and (name, 0, referral) at and below zone cuts. For zone transfers, off the
+    /// query path.
+    pub fn zone_answers(
+        &self,
+        zone: usize,
+        segments: impl Fn(usize) -> bool,
+    ) -> Vec<(&crate::model::DnsName, u16, &Answer)> {
+        let mut out = Vec::new();
+        for (s, segment) in self.segments.iter().enumerate() {
+            if !segments(s) {
+                continue;
+            }
+            for (name, node) in segment.names.iter() {
+                if node.zone as usize != zone {
+                    continue;
+                }
+                let at_unknown = |idx: u32| -> Option<&Answer> {
+                    let idx = if idx & LOCATED != 0 {
+                        segment.located[(idx & !LOCATED) as usize]
+                    } else {
+                        idx
+                    };
+                    match idx {
+                        NODATA | NXDOMAIN | MISS_SOA => None,
+                        i => segment.answers.get(i as usize),
+                    }
+                };
+                for &(t, idx) in node.by_type.iter() {
+                    if t == crate::model::rtype::ANY {
+                        continue;
+                    }
+                    if let Some(a) = at_unknown(idx) {
+                        out.push((name, t, a));
+                    }
+                }
+                if let Some(a) = at_unknown(node.other).filter(|a| !a.authoritative) {
+                    out.push((name, 0, a));
+                }
+            }
+        }
+        out
+    }
+
     /// The SOA record that follows `answer`'s body in the authority section (empty: none).
     #[inline]
     pub fn soa_tail(&self, answer: &Answer) -> &[u8] {
@@ -241,12 +338,18 @@ impl Table {
             let segment = &*self.segments[segment_of(hash)];
             if let Some(node) = segment.find(hash, parent) {
                 if node.wildcard != NO_WILDCARD {
+                    // Synthesized from the closest encloser's `*` child (RFC 4592), or the
+                    // referral of the delegation this name is below.
                     let w = &segment.wildcards[node.wildcard as usize];
-                    let idx = w
+                    let mut idx = w
                         .by_type
                         .iter()
                         .find(|(t, _)| *t == qtype)
                         .map_or(w.other, |(_, i)| *i);
+                    if idx & LOCATED != 0 {
+                        let start = (idx & !LOCATED) as usize;
+                        idx = segment.located[start + locate()];
+                    }
                     return Lookup::Authoritative(self.answer(segment, node.zone, idx));
                 }
                 let zone = &self.zones[node.zone as usize];

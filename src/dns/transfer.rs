@@ -1,0 +1,428 @@
+//! Zone transfers over TCP to allowed peers: AXFR (RFC 5936) of every served zone and IXFR
+//! (RFC 1995) from a journal of recently published tables, plus the NOTIFY messages (RFC 1996)
+//! that tell secondaries to come and get them.
+//!
+//! A zone-file or federation zone transfers what a client of unknown location gets at each of
+//! its names, read back from the table's encoded answers (so a transfer is exactly what is
+//! served, and costs no memory while nobody asks); etcd zones transfer their SkyDNS records
+//! (`Table::axfr`, with `etcd.axfr_allow`). IXFR diffs the client's table against the current
+//! one over the segments the changes since then rebuilt, so it costs what changed; a serial the
+//! journal no longer holds gets the whole zone (RFC 1995 §4). Never on the query path: the TCP
+//! server runs a transfer on a blocking thread over the table it loaded, so a transfer sees one
+//! table and never holds up a publish.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use super::encode::to_record;
+use crate::model::{DnsName, rtype};
+use crate::table::{Answer, Table};
+
+/// Published tables IXFR can start from, oldest first. Tables share the segments a change did
+/// not touch, so each kept table costs only what its change rebuilt.
+pub struct Journal {
+    tables: Mutex<VecDeque<Arc<Table>>>,
+    keep: usize,
+}
+
+impl Journal {
+    pub fn new(keep: usize) -> Self {
+        Journal {
+            tables: Mutex::new(VecDeque::new()),
+            keep,
+        }
+    }
+
+    /// Whether tables are kept at all.
+    pub fn keeps(&self) -> bool {
+        self.keep > 0
+    }
+
+    /// Records a published table; returns the one that fell out, for the caller to retire.
+    pub fn push(&self, table: &Arc<Table>) -> Option<Arc<Table>> {
+        if self.keep == 0 {
+            return None;
+        }
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.push_back(table.clone());
+        (tables.len() > self.keep)
+            .then(|| tables.pop_front())
+            .flatten()
+    }
+
+    fn with_serial(&self, serial: u32) -> Option<Arc<Table>> {
+        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.iter().find(|t| t.serial == serial).cloned()
+    }
+}
+
+/// Who may transfer what.
+#[derive(Clone, Copy)]
+pub struct Access<'a> {
+    /// Zone-file and federation zones.
+    pub zones: &'a [(IpAddr, u8)],
+    /// etcd zones (`etcd.axfr_allow`).
+    pub etcd: &'a [(IpAddr, u8)],
+    /// When set, every transfer must be signed with this key (and is answered signed).
+    pub key: Option<&'a super::tsig::Key>,
+}
+
+impl Access<'_> {
+    pub fn any(&self) -> bool {
+        !self.zones.is_empty() || !self.etcd.is_empty()
+    }
+}
+
+/// The query type of `req` if it asks for a zone transfer (a cheap look before any parsing).
+pub fn transfer_type(req: &[u8]) -> Option<u16> {
+    let mut pos = 12;
+    loop {
+        let len = *req.get(pos)? as usize;
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        pos += len + 1;
+    }
+    let t = u16::from_be_bytes([*req.get(pos)?, *req.get(pos + 1)?]);
+    (t == rtype::AXFR || t == rtype::IXFR).then_some(t)
+}
+
+/// The unframed messages answering `req`, when it is an AXFR or IXFR of a zone `peer` may
+/// transfer; `None` otherwise (the normal path then answers: REFUSED).
+pub fn answer(
+    table: &Table,
+    journal: &Journal,
+    req: &[u8],
+    peer: IpAddr,
+    access: Access<'_>,
+) -> Option<Vec<Vec<u8>>> {
+    use super::tsig::{Verdict, sign_answer, verify};
+    let keys: &[super::tsig::Key] = access.key.map_or(&[], std::slice::from_ref);
+    match verify(req, keys, super::tsig::now()) {
+        Verdict::Unsigned if access.key.is_some() => {
+            tracing::info!(%peer, "zone transfer refused: not signed with the configured TSIG key");
+            None
+        }
+        Verdict::Unsigned => unsigned_answer(table, journal, req, peer, access),
+        Verdict::Refused(answer) => {
+            tracing::info!(%peer, "zone transfer refused: TSIG does not verify");
+            Some(vec![answer])
+        }
+        Verdict::Signed { mac, key, time } => {
+            let stripped = super::tsig::strip(req)?;
+            let mut messages = unsigned_answer(table, journal, &stripped, peer, access)?;
+            sign_answer(&mut messages, &key, &mac, time);
+            Some(messages)
+        }
+    }
+}
+
+fn unsigned_answer(
+    table: &Table,
+    journal: &Journal,
+    req: &[u8],
+    peer: IpAddr,
+    access: Access<'_>,
+) -> Option<Vec<Vec<u8>>> {
+    let msg = Message::from_vec(req).ok()?;
+    if msg.metadata.message_type != hickory_proto::op::MessageType::Query || msg.queries.len() != 1
+    {
+        return None;
+    }
+    let q = &msg.queries[0];
+    let qtype = q.query_type();
+    if qtype != RecordType::AXFR && qtype != RecordType::IXFR {
+        return None;
+    }
+    let zone = DnsName::from_wire_lowercase(&q.name().to_bytes().ok()?);
+    let question = &req[12..12 + q.name().to_bytes().ok()?.len() + 4];
+    let id = msg.metadata.id;
+    if let Some(records) = table.axfr.get(zone.wire()) {
+        if !crate::config::allowed(access.etcd, peer) {
+            return None;
+        }
+        let wire: Vec<Vec<u8>> = records.iter().map(|r| emit(&to_record(r))).collect();
+        tracing::info!(zone = %zone, %peer, records = wire.len(), "zone transfer (etcd)");
+        let all = wire.iter().chain(wire.first()).map(Vec::as_slice);
+        return Some(messages(id, question, all));
+    }
+    if !crate::config::allowed(access.zones, peer) {
+        return None;
+    }
+    let zi = table.transferable_zone(zone.wire())?;
+    let soa = soa_of(table, zi, &zone)?;
+    let since = match qtype {
+        RecordType::IXFR => msg.authorities.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(s) => Some(s.serial),
+            _ => None,
+        }),
+        _ => None,
+    };
+    if let Some(serial) = since {
+        // RFC 1995 §2: a client as new as we are gets our SOA alone.
+        if serial == table.serial || serial_newer(serial, table.serial) {
+            return Some(messages(id, question, [soa.as_slice()].into_iter()));
+        }
+        if let Some(old) = journal.with_serial(serial)
+            && let Some(old_zi) = old.transferable_zone(zone.wire())
+            && let Some(old_soa) = soa_of(&old, old_zi, &zone)
+        {
+            let changed = |s: usize| !table.shares_segment(&old, s);
+            let before = zone_records(&old, old_zi, changed);
+            let after = zone_records(table, zi, changed);
+            let deleted: Vec<&Vec<u8>> = before.difference(&after).collect();
+            let added: Vec<&Vec<u8>> = after.difference(&before).collect();
+            tracing::info!(zone = %zone, %peer, from = serial, to = table.serial,
+                deleted = deleted.len(), added = added.len(), "incremental zone transfer");
+            let seq = [soa.as_slice(), old_soa.as_slice()]
+                .into_iter()
+                .chain(deleted.into_iter().map(Vec::as_slice))
+                .chain([soa.as_slice()])
+                .chain(added.into_iter().map(Vec::as_slice))
+                .chain([soa.as_slice()]);
+            return Some(messages(id, question, seq));
+        }
+    }
+    let records = zone_records(table, zi, |_| true);
+    tracing::info!(zone = %zone, %peer, records = records.len() + 1, ixfr = since.is_some(),
+        "zone transfer");
+    let seq = [soa.as_slice()]
+        .into_iter()
+        .chain(records.iter().map(Vec::as_slice))
+        .chain([soa.as_slice()]);
+    Some(messages(id, question, seq))
+}
+
+/// RFC 1982: `a` is newer than `b`.
+fn serial_newer(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+/// The zone's SOA record (uncompressed wire), read from its apex's answer.
+fn soa_of(table: &Table, zone: usize, origin: &DnsName) -> Option<Vec<u8>> {
+    let apex = crate::table::segment_of(crate::table::name_hash(origin.wire()));
+    let mut out = BTreeSet::new();
+    for (name, t, a) in table.zone_answers(zone, |s| s == apex) {
+        if t == rtype::SOA && name == origin {
+            decode(name, t, a, &mut out);
+        }
+    }
+    out.into_iter().next()
+}
+
+/// Every record of zone `zone` in the segments `segments` picks, uncompressed, the apex SOA
+/// left out (a transfer puts it first and last).
+fn zone_records(table: &Table, zone: usize, segments: impl Fn(usize) -> bool) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    for (name, t, a) in table.zone_answers(zone, &segments) {
+        if t != rtype::SOA {
+            decode(name, t, a, &mut out);
+        }
+    }
+    out
+}
+
+/// The records `answer` (to `qtype` at `name`) holds of `name` itself, uncompressed: the
+/// RRset of that type, or at a zone cut (`qtype` 0, a referral) its NS records and their glue.
+/// Rotations of one RRset carry the same records in another order unless it has more than fit
+/// in one answer, so the others are read only when the second differs from the first.
+fn decode(name: &DnsName, qtype: u16, answer: &Answer, out: &mut BTreeSet<Vec<u8>>) {
+    let mut first = BTreeSet::new();
+    for (i, body) in answer.bodies.iter().enumerate() {
+        let mut these = BTreeSet::new();
+        decode_body(name, qtype, body, &mut these);
+        match i {
+            0 => first = these,
+            1 if these == first => break,
+            _ => first.extend(these),
+        }
+    }
+    out.extend(first);
+}
+
+fn decode_body(name: &DnsName, qtype: u16, body: &crate::table::Body, out: &mut BTreeSet<Vec<u8>>) {
+    let mut wire = Vec::with_capacity(12 + name.wire().len() + 4 + body.wire.len());
+    wire.extend_from_slice(&[0, 0, 0x84, 0, 0, 1]);
+    for n in [
+        body.answer_count,
+        body.authority_count,
+        body.additional_count,
+    ] {
+        wire.extend_from_slice(&n.to_be_bytes());
+    }
+    wire.extend_from_slice(name.wire());
+    wire.extend_from_slice(&qtype.max(1).to_be_bytes());
+    wire.extend_from_slice(&1u16.to_be_bytes());
+    wire.extend_from_slice(&body.wire);
+    let Ok(msg) = Message::from_vec(&wire) else {
+        tracing::warn!(name = %name, qtype, "an answer that does not decode left out of a transfer");
+        return;
+    };
+    let Ok(owner) = Name::from_labels(name.labels()) else {
+        return;
+    };
+    if qtype == 0 {
+        let at_cut = msg.authorities.iter().any(|r| r.name == owner);
+        if at_cut {
+            for r in msg.authorities.iter().chain(&msg.additionals) {
+                out.insert(emit(r));
+            }
+        }
+        return;
+    }
+    for r in &msg.answers {
+        if r.name == owner && u16::from(r.record_type()) == qtype {
+            out.insert(emit(r));
+        }
+    }
+}
+
+/// One record, uncompressed, owner lowercased.
+fn emit(r: &hickory_proto::rr::Record) -> Vec<u8> {
+    let mut r = r.clone();
+    r.name = r.name.to_lowercase();
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    if r.emit(&mut enc).is_err() {
+        buf.clear();
+    }
+    buf
+}
+
+/// Transfer messages of about 16 KiB (BIND's 20 KiB is similar; a TSIG, 100 bytes, fits after
+/// any of them): the question in the first, records in order.
+fn messages<'r>(id: u16, question: &[u8], records: impl Iterator<Item = &'r [u8]>) -> Vec<Vec<u8>> {
+    const MAX: usize = u16::MAX as usize - 512;
+    const TARGET: usize = 16 << 10;
+    let start = |first: bool| -> Vec<u8> {
+        let mut m = Vec::with_capacity(16 << 10);
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&[0x84, 0, 0, first as u8, 0, 0, 0, 0, 0, 0]);
+        if first {
+            m.extend_from_slice(question);
+        }
+        m
+    };
+    let finish = |m: &mut Vec<u8>, n: u16| m[6..8].copy_from_slice(&n.to_be_bytes());
+    let mut out = Vec::new();
+    let mut cur = start(true);
+    let mut n = 0u16;
+    for r in records.filter(|r| !r.is_empty()) {
+        if r.len() + 12 > MAX {
+            tracing::warn!("a record too large for any message left out of a transfer");
+            continue;
+        }
+        if n > 0 && (cur.len() + r.len() > TARGET || n == u16::MAX) {
+            finish(&mut cur, n);
+            out.push(std::mem::replace(&mut cur, start(false)));
+            n = 0;
+        }
+        cur.extend_from_slice(r);
+        n += 1;
+    }
+    finish(&mut cur, n);
+    out.push(cur);
+    out
+}
+
+/// A NOTIFY (RFC 1996 §3.7) for `zone` carrying its current `soa` (uncompressed RR), with `id`.
+pub fn notify_message(id: u16, zone: &DnsName, soa: Option<&[u8]>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(&id.to_be_bytes());
+    // opcode NOTIFY (4), AA
+    m.extend_from_slice(&[4 << 3 | 0x04, 0, 0, 1, 0, soa.is_some() as u8, 0, 0, 0, 0]);
+    m.extend_from_slice(zone.wire());
+    m.extend_from_slice(&rtype::SOA.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let Some(s) = soa {
+        m.extend_from_slice(s);
+    }
+    m
+}
+
+/// Whether `resp` answers the NOTIFY `id` (any rcode but SERVFAIL counts: the secondary heard).
+pub fn is_notify_ack(resp: &[u8], id: u16) -> bool {
+    resp.len() >= 12
+        && resp[0..2] == id.to_be_bytes()
+        && resp[2] & 0x80 != 0
+        && (resp[2] >> 3) & 0x0f == 4
+}
+
+/// Every zone a NOTIFY goes out for (zone-file and federation zones, and etcd zones with
+/// transfers on), with its current SOA record.
+pub fn notify_zones(table: &Table) -> Vec<(DnsName, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for origin in table.zone_origins() {
+        let soa = table
+            .transferable_zone(origin.wire())
+            .and_then(|zi| soa_of(table, zi, origin));
+        if soa.is_some() || table.axfr.contains_key(origin.wire()) {
+            out.push((origin.clone(), soa));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answers::skydns::{Entry, EtcdData};
+    use hickory_proto::op::{MessageType, OpCode, Query};
+
+    fn request(zone: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(zone).unwrap(), t));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn etcd_zones_transfer_to_allowed_peers_only() {
+        let mut data = EtcdData {
+            prefix: "/skydns".into(),
+            zones: vec![DnsName::parse("example.net").unwrap()],
+            axfr: true,
+            ..Default::default()
+        };
+        std::sync::Arc::make_mut(&mut data.entries).insert(
+            "/skydns/net/example/a".into(),
+            Entry {
+                host: "10.0.0.1".into(),
+                ..Default::default()
+            },
+        );
+        let table = crate::answers::build(crate::answers::BuildInput {
+            zones: &[],
+            locator: &crate::geo::Locator::default(),
+            federations: &[],
+            etcd: &[&data],
+            cache: None,
+            serial: 5,
+            generation: 1,
+        })
+        .table;
+        let req = request("example.net.", RecordType::AXFR);
+        let allow = [crate::config::parse_cidr("127.0.0.0/8").unwrap()];
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let journal = Journal::new(0);
+        let access = Access {
+            zones: &[],
+            etcd: &allow,
+            key: None,
+        };
+        let msgs = answer(&table, &journal, &req, local, access).expect("transfer");
+        let r = Message::from_vec(&msgs[0]).unwrap();
+        assert_eq!(r.answers.len(), 3);
+        assert!(answer(&table, &journal, &req, "10.1.1.1".parse().unwrap(), access).is_none());
+        assert_eq!(transfer_type(&req), Some(rtype::AXFR));
+    }
+}
