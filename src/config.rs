@@ -206,6 +206,9 @@ struct RawProbe {
     /// HTTP(S): the body must contain this.
     #[serde(default)]
     body_contains: Option<String>,
+    /// HTTPS: PEM certificates trusted besides the system roots (relative to the config file).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
     #[serde(default = "default_probe_interval")]
     interval_ms: u64,
     #[serde(default = "default_probe_timeout")]
@@ -924,11 +927,26 @@ impl Config {
                         located.push(at("host", format!("{h:?} is not a host name")));
                         continue;
                     }
+                    let ca_file = p
+                        .ca_file
+                        .as_ref()
+                        .map(|f| path.parent().map_or_else(|| f.clone(), |d| d.join(f)));
+                    if let Some(f) = &ca_file {
+                        if p.kind != "https" {
+                            located.push(at("ca_file", "only https probes use a ca_file".into()));
+                            continue;
+                        }
+                        if let Err(e) = crate::probe::load_ca_file(f) {
+                            located.push(at("ca_file", e));
+                            continue;
+                        }
+                    }
                     crate::probe::Check::Http(crate::probe::HttpCheck {
                         path: p.path.clone(),
                         tls: p.kind == "https",
                         host: p.host.clone(),
                         verify: p.verify_certificate,
+                        ca_file,
                         expect,
                         body: p.body_contains.clone(),
                     })
@@ -1107,7 +1125,7 @@ mod tests {
         assert!(!h.tls && h.verify && h.host.is_none());
         assert_eq!(h.expect, vec![(204, 204)]);
         assert_eq!(c.probes[2].check, crate::probe::Check::Tcp);
-        let bad = "probes:\n  - {federation: f, type: http, port: 80, expect_status: [\"299-200\"]}\n  - {federation: f, type: http, port: 80, expect_status: ok}\n  - {federation: f, type: ftp, port: 21}\n";
+        let bad = "probes:\n  - {federation: f, type: http, port: 80, expect_status: [\"299-200\"]}\n  - {federation: f, type: http, port: 80, expect_status: ok}\n  - {federation: f, type: ftp, port: 21}\n  - {federation: f, type: https, port: 443, ca_file: /nonexistent/ca.pem}\n";
         let errs: Vec<String> = Config::parse(Path::new("fedns.yaml"), bad)
             .unwrap_err()
             .iter()
@@ -1123,6 +1141,10 @@ mod tests {
         );
         assert!(
             errs[2].contains("probes[2].type: \"ftp\" is not tcp, http or https"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].contains("probes[3].ca_file: /nonexistent/ca.pem"),
             "{errs:?}"
         );
     }

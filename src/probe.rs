@@ -61,6 +61,8 @@ pub struct HttpCheck {
     pub host: Option<String>,
     /// Verify the server's certificate against the system roots (and the host name).
     pub verify: bool,
+    /// PEM certificates trusted besides the system roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Passing statuses: inclusive ranges.
     pub expect: Vec<(u16, u16)>,
     /// When set, the response body must contain this.
@@ -315,7 +317,7 @@ pub async fn probe_once(addr: SocketAddr, check: &Check) -> Result<(), Failure> 
         None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
     };
     let config = if http.verify {
-        verifying_config()
+        verifying_config(http.ca_file.as_deref())
     } else {
         unverified_config()
     }
@@ -393,24 +395,63 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Verifies against the system's roots (loaded once).
-fn verifying_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                tracing::warn!(errors = ?found.errors, "no system root certificates: verified HTTPS probes will fail");
-            }
-            rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        })
-        .clone()
+/// The system's roots (loaded once).
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            tracing::warn!(errors = ?found.errors, "no system root certificates: verified HTTPS probes need ca_file");
+        }
+        found.certs
+    })
+}
+
+/// The certificates of a PEM file.
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Verifies against the system's roots and, when given, the certificates of `ca_file`
+/// (one config per file, built on first use).
+fn verifying_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    type Configs = std::sync::Mutex<HashMap<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>>;
+    static CONFIGS: OnceLock<Configs> = OnceLock::new();
+    let configs = CONFIGS.get_or_init(Default::default);
+    let key = ca_file.map(std::path::Path::to_path_buf);
+    if let Some(c) = configs.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(c);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(system_roots().iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in load_ca_file(path)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+    if let Ok(mut m) = configs.lock() {
+        m.insert(key, config.clone());
+    }
+    Ok(config)
 }
 
 /// Accepts any certificate (a rule with `verify_certificate: false`); signatures are still

@@ -3519,36 +3519,37 @@ fn host_routed_http(listener: std::net::TcpListener) -> ProbeTarget {
     }
 }
 
-/// `openssl s_server -www` on loopback with a self-signed certificate for lb.example that
-/// refuses (fatal alert) any other SNI; killed by PID on drop.
+/// `openssl s_server -www` on loopback with a certificate for lb.example issued by a test CA
+/// (`ca`, not in the system roots), refusing (fatal alert) any other SNI; killed by PID on drop.
 struct TlsServer {
     child: std::process::Child,
+    ca: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl TlsServer {
     fn start(addr: SocketAddr) -> TlsServer {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=lb.example",
-                "-addext",
-                "subjectAltName=DNS:lb.example",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (scripts/test installs it)");
-        assert!(ok.success());
+        let at = |f: &str| dir.path().join(f);
+        let (cert, key, ca) = (at("c.pem"), at("k.pem"), at("ca.pem"));
+        std::fs::write(at("ext"), "subjectAltName=DNS:lb.example\n").unwrap();
+        let openssl = |args: &str| {
+            let ok = Command::new("openssl")
+                .args(args.split(' '))
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (scripts/test installs it)");
+            assert!(ok.success(), "openssl {args}");
+        };
+        openssl(
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=fedns-test-CA -keyout ca.key -out ca.pem",
+        );
+        openssl("req -newkey rsa:2048 -nodes -subj /CN=lb.example -keyout k.pem -out leaf.csr");
+        openssl(
+            "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out c.pem",
+        );
         let child = Command::new("openssl")
             .args(["s_server", "-www", "-quiet", "-accept", &addr.to_string()])
             .arg("-cert")
@@ -3569,7 +3570,11 @@ impl TlsServer {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
         });
         assert!(up.is_some(), "openssl s_server did not listen on {addr}");
-        TlsServer { child, _dir: dir }
+        TlsServer {
+            child,
+            ca,
+            _dir: dir,
+        }
     }
 }
 
@@ -3617,6 +3622,11 @@ services:
     shards:
       - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
       - {cluster: west1, addresses: [198.51.100.33], ready_endpoints: 1}
+  - name: trusted
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.34], ready_endpoints: 1}
 "#;
     let common = "interval_ms: 100, timeout_ms: 1000, up_after: 1, down_after: 2";
     // The west1 shards' addresses are not reachable (TEST-NET: refused or timing out), so
@@ -3626,7 +3636,9 @@ services:
          - {{federation: myfed, service: shop/web, type: http, port: {web_port}, host: lb.example, expect_status: [\"200-204\"], body_contains: ok, {common}}}\n\
          - {{federation: myfed, service: shop/secure, type: https, port: {tls_port}, host: lb.example, verify_certificate: false, body_contains: s_server, {common}}}\n\
          - {{federation: myfed, service: shop/wrongsni, type: https, port: {tls_port}, host: other.example, verify_certificate: false, {common}}}\n\
-         - {{federation: myfed, service: shop/strict, type: https, port: {tls_port}, host: lb.example, {common}}}\n"
+         - {{federation: myfed, service: shop/strict, type: https, port: {tls_port}, host: lb.example, {common}}}\n\
+         - {{federation: myfed, service: shop/trusted, type: https, port: {tls_port}, host: lb.example, ca_file: \"{ca}\", {common}}}\n",
+        ca = _tls.ca.display()
     );
     let fx = Fixture::new(fed, &config);
     let s = fx.start();
@@ -3648,6 +3660,11 @@ services:
         (a("secure") == v4set(&["127.0.0.31"])).then_some(())
     });
     assert!(secure.is_some(), "{:?}\n{}", a("secure"), s.log_text());
+    // Verification on, with the test CA trusted: the certificate and the SNI host name match.
+    let trusted = wait_for(Duration::from_secs(8), || {
+        (a("trusted") == v4set(&["127.0.0.31"])).then_some(())
+    });
+    assert!(trusted.is_some(), "{:?}\n{}", a("trusted"), s.log_text());
     // A wrong SNI and an unverifiable certificate are TLS errors: east1 fails, and since
     // west1 fails too, both are kept (fail static) — so look at the reasons instead.
     let reasons = wait_for(Duration::from_secs(8), || {
