@@ -3724,3 +3724,101 @@ services:
     });
     assert!(reason.is_some(), "{}", s.log_text());
 }
+
+// ------------------------------------------------------------------------------------------
+// Zone-file semantics and identity over the wire (issue 10)
+// ------------------------------------------------------------------------------------------
+
+/// RFC 4592 §2.2.1's zone, as written there.
+const ZONE_RFC4592: &str = "$ORIGIN example.
+$TTL 3600
+@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60
+@ NS ns.example.com.
+@ NS ns.example.net.
+*.example. TXT \"this is a wildcard\"
+*.example. MX 10 host1.example.
+sub.*.example. TXT \"this is not a wildcard\"
+host1.example. A 192.0.2.1
+_ssh._tcp.host1.example. SRV 0 0 22 host1.example.
+_ssh._tcp.host2.example. SRV 0 0 22 host2.example.
+subdel.example. NS ns.example.com.
+subdel.example. NS ns.example.net.
+";
+
+#[test]
+fn delegations_wildcards_additional_any_and_identity_over_the_wire() {
+    let fx = Fixture::new(
+        FED_MAIN,
+        "identity: {nsid: edge-7, id: edge-7, version: fedns}\n",
+    );
+    fx.write(
+        "zones/example.com.zone",
+        &format!("{ZONE_COM}sub IN NS ns.sub\nns.sub IN A 192.0.2.53\n*.apps IN CNAME {G}\n"),
+    );
+    fx.write("zones/example.zone", ZONE_RFC4592);
+    let s = fx.start();
+    for proto in BOTH {
+        // A referral with glue, not authoritative.
+        let r = s.ask(proto, "host.sub.example.com.", RecordType::A);
+        assert_eq!(r.rcode(), NOERROR, "{r}");
+        assert!(!r.aa() && r.answers().is_empty(), "{r}");
+        assert_eq!(r.msg.authorities[0].record_type(), RecordType::NS, "{r}");
+        assert!(
+            r.msg
+                .additionals
+                .iter()
+                .any(|a| a.name.to_string() == "ns.sub.example.com."),
+            "{r}"
+        );
+        // RFC 4592's own examples.
+        let r = s.ask(proto, "host3.example.", RecordType::MX);
+        assert_eq!(r.answers()[0].name.to_string(), "host3.example.", "{r}");
+        assert_eq!(
+            r.msg.additionals[0].name.to_string(),
+            "host1.example.",
+            "{r}"
+        );
+        let r = s.ask(proto, "_telnet._tcp.host1.example.", RecordType::SRV);
+        assert_eq!(r.rcode(), NXDOMAIN, "{r}");
+        let r = s.ask(proto, "ghost.*.example.", RecordType::MX);
+        assert_eq!(r.rcode(), NXDOMAIN, "{r}");
+        let r = s.ask(proto, "host.subdel.example.", RecordType::A);
+        assert!(!r.aa() && r.msg.authorities.len() == 2, "{r}");
+        // A wildcard CNAME into the federation follows the client's location.
+        let r = s.ask(proto, "shop.apps.example.com.", RecordType::A);
+        assert_eq!(r.answers()[0].record_type(), RecordType::CNAME, "{r}");
+        assert!(!r.a_list().is_empty(), "{r}");
+        // MX with its target's address; ANY is one RRset.
+        let r = s.ask(proto, "example.com.", RecordType::MX);
+        assert_eq!(
+            r.msg.additionals[0].name.to_string(),
+            "mail.example.com.",
+            "{r}"
+        );
+        let r = s.ask(proto, "example.com.", RecordType::ANY);
+        assert_eq!(r.answers().len(), 2, "the two NS records only: {r}");
+        assert!(
+            r.answers()
+                .iter()
+                .all(|a| a.record_type() == RecordType::NS),
+            "{r}"
+        );
+    }
+    // CHAOS identity and NSID.
+    let mut m = Message::new(next_id(), MessageType::Query, OpCode::Query);
+    let mut q = Query::query(name("version.bind."), RecordType::TXT);
+    q.set_query_class(hickory_proto::rr::DNSClass::CH);
+    m.add_query(q);
+    let r = s.exchange(Proto::Udp, &m.to_vec().unwrap());
+    assert_eq!(r.rcode(), NOERROR, "{r}");
+    assert!(r.to_string().contains("fedns 0.1"), "{r}");
+    let mut e = edns(1232);
+    e.options_mut()
+        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+            3,
+            vec![],
+        ));
+    let r = s.exchange(Proto::Udp, &query("example.com.", RecordType::SOA, Some(e)));
+    let tail = String::from_utf8_lossy(&r.raw);
+    assert!(tail.contains("edge-7"), "NSID in the OPT record: {r}");
+}

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
-use kube_api::{ApiServer, Res, cluster_ip_service, ingress, kubeconfig, node, service, slice};
+use kube_api::{
+    ApiServer, Res, cluster_ip_service, ingress, kubeconfig, kubeconfig_secure, node, service,
+    slice, test_ca,
+};
 use serde_json::json;
 
 use common::{BIN, Fedns, http_get, wait_for};
@@ -1004,4 +1007,395 @@ fn check_reports_kubeconfig_problems() {
     fx.write_config(&[CLUSTER_EAST1], 30);
     let (code, err) = run(&fx.path("fedns.yaml"));
     assert_eq!(code, Some(0), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Client changes with no gap, and a test API server that behaves like a real one
+// ------------------------------------------------------------------------------------------
+
+/// West's objects (as in [`Clusters::start`]) on another API server, with `lb` as the
+/// checkout load balancer's address.
+fn populate_west(s: &ApiServer, lb: &str) {
+    s.put(Res::Nodes, node("w-n1", "us-west2", "us-west2-a", true));
+    s.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[lb], &[]),
+    );
+    s.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-w1",
+            "checkout",
+            &[("10.246.1.5", true, false, Some("us-west2-a"))],
+        ),
+    );
+}
+
+/// Asks for `qname` every 5 ms and `/readyz` every 50 ms until stopped, counting answers that
+/// `ok` rejects and /readyz answers other than 200.
+struct GapProbe {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    total: Arc<AtomicUsize>,
+    bad: Arc<Mutex<Vec<Answer>>>,
+    not_ready: Arc<Mutex<Vec<(u16, String)>>>,
+}
+
+impl GapProbe {
+    fn start(f: &Fedns, qname: &'static str, ok: fn(&Answer) -> bool) -> GapProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicUsize::new(0));
+        let bad = Arc::new(Mutex::new(Vec::new()));
+        let not_ready = Arc::new(Mutex::new(Vec::new()));
+        let dns = {
+            let (stop, total, bad, udp) = (stop.clone(), total.clone(), bad.clone(), f.udp);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let a = ask(udp, qname, RecordType::A);
+                    total.fetch_add(1, Ordering::Relaxed);
+                    if !ok(&a) {
+                        bad.lock().unwrap().push(a);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let ready = {
+            let (stop, not_ready, http) = (stop.clone(), not_ready.clone(), f.http);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = http_get(http, "/readyz");
+                    if status != 200 {
+                        not_ready.lock().unwrap().push((status, body));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        GapProbe {
+            stop,
+            threads: vec![dns, ready],
+            total,
+            bad,
+            not_ready,
+        }
+    }
+
+    /// Stops probing and panics if any answer was bad or /readyz was ever not 200.
+    fn finish(mut self, f: &Fedns) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        assert!(total > 50, "only {total} answers probed");
+        let bad = self.bad.lock().unwrap();
+        assert!(
+            bad.is_empty(),
+            "{} of {total} answers with a gap, first {:?}\nlog:\n{}",
+            bad.len(),
+            bad.first(),
+            f.log_text()
+        );
+        let nr = self.not_ready.lock().unwrap();
+        assert!(
+            nr.is_empty(),
+            "/readyz not ready {} times, first {:?}\nlog:\n{}",
+            nr.len(),
+            nr.first(),
+            f.log_text()
+        );
+    }
+}
+
+fn ready_with(f: &Fedns, cluster: &str) -> Option<()> {
+    let (status, body) = http_get(f.http, "/readyz");
+    (status == 200 && body.contains(&format!("kubernetes:{cluster}: ready"))).then_some(())
+}
+
+/// A cluster's context is switched to another API server (100 ms away in the report, 1.5 s to
+/// list here): the new client lists everything before the old one's data is replaced, so the
+/// cluster's shards answer throughout and /readyz never leaves 200.
+#[test]
+fn changed_context_switches_clients_with_no_gap() {
+    let cl = Clusters::start();
+    let west_b = ApiServer::start();
+    populate_west(&west_b, "198.51.100.31");
+    west_b.delay_lists(Duration::from_millis(1500));
+    let kc = kubeconfig(&[
+        ("east1", cl.east1.url()),
+        ("east2", cl.east2.url()),
+        ("west", cl.west.url()),
+        ("west-b", west_b.url()),
+    ]);
+    let fx = Fixture::new(&kc, &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST], 30);
+    let started = Instant::now();
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+    // Past the start's gather window (5 s), whose waiting for first lists would hide a gap.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+
+    let probe = GapProbe::start(&f, G, |a| a.rcode == 0 && a.addrs.len() == 3);
+    fx.write_config(
+        &[
+            CLUSTER_EAST1,
+            CLUSTER_EAST2,
+            "    - {name: west, kubeconfig: kubeconfig, context: west-b, weight: 50}\n",
+        ],
+        30,
+    );
+    f.expect_a(
+        G,
+        &[IP_EAST1, IP_EAST2, "198.51.100.31"],
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    probe.finish(&f);
+    // The old client is gone: its server's changes no longer matter, the new one's do.
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.39"], &[]),
+    );
+    west_b.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.32"], &[]),
+    );
+    f.expect_a(
+        G,
+        &[IP_EAST1, IP_EAST2, "198.51.100.32"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+}
+
+/// HTTPS with a bearer token, through a kubeconfig with a CA and a token; the token is rotated
+/// in the same kubeconfig file (the new one accepted first, the old one revoked after): fedns
+/// picks the new token up without a restart and with no gap, and keeps working once the old
+/// token is refused.
+#[test]
+fn rotated_token_in_the_same_kubeconfig_is_picked_up_with_no_gap() {
+    let west = ApiServer::start_secure("token-1");
+    populate_west(&west, IP_WEST);
+    let ca = &test_ca().ca;
+    let kc = |token: &str| kubeconfig_secure(&[("west", west.url(), token)], ca);
+    let fx = Fixture::new(&kc("token-1"), &[CLUSTER_WEST], 30);
+    let started = Instant::now();
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_WEST], SETTLE);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    assert!(west.requests_with("token-1") >= 8, "lists and watches");
+
+    west.set_tokens(&["token-1", "token-2"]);
+    west.delay_lists(Duration::from_millis(1500));
+    let probe = GapProbe::start(&f, G, |a| a.rcode == 0 && a.addrs == set(&[IP_WEST]));
+    fx.write("kubeconfig", &kc("token-2"));
+    // The new client's four lists and watches.
+    wait_for(Duration::from_secs(15), || {
+        (west.requests_with("token-2") >= 8).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the rotated token was never used:\n{}", f.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    probe.finish(&f);
+
+    // The old token is revoked and every watch ends: only the new client can go on.
+    west.set_tokens(&["token-2"]);
+    west.delay_lists(Duration::ZERO);
+    let old = west.requests_with("token-1");
+    west.cut_watches();
+    west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.33"], &[]),
+    );
+    f.expect_a(G, &["198.51.100.33"], Duration::from_secs(5));
+    assert_eq!(
+        west.requests_with("token-1"),
+        old,
+        "the old client still runs"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+    // No refusal was ever logged (a bare "401" would also match timestamps and serials).
+    let refused = f
+        .log_text()
+        .lines()
+        .any(|l| !l.contains("level=INFO") && l.contains("401"));
+    assert!(!refused, "{}", f.log_text());
+}
+
+/// A wrong token is answered 401 over HTTPS, named in the log and on /readyz; fixing the token
+/// in the kubeconfig file brings the cluster in without a restart.
+#[test]
+fn wrong_token_is_401_until_the_kubeconfig_is_fixed() {
+    let west = ApiServer::start_secure("right");
+    populate_west(&west, IP_WEST);
+    let ca = &test_ca().ca;
+    let kc = |token: &str| kubeconfig_secure(&[("west", west.url(), token)], ca);
+    let fx = Fixture::new(&kc("wrong"), &[CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    let line = f
+        .wait_log(Duration::from_secs(15), |l| {
+            l.contains("cluster west:") && l.contains("401")
+        })
+        .unwrap_or_else(|| panic!("no 401 line:\n{}", f.log_text()));
+    assert!(line.contains("Unauthorized"), "{line}");
+    assert!(west.requests_with("wrong") > 0);
+    let (status, body) = http_get(f.http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("kubernetes:west") && body.contains("401"),
+        "{body}"
+    );
+
+    fx.write("kubeconfig", &kc("right"));
+    f.expect_a(G, &[IP_WEST], SETTLE);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+}
+
+/// fedns selects Services by label: a Service that loses the label gets a DELETED event on the
+/// label-selected watch (a real API server judges the object before and after the change) and
+/// leaves the answers; one that gets it back is ADDED again.
+#[test]
+fn service_losing_the_label_is_deleted_from_the_watch() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let lists = cl.west.lists(Res::Services);
+    cl.west.put(
+        Res::Services,
+        service(
+            "shop",
+            "checkout",
+            json!({"app": "checkout"}),
+            &[IP_WEST],
+            &[],
+        ),
+    );
+    f.expect_a(G, &[IP_EAST1], Duration::from_secs(2));
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_WEST], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, IP_WEST], Duration::from_secs(2));
+    assert_eq!(
+        cl.west.lists(Res::Services),
+        lists,
+        "seen by the watch alone"
+    );
+}
+
+/// RBAC revoked mid-run: a real API server authorizes each request once, so the open watches
+/// go on and their changes arrive; only new requests (after the server's watch timeout) get 403,
+/// which is reported while the last good data keeps serving; restored, the cluster is up again.
+#[test]
+fn rbac_revoked_and_restored_mid_run() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    for r in Res::ALL {
+        cl.west.deny(r, Some(403));
+    }
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.34"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.34"], Duration::from_secs(2));
+    assert_eq!(
+        cl.west.denied(),
+        0,
+        "open watches need no new authorization"
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+
+    cl.west.cut_watches(); // the watches time out; the new ones are refused
+    let line = f
+        .wait_log(Duration::from_secs(20), |l| {
+            l.contains("cluster west:") && l.contains("403")
+        })
+        .unwrap_or_else(|| panic!("the revocation was not reported:\n{}", f.log_text()));
+    assert!(line.contains("missing RBAC permission"), "{line}");
+    let (_, body) = http_get(f.http, "/readyz");
+    assert!(
+        body.contains("kubernetes:west: serving last good data") && body.contains("403 Forbidden"),
+        "{body}"
+    );
+    assert_eq!(f.a(G), set(&[IP_EAST1, "198.51.100.34"]), "last good data");
+
+    for r in Res::ALL {
+        cl.west.deny(r, None);
+    }
+    wait_for(Duration::from_secs(30), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not up after RBAC was restored:\n{}", f.log_text()));
+    wait_for(Duration::from_secs(5), || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west not ready:\n{}", f.log_text()));
+}
+
+/// Watches end when the server's timeout runs out (`timeoutSeconds`, here capped at 1 s by the
+/// server): fedns watches again from where it was, without re-listing, and stays up.
+#[test]
+fn watches_ending_at_the_timeout_resume_without_relist() {
+    let cl = Clusters::start();
+    cl.west.cap_watches(Duration::from_secs(1));
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    let (lists, watches) = (cl.west.lists(Res::Nodes), cl.west.watches(Res::Nodes));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        cl.west.watches(Res::Nodes) >= watches + 3,
+        "watches did not end at the timeout"
+    );
+    assert_eq!(
+        cl.west.lists(Res::Nodes),
+        lists,
+        "a timed-out watch must not re-list"
+    );
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.36"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.36"], Duration::from_secs(2));
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(1.0));
+    let text = f.log_text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("cluster west")),
+        "{text}"
+    );
+}
+
+/// A graceful API server shutdown: open watches keep delivering changes for the grace period,
+/// then every connection closes; fedns keeps the last good data and comes back with the server.
+#[test]
+fn graceful_api_server_shutdown_then_restart() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    cl.west.shut_down_gracefully(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(200));
+    cl.west.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &["198.51.100.35"], &[]),
+    );
+    f.expect_a(G, &[IP_EAST1, "198.51.100.35"], Duration::from_secs(2));
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the closed connections were not noticed:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1, "198.51.100.35"]), "last good data");
+    cl.west.outage_ends();
+    wait_for(Duration::from_secs(10), || {
+        (f.metric("fedns_cluster_up{cluster=\"west\"}") == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west not back after the restart:\n{}", f.log_text()));
 }

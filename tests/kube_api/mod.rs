@@ -1,11 +1,14 @@
 //! A test Kubernetes API server: the one stand-in the tests use, serving the real `kube` client
-//! over plain HTTP on loopback exactly the way a kube-apiserver does (see
-//! `tests/fixtures/kube-apiserver/`): lists with `metadata.resourceVersion` and `continue`
-//! pagination, watches as one JSON event per line held open and silent while nothing changes
-//! (a BOOKMARK only when the client allows them, and then at a real server's cadence of about a
-//! minute), 410 Gone as an in-stream ERROR event, 401/403 with the real Status bodies, going away
-//! for good, and a short outage after which re-watches from the old resourceVersion succeed
-//! silently.
+//! over plain HTTP, or HTTPS with a bearer token ([`ApiServer::start_secure`]), on loopback the
+//! way a kube-apiserver does (see `tests/fixtures/kube-apiserver/`, whose README lists each case
+//! and the real behaviour it models): lists with `metadata.resourceVersion` and `continue`
+//! pagination (optionally slow), watches as one JSON event per line held open and silent while
+//! nothing changes (a BOOKMARK only when the client allows them, and then at a real server's
+//! cadence of about a minute) until `timeoutSeconds`, label-selected watches that send DELETED
+//! when an object stops matching, 410 Gone as an in-stream ERROR event, 401/403 with the real
+//! Status bodies for new requests only (open watches go on), a graceful shutdown that keeps open
+//! watches for a while, going away for good, and a short outage after which re-watches from the
+//! old resourceVersion succeed silently.
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.
@@ -89,6 +92,9 @@ struct Event {
     res: Res,
     kind: &'static str,
     object: Value,
+    /// The object before this change (for DELETED: the last state), which a label-selected
+    /// watch needs to tell an object that stopped matching from one that never did.
+    prev: Option<Value>,
 }
 
 #[derive(Default)]
@@ -112,6 +118,17 @@ struct Inner {
     watches: HashMap<Res, u32>,
     denied: u32,
     conns: Vec<tokio::task::AbortHandle>,
+    /// Bearer tokens accepted (`None`: no authentication, as before TLS was added).
+    tokens: Option<Vec<String>>,
+    /// Requests answered, per bearer token presented.
+    by_token: HashMap<String, u32>,
+    /// How long a list takes to answer (a remote API server, a large cluster).
+    list_delay: Duration,
+    /// The server's own cap on a watch's length (kube-apiserver: `--min-request-timeout`, and
+    /// the client's `timeoutSeconds` when shorter).
+    watch_cap: Option<Duration>,
+    /// Shutting down: no new connection or request is served, open watches go on until then.
+    draining: bool,
 }
 
 type Shared = Arc<(Mutex<Inner>, tokio::sync::watch::Sender<u64>)>;
@@ -121,6 +138,7 @@ pub struct ApiServer {
     shared: Shared,
     rt: Option<tokio::runtime::Runtime>,
     accept: tokio::task::AbortHandle,
+    tls: bool,
 }
 
 impl Drop for ApiServer {
@@ -217,6 +235,12 @@ fn status_for(res: Res, code: u16) -> Value {
     }
 }
 
+/// What a request gets before any streaming: an answer now (after `delay`), or a watch.
+enum Start {
+    Answer(Response<Body>, Duration),
+    Watch,
+}
+
 async fn handle(
     shared: Shared,
     req: Request<hyper::body::Incoming>,
@@ -229,26 +253,45 @@ async fn handle(
             &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}),
         ));
     };
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     let sel = q.get("labelSelector").cloned();
     let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
-    {
+    let start = {
         let mut inner = shared.0.lock().unwrap();
-        if inner.gone {
+        if inner.gone || inner.draining {
             return Err(std::io::Error::other("gone"));
         }
-        let denied = inner
-            .deny
-            .get(&res)
-            .copied()
-            .or_else(|| watch.then(|| inner.deny_watch.get(&res).copied()).flatten());
+        // Authentication comes before authorization, as in kube-apiserver: a wrong or missing
+        // token is 401 whatever RBAC says.
+        let authenticated = match (&inner.tokens, &bearer) {
+            (None, _) => true,
+            (Some(ok), Some(t)) => ok.contains(t),
+            (Some(_), None) => false,
+        };
+        if let Some(t) = &bearer {
+            *inner.by_token.entry(t.clone()).or_default() += 1;
+        }
+        let denied = if !authenticated {
+            Some(401)
+        } else {
+            inner
+                .deny
+                .get(&res)
+                .copied()
+                .or_else(|| watch.then(|| inner.deny_watch.get(&res).copied()).flatten())
+        };
         if let Some(code) = denied {
             inner.denied += 1;
-            return Ok(full(
-                StatusCode::from_u16(code).unwrap(),
-                &status_for(res, code),
-            ));
-        }
-        if !watch {
+            Start::Answer(
+                full(StatusCode::from_u16(code).unwrap(), &status_for(res, code)),
+                Duration::ZERO,
+            )
+        } else if !watch {
             *inner.lists.entry(res).or_default() += 1;
             let items: Vec<Value> = inner
                 .objects
@@ -277,16 +320,28 @@ async fn handle(
                 "metadata": meta,
                 "items": items[offset.min(end)..end],
             });
-            return Ok(full(StatusCode::OK, &list));
+            Start::Answer(full(StatusCode::OK, &list), inner.list_delay)
+        } else {
+            *inner.watches.entry(res).or_default() += 1;
+            let from: u64 = q
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if inner.http_410 && from < inner.compacted {
+                Start::Answer(
+                    full(StatusCode::GONE, &status_for(res, 410)),
+                    Duration::ZERO,
+                )
+            } else {
+                Start::Watch
+            }
         }
-        *inner.watches.entry(res).or_default() += 1;
-        let from: u64 = q
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if inner.http_410 && from < inner.compacted {
-            return Ok(full(StatusCode::GONE, &status_for(res, 410)));
+    };
+    if let Start::Answer(resp, delay) = start {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        return Ok(resp);
     }
     let from: u64 = q
         .get("resourceVersion")
@@ -296,6 +351,18 @@ async fn handle(
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true")
         .then_some(BOOKMARK_EVERY);
+    // A watch lasts `timeoutSeconds` (kube's watcher asks for 290 s), or less when the server
+    // caps it; then the body simply ends and the client watches again from where it was.
+    let asked = q
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs);
+    let cap = shared.0.lock().unwrap().watch_cap;
+    let lasts = match (asked, cap) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    };
+    let ends_at = lasts.map(|d| tokio::time::Instant::now() + d);
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let mut changed = shared.1.subscribe();
     tokio::spawn(async move {
@@ -320,8 +387,7 @@ async fn handle(
                     .log
                     .iter()
                     .filter(|e| e.rv > cursor && e.res == res)
-                    .filter(|e| selector_matches(sel.as_deref(), &e.object))
-                    .map(|e| json!({"type": e.kind, "object": with_type(res, e.object.clone())}))
+                    .filter_map(|e| watch_event(sel.as_deref(), e))
                     .collect();
                 (events, inner.gone, expired, inner.rv)
             };
@@ -343,6 +409,7 @@ async fn handle(
             cursor = rv;
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
+                () = sleep_until_or_never(ends_at) => return, // timeoutSeconds: a clean end
                 // A real kube-apiserver sends a bookmark about once a minute, and only to
                 // clients that asked for them: within a test a quiet watch says nothing at all.
                 _ = sleep_or_never(bookmarks) => {
@@ -369,6 +436,34 @@ async fn handle(
         .expect("response"))
 }
 
+/// The event a watch with label selector `sel` sends for one change, as kube-apiserver's watch
+/// cache does (`cacheWatcher.convertToWatchEvent`): judged by the object before and after the
+/// change, an object that starts matching is ADDED, one that stops matching is DELETED (with its
+/// previous content at the event's resourceVersion), one that never matched sends nothing.
+fn watch_event(sel: Option<&str>, e: &Event) -> Option<Value> {
+    let res = e.res;
+    let now = e.kind != "DELETED" && selector_matches(sel, &e.object);
+    let before = e.prev.as_ref().is_some_and(|p| selector_matches(sel, p));
+    let (kind, obj) = match (now, before) {
+        (true, false) => ("ADDED", e.object.clone()),
+        (true, true) => ("MODIFIED", e.object.clone()),
+        (false, true) => {
+            let mut prev = e.prev.clone().expect("previous object");
+            prev["metadata"]["resourceVersion"] = json!(e.rv.to_string());
+            ("DELETED", prev)
+        }
+        (false, false) => return None,
+    };
+    Some(json!({"type": kind, "object": with_type(res, obj)}))
+}
+
+async fn sleep_until_or_never(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often a watch that allows bookmarks gets one (kube-apiserver: about every minute).
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -379,8 +474,110 @@ async fn sleep_or_never(d: Option<Duration>) {
     }
 }
 
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or is aborted.
+async fn serve<IO>(io: IO, shared: Shared)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
+}
+
+/// The test CA and the API server certificate it signed (for IP 127.0.0.1), made once per test
+/// process with `openssl` (which `scripts/test` installs) in the system's temporary directory.
+pub struct TestCa {
+    /// The CA certificate, for a kubeconfig's `certificate-authority`.
+    pub ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+pub fn test_ca() -> &'static TestCa {
+    static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fedns-kube-api-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl (scripts/test installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=fedns-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=kube-apiserver"]);
+        run(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("server.ext");
+        run(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+        ]);
+        TestCa {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
+    })
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = test_ca();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca.cert)
+        .expect("server.crt")
+        .collect::<Result<_, _>>()
+        .expect("server.crt");
+    let key = PrivateKeyDer::from_pem_file(&ca.key).expect("server.key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl ApiServer {
+    /// A plain-HTTP server with no authentication.
     pub fn start() -> ApiServer {
+        Self::start_with(None)
+    }
+
+    /// An HTTPS server (certificate for 127.0.0.1 from the test CA, [`test_ca`]) that accepts
+    /// only `Authorization: Bearer TOKEN` and answers 401 to anything else, as a real
+    /// kube-apiserver with a service-account token does.
+    pub fn start_secure(token: &str) -> ApiServer {
+        let s = Self::start_with(Some(tls_acceptor()));
+        s.set_tokens(&[token]);
+        s
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> ApiServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -393,23 +590,33 @@ impl ApiServer {
             .expect("bind api server");
         let addr = listener.local_addr().unwrap();
         let s = shared.clone();
+        let secure = tls.is_some();
         let accept = rt
             .spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    if s.0.lock().unwrap().gone {
+                    let refused = {
+                        let inner = s.0.lock().unwrap();
+                        inner.gone || inner.draining
+                    };
+                    if refused {
                         // Down: the connection is closed before a byte is read.
                         drop(stream);
                         continue;
                     }
                     let s2 = s.clone();
+                    let tls = tls.clone();
                     let conn = tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| handle(s2.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    serve(stream, s2).await;
+                                }
+                            }
+                            None => serve(stream, s2).await,
+                        }
                     });
                     let mut inner = s.0.lock().unwrap();
                     inner.conns.retain(|c| !c.is_finished());
@@ -422,11 +629,58 @@ impl ApiServer {
             shared,
             rt: Some(rt),
             accept,
+            tls: secure,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The bearer tokens accepted from now on; requests already being served (open watches)
+    /// go on, as authentication happens once per request.
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        self.mutate(|inner| inner.tokens = Some(tokens.iter().map(|t| t.to_string()).collect()));
+    }
+
+    /// Requests (answered or refused) that presented `token`.
+    pub fn requests_with(&self, token: &str) -> u32 {
+        let inner = self.shared.0.lock().unwrap();
+        inner.by_token.get(token).copied().unwrap_or(0)
+    }
+
+    /// Every list answers only after `d` (a far or loaded API server, a large cluster).
+    pub fn delay_lists(&self, d: Duration) {
+        self.mutate(|inner| inner.list_delay = d);
+    }
+
+    /// Every watch opened from now on ends cleanly after `d` at most (the server's own request
+    /// timeout, shorter than the client's `timeoutSeconds`).
+    pub fn cap_watches(&self, d: Duration) {
+        self.mutate(|inner| inner.watch_cap = Some(d));
+    }
+
+    /// A graceful shutdown (kube-apiserver on SIGTERM): new connections and requests are
+    /// refused at once, the watches already open keep streaming changes for `grace`, then every
+    /// connection closes and the server stays down until [`ApiServer::outage_ends`].
+    pub fn shut_down_gracefully(&self, grace: Duration) {
+        self.mutate(|inner| inner.draining = true);
+        let shared = self.shared.clone();
+        self.rt.as_ref().expect("runtime").spawn(async move {
+            tokio::time::sleep(grace).await;
+            let rv = {
+                let mut inner = shared.0.lock().unwrap();
+                inner.draining = false;
+                inner.gone = true;
+                inner.cut_gen += 1;
+                for c in inner.conns.drain(..) {
+                    c.abort();
+                }
+                inner.rv
+            };
+            shared.1.send_replace(rv);
+        });
     }
 
     fn mutate(&self, f: impl FnOnce(&mut Inner)) {
@@ -451,16 +705,14 @@ impl ApiServer {
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
             obj["metadata"]["creationTimestamp"] = json!("2026-11-22T09:28:41Z");
-            let kind = if inner.objects.insert((res, ns, name), obj.clone()).is_some() {
-                "MODIFIED"
-            } else {
-                "ADDED"
-            };
+            let prev = inner.objects.insert((res, ns, name), obj.clone());
+            let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
             inner.log.push(Event {
                 rv,
                 res,
                 kind,
                 object: obj,
+                prev,
             });
         });
     }
@@ -478,7 +730,8 @@ impl ApiServer {
                     rv,
                     res,
                     kind: "DELETED",
-                    object: obj,
+                    object: obj.clone(),
+                    prev: Some(obj),
                 });
             }
         });
@@ -721,6 +974,34 @@ pub fn kubeconfig(contexts: &[(&str, String)]) -> String {
         ));
     }
     if let Some((n, _)) = contexts.first() {
+        s.push_str(&format!("current-context: {n}\n"));
+    }
+    s
+}
+
+/// A kubeconfig with one context per `(name, https URL, bearer token)`, each cluster trusting
+/// the CA at `ca` (as `kubectl config set-cluster --certificate-authority` writes it).
+pub fn kubeconfig_secure(contexts: &[(&str, String, &str)], ca: &std::path::Path) -> String {
+    let mut s = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (n, url, _) in contexts {
+        s.push_str(&format!(
+            "- name: {n}\n  cluster:\n    server: {url}\n    certificate-authority: {}\n",
+            ca.display()
+        ));
+    }
+    s.push_str("users:\n");
+    for (n, _, token) in contexts {
+        s.push_str(&format!(
+            "- name: {n}-reader\n  user:\n    token: {token}\n"
+        ));
+    }
+    s.push_str("contexts:\n");
+    for (n, _, _) in contexts {
+        s.push_str(&format!(
+            "- name: {n}\n  context:\n    cluster: {n}\n    user: {n}-reader\n"
+        ));
+    }
+    if let Some((n, _, _)) = contexts.first() {
         s.push_str(&format!("current-context: {n}\n"));
     }
     s

@@ -6,7 +6,12 @@
 //! complete [`Federation`] snapshot sent under the source name `kubernetes`. Load-balancer
 //! hostnames are resolved here in the background and refreshed, never on the query path. The
 //! config file is polled (and re-read on SIGHUP) so clusters can be added, changed and removed
-//! while running; a bad new config is rejected and the running clusters keep going.
+//! while running; a bad new config is rejected and the running clusters keep going. Each
+//! cluster's kubeconfig file is polled too: when what its client connects with changes (context,
+//! server, CA, token: a rotated token in the same file), or the config gives it another
+//! kubeconfig, context or selection, a new client lists into a state of its own while the old
+//! one keeps serving, and replaces it only once all four kinds are listed (no gap in its shards,
+//! `/readyz` unchanged meanwhile).
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
 //! state is on `/readyz` (source `kubernetes:NAME`, ready only once a table holding the cluster's
@@ -141,11 +146,27 @@ impl KubeMetrics {
     }
 }
 
-/// Aborts the cluster's tasks when the cluster is removed or restarted.
+/// A cluster's watch task, aborted when dropped (the cluster removed, or its client replaced).
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One cluster as the source runs it.
 struct Running {
     spec: ClusterSpec,
     run: u64,
-    task: tokio::task::JoinHandle<()>,
+    task: Task,
+    /// What the running client was built from ([`access_identity`]).
+    identity: Option<u64>,
+    /// The kubeconfig file as last seen by the poll (of the wanted access: `next`'s if any).
+    kc_seen: Fingerprint,
+    /// A client being built from changed connection settings: it lists into its own state,
+    /// and replaces the running client only once all four kinds are listed (no gap).
+    next: Option<Next>,
     state: ClusterState,
     /// The problem last logged and shown, to log once per change.
     shown: Option<String>,
@@ -159,9 +180,46 @@ struct Running {
     ready_at: Option<u64>,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
+/// The replacement client of a cluster, until its lists are complete.
+struct Next {
+    spec: ClusterSpec,
+    run: u64,
+    task: Task,
+    identity: Option<u64>,
+    state: ClusterState,
+    /// Its problem last logged, to log once per change.
+    shown: Option<String>,
+}
+
+/// What a client built from `access` connects with: a hash of the kubeconfig's resolved
+/// context, cluster and user (server, CA, token, certificates, exec plugin), so a rotated token
+/// or a context pointing elsewhere is noticed while edits to other contexts are not. `None` when
+/// the file cannot be read as a kubeconfig (the running client is kept until it can), and for
+/// in-cluster access (kube re-reads the service-account token file itself).
+fn access_identity(access: &Access) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let Access::Kubeconfig { path, context } = access else {
+        return None;
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let name = context.clone().or(kc.current_context.clone())?;
+    let ctx = kc.contexts.iter().find(|c| c.name == name)?;
+    let inner = ctx.context.as_ref()?;
+    let cluster = kc.clusters.iter().find(|c| c.name == inner.cluster);
+    let user = inner
+        .user
+        .as_ref()
+        .and_then(|u| kc.auth_infos.iter().find(|a| &a.name == u));
+    let text = serde_json::to_string(&(ctx, cluster, user)).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    Some(h.finish())
+}
+
+fn kubeconfig_fingerprint(access: &Access) -> Fingerprint {
+    match access {
+        Access::Kubeconfig { path, .. } => fingerprint(path),
+        Access::InCluster => None,
     }
 }
 
@@ -228,9 +286,20 @@ impl KubeSource {
         }
     }
 
-    fn start(&mut self, spec: ClusterSpec) {
+    /// Starts the watch task of a new run of `spec`'s cluster.
+    fn spawn_run(&mut self, spec: &ClusterSpec) -> (u64, Task) {
         self.next_run += 1;
         let run = self.next_run;
+        let task = tokio::spawn(watch::run_cluster(
+            spec.clone(),
+            self.settings.select.clone(),
+            run,
+            self.tx.clone(),
+        ));
+        (run, Task(task))
+    }
+
+    fn start(&mut self, spec: ClusterSpec) {
         let name = spec.name.clone();
         self.board.register(&board_name(&name));
         self.km.cluster_up.with_label_values(&[&name]).set(0);
@@ -241,12 +310,9 @@ impl KubeSource {
                 .watch_errors
                 .with_label_values(&[name.as_str(), k.resource()]);
         }
-        let task = tokio::spawn(watch::run_cluster(
-            spec.clone(),
-            self.settings.select.clone(),
-            run,
-            self.tx.clone(),
-        ));
+        let identity = access_identity(&spec.access);
+        let kc_seen = kubeconfig_fingerprint(&spec.access);
+        let (run, task) = self.spawn_run(&spec);
         tracing::info!(cluster = %name, "watching cluster {name}");
         self.clusters.insert(
             name,
@@ -254,6 +320,9 @@ impl KubeSource {
                 spec,
                 run,
                 task,
+                identity,
+                kc_seen,
+                next: None,
                 state: ClusterState::default(),
                 shown: None,
                 expired: false,
@@ -281,24 +350,54 @@ impl KubeSource {
         self.dirty_since.get_or_insert_with(Instant::now);
     }
 
-    /// Moves to a new config: clusters added, removed, or restarted when how to reach them
-    /// changed. Overrides (region, zones, weight) apply without a restart.
+    /// Moves to a new config: clusters added, removed, or given a new client when how to reach
+    /// them (or which Services are selected) changed; the new client replaces the running one
+    /// only once it has listed everything (see [`KubeSource::replace`]). Overrides (region,
+    /// zones, weight) apply at once.
     fn apply_settings(&mut self, new: KubeSettings) {
-        let restart_all = new.select != self.settings.select;
-        let wanted: HashMap<&str, &ClusterSpec> =
-            new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+        let reselect = new.select != self.settings.select;
+        // The new selection must be what replacement clients are started with.
+        self.settings = new;
+        let wanted: HashMap<String, ClusterSpec> = self
+            .settings
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
         let names: Vec<String> = self.clusters.keys().cloned().collect();
         for name in names {
-            match wanted.get(name.as_str()) {
-                Some(spec) if !restart_all && spec.access == self.clusters[&name].spec.access => {
-                    if let Some(r) = self.clusters.get_mut(&name) {
-                        r.spec = (*spec).clone();
-                    }
+            let Some(spec) = wanted.get(&name) else {
+                self.stop(&name);
+                continue;
+            };
+            let r = self.clusters.get_mut(&name).expect("running");
+            let same_as_running = spec.access == r.spec.access;
+            let same_as_next = r
+                .next
+                .as_ref()
+                .is_some_and(|n| n.spec.access == spec.access);
+            // Overrides apply to the data served now.
+            r.spec = ClusterSpec {
+                access: r.spec.access.clone(),
+                ..spec.clone()
+            };
+            if reselect {
+                let id = access_identity(&spec.access);
+                self.replace(&name, spec.clone(), id);
+            } else if same_as_running {
+                if r.next.take().is_some() {
+                    tracing::info!(cluster = %name, "cluster {name}: connection settings changed back; keeping the running client");
+                    r.kc_seen = kubeconfig_fingerprint(&r.spec.access);
                 }
-                _ => self.stop(&name),
+            } else if same_as_next {
+                if let Some(n) = r.next.as_mut() {
+                    n.spec = spec.clone();
+                }
+            } else {
+                let id = access_identity(&spec.access);
+                self.replace(&name, spec.clone(), id);
             }
         }
-        self.settings = new;
         for spec in self.settings.clusters.clone() {
             if !self.clusters.contains_key(&spec.name) {
                 self.start(spec);
@@ -307,12 +406,136 @@ impl KubeSource {
         self.mark_dirty();
     }
 
+    /// Gives a cluster a new client built from `spec`. A cluster with data keeps serving it
+    /// (shards, `/readyz`, `fedns_cluster_up`) while the new client lists into a state of its
+    /// own, which replaces the running one once every kind is listed ([`KubeSource::promote`]);
+    /// a cluster with nothing listed yet starts over at once.
+    fn replace(&mut self, name: &str, spec: ClusterSpec, identity: Option<u64>) {
+        let Some(complete) = self.clusters.get(name).map(|r| r.state.complete()) else {
+            return;
+        };
+        let (run, task) = self.spawn_run(&spec);
+        let kc_seen = kubeconfig_fingerprint(&spec.access);
+        let r = self.clusters.get_mut(name).expect("running");
+        r.kc_seen = kc_seen;
+        if complete {
+            tracing::info!(cluster = %name, "cluster {name}: connection settings changed; listing through the new client, serving the current data until it has");
+            r.next = Some(Next {
+                spec,
+                run,
+                task,
+                identity,
+                state: ClusterState::default(),
+                shown: None,
+            });
+            return;
+        }
+        tracing::info!(cluster = %name, "cluster {name}: connection settings changed; starting over with the new client");
+        r.spec = spec;
+        r.run = run;
+        r.task = task; // the old task is aborted
+        r.identity = identity;
+        r.next = None;
+        r.state = ClusterState::default();
+        r.shown = None;
+        self.update_status(name);
+        self.mark_dirty();
+    }
+
+    /// A message of a cluster's replacement client: kept in its own state, which takes over
+    /// once complete. Until then its problems are logged, not shown as the cluster's.
+    fn handle_next(&mut self, name: &str, body: ClusterMsg) {
+        let Some(n) = self.clusters.get_mut(name).and_then(|r| r.next.as_mut()) else {
+            return;
+        };
+        match body {
+            ClusterMsg::Change(c) => {
+                match c {
+                    KindChange::Services(c) => n.state.services.apply(c),
+                    KindChange::Slices(c) => n.state.slices.apply(c),
+                    KindChange::Ingresses(c) => n.state.ingresses.apply(c),
+                    KindChange::Nodes(c) => n.state.nodes.apply(c),
+                };
+            }
+            ClusterMsg::Status {
+                kind,
+                error,
+                expected,
+            } => {
+                if !expected {
+                    n.state.errors[kind.index()] = error;
+                }
+            }
+            ClusterMsg::Client(e) => n.state.client_error = e,
+        }
+        if n.state.complete() {
+            self.promote(name);
+            return;
+        }
+        let failing = n.state.client_error.is_some() || n.state.errors.iter().any(Option::is_some);
+        let problem = failing.then(|| n.state.problem()).flatten();
+        if problem != n.shown {
+            if let Some(p) = &problem {
+                tracing::warn!(cluster = %name, "cluster {name}: the new connection settings do not work yet: {p}; still serving through the previous client");
+            }
+            n.shown = problem;
+        }
+    }
+
+    /// The replacement client has listed every kind: its state replaces the running one's (the
+    /// old task is aborted), and the next snapshot is assembled from it.
+    fn promote(&mut self, name: &str) {
+        let Some(r) = self.clusters.get_mut(name) else {
+            return;
+        };
+        let Some(n) = r.next.take() else {
+            return;
+        };
+        tracing::info!(cluster = %name, "cluster {name}: the new client has listed everything; serving its data");
+        r.spec = n.spec;
+        r.run = n.run;
+        r.task = n.task;
+        r.identity = n.identity;
+        r.state = n.state;
+        self.update_status(name);
+        self.mark_dirty();
+    }
+
+    /// Polls each cluster's kubeconfig file: when what its client connects with changed (a
+    /// rotated token, a context pointing elsewhere, a new CA), a new client replaces it. `force`
+    /// (SIGHUP) reads every file whether or not its metadata changed.
+    fn check_kubeconfigs(&mut self, force: bool) {
+        let names: Vec<String> = self.clusters.keys().cloned().collect();
+        for name in names {
+            let r = self.clusters.get_mut(&name).expect("running");
+            let (spec, current) = match &r.next {
+                Some(n) => (n.spec.clone(), n.identity),
+                None => (r.spec.clone(), r.identity),
+            };
+            let seen = kubeconfig_fingerprint(&spec.access);
+            if seen == r.kc_seen && !force {
+                continue;
+            }
+            r.kc_seen = seen;
+            let Some(id) = access_identity(&spec.access) else {
+                continue; // unreadable for now: keep the running client
+            };
+            if Some(id) != current {
+                tracing::info!(cluster = %name, "cluster {name}: its kubeconfig changed (server, credentials or context)");
+                self.replace(&name, spec, Some(id));
+            }
+        }
+    }
+
     fn handle(&mut self, msg: Msg) {
         let Some(r) = self.clusters.get_mut(&*msg.cluster) else {
             return;
         };
         if r.run != msg.run {
-            return; // from a run that was replaced
+            if r.next.as_ref().is_some_and(|n| n.run == msg.run) {
+                self.handle_next(&msg.cluster, msg.body);
+            }
+            return; // else from a run that was replaced
         }
         let changed = match msg.body {
             ClusterMsg::Change(c) => match c {
@@ -680,10 +903,14 @@ pub async fn run(
                     seen = now;
                     reread = true;
                 }
+                src.check_kubeconfigs(false);
             }
             r = reload.changed(), if reload_open => {
                 reload_open = r.is_ok();
                 reread = r.is_ok();
+                if reread {
+                    src.check_kubeconfigs(true);
+                }
             }
         }
         if reread {
@@ -771,7 +998,10 @@ mod tests {
         Running {
             spec,
             run: 1,
-            task: tokio::spawn(std::future::pending()),
+            task: Task(tokio::spawn(std::future::pending())),
+            identity: None,
+            kc_seen: None,
+            next: None,
             state,
             shown: None,
             expired: false,
@@ -847,5 +1077,69 @@ mod tests {
         src.gather_until = Some(Instant::now() - Duration::from_millis(1));
         assert!(src.flush().await);
         assert!(merger_rx.try_recv().is_ok(), "held past the gather window");
+    }
+
+    /// A cluster given new connection settings keeps serving its data while the new client
+    /// lists into a state of its own, which takes over only once all four kinds are listed;
+    /// the old run's messages are ignored from then on.
+    #[tokio::test]
+    async fn a_replacement_client_takes_over_only_once_it_has_listed() {
+        let spec = state::tests::spec("c1");
+        let Harness { mut src, .. } = harness(vec![spec.clone()]);
+        let mut old = listed();
+        let web: state::Key = ("shop".into(), "web".into());
+        let svc = |ip: &str| state::SlimService {
+            ports: vec![],
+            lb_ips: vec![ip.parse().unwrap()],
+            lb_hosts: vec![],
+        };
+        old.services
+            .apply(Change::Apply(web.clone(), Some(svc("10.0.0.1"))));
+        src.clusters.insert("c1".into(), running(spec.clone(), old));
+        src.next_run = 1; // `running` is run 1
+        src.board.register("kubernetes:c1");
+        src.update_status("c1");
+        assert!(src.clusters["c1"].up);
+
+        src.replace("c1", spec, Some(7));
+        let new_run = src.clusters["c1"].next.as_ref().expect("a next client").run;
+        let from = |run: u64, c: KindChange| Msg {
+            cluster: "c1".into(),
+            run,
+            body: ClusterMsg::Change(c),
+        };
+        src.handle(from(new_run, KindChange::Services(Change::Init)));
+        src.handle(from(
+            new_run,
+            KindChange::Services(Change::InitApply(web.clone(), Some(svc("10.0.0.2")))),
+        ));
+        src.handle(from(new_run, KindChange::Services(Change::InitDone)));
+        for c in [Change::Init, Change::InitDone] {
+            src.handle(from(new_run, KindChange::Slices(c)));
+        }
+        for c in [Change::Init, Change::InitDone] {
+            src.handle(from(new_run, KindChange::Ingresses(c)));
+        }
+        src.handle(from(new_run, KindChange::Nodes(Change::Init)));
+        let r = &src.clusters["c1"];
+        assert_eq!(r.run, 1, "replaced before the new client listed everything");
+        assert!(r.up, "the cluster must keep serving meanwhile");
+        assert_eq!(r.state.services.live[&web], svc("10.0.0.1"));
+
+        src.handle(from(new_run, KindChange::Nodes(Change::InitDone)));
+        let r = &src.clusters["c1"];
+        assert_eq!((r.run, r.identity), (new_run, Some(7)));
+        assert!(r.next.is_none() && r.up);
+        assert_eq!(r.state.services.live[&web], svc("10.0.0.2"));
+        assert!(src.dirty_since.is_some(), "the new data must be sent");
+        // A late message of the old client changes nothing.
+        src.handle(from(
+            1,
+            KindChange::Services(Change::Apply(web.clone(), Some(svc("10.0.0.9")))),
+        ));
+        assert_eq!(
+            src.clusters["c1"].state.services.live[&web],
+            svc("10.0.0.2")
+        );
     }
 }
