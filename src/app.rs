@@ -337,6 +337,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.axfr_allow.clone())
             .unwrap_or_default(),
+        probes: Default::default(),
         // Tables are kept for IXFR only when someone may transfer.
         journal: Arc::new(crate::dns::transfer::Journal::new(
             if config.transfers.allow.is_empty() {
@@ -612,13 +613,15 @@ fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, 
     ))
 }
 
-/// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server, printed as is.
+/// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server (`Accept:
+/// application/json` with `--json`), printed as is; exit 1 on a 400 (its message printed).
 pub fn explain(
     server: &str,
     name: &str,
     qtype: &str,
     client: Option<std::net::IpAddr>,
     ecs: Option<&str>,
+    json: bool,
 ) -> ExitCode {
     use std::io::{Read, Write};
     let mut query = format!("name={}&type={}", encode_query(name), encode_query(qtype));
@@ -633,7 +636,12 @@ pub fn explain(
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         write!(
             stream,
-            "GET /explain?{query} HTTP/1.0\r\nHost: {server}\r\n\r\n"
+            "GET /explain?{query} HTTP/1.0\r\nHost: {server}\r\nAccept: {}\r\n\r\n",
+            if json {
+                "application/json"
+            } else {
+                "text/plain"
+            }
         )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;

@@ -194,8 +194,21 @@ struct RawProbe {
     port: u16,
     #[serde(default = "default_probe_path")]
     path: String,
-    #[serde(default = "default_expect_status")]
-    expect_status: u16,
+    /// `200`, `"200-299"`, or a list of either.
+    #[serde(default)]
+    expect_status: Option<RawStatus>,
+    /// HTTP(S): sent as `Host` and TLS SNI.
+    #[serde(default)]
+    host: Option<String>,
+    /// HTTPS: verify the certificate (default true).
+    #[serde(default = "default_true")]
+    verify_certificate: bool,
+    /// HTTP(S): the body must contain this.
+    #[serde(default)]
+    body_contains: Option<String>,
+    /// HTTPS: PEM certificates trusted besides the system roots (relative to the config file).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
     #[serde(default = "default_probe_interval")]
     interval_ms: u64,
     #[serde(default = "default_probe_timeout")]
@@ -206,11 +219,47 @@ struct RawProbe {
     down_after: u32,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawStatus {
+    One(StatusItem),
+    List(Vec<StatusItem>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StatusItem {
+    Code(u16),
+    Text(String),
+}
+
+/// `200` or `"200-299"` (or `"204"`) as an inclusive range of valid status codes.
+fn status_range(item: &StatusItem) -> Result<(u16, u16), String> {
+    let (lo, hi) = match item {
+        StatusItem::Code(c) => (*c, *c),
+        StatusItem::Text(t) => {
+            let (a, b) = t.split_once('-').unwrap_or((t, t));
+            let p = |s: &str| s.trim().parse::<u16>().ok();
+            match (p(a), p(b)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => {
+                    return Err(format!(
+                        "{t:?} is not a status code or a range such as 200-299"
+                    ));
+                }
+            }
+        }
+    };
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(format!(
+            "{lo}-{hi} is not a range of HTTP statuses (100-599)"
+        ));
+    }
+    Ok((lo, hi))
+}
+
 fn default_probe_path() -> String {
     "/".into()
-}
-fn default_expect_status() -> u16 {
-    200
 }
 fn default_probe_interval() -> u64 {
     2000
@@ -849,12 +898,61 @@ impl Config {
             };
             let check = match p.kind.as_str() {
                 "tcp" => crate::probe::Check::Tcp,
-                "http" => crate::probe::Check::Http {
-                    path: p.path.clone(),
-                    expect_status: p.expect_status,
-                },
+                "http" | "https" => {
+                    let items: Vec<&StatusItem> = match &p.expect_status {
+                        None => Vec::new(),
+                        Some(RawStatus::One(i)) => vec![i],
+                        Some(RawStatus::List(l)) => l.iter().collect(),
+                    };
+                    let mut expect = Vec::new();
+                    let mut bad = false;
+                    for i in items {
+                        match status_range(i) {
+                            Ok(r) => expect.push(r),
+                            Err(e) => {
+                                located.push(at("expect_status", e));
+                                bad = true;
+                            }
+                        }
+                    }
+                    if bad {
+                        continue;
+                    }
+                    if expect.is_empty() {
+                        expect.push((200, 200));
+                    }
+                    if let Some(h) = &p.host
+                        && crate::model::DnsName::parse(h).is_err()
+                    {
+                        located.push(at("host", format!("{h:?} is not a host name")));
+                        continue;
+                    }
+                    let ca_file = p
+                        .ca_file
+                        .as_ref()
+                        .map(|f| path.parent().map_or_else(|| f.clone(), |d| d.join(f)));
+                    if let Some(f) = &ca_file {
+                        if p.kind != "https" {
+                            located.push(at("ca_file", "only https probes use a ca_file".into()));
+                            continue;
+                        }
+                        if let Err(e) = crate::probe::load_ca_file(f) {
+                            located.push(at("ca_file", e));
+                            continue;
+                        }
+                    }
+                    crate::probe::Check::Http(crate::probe::HttpCheck {
+                        path: p.path.clone(),
+                        tls: p.kind == "https",
+                        host: p.host.clone(),
+                        verify: p.verify_certificate,
+                        ca_file,
+                        expect,
+                        body: p.body_contains.clone(),
+                    })
+                }
                 other => {
-                    located.push(at("type", format!("{other:?} is not tcp or http")));
+                    located.push(at("type", format!("{other:?} is not tcp, http or https")));
                     continue;
                 }
             };
@@ -1008,6 +1106,47 @@ mod tests {
             assert!(got.iter().any(|g| g.starts_with(w)), "no {w:?} in {got:#?}");
         }
         assert_eq!(got.len(), 4, "{got:#?}");
+    }
+
+    #[test]
+    fn probe_rules_take_status_lists_and_ranges_host_tls_and_body() {
+        let text = "probes:\n  - {federation: f, type: https, port: 443, host: lb.example, verify_certificate: false, expect_status: [200-299, 301], body_contains: ok}\n  - {federation: f, service: n/s, type: http, port: 80, expect_status: 204}\n  - {federation: f, type: tcp, port: 1}\n";
+        let c = Config::parse(Path::new("fedns.yaml"), text).unwrap();
+        let crate::probe::Check::Http(h) = &c.probes[0].check else {
+            panic!("{:?}", c.probes[0]);
+        };
+        assert!(h.tls && !h.verify);
+        assert_eq!(h.host.as_deref(), Some("lb.example"));
+        assert_eq!(h.expect, vec![(200, 299), (301, 301)]);
+        assert_eq!(h.body.as_deref(), Some("ok"));
+        let crate::probe::Check::Http(h) = &c.probes[1].check else {
+            panic!("{:?}", c.probes[1]);
+        };
+        assert!(!h.tls && h.verify && h.host.is_none());
+        assert_eq!(h.expect, vec![(204, 204)]);
+        assert_eq!(c.probes[2].check, crate::probe::Check::Tcp);
+        let bad = "probes:\n  - {federation: f, type: http, port: 80, expect_status: [\"299-200\"]}\n  - {federation: f, type: http, port: 80, expect_status: ok}\n  - {federation: f, type: ftp, port: 21}\n  - {federation: f, type: https, port: 443, ca_file: /nonexistent/ca.pem}\n";
+        let errs: Vec<String> = Config::parse(Path::new("fedns.yaml"), bad)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert!(
+            errs[0].contains("probes[0].expect_status: 299-200 is not a range"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("probes[1].expect_status: \"ok\" is not a status code"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].contains("probes[2].type: \"ftp\" is not tcp, http or https"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].contains("probes[3].ca_file: /nonexistent/ca.pem"),
+            "{errs:?}"
+        );
     }
 
     #[test]

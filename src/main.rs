@@ -49,6 +49,9 @@ enum Command {
         /// The server's HTTP address.
         #[arg(long, default_value = "127.0.0.1:8053")]
         server: String,
+        /// Print the JSON form (see README, "explain").
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -68,9 +71,10 @@ fn main() -> ExitCode {
             client,
             ecs,
             server,
+            json,
         } => {
             fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref())
+            fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json)
         }
     }
 }

@@ -246,10 +246,12 @@ impl Merger {
         let mut static_now = std::collections::BTreeSet::new();
         for fed in federations.iter_mut() {
             for svc in &mut fed.services {
+                let mut downs: Vec<Vec<std::net::IpAddr>> = vec![Vec::new(); svc.shards.len()];
                 let mut states: Vec<ProbeState> = svc
                     .shards
                     .iter()
-                    .map(|shard| {
+                    .enumerate()
+                    .map(|(i, shard)| {
                         let key = (
                             fed.name.clone(),
                             svc.namespace.clone(),
@@ -257,8 +259,12 @@ impl Merger {
                             shard.cluster.clone(),
                         );
                         match verdicts.get(&key) {
-                            Some(true) => ProbeState::Up,
-                            Some(false) => ProbeState::Down,
+                            Some(v) if v.up => {
+                                // Up with some addresses failing: those leave the answer.
+                                downs[i] = v.down.clone();
+                                ProbeState::Up
+                            }
+                            Some(_) => ProbeState::Down,
                             None => ProbeState::Unprobed,
                         }
                     })
@@ -281,10 +287,17 @@ impl Merger {
                 }
                 // Only a service whose probe states change is copied; the others stay shared
                 // with the source's snapshot (and the builder recognizes them by pointer).
-                if svc.shards.iter().zip(&states).any(|(s, p)| s.probe != *p) {
+                if svc
+                    .shards
+                    .iter()
+                    .zip(states.iter().zip(&downs))
+                    .any(|(s, (p, d))| s.probe != *p || s.probe_down != *d)
+                {
                     let svc = Arc::make_mut(svc);
-                    for (shard, p) in svc.shards.iter_mut().zip(states) {
+                    for (shard, (p, d)) in svc.shards.iter_mut().zip(states.into_iter().zip(downs))
+                    {
                         shard.probe = p;
+                        shard.probe_down = d;
                     }
                 }
             }

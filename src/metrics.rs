@@ -472,6 +472,8 @@ pub struct Metrics {
     pub etcd_publish_writes: IntCounter,
     pub probe_shards_down: IntGauge,
     pub probe_fail_static: IntGauge,
+    /// Probed addresses that are down, by reason (`crate::probe::REASONS`).
+    pub probe_targets_down: IntGaugeVec,
     /// 1 when the last reload of the config file was valid (0: rejected, old config runs).
     pub config_reload_successful: IntGauge,
     /// Unix time of the last valid config reload (0: none since start).
@@ -555,6 +557,17 @@ impl Metrics {
             "fedns_probe_fail_static_services",
             "Services whose every shard fails its probes and which are served from their last healthy set anyway",
         );
+        let probe_targets_down = IntGaugeVec::new(
+            Opts::new(
+                "fedns_probe_targets_down",
+                "Probed load-balancer addresses that are down, by the reason of their last failure",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in crate::probe::REASONS {
+            probe_targets_down.with_label_values(&[r]).set(0);
+        }
         let publish_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "fedns_publish_duration_seconds",
@@ -646,6 +659,7 @@ impl Metrics {
             source_errors,
             probe_shards_down,
             probe_fail_static,
+            probe_targets_down,
             config_reload_successful,
             config_reload_timestamp,
             config_restart_pending,
@@ -670,6 +684,9 @@ impl Metrics {
         let _ = self
             .registry
             .register(Box::new(self.probe_fail_static.clone()));
+        let _ = self
+            .registry
+            .register(Box::new(self.probe_targets_down.clone()));
     }
 
     /// Starts the error count of `source` at 0, so that `rate()` and `increase()` see its

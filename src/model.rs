@@ -328,6 +328,9 @@ pub struct Shard {
     pub zones: Vec<String>,
     /// Active probe verdict; sources leave it `Unprobed`, the merger fills it in.
     pub probe: ProbeState,
+    /// Addresses whose probes fail while others of the shard pass: left out of answers (the
+    /// shard stays with its other addresses). Sources leave it empty; the merger fills it in.
+    pub probe_down: Vec<IpAddr>,
 }
 
 /// What active probes say about a shard (DESIGN §3).

@@ -12,10 +12,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::geo::{Location, Locator, distance_km};
 use crate::model::{Cluster, Federation, Policy, ProbeState, Service, Shard};
 
-/// A shard is healthy when it has at least one ready endpoint and at least one address, and
-/// its active probes (if any) have not marked it down.
+/// A shard is healthy when it has at least one ready endpoint and at least one address that
+/// its active probes (if any) have not marked down.
 pub fn is_healthy(shard: &Shard) -> bool {
-    shard.ready_endpoints >= 1 && !shard.addresses.is_empty() && shard.probe != ProbeState::Down
+    shard.ready_endpoints >= 1
+        && shard.probe != ProbeState::Down
+        && shard
+            .addresses
+            .iter()
+            .any(|a| !shard.probe_down.contains(a))
 }
 
 /// Addresses of one scope, deduplicated and sorted.
@@ -34,7 +39,12 @@ impl AddressSet {
         let mut v4 = BTreeSet::new();
         let mut v6 = BTreeSet::new();
         for shard in shards {
-            for ip in &shard.addresses {
+            // An address whose probes fail leaves the answer; its siblings stay.
+            for ip in shard
+                .addresses
+                .iter()
+                .filter(|a| !shard.probe_down.contains(a))
+            {
                 match ip {
                     IpAddr::V4(a) => v4.insert(*a),
                     IpAddr::V6(a) => v6.insert(*a),
@@ -296,6 +306,7 @@ mod tests {
             not_ready_endpoints: 0,
             zones: vec![],
             probe: Default::default(),
+            probe_down: Vec::new(),
         }
     }
 
@@ -426,6 +437,26 @@ mod tests {
         let mut s = shard(cluster, v4, 1);
         s.addresses.push(v6.parse().unwrap());
         s
+    }
+
+    fn ip4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_address_failing_its_probes_leaves_and_its_siblings_stay() {
+        let l = locator();
+        let mut two = shard("e1", "10.0.0.1", 1);
+        two.addresses.push("10.0.0.9".parse().unwrap());
+        two.probe_down = vec!["10.0.0.9".parse().unwrap()];
+        let f = fed(vec![two.clone(), shard("w1", "10.0.0.3", 1)]);
+        assert!(is_healthy(&f.services[0].shards[0]));
+        let sel = select(&f, &f.services[0], &l);
+        assert_eq!(sel.global.v4, vec![ip4("10.0.0.1"), ip4("10.0.0.3")]);
+        assert_eq!(sel.regions[0].1.v4, vec![ip4("10.0.0.1")]);
+        // Every address failing: the shard is unhealthy.
+        two.probe_down.push("10.0.0.1".parse().unwrap());
+        assert!(!is_healthy(&two));
     }
 
     #[test]

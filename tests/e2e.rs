@@ -2067,6 +2067,59 @@ fn live_edits_apply_and_invalid_edits_keep_the_last_good_data() {
     assert!(!body.contains("failed"), "{body}");
 }
 
+#[test]
+fn federation_file_load_balancer_host_names_are_resolved_in_the_background() {
+    // One shard names its load balancer by host name (localhost resolves without a network),
+    // another names one that cannot resolve: it keeps its literal address and a warning is
+    // logged; no query waits for a lookup.
+    let fed = |hosts: &str| {
+        format!(
+            "federation: {{name: myfed, zone: example.com}}\nclusters:\n  - {{name: c1, region: east}}\n  - {{name: c2, region: west}}\nservices:\n  - name: checkout\n    namespace: shop\n    shards:\n      - {{cluster: c1, addresses: [{hosts}], ready_endpoints: 1}}\n      - {{cluster: c2, addresses: [10.0.0.2, no-such-lb.invalid], ready_endpoints: 1}}\n"
+        )
+    };
+    let fx = Fixture::new(&fed("localhost"), "");
+    let s = fx.start();
+    let want = v4set(&["127.0.0.1", "10.0.0.2"]);
+    assert!(
+        wait_for_a(&s, &want, Duration::from_secs(5)),
+        "localhost not resolved into c1's shard:\n{}",
+        s.ask(Proto::Udp, G, RecordType::A)
+    );
+    let r = s.ask(
+        Proto::Tcp,
+        "checkout.shop.myfed.svc.east.example.com.",
+        RecordType::A,
+    );
+    assert_eq!(r.a(), v4set(&["127.0.0.1"]), "{r}");
+    let warned = s.wait_log(Duration::from_secs(8), |l| {
+        l.contains("no-such-lb.invalid") && l.contains("WARN")
+    });
+    assert!(
+        warned.is_some(),
+        "no warning for the unresolvable host:\n{}",
+        s.log_text()
+    );
+    // An edit that drops the host name drops its addresses; the literal one stays.
+    fx.write("federation.yaml", &fed("10.0.0.1"));
+    assert!(
+        wait_for_a(
+            &s,
+            &v4set(&["10.0.0.1", "10.0.0.2"]),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        s.ask(Proto::Udp, G, RecordType::A)
+    );
+    // `check` accepts host names and still rejects what is neither.
+    fx.write("federation.yaml", &fed("localhost, bad_host!"));
+    let (code, _, err) = check(&fx);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("services[0].shards[0].addresses[1]: \"bad_host!\" is neither an IP address nor a host name"),
+        "{err}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // 9. SOA serial
 // ------------------------------------------------------------------------------------------
@@ -2936,6 +2989,145 @@ fn explain_shows_candidates_location_policy_and_answer() {
     assert!(out.contains("not a federated name"), "{out}");
 }
 
+#[test]
+fn explain_says_per_level_and_family_why_in_text_and_json() {
+    let fx = Fixture::new(FED_FAMILIES, GEO_CONFIG);
+    let s = fx.start();
+    let server = s.http.to_string();
+    let explain = |args: &[&str]| {
+        let mut all: Vec<&OsStr> = vec![
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        let (code, out, err) = run_fedns(&all, Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{out}{err}");
+        out
+    };
+    // The nearest region with a healthy IPv6 shard, by distance, with the distances.
+    let out = explain(&[
+        "web.shop.myfed.svc.example.com",
+        "-t",
+        "AAAA",
+        "--client",
+        "127.2.0.9",
+    ]);
+    for want in [
+        "the client's region us-west2 has no healthy IPv6 shard; nearest region with one by distance: us-east1 (",
+        "distances from us-west2: us-west2 0 km (no healthy IPv6), us-east1 ",
+        "→ 2001:db8:50::1",
+        "IN AAAA 2001:db8:50::1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Why AAAA is empty.
+    let out = explain(&["legacy.shop.myfed.svc.example.com", "-t", "AAAA"]);
+    assert!(
+        out.contains("no shard has an IPv6 address: IPv6 answers are empty (NODATA)"),
+        "{out}"
+    );
+    // A zone and a region with nothing healthy: CNAME up, level by level; the policy line
+    // says it decides the global name only.
+    let out = explain(&[
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com",
+        "--client",
+        "127.4.0.9",
+    ]);
+    for want in [
+        "policy: geo (decides the global name only; a zonal name answers the healthy shards of its zone)",
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com. IPv4: cname: zone eu-west1-a has no healthy shard: CNAME to legacy.shop.myfed.svc.eu-west1.example.com.",
+        "legacy.shop.myfed.svc.eu-west1.example.com. IPv4: cname: region eu-west1 has no healthy shard: CNAME to legacy.shop.myfed.svc.example.com.",
+        "legacy.shop.myfed.svc.example.com. IPv4: answer: policy geo: the client's region eu-west1 has no healthy IPv4 shard; nearest region with one by distance: us-east1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("location unknown"), "{out}");
+    // A region with the other family only answers this one from above, under its own name.
+    let out = explain(&["web.shop.myfed.svc.eu-west1.example.com"]);
+    assert!(
+        out.contains("IPv4: flatten: region eu-west1 has healthy shards of the other family only"),
+        "{out}"
+    );
+    // JSON, from the CLI (Accept: application/json) and with format=json.
+    let out = explain(&[
+        "legacy.shop.myfed.svc.eu-west1-a.eu-west1.example.com",
+        "--client",
+        "127.4.0.9",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["type"], "A", "{v}");
+    assert_eq!(v["client"]["region"], "eu-west1", "{v}");
+    assert_eq!(v["client"]["via"], "source", "{v}");
+    assert_eq!(v["service"]["level"], "zonal", "{v}");
+    let why = v["service"]["why"].as_array().unwrap();
+    let decisions: Vec<&str> = why
+        .iter()
+        .map(|s| s["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["cname", "cname", "answer"], "{v}");
+    assert_eq!(v["answer"]["rcode"], "No Error", "{v}");
+    assert_eq!(v["answer"]["answer"].as_array().unwrap().len(), 3, "{v}");
+    let (status, body) = s.http_get("/explain?name=web.shop.myfed.svc.example.com&format=json");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service"]["chosen"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        v["service"]["shards"][0]["healthy"].as_bool().unwrap(),
+        "{v}"
+    );
+    // Clear 400s, in text and JSON.
+    for (q, want) in [
+        (
+            "/explain",
+            "error: name is missing; usage: /explain?name=NAME",
+        ),
+        ("/explain?name=", "error: name is empty"),
+        (
+            "/explain?name=x.example.com&client=nope",
+            "error: client: \"nope\" is not an IP address",
+        ),
+        (
+            "/explain?name=x.example.com&type=BOGUS",
+            "error: type: unknown record type \"BOGUS\"",
+        ),
+        (
+            "/explain?name=x.example.com&ecs=10.0.0.0/40",
+            "error: ecs: bad prefix \"40\"",
+        ),
+        (
+            "/explain?name=x.example.com&nmae=y",
+            "error: unknown parameter \"nmae\"",
+        ),
+    ] {
+        let (status, body) = s.http_get(q);
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.starts_with(want), "{q}: {body}");
+    }
+    let (status, body) = s.http_get("/explain?format=json");
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().starts_with("name is missing"),
+        "{v}"
+    );
+    // The CLI exits 1 on a 400 and prints the message.
+    let (code, out, _) = run_fedns(
+        &[
+            OsStr::new("explain"),
+            OsStr::new("--server"),
+            OsStr::new(&server),
+            OsStr::new("x.example.com"),
+            OsStr::new("-t"),
+            OsStr::new("BOGUS"),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown record type"), "{out}");
+}
+
 /// A minimal MaxMind DB writer (IPv4 tree, 24-bit records) for test databases: each network
 /// maps to `{location: {latitude, longitude}}`.
 fn write_mmdb(path: &Path, networks: &[(Ipv4Addr, u8, f64, f64)]) {
@@ -3290,6 +3482,247 @@ fn http_probes_follow_the_status_code() {
     east.healthy.store(true, Ordering::Relaxed);
     let back = wait_for(Duration::from_secs(5), || (a().len() == 2).then_some(()));
     assert!(back.is_some(), "200 brings it back: {:?}", a());
+}
+
+/// A plain HTTP endpoint that answers 200 with body `ok` only to `Host: lb.example` (else 404),
+/// as an Ingress routing by host does.
+fn host_routed_http(listener: std::net::TcpListener) -> ProbeTarget {
+    use std::sync::atomic::AtomicBool;
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
+                    let mut buf = [0u8; 1024];
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                    let reply = if req.contains("\r\nhost: lb.example\r\n") {
+                        "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    };
+                    let _ = c.write_all(reply.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    ProbeTarget {
+        stop,
+        healthy: Arc::new(AtomicBool::new(true)),
+        thread: Some(thread),
+    }
+}
+
+/// `openssl s_server -www` on loopback with a certificate for lb.example issued by a test CA
+/// (`ca`, not in the system roots), refusing (fatal alert) any other SNI; killed by PID on drop.
+struct TlsServer {
+    child: std::process::Child,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start(addr: SocketAddr) -> TlsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |f: &str| dir.path().join(f);
+        let (cert, key, ca) = (at("c.pem"), at("k.pem"), at("ca.pem"));
+        std::fs::write(at("ext"), "subjectAltName=DNS:lb.example\n").unwrap();
+        let openssl = |args: &str| {
+            let ok = Command::new("openssl")
+                .args(args.split(' '))
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (scripts/test installs it)");
+            assert!(ok.success(), "openssl {args}");
+        };
+        openssl(
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=fedns-test-CA -keyout ca.key -out ca.pem",
+        );
+        openssl("req -newkey rsa:2048 -nodes -subj /CN=lb.example -keyout k.pem -out leaf.csr");
+        openssl(
+            "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out c.pem",
+        );
+        let child = Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept", &addr.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(["-servername", "lb.example", "-servername_fatal"])
+            .arg("-cert2")
+            .arg(&cert)
+            .arg("-key2")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        });
+        assert!(up.is_some(), "openssl s_server did not listen on {addr}");
+        TlsServer {
+            child,
+            ca,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn http_and_https_probes_judge_each_address_with_host_sni_statuses_body_and_reasons() {
+    // web: one shard with two addresses; .21 routes by Host and answers 204 "ok", .22 refuses.
+    let web_listener = std::net::TcpListener::bind("127.0.0.21:0").unwrap();
+    let web_port = web_listener.local_addr().unwrap().port();
+    let _web = host_routed_http(web_listener);
+    // secure/wrongsni/strict: one HTTPS server (self-signed, SNI lb.example only).
+    let tls_port = std::net::TcpListener::bind("127.0.0.31:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _tls = TlsServer::start(SocketAddr::from(([127, 0, 0, 31], tls_port)));
+    let fed = r#"federation: {name: myfed, zone: example.com}
+clusters:
+  - {name: east1, region: us-east1}
+  - {name: west1, region: us-west2}
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.21, 127.0.0.22], ready_endpoints: 1}
+  - name: secure
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.31], ready_endpoints: 1}
+  - name: wrongsni
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.32], ready_endpoints: 1}
+  - name: strict
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.33], ready_endpoints: 1}
+  - name: trusted
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.31], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.34], ready_endpoints: 1}
+"#;
+    let common = "interval_ms: 100, timeout_ms: 1000, up_after: 1, down_after: 2";
+    // The west1 shards' addresses are not reachable (TEST-NET: refused or timing out), so
+    // only east1 matters; a rule per service.
+    let config = format!(
+        "probes:\n\
+         - {{federation: myfed, service: shop/web, type: http, port: {web_port}, host: lb.example, expect_status: [\"200-204\"], body_contains: ok, {common}}}\n\
+         - {{federation: myfed, service: shop/secure, type: https, port: {tls_port}, host: lb.example, verify_certificate: false, body_contains: s_server, {common}}}\n\
+         - {{federation: myfed, service: shop/wrongsni, type: https, port: {tls_port}, host: other.example, verify_certificate: false, {common}}}\n\
+         - {{federation: myfed, service: shop/strict, type: https, port: {tls_port}, host: lb.example, {common}}}\n\
+         - {{federation: myfed, service: shop/trusted, type: https, port: {tls_port}, host: lb.example, ca_file: \"{ca}\", {common}}}\n",
+        ca = _tls.ca.display()
+    );
+    let fx = Fixture::new(fed, &config);
+    let s = fx.start();
+    let a = |svc: &str| {
+        s.ask(
+            Proto::Udp,
+            &format!("{svc}.shop.myfed.svc.example.com."),
+            RecordType::A,
+        )
+        .a()
+    };
+    // A dead address leaves the answer; its sibling in the same shard stays.
+    let web = wait_for(Duration::from_secs(8), || {
+        (a("web") == v4set(&["127.0.0.21"])).then_some(())
+    });
+    assert!(web.is_some(), "{:?}\n{}", a("web"), s.log_text());
+    // HTTPS with SNI lb.example and verification off passes (the west1 shard fails).
+    let secure = wait_for(Duration::from_secs(8), || {
+        (a("secure") == v4set(&["127.0.0.31"])).then_some(())
+    });
+    assert!(secure.is_some(), "{:?}\n{}", a("secure"), s.log_text());
+    // Verification on, with the test CA trusted: the certificate and the SNI host name match.
+    let trusted = wait_for(Duration::from_secs(8), || {
+        (a("trusted") == v4set(&["127.0.0.31"])).then_some(())
+    });
+    assert!(trusted.is_some(), "{:?}\n{}", a("trusted"), s.log_text());
+    // A wrong SNI and an unverifiable certificate are TLS errors: east1 fails, and since
+    // west1 fails too, both are kept (fail static) — so look at the reasons instead.
+    let reasons = wait_for(Duration::from_secs(8), || {
+        let (_, body) = s.http_get("/explain?name=strict.shop.myfed.svc.example.com&format=json");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let state = v["service"]["shards"][0]["probes"][0]["state"]
+            .as_str()?
+            .to_string();
+        state.starts_with("down: TLS error").then_some(state)
+    });
+    assert!(reasons.is_some(), "{}", s.log_text());
+    let (_, out) = s.http_get("/explain?name=wrongsni.shop.myfed.svc.example.com");
+    assert!(out.contains("down: TLS error"), "{out}");
+    let (_, out) = s.http_get("/explain?name=web.shop.myfed.svc.example.com");
+    assert!(
+        out.contains(&format!(
+            "healthy; left out of answers: 127.0.0.22:{web_port} down: refused"
+        )),
+        "{out}"
+    );
+    // One log line per state change, with the reason; the reasons as a metric label.
+    let logged = s.wait_log(Duration::from_secs(3), |l| {
+        l.contains("probe down") && l.contains("127.0.0.22") && l.contains("reason=refused")
+    });
+    assert!(logged.is_some(), "{}", s.log_text());
+    let downs = s
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("probe down") && l.contains("127.0.0.22"))
+        .count();
+    assert_eq!(downs, 1, "{}", s.log_text());
+    let m = s.metrics();
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"refused\"}") >= Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"tls\"}") >= Some(2.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "fedns_probe_targets_down{reason=\"timeout\"}").is_some(),
+        "{m}"
+    );
+    // Without the host name the Ingress answers 404: `status 404` is the reason.
+    fx.write_config(&config.replace("host: lb.example, expect_status", "expect_status"));
+    // (probe rules wait for a restart: start a second server on the same files)
+    drop(s);
+    let s = fx.start();
+    let reason = wait_for(Duration::from_secs(8), || {
+        let (_, body) = s.http_get("/explain?name=web.shop.myfed.svc.example.com&format=json");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let p = v["service"]["shards"][0]["probes"].as_array()?.clone();
+        p.iter()
+            .any(|x| x["state"] == "down: status 404")
+            .then_some(())
+    });
+    assert!(reason.is_some(), "{}", s.log_text());
 }
 
 // ------------------------------------------------------------------------------------------

@@ -390,12 +390,27 @@ impl<'a> Layout<'a> {
 }
 
 /// The federation records fedns computed, as the etcd publisher writes them: every federated
-/// name with its TTL and values (addresses, or the CNAME target), sorted by name.
+/// name (address, CNAME and SRV names, and the empty names of services healthy nowhere) with
+/// its TTL and values, sorted by name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FederationRecords {
     /// Zones of the federations (the publisher owns its keys below these).
     pub zones: Vec<DnsName>,
-    pub records: Vec<(DnsName, u32, Vec<String>)>,
+    pub records: Vec<(DnsName, u32, Vec<Published>)>,
+}
+
+/// One value of a published name, as a SkyDNS entry carries it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Published {
+    /// An address, or a CNAME target (without the final dot): `{"host"}`.
+    Host(String),
+    /// An SRV record: `{"host": target, "port", "priority", "weight"}`.
+    Srv {
+        target: String,
+        port: u16,
+        priority: u16,
+        weight: u16,
+    },
 }
 
 pub fn federation_records(feds: &[Federation]) -> FederationRecords {
@@ -418,25 +433,38 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
                     .filter(|h| in_zone(&h.host))
                     .map(|h| layout.ingress(h)),
             );
+        let bare = |t: &DnsName| t.to_string().trim_end_matches('.').to_string();
         for (name, data) in laid_out {
             let mut values = Vec::new();
             let mut ttl = fed.ttl.max(1);
             for rr in &data.rrsets {
                 ttl = ttl.min(rr.ttl);
                 for d in &rr.rdatas {
-                    match d {
-                        RData::A(a) => values.push(a.to_string()),
-                        RData::Aaaa(a) => values.push(a.to_string()),
-                        RData::Cname(t) => {
-                            values.push(t.to_string().trim_end_matches('.').to_string())
-                        }
-                        _ => {} // SRV has no place in the federation provider's layout
+                    let v = match d {
+                        RData::A(a) => Published::Host(a.to_string()),
+                        RData::Aaaa(a) => Published::Host(a.to_string()),
+                        RData::Cname(t) => Published::Host(bare(t)),
+                        RData::Srv {
+                            priority,
+                            weight,
+                            port,
+                            target,
+                        } => Published::Srv {
+                            target: bare(target),
+                            port: *port,
+                            priority: *priority,
+                            weight: *weight,
+                        },
+                        _ => continue, // the layout lays out nothing else
+                    };
+                    if !values.contains(&v) {
+                        values.push(v);
                     }
                 }
             }
-            if !values.is_empty() {
-                out.records.push((name, ttl, values));
-            }
+            // A name with nothing (a level of a service healthy nowhere) is published too,
+            // empty: it exists (NODATA), as on the primary, never NXDOMAIN.
+            out.records.push((name, ttl, values));
         }
     }
     // A name laid out twice (an ingress host that is also a service name) keeps one record set.
@@ -472,6 +500,7 @@ mod tests {
             not_ready_endpoints: 0,
             zones: vec![],
             probe: Default::default(),
+            probe_down: Vec::new(),
         }
     }
 

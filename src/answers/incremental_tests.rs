@@ -75,6 +75,7 @@ fn shard(rng: &mut Rng, cluster: usize) -> Shard {
             vec![]
         },
         probe: ProbeState::Unprobed,
+        probe_down: Vec::new(),
     }
 }
 
@@ -201,6 +202,11 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             let s = rng.below(fed.services.len());
             for sh in &mut std::sync::Arc::make_mut(&mut fed.services[s]).shards {
                 sh.probe = [ProbeState::Unprobed, ProbeState::Up, ProbeState::Down][rng.below(3)];
+                // Per-address verdicts: sometimes the first address fails alone.
+                sh.probe_down = match sh.addresses.first() {
+                    Some(a) if rng.below(3) == 0 => vec![*a],
+                    _ => Vec::new(),
+                };
             }
         }
         7 => {

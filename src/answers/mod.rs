@@ -29,7 +29,7 @@ mod federation;
 mod incremental_tests;
 pub mod skydns;
 
-pub use self::federation::{FederationRecords, federation_records};
+pub use self::federation::{FederationRecords, Published, federation_records};
 use self::federation::{Layout, NodeData, RRset};
 use self::skydns::{EtcdData, Outcome};
 use crate::dns::encode;

@@ -11,19 +11,68 @@ use hickory_proto::rr::{Name, RecordType};
 use super::respond::{Peer, Source, Transport, WorkerState, respond};
 use crate::metrics::QueryStats;
 
-/// `ecs`: (address, source prefix) to send as EDNS Client Subnet.
-pub fn answer_text(
+/// What the query path answered, decoded (the `answer` object of explain's JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    /// `NOERROR`, `NXDOMAIN`, `REFUSED`, …
+    pub rcode: String,
+    pub authoritative: bool,
+    /// Records in presentation format (`owner TTL IN TYPE RDATA`).
+    pub answer: Vec<String>,
+    pub authority: Vec<String>,
+    /// The ECS scope prefix returned, when the query carried ECS.
+    pub ecs_scope: Option<u8>,
+}
+
+impl Answer {
+    /// The text form: `RCODE TYPE (authoritative)` then one line per record.
+    pub fn text(&self, qtype: &str) -> String {
+        let mut text = format!(
+            "{} {}{}\n",
+            self.rcode,
+            qtype,
+            if self.authoritative {
+                " (authoritative)"
+            } else {
+                ""
+            }
+        );
+        for (section, records) in [("answer", &self.answer), ("authority", &self.authority)] {
+            for r in records {
+                text.push_str(&format!("  {section}: {r}\n"));
+            }
+        }
+        if let Some(s) = self.ecs_scope {
+            text.push_str(&format!("  ecs scope: /{s}\n"));
+        }
+        text
+    }
+}
+
+/// Whether `qtype` names a record type explain can ask for; its canonical spelling.
+pub fn parse_type(qtype: &str) -> Result<String, String> {
+    qtype
+        .to_ascii_uppercase()
+        .parse::<RecordType>()
+        .map(|t| t.to_string())
+        .map_err(|_| format!("type: unknown record type {qtype:?} (A, AAAA, SRV, CNAME, …)"))
+}
+
+/// Runs the query path on NAME TYPE from `client` (with `ecs`: (address, source prefix) as
+/// EDNS Client Subnet) and decodes the response.
+pub fn answer(
     src: Source<'_>,
     name: &str,
     qtype: &str,
     client: IpAddr,
     ecs: Option<(IpAddr, u8)>,
-) -> Result<String, String> {
-    let name = Name::from_ascii(name).map_err(|e| format!("bad name {name:?}: {e}"))?;
+) -> Result<Answer, String> {
+    let name =
+        Name::from_ascii(name).map_err(|e| format!("name: {name:?} is not a domain name: {e}"))?;
     let t: RecordType = qtype
         .to_ascii_uppercase()
         .parse()
-        .map_err(|_| format!("unknown type {qtype:?}"))?;
+        .map_err(|_| format!("type: unknown record type {qtype:?}"))?;
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(name, t));
     let mut edns = Edns::new();
@@ -51,27 +100,20 @@ pub fn answer_text(
         return Err("no response".into());
     };
     let resp = Message::from_vec(&out[..n]).map_err(|e| e.to_string())?;
-    let mut text = format!(
-        "{} {}{}\n",
-        resp.metadata.response_code,
-        t,
-        if resp.metadata.authoritative {
-            " (authoritative)"
-        } else {
-            ""
-        }
-    );
-    for (section, records) in [("answer", &resp.answers), ("authority", &resp.authorities)] {
-        for r in records.iter() {
-            text.push_str(&format!("  {section}: {r}\n"));
-        }
-    }
-    if let Some(e) = &resp.edns
-        && let Some(EdnsOption::Subnet(s)) = e
+    let ecs_scope = resp.edns.as_ref().and_then(|e| {
+        match e
             .options()
             .get(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
-    {
-        text.push_str(&format!("  ecs scope: /{}\n", s.scope_prefix()));
-    }
-    Ok(text)
+        {
+            Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+            _ => None,
+        }
+    });
+    Ok(Answer {
+        rcode: resp.metadata.response_code.to_string(),
+        authoritative: resp.metadata.authoritative,
+        answer: resp.answers.iter().map(|r| r.to_string()).collect(),
+        authority: resp.authorities.iter().map(|r| r.to_string()).collect(),
+        ecs_scope,
+    })
 }

@@ -24,6 +24,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         not_ready_endpoints: 0,
         zones: vec![],
         probe: Default::default(),
+        probe_down: Vec::new(),
     }
 }
 

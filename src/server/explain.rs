@@ -1,42 +1,237 @@
 //! `GET /explain?name=NAME[&type=A][&client=IP][&ecs=PREFIX]`: why fedns answers what it
 //! answers — the service and level the name belongs to, every candidate shard with its cluster,
-//! region, zones and health, the client's location and how it was found, the policy, and the
-//! answer the query path really gives (it is run on a synthesized query). Never on the query path.
+//! region, zones and health, the client's location and how it was found, the policy, per level
+//! and address family the decision taken and why (zone with no healthy shard → CNAME up; the
+//! nearest region by distance, with the distances; why a family is empty), and the answer the
+//! query path really gives (it is run on a synthesized query). Text by default; JSON with
+//! `Accept: application/json` or `format=json` (shape: [`Explanation`], documented in the
+//! README). Bad requests get 400 with a message naming the parameter. Never on the query path.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use serde::Deserialize;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use super::Shared;
-use crate::geo::Found;
-use crate::model::{DnsName, Federation, Policy, ProbeState, Service};
-use crate::selection::{self, Family, is_healthy};
+use crate::dns::explain::Answer;
+use crate::geo::{Found, Locator, distance_km};
+use crate::model::{Federation, Policy, ProbeState, Service, Shard};
+use crate::selection::{self, AddressSet, Family, ServiceSelection, is_healthy};
 
-#[derive(Deserialize)]
-pub struct Params {
+const USAGE: &str = "/explain?name=NAME[&type=TYPE][&client=IP][&ecs=ADDRESS/PREFIX][&format=json]";
+
+/// The request, checked.
+struct Params {
     name: String,
-    #[serde(rename = "type", default = "default_type")]
     qtype: String,
     client: Option<IpAddr>,
-    ecs: Option<String>,
+    ecs: Option<(IpAddr, u8)>,
+    json: bool,
 }
 
-fn default_type() -> String {
-    "A".into()
+/// What `/explain` answers (its JSON form; the text form says the same).
+#[derive(Serialize)]
+pub struct Explanation {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    pub client: Client,
+    /// `null` for a name that is not a federated service name (answered from zone data).
+    pub service: Option<ServiceView>,
+    /// The table the answer came from.
+    pub generation: u64,
+    pub answer: Answer,
+}
+
+#[derive(Serialize)]
+pub struct Client {
+    /// The address that decided the location.
+    pub address: String,
+    /// `ecs`, `source`, `source (ecs disabled)` or `none` (no client given).
+    pub via: String,
+    pub ecs: Option<String>,
+    /// `null`: unknown location.
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    /// What placed it: `client network CIDR`, `GeoIP database, NETWORK`, or why nothing did.
+    pub found: String,
+}
+
+#[derive(Serialize)]
+pub struct ServiceView {
+    pub federation: String,
+    pub namespace: String,
+    pub name: String,
+    /// `global`, `regional` or `zonal`.
+    pub level: String,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    /// `_port._proto` for an SRV name.
+    pub srv: Option<String>,
+    pub policy: String,
+    pub policy_override: bool,
+    pub shards: Vec<ShardView>,
+    /// The global name's choice for this client, per family (global names only).
+    pub chosen: Vec<Chosen>,
+    /// Per level, for each family asked, the decision taken and why, from the name asked up.
+    pub why: Vec<Step>,
+}
+
+#[derive(Serialize)]
+pub struct ShardView {
+    pub cluster: String,
+    pub region: Option<String>,
+    pub zones: Vec<String>,
+    pub weight: u32,
+    pub ready_endpoints: u32,
+    pub not_ready_endpoints: u32,
+    pub addresses: Vec<String>,
+    /// `none`, `up`, `down` or `down-served-static`.
+    pub probe: String,
+    /// Each probed address: `up`, `pending`, or `down: REASON` (`refused`, `timeout`,
+    /// `status 503`, `TLS error: …`, …); empty when no probe rule covers the shard.
+    pub probes: Vec<ProbedAddress>,
+    /// Addresses left out of answers because their probes fail (their siblings pass).
+    pub probe_down: Vec<String>,
+    pub healthy: bool,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct ProbedAddress {
+    pub address: String,
+    pub state: String,
+}
+
+#[derive(Serialize)]
+pub struct Chosen {
+    pub family: String,
+    pub weight: u32,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Step {
+    /// The name this step is about.
+    pub level: String,
+    /// `IPv4`, `IPv6`, or `null` for a step about both (SRV).
+    pub family: Option<String>,
+    /// `answer`, `flatten` (answered under this name from the level above), `cname`, `nodata`
+    /// or `srv`.
+    pub decision: String,
+    pub why: String,
+    /// The addresses (or SRV target) this step answers with, when it answers.
+    pub addresses: Vec<String>,
+}
+
+fn bad(json: bool, message: String) -> Response {
+    let message = format!("{message}; usage: {USAGE}");
+    if json {
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": message }).to_string(),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("error: {message}\n"),
+        )
+            .into_response()
+    }
 }
 
 pub async fn handler(
     State(shared): State<Arc<Shared>>,
-    Query(p): Query<Params>,
-) -> (StatusCode, String) {
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let accept_json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"));
+    let pairs = match query {
+        Ok(Query(p)) => p,
+        Err(e) => return bad(accept_json, format!("unreadable query string ({e})")),
+    };
+    let json = accept_json
+        || pairs
+            .iter()
+            .any(|(k, v)| k == "format" && v.eq_ignore_ascii_case("json"));
+    let p = match params(&pairs, json) {
+        Ok(p) => p,
+        Err(e) => return bad(json, e),
+    };
     match explain(&shared, &p) {
-        Ok(text) => (StatusCode::OK, text),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("error: {e}\n")),
+        Ok(x) if p.json => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&x).unwrap_or_default() + "\n",
+        )
+            .into_response(),
+        Ok(x) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text(&x),
+        )
+            .into_response(),
+        Err(e) => bad(p.json, e),
     }
+}
+
+fn params(pairs: &[(String, String)], json: bool) -> Result<Params, String> {
+    let mut name = None;
+    let mut qtype = None;
+    let mut client = None;
+    let mut ecs = None;
+    for (k, v) in pairs {
+        let slot = match k.as_str() {
+            "name" => &mut name,
+            "type" => &mut qtype,
+            "client" => &mut client,
+            "ecs" => &mut ecs,
+            "format" => {
+                if !v.eq_ignore_ascii_case("json") && !v.eq_ignore_ascii_case("text") {
+                    return Err(format!("format: {v:?} is neither json nor text"));
+                }
+                continue;
+            }
+            _ => return Err(format!("unknown parameter {k:?}")),
+        };
+        if slot.replace(v.clone()).is_some() {
+            return Err(format!("{k} given twice"));
+        }
+    }
+    let name = match name {
+        Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+        Some(_) => return Err("name is empty".into()),
+        None => return Err("name is missing".into()),
+    };
+    crate::model::DnsName::parse(&name).map_err(|e| format!("name: {name:?}: {e}"))?;
+    let qtype = crate::dns::explain::parse_type(qtype.as_deref().unwrap_or("A"))?;
+    let client = client
+        .map(|c| {
+            c.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("client: {c:?} is not an IP address"))
+        })
+        .transpose()?;
+    let ecs = ecs.as_deref().map(parse_ecs).transpose()?;
+    Ok(Params {
+        name,
+        qtype,
+        client,
+        ecs,
+        json,
+    })
 }
 
 fn parse_ecs(text: &str) -> Result<(IpAddr, u8), String> {
@@ -51,28 +246,36 @@ fn parse_ecs(text: &str) -> Result<(IpAddr, u8), String> {
         p.parse::<u8>()
             .ok()
             .filter(|p| *p <= max)
-            .ok_or_else(|| format!("ecs: bad prefix {p:?}"))?
+            .ok_or_else(|| format!("ecs: bad prefix {p:?} (0 to {max})"))?
     };
     Ok((addr, prefix))
 }
 
-/// Which federated name `name` is: (federation, service, level description).
-fn find_service<'a>(
-    feds: &'a [Federation],
-    name: &DnsName,
-) -> Option<(&'a Federation, &'a Service, String)> {
-    let text = name.to_string();
+/// Which federated name `name` is.
+struct NameOf<'a> {
+    fed: &'a Federation,
+    svc: &'a Service,
+    region: Option<String>,
+    zone: Option<String>,
+    srv: Option<String>,
+}
+
+fn find_service<'a>(feds: &'a [Federation], name: &str) -> Option<NameOf<'a>> {
+    let text = name.to_ascii_lowercase();
+    let text = if text.ends_with('.') {
+        text
+    } else {
+        format!("{text}.")
+    };
     for fed in feds {
         let zone = fed.zone.to_string();
         for svc in &fed.services {
             let label = format!("{}.{}.{}.svc.", svc.name, svc.namespace, fed.name);
             // SRV names are `_port._proto.` + a service name.
             let mut rest = text.as_str();
-            while let Some(r) = rest
-                .strip_prefix('_')
-                .and_then(|r| r.split_once('.'))
-                .map(|(_, r)| r)
-            {
+            let mut srv = Vec::new();
+            while let Some((l, r)) = rest.strip_prefix('_').and_then(|r| r.split_once('.')) {
+                srv.push(format!("_{l}"));
                 rest = r;
             }
             let Some(after) = rest.strip_prefix(&label) else {
@@ -86,162 +289,658 @@ fn find_service<'a>(
                 .split('.')
                 .filter(|s| !s.is_empty())
                 .collect();
-            let level = match parts.as_slice() {
-                [] => "global name".to_string(),
-                [region] => format!("regional name, region {region}"),
-                [zone, region] => format!("zonal name, zone {zone} of region {region}"),
+            let (region, zone) = match parts.as_slice() {
+                [] => (None, None),
+                [region] => (Some(region.to_string()), None),
+                [zone, region] => (Some(region.to_string()), Some(zone.to_string())),
                 _ => continue,
             };
-            return Some((fed, svc, level));
+            return Some(NameOf {
+                fed,
+                svc,
+                region,
+                zone,
+                srv: (!srv.is_empty()).then(|| srv.join(".")),
+            });
         }
     }
     None
 }
 
-fn explain(shared: &Shared, p: &Params) -> Result<String, String> {
-    let name = DnsName::parse(&p.name)?;
-    let ecs = p.ecs.as_deref().map(parse_ecs).transpose()?;
+fn list(set: &AddressSet, f: Option<Family>) -> Vec<String> {
+    let mut v = Vec::new();
+    if f != Some(Family::V6) {
+        v.extend(set.v4.iter().map(|a| a.to_string()));
+    }
+    if f != Some(Family::V4) {
+        v.extend(set.v6.iter().map(|a| a.to_string()));
+    }
+    v
+}
+
+fn has_family(s: &Shard, f: Family) -> bool {
+    s.addresses.iter().any(|a| match f {
+        Family::V4 => a.is_ipv4(),
+        Family::V6 => a.is_ipv6(),
+    })
+}
+
+fn shard_reason(shard: &Shard) -> String {
+    if shard.probe == ProbeState::Down && shard.ready_endpoints > 0 {
+        "unhealthy: probe failing".to_string()
+    } else if is_healthy(shard) {
+        "healthy".to_string()
+    } else if shard.ready_endpoints == 0 {
+        "unhealthy: no ready endpoint".to_string()
+    } else {
+        "unhealthy: no load-balancer address".to_string()
+    }
+}
+
+/// One level of the fallback chain: its name, what it is, and its healthy addresses.
+struct Level {
+    name: String,
+    what: String,
+    set: Option<AddressSet>,
+}
+
+/// Why the global name answers family `f` what it answers for location `loc`.
+fn global_step(
+    fed: &Federation,
+    svc: &Service,
+    sel: &ServiceSelection,
+    locator: &Locator,
+    loc: u16,
+    f: Family,
+    name: &str,
+) -> Step {
+    let fl = f.label();
+    let choice = &sel.global_by_location[loc as usize];
+    let groups = choice.family(f);
+    let mut addresses: Vec<String> = groups.iter().flat_map(|(_, s)| list(s, Some(f))).collect();
+    addresses.dedup();
+    if groups.iter().all(|(_, s)| s.is_empty()) {
+        let has: Vec<String> = svc
+            .shards
+            .iter()
+            .filter(|s| has_family(s, f))
+            .map(|s| format!("{} ({})", s.cluster, shard_reason(s)))
+            .collect();
+        let why = if has.is_empty() {
+            format!("no shard has an {fl} address: {fl} answers are empty (NODATA)")
+        } else {
+            format!(
+                "no healthy shard anywhere has an {fl} address (shards with one: {}): NODATA",
+                has.join(", ")
+            )
+        };
+        return Step {
+            level: name.to_string(),
+            family: Some(fl.into()),
+            decision: "nodata".into(),
+            why,
+            addresses: vec![],
+        };
+    }
+    let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
+    let everything = format!("every healthy shard with {fl}");
+    let location = locator.locations().get(loc as usize).cloned().flatten();
+    let why = match (policy, &location) {
+        (Policy::All, _) => format!("policy all: {everything}"),
+        (Policy::Geo, None) => {
+            format!("policy geo, client location unknown: {everything} (as all)")
+        }
+        (Policy::Geo, Some(l)) => {
+            let zone_has = l.zone.as_ref().and_then(|z| {
+                sel.zones
+                    .iter()
+                    .find(|(r, zz, _)| r == &l.region && zz == z)
+                    .map(|(_, _, s)| (z, s.has(f)))
+            });
+            let region_has = sel
+                .regions
+                .iter()
+                .find(|(r, _)| r == &l.region)
+                .is_some_and(|(_, s)| s.has(f));
+            match zone_has {
+                Some((z, true)) => {
+                    format!("policy geo: the client's zone {z} has healthy {fl} shards")
+                }
+                _ if region_has => format!(
+                    "policy geo: {}the client's region {} has healthy {fl} shards",
+                    zone_has
+                        .map(|(z, _)| format!("the client's zone {z} has no healthy {fl} shard; "))
+                        .unwrap_or_default(),
+                    l.region
+                ),
+                _ => match locator.coordinates(&l.region) {
+                    None => format!(
+                        "policy geo: the client's region {} has no healthy {fl} shard and no coordinates (geo.regions): {everything}",
+                        l.region
+                    ),
+                    Some(here) => {
+                        let mut d: Vec<(f64, &str, bool)> = sel
+                            .regions
+                            .iter()
+                            .filter_map(|(r, s)| {
+                                locator
+                                    .coordinates(r)
+                                    .map(|c| (distance_km(here, c), r.as_str(), s.has(f)))
+                            })
+                            .collect();
+                        d.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        let pick = d.iter().find(|x| x.2);
+                        let dist = d
+                            .iter()
+                            .map(|(km, r, has)| {
+                                format!(
+                                    "{r} {km:.0} km{}",
+                                    if *has {
+                                        String::new()
+                                    } else {
+                                        format!(" (no healthy {fl})")
+                                    }
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        match pick {
+                            Some((km, r, _)) => format!(
+                                "policy geo: the client's region {} has no healthy {fl} shard; nearest region with one by distance: {r} ({km:.0} km); distances from {}: {dist}",
+                                l.region, l.region
+                            ),
+                            None => format!(
+                                "policy geo: no region with coordinates has healthy {fl} shards (distances from {}: {dist}): {everything}",
+                                l.region
+                            ),
+                        }
+                    }
+                },
+            }
+        }
+        (Policy::Failover(order), _) => {
+            let mut seen = Vec::new();
+            let mut picked = None;
+            for entry in order {
+                let has = svc.shards.iter().filter(|s| is_healthy(s)).any(|s| {
+                    let in_entry = &s.cluster == entry
+                        || fed
+                            .clusters
+                            .iter()
+                            .any(|c| c.name == s.cluster && &c.region == entry);
+                    in_entry && has_family(s, f)
+                });
+                if has {
+                    picked = Some(entry);
+                    break;
+                }
+                seen.push(format!("{entry} has no healthy {fl} shard"));
+            }
+            let before = if seen.is_empty() {
+                String::new()
+            } else {
+                format!("{}; ", seen.join(", "))
+            };
+            match picked {
+                Some(e) => format!("policy failover: {before}first entry with healthy {fl}: {e}"),
+                None => format!("policy failover: {before}no entry has healthy {fl}: {everything}"),
+            }
+        }
+        (Policy::Weighted, _) => {
+            let weighted = fed.clusters.iter().filter(|c| c.weight > 0).any(|c| {
+                svc.shards
+                    .iter()
+                    .any(|s| s.cluster == c.name && is_healthy(s) && has_family(s, f))
+            });
+            if weighted {
+                let w: Vec<String> = groups
+                    .iter()
+                    .map(|(w, s)| format!("{} (weight {w})", list(s, Some(f)).join(", ")))
+                    .collect();
+                format!(
+                    "policy weighted: one cluster per answer among the weighted clusters with healthy {fl}: {}",
+                    w.join("; ")
+                )
+            } else {
+                format!("policy weighted: no weighted cluster has healthy {fl}: {everything}")
+            }
+        }
+    };
+    Step {
+        level: name.to_string(),
+        family: Some(fl.into()),
+        decision: "answer".into(),
+        why,
+        addresses,
+    }
+}
+
+/// The steps from the level asked up to the one that decides, for family `f`; mirrors
+/// `answers/federation.rs` (a level with nothing healthy in either family CNAMEs up, a level
+/// with the other family only answers this one from above under its own name).
+#[allow(clippy::too_many_arguments)]
+fn family_steps(
+    fed: &Federation,
+    svc: &Service,
+    sel: &ServiceSelection,
+    locator: &Locator,
+    loc: u16,
+    levels: &[Level],
+    f: Family,
+    out: &mut Vec<Step>,
+) {
+    let fl = f.label();
+    for (i, l) in levels.iter().enumerate() {
+        let Some(set) = &l.set else {
+            out.push(Step {
+                level: l.name.clone(),
+                family: Some(fl.into()),
+                decision: "nodata".into(),
+                why: format!("{} is not in the federation's topology", l.what),
+                addresses: vec![],
+            });
+            return;
+        };
+        if i + 1 == levels.len() {
+            out.push(global_step(fed, svc, sel, locator, loc, f, &l.name));
+            return;
+        }
+        let above = &levels[i + 1..];
+        let (decision, why) = if set.has(f) {
+            out.push(Step {
+                level: l.name.clone(),
+                family: Some(fl.into()),
+                decision: "answer".into(),
+                why: format!("{} has healthy {fl} shards: answers them", l.what),
+                addresses: list(set, Some(f)),
+            });
+            return;
+        } else if !set.is_empty() {
+            (
+                "flatten",
+                format!(
+                    "{} has healthy shards of the other family only: its {fl} answer is what a CNAME to {} would lead to, under this name (a CNAME may not share a name)",
+                    l.what, above[0].name
+                ),
+            )
+        } else if above
+            .iter()
+            .any(|a| a.set.as_ref().is_some_and(|s| !s.is_empty()))
+        {
+            (
+                "cname",
+                format!(
+                    "{} has no healthy shard: CNAME to {}",
+                    l.what, above[0].name
+                ),
+            )
+        } else {
+            out.push(Step {
+                level: l.name.clone(),
+                family: Some(fl.into()),
+                decision: "nodata".into(),
+                why: format!(
+                    "{} has no healthy shard, and neither has any level above: NODATA",
+                    l.what
+                ),
+                addresses: vec![],
+            });
+            return;
+        };
+        out.push(Step {
+            level: l.name.clone(),
+            family: Some(fl.into()),
+            decision: decision.into(),
+            why,
+            addresses: vec![],
+        });
+    }
+}
+
+fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
+    let ecs = p.ecs;
     let client = p.client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let locator = &shared.locator;
-    let mut out = String::new();
-    let _ = writeln!(out, "name: {name} {}", p.qtype.to_ascii_uppercase());
 
     // Where the client is, and how we know.
-    let (located_ip, how) = match ecs {
-        Some((addr, prefix)) if locator.ecs && prefix > 0 => {
-            (addr, format!("EDNS Client Subnet {addr}/{prefix}"))
-        }
-        Some(_) if !locator.ecs => (
-            client,
-            "source address (ECS given but disabled in config)".to_string(),
-        ),
-        _ if p.client.is_some() => (client, "source address".to_string()),
-        _ => (client, "no client given".to_string()),
+    let (located_ip, via) = match ecs {
+        Some((addr, prefix)) if locator.ecs && prefix > 0 => (addr, "ecs"),
+        Some(_) if !locator.ecs => (client, "source (ecs disabled)"),
+        _ if p.client.is_some() => (client, "source"),
+        _ => (client, "none"),
     };
     let (loc, found) = locator.explain(located_ip);
-    let location = locator.locations()[loc as usize]
-        .as_ref()
-        .map_or("unknown".to_string(), |l| {
-            format!(
-                "region {}{}",
-                l.region,
-                l.zone
-                    .as_ref()
-                    .map(|z| format!(", zone {z}"))
-                    .unwrap_or_default()
-            )
-        });
+    let location = locator.locations()[loc as usize].clone();
     let found = match found {
         Found::Network { cidr } => format!("client network {cidr}"),
         Found::GeoIp { network } => format!("GeoIP database, {network}"),
         Found::Unknown => "no client network or GeoIP entry matches".into(),
     };
-    let _ = writeln!(
-        out,
-        "client: {located_ip} via {how}\nlocation: {location} ({found})"
-    );
+    let client_view = Client {
+        address: located_ip.to_string(),
+        via: via.into(),
+        ecs: ecs.map(|(a, p)| format!("{a}/{p}")),
+        region: location.as_ref().map(|l| l.region.clone()),
+        zone: location.as_ref().and_then(|l| l.zone.clone()),
+        found,
+    };
 
     let feds = shared.federations.load();
-    match find_service(&feds, &name) {
+    let service = find_service(&feds, &p.name).map(|m| {
+        let (fed, svc) = (m.fed, m.svc);
+        let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
+        let level = match (&m.region, &m.zone) {
+            (None, _) => "global",
+            (Some(_), None) => "regional",
+            (Some(_), Some(_)) => "zonal",
+        };
+        let policy_text = match policy {
+            _ if level != "global" => format!(
+                "{} (decides the global name only; a {level} name answers the healthy shards of its {})",
+                policy_name(policy),
+                if level == "zonal" { "zone" } else { "region" }
+            ),
+            Policy::Geo if loc == 0 => "geo (location unknown: all healthy shards)".to_string(),
+            Policy::Geo => "geo (nearest zone, region, then region by distance)".to_string(),
+            Policy::Weighted => "weighted (one cluster per answer, by cluster weight)".to_string(),
+            p => policy_name(p),
+        };
+        let probes = shared.probes.lock().map(|p| p.clone()).unwrap_or_default();
+        let shards = svc
+            .shards
+            .iter()
+            .map(|shard| {
+                let cluster = fed.clusters.iter().find(|c| c.name == shard.cluster);
+                let key = (
+                    fed.name.clone(),
+                    svc.namespace.clone(),
+                    svc.name.clone(),
+                    shard.cluster.clone(),
+                );
+                let probed: Vec<ProbedAddress> = probes
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|(a, s)| ProbedAddress {
+                        address: a.to_string(),
+                        state: s.clone(),
+                    })
+                    .collect();
+                let mut reason = shard_reason(shard);
+                let failing: Vec<String> = probed
+                    .iter()
+                    .filter(|p| p.state.starts_with("down"))
+                    .map(|p| format!("{} {}", p.address, p.state))
+                    .collect();
+                if !failing.is_empty() {
+                    reason = if reason == "healthy" {
+                        format!(
+                            "healthy; left out of answers: {} (its other addresses pass)",
+                            failing.join(", ")
+                        )
+                    } else {
+                        format!("{reason} ({})", failing.join(", "))
+                    };
+                }
+                ShardView {
+                    cluster: shard.cluster.clone(),
+                    region: cluster.map(|c| c.region.clone()),
+                    zones: cluster.map(|c| c.zones.clone()).unwrap_or_default(),
+                    weight: cluster.map_or(0, |c| c.weight),
+                    ready_endpoints: shard.ready_endpoints,
+                    not_ready_endpoints: shard.not_ready_endpoints,
+                    addresses: shard.addresses.iter().map(|a| a.to_string()).collect(),
+                    probe: match shard.probe {
+                        ProbeState::Unprobed => "none",
+                        ProbeState::Up => "up",
+                        ProbeState::Down => "down",
+                        ProbeState::DownServedStatic => "down-served-static",
+                    }
+                    .into(),
+                    probes: probed,
+                    probe_down: shard.probe_down.iter().map(|a| a.to_string()).collect(),
+                    healthy: is_healthy(shard),
+                    reason,
+                }
+            })
+            .collect();
+        let sel = selection::select(fed, svc, locator);
+        let base = format!("{}.{}.{}.svc.", svc.name, svc.namespace, fed.name);
+        let zone_apex = fed.zone.to_string();
+        let global = Level {
+            name: format!("{base}{zone_apex}"),
+            what: "the global name".into(),
+            set: Some(sel.global.clone()),
+        };
+        let mut levels = Vec::new();
+        if let Some(r) = &m.region {
+            if let Some(z) = &m.zone {
+                levels.push(Level {
+                    name: format!("{base}{z}.{r}.{zone_apex}"),
+                    what: format!("zone {z}"),
+                    set: sel
+                        .zones
+                        .iter()
+                        .find(|(rr, zz, _)| rr == r && zz == z)
+                        .map(|(_, _, s)| s.clone()),
+                });
+            }
+            levels.push(Level {
+                name: format!("{base}{r}.{zone_apex}"),
+                what: format!("region {r}"),
+                set: sel
+                    .regions
+                    .iter()
+                    .find(|(rr, _)| rr == r)
+                    .map(|(_, s)| s.clone()),
+            });
+        }
+        levels.push(global);
+        let mut why = Vec::new();
+        let families: Vec<Family> = match p.qtype.as_str() {
+            "A" if m.srv.is_none() => vec![Family::V4],
+            "AAAA" if m.srv.is_none() => vec![Family::V6],
+            _ => Family::BOTH.to_vec(),
+        };
+        if let Some(srv) = &m.srv {
+            let target = levels
+                .iter()
+                .find(|l| l.set.as_ref().is_some_and(|s| !s.is_empty()));
+            why.push(Step {
+                level: format!("{srv}.{}", levels[0].name),
+                family: None,
+                decision: "srv".into(),
+                why: match target {
+                    Some(t) => format!(
+                        "SRV target: the nearest level with healthy shards of either family, {} ({}); it answers both families without a CNAME",
+                        t.name, t.what
+                    ),
+                    None => "no level has a healthy shard: no SRV record (NODATA)".into(),
+                },
+                addresses: target.map(|t| vec![t.name.clone()]).unwrap_or_default(),
+            });
+            if let Some(i) = levels.iter().position(|l| l.set.as_ref().is_some_and(|s| !s.is_empty())) {
+                levels.drain(..i);
+            }
+        }
+        for f in families {
+            family_steps(fed, svc, &sel, locator, loc, &levels, f, &mut why);
+        }
+        let chosen = if level == "global" && m.srv.is_none() {
+            let choice = &sel.global_by_location[loc as usize];
+            Family::BOTH
+                .iter()
+                .flat_map(|f| {
+                    choice.family(*f).iter().map(|(w, s)| Chosen {
+                        family: f.label().into(),
+                        weight: *w,
+                        addresses: list(s, Some(*f)),
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ServiceView {
+            federation: fed.name.clone(),
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            level: level.into(),
+            region: m.region.clone(),
+            zone: m.zone.clone(),
+            srv: m.srv.clone(),
+            policy: policy_text,
+            policy_override: svc.policy.is_some(),
+            shards,
+            chosen,
+            why,
+        }
+    });
+    let table = shared.table.load();
+    let answer =
+        crate::dns::explain::answer(shared.source(&table), &p.name, &p.qtype, client, ecs)?;
+    Ok(Explanation {
+        name: p.name.clone(),
+        qtype: p.qtype.clone(),
+        client: client_view,
+        service,
+        generation: table.generation,
+        answer,
+    })
+}
+
+fn policy_name(p: &Policy) -> String {
+    match p {
+        Policy::Geo => "geo".into(),
+        Policy::All => "all".into(),
+        Policy::Weighted => "weighted".into(),
+        Policy::Failover(order) => format!("failover {}", order.join(" > ")),
+    }
+}
+
+/// The text form.
+fn text(x: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "name: {} {}", x.name, x.qtype);
+    let how = match x.client.via.as_str() {
+        "ecs" => format!(
+            "EDNS Client Subnet {}",
+            x.client.ecs.as_deref().unwrap_or("")
+        ),
+        "source (ecs disabled)" => "source address (ECS given but disabled in config)".into(),
+        "source" => "source address".into(),
+        _ => "no client given".into(),
+    };
+    let location = match &x.client.region {
+        None => "unknown".to_string(),
+        Some(r) => format!(
+            "region {r}{}",
+            x.client
+                .zone
+                .as_ref()
+                .map(|z| format!(", zone {z}"))
+                .unwrap_or_default()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "client: {} via {how}\nlocation: {location} ({})",
+        x.client.address, x.client.found
+    );
+    match &x.service {
         None => {
             let _ = writeln!(
                 out,
                 "service: none (not a federated name; answered from zone data)"
             );
         }
-        Some((fed, svc, level)) => {
-            let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
-            let policy_text = match policy {
-                Policy::Geo if loc == 0 => "geo (location unknown: all healthy shards)".to_string(),
-                Policy::Geo => "geo (nearest zone, region, then region by distance)".to_string(),
-                Policy::All => "all".to_string(),
-                Policy::Failover(order) => format!("failover {}", order.join(" > ")),
-                Policy::Weighted => {
-                    "weighted (one cluster per answer, by cluster weight)".to_string()
-                }
+        Some(s) => {
+            let level = match (&s.region, &s.zone) {
+                (None, _) => "global name".to_string(),
+                (Some(r), None) => format!("regional name, region {r}"),
+                (Some(r), Some(z)) => format!("zonal name, zone {z} of region {r}"),
             };
+            let srv = s
+                .srv
+                .as_ref()
+                .map(|p| format!(", SRV {p}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "service: {}/{} in federation {} ({level})",
-                svc.namespace, svc.name, fed.name
+                "service: {}/{} in federation {} ({level}{srv})",
+                s.namespace, s.name, s.federation
             );
             let _ = writeln!(
                 out,
-                "policy: {policy_text}{}",
-                if svc.policy.is_some() {
+                "policy: {}{}",
+                s.policy,
+                if s.policy_override {
                     " [service override]"
                 } else {
                     ""
                 }
             );
             let _ = writeln!(out, "candidates:");
-            for shard in &svc.shards {
-                let cluster = fed.clusters.iter().find(|c| c.name == shard.cluster);
-                let addrs: Vec<String> = shard.addresses.iter().map(|a| a.to_string()).collect();
-                let reason = if shard.probe == ProbeState::Down && shard.ready_endpoints > 0 {
-                    "unhealthy: probe failing".to_string()
-                } else if is_healthy(shard) {
-                    "healthy".to_string()
-                } else if shard.ready_endpoints == 0 {
-                    "unhealthy: no ready endpoint".to_string()
-                } else {
-                    "unhealthy: no load-balancer address".to_string()
-                };
+            for sh in &s.shards {
                 let _ = writeln!(
                     out,
-                    "  cluster {} region {} zones {} weight {} endpoints ready {} not-ready {} addresses [{}] probe {}: {reason}",
-                    shard.cluster,
-                    cluster.map_or("?", |c| c.region.as_str()),
-                    cluster.map_or("?".into(), |c| c.zones.join(",")),
-                    cluster.map_or(0, |c| c.weight),
-                    shard.ready_endpoints,
-                    shard.not_ready_endpoints,
-                    addrs.join(", "),
-                    match shard.probe {
-                        ProbeState::Unprobed => "none",
-                        ProbeState::Up => "up",
-                        ProbeState::Down => "down",
-                        ProbeState::DownServedStatic =>
+                    "  cluster {} region {} zones {} weight {} endpoints ready {} not-ready {} addresses [{}] probe {}: {}",
+                    sh.cluster,
+                    sh.region.as_deref().unwrap_or("?"),
+                    sh.zones.join(","),
+                    sh.weight,
+                    sh.ready_endpoints,
+                    sh.not_ready_endpoints,
+                    sh.addresses.join(", "),
+                    match sh.probe.as_str() {
+                        "down-served-static" =>
                             "down (served anyway: every shard fails, fail static)",
+                        p => p,
                     },
+                    sh.reason
                 );
             }
-            if level == "global name" {
-                let sel = selection::select(fed, svc, locator);
-                let choice = &sel.global_by_location[loc as usize];
-                // Each family is chosen on its own (an AAAA question goes where IPv6 is healthy).
-                for f in Family::BOTH {
-                    let groups = choice.family(f);
-                    if groups.iter().all(|(_, s)| s.is_empty()) {
-                        let _ = writeln!(
-                            out,
-                            "chosen {}: nothing (no healthy {} shard anywhere)",
-                            f.label(),
-                            f.label()
-                        );
-                        continue;
+            let _ = writeln!(out, "why:");
+            for st in &s.why {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {}: {}{}",
+                    st.level,
+                    st.family.as_deref().unwrap_or("SRV"),
+                    st.decision,
+                    st.why,
+                    if st.addresses.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → {}", st.addresses.join(", "))
                     }
-                    for (w, set) in groups {
-                        let mut v: Vec<String> = set.v4.iter().map(|a| a.to_string()).collect();
-                        v.extend(set.v6.iter().map(|a| a.to_string()));
-                        let weight = if groups.len() > 1 {
-                            format!(" (weight {w})")
-                        } else {
-                            String::new()
-                        };
-                        let _ = writeln!(out, "chosen {}{weight}: {}", f.label(), v.join(", "));
-                    }
+                );
+            }
+            for f in ["IPv4", "IPv6"] {
+                let groups: Vec<&Chosen> = s.chosen.iter().filter(|c| c.family == f).collect();
+                if s.level != "global" || s.srv.is_some() {
+                    break;
+                }
+                if groups.iter().all(|c| c.addresses.is_empty()) {
+                    let _ = writeln!(out, "chosen {f}: nothing (no healthy {f} shard anywhere)");
+                    continue;
+                }
+                for c in &groups {
+                    let weight = if groups.len() > 1 {
+                        format!(" (weight {})", c.weight)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(out, "chosen {f}{weight}: {}", c.addresses.join(", "));
                 }
             }
         }
     }
-    let table = shared.table.load();
-    let answer =
-        crate::dns::explain::answer_text(shared.source(&table), &p.name, &p.qtype, client, ecs)?;
     let _ = write!(
         out,
-        "answer (table generation {}): {answer}",
-        table.generation
+        "answer (table generation {}): {}",
+        x.generation,
+        x.answer.text(&x.qtype)
     );
-    Ok(out)
+    out
 }

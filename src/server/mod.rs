@@ -41,6 +41,8 @@ pub struct Shared {
     pub journal: Arc<crate::dns::transfer::Journal>,
     /// Tells the NOTIFY task that a table was published.
     pub published: tokio::sync::watch::Sender<u64>,
+    /// Each probed address's state and reason, written by the prober (for explain only).
+    pub probes: std::sync::Mutex<crate::probe::Status>,
     /// Set on SIGTERM: `/readyz` answers 503 while DNS keeps answering (lame duck).
     pub draining: std::sync::atomic::AtomicBool,
 }

@@ -106,8 +106,9 @@ fn default_protocol() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 struct RawShard {
     cluster: Spanned<String>,
+    /// IP addresses, or load-balancer host names resolved in the background (AWS ELB).
     #[serde(default)]
-    addresses: Vec<IpAddr>,
+    addresses: Vec<Spanned<String>>,
     #[serde(default)]
     ready_endpoints: u32,
     #[serde(default)]
@@ -116,8 +117,85 @@ struct RawShard {
     zones: Vec<Spanned<String>>,
 }
 
-/// Parses and validates one federation file (YAML unless the name ends in `.toml`).
+/// A parsed federation file: the federation as written (shards hold only their literal
+/// addresses) and the load-balancer host names of each shard, to be resolved in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub federation: Federation,
+    pub hostnames: Vec<ShardHosts>,
+}
+
+/// The host names written in one shard's `addresses`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardHosts {
+    /// Index into `federation.services`, then into that service's `shards`.
+    pub service: usize,
+    pub shard: usize,
+    pub hosts: Vec<String>,
+}
+
+impl Parsed {
+    /// Every host name of the file, once each.
+    pub fn hosts(&self) -> std::collections::BTreeSet<String> {
+        self.hostnames
+            .iter()
+            .flat_map(|h| h.hosts.iter().cloned())
+            .collect()
+    }
+
+    /// The federation with each shard's host names replaced by the addresses last resolved for
+    /// them (`resolved`; a host not resolved yet adds nothing). Services without host names keep
+    /// their `Arc`s, so the merger re-lays out only the services whose addresses changed.
+    pub fn resolved(
+        &self,
+        resolved: &std::collections::HashMap<String, Vec<IpAddr>>,
+    ) -> Federation {
+        let mut fed = self.federation.clone();
+        for h in &self.hostnames {
+            let Some(svc) = fed.services.get_mut(h.service) else {
+                continue;
+            };
+            let Some(shard) = std::sync::Arc::make_mut(svc).shards.get_mut(h.shard) else {
+                continue;
+            };
+            for ip in h.hosts.iter().filter_map(|n| resolved.get(n)).flatten() {
+                if !shard.addresses.contains(ip) {
+                    shard.addresses.push(*ip);
+                }
+            }
+        }
+        fed
+    }
+}
+
+/// A load-balancer host name: LDH labels, and a last label that is not all digits (so a
+/// mistyped IPv4 address such as `192.0.2.300` is reported, not looked up).
+fn host_name(s: &str) -> Option<String> {
+    let s = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let labels: Vec<&str> = s.split('.').collect();
+    let ldh = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = s.len() <= 253
+        && labels.iter().all(ldh)
+        && labels
+            .last()
+            .is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()));
+    ok.then_some(s)
+}
+
+/// Parses and validates one federation file (YAML unless the name ends in `.toml`); shards'
+/// host names are left out (see [`parse_with_hosts`]).
 pub fn parse(path: &Path, text: &str) -> Result<Federation, Vec<Problem>> {
+    parse_with_hosts(path, text).map(|p| p.federation)
+}
+
+/// Parses and validates one federation file, keeping the shards' load-balancer host names.
+pub fn parse_with_hosts(path: &Path, text: &str) -> Result<Parsed, Vec<Problem>> {
     let file = path.display().to_string();
     let toml = path.extension().is_some_and(|e| e == "toml");
     // Every syntax and type error (with field path and value), then the semantic ones.
@@ -171,7 +249,7 @@ fn yaml_options() -> serde_saphyr::Options {
     }
 }
 
-fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
+fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
     let mut problems = Problems {
         file,
         list: Vec::new(),
@@ -243,6 +321,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
     }
 
     let mut services = Vec::new();
+    let mut hostnames = Vec::new();
     let mut seen = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
         if !label_ok(&s.name.value) {
@@ -311,13 +390,38 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
                     );
                 }
             }
+            let mut addresses = Vec::new();
+            let mut hosts = Vec::new();
+            for (k, a) in sh.addresses.iter().enumerate() {
+                if let Ok(ip) = a.value.trim().parse::<IpAddr>() {
+                    addresses.push(ip);
+                } else if let Some(h) = host_name(a.value.trim()) {
+                    if !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                } else {
+                    problems.at(
+                        a,
+                        format!("services[{i}].shards[{j}].addresses[{k}]"),
+                        format!("{:?} is neither an IP address nor a host name", a.value),
+                    );
+                }
+            }
+            if !hosts.is_empty() {
+                hostnames.push(ShardHosts {
+                    service: i,
+                    shard: shards.len(),
+                    hosts,
+                });
+            }
             shards.push(Shard {
                 cluster: sh.cluster.value.clone(),
-                addresses: sh.addresses.clone(),
+                addresses,
                 ready_endpoints: sh.ready_endpoints,
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
                 probe: Default::default(),
+                probe_down: Vec::new(),
             });
         }
         services.push(Service {
@@ -368,7 +472,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
     if !problems.list.is_empty() {
         return Err(problems.list);
     }
-    Ok(Federation {
+    let federation = Federation {
         name: fed_name.value.to_ascii_lowercase(),
         zone,
         ttl: raw.federation.ttl,
@@ -377,6 +481,10 @@ fn validate(file: &str, raw: RawFile) -> Result<Federation, Vec<Problem>> {
         clusters,
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
+    };
+    Ok(Parsed {
+        federation,
+        hostnames,
     })
 }
 
@@ -415,6 +523,46 @@ mod tests {
         let bad = GOOD.replace("192.0.2.1", "192.0.2.300");
         let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
         assert_eq!(errs[0].line, Some(14), "{errs:?}");
+    }
+
+    #[test]
+    fn host_names_are_kept_for_resolution() {
+        let f = GOOD.replace(
+            "[192.0.2.1]",
+            "[192.0.2.1, My-LB.elb.amazonaws.com., 2001:db8::1]",
+        );
+        let p = parse_with_hosts(Path::new("f.yaml"), &f).unwrap();
+        let sh = &p.federation.services[0].shards[0];
+        assert_eq!(sh.addresses.len(), 2, "{sh:?}");
+        assert_eq!(p.hostnames.len(), 1);
+        assert_eq!(p.hostnames[0].hosts, vec!["my-lb.elb.amazonaws.com"]);
+        let mut resolved = std::collections::HashMap::new();
+        resolved.insert(
+            "my-lb.elb.amazonaws.com".to_string(),
+            vec![
+                "198.51.100.7".parse().unwrap(),
+                "192.0.2.1".parse().unwrap(),
+            ],
+        );
+        let fed = p.resolved(&resolved);
+        assert_eq!(
+            fed.services[0].shards[0].addresses,
+            vec![
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+                "198.51.100.7".parse().unwrap()
+            ]
+        );
+        // Not resolved yet: the literal addresses only.
+        assert_eq!(p.resolved(&Default::default()), p.federation);
+        let errs = parse(Path::new("f.yaml"), &GOOD.replace("192.0.2.1", "bad_name!")).unwrap_err();
+        assert!(
+            errs[0].to_string().contains(
+                "f.yaml:14: services[0].shards[0].addresses[0]: \"bad_name!\" is neither"
+            ),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod etcd;
 pub mod federation_file;
 pub mod kubernetes;
+pub mod resolve;
 pub mod watch;
 pub mod zone_dir;
 

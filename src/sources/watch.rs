@@ -1,6 +1,11 @@
 //! Watches file sources by polling their metadata (size, mtime, inode), which also catches the
 //! rename-into-place that editors and ConfigMap updates do, and reloads them on change or SIGHUP.
+//! A federation file's load-balancer host names are resolved here in the background (at once when
+//! they first appear, then every [`RESOLVE_EVERY`]) and laid into the snapshot sent; the query
+//! path never resolves anything.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,6 +17,9 @@ use super::zone_dir::{self, ZoneDir};
 use super::{Snapshot, SourceBoard, Update};
 use crate::dns::zonefile::Problem;
 use crate::metrics::Metrics;
+
+/// How often a federation file's load-balancer host names are resolved again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
 type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64, u64)>)>;
 
@@ -26,6 +34,10 @@ pub struct FileSource {
     name: String,
     fingerprint: Option<Fingerprint>,
     last_sent: Option<Arc<Snapshot>>,
+    /// The last good federation file as parsed, with its host names.
+    parsed: Option<federation_file::Parsed>,
+    /// Addresses last resolved per host name (kept when a later lookup fails).
+    resolved: HashMap<String, Vec<IpAddr>>,
 }
 
 impl FileSource {
@@ -36,6 +48,8 @@ impl FileSource {
             name,
             fingerprint: None,
             last_sent: None,
+            parsed: None,
+            resolved: HashMap::new(),
         }
     }
 
@@ -82,9 +96,15 @@ impl FileSource {
                             message: e.to_string(),
                         }]
                     })
-                    .and_then(|text| federation_file::parse(path, &text));
+                    .and_then(|text| federation_file::parse_with_hosts(path, &text));
                 match parsed {
-                    Ok(f) => (Some(Snapshot::Federation(Box::new(f))), vec![]),
+                    Ok(p) => {
+                        let wanted = p.hosts();
+                        self.resolved.retain(|h, _| wanted.contains(h));
+                        let f = p.resolved(&self.resolved);
+                        self.parsed = Some(p);
+                        (Some(Snapshot::Federation(Box::new(f))), vec![])
+                    }
                     Err(p) => (None, p),
                 }
             }
@@ -101,6 +121,28 @@ impl FileSource {
             }
             _ => (None, problems),
         }
+    }
+
+    /// The load-balancer host names of the last good federation file.
+    pub fn hosts(&self) -> BTreeSet<String> {
+        self.parsed.as_ref().map(|p| p.hosts()).unwrap_or_default()
+    }
+
+    /// Notes what `host` resolved to (`None`: the lookup failed, keep its last addresses); a
+    /// snapshot when that changes what the source serves.
+    fn host_resolved(&mut self, host: String, ips: Option<Vec<IpAddr>>) -> Option<Arc<Snapshot>> {
+        let ips = ips?;
+        if self.resolved.get(&host) == Some(&ips) || !self.hosts().contains(&host) {
+            return None;
+        }
+        self.resolved.insert(host, ips);
+        let s = Snapshot::Federation(Box::new(self.parsed.as_ref()?.resolved(&self.resolved)));
+        if self.last_sent.as_deref() == Some(&s) {
+            return None;
+        }
+        let s = Arc::new(s);
+        self.last_sent = Some(s.clone());
+        Some(s)
     }
 
     fn changed(&self) -> bool {
@@ -130,6 +172,27 @@ pub fn report(name: &str, problems: &[Problem], board: &SourceBoard, metrics: &M
     metrics.source_errors.with_label_values(&[name]).inc();
 }
 
+/// Starts a background lookup of each of `hosts` not being looked up already (with `all`
+/// false, only of those never resolved); results arrive on `tx`.
+fn resolve_hosts(
+    source: &FileSource,
+    all: bool,
+    resolving: &mut HashSet<String>,
+    tx: &mpsc::Sender<(String, Option<Vec<IpAddr>>)>,
+) {
+    for h in source.hosts() {
+        if (!all && source.resolved.contains_key(&h)) || !resolving.insert(h.clone()) {
+            continue;
+        }
+        let tx = tx.clone();
+        let what = source.name();
+        tokio::spawn(async move {
+            let ips = super::resolve::lookup(&h, &what).await;
+            let _ = tx.send((h, ips)).await;
+        });
+    }
+}
+
 /// Polls `source` every `interval` (and at once on SIGHUP) and sends changed snapshots.
 pub async fn run(
     mut source: FileSource,
@@ -140,16 +203,37 @@ pub async fn run(
     mut reload: watch::Receiver<u64>,
 ) {
     let name = source.name();
+    let (resolve_tx, mut resolve_rx) = mpsc::channel(64);
+    let mut resolving = HashSet::new();
+    resolve_hosts(&source, false, &mut resolving, &resolve_tx);
+    let mut resolve_tick = tokio::time::interval(RESOLVE_EVERY);
+    resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resolve_tick.reset(); // the first tick is now: the hosts were just looked up
     loop {
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(interval) => false,
-            r = reload.changed() => r.is_ok(),
+        let snapshot = tokio::select! {
+            forced = async {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => false,
+                    r = reload.changed() => r.is_ok(),
+                }
+            } => {
+                if !forced && !source.changed() {
+                    continue;
+                }
+                let (snapshot, problems) = source.load();
+                report(&name, &problems, &board, &metrics);
+                resolve_hosts(&source, false, &mut resolving, &resolve_tx);
+                snapshot
+            }
+            Some((host, ips)) = resolve_rx.recv() => {
+                resolving.remove(&host);
+                source.host_resolved(host, ips)
+            }
+            _ = resolve_tick.tick() => {
+                resolve_hosts(&source, true, &mut resolving, &resolve_tx);
+                continue;
+            }
         };
-        if !forced && !source.changed() {
-            continue;
-        }
-        let (snapshot, problems) = source.load();
-        report(&name, &problems, &board, &metrics);
         if let Some(snapshot) = snapshot {
             tracing::info!(source = %name, "source changed");
             if tx

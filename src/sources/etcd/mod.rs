@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::skydns::{Entry, EtcdData};
 use super::{Snapshot, SourceBoard, Update};
-use crate::answers::FederationRecords;
+use crate::answers::{FederationRecords, Published};
 use crate::config::EtcdConfig;
 use crate::metrics::Metrics;
 
@@ -368,33 +368,67 @@ pub fn value_hash(value: &str) -> String {
     format!("{h:016x}")
 }
 
-/// The keys and values the publisher wants under the prefix.
+/// The keys and values the publisher wants under the prefix, laid out so that a SkyDNS reader
+/// (fedns read mode, or CoreDNS's etcd plugin) answers each federated name as the primary
+/// answers a client of unknown location:
+///
+/// - every value one level below its name's key, with `group` = the name, so a name answers
+///   with its own values only (CoreDNS's group rule drops the deeper SRV names' entries from
+///   the parent's subtree answer); an address or CNAME target is keyed by its hash, an SRV by
+///   the hash of `target:port`;
+/// - the name's own key holds one entry too, read by exact-key questions (CNAME): the CNAME
+///   target for a CNAME name, else an entry without a host, which every question skips, so
+///   CNAME asks get NODATA and a name with no values (a service healthy nowhere) exists: NODATA
+///   for every type, never NXDOMAIN;
+/// - SRV priority 0 is written as 65536: SkyDNS reads 0 as "unset" (10), and readers convert
+///   the stored number to 16 bits as Go does (`uint16(65536)` is 0).
 pub fn desired_keys(prefix: &str, records: &FederationRecords) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, ttl, values) in &records.records {
         let group = name.to_string().trim_end_matches('.').to_string();
         let dir = skydns::path_of(name, prefix);
+        let own = match values.as_slice() {
+            [Published::Host(h)] if h.parse::<std::net::IpAddr>().is_err() => {
+                serde_json::json!({"host": h, "ttl": ttl, "group": group})
+            }
+            _ => serde_json::json!({"ttl": ttl, "group": group}),
+        };
+        out.insert(dir.clone(), own.to_string());
         for v in values {
-            let json = serde_json::json!({"host": v, "ttl": ttl, "group": group}).to_string();
-            out.insert(format!("{dir}/{}", value_hash(v)), json);
+            let (key, json) = match v {
+                Published::Host(h) => (
+                    value_hash(h),
+                    serde_json::json!({"host": h, "ttl": ttl, "group": group}),
+                ),
+                Published::Srv {
+                    target,
+                    port,
+                    priority,
+                    weight,
+                } => (
+                    value_hash(&format!("{target}:{port}")),
+                    serde_json::json!({"host": target, "port": port,
+                        "priority": if *priority == 0 { 65536 } else { *priority as u32 },
+                        "weight": weight, "ttl": ttl, "group": group}),
+                ),
+            };
+            out.insert(format!("{dir}/{key}"), json.to_string());
         }
     }
     out
 }
 
-/// Keys under the federation zones that the publisher owns: one level below a name, with a
-/// `group` equal to that name (the layout it writes).
+/// Keys under the federation zones that the publisher owns: a name's own key or one level
+/// below it, with a `group` equal to that name (the layout it writes).
 fn owned(prefix: &str, key: &str, value: &[u8]) -> bool {
-    let Some((dir, _)) = key.rsplit_once('/') else {
+    let Ok(e) = skydns::parse_value(value) else {
         return false;
     };
-    let Some(name) = skydns::name_of_key(dir, prefix) else {
-        return false;
+    let is_group = |k: &str| {
+        skydns::name_of_key(k, prefix)
+            .is_some_and(|n| e.group == n.to_string().trim_end_matches('.'))
     };
-    match skydns::parse_value(value) {
-        Ok(e) => e.group == name.to_string().trim_end_matches('.'),
-        Err(_) => false,
-    }
+    is_group(key) || key.rsplit_once('/').is_some_and(|(dir, _)| is_group(dir))
 }
 
 /// Publish mode: campaigns for the election, then keeps etcd equal to the federation records.

@@ -802,25 +802,7 @@ impl KubeSource {
         }
         let tx = self.resolve_tx.clone();
         tokio::spawn(async move {
-            let target = (host.clone(), 0u16);
-            let looked =
-                tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await;
-            let ips = match looked {
-                Ok(Ok(addrs)) => {
-                    let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                    v.sort();
-                    v.dedup();
-                    Some(v)
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(host = %host, error = %e, "cannot resolve load-balancer hostname; keeping its last addresses");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(host = %host, "resolving load-balancer hostname timed out; keeping its last addresses");
-                    None
-                }
-            };
+            let ips = super::resolve::lookup(&host, "kubernetes").await;
             let _ = tx.send((host, ips)).await;
         });
     }
