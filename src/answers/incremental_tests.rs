@@ -283,67 +283,8 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
     }
 }
 
-#[test]
-fn incremental_builds_answer_as_full_builds() {
-    let locator = crate::dns::tests::locator();
-    let locations = locator.locations().len();
-    assert!(locations > 1, "the test needs several client locations");
-    for seed in 1..=4u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut fed = Federation {
-            name: "f".into(),
-            zone: DnsName::parse("example.com").unwrap(),
-            ttl: 30,
-            max_answers: 2,
-            policy: Policy::Geo,
-            clusters: (0..CLUSTERS.len())
-                .map(|c| cluster(c, c as u32 + 1))
-                .collect(),
-            services: vec![],
-            ingress_hosts: vec![],
-        };
-        fed.services = (0..6).map(|n| service(&mut rng, n).into()).collect();
-        let mut lines: Vec<String> = Vec::new();
-        for _ in 0..8 {
-            add_zone_line(&mut rng, &mut lines);
-        }
-        let mut cache = BuildCache::default();
-        for i in 0..60u32 {
-            if i > 0 {
-                step(&mut rng, &mut fed, &mut lines);
-            }
-            let zones = [zone(&lines)];
-            let feds = [fed.clone()];
-            let build_with = |cache: Option<&mut BuildCache>| {
-                build(BuildInput {
-                    zones: &zones,
-                    federations: &feds,
-                    etcd: &[],
-                    cache,
-                    serial: 1000 + i,
-                    generation: i as u64,
-                    locator,
-                })
-                .table
-            };
-            let incremental = build_with(Some(&mut cache));
-            let fresh = build_with(None);
-            assert_same(
-                &incremental,
-                &fresh,
-                locations,
-                &format!("seed {seed} step {i}"),
-            );
-        }
-    }
-}
-
-/// Sequences the random walk may miss: a wildcard appearing under a name that already exists,
-/// and a delegation coming and going above federated names and regional SRV targets.
-#[test]
-fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
-    let locator = crate::dns::tests::locator();
-    let mut rng = Rng(7);
+/// The test federation before any change: every cluster, six random services.
+fn first_federation(rng: &mut Rng) -> Federation {
     let mut fed = Federation {
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
@@ -356,7 +297,72 @@ fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
         services: vec![],
         ingress_hosts: vec![],
     };
-    fed.services = (0..6).map(|n| service(&mut rng, n).into()).collect();
+    fed.services = (0..6).map(|n| service(rng, n).into()).collect();
+    fed
+}
+
+/// Builds step `i` (zone lines and federation) with `cache` and from scratch, and checks that
+/// both answer alike.
+fn build_both_and_compare(
+    cache: &mut BuildCache,
+    lines: &[String],
+    fed: &Federation,
+    i: u32,
+    context: &str,
+) {
+    let locator = crate::dns::tests::locator();
+    let zones = [zone(lines)];
+    let feds = [fed.clone()];
+    let build_with = |cache: Option<&mut BuildCache>| {
+        build(BuildInput {
+            zones: &zones,
+            federations: &feds,
+            etcd: &[],
+            cache,
+            serial: 1000 + i,
+            generation: i as u64,
+            locator,
+        })
+        .table
+    };
+    let incremental = build_with(Some(cache));
+    let fresh = build_with(None);
+    assert_same(&incremental, &fresh, locator.locations().len(), context);
+}
+
+#[test]
+fn incremental_builds_answer_as_full_builds() {
+    let locator = crate::dns::tests::locator();
+    let locations = locator.locations().len();
+    assert!(locations > 1, "the test needs several client locations");
+    for seed in 1..=4u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut fed = first_federation(&mut rng);
+        let mut lines: Vec<String> = Vec::new();
+        for _ in 0..8 {
+            add_zone_line(&mut rng, &mut lines);
+        }
+        let mut cache = BuildCache::default();
+        for i in 0..60u32 {
+            if i > 0 {
+                step(&mut rng, &mut fed, &mut lines);
+            }
+            build_both_and_compare(
+                &mut cache,
+                &lines,
+                &fed,
+                i,
+                &format!("seed {seed} step {i}"),
+            );
+        }
+    }
+}
+
+/// Sequences the random walk may miss: a wildcard appearing under a name that already exists,
+/// and a delegation coming and going above federated names and regional SRV targets.
+#[test]
+fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
+    let fed = first_federation(&mut Rng(7));
     let deep = "deep.wild0 IN TXT \"x\"".to_string();
     let wild = "*.wild0 IN A 192.0.2.7".to_string();
     let cut = "f.svc IN NS ns1".to_string();
@@ -369,27 +375,6 @@ fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
     ];
     let mut cache = BuildCache::default();
     for (i, lines) in steps.iter().enumerate() {
-        let zones = [zone(lines)];
-        let feds = [fed.clone()];
-        let build_with = |cache: Option<&mut BuildCache>| {
-            build(BuildInput {
-                zones: &zones,
-                federations: &feds,
-                etcd: &[],
-                cache,
-                serial: 1000 + i as u32,
-                generation: i as u64,
-                locator,
-            })
-            .table
-        };
-        let incremental = build_with(Some(&mut cache));
-        let fresh = build_with(None);
-        assert_same(
-            &incremental,
-            &fresh,
-            locator.locations().len(),
-            &format!("step {i}"),
-        );
+        build_both_and_compare(&mut cache, lines, &fed, i as u32, &format!("step {i}"));
     }
 }

@@ -21,20 +21,7 @@ fn zone(file: &str, text: &str) -> StaticZone {
 }
 
 /// The zone of RFC 4592 §2.2.1, as written there.
-const RFC4592: &str = "$ORIGIN example.
-$TTL 3600
-@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60
-@ NS ns.example.com.
-@ NS ns.example.net.
-*.example. TXT \"this is a wildcard\"
-*.example. MX 10 host1.example.
-sub.*.example. TXT \"this is not a wildcard\"
-host1.example. A 192.0.2.1
-_ssh._tcp.host1.example. SRV 0 0 22 host1.example.
-_ssh._tcp.host2.example. SRV 0 0 22 host2.example.
-subdel.example. NS ns.example.com.
-subdel.example. NS ns.example.net.
-";
+const RFC4592: &str = include_str!("../../tests/fixtures/rfc4592.zone");
 
 const EXAMPLE_COM: &str = "$ORIGIN example.com.
 $TTL 3600
