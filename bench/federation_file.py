@@ -76,6 +76,8 @@ def main():
     p.add_argument("--changes", type=int, default=20)
     p.add_argument("--fedns", default="target/release/fedns")
     p.add_argument("--wrap", default="", help="command to run fedns under (e.g. heaptrack)")
+    p.add_argument("--transfers", action="store_true",
+                   help="allow transfers from loopback and time an AXFR and an IXFR (kdig)")
     a = p.parse_args()
 
     d = tempfile.mkdtemp(prefix="fedns-fedfile-")
@@ -97,6 +99,8 @@ def main():
         f.write(f'listen: ["127.0.0.1:{port}"]\nhttp: "127.0.0.1:0"\nworkers: 1\n'
                 f"zones_dir: zones\nfederation_files: [federation.yaml]\nwatch_interval_ms: 50\n"
                 f"state_dir: state\nlameduck_ms: 0\n")
+        if a.transfers:
+            f.write('transfers: {allow: ["127.0.0.0/8"]}\n')
     size = os.path.getsize(f"{d}/federation.yaml")
     cmd = a.wrap.split() + [a.fedns, "serve", "--config", f"{d}/fedns.yaml"]
     log = open(f"{d}/fedns.log", "w")
@@ -141,6 +145,22 @@ def main():
         pick = lambda q: samples[min(len(samples) - 1, round((len(samples) - 1) * q))]
         print(f"one-line edit → answer over {len(samples)} edits: p50 {pick(0.5):.0f} ms, "
               f"p99 {pick(0.99):.0f} ms, max {samples[-1]:.0f} ms; RSS {rss_kib(pid)} KiB")
+        if a.transfers:
+            kdig = ["kdig", "@127.0.0.1", "-p", str(port), "+tcp", "+noall", "+answer"]
+            serial = lambda: int(subprocess.run(kdig[:-2] + ["+short", "example.com", "SOA"],
+                                                capture_output=True, text=True).stdout.split()[2])
+            before = serial()
+            ready[0] = 0 if ready[0] else 1
+            write()
+            while serial() == before:
+                time.sleep(0.01)
+            for label, q in [("AXFR", ["example.com", "AXFR"]),
+                             ("IXFR after one edit", ["example.com", f"IXFR={before}"])]:
+                t = time.monotonic()
+                out = subprocess.run(kdig + q, capture_output=True, text=True).stdout
+                records = sum(1 for l in out.splitlines() if l and not l.startswith(";"))
+                print(f"{label}: {records} records in {time.monotonic() - t:.2f} s; "
+                      f"RSS {rss_kib(pid)} KiB")
     finally:
         os.killpg(child.pid, signal.SIGTERM)
         try:

@@ -540,6 +540,19 @@ fn kdig(addr: SocketAddr, args: &[&str]) -> String {
 #[test]
 fn with_a_tsig_key_only_signed_transfers_are_answered_and_answers_are_signed() {
     let dir = Dir::new();
+    // A zone that takes several messages, each signed and chained to the one before.
+    let mut bulk = String::from(
+        "$ORIGIN bulk.example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 30\n@ NS ns\nns A 192.0.2.1\n",
+    );
+    for i in 0..2000 {
+        bulk.push_str(&format!(
+            "h{i} A 10.{}.{}.{}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    dir.write("zones/bulk.example.zone", &bulk);
     let f = primary(
         &dir,
         &format!(
@@ -551,6 +564,17 @@ fn with_a_tsig_key_only_signed_transfers_are_answered_and_answers_are_signed() {
     assert!(
         signed.contains("checkout.shop.myfed.svc.example.com.") && !signed.contains("WARNING"),
         "a signed AXFR, verified by kdig:\n{signed}"
+    );
+    let many = kdig(f.tcp, &["-y", &key, "bulk.example.", "AXFR"]);
+    assert!(
+        many.contains("h1999.bulk.example.") && !many.contains("WARNING"),
+        "a signed multi-message AXFR, every message verified by kdig:\n{}",
+        &many[many.len().saturating_sub(2000)..]
+    );
+    assert!(
+        many.contains(" messages, ") && !many.contains("(1 messages"),
+        "several messages: {}",
+        &many[many.len().saturating_sub(500)..]
     );
     let ixfr = kdig(f.tcp, &["-y", &key, "example.com.", "IXFR=1"]);
     assert!(ixfr.contains("SOA") && !ixfr.contains("WARNING"), "{ixfr}");

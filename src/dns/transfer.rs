@@ -96,70 +96,91 @@ pub fn transfer_type(req: &[u8]) -> Option<u16> {
     (t == rtype::AXFR || t == rtype::IXFR).then_some(t)
 }
 
-/// The unframed messages answering `req`, when it is an AXFR or IXFR of a zone `peer` may
-/// transfer; `None` otherwise (the normal path then answers: REFUSED).
+/// Where transfer messages go, one by one as they are written (unframed); `false`: the peer
+/// is gone, stop.
+pub type Sink<'a> = &'a mut dyn FnMut(Vec<u8>) -> bool;
+
+/// Answers `req` into `sink` when it is an AXFR or IXFR of a zone `peer` may transfer, and
+/// returns true; false otherwise (nothing was sent; the normal path then answers: REFUSED).
+/// A whole zone is streamed segment by segment, so memory stays at one segment's records.
 pub fn answer(
     table: &Table,
     journal: &Journal,
     req: &[u8],
     peer: IpAddr,
     access: Access<'_>,
-) -> Option<Vec<Vec<u8>>> {
-    use super::tsig::{Verdict, sign_answer, verify};
+    sink: Sink<'_>,
+) -> bool {
+    use super::tsig::{Chain, Verdict, verify};
     let keys: &[super::tsig::Key] = access.key.map_or(&[], std::slice::from_ref);
     match verify(req, keys, super::tsig::now()) {
         Verdict::Unsigned if access.key.is_some() => {
             tracing::info!(%peer, "zone transfer refused: not signed with the configured TSIG key");
-            None
+            false
         }
-        Verdict::Unsigned => unsigned_answer(table, journal, req, peer, access),
+        Verdict::Unsigned => transfer(table, journal, req, peer, access, None, sink),
         Verdict::Refused(answer) => {
             tracing::info!(%peer, "zone transfer refused: TSIG does not verify");
-            Some(vec![answer])
+            sink(answer);
+            true
         }
-        Verdict::Signed { mac, key, time } => {
-            let stripped = super::tsig::strip(req)?;
-            let mut messages = unsigned_answer(table, journal, &stripped, peer, access)?;
-            sign_answer(&mut messages, &key, &mac, time);
-            Some(messages)
-        }
+        Verdict::Signed { mac, key, time } => match super::tsig::strip(req) {
+            Some(stripped) => {
+                let chain = Chain::new(&key, &mac, time);
+                transfer(table, journal, &stripped, peer, access, Some(chain), sink)
+            }
+            None => false,
+        },
     }
 }
 
-fn unsigned_answer(
+fn transfer(
     table: &Table,
     journal: &Journal,
     req: &[u8],
     peer: IpAddr,
     access: Access<'_>,
-) -> Option<Vec<Vec<u8>>> {
-    let msg = Message::from_vec(req).ok()?;
+    signer: Option<super::tsig::Chain>,
+    sink: Sink<'_>,
+) -> bool {
+    let Ok(msg) = Message::from_vec(req) else {
+        return false;
+    };
     if msg.metadata.message_type != hickory_proto::op::MessageType::Query || msg.queries.len() != 1
     {
-        return None;
+        return false;
     }
     let q = &msg.queries[0];
     let qtype = q.query_type();
     if qtype != RecordType::AXFR && qtype != RecordType::IXFR {
-        return None;
+        return false;
     }
-    let zone = DnsName::from_wire_lowercase(&q.name().to_bytes().ok()?);
-    let question = &req[12..12 + q.name().to_bytes().ok()?.len() + 4];
-    let id = msg.metadata.id;
+    let Ok(qname) = q.name().to_bytes() else {
+        return false;
+    };
+    let zone = DnsName::from_wire_lowercase(&qname);
+    let question = &req[12..12 + qname.len() + 4];
+    let mut out = Writer::new(msg.metadata.id, question, signer, sink);
     if let Some(records) = table.axfr.get(zone.wire()) {
         if !crate::config::allowed(access.etcd, peer) {
-            return None;
+            return false;
         }
-        let wire: Vec<Vec<u8>> = records.iter().map(|r| emit(&to_record(r))).collect();
-        tracing::info!(zone = %zone, %peer, records = wire.len(), "zone transfer (etcd)");
-        let all = wire.iter().chain(wire.first()).map(Vec::as_slice);
-        return Some(messages(id, question, all));
+        tracing::info!(zone = %zone, %peer, records = records.len(), "zone transfer (etcd)");
+        for r in records.iter().chain(records.first()) {
+            out.push(&emit(&to_record(r)));
+        }
+        out.finish();
+        return true;
     }
     if !crate::config::allowed(access.zones, peer) {
-        return None;
+        return false;
     }
-    let zi = table.transferable_zone(zone.wire())?;
-    let soa = soa_of(table, zi, &zone)?;
+    let Some(zi) = table.transferable_zone(zone.wire()) else {
+        return false;
+    };
+    let Some(soa) = soa_of(table, zi, &zone) else {
+        return false;
+    };
     let since = match qtype {
         RecordType::IXFR => msg.authorities.iter().find_map(|r| match &r.data {
             hickory_proto::rr::RData::SOA(s) => Some(s.serial),
@@ -170,7 +191,9 @@ fn unsigned_answer(
     if let Some(serial) = since {
         // RFC 1995 §2: a client as new as we are gets our SOA alone.
         if serial == table.serial || serial_newer(serial, table.serial) {
-            return Some(messages(id, question, [soa.as_slice()].into_iter()));
+            out.push(&soa);
+            out.finish();
+            return true;
         }
         if let Some(old) = journal.with_serial(serial)
             && let Some(old_zi) = old.transferable_zone(zone.wire())
@@ -183,23 +206,31 @@ fn unsigned_answer(
             let added: Vec<&Vec<u8>> = after.difference(&before).collect();
             tracing::info!(zone = %zone, %peer, from = serial, to = table.serial,
                 deleted = deleted.len(), added = added.len(), "incremental zone transfer");
-            let seq = [soa.as_slice(), old_soa.as_slice()]
-                .into_iter()
-                .chain(deleted.into_iter().map(Vec::as_slice))
-                .chain([soa.as_slice()])
-                .chain(added.into_iter().map(Vec::as_slice))
-                .chain([soa.as_slice()]);
-            return Some(messages(id, question, seq));
+            out.push(&soa);
+            out.push(&old_soa);
+            deleted.iter().for_each(|r| out.push(r));
+            out.push(&soa);
+            added.iter().for_each(|r| out.push(r));
+            out.push(&soa);
+            out.finish();
+            return true;
         }
     }
-    let records = zone_records(table, zi, |_| true);
-    tracing::info!(zone = %zone, %peer, records = records.len() + 1, ixfr = since.is_some(),
-        "zone transfer");
-    let seq = [soa.as_slice()]
-        .into_iter()
-        .chain(records.iter().map(Vec::as_slice))
-        .chain([soa.as_slice()]);
-    Some(messages(id, question, seq))
+    out.push(&soa);
+    let mut records = 1usize;
+    for s in 0..crate::table::SEGMENTS {
+        for r in zone_records(table, zi, |x| x == s) {
+            out.push(&r);
+            records += 1;
+        }
+        if out.closed {
+            break;
+        }
+    }
+    out.push(&soa);
+    out.finish();
+    tracing::info!(zone = %zone, %peer, records, ixfr = since.is_some(), "zone transfer");
+    true
 }
 
 /// RFC 1982: `a` is newer than `b`.
@@ -299,40 +330,79 @@ fn emit(r: &hickory_proto::rr::Record) -> Vec<u8> {
     buf
 }
 
-/// Transfer messages of about 16 KiB (BIND's 20 KiB is similar; a TSIG, 100 bytes, fits after
-/// any of them): the question in the first, records in order.
-fn messages<'r>(id: u16, question: &[u8], records: impl Iterator<Item = &'r [u8]>) -> Vec<Vec<u8>> {
+/// Writes transfer messages of about 16 KiB (BIND's 20 KiB is similar; a TSIG, 100 bytes,
+/// fits after any of them), the question in the first, each signed when the request was, and
+/// hands each to the sink as soon as it is full.
+struct Writer<'s> {
+    id: u16,
+    question: Vec<u8>,
+    cur: Vec<u8>,
+    n: u16,
+    signer: Option<super::tsig::Chain>,
+    sink: Sink<'s>,
+    /// The sink said stop: everything after is dropped.
+    closed: bool,
+}
+
+impl<'s> Writer<'s> {
     const MAX: usize = u16::MAX as usize - 512;
     const TARGET: usize = 16 << 10;
-    let start = |first: bool| -> Vec<u8> {
-        let mut m = Vec::with_capacity(16 << 10);
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&[0x84, 0, 0, first as u8, 0, 0, 0, 0, 0, 0]);
-        if first {
-            m.extend_from_slice(question);
-        }
-        m
-    };
-    let finish = |m: &mut Vec<u8>, n: u16| m[6..8].copy_from_slice(&n.to_be_bytes());
-    let mut out = Vec::new();
-    let mut cur = start(true);
-    let mut n = 0u16;
-    for r in records.filter(|r| !r.is_empty()) {
-        if r.len() + 12 > MAX {
-            tracing::warn!("a record too large for any message left out of a transfer");
-            continue;
-        }
-        if n > 0 && (cur.len() + r.len() > TARGET || n == u16::MAX) {
-            finish(&mut cur, n);
-            out.push(std::mem::replace(&mut cur, start(false)));
-            n = 0;
-        }
-        cur.extend_from_slice(r);
-        n += 1;
+
+    fn new(id: u16, question: &[u8], signer: Option<super::tsig::Chain>, sink: Sink<'s>) -> Self {
+        let mut w = Writer {
+            id,
+            question: question.to_vec(),
+            cur: Vec::new(),
+            n: 0,
+            signer,
+            sink,
+            closed: false,
+        };
+        w.start(true);
+        w
     }
-    finish(&mut cur, n);
-    out.push(cur);
-    out
+
+    fn start(&mut self, first: bool) {
+        self.cur = Vec::with_capacity(Self::TARGET + 512);
+        self.cur.extend_from_slice(&self.id.to_be_bytes());
+        self.cur
+            .extend_from_slice(&[0x84, 0, 0, first as u8, 0, 0, 0, 0, 0, 0]);
+        if first {
+            self.cur.extend_from_slice(&self.question);
+        }
+        self.n = 0;
+    }
+
+    fn flush(&mut self) {
+        let mut m = std::mem::take(&mut self.cur);
+        m[6..8].copy_from_slice(&self.n.to_be_bytes());
+        if let Some(s) = &mut self.signer {
+            s.sign(&mut m);
+        }
+        if !self.closed && !(self.sink)(m) {
+            self.closed = true;
+        }
+    }
+
+    fn push(&mut self, r: &[u8]) {
+        if r.is_empty() || self.closed {
+            return;
+        }
+        if r.len() + 12 > Self::MAX {
+            tracing::warn!("a record too large for any message left out of a transfer");
+            return;
+        }
+        if self.n > 0 && (self.cur.len() + r.len() > Self::TARGET || self.n == u16::MAX) {
+            self.flush();
+            self.start(false);
+        }
+        self.cur.extend_from_slice(r);
+        self.n += 1;
+    }
+
+    fn finish(mut self) {
+        self.flush();
+    }
 }
 
 /// A NOTIFY (RFC 1996 §3.7) for `zone` carrying its current `soa` (uncompressed RR), with `id`.
@@ -419,10 +489,17 @@ mod tests {
             etcd: &allow,
             key: None,
         };
-        let msgs = answer(&table, &journal, &req, local, access).expect("transfer");
+        let mut msgs = Vec::new();
+        assert!(answer(&table, &journal, &req, local, access, &mut |m| {
+            msgs.push(m);
+            true
+        }));
         let r = Message::from_vec(&msgs[0]).unwrap();
         assert_eq!(r.answers.len(), 3);
-        assert!(answer(&table, &journal, &req, "10.1.1.1".parse().unwrap(), access).is_none());
+        let other: IpAddr = "10.1.1.1".parse().unwrap();
+        assert!(!answer(&table, &journal, &req, other, access, &mut |_| {
+            true
+        }));
         assert_eq!(transfer_type(&req), Some(rtype::AXFR));
     }
 }

@@ -288,21 +288,46 @@ const FUDGE: u16 = 300;
 /// request's MAC, the message and all variables; each later one over the previous MAC, the
 /// message and the timers (RFC 8945 §5.3.1).
 pub fn sign_answer(messages: &mut [Vec<u8>], key: &Key, request_mac: &[u8], time: u64) {
-    let mut prior = request_mac.to_vec();
-    for (i, m) in messages.iter_mut().enumerate() {
+    let mut chain = Chain::new(key, request_mac, time);
+    for m in messages {
+        chain.sign(m);
+    }
+}
+
+/// Signs the messages of one answer in turn, as they are written (a zone transfer is streamed).
+pub struct Chain {
+    key: Key,
+    prior: Vec<u8>,
+    time: u64,
+    first: bool,
+}
+
+impl Chain {
+    pub fn new(key: &Key, request_mac: &[u8], time: u64) -> Chain {
+        Chain {
+            key: key.clone(),
+            prior: request_mac.to_vec(),
+            time,
+            first: true,
+        }
+    }
+
+    /// Appends the TSIG record to `m`, the next message of the answer.
+    pub fn sign(&mut self, m: &mut Vec<u8>) {
         let mut tbs = Vec::with_capacity(m.len() + 128);
-        tbs.extend_from_slice(&(prior.len() as u16).to_be_bytes());
-        tbs.extend_from_slice(&prior);
+        tbs.extend_from_slice(&(self.prior.len() as u16).to_be_bytes());
+        tbs.extend_from_slice(&self.prior);
         tbs.extend_from_slice(m);
-        if i == 0 {
-            variables(&mut tbs, &key.name, time, FUDGE, 0, &[]);
+        if self.first {
+            variables(&mut tbs, &self.key.name, self.time, FUDGE, 0, &[]);
         } else {
-            tbs.extend_from_slice(&time.to_be_bytes()[2..]);
+            tbs.extend_from_slice(&self.time.to_be_bytes()[2..]);
             tbs.extend_from_slice(&FUDGE.to_be_bytes());
         }
-        let mac = hmac::sign(&key.key, &tbs);
-        append(m, key, time, mac.as_ref());
-        prior = mac.as_ref().to_vec();
+        self.first = false;
+        let mac = hmac::sign(&self.key.key, &tbs);
+        append(m, &self.key, self.time, mac.as_ref());
+        self.prior = mac.as_ref().to_vec();
     }
 }
 

@@ -418,25 +418,29 @@ impl Connection<'_> {
             );
             let req = req.to_vec();
             let addr = peer.addr;
-            let transfer = tokio::task::spawn_blocking(move || {
+            // Messages stream through a small channel, so a large zone is never in memory whole.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+            let work = tokio::task::spawn_blocking(move || {
                 let access = crate::dns::transfer::Access {
                     zones: &zones,
                     etcd: &etcd,
                     key: key.as_ref(),
                 };
-                crate::dns::transfer::answer(&table, &journal, &req, addr, access)
-            })
-            .await
-            .ok()
-            .flatten();
-            if let Some(messages) = transfer {
-                for m in messages {
-                    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
-                    framed.extend_from_slice(&m);
-                    if !self.write(stream, &framed).await {
-                        return false;
-                    }
+                crate::dns::transfer::answer(&table, &journal, &req, addr, access, &mut |m| {
+                    tx.blocking_send(m).is_ok()
+                })
+            });
+            let mut sent_any = false;
+            while let Some(m) = rx.recv().await {
+                sent_any = true;
+                let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&m);
+                if !self.write(stream, &framed).await {
+                    // Dropping the receiver stops the transfer at its next message.
+                    return false;
                 }
+            }
+            if work.await.unwrap_or(false) || sent_any {
                 return true;
             }
         }
