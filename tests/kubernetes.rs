@@ -1399,3 +1399,50 @@ fn graceful_api_server_shutdown_then_restart() {
     })
     .unwrap_or_else(|| panic!("west not back after the restart:\n{}", f.log_text()));
 }
+
+/// One member that never syncs (every request 401) does not keep fedns NotReady past
+/// `sync_timeout_secs`: /readyz waits for it until then (503), then turns 200 naming it, while
+/// DNS serves the members that did sync.
+#[test]
+fn a_member_that_never_syncs_stops_holding_readiness_after_sync_timeout() {
+    let cl = Clusters::start();
+    for r in Res::ALL {
+        cl.west.deny(r, Some(401));
+    }
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let config = std::fs::read_to_string(fx.path("fedns.yaml")).unwrap();
+    fx.write(
+        "fedns.yaml",
+        &config.replace(
+            "  stale_grace_secs: 30\n",
+            "  stale_grace_secs: 30\n  sync_timeout_secs: 3\n",
+        ),
+    );
+    let started = Instant::now();
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+    let (status, body) = http_get(f.http, "/readyz");
+    if started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(status, 503, "still waiting for west: {body}");
+    }
+    let ready = wait_for(Duration::from_secs(10), || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("never ready without west:\n{}", f.log_text()));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "ready before sync_timeout"
+    );
+    assert!(
+        ready.contains("kubernetes:west: not synced within its sync_timeout")
+            && ready.contains("401"),
+        "{ready}"
+    );
+    assert!(ready.contains("kubernetes:east1: ready"), "{ready}");
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(0.0));
+}

@@ -27,8 +27,18 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     // Every source gets a line, ready or not: an operator reading a 503 sees what does work too
     // (each Kubernetes cluster is its own source, `kubernetes:NAME`).
     let mut lines = Vec::new();
+    let now = std::time::Instant::now();
     for (name, state) in shared.sources.snapshot() {
-        if !state.loaded {
+        if !state.loaded && !state.holds_readiness(now) {
+            // One dead member must not make every replica NotReady (issue 11 §6).
+            lines.push(format!(
+                "source {name}: not synced within its sync_timeout; ready without it{}",
+                state
+                    .last_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        } else if !state.loaded {
             missing.push(format!(
                 "source {name}: not ready: has not delivered a snapshot{}",
                 state

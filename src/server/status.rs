@@ -602,6 +602,7 @@ mod tests {
             SourceState {
                 loaded: true,
                 last_error: Some("cluster west: connection refused <x>".into()),
+                wait_until: None,
             },
         );
         let html = page(&feds, &sources, &Params::default());

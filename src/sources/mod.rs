@@ -46,6 +46,16 @@ pub struct SourceState {
     pub loaded: bool,
     /// The latest load failed with this (the last good snapshot is still in use).
     pub last_error: Option<String>,
+    /// Until then `/readyz` waits for the first snapshot; after it, readiness no longer does
+    /// (`None`: it waits for ever, as for file sources, which load before serving starts).
+    pub wait_until: Option<std::time::Instant>,
+}
+
+impl SourceState {
+    /// Whether `/readyz` still waits for this source.
+    pub fn holds_readiness(&self, now: std::time::Instant) -> bool {
+        !self.loaded && self.wait_until.is_none_or(|t| now < t)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,6 +68,16 @@ impl SourceBoard {
             .expect("source board")
             .entry(source.to_string())
             .or_default();
+    }
+
+    /// Registers a source that readiness waits for only until `until` (a Kubernetes cluster:
+    /// `sync_timeout`), keeping an earlier deadline of the same source.
+    pub fn register_until(&self, source: &str, until: std::time::Instant) {
+        let mut m = self.0.lock().expect("source board");
+        let s = m.entry(source.to_string()).or_default();
+        if !s.loaded && s.wait_until.is_none() {
+            s.wait_until = Some(until);
+        }
     }
 
     pub fn loaded(&self, source: &str) {

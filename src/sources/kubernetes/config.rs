@@ -28,6 +28,8 @@ pub struct RawKubernetes {
     select: RawSelect,
     #[serde(default = "default_stale_grace")]
     stale_grace_secs: u64,
+    #[serde(default = "default_sync_timeout")]
+    sync_timeout_secs: u64,
     #[serde(default = "default_coalesce")]
     coalesce_ms: u64,
     #[serde(default = "default_resolve")]
@@ -83,6 +85,11 @@ fn default_max_answers() -> usize {
 }
 fn default_stale_grace() -> u64 {
     300
+}
+/// Long enough for a large cluster's first lists (10k services list in a few seconds), short
+/// enough that one unreachable member never keeps every replica NotReady for long.
+fn default_sync_timeout() -> u64 {
+    30
 }
 fn default_coalesce() -> u64 {
     50
@@ -171,6 +178,9 @@ pub struct KubeSettings {
     pub policy: Policy,
     pub select: SelectRule,
     pub stale_grace: Duration,
+    /// `/readyz` stops waiting for a cluster that has not synced this long after it was added
+    /// (it is still named in the body, and `fedns_cluster_up` says it is down).
+    pub sync_timeout: Duration,
     pub coalesce: Duration,
     pub resolve_interval: Duration,
     pub clusters: Vec<ClusterSpec>,
@@ -329,6 +339,7 @@ impl RawKubernetes {
             policy,
             select,
             stale_grace: Duration::from_secs(self.stale_grace_secs),
+            sync_timeout: Duration::from_secs(self.sync_timeout_secs),
             coalesce: Duration::from_millis(self.coalesce_ms),
             resolve_interval: Duration::from_secs(self.resolve_interval_secs),
             clusters,

@@ -55,8 +55,9 @@ pub fn board_name(cluster: &str) -> String {
 /// Registers every configured cluster on the source board before serving starts, so `/readyz`
 /// waits for them from the first request.
 pub fn register(settings: &KubeSettings, board: &SourceBoard) {
+    let give_up = std::time::Instant::now() + settings.sync_timeout;
     for c in &settings.clusters {
-        board.register(&board_name(&c.name));
+        board.register_until(&board_name(&c.name), give_up);
     }
 }
 
@@ -301,7 +302,10 @@ impl KubeSource {
 
     fn start(&mut self, spec: ClusterSpec) {
         let name = spec.name.clone();
-        self.board.register(&board_name(&name));
+        self.board.register_until(
+            &board_name(&name),
+            std::time::Instant::now() + self.settings.sync_timeout,
+        );
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
         for k in Kind::ALL {

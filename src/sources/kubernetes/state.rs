@@ -639,6 +639,7 @@ pub(super) mod tests {
             policy: Policy::default(),
             select: SelectRule::default(),
             stale_grace: Duration::from_secs(grace),
+            sync_timeout: Duration::from_secs(30),
             coalesce: Duration::from_millis(50),
             resolve_interval: Duration::from_secs(30),
             clusters: vec![],
