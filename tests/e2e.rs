@@ -3676,8 +3676,17 @@ services:
         state.starts_with("down: TLS error").then_some(state)
     });
     assert!(reasons.is_some(), "{}", s.log_text());
-    let (_, out) = s.http_get("/explain?name=wrongsni.shop.myfed.svc.example.com");
-    assert!(out.contains("down: TLS error"), "{out}");
+    // Each probe reaches its verdict on its own (jittered) schedule: wait for this one too.
+    let wrong_sni = wait_for(Duration::from_secs(8), || {
+        let (_, out) = s.http_get("/explain?name=wrongsni.shop.myfed.svc.example.com");
+        out.contains("down: TLS error").then_some(out)
+    });
+    assert!(
+        wrong_sni.is_some(),
+        "{}",
+        s.http_get("/explain?name=wrongsni.shop.myfed.svc.example.com")
+            .1
+    );
     let (_, out) = s.http_get("/explain?name=web.shop.myfed.svc.example.com");
     assert!(
         out.contains(&format!(
