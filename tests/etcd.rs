@@ -684,10 +684,14 @@ fn etcd_restarted_under_running_fedns() {
         f.log_text()
     );
     assert!(summary(&f.ask("a.example.net.", RecordType::A)).contains("10.3.0.1"));
-    assert_eq!(
-        f.metric("fedns_source_up{source=\"etcd:/skydns\"}"),
-        Some(0.0)
-    );
+    // The metric and the log line are set by different steps of the same report: wait, briefly.
+    let up = |want: f64| {
+        wait_for(Duration::from_secs(5), || {
+            (f.metric("fedns_source_up{source=\"etcd:/skydns\"}") == Some(want)).then_some(())
+        })
+        .is_some()
+    };
+    assert!(up(0.0), "{}", f.log_text());
     etcd.spawn();
     etcd.put("/skydns/net/example/b", r#"{"host":"10.3.0.2"}"#);
     assert!(
@@ -700,10 +704,7 @@ fn etcd_restarted_under_running_fedns() {
         "{}",
         f.log_text()
     );
-    assert_eq!(
-        f.metric("fedns_source_up{source=\"etcd:/skydns\"}"),
-        Some(1.0)
-    );
+    assert!(up(1.0), "{}", f.log_text());
 }
 
 /// A watch that resumes from a compacted revision is cancelled by etcd; fedns gets the prefix
