@@ -332,8 +332,8 @@ impl Chain {
 }
 
 /// Signs the response of `len` bytes in `out` to a query signed with `request_mac` (a
-/// secondary's SOA check, say), appending the TSIG record; returns the new length, or `len`
-/// (unsigned) if the record would not fit in `limit`. Allocates: signed queries are rare and
+/// secondary's SOA check, say), appending the TSIG record; returns the new length. An answer
+/// that would not fit in `limit` with its signature becomes a signed TC=1 answer. Allocates: signed queries are rare and
 /// come from configured secondaries, never on the unsigned query path.
 pub fn sign_into(
     out: &mut [u8],
@@ -343,10 +343,20 @@ pub fn sign_into(
     request_mac: &[u8],
     time: u64,
 ) -> usize {
+    let limit = limit.min(out.len());
     let mut m = out[..len].to_vec();
     sign_answer(std::slice::from_mut(&mut m), key, request_mac, time);
-    if m.len() > limit.min(out.len()) {
-        return len;
+    if m.len() > limit {
+        // It does not fit with its signature: a signed truncated answer (TC=1, the question
+        // only) sends the client to TCP, where it does (RFC 8945 §5.3 wants answers signed).
+        let question_end = name_end(out, 12).map_or(12, |e| e + 4).min(len);
+        m = out[..question_end].to_vec();
+        m[2] |= 0x02;
+        m[6..12].fill(0);
+        sign_answer(std::slice::from_mut(&mut m), key, request_mac, time);
+        if m.len() > limit {
+            return len;
+        }
     }
     out[..m.len()].copy_from_slice(&m);
     m.len()
@@ -418,6 +428,27 @@ mod tests {
             BADSIG
         );
         assert!(matches!(verify(&query(), &[key], 0), Verdict::Unsigned));
+    }
+
+    #[test]
+    fn a_signed_answer_too_large_for_udp_is_a_signed_truncated_one() {
+        let key = Key::new("xfr.", "hmac-sha256", SECRET).unwrap();
+        let mut out = vec![0u8; 4096];
+        let mut answer = query();
+        answer[2] |= 0x84;
+        answer[7] = 1; // one answer record, padding it out
+        answer.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 1, 245, 244]);
+        answer.extend(std::iter::repeat_n(b'x', 500 - 1));
+        out[..answer.len()].copy_from_slice(&answer);
+        let n = sign_into(&mut out, answer.len(), 512, &key, &[7; 32], 1_000_000);
+        assert!(n <= 512, "{n}");
+        assert_eq!(out[2] & 0x02, 0x02, "TC set");
+        assert_eq!(u16_at(&out, 6), Some(0), "no answer records");
+        assert_eq!(u16_at(&out, 10), Some(1), "the TSIG");
+        // The same answer over TCP is signed whole.
+        out[..answer.len()].copy_from_slice(&answer);
+        let n = sign_into(&mut out, answer.len(), 65535, &key, &[7; 32], 1_000_000);
+        assert!(n > answer.len() && out[2] & 0x02 == 0);
     }
 
     #[test]
