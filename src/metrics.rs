@@ -33,13 +33,14 @@ const QTYPES: [(&str, u16); 12] = [
     ("ANY", 255),
 ];
 const QTYPE_SLOTS: usize = QTYPES.len() + 1; // + "other"
-const RCODES: [(&str, u16); 7] = [
+const RCODES: [(&str, u16); 8] = [
     ("NOERROR", 0),
     ("FORMERR", 1),
     ("SERVFAIL", 2),
     ("NXDOMAIN", 3),
     ("NOTIMP", 4),
     ("REFUSED", 5),
+    ("NOTAUTH", 9),
     ("BADVERS", 16),
 ];
 const RCODE_SLOTS: usize = RCODES.len() + 1;

@@ -1767,6 +1767,13 @@ fn strict_parsing_full_size_udp_and_tcp_non_queries() {
         resp.ends_with(&[0x30, 0x05, 0, 17, 0, 0]),
         "BADKEY: {resp:02x?}"
     );
+    // Counted under its own rcode label, not "other".
+    let m = s.metrics();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("fedns_responses_total{") && l.contains("rcode=\"NOTAUTH\"")),
+        "{m}"
+    );
     let mut bad_tsig = tsig.clone();
     bad_tsig[6] = 1; // class IN
     probe(
