@@ -1557,9 +1557,9 @@ fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Re
             }));
         }
         bodies.push(if wildcard {
-            encode::owner_relative_with(qname, &records, &additional, MAX_BODY, true).0
+            encode::owner_relative(qname, &records, &additional, MAX_BODY, true).0
         } else {
-            encode::compressed_optional(qname, qtype, &records, &[], &additional)
+            encode::compressed_full(qname, qtype, &records, &[], &additional, true)
         });
     }
     Ref::One(Answer {
@@ -1627,7 +1627,7 @@ fn encode_etcd_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> En
             Outcome::Soa => Enc::Soa,
             Outcome::Answer { answer, additional } => {
                 let (body, left_out) = if wild {
-                    encode::owner_relative(&na.name, answer, additional, MAX_BODY)
+                    encode::owner_relative(&na.name, answer, additional, MAX_BODY, false)
                 } else {
                     encode::bounded(&na.name, qtype, answer, additional, MAX_BODY)
                 };

@@ -92,33 +92,24 @@ pub(crate) fn to_record(r: &Record) -> HRecord {
 
 /// Answer and authority sections that follow the question `qname`/`qtype` at offset 12.
 pub fn compressed(qname: &DnsName, qtype: u16, answer: &[Record], authority: &[Record]) -> Body {
-    compressed_full(qname, qtype, answer, authority, &[])
+    compressed_full(qname, qtype, answer, authority, &[], false)
 }
 
-/// Like [`compressed`], with an additional section too.
+/// Writes the header and a question into `enc` (names after it compress against it) and returns
+/// where the sections start.
+fn emit_question(enc: &mut BinEncoder<'_>, query: &Query) -> usize {
+    (|| {
+        enc.emit_vec(&[0u8; 12])?;
+        query.emit(enc)?;
+        Ok::<_, hickory_proto::ProtoError>(enc.len())
+    })()
+    .expect("encoding into a Vec cannot fail")
+}
+
+/// Like [`compressed`], with an additional section too; `optional`: the query path may leave
+/// the additional records out when the response would not fit otherwise (addresses of NS, MX
+/// and SRV targets).
 pub fn compressed_full(
-    qname: &DnsName,
-    qtype: u16,
-    answer: &[Record],
-    authority: &[Record],
-    additional: &[Record],
-) -> Body {
-    sections(qname, qtype, answer, authority, additional, false)
-}
-
-/// Like [`compressed_full`], with additional records the query path may leave out when the
-/// response would not fit otherwise (addresses of NS, MX and SRV targets).
-pub fn compressed_optional(
-    qname: &DnsName,
-    qtype: u16,
-    answer: &[Record],
-    authority: &[Record],
-    additional: &[Record],
-) -> Body {
-    sections(qname, qtype, answer, authority, additional, true)
-}
-
-fn sections(
     qname: &DnsName,
     qtype: u16,
     answer: &[Record],
@@ -128,12 +119,10 @@ fn sections(
 ) -> Body {
     let mut buf = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut buf);
-    let header_and_question = (|| {
-        enc.emit_vec(&[0u8; 12])?;
-        Query::query(to_name(qname), RecordType::from(qtype)).emit(&mut enc)?;
-        Ok::<_, hickory_proto::ProtoError>(enc.len())
-    })()
-    .expect("encoding into a Vec cannot fail");
+    let header_and_question = emit_question(
+        &mut enc,
+        &Query::query(to_name(qname), RecordType::from(qtype)),
+    );
     let mut additional_at = 0;
     for (i, r) in answer.iter().chain(authority).chain(additional).enumerate() {
         if i == answer.len() + authority.len() {
@@ -163,16 +152,11 @@ pub fn chaos_txt(name: &DnsName, text: &str) -> Body {
         HRData::TXT(TXT::new(vec![text.to_string()])),
     );
     rec.dns_class = hickory_proto::rr::DNSClass::CH;
-    let mut buf = Vec::with_capacity(64);
-    let mut enc = BinEncoder::new(&mut buf);
     let mut query = Query::query(to_name(name), RecordType::TXT);
     query.set_query_class(hickory_proto::rr::DNSClass::CH);
-    let start = (|| {
-        enc.emit_vec(&[0u8; 12])?;
-        query.emit(&mut enc)?;
-        Ok::<_, hickory_proto::ProtoError>(enc.len())
-    })()
-    .expect("encoding into a Vec cannot fail");
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    let start = emit_question(&mut enc, &query);
     rec.emit(&mut enc).expect("encoding into a Vec cannot fail");
     Body::new(1, 0, 0, buf[start..].into())
 }
@@ -190,19 +174,9 @@ pub fn detached_answer(answer: &[Record]) -> Body {
 /// the question name (offset 12), every other name is written in full. Records are taken in
 /// order while the body stays within `max` bytes; the second value counts records left out.
 /// Serves stored wildcards (whose answers carry the name asked) and very large answers (linear
-/// cost, where name compression's table would make encoding quadratic).
+/// cost, where name compression's table would make encoding quadratic). `optional`: as for
+/// [`compressed_full`].
 pub fn owner_relative(
-    owner: &DnsName,
-    answer: &[Record],
-    additional: &[Record],
-    max: usize,
-) -> (Body, usize) {
-    owner_relative_with(owner, answer, additional, max, false)
-}
-
-/// [`owner_relative`], with the additional records optional when `optional` (see
-/// [`compressed_optional`]).
-pub fn owner_relative_with(
     owner: &DnsName,
     answer: &[Record],
     additional: &[Record],
@@ -275,10 +249,13 @@ pub fn bounded(
             ok
         });
         if fits && total <= max {
-            return (compressed_full(qname, qtype, answer, &[], additional), 0);
+            return (
+                compressed_full(qname, qtype, answer, &[], additional, false),
+                0,
+            );
         }
     }
-    owner_relative(qname, answer, additional, max)
+    owner_relative(qname, answer, additional, max, false)
 }
 
 /// Authority records without compression, valid after any question.
