@@ -266,17 +266,24 @@ pub fn respond(
     };
     let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
     if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
-        let limit = match (peer.transport, q.edns) {
-            (Transport::Tcp, _) => u16::MAX as usize,
-            (Transport::Udp, Some(e)) => {
-                e.payload.clamp(512, src.limits.edns_payload.max(512)) as usize
-            }
-            (Transport::Udp, None) => 512,
-        };
+        let limit = response_limit(peer.transport, q.edns, src.limits);
         len = crate::dns::tsig::sign_into(out, len, limit, key, mac, *time);
     }
     stats.response_size(peer.transport, len);
     Some(len)
+}
+
+/// The largest response `transport` may carry: 64 KiB over TCP; over UDP the client's EDNS
+/// payload within [512, ours], or 512 without EDNS.
+#[inline]
+fn response_limit(transport: Transport, edns: Option<Edns>, limits: Limits) -> usize {
+    match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match edns {
+            Some(e) => e.payload.clamp(512, limits.edns_payload.max(512)) as usize,
+            None => 512,
+        },
+    }
 }
 
 /// The MAC and time of a query signed with `key`, if its TSIG verifies (off the hot path:
@@ -653,14 +660,7 @@ fn write(
     } else {
         0
     };
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match edns {
-            Some(e) => e.payload.clamp(512, limits.edns_payload.max(512)) as usize,
-            None => 512,
-        },
-    }
-    .min(out.len());
+    let limit = response_limit(transport, edns, limits).min(out.len());
     let body_len = answer.body.map_or(0, |b| b.wire.len() + answer.tail.len());
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);

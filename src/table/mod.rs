@@ -217,15 +217,10 @@ impl Table {
             .flat_map(|s| s.names.iter().map(|(k, _)| k.wire()))
     }
 
-    /// Segments of this table that `older` does not share (all of them if their layouts differ).
+    /// Segments of this table that `older` does not share (all of them if it has none).
     pub fn unshared_segments(&self, older: &Table) -> usize {
-        if self.segments.len() != older.segments.len() {
-            return self.segments.len();
-        }
-        self.segments
-            .iter()
-            .zip(older.segments.iter())
-            .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
+        (0..self.segments.len())
+            .filter(|&s| !self.shares_segment(older, s))
             .count()
     }
 
