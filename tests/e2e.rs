@@ -280,6 +280,17 @@ fn run_fedns(args: &[&OsStr], timeout: Duration) -> (Option<i32>, String, String
     )
 }
 
+/// `fedns explain --server SERVER ARGS` (bounded): (exit code, stdout, stderr).
+fn fedns_explain(server: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all: Vec<&OsStr> = vec![
+        OsStr::new("explain"),
+        OsStr::new("--server"),
+        OsStr::new(server),
+    ];
+    all.extend(args.iter().map(OsStr::new));
+    run_fedns(&all, Duration::from_secs(10))
+}
+
 // ------------------------------------------------------------------------------------------
 // DNS client helpers
 // ------------------------------------------------------------------------------------------
@@ -2928,13 +2939,7 @@ fn explain_shows_candidates_location_policy_and_answer() {
     let s = fx.start();
     let server = s.http.to_string();
     let explain = |args: &[&str]| {
-        let mut all: Vec<&OsStr> = vec![
-            OsStr::new("explain"),
-            OsStr::new("--server"),
-            OsStr::new(&server),
-        ];
-        all.extend(args.iter().map(OsStr::new));
-        let (code, out, err) = run_fedns(&all, Duration::from_secs(10));
+        let (code, out, err) = fedns_explain(&server, args);
         assert_eq!(code, Some(0), "{out}{err}");
         out
     };
@@ -3002,13 +3007,7 @@ fn explain_says_per_level_and_family_why_in_text_and_json() {
     let s = fx.start();
     let server = s.http.to_string();
     let explain = |args: &[&str]| {
-        let mut all: Vec<&OsStr> = vec![
-            OsStr::new("explain"),
-            OsStr::new("--server"),
-            OsStr::new(&server),
-        ];
-        all.extend(args.iter().map(OsStr::new));
-        let (code, out, err) = run_fedns(&all, Duration::from_secs(10));
+        let (code, out, err) = fedns_explain(&server, args);
         assert_eq!(code, Some(0), "{out}{err}");
         out
     };
@@ -3120,17 +3119,7 @@ fn explain_says_per_level_and_family_why_in_text_and_json() {
         "{v}"
     );
     // The CLI exits 1 on a 400 and prints the message.
-    let (code, out, _) = run_fedns(
-        &[
-            OsStr::new("explain"),
-            OsStr::new("--server"),
-            OsStr::new(&server),
-            OsStr::new("x.example.com"),
-            OsStr::new("-t"),
-            OsStr::new("BOGUS"),
-        ],
-        Duration::from_secs(10),
-    );
+    let (code, out, _) = fedns_explain(&server, &["x.example.com", "-t", "BOGUS"]);
     assert_eq!(code, Some(1));
     assert!(out.contains("unknown record type"), "{out}");
 }
@@ -3271,16 +3260,13 @@ fn geoip_database_places_clients_in_the_nearest_region() {
     // Configured client networks win over GeoIP.
     assert_eq!(checkout("127.2.1.1"), v4set(&["198.51.100.20"]));
     let server = s.http.to_string();
-    let (code, out, err) = run_fedns(
+    let (code, out, err) = fedns_explain(
+        &server,
         &[
-            OsStr::new("explain"),
-            OsStr::new("--server"),
-            OsStr::new(&server),
-            OsStr::new("checkout.shop.myfed.svc.example.com"),
-            OsStr::new("--client"),
-            OsStr::new("127.5.1.1"),
+            "checkout.shop.myfed.svc.example.com",
+            "--client",
+            "127.5.1.1",
         ],
-        Duration::from_secs(10),
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(
