@@ -202,17 +202,19 @@ pub fn respond(
                 (NOTAUTH, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
-            } else if let Some(b) = src
-                .identity
-                .and_then(|i| i.chaos(&key[..key_len], q.qtype, q.qclass))
-            {
-                (rcode::NOERROR as u16, Some(b), true)
             } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
                 || q.qtype == rtype::AXFR
                 || q.qtype == rtype::IXFR
             {
-                // Other classes are not ours; zone transfers are not offered yet.
-                (rcode::REFUSED as u16, None, false)
+                // Other classes are not ours, but for the CHAOS identity names when configured;
+                // a transfer that gets here (UDP, or a peer not allowed) is refused.
+                match src
+                    .identity
+                    .and_then(|i| i.chaos(&key[..key_len], q.qtype, q.qclass))
+                {
+                    Some(b) => (rcode::NOERROR as u16, Some(b), true),
+                    None => (rcode::REFUSED as u16, None, false),
+                }
             } else {
                 let locate = || {
                     // RFC 7871 §7.1.2: SOURCE PREFIX-LENGTH 0 asks us to ignore the subnet; the
