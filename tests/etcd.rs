@@ -40,6 +40,13 @@ fn etcd_binary() -> PathBuf {
     );
 }
 
+/// Why a start of etcd failed: `exited` when the process died (a port taken under it), with
+/// the end of its log.
+struct SpawnFailure {
+    exited: bool,
+    message: String,
+}
+
 /// A real etcd on loopback ephemeral ports with a temp data dir; killed by PID on drop.
 struct Etcd {
     child: Option<Child>,
@@ -76,8 +83,21 @@ impl Etcd {
             client: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        e.spawn();
-        e
+        // A port taken from the kernel may be handed to a parallel test before etcd binds it;
+        // etcd then exits at once. Only a first start may move to fresh ports (a restart must
+        // come back where fedns is pointed).
+        for attempt in 1..=3 {
+            match e.try_spawn() {
+                Ok(()) => return e,
+                Err(why) if attempt < 3 && why.exited => {
+                    e.client_port = free_port();
+                    e.peer_port = free_port();
+                    let _ = std::fs::remove_dir_all(e.data.path().join("data"));
+                }
+                Err(why) => panic!("{}", why.message),
+            }
+        }
+        unreachable!()
     }
 
     fn endpoint(&self) -> String {
@@ -95,8 +115,18 @@ impl Etcd {
         o
     }
 
+    /// (Re)starts etcd on this instance's ports and data dir, panicking with etcd's log if it
+    /// does not serve.
     fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{}", why.message);
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), SpawnFailure> {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log_path = self.data.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(etcd_binary())
             .args(["--name", "t", "--data-dir"])
             .arg(self.data.path().join("data"))
@@ -119,14 +149,20 @@ impl Etcd {
                 ]
             }))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
         let ep = self.endpoint();
         let opts = self.connect_options();
-        let ready = wait_for(Duration::from_secs(15), || {
+        let mut exited = false;
+        // Two cores shared with a dozen parallel tests: etcd's first fsyncs can take a while.
+        let ready = wait_for(Duration::from_secs(30), || {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                exited = true;
+                return Some(Err(status));
+            }
             self.rt.block_on(async {
                 let mut c = etcd_client::Client::connect(
                     [ep.as_str()],
@@ -141,10 +177,32 @@ impl Etcd {
                     .await
                     .ok()?
                     .ok()?;
-                Some(c)
+                Some(Ok(c))
             })
         });
-        self.client = Some(ready.expect("etcd not ready within 15 s"));
+        match ready {
+            Some(Ok(c)) => {
+                self.client = Some(c);
+                Ok(())
+            }
+            other => {
+                self.stop();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let what = match other {
+                    Some(Err(status)) => format!("etcd exited ({status})"),
+                    _ => "etcd not ready within 30 s".to_string(),
+                };
+                Err(SpawnFailure {
+                    exited,
+                    message: format!(
+                        "{what} on client port {}; its log ends:\n{}",
+                        self.client_port,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ),
+                })
+            }
+        }
     }
 
     fn stop(&mut self) {
