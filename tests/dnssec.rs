@@ -470,3 +470,57 @@ fn check_prints_the_ds_and_rejects_what_cannot_be_signed() {
     );
     assert!(stdout.contains(&ds), "{stdout}");
 }
+
+/// The shipped config/dnssec.yaml (ports changed, laid out as in the repository) generates its
+/// key on first start and serves the example federation validly.
+#[test]
+fn shipped_dnssec_example_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    std::fs::copy(
+        repo.join("config/federation.yaml"),
+        dir.path().join("config/federation.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo.join("zones/example.com.zone"),
+        dir.path().join("zones/example.com.zone"),
+    )
+    .unwrap();
+    let mut cfg = std::fs::read_to_string(repo.join("config/dnssec.yaml")).unwrap();
+    for (from, to) in [
+        ("\"127.0.0.1:5353\"", "\"127.0.0.1:0\""),
+        ("\"127.0.0.1:8053\"", "\"127.0.0.1:0\""),
+    ] {
+        assert!(
+            cfg.contains(from),
+            "config/dnssec.yaml no longer has {from}"
+        );
+        cfg = cfg.replace(from, to);
+    }
+    std::fs::write(dir.path().join("config/fedns.yaml"), cfg).unwrap();
+    let f = Fedns::start(&dir.path().join("config/fedns.yaml"));
+    let logged = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("give the parent zone this DS")
+        })
+        .unwrap_or_else(|| panic!("{}", f.log_text()));
+    let ds = ds_record(&dir.path().join("config"));
+    assert!(logged.contains(&ds), "{logged}\n{ds}");
+    let ub = Unbound::start(&ds, f.udp);
+    for (name, t) in [
+        ("checkout.shop.myfed.svc.example.com.", RecordType::A),
+        ("www.example.com.", RecordType::AAAA),
+        ("payments.shop.myfed.svc.example.com.", RecordType::A),
+        ("nothing.example.com.", RecordType::TXT),
+    ] {
+        let m = ub.ask(name, t);
+        assert!(
+            m.metadata.authentic_data && m.metadata.response_code == ResponseCode::NoError,
+            "{name} {t}: {m}\n{}",
+            ub.log()
+        );
+    }
+}
