@@ -6,7 +6,7 @@ time from the rename to the first answer that shows it. Prints start → first a
 change → answer p50/p99.
 
     bench/federation_file.py [--clusters 10] [--services 10000] [--changes 20] [--fedns PATH]
-                             [--wrap 'heaptrack -o /tmp/ht/fedns']
+                             [--wrap 'heaptrack -o /tmp/ht/fedns'] [--transfers] [--dnssec]
 
 Loopback only; stops the fedns it started (SIGTERM to its own process group).
 """
@@ -78,6 +78,8 @@ def main():
     p.add_argument("--wrap", default="", help="command to run fedns under (e.g. heaptrack)")
     p.add_argument("--transfers", action="store_true",
                    help="allow transfers from loopback and time an AXFR and an IXFR (kdig)")
+    p.add_argument("--dnssec", action="store_true",
+                   help="sign the zone (ECDSA P-256, key generated into the temp dir)")
     a = p.parse_args()
 
     d = tempfile.mkdtemp(prefix="fedns-fedfile-")
@@ -101,6 +103,8 @@ def main():
                 f"state_dir: state\nlameduck_ms: 0\n")
         if a.transfers:
             f.write('transfers: {allow: ["127.0.0.0/8"]}\n')
+        if a.dnssec:
+            f.write("dnssec: {zones: [example.com]}\n")
     size = os.path.getsize(f"{d}/federation.yaml")
     cmd = a.wrap.split() + [a.fedns, "serve", "--config", f"{d}/fedns.yaml"]
     log = open(f"{d}/fedns.log", "w")

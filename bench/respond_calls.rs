@@ -9,11 +9,12 @@
 //! callgrind_annotate /tmp/cg.out | grep -E 'respond|PROGRAM TOTALS'
 //! ```
 //! (instructions of `fedns::dns::respond::respond` inclusive ÷ N = instructions per query).
-//! A second argument `rrl` turns response-rate limiting on (with a rate no query reaches).
+//! A second argument `rrl` turns response-rate limiting on (with a rate no query reaches);
+//! `signed` signs the zone (DNSSEC, ECDSA P-256) so the DO=1 queries get signed answers, and
+//! `signed-nx` adds a name that does not exist (its compact denial is signed per query).
 
 use std::path::Path;
 
-use fedns::answers::build_fresh;
 use fedns::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use fedns::geo::Locator;
 use fedns::metrics::QueryStats;
@@ -52,15 +53,45 @@ fn main() {
     )
     .expect("federation parses");
     let locator = Locator::new(&[], &[], &[], true);
-    let table = build_fresh(&[zone], &[fed], &locator).table;
-    let queries = [
+    let mode = std::env::args().nth(2).unwrap_or_default();
+    let signing = match mode.as_str() {
+        "signed" | "signed-nx" => fedns::dns::dnssec::KeyRing::load(
+            &[fedns::model::DnsName::parse("example.com").expect("name")],
+            Path::new("/nonexistent/respond-calls-keys"),
+            fedns::dns::dnssec::Algorithm::EcdsaP256,
+            std::time::Duration::from_secs(14 * 86400),
+            std::time::Duration::from_secs(7 * 86400),
+            false,
+        )
+        .expect("keys")
+        .signing(1_800_000_000)
+        .to_vec(),
+        _ => Vec::new(),
+    };
+    let table = fedns::answers::build(fedns::answers::BuildInput {
+        zones: &[zone],
+        federations: &[fed],
+        etcd: &[],
+        cache: None,
+        serial: 1,
+        generation: 1,
+        locator: &locator,
+        signing: &signing,
+    })
+    .table;
+    // The same mix with and without signing; names that do not exist only with `signed-nx`
+    // (with DO=1 their denial is signed per query, so they are measured apart).
+    let mut queries = vec![
         query("checkout.shop.myfed.svc.example.com.", 1, true),
         query("checkout.shop.myfed.svc.example.com.", 28, false),
         query("www.example.com.", 1, true),
-        query("nothing.example.com.", 1, true),
+        query("payments.billing.myfed.svc.example.com.", 1, true),
         query("example.com.", 15, false),
         query("example.org.", 1, true),
     ];
+    if mode == "signed-nx" {
+        queries.push(query("nothing.example.com.", 1, true));
+    }
     let src = Source {
         table: &table,
         locator: &locator,

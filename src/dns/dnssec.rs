@@ -940,6 +940,35 @@ mod tests {
     }
 
     #[test]
+    fn signatures_are_made_again_before_they_expire() {
+        let zone = name("example.com.");
+        let day = 86400;
+        let mut ring = KeyRing::load(
+            std::slice::from_ref(&zone),
+            Path::new("/nonexistent/fedns-keys"),
+            Algorithm::Ed25519,
+            std::time::Duration::from_secs(14 * day as u64),
+            std::time::Duration::from_secs(7 * day as u64),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ring.generated(), [&zone]);
+        let t0 = 1_800_000_000u32;
+        assert!(ring.due(t0), "nothing signed yet");
+        let first = ring.signing(t0)[0].validity;
+        assert_eq!(first.inception, t0 - 3600);
+        assert_eq!(first.expiration, t0 + 14 * day);
+        // The same period (so builds keep their signatures) until it is a week old...
+        assert!(!ring.due(t0 + 7 * day - 1));
+        assert_eq!(ring.signing(t0 + 7 * day - 1)[0].validity, first);
+        // ...then a new one, a week before the first expires.
+        assert!(ring.due(t0 + 7 * day));
+        let second = ring.signing(t0 + 7 * day)[0].validity;
+        assert_eq!(second.inception, t0 + 7 * day - 3600);
+        assert!(second.expiration > first.expiration);
+    }
+
+    #[test]
     fn bitmaps() {
         assert_eq!(
             type_bitmap(&[1, 15, 46, 47]),
