@@ -183,7 +183,7 @@ pub fn check(path: &Path) -> ExitCode {
             message: "no *.zone files".into(),
         });
     }
-    let locator = build_locator(&config.geo).unwrap_or_else(|e| {
+    let locator = build_locator(&config, &federations_of(&updates)).unwrap_or_else(|e| {
         problems.push(Problem {
             file: config.path.display().to_string(),
             line: None,
@@ -315,7 +315,8 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
 
-    let locator = build_locator(&config.geo).map_err(|e| anyhow::anyhow!(e))?;
+    let locator =
+        build_locator(&config, &federations_of(&updates)).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
         federations: ArcSwap::from_pointee(Vec::new()),
@@ -599,18 +600,63 @@ fn bind_dns(
     )
 }
 
-/// The client locator from config (client networks, region coordinates, GeoIP database).
-fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, String> {
+/// The client locator from config (client networks, region coordinates, GeoIP database) and
+/// the member clusters' pod/node networks: those of the `kubernetes:` section and of the
+/// clusters in `feds` (the federation files as read at start).
+fn build_locator(
+    config: &Config,
+    feds: &[&crate::model::Federation],
+) -> Result<crate::geo::Locator, String> {
+    let geo = &config.geo;
     let geoip = match &geo.geoip_db {
         Some(path) => crate::geo::read_geoip(path)?,
         None => Vec::new(),
     };
+    let mut networks = geo.client_networks.clone();
+    let net = |(addr, prefix): (std::net::IpAddr, u8), cluster: &str, region: &str, zone| {
+        crate::geo::ClientNetwork {
+            addr,
+            prefix,
+            region: region.to_string(),
+            zone,
+            cluster: Some(cluster.to_string()),
+        }
+    };
+    for c in feds.iter().flat_map(|f| &f.clusters) {
+        networks.extend(
+            c.client_networks
+                .iter()
+                .map(|n| net(*n, &c.name, &c.region, c.zones.first().cloned())),
+        );
+    }
+    for c in config.kubernetes.iter().flat_map(|k| &k.clusters) {
+        // Topology comes from Nodes later unless configured; selection places the client by
+        // its cluster as the federation sees it.
+        let region = c.region.as_deref().unwrap_or_default();
+        networks.extend(
+            c.client_networks
+                .iter()
+                .map(|n| net(*n, &c.name, region, c.zones.first().cloned())),
+        );
+    }
     Ok(crate::geo::Locator::new(
         &geo.regions,
-        &geo.client_networks,
+        &networks,
         &geoip,
         geo.ecs,
+        geo.local_cluster.as_deref(),
     ))
+}
+
+/// The federations among source updates (the federation files, at start).
+fn federations_of(updates: &[crate::sources::Update]) -> Vec<&crate::model::Federation> {
+    updates
+        .iter()
+        .filter_map(|u| match &*u.snapshot {
+            crate::sources::Snapshot::Federation(f) => Some(&**f),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server (`Accept:

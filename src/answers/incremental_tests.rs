@@ -44,6 +44,7 @@ const CLUSTERS: [(&str, &str, &[&str]); 4] = [
 fn cluster(i: usize, weight: u32) -> Cluster {
     let (name, region, zones) = CLUSTERS[i];
     Cluster {
+        client_networks: vec![],
         name: name.into(),
         region: region.into(),
         zones: zones.iter().map(|z| z.to_string()).collect(),
@@ -65,6 +66,7 @@ fn address(rng: &mut Rng) -> IpAddr {
 
 fn shard(rng: &mut Rng, cluster: usize) -> Shard {
     Shard {
+        weight: None,
         cluster: CLUSTERS[cluster].0.into(),
         addresses: (0..rng.below(3)).map(|_| address(rng)).collect(),
         ready_endpoints: rng.below(3) as u32,
@@ -94,6 +96,7 @@ fn service(rng: &mut Rng, n: usize) -> Service {
         clusters.push(rng.below(CLUSTERS.len()));
     }
     Service {
+        ttl: None,
         name: format!("s{n}"),
         namespace: "ns".into(),
         ports: if rng.chance(50) {
@@ -286,6 +289,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
 /// The test federation before any change: every cluster, six random services.
 fn first_federation(rng: &mut Rng) -> Federation {
     let mut fed = Federation {
+        cluster_domain: None,
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 30,

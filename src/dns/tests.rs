@@ -18,6 +18,7 @@ const ZONE: &str = "$TTL 3600\nalias IN CNAME geo.shop.f.svc\n@ IN SOA ns1 hostm
 
 fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
     Shard {
+        weight: None,
         cluster: cluster.into(),
         addresses: ips.iter().map(|i| i.parse::<IpAddr>().unwrap()).collect(),
         ready_endpoints: ready,
@@ -30,6 +31,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
 
 pub(crate) fn federation(max_answers: usize) -> Federation {
     let c = |n: &str, r: &str, z: &[&str]| Cluster {
+        client_networks: vec![],
         name: n.into(),
         region: r.into(),
         zones: z.iter().map(|s| s.to_string()).collect(),
@@ -42,6 +44,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         },
     };
     let svc = |name: &str, shards: Vec<Shard>, policy: Option<Policy>| Service {
+        ttl: None,
         name: name.into(),
         namespace: "shop".into(),
         ports: vec![],
@@ -51,6 +54,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
     let many: Vec<String> = (1..=12).map(|i| format!("10.9.0.{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     Federation {
+        cluster_domain: None,
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 42,
@@ -63,6 +67,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         ],
         services: vec![
             Service {
+                ttl: None,
                 name: "web".into(),
                 namespace: "shop".into(),
                 ports: vec![ServicePort {
@@ -77,6 +82,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "down".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -84,6 +90,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "big".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -91,6 +98,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "geo".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -98,6 +106,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "split".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -175,6 +184,7 @@ pub(crate) fn locator() -> &'static Locator {
     L.get_or_init(|| {
         use crate::geo::ClientNetwork;
         let net = |a: &str, r: &str, z: Option<&str>| ClientNetwork {
+            cluster: None,
             addr: a.parse().unwrap(),
             prefix: 16,
             region: r.into(),
@@ -193,6 +203,7 @@ pub(crate) fn locator() -> &'static Locator {
             ],
             &[],
             true,
+            None,
         )
     })
 }
