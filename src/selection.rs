@@ -683,4 +683,28 @@ mod tests {
             1
         );
     }
+
+    /// A shard's own weight (per service: annotation or federation file) wins over its
+    /// cluster's; 0 leaves the cluster out of `weighted`.
+    #[test]
+    fn shard_weights_override_cluster_weights() {
+        let mut f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.2", 1)]);
+        let svc = std::sync::Arc::make_mut(&mut f.services[0]);
+        svc.policy = Some(Policy::Weighted);
+        svc.shards[1].weight = Some(5);
+        let sel = select(&f, &f.services[0], &Locator::default());
+        let weights: Vec<u32> = sel.global_by_location[0]
+            .family(Family::V4)
+            .iter()
+            .map(|(w, _)| *w)
+            .collect();
+        assert_eq!(
+            weights,
+            [3, 5],
+            "e1 keeps its cluster weight, w1 takes its shard's"
+        );
+        std::sync::Arc::make_mut(&mut f.services[0]).shards[0].weight = Some(0);
+        let sel = select(&f, &f.services[0], &Locator::default());
+        assert_eq!(sel.global_by_location[0].family(Family::V4).len(), 1);
+    }
 }

@@ -629,6 +629,64 @@ mod tests {
     }
 
     #[test]
+    fn per_service_knobs_client_networks_and_cluster_domain() {
+        let f = GOOD
+            .replace(
+                "    zones: [east-a]\n",
+                "    zones: [east-a]\n    client_networks: [10.4.0.0/14, \"fd00:4::/48\"]\n",
+            )
+            .replace(
+                "    namespace: shop\n",
+                "    namespace: shop\n    ttl: 5\n    policy: weighted\n",
+            )
+            .replace(
+                "ready_endpoints: 1\n",
+                "ready_endpoints: 1\n        weight: 7\n",
+            );
+        let fed = parse(Path::new("f.yaml"), &f).unwrap();
+        assert_eq!(fed.clusters[0].weight, crate::model::DEFAULT_WEIGHT);
+        assert_eq!(
+            fed.clusters[0].client_networks,
+            vec![
+                ("10.4.0.0".parse().unwrap(), 14),
+                ("fd00:4::".parse().unwrap(), 48)
+            ]
+        );
+        assert_eq!(fed.services[0].ttl, Some(5));
+        assert_eq!(fed.services[0].policy, Some(Policy::Weighted));
+        assert_eq!(fed.services[0].shards[0].weight, Some(7));
+        assert_eq!(fed.cluster_domain, DnsName::parse("cluster.local").ok());
+        assert_eq!(
+            fed.redirect_zone().unwrap().to_string(),
+            "myfed.svc.cluster.local."
+        );
+        let off = GOOD.replace(
+            "  zone: example.com\n",
+            "  zone: example.com\n  cluster_domain: \"\"\n",
+        );
+        assert_eq!(
+            parse(Path::new("f.yaml"), &off).unwrap().cluster_domain,
+            None
+        );
+        let bad = f.replace("10.4.0.0/14", "10.4.0.0/40");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("f.yaml:8: clusters[0].client_networks[0]: \"10.4.0.0/40\""),
+            "{}",
+            errs[0]
+        );
+        let bad = f.replace("ttl: 5", "ttl: soon");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert!(
+            errs[0].to_string().contains("services[0].ttl"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
     fn toml_works_too() {
         let t = "[federation]\nname = \"myfed\"\nzone = \"example.com\"\n[[clusters]]\nname = \"c1\"\nregion = \"east\"\n[[services]]\nname = \"web\"\nnamespace = \"shop\"\n[[services.shards]]\ncluster = \"c1\"\naddresses = [\"192.0.2.1\"]\nready_endpoints = 1\n";
         let f = parse(Path::new("f.toml"), t).unwrap();

@@ -810,6 +810,66 @@ pub(super) mod tests {
 
     impl Grouped for u32 {}
 
+    fn annotated(pairs: &[(&str, &str)]) -> SlimService {
+        SlimService {
+            ports: vec![],
+            lb_ips: vec!["10.0.0.1".parse().unwrap()],
+            lb_hosts: vec![],
+            settings: Annotations::parse(|k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v)),
+        }
+    }
+
+    #[test]
+    fn annotations_parse_and_bad_values_keep_the_last_good_ones() {
+        let good = annotated(&[(TTL, "5"), (WEIGHT, "3"), (FAILOVER, "w1, east")]);
+        assert_eq!(good.settings.ttl, Some(5));
+        assert_eq!(good.settings.weight, Some(3));
+        assert_eq!(
+            good.settings.policy,
+            Some(Policy::Failover(vec!["w1".into(), "east".into()]))
+        );
+        assert!(good.settings.bad.is_empty());
+        assert_eq!(
+            annotated(&[(POLICY, "weighted")]).settings.policy,
+            Some(Policy::Weighted)
+        );
+        for (pairs, which) in [
+            (&[(TTL, "0")][..], TTL),
+            (&[(TTL, "5s")][..], TTL),
+            (&[(WEIGHT, "-1")][..], WEIGHT),
+            (&[(POLICY, "nearest")][..], POLICY),
+            (&[(POLICY, "failover")][..], POLICY),
+            (&[(POLICY, "all"), (FAILOVER, "w1")][..], FAILOVER),
+            (&[(FAILOVER, "w1,,e1")][..], FAILOVER),
+        ] {
+            let a = annotated(pairs).settings;
+            assert_eq!(a.bad.len(), 1, "{pairs:?}: {a:?}");
+            assert_eq!(a.bad[0].0, which, "{pairs:?}");
+        }
+        // In a store: a bad value keeps the last good one; reported once per change.
+        let key: Key = ("shop".into(), "web".into());
+        let mut store: Store<SlimService> = Store::default();
+        store.apply(Change::Init);
+        store.apply(Change::InitApply(key.clone(), Some(good.clone())));
+        store.apply(Change::InitDone);
+        let bad = annotated(&[(TTL, "soon"), (WEIGHT, "3"), (POLICY, "nearest")]);
+        assert_eq!(bad.new_annotation_errors(store.live.get(&key)).count(), 2);
+        assert!(store.apply(Change::Apply(key.clone(), Some(bad.clone()))));
+        let kept = &store.live[&key].settings;
+        assert_eq!(kept.ttl, Some(5), "last good TTL kept");
+        assert_eq!(kept.policy, good.settings.policy, "last good policy kept");
+        assert_eq!(kept.weight, Some(3));
+        assert_eq!(
+            bad.new_annotation_errors(store.live.get(&key)).count(),
+            0,
+            "the same bad values again: nothing new to report"
+        );
+        // Fixed: the new value applies.
+        store.apply(Change::Apply(key.clone(), Some(annotated(&[(TTL, "60")]))));
+        assert_eq!(store.live[&key].settings.ttl, Some(60));
+        assert_eq!(store.live[&key].settings.policy, None);
+    }
+
     fn key(ns: &str, n: &str) -> Key {
         (ns.into(), n.into())
     }
@@ -1018,8 +1078,18 @@ pub(super) mod tests {
             let svc = format!("s{}", rnd(6));
             match rnd(10) {
                 0 | 1 => {
+                    // Annotations good and bad (a bad one keeps the store's last good value).
+                    let ttl = ["5", "60", "soon"][rnd(3) as usize];
+                    let weight = ["0", "2", "x"][rnd(3) as usize];
+                    let policy = ["weighted", "all", "nearest"][rnd(3) as usize];
+                    let mut pairs = Vec::new();
+                    for (k, v) in [(TTL, ttl), (WEIGHT, weight), (POLICY, policy)] {
+                        if rnd(3) == 0 {
+                            pairs.push((k, v));
+                        }
+                    }
                     let v = SlimService {
-                        settings: Default::default(),
+                        settings: annotated(&pairs).settings,
                         ports: vec![],
                         lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],
                         lb_hosts: if rnd(4) == 0 {
