@@ -51,7 +51,7 @@ fn main() {
         &std::fs::read_to_string(&fed_path).expect("federation file"),
     )
     .expect("federation parses");
-    let locator = Locator::new(&[], &[], &[], true);
+    let locator = Locator::new(&[], &[], &[], true, None);
     let table = build_fresh(&[zone], &[fed], &locator).table;
     let queries = [
         query("checkout.shop.myfed.svc.example.com.", 1, true),
