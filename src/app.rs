@@ -92,7 +92,9 @@ impl ZoneTracker {
         use crate::sources::Snapshot;
         let zones: Vec<_> = match &*u.snapshot {
             Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
-            Snapshot::Federation(f) => vec![f.zone.clone()],
+            Snapshot::Federation(f) => std::iter::once(f.zone.clone())
+                .chain(f.redirect_zone())
+                .collect(),
             Snapshot::Etcd(e) => e.zones.clone(),
             Snapshot::Probes(_) => return,
         };
