@@ -165,6 +165,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
+    problems.extend(local_cluster_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -302,6 +303,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     // kubeconfig that cannot be read or lacks its context is broken input too (as in `check`);
     // an unreachable cluster is not (it shows on /readyz).
     let (updates, mut problems) = load_all(&mut sources);
+    problems.extend(local_cluster_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -648,6 +650,35 @@ fn build_locator(
         geo.ecs,
         geo.local_cluster.as_deref(),
     ))
+}
+
+/// `geo.local_cluster` must name a cluster of a federation file or of the `kubernetes:`
+/// section (a typo would silently send every client to the global name).
+fn local_cluster_problem(config: &Config, updates: &[crate::sources::Update]) -> Option<Problem> {
+    let name = config.geo.local_cluster.as_ref()?;
+    let known = federations_of(updates)
+        .iter()
+        .flat_map(|f| &f.clusters)
+        .map(|c| &c.name)
+        .chain(
+            config
+                .kubernetes
+                .iter()
+                .flat_map(|k| &k.clusters)
+                .map(|c| &c.name),
+        )
+        .any(|c| c == name);
+    (!known).then(|| Problem {
+        file: config.path.display().to_string(),
+        line: std::fs::read_to_string(&config.path).ok().and_then(|t| {
+            t.lines()
+                .position(|l| l.trim_start().starts_with("local_cluster:"))
+                .map(|i| i + 1)
+        }),
+        message: format!(
+            "geo.local_cluster: {name:?} is no cluster of a federation file or the kubernetes section"
+        ),
+    })
 }
 
 /// The federations among source updates (the federation files, at start).

@@ -4064,3 +4064,27 @@ fn per_service_ttl_policy_and_weight_over_the_wire() {
         .collect();
     assert_eq!(answers, v4set(&["203.0.113.10", "198.51.100.20"]));
 }
+
+/// A `local_cluster` that names no cluster is a problem `check` reports (file, line, value) and
+/// `serve` refuses to start with; a bad client network names its federation-file line.
+#[test]
+fn check_reports_an_unknown_local_cluster_and_bad_client_networks() {
+    let fx = Fixture::new(&fed_in_cluster(), "geo:\n  local_cluster: west-c\n");
+    let (code, out, err) = check(&fx);
+    assert_ne!(code, Some(0), "{out}\n{err}");
+    assert!(
+        err.contains("fedns.yaml:8: geo.local_cluster: \"west-c\" is no cluster"),
+        "{err}"
+    );
+    let bad = fed_in_cluster().replace("127.0.0.3/32", "127.0.0.300/32");
+    let fx = Fixture::new(&bad, "");
+    let (code, _, err) = check(&fx);
+    assert_ne!(code, Some(0));
+    let l = line_of(&bad, "127.0.0.300/32");
+    assert!(
+        err.contains(&format!(
+            "federation.yaml:{l}: clusters[2].client_networks[0]: \"127.0.0.300/32\""
+        )),
+        "{err}"
+    );
+}
