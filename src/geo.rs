@@ -1,8 +1,9 @@
 //! Client location: which precomputed location a query is answered for.
 //!
 //! Locations are fixed at start from config: index 0 is "unknown"; then every configured region
-//! (with its coordinates, used to order fallbacks by distance) and every (region, zone) that a
-//! client network maps to. A [`Locator`] maps an address to a location with configured client
+//! (with its coordinates, used to order fallbacks by distance) and every (region, zone, member
+//! cluster) that a client network maps to (a member cluster's pod/node networks name their
+//! cluster, for the in-cluster redirect; `local_cluster` is the cluster of every other client). A [`Locator`] maps an address to a location with configured client
 //! networks (longest prefix wins) and, failing that, a GeoIP database turned at load time into a
 //! sorted range table (nearest configured region by great-circle distance). Guarantees: `locate`
 //! allocates nothing and takes at most one hash lookup per configured prefix length plus one

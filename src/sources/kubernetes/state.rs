@@ -1,8 +1,8 @@
 //! What fedns remembers about each member cluster, and how all clusters become one
 //! [`Federation`] snapshot.
 //!
-//! Only the fields DNS needs are kept (a few short strings and counters per Service,
-//! EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
+//! Only the fields DNS needs are kept (a few short strings and counters per Service, with its
+//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
 //! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
 //! (no gap while it runs); a cluster contributes shards only once all four kinds have been
