@@ -67,6 +67,12 @@ impl SerialClock {
 }
 
 /// Waits (bounded) until no query holds `old`, then drops it on this thread.
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32)
+}
+
 fn retire(old: Arc<crate::table::Table>) {
     let deadline = Instant::now() + std::time::Duration::from_millis(200);
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
@@ -104,6 +110,8 @@ pub struct Merger {
     last_trim: Instant,
     /// Services currently served despite failing every probe.
     fail_static: std::collections::BTreeSet<String>,
+    /// DNSSEC: the keys of the signed zones (`None`: nothing is signed).
+    keys: Option<crate::dns::dnssec::KeyRing>,
 }
 
 impl Merger {
@@ -117,7 +125,13 @@ impl Merger {
             cache: Default::default(),
             fail_static: Default::default(),
             last_trim: Instant::now(),
+            keys: None,
         }
+    }
+
+    /// Signs the zones `keys` holds in every table from now on.
+    pub fn sign_with(&mut self, keys: crate::dns::dnssec::KeyRing) {
+        self.keys = Some(keys);
     }
 
     /// Sends the federation records of every published table to `tx` (etcd publish mode).
@@ -153,6 +167,7 @@ impl Merger {
                 Snapshot::Federation(f) => federations.push((**f).clone()),
                 Snapshot::Etcd(e) => etcd.push(&**e),
                 Snapshot::Probes(v) => verdicts = Some(v),
+                Snapshot::Resign => {}
             }
         }
         if let Some(v) = verdicts {
@@ -170,7 +185,19 @@ impl Merger {
         self.generation += 1;
         let serial = self.serial.next(floor);
         let prepared = started.elapsed();
+        let resigned = self.keys.as_ref().is_some_and(|k| k.due(unix_now()));
+        let signing: Vec<_> = match &mut self.keys {
+            Some(k) => k.signing(unix_now()).to_vec(),
+            None => Vec::new(),
+        };
+        if resigned {
+            tracing::info!(
+                zones = signing.len(),
+                "dnssec: signing every answer with a new validity period"
+            );
+        }
         let built = build(BuildInput {
+            signing: &signing,
             locator: &self.shared.locator,
             zones: &zones,
             federations: &federations,
@@ -320,9 +347,14 @@ impl Merger {
     pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
         let mut held = Vec::new();
         while let Some(update) = rx.blocking_recv() {
+            let mut ticks_only = matches!(*update.snapshot, Snapshot::Resign);
             self.apply_held(update, &mut held);
             while let Ok(more) = rx.try_recv() {
+                ticks_only &= matches!(*more.snapshot, Snapshot::Resign);
                 self.apply_held(more, &mut held);
+            }
+            if ticks_only && !self.keys.as_ref().is_some_and(|k| k.due(unix_now())) {
+                continue;
             }
             self.publish();
             // Sources waiting for their snapshot to be served may go on.

@@ -172,6 +172,7 @@ fn table() -> Table {
         serial: 99,
         generation: 1,
         locator: locator(),
+        signing: &[],
     });
     built.table
 }
@@ -1327,6 +1328,7 @@ fn local_cluster_places_clients_without_a_cluster_network() {
         serial: 1,
         generation: 1,
         locator: &locator,
+        signing: &[],
     })
     .table;
     let mut out = vec![0u8; 65535];

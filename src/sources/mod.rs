@@ -26,6 +26,9 @@ pub enum Snapshot {
     Etcd(Box<etcd::skydns::EtcdData>),
     /// Active probe verdicts per shard (see [`crate::probe`]).
     Probes(crate::probe::Verdicts),
+    /// No data: a clock tick asking the merger whether DNSSEC signatures are due to be made
+    /// again (it publishes only if they are).
+    Resign,
 }
 
 /// One new snapshot from the source named `source`.
