@@ -76,6 +76,17 @@ struct ZoneTracker {
     metrics: Metrics,
     by_source: std::collections::BTreeMap<String, Vec<crate::model::DnsName>>,
     warned_full: bool,
+    /// (source, cluster) → the cluster's `client_networks` as first seen and as last warned
+    /// about: the client locator is built from them at start, so a change waits for a restart.
+    networks: std::collections::BTreeMap<(String, String), ClusterNetworks>,
+}
+
+type Networks = Vec<(std::net::IpAddr, u8)>;
+
+/// A cluster's client networks as first seen, and the last changed value warned about.
+struct ClusterNetworks {
+    first: Networks,
+    warned: Option<Networks>,
 }
 
 impl ZoneTracker {
@@ -84,6 +95,31 @@ impl ZoneTracker {
             metrics,
             by_source: Default::default(),
             warned_full: false,
+            networks: Default::default(),
+        }
+    }
+
+    /// Says (once per change) that a cluster's new `client_networks` wait for a restart.
+    fn note_networks(&mut self, source: &str, fed: &crate::model::Federation) {
+        for c in &fed.clusters {
+            let seen = self
+                .networks
+                .entry((source.to_string(), c.name.clone()))
+                .or_insert_with(|| ClusterNetworks {
+                    first: c.client_networks.clone(),
+                    warned: None,
+                });
+            if c.client_networks == seen.first {
+                seen.warned = None;
+            } else if seen.warned.as_ref() != Some(&c.client_networks) {
+                tracing::warn!(
+                    source = %source,
+                    cluster = %c.name,
+                    "{source}: cluster {}'s client_networks changed; they place clients for the in-cluster redirect from the next restart",
+                    c.name
+                );
+                seen.warned = Some(c.client_networks.clone());
+            }
         }
     }
 
@@ -91,9 +127,12 @@ impl ZoneTracker {
         use crate::sources::Snapshot;
         let zones: Vec<_> = match &*u.snapshot {
             Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
-            Snapshot::Federation(f) => std::iter::once(f.zone.clone())
-                .chain(f.redirect_zone())
-                .collect(),
+            Snapshot::Federation(f) => {
+                self.note_networks(&u.source, f);
+                std::iter::once(f.zone.clone())
+                    .chain(f.redirect_zone())
+                    .collect()
+            }
             Snapshot::Etcd(e) => e.zones.clone(),
             Snapshot::Probes(_) | Snapshot::Resign => return,
         };

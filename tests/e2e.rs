@@ -3996,6 +3996,23 @@ fn local_cluster_places_clients_no_cluster_network_covers() {
         local.is_some(),
         "west-b clients go local once it has ready endpoints"
     );
+    // New client networks wait for a restart, and say so.
+    fx.write(
+        "federation.yaml",
+        &fed_in_cluster().replace("127.0.0.2/32", "127.0.0.5/32"),
+    );
+    let said = wait_for(Duration::from_secs(5), || {
+        s.log_text()
+            .contains("cluster east1's client_networks changed")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", s.log_text());
+    let r = ask_src(&s, "127.0.0.2", REDIRECT, RecordType::A);
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
 }
 
 /// Per-service `ttl:`, `policy:` and shard `weight:` in a federation file, visible over the
