@@ -52,7 +52,7 @@ fn main() {
         &std::fs::read_to_string(&fed_path).expect("federation file"),
     )
     .expect("federation parses");
-    let locator = Locator::new(&[], &[], &[], true);
+    let locator = Locator::new(&[], &[], &[], true, None);
     let mode = std::env::args().nth(2).unwrap_or_default();
     let signing = match mode.as_str() {
         "signed" | "signed-nx" => fedns::dns::dnssec::KeyRing::load(

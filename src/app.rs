@@ -76,6 +76,17 @@ struct ZoneTracker {
     metrics: Metrics,
     by_source: std::collections::BTreeMap<String, Vec<crate::model::DnsName>>,
     warned_full: bool,
+    /// (source, cluster) → the cluster's `client_networks` as first seen and as last warned
+    /// about: the client locator is built from them at start, so a change waits for a restart.
+    networks: std::collections::BTreeMap<(String, String), ClusterNetworks>,
+}
+
+type Networks = Vec<(std::net::IpAddr, u8)>;
+
+/// A cluster's client networks as first seen, and the last changed value warned about.
+struct ClusterNetworks {
+    first: Networks,
+    warned: Option<Networks>,
 }
 
 impl ZoneTracker {
@@ -84,6 +95,31 @@ impl ZoneTracker {
             metrics,
             by_source: Default::default(),
             warned_full: false,
+            networks: Default::default(),
+        }
+    }
+
+    /// Says (once per change) that a cluster's new `client_networks` wait for a restart.
+    fn note_networks(&mut self, source: &str, fed: &crate::model::Federation) {
+        for c in &fed.clusters {
+            let seen = self
+                .networks
+                .entry((source.to_string(), c.name.clone()))
+                .or_insert_with(|| ClusterNetworks {
+                    first: c.client_networks.clone(),
+                    warned: None,
+                });
+            if c.client_networks == seen.first {
+                seen.warned = None;
+            } else if seen.warned.as_ref() != Some(&c.client_networks) {
+                tracing::warn!(
+                    source = %source,
+                    cluster = %c.name,
+                    "{source}: cluster {}'s client_networks changed; they place clients for the in-cluster redirect from the next restart",
+                    c.name
+                );
+                seen.warned = Some(c.client_networks.clone());
+            }
         }
     }
 
@@ -91,7 +127,12 @@ impl ZoneTracker {
         use crate::sources::Snapshot;
         let zones: Vec<_> = match &*u.snapshot {
             Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
-            Snapshot::Federation(f) => vec![f.zone.clone()],
+            Snapshot::Federation(f) => {
+                self.note_networks(&u.source, f);
+                std::iter::once(f.zone.clone())
+                    .chain(f.redirect_zone())
+                    .collect()
+            }
             Snapshot::Etcd(e) => e.zones.clone(),
             Snapshot::Probes(_) | Snapshot::Resign => return,
         };
@@ -162,6 +203,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
+    problems.extend(local_cluster_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -182,7 +224,7 @@ pub fn check(path: &Path) -> ExitCode {
             message: "no *.zone files".into(),
         });
     }
-    let locator = build_locator(&config.geo).unwrap_or_else(|e| {
+    let locator = build_locator(&config, &federations_of(&updates)).unwrap_or_else(|e| {
         problems.push(Problem {
             file: config.path.display().to_string(),
             line: None,
@@ -391,6 +433,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     // kubeconfig that cannot be read or lacks its context is broken input too (as in `check`);
     // an unreachable cluster is not (it shows on /readyz).
     let (updates, mut problems) = load_all(&mut sources);
+    problems.extend(local_cluster_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -406,7 +449,8 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
 
-    let locator = build_locator(&config.geo).map_err(|e| anyhow::anyhow!(e))?;
+    let locator =
+        build_locator(&config, &federations_of(&updates)).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
         federations: ArcSwap::from_pointee(Vec::new()),
@@ -724,18 +768,92 @@ fn bind_dns(
     )
 }
 
-/// The client locator from config (client networks, region coordinates, GeoIP database).
-fn build_locator(geo: &crate::config::GeoConfig) -> Result<crate::geo::Locator, String> {
+/// The client locator from config (client networks, region coordinates, GeoIP database) and
+/// the member clusters' pod/node networks: those of the `kubernetes:` section and of the
+/// clusters in `feds` (the federation files as read at start).
+fn build_locator(
+    config: &Config,
+    feds: &[&crate::model::Federation],
+) -> Result<crate::geo::Locator, String> {
+    let geo = &config.geo;
     let geoip = match &geo.geoip_db {
         Some(path) => crate::geo::read_geoip(path)?,
         None => Vec::new(),
     };
+    let mut networks = geo.client_networks.clone();
+    let net = |(addr, prefix): (std::net::IpAddr, u8), cluster: &str, region: &str, zone| {
+        crate::geo::ClientNetwork {
+            addr,
+            prefix,
+            region: region.to_string(),
+            zone,
+            cluster: Some(cluster.to_string()),
+        }
+    };
+    for c in feds.iter().flat_map(|f| &f.clusters) {
+        networks.extend(
+            c.client_networks
+                .iter()
+                .map(|n| net(*n, &c.name, &c.region, c.zones.first().cloned())),
+        );
+    }
+    for c in config.kubernetes.iter().flat_map(|k| &k.clusters) {
+        // Topology comes from Nodes later unless configured; selection places the client by
+        // its cluster as the federation sees it.
+        let region = c.region.as_deref().unwrap_or_default();
+        networks.extend(
+            c.client_networks
+                .iter()
+                .map(|n| net(*n, &c.name, region, c.zones.first().cloned())),
+        );
+    }
     Ok(crate::geo::Locator::new(
         &geo.regions,
-        &geo.client_networks,
+        &networks,
         &geoip,
         geo.ecs,
+        geo.local_cluster.as_deref(),
     ))
+}
+
+/// `geo.local_cluster` must name a cluster of a federation file or of the `kubernetes:`
+/// section (a typo would silently send every client to the global name).
+fn local_cluster_problem(config: &Config, updates: &[crate::sources::Update]) -> Option<Problem> {
+    let name = config.geo.local_cluster.as_ref()?;
+    let known = federations_of(updates)
+        .iter()
+        .flat_map(|f| &f.clusters)
+        .map(|c| &c.name)
+        .chain(
+            config
+                .kubernetes
+                .iter()
+                .flat_map(|k| &k.clusters)
+                .map(|c| &c.name),
+        )
+        .any(|c| c == name);
+    (!known).then(|| Problem {
+        file: config.path.display().to_string(),
+        line: std::fs::read_to_string(&config.path).ok().and_then(|t| {
+            t.lines()
+                .position(|l| l.trim_start().starts_with("local_cluster:"))
+                .map(|i| i + 1)
+        }),
+        message: format!(
+            "geo.local_cluster: {name:?} is no cluster of a federation file or the kubernetes section"
+        ),
+    })
+}
+
+/// The federations among source updates (the federation files, at start).
+fn federations_of(updates: &[crate::sources::Update]) -> Vec<&crate::model::Federation> {
+    updates
+        .iter()
+        .filter_map(|u| match &*u.snapshot {
+            crate::sources::Snapshot::Federation(f) => Some(&**f),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `fedns explain`: a plain HTTP/1.0 GET of `/explain` on a running server (`Accept:

@@ -316,6 +316,9 @@ struct RawGeo {
     client_networks: Vec<RawClientNetwork>,
     #[serde(default)]
     geoip_db: Option<PathBuf>,
+    /// The member cluster of clients no cluster's `client_networks` covers.
+    #[serde(default)]
+    local_cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -635,6 +638,9 @@ pub struct GeoConfig {
     pub regions: Vec<(String, f64, f64)>,
     pub client_networks: Vec<ClientNetwork>,
     pub geoip_db: Option<PathBuf>,
+    /// For a fedns inside one member cluster: the cluster its clients are in, unless a
+    /// cluster's `client_networks` (federation file, `kubernetes:` section) says otherwise.
+    pub local_cluster: Option<String>,
 }
 
 impl Config {
@@ -904,6 +910,7 @@ impl Config {
                     prefix,
                     region: n.region.clone(),
                     zone: n.zone.clone(),
+                    cluster: None,
                 }),
                 Err(e) => located.push(Problem {
                     file: file.clone(),
@@ -1170,6 +1177,11 @@ impl Config {
                     .collect(),
                 client_networks,
                 geoip_db: raw.geo.geoip_db.as_deref().map(resolve),
+                local_cluster: raw
+                    .geo
+                    .local_cluster
+                    .clone()
+                    .filter(|c| !c.trim().is_empty()),
             },
             probes,
             kubernetes,

@@ -33,6 +33,7 @@ fn fixture() -> &'static (Table, Locator) {
             prefix,
             region: region.into(),
             zone: None,
+            cluster: None,
         };
         let locator = Locator::new(
             &[
@@ -46,6 +47,7 @@ fn fixture() -> &'static (Table, Locator) {
             ],
             &[],
             true,
+            None,
         );
         let table = build_fresh(&[zone], &[fed], &locator).table;
         (table, locator)

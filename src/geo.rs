@@ -1,8 +1,9 @@
 //! Client location: which precomputed location a query is answered for.
 //!
 //! Locations are fixed at start from config: index 0 is "unknown"; then every configured region
-//! (with its coordinates, used to order fallbacks by distance) and every (region, zone) that a
-//! client network maps to. A [`Locator`] maps an address to a location with configured client
+//! (with its coordinates, used to order fallbacks by distance) and every (region, zone, member
+//! cluster) that a client network maps to (a member cluster's pod/node networks name their
+//! cluster, for the in-cluster redirect; `local_cluster` is the cluster of every other client). A [`Locator`] maps an address to a location with configured client
 //! networks (longest prefix wins) and, failing that, a GeoIP database turned at load time into a
 //! sorted range table (nearest configured region by great-circle distance). Guarantees: `locate`
 //! allocates nothing and takes at most one hash lookup per configured prefix length plus one
@@ -16,8 +17,13 @@ use rustc_hash::FxHashMap;
 /// A client location the table precomputes answers for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
+    /// Empty when only the cluster is known (a Kubernetes member whose topology comes from its
+    /// Node labels): selection then takes the cluster's region and zone from the federation.
     pub region: String,
     pub zone: Option<String>,
+    /// The member cluster the client runs in (its pod or node networks), for the in-cluster
+    /// redirect names (`SVC.NS.FED.svc.cluster.local`).
+    pub cluster: Option<String>,
 }
 
 /// How a client's location was found (for explain).
@@ -57,15 +63,21 @@ pub struct Locator {
     ranges: Vec<Range>,
     /// Honour EDNS Client Subnet options.
     pub ecs: bool,
+    /// The cluster of every client no cluster network covers (a fedns running inside one
+    /// member cluster, asked only by that cluster's DNS).
+    local_cluster: Option<String>,
 }
 
-/// A configured client network: `cidr` → region (and optionally zone).
+/// A configured client network: `cidr` → region (and optionally zone), or a member cluster's
+/// pod/node network (`cluster` set; `region` empty when the cluster's topology is not known
+/// before its Nodes are listed).
 #[derive(Clone, Debug)]
 pub struct ClientNetwork {
     pub addr: IpAddr,
     pub prefix: u8,
     pub region: String,
     pub zone: Option<String>,
+    pub cluster: Option<String>,
 }
 
 /// A GeoIP network with its coordinates, as read from the database.
@@ -116,11 +128,13 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 
 impl Locator {
     /// `regions`: (name, latitude, longitude) of every region clients may be placed in.
+    /// `local_cluster`: the cluster of clients that no cluster network covers.
     pub fn new(
         regions: &[(String, f64, f64)],
         networks: &[ClientNetwork],
         geoip: &[GeoNetwork],
         ecs: bool,
+        local_cluster: Option<&str>,
     ) -> Self {
         let mut loc = Locator {
             locations: vec![None],
@@ -129,12 +143,14 @@ impl Locator {
             networks_v6: Vec::new(),
             ranges: Vec::new(),
             ecs,
+            local_cluster: local_cluster.map(str::to_string),
         };
         for (name, lat, lon) in regions {
             loc.coords.insert(name.clone(), (*lat, *lon));
             loc.intern(Location {
                 region: name.clone(),
                 zone: None,
+                cluster: None,
             });
         }
         let mut by_len: [HashMap<u8, FxHashMap<u128, u16>>; 2] = Default::default();
@@ -142,6 +158,7 @@ impl Locator {
             let id = loc.intern(Location {
                 region: n.region.clone(),
                 zone: n.zone.clone(),
+                cluster: n.cluster.clone(),
             });
             let p = unified_prefix(n.addr, n.prefix);
             by_len[n.addr.is_ipv6() as usize]
@@ -168,6 +185,7 @@ impl Locator {
                 let id = loc.intern(Location {
                     region: nearest,
                     zone: None,
+                    cluster: None,
                 });
                 let p = unified_prefix(g.addr, g.prefix);
                 let start = mask(to_u128(g.addr), p);
@@ -215,6 +233,16 @@ impl Locator {
     /// Every location; index 0 (unknown) is `None`.
     pub fn locations(&self) -> &[Option<Location>] {
         &self.locations
+    }
+
+    /// The member cluster location `id`'s clients run in: their cluster network's, else the
+    /// configured local cluster (build time only).
+    pub fn cluster_of(&self, id: usize) -> Option<&str> {
+        self.locations
+            .get(id)
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.cluster.as_deref())
+            .or(self.local_cluster.as_deref())
     }
 
     pub fn coordinates(&self, region: &str) -> Option<(f64, f64)> {
@@ -319,7 +347,7 @@ pub fn read_geoip(path: &std::path::Path) -> Result<Vec<GeoNetwork>, String> {
 impl Default for Locator {
     /// No locations but "unknown": every client gets the location-independent answer.
     fn default() -> Self {
-        Locator::new(&[], &[], &[], false)
+        Locator::new(&[], &[], &[], false, None)
     }
 }
 
@@ -342,6 +370,7 @@ mod tests {
             prefix: p.parse().unwrap(),
             region: region.into(),
             zone: zone.map(Into::into),
+            cluster: None,
         }
     }
 
@@ -356,6 +385,7 @@ mod tests {
             ],
             &[],
             true,
+            None,
         );
         let (east, _) = l.locate("10.9.9.9".parse().unwrap(), 0);
         let (wa, scope) = l.locate("10.1.2.3".parse().unwrap(), 0);
@@ -388,6 +418,7 @@ mod tests {
                 lon: 13.4,
             }],
             true,
+            None,
         );
         let (id, scope) = l.locate("81.2.3.4".parse().unwrap(), 0);
         assert_eq!(l.locations()[id as usize].as_ref().unwrap().region, "eu");

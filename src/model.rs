@@ -262,6 +262,17 @@ pub struct Federation {
     pub services: Vec<std::sync::Arc<Service>>,
     /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
     pub ingress_hosts: Vec<IngressHost>,
+    /// The member clusters' DNS domain (`cluster.local`): `SVC.NS.FED.svc.DOMAIN` answers the
+    /// in-cluster redirect (DESIGN §1) in the zone `FED.svc.DOMAIN`; `None`: not served.
+    pub cluster_domain: Option<DnsName>,
+}
+
+impl Federation {
+    /// The zone of the in-cluster redirect names, `FED.svc.DOMAIN`.
+    pub fn redirect_zone(&self) -> Option<DnsName> {
+        let domain = self.cluster_domain.as_ref()?;
+        DnsName::parse(&format!("{}.svc.{domain}", self.name)).ok()
+    }
 }
 
 /// An Ingress host name and, per cluster, its ingress load balancer with the ready endpoints of
@@ -278,9 +289,16 @@ pub struct Cluster {
     pub region: String,
     /// Availability zones; a multi-zone cluster has several.
     pub zones: Vec<String>,
-    /// Share of answers under the `weighted` policy (relative to other clusters).
+    /// Share of answers under the `weighted` policy (relative to other clusters; default
+    /// [`DEFAULT_WEIGHT`] in every source).
     pub weight: u32,
+    /// Pod and node networks of the cluster: clients there are in this cluster (the in-cluster
+    /// redirect). Read when fedns starts (they build the client locator).
+    pub client_networks: Vec<(IpAddr, u8)>,
 }
+
+/// The weight of a cluster (and of a shard) that names none, in every source.
+pub const DEFAULT_WEIGHT: u32 = 1;
 
 /// How a global name picks healthy shards for a client (DESIGN §3).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -306,6 +324,8 @@ pub struct Service {
     pub shards: Vec<Shard>,
     /// Overrides the federation's policy for this service.
     pub policy: Option<Policy>,
+    /// Overrides the federation's TTL for this service's names.
+    pub ttl: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,6 +351,8 @@ pub struct Shard {
     /// Addresses whose probes fail while others of the shard pass: left out of answers (the
     /// shard stays with its other addresses). Sources leave it empty; the merger fills it in.
     pub probe_down: Vec<IpAddr>,
+    /// Overrides its cluster's weight for this service under `weighted`.
+    pub weight: Option<u32>,
 }
 
 /// What active probes say about a shard (DESIGN §3).

@@ -133,6 +133,21 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
         format!("{:?}", running.geo),
         format!("{:?}", new.geo),
     );
+    // The clusters' pod networks build the client locator at start, like `geo`.
+    let networks = |c: &Config| {
+        let nets: Vec<_> = c
+            .kubernetes
+            .iter()
+            .flat_map(|k| &k.clusters)
+            .map(|c| (&c.name, &c.client_networks))
+            .collect();
+        format!("{nets:?}")
+    };
+    cmp(
+        "kubernetes.clusters[].client_networks",
+        networks(running),
+        networks(new),
+    );
     cmp(
         "probes",
         format!("{:?}", running.probes),

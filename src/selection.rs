@@ -222,12 +222,21 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
             .find(|s| !s.is_empty()),
         _ => None,
     });
+    // A shard's own weight (set per service) wins over its cluster's.
+    let weight_of = |c: &Cluster| {
+        svc.shards
+            .iter()
+            .find(|s| s.cluster == c.name)
+            .and_then(|s| s.weight)
+            .unwrap_or(c.weight)
+    };
     let weighted: [Vec<(u32, AddressSet)>; 2] = Family::BOTH.map(|f| match policy {
         Policy::Weighted => fed
             .clusters
             .iter()
-            .filter(|c| c.weight > 0)
-            .map(|c| (c.weight, from(&|s, _| s.cluster == c.name).only(f)))
+            .map(|c| (weight_of(c), c))
+            .filter(|(w, _)| *w > 0)
+            .map(|(w, c)| (w, from(&|s, _| s.cluster == c.name).only(f)))
             .filter(|(_, s)| !s.is_empty())
             .collect(),
         _ => Vec::new(),
@@ -240,8 +249,10 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
                 let everything = || vec![(1, global.only(f))];
                 match (policy, loc) {
                     (Policy::All, _) | (Policy::Geo, None) => everything(),
-                    (Policy::Geo, Some(loc)) => nearest(loc, f, &regions_out, &zones_out, locator)
-                        .map_or_else(everything, |s| vec![(1, s.only(f))]),
+                    (Policy::Geo, Some(loc)) => {
+                        nearest(&placed(fed, loc), f, &regions_out, &zones_out, locator)
+                            .map_or_else(everything, |s| vec![(1, s.only(f))])
+                    }
                     (Policy::Failover(_), _) => failover[f as usize]
                         .clone()
                         .map_or_else(everything, |s| vec![(1, s)]),
@@ -262,6 +273,28 @@ pub fn select(fed: &Federation, svc: &Service, locator: &Locator) -> ServiceSele
         global_by_location,
         regions: regions_out,
         zones: zones_out,
+    }
+}
+
+/// Where a client of location `loc` is: a client in a member cluster of `fed` is in that
+/// cluster's region and (unless its network names one of them) first zone, whatever the
+/// network said, since a Kubernetes cluster's topology is known only from its Nodes.
+pub fn placed(fed: &Federation, loc: &Location) -> Location {
+    let Some(c) = loc
+        .cluster
+        .as_ref()
+        .and_then(|n| fed.clusters.iter().find(|c| &c.name == n))
+    else {
+        return loc.clone();
+    };
+    let zone = match &loc.zone {
+        Some(z) if c.zones.contains(z) => Some(z.clone()),
+        _ => c.zones.first().cloned(),
+    };
+    Location {
+        region: c.region.clone(),
+        zone,
+        cluster: loc.cluster.clone(),
     }
 }
 
@@ -300,6 +333,7 @@ mod tests {
 
     fn shard(cluster: &str, ip: &str, ready: u32) -> Shard {
         Shard {
+            weight: None,
             cluster: cluster.into(),
             addresses: vec![ip.parse().unwrap()],
             ready_endpoints: ready,
@@ -312,12 +346,14 @@ mod tests {
 
     fn fed(shards: Vec<Shard>) -> Federation {
         let c = |n: &str, r: &str, z: &[&str]| Cluster {
+            client_networks: vec![],
             name: n.into(),
             region: r.into(),
             zones: z.iter().map(|s| s.to_string()).collect(),
             weight: if n == "e1" { 3 } else { 1 },
         };
         Federation {
+            cluster_domain: None,
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -329,6 +365,7 @@ mod tests {
                 c("w1", "west", &["west-a"]),
             ],
             services: vec![Service {
+                ttl: None,
                 name: "s".into(),
                 namespace: "n".into(),
                 ports: vec![],
@@ -345,6 +382,7 @@ mod tests {
     fn locator() -> Locator {
         use crate::geo::ClientNetwork;
         let net = |a: &str, p: u8, r: &str, z: Option<&str>| ClientNetwork {
+            cluster: None,
             addr: a.parse().unwrap(),
             prefix: p,
             region: r.into(),
@@ -363,6 +401,7 @@ mod tests {
             ],
             &[],
             true,
+            None,
         )
     }
 
@@ -373,6 +412,7 @@ mod tests {
         zone: Option<&str>,
     ) -> Choice {
         let want = region.map(|r| Location {
+            cluster: None,
             region: r.into(),
             zone: zone.map(Into::into),
         });
@@ -642,5 +682,29 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A shard's own weight (per service: annotation or federation file) wins over its
+    /// cluster's; 0 leaves the cluster out of `weighted`.
+    #[test]
+    fn shard_weights_override_cluster_weights() {
+        let mut f = fed(vec![shard("e1", "10.0.0.1", 1), shard("w1", "10.0.0.2", 1)]);
+        let svc = std::sync::Arc::make_mut(&mut f.services[0]);
+        svc.policy = Some(Policy::Weighted);
+        svc.shards[1].weight = Some(5);
+        let sel = select(&f, &f.services[0], &Locator::default());
+        let weights: Vec<u32> = sel.global_by_location[0]
+            .family(Family::V4)
+            .iter()
+            .map(|(w, _)| *w)
+            .collect();
+        assert_eq!(
+            weights,
+            [3, 5],
+            "e1 keeps its cluster weight, w1 takes its shard's"
+        );
+        std::sync::Arc::make_mut(&mut f.services[0]).shards[0].weight = Some(0);
+        let sel = select(&f, &f.services[0], &Locator::default());
+        assert_eq!(sel.global_by_location[0].family(Family::V4).len(), 1);
     }
 }

@@ -2469,7 +2469,39 @@ fn shipped_example_config_answers_end_to_end() {
             RecordType::A,
         );
         assert_eq!(r.a(), v4set(&["203.0.113.10"]), "{r}");
+        // The README's in-cluster redirect: `local_cluster: gke-us-east1` runs checkout.
+        let r = s.ask(p, "checkout.shop.myfed.svc.cluster.local.", RecordType::A);
+        assert_eq!(
+            r.cnames(),
+            [(
+                "checkout.shop.myfed.svc.cluster.local.".to_string(),
+                "checkout.shop.svc.cluster.local.".to_string()
+            )],
+            "{r}"
+        );
+        // catalog's own TTL.
+        let r = s.ask(p, "catalog.shop.myfed.svc.example.com.", RecordType::A);
+        assert_eq!(r.answers()[0].ttl, 10, "{r}");
     }
+    // aks-us-west2's pods (10.30/16, told by ECS): nothing ready there, so its zone's name,
+    // falling back to the region's healthy eks shard.
+    let r = Resp::parse(udp_exchange(
+        &udp_socket(),
+        s.udp,
+        &query_ecs(
+            "checkout.shop.myfed.svc.cluster.local.",
+            1,
+            24,
+            0,
+            &[10, 30, 0],
+        ),
+    ));
+    assert_eq!(
+        r.cnames()[0].1,
+        "checkout.shop.myfed.svc.us-west2-b.us-west2.example.com.",
+        "{r}"
+    );
+    assert_eq!(r.a(), v4set(&["198.51.100.20"]), "{r}");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -3810,4 +3842,266 @@ fn delegations_wildcards_additional_any_and_identity_over_the_wire() {
     let r = s.exchange(Proto::Udp, &query("example.com.", RecordType::SOA, Some(e)));
     let tail = String::from_utf8_lossy(&r.raw);
     assert!(tail.contains("edge-7"), "NSID in the OPT record: {r}");
+}
+
+// ------------------------------------------------------------------------------------------
+// In-cluster redirect (SVC.NS.FED.svc.cluster.local) and per-service settings (issue 11)
+// ------------------------------------------------------------------------------------------
+
+/// FED_MAIN with pod networks: east1's pods are 127.0.0.2, west-b's 127.0.0.3 (and
+/// 10.30.0.0/16, reached by ECS); eu's are 10.40.0.0/16.
+fn fed_in_cluster() -> String {
+    FED_MAIN
+        .replace(
+            "    zones: [us-east1-b, us-east1-c]\n",
+            "    zones: [us-east1-b, us-east1-c]\n    client_networks: [127.0.0.2/32]\n",
+        )
+        .replace(
+            "    zones: [us-west2-b]\n",
+            "    zones: [us-west2-b]\n    client_networks: [127.0.0.3/32, 10.30.0.0/16]\n",
+        )
+        .replace(
+            "    zones: [eu-west1-a]\n",
+            "    zones: [eu-west1-a]\n    client_networks: [10.40.0.0/16]\n",
+        )
+}
+
+const REDIRECT: &str = "checkout.shop.myfed.svc.cluster.local.";
+
+/// A UDP query from a given loopback source address (a pod of some cluster).
+fn ask_src(s: &Server, source: &str, qname: &str, t: RecordType) -> Resp {
+    ask_from(s, Proto::Udp, source, &query(qname, t, None))
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+#[test]
+fn in_cluster_redirect_answers_for_the_asking_cluster() {
+    let fx = Fixture::new(&fed_in_cluster(), "geo:\n  ecs: true\n");
+    let s = fx.start();
+    // east1 runs checkout with ready endpoints: the cluster-local name (over TCP too).
+    let r = ask_from(
+        &s,
+        Proto::Tcp,
+        "127.0.0.2",
+        &query(REDIRECT, RecordType::A, None),
+    );
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
+    let r = ask_src(&s, "127.0.0.2", REDIRECT, RecordType::A);
+    assert_eq!(r.rcode(), NOERROR, "{r}");
+    assert!(r.aa(), "{r}");
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
+    assert_eq!(r.answers()[0].ttl, 42, "{r}");
+    // west-b's shard has no ready endpoint: its zone's name, then its region's, which has
+    // west-a's healthy shard.
+    let r = ask_src(&s, "127.0.0.3", REDIRECT, RecordType::A);
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, Z_WEST_B), pair(Z_WEST_B, R_WEST),],
+        "{r}"
+    );
+    assert_eq!(r.a(), v4set(&["198.51.100.20"]), "{r}");
+    // The same over TCP, the cluster told by ECS (west-b's 10.30/16).
+    let raw = tcp_exchange(s.tcp, &query_ecs(REDIRECT, 1, 24, 0, &[10, 30, 1]));
+    let r = Resp::parse(raw);
+    assert_eq!(r.cnames()[0], pair(REDIRECT, Z_WEST_B), "{r}");
+    assert_eq!(r.a(), v4set(&["198.51.100.20"]), "{r}");
+    // eu runs checkout with ready endpoints but no load balancer: the local name still (the
+    // ClusterIP works inside the cluster).
+    let raw = udp_exchange(
+        &udp_socket(),
+        s.udp,
+        &query_ecs(REDIRECT, 1, 24, 0, &[10, 40, 1]),
+    );
+    let r = Resp::parse(raw);
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
+    // A client in no configured cluster: the global name, answered for it.
+    let r = s.ask(Proto::Udp, REDIRECT, RecordType::A);
+    assert_eq!(r.cnames(), [pair(REDIRECT, G)], "{r}");
+    assert_eq!(r.a(), v4set(&["203.0.113.10", "198.51.100.20"]), "{r}");
+    // The zone is served as a zone: SOA at the apex, NODATA above services, NXDOMAIN for
+    // unknown names under it, REFUSED beside it.
+    for p in BOTH {
+        let r = s.ask(p, "myfed.svc.cluster.local.", RecordType::SOA);
+        assert_eq!(r.rcode(), NOERROR, "{r}");
+        assert!(matches!(r.answers()[0].data, RData::SOA(_)), "{r}");
+        assert_negative(
+            &s.ask(p, "shop.myfed.svc.cluster.local.", RecordType::A),
+            NOERROR,
+            "myfed.svc.cluster.local.",
+            30,
+            "empty non-terminal",
+        );
+        assert_negative(
+            &s.ask(p, "nothing.shop.myfed.svc.cluster.local.", RecordType::A),
+            NXDOMAIN,
+            "myfed.svc.cluster.local.",
+            30,
+            "unknown service",
+        );
+        let r = s.ask(p, "checkout.shop.svc.cluster.local.", RecordType::A);
+        assert_eq!(r.rcode(), REFUSED, "{r}");
+    }
+    // Known services only: payments (healthy nowhere) still has its redirect name.
+    let r = ask_src(
+        &s,
+        "127.0.0.3",
+        "payments.billing.myfed.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert_eq!(r.rcode(), NOERROR, "{r}");
+}
+
+/// `geo.local_cluster`: a fedns inside one member cluster treats every client that no
+/// cluster network covers as that cluster's; cluster networks still win.
+#[test]
+fn local_cluster_places_clients_no_cluster_network_covers() {
+    let fx = Fixture::new(&fed_in_cluster(), "geo:\n  local_cluster: west-b\n");
+    let s = fx.start();
+    let r = s.ask(Proto::Udp, REDIRECT, RecordType::A);
+    assert_eq!(r.cnames()[0], pair(REDIRECT, Z_WEST_B), "{r}");
+    let r = ask_src(&s, "127.0.0.2", REDIRECT, RecordType::A);
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
+    // Edits follow: west-b's endpoints turn ready, and its clients go local.
+    fx.write(
+        "federation.yaml",
+        &fed_in_cluster().replace(
+            "        ready_endpoints: 0\n        not_ready_endpoints: 2\n",
+            "        ready_endpoints: 2\n",
+        ),
+    );
+    let local = wait_for(Duration::from_secs(5), || {
+        let r = s.ask(Proto::Udp, REDIRECT, RecordType::A);
+        (r.cnames() == [pair(REDIRECT, "checkout.shop.svc.cluster.local.")]).then_some(())
+    });
+    assert!(
+        local.is_some(),
+        "west-b clients go local once it has ready endpoints"
+    );
+    // New client networks wait for a restart, and say so.
+    fx.write(
+        "federation.yaml",
+        &fed_in_cluster().replace("127.0.0.2/32", "127.0.0.5/32"),
+    );
+    let said = wait_for(Duration::from_secs(5), || {
+        s.log_text()
+            .contains("cluster east1's client_networks changed")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", s.log_text());
+    let r = ask_src(&s, "127.0.0.2", REDIRECT, RecordType::A);
+    assert_eq!(
+        r.cnames(),
+        [pair(REDIRECT, "checkout.shop.svc.cluster.local.")],
+        "{r}"
+    );
+}
+
+/// Per-service `ttl:`, `policy:` and shard `weight:` in a federation file, visible over the
+/// wire, and changed live.
+#[test]
+fn per_service_ttl_policy_and_weight_over_the_wire() {
+    let fed = FED_MAIN.replace(
+        "  - name: checkout\n    namespace: shop\n",
+        "  - name: checkout\n    namespace: shop\n    ttl: 7\n    policy: {failover: [west-a]}\n",
+    );
+    let fx = Fixture::new(&fed, "");
+    let s = fx.start();
+    for p in BOTH {
+        let r = s.ask(p, G, RecordType::A);
+        assert_eq!(r.a(), v4set(&["198.51.100.20"]), "failover to west-a: {r}");
+        assert!(
+            r.answers().iter().all(|a| a.ttl == 7),
+            "the service's TTL: {r}"
+        );
+        // Other services keep the federation's TTL.
+        let r = s.ask(p, "catalog.shop.myfed.svc.example.com.", RecordType::A);
+        assert!(r.answers().iter().all(|a| a.ttl == 42), "{r}");
+        // Regional, zonal and redirect names carry it too.
+        let r = s.ask(p, Z_WEST_B, RecordType::A);
+        assert!(r.answers().iter().all(|a| a.ttl == 7), "{r}");
+    }
+    // Weighted, with east1's shard weighted 0: only west-a answers.
+    fx.write(
+        "federation.yaml",
+        &FED_MAIN
+            .replace(
+                "  - name: checkout\n    namespace: shop\n",
+                "  - name: checkout\n    namespace: shop\n    ttl: 9\n    policy: weighted\n",
+            )
+            .replace(
+                "        ready_endpoints: 3\n",
+                "        ready_endpoints: 3\n        weight: 0\n",
+            ),
+    );
+    let edited = wait_for(Duration::from_secs(5), || {
+        (s.ask(Proto::Udp, G, RecordType::A).answers()[0].ttl == 9).then_some(())
+    });
+    assert!(edited.is_some(), "the new TTL applies");
+    let answers: BTreeSet<Ipv4Addr> = (0..16)
+        .flat_map(|_| s.ask(Proto::Udp, G, RecordType::A).a())
+        .collect();
+    assert_eq!(
+        answers,
+        v4set(&["198.51.100.20"]),
+        "weight 0 leaves east1 out"
+    );
+    // Weight 1 again (the default): both clusters take turns.
+    fx.write(
+        "federation.yaml",
+        &FED_MAIN.replace(
+            "  - name: checkout\n    namespace: shop\n",
+            "  - name: checkout\n    namespace: shop\n    ttl: 11\n    policy: weighted\n",
+        ),
+    );
+    let edited = wait_for(Duration::from_secs(5), || {
+        (s.ask(Proto::Udp, G, RecordType::A).answers()[0].ttl == 11).then_some(())
+    });
+    assert!(edited.is_some(), "the new TTL applies");
+    let answers: BTreeSet<Ipv4Addr> = (0..16)
+        .flat_map(|_| s.ask(Proto::Udp, G, RecordType::A).a())
+        .collect();
+    assert_eq!(answers, v4set(&["203.0.113.10", "198.51.100.20"]));
+}
+
+/// A `local_cluster` that names no cluster is a problem `check` reports (file, line, value) and
+/// `serve` refuses to start with; a bad client network names its federation-file line.
+#[test]
+fn check_reports_an_unknown_local_cluster_and_bad_client_networks() {
+    let fx = Fixture::new(&fed_in_cluster(), "geo:\n  local_cluster: west-c\n");
+    let (code, out, err) = check(&fx);
+    assert_ne!(code, Some(0), "{out}\n{err}");
+    assert!(
+        err.contains("fedns.yaml:8: geo.local_cluster: \"west-c\" is no cluster"),
+        "{err}"
+    );
+    let bad = fed_in_cluster().replace("127.0.0.3/32", "127.0.0.300/32");
+    let fx = Fixture::new(&bad, "");
+    let (code, _, err) = check(&fx);
+    assert_ne!(code, Some(0));
+    let l = line_of(&bad, "127.0.0.300/32");
+    assert!(
+        err.contains(&format!(
+            "federation.yaml:{l}: clusters[2].client_networks[0]: \"127.0.0.300/32\""
+        )),
+        "{err}"
+    );
 }

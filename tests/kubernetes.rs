@@ -323,6 +323,8 @@ struct Answer {
     addrs: BTreeSet<IpAddr>,
     cname: Option<String>,
     srv: Vec<(u16, String)>,
+    /// TTL of the first answer record.
+    ttl: Option<u32>,
 }
 
 fn ask(server: SocketAddr, qname: &str, t: RecordType) -> Answer {
@@ -352,6 +354,7 @@ fn ask_from(src: &str, server: SocketAddr, qname: &str, t: RecordType) -> Answer
                 addrs: BTreeSet::new(),
                 cname: None,
                 srv: vec![],
+                ttl: msg.answers.first().map(|r| r.ttl),
             };
             for r in &msg.answers {
                 match &r.data {
@@ -1445,4 +1448,172 @@ fn a_member_that_never_syncs_stops_holding_readiness_after_sync_timeout() {
     );
     assert!(ready.contains("kubernetes:east1: ready"), "{ready}");
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(0.0));
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 11: per-service annotations, in-cluster redirect
+// ------------------------------------------------------------------------------------------
+
+/// checkout in `cluster` with these annotations (the Service object is replaced).
+fn annotated_checkout(ip: &str, annotations: serde_json::Value) -> serde_json::Value {
+    let mut v = service("shop", "checkout", fed_label(), &[ip], &[]);
+    v["metadata"]["annotations"] = annotations;
+    v
+}
+
+/// Every address `qname` answers with over `n` queries (weighted answers rotate).
+fn seen(f: &Fedns, qname: &str, n: usize) -> BTreeSet<IpAddr> {
+    (0..n).flat_map(|_| f.a(qname)).collect()
+}
+
+/// `fedns.io/ttl`, `fedns.io/policy` and `fedns.io/weight` on the federated Services change
+/// the answers; a bad value is logged and counted once, and the last good setting stays.
+#[test]
+fn service_annotations_set_ttl_policy_and_weight_and_bad_values_keep_the_last_good() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    assert_eq!(f.ask(G, RecordType::A).ttl, Some(5), "the section's TTL");
+    // east1 sets the service's TTL and policy; west's own Service weighs its shard 0.
+    cl.east1.put(
+        Res::Services,
+        annotated_checkout(
+            IP_EAST1,
+            json!({"fedns.io/ttl": "7", "fedns.io/policy": "weighted"}),
+        ),
+    );
+    cl.west.put(
+        Res::Services,
+        annotated_checkout(IP_WEST, json!({"fedns.io/weight": "0"})),
+    );
+    wait_for(SETTLE, || {
+        (f.ask(G, RecordType::A).ttl == Some(7)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("TTL annotation not applied:\n{}", f.log_text()));
+    // weighted: one cluster per answer, west (weight 0) never.
+    wait_for(SETTLE, || {
+        (seen(&f, G, 12) == set(&[IP_EAST1, IP_EAST2])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("weight annotation not applied:\n{}", f.log_text()));
+    assert_eq!(
+        f.a(G).len(),
+        1,
+        "weighted: one cluster's addresses per answer"
+    );
+    assert_eq!(
+        f.ask(R_WEST, RecordType::A).ttl,
+        Some(7),
+        "every name of the service"
+    );
+    // A failover order alone implies `failover`.
+    cl.east1.put(
+        Res::Services,
+        annotated_checkout(
+            IP_EAST1,
+            json!({"fedns.io/ttl": "7", "fedns.io/failover": "west, us-east1"}),
+        ),
+    );
+    f.expect_a(G, &[IP_WEST], SETTLE);
+    // Bad values: logged and counted once, the last good settings stay.
+    let metric = "fedns_annotation_errors_total{annotation=\"fedns.io/ttl\"}";
+    assert_eq!(f.metric(metric), None, "no bad value yet");
+    let bad = || {
+        annotated_checkout(
+            IP_EAST1,
+            json!({"fedns.io/ttl": "soon", "fedns.io/failover": "west, us-east1"}),
+        )
+    };
+    cl.east1.put(Res::Services, bad());
+    wait_for(SETTLE, || (f.metric(metric) == Some(1.0)).then_some(()))
+        .unwrap_or_else(|| panic!("bad TTL not counted:\n{}", f.log_text()));
+    let log = f.log_text();
+    assert!(
+        log.contains("fedns.io/ttl: \\\"soon\\\"") || log.contains("fedns.io/ttl: \"soon\""),
+        "the log names the annotation and the value:\n{log}"
+    );
+    assert!(
+        log.contains("shop/checkout") && log.contains("east1"),
+        "{log}"
+    );
+    let a = f.ask(G, RecordType::A);
+    assert_eq!(
+        (a.ttl, a.addrs.clone()),
+        (Some(7), set(&[IP_WEST])),
+        "{a:?}"
+    );
+    // The same bad value again (another change to the object): not counted again.
+    let mut again = bad();
+    again["metadata"]["labels"]["touched"] = json!("yes");
+    cl.east1.put(Res::Services, again);
+    // A good change elsewhere that must show, so we know the event above was processed.
+    cl.west.put(
+        Res::Services,
+        annotated_checkout("198.51.100.31", json!({"fedns.io/weight": "0"})),
+    );
+    f.expect_a(G, &["198.51.100.31"], SETTLE);
+    assert_eq!(f.metric(metric), Some(1.0), "once per change of value");
+    let count = f.log_text().matches("fedns.io/ttl: ").count();
+    assert_eq!(count, 1, "logged once:\n{}", f.log_text());
+    // Fixed: the new value applies.
+    cl.east1.put(
+        Res::Services,
+        annotated_checkout(IP_EAST1, json!({"fedns.io/ttl": "9"})),
+    );
+    wait_for(SETTLE, || {
+        (f.ask(G, RecordType::A).ttl == Some(9)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fixed TTL not applied:\n{}", f.log_text()));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, "198.51.100.31"], SETTLE);
+}
+
+/// `client_networks` on clusters of the `kubernetes:` section: pods of east1 (127.0.0.2) get
+/// the cluster-local name, pods of west (127.0.0.3) once west's endpoints are unready get
+/// west's zonal name, falling back up; other clients the global name.
+#[test]
+fn in_cluster_redirect_from_the_kubernetes_source() {
+    let cl = Clusters::start();
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[
+            "    - {name: east1, kubeconfig: kubeconfig, context: east1, client_networks: [127.0.0.2/32]}\n",
+            CLUSTER_EAST2,
+            "    - {name: west, kubeconfig: kubeconfig, context: west, client_networks: [127.0.0.3/32]}\n",
+        ],
+        30,
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let redirect = "checkout.shop.myfed.svc.cluster.local.";
+    let from = |src: &str| ask_from(src, f.udp, redirect, RecordType::A);
+    let local = "checkout.shop.svc.cluster.local.";
+    assert_eq!(from("127.0.0.2").cname.as_deref(), Some(local));
+    assert_eq!(from("127.0.0.3").cname.as_deref(), Some(local));
+    assert_eq!(
+        from("127.0.0.1").cname.as_deref(),
+        Some(G),
+        "no cluster: global"
+    );
+    cl.west.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-w1",
+            "checkout",
+            &[("10.246.1.5", false, false, Some("us-west2-a"))],
+        ),
+    );
+    wait_for(SETTLE, || {
+        (from("127.0.0.3").cname.as_deref() == Some(Z_WEST_A)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("west's pods never left the local name:\n{}", f.log_text()));
+    // West's zone and region have nothing else: the chain ends at the global name's answer
+    // for a west client (geo: the nearest healthy region, by the cluster's own topology).
+    let a = from("127.0.0.3");
+    assert_eq!(a.addrs, set(&[IP_EAST1, IP_EAST2]), "{a:?}");
+    assert_eq!(from("127.0.0.2").cname.as_deref(), Some(local));
 }

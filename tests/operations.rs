@@ -292,12 +292,19 @@ fn metrics_count_by_zone_and_pass_promtool() {
         5.0
     );
     assert!(get("fedns_response_size_bytes_sum{protocol=\"udp\"}") > 5.0 * 12.0);
-    // Zone labels are the served zones and "other", nothing else.
+    // Zone labels are the served zones (the federation's in-cluster redirect zone too) and
+    // "other", nothing else.
     for l in samples(&m, "fedns_re") {
         if let Some(i) = l.find("zone=\"") {
             let zone = l[i + 6..].split('"').next().unwrap();
             assert!(
-                ["example.com.", "example.org.", "other"].contains(&zone),
+                [
+                    "example.com.",
+                    "example.org.",
+                    "myfed.svc.cluster.local.",
+                    "other"
+                ]
+                .contains(&zone),
                 "unexpected zone label: {l}"
             );
         }

@@ -145,6 +145,7 @@ impl NodeData {
 type Level<'a> = (DnsName, &'a AddressSet, Vec<(DnsName, &'a AddressSet)>);
 
 /// Lays out the names of one federation's services and ingress hosts.
+#[derive(Clone, Copy)]
 pub(super) struct Layout<'a> {
     fed: &'a Federation,
     locator: &'a Locator,
@@ -286,8 +287,66 @@ impl<'a> Layout<'a> {
         )
     }
 
-    /// The names of one service: global, regional, zonal, and SRV names at each of them.
+    /// The names of one service: global, regional, zonal, SRV names at each of them, and its
+    /// in-cluster redirect name; the service's own TTL, when it sets one, on all of them.
     pub(super) fn service(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
+        let this = Layout {
+            ttl: svc.ttl.map_or(self.ttl, |t| t.max(1)),
+            ..*self
+        };
+        let mut names = this.federated(svc);
+        names.extend(this.redirect(svc));
+        names
+    }
+
+    /// `SVC.NS.FED.svc.DOMAIN` (DESIGN §1, what kube-dns `--federations` answered), per client
+    /// location: a CNAME to the cluster-local `SVC.NS.svc.DOMAIN` when the client's cluster has
+    /// ready endpoints of the service, else to the federated name of the client's cluster's
+    /// zone (its region's when the cluster has no zones), which falls back up the hierarchy by
+    /// itself. A client in no known cluster gets a CNAME to the global name (chosen for it).
+    fn redirect(&self, svc: &Service) -> Option<(DnsName, NodeData)> {
+        let (fed, ttl) = (self.fed, self.ttl);
+        let domain = fed.cluster_domain.as_ref()?;
+        let zone = fed.redirect_zone()?;
+        let name = DnsName::parse(&format!("{}.{}.{zone}", svc.name, svc.namespace)).ok()?;
+        let local = DnsName::parse(&format!("{}.{}.svc.{domain}", svc.name, svc.namespace)).ok()?;
+        let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
+        let global = DnsName::parse(&format!("{label}.{}", fed.zone)).ok()?;
+        let locations = self.locator.locations();
+        let per_location = (0..locations.len())
+            .map(|id| {
+                let cluster = self
+                    .locator
+                    .cluster_of(id)
+                    .and_then(|c| fed.clusters.iter().find(|x| x.name == c));
+                let target = match cluster {
+                    None => global.clone(),
+                    Some(c)
+                        if svc
+                            .shards
+                            .iter()
+                            .any(|s| s.cluster == c.name && s.ready_endpoints > 0) =>
+                    {
+                        local.clone()
+                    }
+                    Some(c) => {
+                        let asked = locations[id].as_ref().and_then(|l| l.zone.as_ref());
+                        let zone = asked.filter(|z| c.zones.contains(z)).or(c.zones.first());
+                        let suffix = match zone {
+                            Some(z) => format!("{z}.{}.{}", c.region, fed.zone),
+                            None => format!("{}.{}", c.region, fed.zone),
+                        };
+                        DnsName::parse(&format!("{label}.{suffix}")).unwrap_or(global.clone())
+                    }
+                };
+                vec![RRset::fixed(rtype::CNAME, ttl, vec![RData::Cname(target)])]
+            })
+            .collect();
+        Some((name, Self::node(per_location)))
+    }
+
+    /// The federated names of one service: global, regional, zonal, and SRV names at each.
+    fn federated(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
         let mut mine: Vec<(DnsName, NodeData)> = Vec::new();
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
@@ -381,6 +440,7 @@ impl<'a> Layout<'a> {
             ports: vec![],
             shards: host.shards.clone(),
             policy: None,
+            ttl: None,
         };
         (
             host.host.clone(),
@@ -423,10 +483,13 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
         // etcd has no client location: publish what a client of unknown location gets.
         let in_zone = |n: &DnsName| n.is_within(&fed.zone);
         let layout = Layout::new(fed, &locator);
+        // The in-cluster redirect names stay out: their answer depends on the asking cluster,
+        // and a SkyDNS reader has none.
         let laid_out = fed
             .services
             .iter()
             .flat_map(|svc| layout.service(svc))
+            .filter(|(n, _)| in_zone(n))
             .chain(
                 fed.ingress_hosts
                     .iter()
@@ -436,9 +499,14 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
         let bare = |t: &DnsName| t.to_string().trim_end_matches('.').to_string();
         for (name, data) in laid_out {
             let mut values = Vec::new();
-            let mut ttl = fed.ttl.max(1);
+            // A service's own TTL may be above the federation's.
+            let ttl = data
+                .rrsets
+                .iter()
+                .map(|r| r.ttl)
+                .min()
+                .unwrap_or(fed.ttl.max(1));
             for rr in &data.rrsets {
-                ttl = ttl.min(rr.ttl);
                 for d in &rr.rdatas {
                     let v = match d {
                         RData::A(a) => Published::Host(a.to_string()),
@@ -494,6 +562,7 @@ mod tests {
             addresses.push(format!("2001:db8::{}", c + 1).parse().unwrap());
         }
         Shard {
+            weight: None,
             cluster: CLUSTERS[c].0.into(),
             addresses,
             ready_endpoints: 1,
@@ -506,6 +575,7 @@ mod tests {
 
     fn federation(masks: [usize; 3], policy: Policy) -> Federation {
         Federation {
+            cluster_domain: None,
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -515,6 +585,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (n, r, z))| Cluster {
+                    client_networks: vec![],
                     name: n.to_string(),
                     region: r.to_string(),
                     zones: vec![z.to_string()],
@@ -523,6 +594,7 @@ mod tests {
                 })
                 .collect(),
             services: vec![std::sync::Arc::new(Service {
+                ttl: None,
                 name: "s".into(),
                 namespace: "n".into(),
                 ports: vec![ServicePort {

@@ -1,7 +1,8 @@
 //! Incremental ≡ full: a table built with the previous build's cache must answer every name,
 //! type and client location byte for byte as a table built from scratch from the same inputs.
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
-//! removed, policies, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
+//! removed, policies, per-service TTLs and shard weights, the in-cluster redirect zone and its
+//! per-cluster answers, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
 //! wildcards, delegations with glue, MX targets)
 //! from fixed seeds, so a failure is reproducible.
 
@@ -45,6 +46,7 @@ const CLUSTERS: [(&str, &str, &[&str]); 4] = [
 fn cluster(i: usize, weight: u32) -> Cluster {
     let (name, region, zones) = CLUSTERS[i];
     Cluster {
+        client_networks: vec![],
         name: name.into(),
         region: region.into(),
         zones: zones.iter().map(|z| z.to_string()).collect(),
@@ -66,6 +68,7 @@ fn address(rng: &mut Rng) -> IpAddr {
 
 fn shard(rng: &mut Rng, cluster: usize) -> Shard {
     Shard {
+        weight: rng.chance(25).then(|| rng.below(4) as u32),
         cluster: CLUSTERS[cluster].0.into(),
         addresses: (0..rng.below(3)).map(|_| address(rng)).collect(),
         ready_endpoints: rng.below(3) as u32,
@@ -95,6 +98,7 @@ fn service(rng: &mut Rng, n: usize) -> Service {
         clusters.push(rng.below(CLUSTERS.len()));
     }
     Service {
+        ttl: rng.chance(20).then(|| [5, 300][rng.below(2)]),
         name: format!("s{n}"),
         namespace: "ns".into(),
         ports: if rng.chance(50) {
@@ -194,6 +198,12 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
         5 => {
             if rng.chance(50) {
                 fed.policy = policy(rng);
+            } else if rng.chance(15) {
+                // The in-cluster redirect zone comes and goes.
+                fed.cluster_domain = match fed.cluster_domain {
+                    Some(_) => None,
+                    None => DnsName::parse("cluster.local").ok(),
+                };
             } else {
                 fed.ttl = [30, 60][rng.below(2)];
                 fed.max_answers = rng.below(3) + 1;
@@ -231,6 +241,10 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
         _ => {
             if let Some(s) = fed.services.get_mut(0).map(std::sync::Arc::make_mut) {
                 s.policy = rng.chance(50).then(|| policy(rng));
+                s.ttl = rng.chance(30).then(|| [5, 300][rng.below(2)]);
+                if let Some(sh) = s.shards.first_mut() {
+                    sh.weight = rng.chance(50).then(|| rng.below(4) as u32);
+                }
             }
         }
     }
@@ -265,6 +279,8 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
         "host.sub0.example.com",
         "x.ns.sub1.example.com",
         "nope.s0.ns.f.svc.example.com",
+        "nope.s0.ns.f.svc.cluster.local",
+        "s0.ns.svc.cluster.local",
     ]
     .iter()
     .map(|n| DnsName::parse(n).unwrap())
@@ -287,6 +303,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
 /// The test federation before any change: every cluster, six random services.
 fn first_federation(rng: &mut Rng) -> Federation {
     let mut fed = Federation {
+        cluster_domain: DnsName::parse("cluster.local").ok(),
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 30,

@@ -381,6 +381,14 @@ fn zone_list(
             ));
             zones.push(synthesized_soa(&fed.zone, "ns1", 3600, 600));
         }
+        // The in-cluster redirect zone (`FED.svc.cluster.local`) is the federation zone's
+        // twin: its SOA, under its own origin (a zone file for it wins, as for any zone).
+        if let Some(rz) = fed.redirect_zone()
+            && !zones.iter().any(|z| z.origin == rz)
+            && let Some(twin) = zones.iter().find(|z| z.origin == fed.zone).cloned()
+        {
+            zones.push(ZoneData { origin: rz, ..twin });
+        }
     }
     // etcd zones without a zone file get the SOA CoreDNS synthesizes (plugin.SOA): ns.dns.ZONE,
     // hostmaster.ZONE, refresh 7200, retry 1800, expire 86400, minimum 30, TTL 30.
@@ -830,6 +838,7 @@ impl BuildCache {
             clusters: fed.clusters.clone(),
             services: Vec::new(),
             ingress_hosts: Vec::new(),
+            cluster_domain: fed.cluster_domain.clone(),
         };
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).

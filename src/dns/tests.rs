@@ -18,6 +18,7 @@ const ZONE: &str = "$TTL 3600\nalias IN CNAME geo.shop.f.svc\n@ IN SOA ns1 hostm
 
 fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
     Shard {
+        weight: None,
         cluster: cluster.into(),
         addresses: ips.iter().map(|i| i.parse::<IpAddr>().unwrap()).collect(),
         ready_endpoints: ready,
@@ -30,6 +31,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
 
 pub(crate) fn federation(max_answers: usize) -> Federation {
     let c = |n: &str, r: &str, z: &[&str]| Cluster {
+        client_networks: vec![],
         name: n.into(),
         region: r.into(),
         zones: z.iter().map(|s| s.to_string()).collect(),
@@ -42,6 +44,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         },
     };
     let svc = |name: &str, shards: Vec<Shard>, policy: Option<Policy>| Service {
+        ttl: None,
         name: name.into(),
         namespace: "shop".into(),
         ports: vec![],
@@ -51,6 +54,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
     let many: Vec<String> = (1..=12).map(|i| format!("10.9.0.{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     Federation {
+        cluster_domain: DnsName::parse("cluster.local").ok(),
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 42,
@@ -63,6 +67,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         ],
         services: vec![
             Service {
+                ttl: None,
                 name: "web".into(),
                 namespace: "shop".into(),
                 ports: vec![ServicePort {
@@ -77,6 +82,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "down".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -84,6 +90,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "big".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -91,6 +98,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "geo".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -98,6 +106,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 policy: None,
             },
             Service {
+                ttl: None,
                 name: "split".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -168,18 +177,23 @@ fn table() -> Table {
     built.table
 }
 
-/// Clients in 10.1/16 are in east (zone east-b), 10.2/16 in west, 10.3/16 in eu.
-/// Client networks in three regions (`east` with zone `east-b`, `west`, `eu`), shared with the
-/// table's incremental tests.
+/// Clients in 10.1/16 are in east (zone east-b), 10.2/16 in west, 10.3/16 in eu; 10.40/16 to
+/// 10.43/16 are the pod networks of clusters e1, w1 (this module's federation), c0 and c2 (the
+/// incremental tests'). Shared with the table's incremental tests.
 pub(crate) fn locator() -> &'static Locator {
     static L: std::sync::OnceLock<Locator> = std::sync::OnceLock::new();
     L.get_or_init(|| {
         use crate::geo::ClientNetwork;
         let net = |a: &str, r: &str, z: Option<&str>| ClientNetwork {
+            cluster: None,
             addr: a.parse().unwrap(),
             prefix: 16,
             region: r.into(),
             zone: z.map(Into::into),
+        };
+        let cluster_net = |a: &str, c: &str, r: &str, z: Option<&str>| ClientNetwork {
+            cluster: Some(c.into()),
+            ..net(a, r, z)
         };
         Locator::new(
             &[
@@ -191,9 +205,16 @@ pub(crate) fn locator() -> &'static Locator {
                 net("10.1.0.0", "east", Some("east-b")),
                 net("10.2.0.0", "west", None),
                 net("10.3.0.0", "eu", None),
+                // Member clusters' pod networks (in-cluster redirect): one placed by its
+                // network, one (as a Kubernetes member is) by its cluster alone.
+                cluster_net("10.40.0.0", "e1", "east", Some("east-a")),
+                cluster_net("10.41.0.0", "w1", "", None),
+                cluster_net("10.42.0.0", "c0", "east", Some("east-a")),
+                cluster_net("10.43.0.0", "c2", "", None),
             ],
             &[],
             true,
+            None,
         )
     })
 }
@@ -1206,5 +1227,133 @@ fn rate_limited_udp_answers_drop_or_slip_and_tcp_is_never_limited() {
             .unwrap()
             .metadata
             .truncation
+    );
+}
+
+/// The CNAME chain of an answer, as `owner -> target` strings.
+fn cnames(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::CNAME(t) => Some(format!("{} -> {}", r.name, t.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `SVC.NS.FED.svc.cluster.local` (DESIGN §1): the local service when the asking client's
+/// cluster has ready endpoints, else its cluster's zonal name (and on up the hierarchy, in the
+/// same answer), else for a client in no known cluster the global name.
+#[test]
+fn in_cluster_redirect_follows_the_asking_cluster() {
+    let t = table();
+    let ask = |name: &str, t_: RecordType, client: &str| {
+        ask_from(
+            &t,
+            &query_bytes(name, t_, false),
+            Transport::Udp,
+            client,
+            &mut WorkerState::default(),
+        )
+        .unwrap()
+    };
+    let web = "web.shop.f.svc.cluster.local.";
+    // e1 runs web with ready endpoints: the cluster-local name, outside our zones (the
+    // cluster's own DNS follows it).
+    let m = ask(web, RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.authoritative);
+    assert_eq!(
+        cnames(&m),
+        ["web.shop.f.svc.cluster.local. -> web.shop.svc.cluster.local."]
+    );
+    assert!(addrs(&m).is_empty());
+    // w1's shard has no ready endpoint: w1's zone, then its region, then the global name,
+    // which answers with the nearest healthy shard (east's).
+    let m = ask(web, RecordType::A, "10.41.0.9");
+    assert_eq!(
+        cnames(&m),
+        [
+            "web.shop.f.svc.cluster.local. -> web.shop.f.svc.west-a.west.example.com.",
+            "web.shop.f.svc.west-a.west.example.com. -> web.shop.f.svc.west.example.com.",
+            "web.shop.f.svc.west.example.com. -> web.shop.f.svc.example.com.",
+        ]
+    );
+    assert_eq!(addrs(&m), ["10.0.0.1"]);
+    // geo runs in both: each cluster gets its own copy.
+    let m = ask("geo.shop.f.svc.cluster.local.", RecordType::A, "10.41.0.9");
+    assert_eq!(
+        cnames(&m),
+        ["geo.shop.f.svc.cluster.local. -> geo.shop.svc.cluster.local."]
+    );
+    // A client in no configured cluster: the global name, chosen for it.
+    let m = ask(web, RecordType::A, "192.0.2.7");
+    assert_eq!(
+        cnames(&m),
+        ["web.shop.f.svc.cluster.local. -> web.shop.f.svc.example.com."]
+    );
+    assert_eq!(addrs(&m), ["10.0.0.1"]);
+    // Case kept in the question, CNAME TTL the federation's.
+    let m = ask(
+        "WEB.shop.f.SVC.cluster.local.",
+        RecordType::AAAA,
+        "10.40.0.9",
+    );
+    assert_eq!(m.answers[0].ttl, 42);
+    // The zone: SOA at its apex, NODATA for empty non-terminals, NXDOMAIN below it, REFUSED
+    // beside it.
+    let m = ask("f.svc.cluster.local.", RecordType::SOA, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(matches!(m.answers[0].data, RData::SOA(_)), "{m:?}");
+    let m = ask("shop.f.svc.cluster.local.", RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    let m = ask("nope.shop.f.svc.cluster.local.", RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NXDomain);
+    assert!(matches!(m.authorities[0].data, RData::SOA(_)), "{m:?}");
+    let m = ask("web.shop.svc.cluster.local.", RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::Refused);
+}
+
+/// With `local_cluster`, every client no cluster network covers is in that cluster.
+#[test]
+fn local_cluster_places_clients_without_a_cluster_network() {
+    let locator = Locator::new(&[], &[], &[], false, Some("w1"));
+    let zone = crate::dns::zonefile::parse(Path::new("example.com.zone"), ZONE).unwrap();
+    let t = build(BuildInput {
+        etcd: &[],
+        cache: None,
+        zones: &[zone],
+        federations: &[federation(8)],
+        serial: 1,
+        generation: 1,
+        locator: &locator,
+        signing: &[],
+    })
+    .table;
+    let mut out = vec![0u8; 65535];
+    let req = query_bytes("web.shop.f.svc.cluster.local.", RecordType::A, false);
+    let n = respond(
+        Source {
+            table: &t,
+            locator: &locator,
+            limits: Limits { edns_payload: 1232 },
+            tsig: None,
+            identity: None,
+        },
+        &req,
+        &mut out,
+        Peer {
+            addr: "192.0.2.7".parse().unwrap(),
+            transport: Transport::Udp,
+        },
+        &mut WorkerState::default(),
+        &QueryStats::default(),
+    )
+    .unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(
+        cnames(&m)[0],
+        "web.shop.f.svc.cluster.local. -> web.shop.f.svc.west-a.west.example.com."
     );
 }

@@ -384,7 +384,13 @@ fn global_step(
     }
     let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
     let everything = format!("every healthy shard with {fl}");
-    let location = locator.locations().get(loc as usize).cloned().flatten();
+    // A client of a member cluster is where that cluster is (as selection places it).
+    let location = locator
+        .locations()
+        .get(loc as usize)
+        .cloned()
+        .flatten()
+        .map(|l| selection::placed(fed, &l));
     let why = match (policy, &location) {
         (Policy::All, _) => format!("policy all: {everything}"),
         (Policy::Geo, None) => {
@@ -612,7 +618,10 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
     let (loc, found) = locator.explain(located_ip);
     let location = locator.locations()[loc as usize].clone();
     let found = match found {
-        Found::Network { cidr } => format!("client network {cidr}"),
+        Found::Network { cidr } => match locator.cluster_of(loc as usize) {
+            Some(c) => format!("client network {cidr} (cluster {c})"),
+            None => format!("client network {cidr}"),
+        },
         Found::GeoIp { network } => format!("GeoIP database, {network}"),
         Found::Unknown => "no client network or GeoIP entry matches".into(),
     };

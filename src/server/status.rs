@@ -538,6 +538,7 @@ mod tests {
         let clusters = ["east", "west"]
             .iter()
             .map(|n| Cluster {
+                client_networks: vec![],
                 name: n.to_string(),
                 region: format!("us-{n}1"),
                 zones: vec![format!("us-{n}1-a")],
@@ -547,6 +548,7 @@ mod tests {
         let services = (0..services)
             .map(|i| {
                 Arc::new(Service {
+                    ttl: None,
                     name: format!("svc{i}"),
                     namespace: "shop".into(),
                     ports: vec![],
@@ -570,6 +572,7 @@ mod tests {
             })
             .collect();
         Federation {
+            cluster_domain: None,
             name: "myfed".into(),
             zone: DnsName::parse("example.com.").unwrap(),
             ttl: 30,

@@ -38,6 +38,17 @@ struct RawFederation {
     max_answers: usize,
     #[serde(default)]
     policy: Option<Spanned<RawPolicy>>,
+    /// The member clusters' DNS domain; `""` turns the in-cluster redirect names off.
+    #[serde(default = "default_cluster_domain")]
+    cluster_domain: Spanned<String>,
+}
+
+fn default_cluster_domain() -> Spanned<String> {
+    Spanned::new(
+        "cluster.local".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 /// `policy: geo | all | weighted | {failover: [cluster or region, ...]}`
@@ -66,10 +77,13 @@ struct RawCluster {
     zones: Vec<Spanned<String>>,
     #[serde(default = "default_weight")]
     weight: u32,
+    /// Pod and node networks (CIDRs): clients there are in this cluster.
+    #[serde(default)]
+    client_networks: Vec<Spanned<String>>,
 }
 
 fn default_weight() -> u32 {
-    1
+    crate::model::DEFAULT_WEIGHT
 }
 
 #[derive(Deserialize)]
@@ -83,6 +97,9 @@ struct RawService {
     shards: Vec<RawShard>,
     #[serde(default)]
     policy: Option<Spanned<RawPolicy>>,
+    /// Overrides `federation.ttl` for this service's names.
+    #[serde(default)]
+    ttl: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +132,9 @@ struct RawShard {
     not_ready_endpoints: u32,
     #[serde(default)]
     zones: Vec<Spanned<String>>,
+    /// Overrides the cluster's weight for this service.
+    #[serde(default)]
+    weight: Option<u32>,
 }
 
 /// A parsed federation file: the federation as written (shards hold only their literal
@@ -312,11 +332,19 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
                 );
             }
         }
+        let mut client_networks = Vec::new();
+        for (j, n) in c.client_networks.iter().enumerate() {
+            match crate::config::parse_cidr(&n.value) {
+                Ok(net) => client_networks.push(net),
+                Err(e) => problems.at(n, format!("clusters[{i}].client_networks[{j}]"), e),
+            }
+        }
         clusters.push(Cluster {
             name: c.name.value.clone(),
             region: c.region.value.clone(),
             zones: c.zones.iter().map(|z| z.value.clone()).collect(),
             weight: c.weight,
+            client_networks,
         });
     }
 
@@ -422,6 +450,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
                 probe: Default::default(),
                 probe_down: Vec::new(),
+                weight: sh.weight,
             });
         }
         services.push(Service {
@@ -430,6 +459,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             ports,
             shards,
             policy: None,
+            ttl: s.ttl,
         });
     }
     let regions: Vec<&str> = clusters.iter().map(|c| c.region.as_str()).collect();
@@ -469,6 +499,25 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             ));
         }
     }
+    let cd = &raw.federation.cluster_domain;
+    let cluster_domain = match cd.value.trim() {
+        "" => None,
+        d => match DnsName::parse(d) {
+            Ok(n) if !n.is_root() => Some(n),
+            Ok(_) => {
+                problems.at(
+                    cd,
+                    "federation.cluster_domain".into(),
+                    "the root cannot be a cluster domain".into(),
+                );
+                None
+            }
+            Err(e) => {
+                problems.at(cd, "federation.cluster_domain".into(), e);
+                None
+            }
+        },
+    };
     if !problems.list.is_empty() {
         return Err(problems.list);
     }
@@ -481,6 +530,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
         clusters,
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
+        cluster_domain,
     };
     Ok(Parsed {
         federation,
@@ -576,6 +626,64 @@ mod tests {
         }
         let f = parse(Path::new("big.yaml"), &text).unwrap();
         assert_eq!(f.services.len(), 25_000);
+    }
+
+    #[test]
+    fn per_service_knobs_client_networks_and_cluster_domain() {
+        let f = GOOD
+            .replace(
+                "    zones: [east-a]\n",
+                "    zones: [east-a]\n    client_networks: [10.4.0.0/14, \"fd00:4::/48\"]\n",
+            )
+            .replace(
+                "    namespace: shop\n",
+                "    namespace: shop\n    ttl: 5\n    policy: weighted\n",
+            )
+            .replace(
+                "ready_endpoints: 1\n",
+                "ready_endpoints: 1\n        weight: 7\n",
+            );
+        let fed = parse(Path::new("f.yaml"), &f).unwrap();
+        assert_eq!(fed.clusters[0].weight, crate::model::DEFAULT_WEIGHT);
+        assert_eq!(
+            fed.clusters[0].client_networks,
+            vec![
+                ("10.4.0.0".parse().unwrap(), 14),
+                ("fd00:4::".parse().unwrap(), 48)
+            ]
+        );
+        assert_eq!(fed.services[0].ttl, Some(5));
+        assert_eq!(fed.services[0].policy, Some(Policy::Weighted));
+        assert_eq!(fed.services[0].shards[0].weight, Some(7));
+        assert_eq!(fed.cluster_domain, DnsName::parse("cluster.local").ok());
+        assert_eq!(
+            fed.redirect_zone().unwrap().to_string(),
+            "myfed.svc.cluster.local."
+        );
+        let off = GOOD.replace(
+            "  zone: example.com\n",
+            "  zone: example.com\n  cluster_domain: \"\"\n",
+        );
+        assert_eq!(
+            parse(Path::new("f.yaml"), &off).unwrap().cluster_domain,
+            None
+        );
+        let bad = f.replace("10.4.0.0/14", "10.4.0.0/40");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("f.yaml:8: clusters[0].client_networks[0]: \"10.4.0.0/40\""),
+            "{}",
+            errs[0]
+        );
+        let bad = f.replace("ttl: 5", "ttl: soon");
+        let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+        assert!(
+            errs[0].to_string().contains("services[0].ttl"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -34,8 +34,15 @@ pub struct RawKubernetes {
     coalesce_ms: u64,
     #[serde(default = "default_resolve")]
     resolve_interval_secs: u64,
+    /// The member clusters' DNS domain; `""` turns the in-cluster redirect names off.
+    #[serde(default = "default_cluster_domain")]
+    cluster_domain: String,
     #[serde(default)]
     clusters: Vec<RawCluster>,
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
 }
 
 /// `policy: geo | all | weighted | {failover: [cluster or region, ...]}`, as in federation files.
@@ -75,6 +82,9 @@ struct RawCluster {
     zones: Vec<String>,
     #[serde(default = "default_weight")]
     weight: u32,
+    /// Pod and node networks (CIDRs): clients there are in this cluster.
+    #[serde(default)]
+    client_networks: Vec<String>,
 }
 
 fn default_ttl() -> u32 {
@@ -98,7 +108,7 @@ fn default_resolve() -> u64 {
     30
 }
 fn default_weight() -> u32 {
-    100
+    crate::model::DEFAULT_WEIGHT
 }
 
 /// `KEY` or `KEY=VALUE`: an object matches when it carries KEY (with VALUE, when given).
@@ -166,6 +176,8 @@ pub struct ClusterSpec {
     pub region: Option<String>,
     pub zones: Vec<String>,
     pub weight: u32,
+    /// Pod and node networks: clients there are in this cluster (in-cluster redirect).
+    pub client_networks: Vec<(std::net::IpAddr, u8)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +195,8 @@ pub struct KubeSettings {
     pub sync_timeout: Duration,
     pub coalesce: Duration,
     pub resolve_interval: Duration,
+    /// See [`crate::model::Federation::cluster_domain`].
+    pub cluster_domain: Option<DnsName>,
     pub clusters: Vec<ClusterSpec>,
 }
 
@@ -320,14 +334,39 @@ impl RawKubernetes {
             if !c.zones.is_empty() && c.region.is_none() {
                 err(at("zones"), "zones need a region override too".into());
             }
+            let mut client_networks = Vec::new();
+            for (j, n) in c.client_networks.iter().enumerate() {
+                match crate::config::parse_cidr(n) {
+                    Ok(net) => client_networks.push(net),
+                    Err(e) => err(at(&format!("client_networks[{j}]")), e),
+                }
+            }
             clusters.push(ClusterSpec {
                 name: c.name,
                 access,
                 region: c.region,
                 zones: c.zones,
                 weight: c.weight,
+                client_networks,
             });
         }
+        let cluster_domain = match self.cluster_domain.trim() {
+            "" => None,
+            d => match DnsName::parse(d) {
+                Ok(n) if !n.is_root() => Some(n),
+                Ok(_) => {
+                    err(
+                        "kubernetes.cluster_domain".into(),
+                        "the root cannot be a cluster domain".into(),
+                    );
+                    None
+                }
+                Err(e) => {
+                    err("kubernetes.cluster_domain".into(), e);
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -342,6 +381,7 @@ impl RawKubernetes {
             sync_timeout: Duration::from_secs(self.sync_timeout_secs),
             coalesce: Duration::from_millis(self.coalesce_ms),
             resolve_interval: Duration::from_secs(self.resolve_interval_secs),
+            cluster_domain,
             clusters,
         })
     }
@@ -382,7 +422,17 @@ mod tests {
             }
         );
         assert_eq!(s.clusters[1].access, Access::InCluster);
-        assert_eq!(s.clusters[1].weight, 100);
+        // One default weight in every source (federation files too).
+        assert_eq!(s.clusters[1].weight, crate::model::DEFAULT_WEIGHT);
+        assert_eq!(s.cluster_domain, DnsName::parse("cluster.local").ok());
+        let n = parse("federation: f\nzone: example.com\ncluster_domain: \"\"\nclusters:\n  - {name: a, in_cluster: true, client_networks: [10.4.0.0/14, \"fd00:4::/48\"]}\n").unwrap();
+        assert_eq!(n.cluster_domain, None);
+        assert_eq!(n.clusters[0].client_networks.len(), 2);
+        let bad = parse("federation: f\nzone: example.com\nclusters:\n  - {name: a, in_cluster: true, client_networks: [10.4.0.0/99]}\n").unwrap_err();
+        assert_eq!(
+            bad[0].0, "kubernetes.clusters[0].client_networks[0]",
+            "{bad:?}"
+        );
     }
 
     #[test]

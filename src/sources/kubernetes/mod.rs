@@ -91,11 +91,37 @@ pub fn check(settings: &KubeSettings) -> Vec<Problem> {
     out
 }
 
+/// Logs and counts the bad `fedns.io/*` annotation values a Service change brings that the
+/// Service did not have before (so a value is reported once, not with every snapshot; the
+/// Service keeps its last good settings, `state::Grouped::carry`).
+fn report_annotations(
+    cluster: &str,
+    store: &state::Store<state::SlimService>,
+    change: &state::Change<state::SlimService>,
+    km: &KubeMetrics,
+) {
+    let (state::Change::Apply(key, Some(new)) | state::Change::InitApply(key, Some(new))) = change
+    else {
+        return;
+    };
+    for (annotation, value, why) in new.new_annotation_errors(store.live.get(key)) {
+        tracing::warn!(
+            cluster = %cluster,
+            service = %format!("{}/{}", key.0, key.1),
+            annotation = *annotation,
+            "Service {}/{} in cluster {cluster}: {annotation}: {value:?}: {why}; keeping its last good setting",
+            key.0, key.1,
+        );
+        km.annotation_errors.with_label_values(&[annotation]).inc();
+    }
+}
+
 struct KubeMetrics {
     cluster_up: IntGaugeVec,
     watch_errors: IntCounterVec,
     cluster_expired: IntGaugeVec,
     fail_static: IntGauge,
+    annotation_errors: IntCounterVec,
 }
 
 impl KubeMetrics {
@@ -120,6 +146,15 @@ impl KubeMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(fail_static.clone()));
+        let annotation_errors = IntCounterVec::new(
+            Opts::new(
+                "fedns_annotation_errors_total",
+                "Bad fedns.io/* annotation values seen on federated Services, once per change of value",
+            ),
+            &["annotation"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(annotation_errors.clone()));
         KubeMetrics {
             cluster_up: gauge_vec(
                 "fedns_cluster_up",
@@ -133,6 +168,7 @@ impl KubeMetrics {
             ),
             watch_errors,
             fail_static,
+            annotation_errors,
         }
     }
 
@@ -455,7 +491,10 @@ impl KubeSource {
         match body {
             ClusterMsg::Change(c) => {
                 match c {
-                    KindChange::Services(c) => n.state.services.apply(c),
+                    KindChange::Services(c) => {
+                        report_annotations(name, &n.state.services, &c, &self.km);
+                        n.state.services.apply(c)
+                    }
                     KindChange::Slices(c) => n.state.slices.apply(c),
                     KindChange::Ingresses(c) => n.state.ingresses.apply(c),
                     KindChange::Nodes(c) => n.state.nodes.apply(c),
@@ -543,7 +582,10 @@ impl KubeSource {
         }
         let changed = match msg.body {
             ClusterMsg::Change(c) => match c {
-                KindChange::Services(c) => r.state.services.apply(c),
+                KindChange::Services(c) => {
+                    report_annotations(&msg.cluster, &r.state.services, &c, &self.km);
+                    r.state.services.apply(c)
+                }
                 KindChange::Slices(c) => r.state.slices.apply(c),
                 KindChange::Ingresses(c) => r.state.ingresses.apply(c),
                 KindChange::Nodes(c) => r.state.nodes.apply(c),
@@ -1073,6 +1115,7 @@ mod tests {
             .apply(Change::Apply(
                 ("shop".into(), "web".into()),
                 Some(state::SlimService {
+                    settings: Default::default(),
                     ports: vec![],
                     lb_ips: vec!["10.0.0.1".parse().unwrap()],
                     lb_hosts: vec![],
@@ -1093,6 +1136,7 @@ mod tests {
         let mut old = listed();
         let web: state::Key = ("shop".into(), "web".into());
         let svc = |ip: &str| state::SlimService {
+            settings: Default::default(),
             ports: vec![],
             lb_ips: vec![ip.parse().unwrap()],
             lb_hosts: vec![],

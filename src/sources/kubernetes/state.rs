@@ -1,8 +1,8 @@
 //! What fedns remembers about each member cluster, and how all clusters become one
 //! [`Federation`] snapshot.
 //!
-//! Only the fields DNS needs are kept (a few short strings and counters per Service,
-//! EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
+//! Only the fields DNS needs are kept (a few short strings and counters per Service, with its
+//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
 //! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
 //! (no gap while it runs); a cluster contributes shards only once all four kinds have been
@@ -15,7 +15,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
-use crate::model::{Cluster, DnsName, Federation, IngressHost, Service, ServicePort, Shard};
+use crate::model::{
+    Cluster, DnsName, Federation, IngressHost, Policy, Service, ServicePort, Shard,
+};
 use crate::selection::is_healthy;
 
 /// `(namespace, name)`; cluster-scoped objects have an empty namespace.
@@ -26,6 +28,121 @@ pub struct SlimService {
     pub ports: Vec<ServicePort>,
     pub lb_ips: Vec<IpAddr>,
     pub lb_hosts: Vec<String>,
+    /// Its `fedns.io/*` annotations.
+    pub settings: Annotations,
+}
+
+/// The per-service annotations of a federated Service (validated).
+pub const TTL: &str = "fedns.io/ttl";
+pub const POLICY: &str = "fedns.io/policy";
+pub const WEIGHT: &str = "fedns.io/weight";
+pub const FAILOVER: &str = "fedns.io/failover";
+
+/// What a Service's `fedns.io/*` annotations say. A bad value leaves its setting as it was
+/// (the last good value this cluster's Service had, [`Grouped::carry`]) and is listed in `bad`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Annotations {
+    /// `fedns.io/ttl`: seconds, 1..=2147483647 (RFC 2181).
+    pub ttl: Option<u32>,
+    /// `fedns.io/policy` (`geo`, `all`, `weighted`, `failover`) with `fedns.io/failover`
+    /// (comma-separated clusters or regions, in order; alone it implies `failover`).
+    pub policy: Option<Policy>,
+    /// `fedns.io/weight`: this cluster's shard's weight under `weighted`.
+    pub weight: Option<u32>,
+    /// (annotation, value, why) of every bad value.
+    pub bad: Vec<(&'static str, String, String)>,
+}
+
+impl Annotations {
+    /// Reads the annotations through `get` (annotation → value).
+    pub fn parse<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Annotations {
+        let mut a = Annotations::default();
+        let mut list: Vec<(&'static str, String, String)> = Vec::new();
+        let number =
+            |k: &'static str, v: &str, max: u32, list: &mut Vec<_>| match v.trim().parse::<u32>() {
+                Ok(n) if n <= max => Some(n),
+                _ => {
+                    list.push((k, v.to_string(), format!("not a whole number 0..={max}")));
+                    None
+                }
+            };
+        if let Some(v) = get(TTL) {
+            a.ttl = number(TTL, v, i32::MAX as u32, &mut list);
+            if a.ttl == Some(0) {
+                a.ttl = None;
+                list.push((TTL, v.to_string(), "must be at least 1".into()));
+            }
+        }
+        if let Some(v) = get(WEIGHT) {
+            a.weight = number(WEIGHT, v, 1_000_000, &mut list);
+        }
+        let order: Option<Vec<String>> = get(FAILOVER).and_then(|v| {
+            let order: Vec<String> = v.split(',').map(|e| e.trim().to_string()).collect();
+            if order
+                .iter()
+                .any(|e| e.is_empty() || e.contains(char::is_whitespace))
+            {
+                list.push((
+                    FAILOVER,
+                    v.to_string(),
+                    "not a comma-separated list of clusters or regions".into(),
+                ));
+                return None;
+            }
+            Some(order)
+        });
+        let failover_bad = list.iter().any(|(k, _, _)| *k == FAILOVER);
+        match get(POLICY).map(str::trim) {
+            None => a.policy = order.map(Policy::Failover),
+            Some("geo") => a.policy = Some(Policy::Geo),
+            Some("all") => a.policy = Some(Policy::All),
+            Some("weighted") => a.policy = Some(Policy::Weighted),
+            Some("failover") => match order {
+                Some(o) => a.policy = Some(Policy::Failover(o)),
+                None if failover_bad => {}
+                None => list.push((
+                    POLICY,
+                    "failover".into(),
+                    format!("failover needs {FAILOVER} (the order)"),
+                )),
+            },
+            Some(v) => list.push((
+                POLICY,
+                v.to_string(),
+                "not geo, all, weighted or failover".into(),
+            )),
+        }
+        if matches!(a.policy, Some(Policy::Geo | Policy::All | Policy::Weighted))
+            && let Some(v) = get(FAILOVER)
+        {
+            list.push((
+                FAILOVER,
+                v.to_string(),
+                format!("set while {POLICY} is not failover"),
+            ));
+        }
+        a.bad = list;
+        a
+    }
+
+    /// Whether annotation `k` has a bad value.
+    fn is_bad(&self, k: &str) -> bool {
+        self.bad.iter().any(|(b, _, _)| *b == k)
+    }
+}
+
+impl SlimService {
+    /// The bad annotation values of `self` that `old` (this Service before) did not have:
+    /// what to log and count, once per change.
+    pub fn new_annotation_errors<'a>(
+        &'a self,
+        old: Option<&SlimService>,
+    ) -> impl Iterator<Item = &'a (&'static str, String, String)> {
+        self.settings
+            .bad
+            .iter()
+            .filter(move |b| old.is_none_or(|o| !o.settings.bad.contains(b)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +189,25 @@ pub trait Grouped {
     fn group(&self, key: &Key) -> Key {
         key.clone()
     }
+    /// Called with the object this one replaces: keeps from it what this one says badly
+    /// (a Service's last good annotation values).
+    fn carry(&mut self, _old: &Self) {}
 }
 
-impl Grouped for SlimService {}
+impl Grouped for SlimService {
+    fn carry(&mut self, old: &Self) {
+        let (new, was) = (&mut self.settings, &old.settings);
+        if new.is_bad(TTL) {
+            new.ttl = was.ttl;
+        }
+        if new.is_bad(WEIGHT) {
+            new.weight = was.weight;
+        }
+        if new.is_bad(POLICY) || new.is_bad(FAILOVER) {
+            new.policy = was.policy.clone();
+        }
+    }
+}
 impl Grouped for SlimIngress {}
 impl Grouped for SlimNode {}
 impl Grouped for SlimSlice {
@@ -147,7 +280,10 @@ impl<T: PartialEq + Grouped> Store<T> {
                 false
             }
             Change::InitApply(k, v) => {
-                if let (Some(buf), Some(v)) = (self.relist.as_mut(), v) {
+                if let (Some(buf), Some(mut v)) = (self.relist.as_mut(), v) {
+                    if let Some(old) = self.live.get(&k) {
+                        v.carry(old);
+                    }
                     buf.insert(k, v);
                 }
                 false
@@ -168,11 +304,17 @@ impl<T: PartialEq + Grouped> Store<T> {
                 }
                 changed
             }
-            Change::Apply(k, Some(v)) => {
+            Change::Apply(k, Some(mut v)) => {
                 // Events between Init and InitDone would be lost on the swap otherwise.
                 if let Some(buf) = self.relist.as_mut() {
+                    if let Some(old) = buf.get(&k).or(self.live.get(&k)) {
+                        v.carry(old);
+                    }
                     buf.insert(k.clone(), v);
                     return false;
+                }
+                if let Some(old) = self.live.get(&k) {
+                    v.carry(old);
                 }
                 if self.live.get(&k) == Some(&v) {
                     return false;
@@ -419,6 +561,7 @@ impl Assembler {
                     region: region.clone(),
                     zones: zones.clone(),
                     weight: spec.weight,
+                    client_networks: spec.client_networks.clone(),
                 });
             }
             views.push(View {
@@ -479,6 +622,7 @@ impl Assembler {
                 clusters: model_clusters,
                 services: self.services.values().map(|(s, _)| s.clone()).collect(),
                 ingress_hosts,
+                cluster_domain: settings.cluster_domain.clone(),
             },
             stats,
         )
@@ -518,11 +662,15 @@ fn service_of(
     let mut ports: Vec<ServicePort> = Vec::new();
     let (mut shards, mut expired) = (Vec::new(), Vec::new());
     let mut found = false;
+    // Service-wide settings: the first cluster (in config order) whose Service sets them.
+    let (mut ttl, mut policy) = (None, None);
     for v in views {
         let Some(svc) = v.state.services.live.get(key) else {
             continue;
         };
         found = true;
+        ttl = ttl.or(svc.settings.ttl);
+        policy = policy.or(svc.settings.policy.clone());
         let (r, nr, ez, zoneless) = tally(v.state, key);
         // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
         let shard_zones: Vec<String> = if zoneless {
@@ -539,6 +687,7 @@ fn service_of(
             ready_endpoints: r,
             not_ready_endpoints: nr,
             zones: shard_zones,
+            weight: svc.settings.weight,
             ..Shard::default()
         };
         for p in &svc.ports {
@@ -569,7 +718,8 @@ fn service_of(
             namespace: key.0.clone(),
             ports,
             shards,
-            policy: None,
+            policy,
+            ttl,
         },
         from_expired,
     ))
@@ -632,6 +782,7 @@ pub(super) mod tests {
     /// Settings of a test federation `f` in `example.com` (shared with the source's tests).
     pub(crate) fn settings(grace: u64) -> KubeSettings {
         KubeSettings {
+            cluster_domain: None,
             federation: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -648,6 +799,7 @@ pub(super) mod tests {
 
     pub(crate) fn spec(name: &str) -> ClusterSpec {
         ClusterSpec {
+            client_networks: vec![],
             name: name.into(),
             access: Access::InCluster,
             region: None,
@@ -657,6 +809,66 @@ pub(super) mod tests {
     }
 
     impl Grouped for u32 {}
+
+    fn annotated(pairs: &[(&str, &str)]) -> SlimService {
+        SlimService {
+            ports: vec![],
+            lb_ips: vec!["10.0.0.1".parse().unwrap()],
+            lb_hosts: vec![],
+            settings: Annotations::parse(|k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v)),
+        }
+    }
+
+    #[test]
+    fn annotations_parse_and_bad_values_keep_the_last_good_ones() {
+        let good = annotated(&[(TTL, "5"), (WEIGHT, "3"), (FAILOVER, "w1, east")]);
+        assert_eq!(good.settings.ttl, Some(5));
+        assert_eq!(good.settings.weight, Some(3));
+        assert_eq!(
+            good.settings.policy,
+            Some(Policy::Failover(vec!["w1".into(), "east".into()]))
+        );
+        assert!(good.settings.bad.is_empty());
+        assert_eq!(
+            annotated(&[(POLICY, "weighted")]).settings.policy,
+            Some(Policy::Weighted)
+        );
+        for (pairs, which) in [
+            (&[(TTL, "0")][..], TTL),
+            (&[(TTL, "5s")][..], TTL),
+            (&[(WEIGHT, "-1")][..], WEIGHT),
+            (&[(POLICY, "nearest")][..], POLICY),
+            (&[(POLICY, "failover")][..], POLICY),
+            (&[(POLICY, "all"), (FAILOVER, "w1")][..], FAILOVER),
+            (&[(FAILOVER, "w1,,e1")][..], FAILOVER),
+        ] {
+            let a = annotated(pairs).settings;
+            assert_eq!(a.bad.len(), 1, "{pairs:?}: {a:?}");
+            assert_eq!(a.bad[0].0, which, "{pairs:?}");
+        }
+        // In a store: a bad value keeps the last good one; reported once per change.
+        let key: Key = ("shop".into(), "web".into());
+        let mut store: Store<SlimService> = Store::default();
+        store.apply(Change::Init);
+        store.apply(Change::InitApply(key.clone(), Some(good.clone())));
+        store.apply(Change::InitDone);
+        let bad = annotated(&[(TTL, "soon"), (WEIGHT, "3"), (POLICY, "nearest")]);
+        assert_eq!(bad.new_annotation_errors(store.live.get(&key)).count(), 2);
+        assert!(store.apply(Change::Apply(key.clone(), Some(bad.clone()))));
+        let kept = &store.live[&key].settings;
+        assert_eq!(kept.ttl, Some(5), "last good TTL kept");
+        assert_eq!(kept.policy, good.settings.policy, "last good policy kept");
+        assert_eq!(kept.weight, Some(3));
+        assert_eq!(
+            bad.new_annotation_errors(store.live.get(&key)).count(),
+            0,
+            "the same bad values again: nothing new to report"
+        );
+        // Fixed: the new value applies.
+        store.apply(Change::Apply(key.clone(), Some(annotated(&[(TTL, "60")]))));
+        assert_eq!(store.live[&key].settings.ttl, Some(60));
+        assert_eq!(store.live[&key].settings.policy, None);
+    }
 
     fn key(ns: &str, n: &str) -> Key {
         (ns.into(), n.into())
@@ -668,6 +880,7 @@ pub(super) mod tests {
         s.services.apply(Change::InitApply(
             key("shop", "web"),
             Some(SlimService {
+                settings: Default::default(),
                 ports: vec![],
                 lb_ips: vec![ip.parse().unwrap()],
                 lb_hosts: vec!["lb.example.net".into()],
@@ -795,7 +1008,7 @@ pub(super) mod tests {
             Instant::now(),
         );
         assert_eq!(fed.ingress_hosts.len(), 3);
-        let locator = crate::geo::Locator::new(&[], &[], &[], false);
+        let locator = crate::geo::Locator::new(&[], &[], &[], false, None);
         let table = crate::answers::build_fresh(&[], &[fed], &locator).table;
         let ask = |n: &str| {
             let name = DnsName::parse(n).unwrap();
@@ -865,7 +1078,18 @@ pub(super) mod tests {
             let svc = format!("s{}", rnd(6));
             match rnd(10) {
                 0 | 1 => {
+                    // Annotations good and bad (a bad one keeps the store's last good value).
+                    let ttl = ["5", "60", "soon"][rnd(3) as usize];
+                    let weight = ["0", "2", "x"][rnd(3) as usize];
+                    let policy = ["weighted", "all", "nearest"][rnd(3) as usize];
+                    let mut pairs = Vec::new();
+                    for (k, v) in [(TTL, ttl), (WEIGHT, weight), (POLICY, policy)] {
+                        if rnd(3) == 0 {
+                            pairs.push((k, v));
+                        }
+                    }
                     let v = SlimService {
+                        settings: annotated(&pairs).settings,
                         ports: vec![],
                         lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],
                         lb_hosts: if rnd(4) == 0 {

@@ -399,10 +399,12 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
             .flat_map(|v| v.iter())
             .map(|i| (i.ip.as_deref(), i.hostname.as_deref())),
     );
+    let annotations = s.metadata.annotations.as_ref();
     Some(SlimService {
         ports,
         lb_ips,
         lb_hosts,
+        settings: super::state::Annotations::parse(|k| annotations?.get(k).map(String::as_str)),
     })
 }
 
