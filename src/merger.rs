@@ -5,6 +5,10 @@
 //! published in order, each with a higher SOA serial than the last (also across restarts: the
 //! serial is at least the current Unix time and, with a state dir, above the last one written);
 //! a source that stops sending keeps its last snapshot in every later table.
+//!
+//! It also owns the client [`Locator`]: a reloaded `geo` section arrives as [`Input::Geo`], the
+//! build cache starts afresh with the new locations, and the new locator is published inside
+//! the table laid out for it, so the query path never pairs a locator with another's answers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::answers::{BuildCache, BuildInput, FederationRecords, build};
+use crate::geo::Locator;
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
@@ -92,7 +97,25 @@ fn trim(fresh: usize, last: &mut Instant) {
     }
 }
 
+/// What the merger is sent.
+pub enum Input {
+    /// A source's new snapshot.
+    Update(Update),
+    /// New client locations (a reloaded `geo` section).
+    Geo(Arc<Locator>),
+    /// A source that is gone (its data leaves the next table).
+    Remove(String),
+}
+
+impl From<Update> for Input {
+    fn from(u: Update) -> Input {
+        Input::Update(u)
+    }
+}
+
 pub struct Merger {
+    /// Client locations the cache's per-location answers are laid out for.
+    locator: Arc<Locator>,
     snapshots: BTreeMap<String, Arc<Snapshot>>,
     serial: SerialClock,
     generation: u64,
@@ -107,8 +130,9 @@ pub struct Merger {
 }
 
 impl Merger {
-    pub fn new(shared: Arc<Shared>, serial: SerialClock) -> Self {
+    pub fn new(shared: Arc<Shared>, serial: SerialClock, locator: Arc<Locator>) -> Self {
         Merger {
+            locator,
             snapshots: BTreeMap::new(),
             serial,
             generation: 0,
@@ -134,9 +158,25 @@ impl Merger {
     }
 
     /// Like [`Merger::apply`], but keeps the source's acknowledgement until the next publish.
-    fn apply_held(&mut self, update: Update, held: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
-        held.extend(update.taken);
-        self.snapshots.insert(update.source, update.snapshot);
+    fn apply_held(&mut self, input: Input, held: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        match input {
+            Input::Update(update) => {
+                held.extend(update.taken);
+                self.snapshots.insert(update.source, update.snapshot);
+            }
+            Input::Geo(locator) => {
+                // Location ids change meaning: nothing cached per location can be kept.
+                self.locator = locator;
+                self.cache = BuildCache::default();
+                tracing::info!(
+                    locations = self.locator.locations().len(),
+                    "client locations changed; laying every answer out again"
+                );
+            }
+            Input::Remove(source) => {
+                self.snapshots.remove(&source);
+            }
+        }
     }
 
     /// Builds a table from the current snapshots and makes it the one the query path reads.
@@ -171,7 +211,7 @@ impl Merger {
         let serial = self.serial.next(floor);
         let prepared = started.elapsed();
         let built = build(BuildInput {
-            locator: &self.shared.locator,
+            locator: &self.locator,
             zones: &zones,
             federations: &federations,
             etcd: &etcd,
@@ -187,7 +227,8 @@ impl Merger {
             // Publish mode: the records fedns computed, for the etcd publisher.
             let _ = tx.send(Arc::new(crate::answers::federation_records(&federations)));
         }
-        let table = built.table;
+        let mut table = built.table;
+        table.locator = self.locator.clone();
         let m = &self.shared.metrics;
         m.table_generation.set(table.generation as i64);
         m.table_records.set(table.record_count as i64);
@@ -205,7 +246,8 @@ impl Merger {
             drop(old);
             evicted
         } else {
-            Some(old)
+            self.shared.journal.clear();
+            vec![old]
         };
         drop(table);
         let swapped = started.elapsed();
@@ -215,7 +257,7 @@ impl Merger {
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
-        if let Some(old) = leaving {
+        for old in leaving {
             retire(old);
         }
         trim(fresh, &mut self.last_trim);
@@ -317,7 +359,7 @@ impl Merger {
     }
 
     /// Runs on its own thread: batches updates that arrive together into one publish.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut held = Vec::new();
         while let Some(update) = rx.blocking_recv() {
             self.apply_held(update, &mut held);

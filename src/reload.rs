@@ -1,18 +1,35 @@
-//! The main config file on SIGHUP and on change: every new version is validated in full; a bad
-//! one is rejected with every problem logged and `fedns_config_last_reload_successful 0`, and
-//! the running config stays. What a good one changes is applied where fedns can apply it live
-//! (the `kubernetes:` section, which its source follows itself; zone and federation files are
-//! watched on their own); every other changed setting is named in the log as taking effect at
-//! the next restart, and `fedns_config_restart_pending` is 1 until the file and the running
-//! config agree again.
+//! The main config file on SIGHUP and on change: every new version is validated in full (the
+//! GeoIP database read, new listen addresses bound); a bad one is rejected with every problem
+//! logged and `fedns_config_last_reload_successful 0`, and the running config stays whole.
+//! A good one is applied live:
+//! - plain serving settings (`edns_payload`, `rrl`, `identity`, `transfers`, `tcp`, and
+//!   `etcd.axfr_allow`) are one [`Settings`] swapped atomically, so a query sees all old or all
+//!   new values; UDP buffer sizes are set on the live sockets;
+//! - `geo` (client networks, regions, GeoIP database, ecs) goes to the merger as a new
+//!   [`Locator`](crate::geo::Locator), which it publishes inside the table laid out for it;
+//! - `probes` go to the prober, which keeps each target's last verdict until the new rule decides;
+//! - `etcd` restarts its source (the last copy serves until the new one has loaded) or publisher;
+//! - `listen`: new addresses are bound and served before removed ones close; addresses that
+//!   stay keep their sockets;
+//! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
+//!
+//! What stays for the next restart ([`restart_only_changes`]: `http`, `zones_dir`,
+//! `federation_files`, `state_dir`, `watch_interval_ms`, `log_format`, `workers` of addresses
+//! already open, a switch of `etcd.mode`) is named in the log, and `fedns_config_restart_pending`
+//! is 1 until the file and the running process agree again.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, EtcdConfig, EtcdMode};
+use crate::merger::Input;
 use crate::metrics::Metrics;
+use crate::server::Settings;
+use crate::server::listen::{Listeners, Serving};
+use crate::sources::{SourceBoard, Update};
 
 type Fingerprint = Option<(SystemTime, u64, u64)>;
 
@@ -27,143 +44,253 @@ fn fingerprint(path: &Path) -> Fingerprint {
     })
 }
 
-/// Settings that the running process keeps until a restart, and how they differ.
-pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
+/// Settings the running process keeps until a restart: `started` is the config it started
+/// with.
+pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let mut cmp = |name: &'static str, a: String, b: String| {
-        if a != b {
+    let mut cmp = |name: &'static str, changed: bool| {
+        if changed {
             out.push(name);
         }
     };
-    cmp(
-        "listen",
-        format!("{:?}", running.listen),
-        format!("{:?}", new.listen),
-    );
-    cmp(
-        "http",
-        format!("{:?}", running.http),
-        format!("{:?}", new.http),
-    );
-    cmp(
-        "workers",
-        format!("{:?}", running.workers),
-        format!("{:?}", new.workers),
-    );
-    cmp(
-        "zones_dir",
-        format!("{:?}", running.zones_dir),
-        format!("{:?}", new.zones_dir),
-    );
+    cmp("http", differ(&started.http, &new.http));
+    // New addresses open with the new count; those already open keep theirs.
+    cmp("workers", differ(&started.workers, &new.workers));
+    cmp("zones_dir", differ(&started.zones_dir, &new.zones_dir));
     cmp(
         "federation_files",
-        format!("{:?}", running.federation_files),
-        format!("{:?}", new.federation_files),
+        differ(&started.federation_files, &new.federation_files),
     );
-    cmp(
-        "edns_payload",
-        format!("{:?}", running.edns_payload),
-        format!("{:?}", new.edns_payload),
-    );
-    cmp(
-        "tcp",
-        format!(
-            "{:?}",
-            (
-                running.tcp_idle_timeout,
-                running.tcp_max_connections,
-                running.tcp_max_per_source,
-                running.tcp_source_prefix_v4,
-                running.tcp_source_prefix_v6,
-                running.tcp_busy_idle_timeout
-            )
-        ),
-        format!(
-            "{:?}",
-            (
-                new.tcp_idle_timeout,
-                new.tcp_max_connections,
-                new.tcp_max_per_source,
-                new.tcp_source_prefix_v4,
-                new.tcp_source_prefix_v6,
-                new.tcp_busy_idle_timeout
-            )
-        ),
-    );
-    cmp(
-        "rrl",
-        format!("{:?}", running.rrl),
-        format!("{:?}", new.rrl),
-    );
-    cmp(
-        "identity",
-        format!("{:?}", running.identity),
-        format!("{:?}", new.identity),
-    );
-    cmp(
-        "transfers",
-        format!("{:?}", running.transfers),
-        format!("{:?}", new.transfers),
-    );
-    cmp(
-        "udp",
-        format!(
-            "{:?}",
-            (running.udp_receive_buffer, running.udp_send_buffer)
-        ),
-        format!("{:?}", (new.udp_receive_buffer, new.udp_send_buffer)),
-    );
-    cmp(
-        "state_dir",
-        format!("{:?}", running.state_dir),
-        format!("{:?}", new.state_dir),
-    );
+    cmp("state_dir", differ(&started.state_dir, &new.state_dir));
     cmp(
         "watch_interval_ms",
-        format!("{:?}", running.watch_interval),
-        format!("{:?}", new.watch_interval),
+        differ(&started.watch_interval, &new.watch_interval),
     );
+    cmp("log_format", differ(&started.log_format, &new.log_format));
     cmp(
-        "etcd",
-        format!("{:?}", running.etcd),
-        format!("{:?}", new.etcd),
-    );
-    cmp(
-        "geo",
-        format!("{:?}", running.geo),
-        format!("{:?}", new.geo),
-    );
-    cmp(
-        "probes",
-        format!("{:?}", running.probes),
-        format!("{:?}", new.probes),
-    );
-    cmp(
-        "log_format",
-        format!("{:?}", running.log_format),
-        format!("{:?}", new.log_format),
-    );
-    cmp(
-        "lameduck_ms",
-        format!("{:?}", running.lameduck),
-        format!("{:?}", new.lameduck),
+        "etcd.mode",
+        publishes(&started.etcd) != publishes(&new.etcd) && new.etcd.is_some(),
     );
     out
 }
 
-/// Watches `running.path` (every `poll`, and at once on every `reload` tick) until the process
-/// exits. `workers_from_cli`: `--workers` overrides the file's `workers`, so it is not compared.
+fn publishes(e: &Option<EtcdConfig>) -> bool {
+    e.as_ref().is_some_and(|e| e.mode == EtcdMode::Publish)
+}
+
+fn reads(e: &Option<EtcdConfig>) -> Option<&EtcdConfig> {
+    e.as_ref().filter(|e| !e.zones.is_empty())
+}
+
+/// What the reloader changes, and the tasks it restarts.
+pub struct Live {
+    pub shared: Arc<crate::server::Shared>,
+    pub serving: Serving,
+    pub listeners: Arc<Mutex<Listeners>>,
+    pub merger: mpsc::Sender<Input>,
+    pub updates: mpsc::Sender<Update>,
+    pub board: SourceBoard,
+    pub metrics: Metrics,
+    /// The probe rules the prober follows; `None` until probes are first configured.
+    pub probes: Option<watch::Sender<Vec<crate::probe::Rule>>>,
+    /// The etcd read-mode source and the publisher, when running.
+    pub etcd_reader: Option<tokio::task::AbortHandle>,
+    pub etcd_publisher: Option<tokio::task::AbortHandle>,
+    /// The merger's federation records (etcd publish mode, set at start).
+    pub federation_records: Option<watch::Receiver<Arc<crate::answers::FederationRecords>>>,
+    /// The config in effect, for the drain at shutdown (`lameduck_ms`, TCP grace).
+    pub current: watch::Sender<Config>,
+    /// `--workers` from the command line, which wins over the file's.
+    pub workers_from_cli: bool,
+}
+
+impl Live {
+    /// Applies `new` over `last` (the last applied config). Only checks that cannot be made
+    /// without side effects can fail here (the GeoIP database, binding new addresses); they are
+    /// made first, so a failure leaves everything as it was.
+    async fn apply(&mut self, last: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
+        let mut changed = Vec::new();
+        let geo_key = |c: &Config| {
+            (
+                format!("{:?}", c.geo),
+                c.geo.geoip_db.as_deref().and_then(fingerprint),
+            )
+        };
+        let locator = if geo_key(last) != geo_key(new) {
+            Some(Arc::new(
+                crate::app::build_locator(&new.geo).map_err(|e| format!("geo.geoip_db: {e}"))?,
+            ))
+        } else {
+            None
+        };
+        let buffers = (new.udp_receive_buffer, new.udp_send_buffer);
+        if differ(&last.listen, &new.listen) {
+            // Bound before any other change, so a taken address rejects the whole reload.
+            let workers = if self.workers_from_cli {
+                last.workers
+            } else {
+                new.workers
+            };
+            self.listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reconcile(&new.listen, workers, buffers, &self.serving)
+                .map_err(|e| format!("listen: {e:#}"))?;
+            changed.push("listen");
+        }
+        if (last.udp_receive_buffer, last.udp_send_buffer) != buffers {
+            for l in &self
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .open
+            {
+                l.resize(buffers);
+            }
+            changed.push("udp");
+        }
+        let settings_of = |c: &Config| {
+            format!(
+                "{:?}",
+                (
+                    c.edns_payload,
+                    &c.rrl,
+                    &c.identity,
+                    &c.transfers,
+                    c.etcd.as_ref().map(|e| &e.axfr_allow),
+                    (
+                        c.tcp_idle_timeout,
+                        c.tcp_max_connections,
+                        c.tcp_max_per_source,
+                        c.tcp_source_prefix_v4,
+                        c.tcp_source_prefix_v6,
+                        c.tcp_busy_idle_timeout,
+                    ),
+                )
+            )
+        };
+        if settings_of(last) != settings_of(new) {
+            self.shared.journal.set_keep(Settings::journal_len(new));
+            self.shared
+                .settings
+                .store(Arc::new(Settings::from_config(new)));
+            changed.push("settings");
+        }
+        if let Some(locator) = locator {
+            if self.merger.send(Input::Geo(locator)).await.is_err() {
+                return Err("the merger has stopped".into());
+            }
+            changed.push("geo");
+        }
+        if differ(&last.probes, &new.probes) {
+            match &self.probes {
+                Some(tx) => {
+                    tx.send_replace(new.probes.clone());
+                }
+                None => {
+                    self.metrics.register_probes();
+                    let (tx, rx) = watch::channel(new.probes.clone());
+                    tokio::spawn(crate::probe::run(
+                        rx,
+                        self.shared.clone(),
+                        self.updates.clone(),
+                    ));
+                    self.probes = Some(tx);
+                }
+            }
+            changed.push("probes");
+        }
+        if differ(&last.etcd, &new.etcd) {
+            self.restart_etcd(last, new).await;
+            changed.push("etcd");
+        }
+        if last.lameduck != new.lameduck {
+            changed.push("lameduck_ms");
+        }
+        self.current.send_replace(new.clone());
+        Ok(changed)
+    }
+
+    async fn restart_etcd(&mut self, last: &Config, new: &Config) {
+        if new.etcd.is_some() {
+            self.metrics.register_etcd();
+        }
+        let (old_reader, new_reader) = (reads(&last.etcd), reads(&new.etcd));
+        if differ(&old_reader, &new_reader) {
+            if let Some(h) = self.etcd_reader.take() {
+                // Its last snapshot stays in the merger until replaced or removed below.
+                h.abort();
+            }
+            let old_name = old_reader.map(crate::sources::etcd::source_name);
+            let new_name = new_reader.map(crate::sources::etcd::source_name);
+            if let Some(e) = new_reader {
+                let name = crate::sources::etcd::source_name(e);
+                if old_name.as_ref() != Some(&name) {
+                    self.board.register(&name);
+                    self.metrics.register_source(&name);
+                }
+                let task = tokio::spawn(crate::sources::etcd::run_reader(
+                    e.clone(),
+                    self.updates.clone(),
+                    self.board.clone(),
+                    self.metrics.clone(),
+                ));
+                self.etcd_reader = Some(task.abort_handle());
+            }
+            if let Some(old) = old_name.filter(|o| Some(o) != new_name.as_ref()) {
+                // Another prefix (or none): the old copy serves until the new source has
+                // loaded, then leaves.
+                let (board, merger) = (self.board.clone(), self.merger.clone());
+                tokio::spawn(async move {
+                    if let Some(n) = new_name {
+                        while !board.snapshot().get(&n).is_some_and(|s| s.loaded) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    board.remove(&old);
+                    let _ = merger.send(Input::Remove(old)).await;
+                });
+            }
+        }
+        let publisher = |c: &Config| c.etcd.clone().filter(|e| e.mode == EtcdMode::Publish);
+        if differ(&publisher(last), &publisher(new)) {
+            if let Some(h) = self.etcd_publisher.take() {
+                h.abort();
+                self.metrics.etcd_publisher_leader.set(0);
+            }
+            // A publisher needs the merger's records, set up at start in publish mode only.
+            if let (Some(e), Some(records)) = (publisher(new), &self.federation_records) {
+                let id = format!("fedns pid {} http {}", std::process::id(), new.http);
+                let task = tokio::spawn(crate::sources::etcd::run_publisher(
+                    e,
+                    records.clone(),
+                    self.metrics.clone(),
+                    id,
+                ));
+                self.etcd_publisher = Some(task.abort_handle());
+            }
+        }
+    }
+}
+
+/// Watches `started.path` (every `poll`, and at once on every `reload` tick) until the process
+/// exits, applying each good version through `live`.
 pub async fn run(
-    running: Config,
-    workers_from_cli: bool,
+    started: Config,
     poll: Duration,
     mut reload: watch::Receiver<u64>,
-    metrics: Metrics,
+    mut live: Live,
 ) {
-    let path: PathBuf = running.path.clone();
+    let path: PathBuf = started.path.clone();
+    let metrics = live.metrics.clone();
     let mut seen = fingerprint(&path);
     let mut reload_open = true;
     let mut last_pending: Vec<&'static str> = Vec::new();
+    let mut last = started.clone();
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(poll) => false,
@@ -177,7 +304,21 @@ pub async fn run(
             continue;
         }
         seen = now;
-        match Config::load(&path) {
+        let loaded = Config::load(&path)
+            .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        let applied = match loaded {
+            Err(problems) => Err(problems),
+            Ok(mut new) => {
+                if live.workers_from_cli {
+                    new.workers = started.workers;
+                }
+                match live.apply(&last, &new).await {
+                    Ok(changed) => Ok((new, changed)),
+                    Err(e) => Err(vec![format!("{}: {e}", path.display())]),
+                }
+            }
+        };
+        match applied {
             Err(problems) => {
                 for p in &problems {
                     tracing::error!("{p}");
@@ -188,21 +329,24 @@ pub async fn run(
                 );
                 metrics.config_reload_successful.set(0);
             }
-            Ok(mut new) => {
-                if workers_from_cli {
-                    new.workers = running.workers;
-                }
+            Ok((new, changed)) => {
                 metrics.config_reload_successful.set(1);
                 metrics.config_reload_timestamp.set(
                     SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() as i64),
                 );
-                let pending = restart_only_changes(&running, &new);
+                let pending = restart_only_changes(&started, &new);
+                let applied = if changed.is_empty() {
+                    "none".to_string()
+                } else {
+                    changed.join(",")
+                };
                 if pending.is_empty() {
-                    tracing::info!("config reloaded");
+                    tracing::info!(applied, "config reloaded");
                 } else {
                     tracing::warn!(
+                        applied,
                         settings = pending.join(","),
                         "config reloaded; these settings take effect at the next restart"
                     );
@@ -214,6 +358,7 @@ pub async fn run(
                     .config_restart_pending
                     .set(i64::from(!pending.is_empty()));
                 last_pending = pending;
+                last = new;
             }
         }
     }
