@@ -15,7 +15,7 @@
 //!
 //! What stays for the next restart ([`restart_only_changes`]: `http`, `zones_dir`,
 //! `federation_files`, `state_dir`, `watch_interval_ms`, `log_format`, `workers` of addresses
-//! already open, a switch of `etcd.mode`) is named in the log, and `fedns_config_restart_pending`
+//! already open, a switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and `fedns_config_restart_pending`
 //! is 1 until the file and the running process agree again.
 
 use std::path::{Path, PathBuf};
@@ -74,6 +74,11 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
     cmp(
         "etcd.mode",
         publishes(&started.etcd) != publishes(&new.etcd) && new.etcd.is_some(),
+    );
+    // Its source is started at start only; it follows its own section from then on.
+    cmp(
+        "kubernetes",
+        started.kubernetes.is_none() && new.kubernetes.is_some(),
     );
     out
 }

@@ -1366,3 +1366,79 @@ fn no_query_is_lost_across_reloads_of_listen_geo_and_settings() {
     let m = scrape(&s);
     assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
 }
+
+const FED_PROBED: &str = "federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b]}
+  - {name: west1, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: probed
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.11], ready_endpoints: 1}
+      - {cluster: west1, addresses: [127.0.0.12], ready_endpoints: 1}
+";
+
+#[test]
+fn probes_reload_live_and_keep_their_verdicts_across_a_rule_change() {
+    // Only 127.0.0.11 listens on the probed port.
+    let listener = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let fx = Fixture::new("");
+    std::fs::write(fx.dir.path().join("federation.yaml"), FED_PROBED).unwrap();
+    std::fs::write(fx.config(), live_config("")).unwrap();
+    let s = Fedns::start(&fx.config());
+    let a = || {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        a_records(&exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(
+                1,
+                "probed.shop.myfed.svc.example.com.",
+                RecordType::A,
+                DNSClass::IN,
+                false,
+            ),
+        ))
+    };
+    let both = vec!["127.0.0.11".to_string(), "127.0.0.12".to_string()];
+    assert_eq!(a(), both);
+    let rule = |interval: u32| {
+        live_config(&format!(
+            "probes:\n  - {{federation: myfed, type: tcp, port: {port}, interval_ms: {interval}, timeout_ms: 300, up_after: 2, down_after: 2}}\n"
+        ))
+    };
+    // Probes added by a reload: the shard that fails them leaves the answer.
+    reload_with(&s, &fx.config(), &rule(100), true);
+    common::wait_for(Duration::from_secs(10), || {
+        (a() == ["127.0.0.11"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("probes did not start: {:?}\n{}", a(), s.log_text()));
+    assert_eq!(metric(&scrape(&s), "fedns_probe_shards_down"), Some(1.0));
+    // A changed rule: the targets are probed anew, and the last verdicts hold meanwhile.
+    reload_with(&s, &fx.config(), &rule(150), false);
+    for _ in 0..20 {
+        assert_eq!(
+            a(),
+            ["127.0.0.11"],
+            "a verdict was lost across the rule change"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Probes removed: every shard answers again.
+    reload_with(&s, &fx.config(), &live_config(""), true);
+    common::wait_for(Duration::from_secs(10), || (a() == both).then_some(()))
+        .unwrap_or_else(|| panic!("probes did not stop: {:?}\n{}", a(), s.log_text()));
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
+}
