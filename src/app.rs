@@ -25,7 +25,7 @@ use crate::table::Table;
 /// The file sources, named for `/readyz` and metric labels by what they are, not where they
 /// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
 /// second file of the same name elsewhere gets `#2`).
-fn file_sources(config: &Config) -> Vec<FileSource> {
+pub(crate) fn file_sources(config: &Config) -> Vec<FileSource> {
     file_sources_at(&config.zones_dir, &config.federation_files)
 }
 
@@ -94,6 +94,7 @@ impl ZoneTracker {
             Snapshot::Federation(f) => vec![f.zone.clone()],
             Snapshot::Etcd(e) => e.zones.clone(),
             Snapshot::Probes(_) => return,
+            Snapshot::Gone => Vec::new(),
         };
         if self.by_source.get(&u.source) == Some(&zones) {
             return;
@@ -172,7 +173,7 @@ pub fn check(path: &Path) -> ExitCode {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
             crate::sources::Snapshot::Etcd(_) => {}
-            crate::sources::Snapshot::Probes(_) => {}
+            crate::sources::Snapshot::Probes(_) | crate::sources::Snapshot::Gone => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -349,11 +350,13 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     merger.publish();
 
     let udp_inodes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let closed_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let serving = Serving {
         shared: shared.clone(),
         tcp_metrics: tcp::TcpMetrics::new(&metrics.registry),
         rrl_metrics: crate::dns::rrl::RrlMetrics::register(&metrics.registry),
         udp_inodes: udp_inodes.clone(),
+        closed_drops: closed_drops.clone(),
     };
     let listeners = Arc::new(std::sync::Mutex::new(Listeners::default()));
     listeners
@@ -367,7 +370,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         )?;
     let _ = metrics
         .registry
-        .register(Box::new(udp::KernelDrops::new(udp_inodes)));
+        .register(Box::new(udp::KernelDrops::new(udp_inodes, closed_drops)));
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("http {}: {e}", config.http))?;
@@ -381,8 +384,10 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::channel::<Update>(64);
     let (reload_tx, reload_rx) = watch::channel(0u64);
+    let mut file_tasks = Vec::new();
     for s in sources {
-        tokio::spawn(source_watch::run(
+        let (name, path) = (s.name(), s.path());
+        let task = tokio::spawn(source_watch::run(
             s,
             config.watch_interval,
             tx.clone(),
@@ -390,6 +395,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             metrics.clone(),
             reload_rx.clone(),
         ));
+        file_tasks.push((name, path, task.abort_handle()));
     }
     let etcd_reader = etcd_reader.map(|e| {
         tokio::spawn(crate::sources::etcd::run_reader(
@@ -452,6 +458,9 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             federation_records,
             current,
             workers_from_cli: workers.is_some(),
+            file_tasks,
+            reload_ticks: reload_rx.clone(),
+            watch_interval: config.watch_interval,
         },
     ));
     drop(tx);

@@ -103,8 +103,6 @@ pub enum Input {
     Update(Update),
     /// New client locations (a reloaded `geo` section).
     Geo(Arc<Locator>),
-    /// A source that is gone (its data leaves the next table).
-    Remove(String),
 }
 
 impl From<Update> for Input {
@@ -153,6 +151,10 @@ impl Merger {
     }
 
     pub fn apply(&mut self, update: Update) {
+        if matches!(*update.snapshot, Snapshot::Gone) {
+            self.snapshots.remove(&update.source);
+            return;
+        }
         self.snapshots.insert(update.source, update.snapshot);
         // `update.taken` is dropped here: the source may send again.
     }
@@ -162,7 +164,11 @@ impl Merger {
         match input {
             Input::Update(update) => {
                 held.extend(update.taken);
-                self.snapshots.insert(update.source, update.snapshot);
+                if matches!(*update.snapshot, Snapshot::Gone) {
+                    self.snapshots.remove(&update.source);
+                } else {
+                    self.snapshots.insert(update.source, update.snapshot);
+                }
             }
             Input::Geo(locator) => {
                 // Location ids change meaning: nothing cached per location can be kept.
@@ -172,9 +178,6 @@ impl Merger {
                     locations = self.locator.locations().len(),
                     "client locations changed; laying every answer out again"
                 );
-            }
-            Input::Remove(source) => {
-                self.snapshots.remove(&source);
             }
         }
     }
@@ -193,6 +196,7 @@ impl Merger {
                 Snapshot::Federation(f) => federations.push((**f).clone()),
                 Snapshot::Etcd(e) => etcd.push(&**e),
                 Snapshot::Probes(v) => verdicts = Some(v),
+                Snapshot::Gone => {}
             }
         }
         if let Some(v) = verdicts {

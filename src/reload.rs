@@ -11,10 +11,11 @@
 //! - `etcd` restarts its source (the last copy serves until the new one has loaded) or publisher;
 //! - `listen`: new addresses are bound and served before removed ones close; addresses that
 //!   stay keep their sockets;
+//! - `zones_dir`, `federation_files`: new ones are loaded (any problem rejects the reload) and
+//!   followed; a replaced or removed source's data leaves only after its successor's arrived;
 //! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
 //!
-//! What stays for the next restart ([`restart_only_changes`]: `http`, `zones_dir`,
-//! `federation_files`, `state_dir`, `watch_interval_ms`, `log_format`, `workers` of addresses
+//! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`, `watch_interval_ms`, `log_format`, `workers` of addresses
 //! already open, a switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and `fedns_config_restart_pending`
 //! is 1 until the file and the running process agree again.
 
@@ -60,11 +61,6 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
     cmp("http", differ(&started.http, &new.http));
     // New addresses open with the new count; those already open keep theirs.
     cmp("workers", differ(&started.workers, &new.workers));
-    cmp("zones_dir", differ(&started.zones_dir, &new.zones_dir));
-    cmp(
-        "federation_files",
-        differ(&started.federation_files, &new.federation_files),
-    );
     cmp("state_dir", differ(&started.state_dir, &new.state_dir));
     cmp(
         "watch_interval_ms",
@@ -83,6 +79,17 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
     out
 }
 
+fn tcp_of(c: &Config) -> impl std::fmt::Debug + use<> {
+    (
+        c.tcp_idle_timeout,
+        c.tcp_max_connections,
+        c.tcp_max_per_source,
+        c.tcp_source_prefix_v4,
+        c.tcp_source_prefix_v6,
+        c.tcp_busy_idle_timeout,
+    )
+}
+
 fn publishes(e: &Option<EtcdConfig>) -> bool {
     e.as_ref().is_some_and(|e| e.mode == EtcdMode::Publish)
 }
@@ -90,6 +97,22 @@ fn publishes(e: &Option<EtcdConfig>) -> bool {
 fn reads(e: &Option<EtcdConfig>) -> Option<&EtcdConfig> {
     e.as_ref().filter(|e| !e.zones.is_empty())
 }
+
+type LoadedFile = (
+    crate::sources::watch::FileSource,
+    Option<Arc<crate::sources::Snapshot>>,
+);
+
+fn gone(source: String) -> Update {
+    Update {
+        source,
+        snapshot: Arc::new(crate::sources::Snapshot::Gone),
+        taken: None,
+    }
+}
+
+/// A running file source: its name, the path it reads, its task.
+pub type FileTask = (String, PathBuf, tokio::task::AbortHandle);
 
 /// What the reloader changes, and the tasks it restarts.
 pub struct Live {
@@ -111,14 +134,31 @@ pub struct Live {
     pub current: watch::Sender<Config>,
     /// `--workers` from the command line, which wins over the file's.
     pub workers_from_cli: bool,
+    /// The zone directory and federation files being followed.
+    pub file_tasks: Vec<FileTask>,
+    /// SIGHUP ticks and the poll interval, for file sources started by a reload.
+    pub reload_ticks: watch::Receiver<u64>,
+    pub watch_interval: Duration,
 }
 
 impl Live {
     /// Applies `new` over `last` (the last applied config). Only checks that cannot be made
     /// without side effects can fail here (the GeoIP database, binding new addresses); they are
     /// made first, so a failure leaves everything as it was.
-    async fn apply(&mut self, last: &Config, new: &Config) -> Result<Vec<&'static str>, String> {
+    async fn apply(
+        &mut self,
+        last: &Config,
+        new: &Config,
+    ) -> Result<Vec<&'static str>, Vec<String>> {
         let mut changed = Vec::new();
+        // New zone directory or federation files: loaded (and so checked) before anything else.
+        let files = if differ(&last.zones_dir, &new.zones_dir)
+            || differ(&last.federation_files, &new.federation_files)
+        {
+            Some(self.load_files(new)?)
+        } else {
+            None
+        };
         let geo_key = |c: &Config| {
             (
                 format!("{:?}", c.geo),
@@ -126,8 +166,13 @@ impl Live {
             )
         };
         let locator = if geo_key(last) != geo_key(new) {
+            // A GeoIP database is tens of megabytes: read off the runtime's threads.
+            let geo = new.geo.clone();
+            let built = tokio::task::spawn_blocking(move || crate::app::build_locator(&geo))
+                .await
+                .map_err(|e| vec![format!("geo: {e}")])?;
             Some(Arc::new(
-                crate::app::build_locator(&new.geo).map_err(|e| format!("geo.geoip_db: {e}"))?,
+                built.map_err(|e| vec![format!("geo.geoip_db: {e}")])?,
             ))
         } else {
             None
@@ -144,7 +189,7 @@ impl Live {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .reconcile(&new.listen, workers, buffers, &self.serving)
-                .map_err(|e| format!("listen: {e:#}"))?;
+                .map_err(|e| vec![format!("listen: {e:#}")])?;
             changed.push("listen");
         }
         if (last.udp_receive_buffer, last.udp_send_buffer) != buffers {
@@ -158,36 +203,33 @@ impl Live {
             }
             changed.push("udp");
         }
-        let settings_of = |c: &Config| {
-            format!(
-                "{:?}",
-                (
-                    c.edns_payload,
-                    &c.rrl,
-                    &c.identity,
-                    &c.transfers,
-                    c.etcd.as_ref().map(|e| &e.axfr_allow),
-                    (
-                        c.tcp_idle_timeout,
-                        c.tcp_max_connections,
-                        c.tcp_max_per_source,
-                        c.tcp_source_prefix_v4,
-                        c.tcp_source_prefix_v6,
-                        c.tcp_busy_idle_timeout,
-                    ),
-                )
-            )
-        };
-        if settings_of(last) != settings_of(new) {
+        let serving_settings = [
+            (
+                "edns_payload",
+                differ(&last.edns_payload, &new.edns_payload),
+            ),
+            ("rrl", differ(&last.rrl, &new.rrl)),
+            ("identity", differ(&last.identity, &new.identity)),
+            ("transfers", differ(&last.transfers, &new.transfers)),
+            (
+                "etcd.axfr_allow",
+                differ(
+                    &last.etcd.as_ref().map(|e| &e.axfr_allow),
+                    &new.etcd.as_ref().map(|e| &e.axfr_allow),
+                ),
+            ),
+            ("tcp", differ(&tcp_of(last), &tcp_of(new))),
+        ];
+        if serving_settings.iter().any(|(_, d)| *d) {
             self.shared.journal.set_keep(Settings::journal_len(new));
             self.shared
                 .settings
                 .store(Arc::new(Settings::from_config(new)));
-            changed.push("settings");
+            changed.extend(serving_settings.iter().filter(|(_, d)| *d).map(|(n, _)| *n));
         }
         if let Some(locator) = locator {
             if self.merger.send(Input::Geo(locator)).await.is_err() {
-                return Err("the merger has stopped".into());
+                return Err(vec!["the merger has stopped".into()]);
             }
             changed.push("geo");
         }
@@ -213,11 +255,89 @@ impl Live {
             self.restart_etcd(last, new).await;
             changed.push("etcd");
         }
+        if let Some(files) = files {
+            self.start_files(new, files).await;
+            changed.push("zones_dir/federation_files");
+        }
         if last.lameduck != new.lameduck {
             changed.push("lameduck_ms");
         }
         self.current.send_replace(new.clone());
         Ok(changed)
+    }
+
+    /// The file sources of `new` that are not running yet, loaded; every problem of theirs is
+    /// an error (a reload does not start a source on broken data).
+    fn load_files(&self, new: &Config) -> Result<Vec<LoadedFile>, Vec<String>> {
+        let mut loaded = Vec::new();
+        let mut problems = Vec::new();
+        for mut s in crate::app::file_sources(new) {
+            let path = s.path();
+            if self
+                .file_tasks
+                .iter()
+                .any(|(n, p, _)| *n == s.name() && *p == path)
+            {
+                continue;
+            }
+            let (snapshot, p) = s.load();
+            problems.extend(p.iter().map(|p| p.to_string()));
+            loaded.push((s, snapshot));
+        }
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Starts the loaded file sources (each replacing a running one of its name) and stops
+    /// those `new` no longer names. A replacement's snapshot goes out before its predecessor is
+    /// forgotten, on the same channel, so the merger never builds without either.
+    async fn start_files(&mut self, new: &Config, loaded: Vec<LoadedFile>) {
+        let names: Vec<String> = crate::app::file_sources(new)
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        for (s, snapshot) in loaded {
+            let (name, path) = (s.name(), s.path());
+            if let Some(i) = self.file_tasks.iter().position(|(n, ..)| *n == name) {
+                self.file_tasks.remove(i).2.abort();
+            }
+            self.board.register(&name);
+            self.metrics.register_source(&name);
+            crate::sources::watch::report(&name, &[], &self.board, &self.metrics);
+            if let Some(snapshot) = snapshot {
+                let _ = self
+                    .updates
+                    .send(Update {
+                        source: name.clone(),
+                        snapshot,
+                        taken: None,
+                    })
+                    .await;
+            }
+            tracing::info!(source = name, path = %path.display(), "following a new file source");
+            let task = tokio::spawn(crate::sources::watch::run(
+                s,
+                self.watch_interval,
+                self.updates.clone(),
+                self.board.clone(),
+                self.metrics.clone(),
+                self.reload_ticks.clone(),
+            ));
+            self.file_tasks.push((name, path, task.abort_handle()));
+        }
+        let (keep, gone_now): (Vec<_>, Vec<_>) = std::mem::take(&mut self.file_tasks)
+            .into_iter()
+            .partition(|(n, ..)| names.contains(n));
+        self.file_tasks = keep;
+        for (name, path, task) in gone_now {
+            task.abort();
+            self.board.remove(&name);
+            tracing::info!(source = name, path = %path.display(), "no longer following a file source");
+            let _ = self.updates.send(gone(name)).await;
+        }
     }
 
     async fn restart_etcd(&mut self, last: &Config, new: &Config) {
@@ -249,7 +369,7 @@ impl Live {
             if let Some(old) = old_name.filter(|o| Some(o) != new_name.as_ref()) {
                 // Another prefix (or none): the old copy serves until the new source has
                 // loaded, then leaves.
-                let (board, merger) = (self.board.clone(), self.merger.clone());
+                let (board, updates) = (self.board.clone(), self.updates.clone());
                 tokio::spawn(async move {
                     if let Some(n) = new_name {
                         while !board.snapshot().get(&n).is_some_and(|s| s.loaded) {
@@ -257,7 +377,7 @@ impl Live {
                         }
                     }
                     board.remove(&old);
-                    let _ = merger.send(Input::Remove(old)).await;
+                    let _ = updates.send(gone(old)).await;
                 });
             }
         }
@@ -319,7 +439,10 @@ pub async fn run(
                 }
                 match live.apply(&last, &new).await {
                     Ok(changed) => Ok((new, changed)),
-                    Err(e) => Err(vec![format!("{}: {e}", path.display())]),
+                    Err(problems) => Err(problems
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", path.display()))
+                        .collect()),
                 }
             }
         };

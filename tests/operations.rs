@@ -1442,3 +1442,99 @@ fn probes_reload_live_and_keep_their_verdicts_across_a_rule_change() {
         Some(0.0)
     );
 }
+
+#[test]
+fn zones_dir_and_federation_files_reload_without_a_gap() {
+    let fx = Fixture::new("");
+    std::fs::write(fx.config(), live_config("")).unwrap();
+    let dir = fx.dir.path();
+    std::fs::create_dir_all(dir.join("zones2")).unwrap();
+    std::fs::write(
+        dir.join("zones2/example.com.zone"),
+        ZONE_COM.replace("192.0.2.80", "192.0.2.81"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("other.yaml"),
+        FED.replace("203.0.113.10", "203.0.113.99"),
+    )
+    .unwrap();
+    let s = Fedns::start(&fx.config());
+    let a = |name: &str| {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        let m = exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(1, name, RecordType::A, DNSClass::IN, false),
+        );
+        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
+    };
+    let web = "web.shop.myfed.svc.example.com.";
+    assert_eq!(a(web), "NoError [\"203.0.113.10\"]");
+    assert_eq!(a("www.example.com."), "NoError [\"192.0.2.80\"]");
+    // A broken new federation file rejects the reload; the old files keep serving.
+    std::fs::write(dir.join("broken.yaml"), "federation: [").unwrap();
+    let rejected = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("config reload rejected"))
+            .count()
+    };
+    replace_file(
+        &fx.config(),
+        &live_config("").replace("[federation.yaml]", "[broken.yaml]"),
+    );
+    common::wait_for(Duration::from_secs(10), || (rejected(&s) > 0).then_some(()))
+        .unwrap_or_else(|| panic!("broken federation file not rejected:\n{}", s.log_text()));
+    assert!(s.log_text().contains("broken.yaml"), "{}", s.log_text());
+    assert_eq!(a(web), "NoError [\"203.0.113.10\"]");
+    // Another zone directory and another federation file: every answer on the way is the old
+    // one or the new one.
+    replace_file(
+        &fx.config(),
+        &live_config("")
+            .replace("zones_dir: zones", "zones_dir: zones2")
+            .replace("[federation.yaml]", "[other.yaml]"),
+    );
+    sighup(&s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (w, z) = (a(web), a("www.example.com."));
+        assert!(
+            w.contains("203.0.113.10") || w.contains("203.0.113.99"),
+            "gap in the federation: {w}\n{}",
+            s.log_text()
+        );
+        assert!(
+            z.contains("192.0.2.80") || z.contains("192.0.2.81"),
+            "gap in the zone: {z}"
+        );
+        if w.contains("203.0.113.99") && z.contains("192.0.2.81") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not switched: {w} {z}\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The new files are followed: an edit shows.
+    replace_file(
+        &dir.join("other.yaml"),
+        &FED.replace("203.0.113.10", "203.0.113.98"),
+    );
+    common::wait_for(Duration::from_secs(10), || {
+        a(web).contains("203.0.113.98").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the new federation file is not followed: {}", a(web)));
+    let (_, ready) = http_get(s.http, "/readyz");
+    assert!(
+        !ready.contains("federation-file:federation.yaml"),
+        "{ready}"
+    );
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
+}

@@ -19,6 +19,8 @@ pub struct Serving {
     pub rrl_metrics: crate::dns::rrl::RrlMetrics,
     /// Inodes of every open UDP socket, read by `fedns_udp_kernel_drops_total`.
     pub udp_inodes: Arc<Mutex<Vec<u64>>>,
+    /// Kernel drops of sockets already closed, so the counter never goes backwards.
+    pub closed_drops: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One `listen` address being served.
@@ -96,6 +98,10 @@ impl Listener {
         for (sock, stop) in &self.udp {
             udp::stop(sock, stop);
         }
+        s.closed_drops.fetch_add(
+            udp::kernel_drops(&self.inodes),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         s.udp_inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

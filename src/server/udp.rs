@@ -118,11 +118,16 @@ fn drops_in(proc_net_udp: &str, inodes: &[u64]) -> u64 {
 pub struct KernelDrops {
     /// The open sockets' inodes (listeners come and go with reloads).
     inodes: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Drops counted on sockets since closed (a reload removed their address).
+    closed: Arc<std::sync::atomic::AtomicU64>,
     desc: prometheus::core::Desc,
 }
 
 impl KernelDrops {
-    pub fn new(inodes: Arc<std::sync::Mutex<Vec<u64>>>) -> Self {
+    pub fn new(
+        inodes: Arc<std::sync::Mutex<Vec<u64>>>,
+        closed: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let desc = prometheus::core::Desc::new(
             "fedns_udp_kernel_drops_total".into(),
             "UDP queries the kernel dropped before fedns read them (receive buffer full):              raise udp.receive_buffer_bytes or add workers"
@@ -131,7 +136,11 @@ impl KernelDrops {
             Default::default(),
         )
         .expect("valid metric");
-        KernelDrops { inodes, desc }
+        KernelDrops {
+            inodes,
+            closed,
+            desc,
+        }
     }
 }
 
@@ -147,7 +156,7 @@ impl prometheus::core::Collector for KernelDrops {
         ))
         .expect("valid metric");
         let inodes = self.inodes.lock().map(|i| i.clone()).unwrap_or_default();
-        c.inc_by(kernel_drops(&inodes));
+        c.inc_by(kernel_drops(&inodes) + self.closed.load(std::sync::atomic::Ordering::Relaxed));
         prometheus::core::Collector::collect(&c)
     }
 }
