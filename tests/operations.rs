@@ -1045,6 +1045,8 @@ fn a_records(m: &hickory_proto::op::Message) -> Vec<String> {
 #[derive(Debug, PartialEq)]
 struct Observed {
     web: Vec<String>,
+    /// The same, asked by a resolver at 127.0.0.1 for the client subnet of `from`/24 (ECS).
+    web_ecs: Vec<String>,
     payload: u16,
     id_server: String,
     axfr: u8,
@@ -1057,6 +1059,24 @@ fn observe(s: &Fedns, from: &str) -> Observed {
         from,
         &message(1, WEB, RecordType::A, DNSClass::IN, false),
     ));
+    let web_ecs = {
+        use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+        let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            hickory_proto::rr::Name::from_ascii(WEB).unwrap(),
+            RecordType::A,
+        ));
+        let mut edns = Edns::new();
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                from.parse().unwrap(),
+                24,
+                0,
+            )));
+        m.set_edns(edns);
+        a_records(&exchange_from(s.udp, "127.0.0.1", &m.to_vec().unwrap()))
+    };
     let m = exchange_from(
         s.udp,
         "127.0.0.1",
@@ -1083,6 +1103,7 @@ fn observe(s: &Fedns, from: &str) -> Observed {
     stream.read_exact(&mut buf).unwrap();
     Observed {
         web,
+        web_ecs,
         payload,
         id_server,
         axfr: buf[3] & 0x0f,
@@ -1127,6 +1148,7 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
         observe(&s, "127.2.0.9"),
         Observed {
             web: both.clone(),
+            web_ecs: both.clone(),
             payload: 1232,
             id_server: "rcode Refused".into(),
             axfr: 5,
@@ -1148,6 +1170,7 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
         got,
         Observed {
             web: vec!["198.51.100.20".into()],
+            web_ecs: vec!["198.51.100.20".into()],
             payload: 1400,
             id_server: "replica-7".into(),
             axfr: 0,
@@ -1186,7 +1209,7 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
         (o.web == both).then_some(o)
     })
     .unwrap_or_else(|| panic!("geo did not change back:\n{}", s.log_text()));
-    assert_eq!((o.payload, o.axfr), (1232, 5), "{o:?}");
+    assert_eq!((o.payload, o.axfr, &o.web_ecs), (1232, 5, &both), "{o:?}");
     assert_eq!(o.id_server, "rcode Refused");
     let sock = UdpSocket::bind("127.0.0.5:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
