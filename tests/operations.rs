@@ -1110,6 +1110,34 @@ fn observe(s: &Fedns, from: &str) -> Observed {
     }
 }
 
+/// Whether a third connection from 127.0.0.1 closes the first (a per-source share of 2).
+fn tcp_share_of_two(s: &Fedns) -> bool {
+    // Connections of earlier checks close first.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| tcp(s.tcp)).collect();
+    for (i, c) in conns.iter_mut().enumerate().take(2) {
+        assert_eq!(ask_tcp(c, 100 + i as u16, "www.example.com."), 0);
+    }
+    let first = &mut conns[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match first.read(&mut b) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        other => panic!("unexpected read on an idle connection: {other:?}"),
+    }
+}
+
 fn sighup(s: &Fedns) {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
@@ -1155,9 +1183,13 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
         }
     );
 
-    // By SIGHUP: a new client network, EDNS payload, identity and transfer ACL.
+    assert!(
+        !tcp_share_of_two(&s),
+        "64 connections per source by default"
+    );
+    // By SIGHUP: a new client network, EDNS payload, identity, transfer ACL and TCP share.
     let changed = format!(
-        "{geo_east}    - {{cidr: 127.2.0.0/16, region: us-west2}}\nedns_payload: 1400\nidentity:\n  id: replica-7\ntransfers:\n  allow: [127.0.0.0/8]\n"
+        "{geo_east}    - {{cidr: 127.2.0.0/16, region: us-west2}}\nedns_payload: 1400\nidentity:\n  id: replica-7\ntransfers:\n  allow: [127.0.0.0/8]\ntcp:\n  max_connections_per_source: 2\n"
     );
     reload_with(&s, &fx.config(), &live_config(&changed), true);
     // The new locator comes with the table built for it: wait for that publish.
@@ -1176,6 +1208,7 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
             axfr: 0,
         }
     );
+    assert!(tcp_share_of_two(&s), "the reloaded per-source share");
     // East clients are unaffected.
     assert_eq!(
         a_records(&exchange_from(
@@ -1211,6 +1244,7 @@ fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
     .unwrap_or_else(|| panic!("geo did not change back:\n{}", s.log_text()));
     assert_eq!((o.payload, o.axfr, &o.web_ecs), (1232, 5, &both), "{o:?}");
     assert_eq!(o.id_server, "rcode Refused");
+    assert!(!tcp_share_of_two(&s), "the share is back at 64");
     let sock = UdpSocket::bind("127.0.0.5:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
