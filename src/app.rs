@@ -461,6 +461,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             file_tasks,
             reload_ticks: reload_rx.clone(),
             watch_interval: config.watch_interval,
+            geoip_seen: crate::reload::geoip_fingerprint(&config),
         },
     ));
     drop(tx);

@@ -32,7 +32,7 @@ use crate::server::Settings;
 use crate::server::listen::{Listeners, Serving};
 use crate::sources::{SourceBoard, Update};
 
-type Fingerprint = Option<(SystemTime, u64, u64)>;
+pub type Fingerprint = Option<(SystemTime, u64, u64)>;
 
 fn fingerprint(path: &Path) -> Fingerprint {
     use std::os::unix::fs::MetadataExt;
@@ -139,6 +139,13 @@ pub struct Live {
     /// SIGHUP ticks and the poll interval, for file sources started by a reload.
     pub reload_ticks: watch::Receiver<u64>,
     pub watch_interval: Duration,
+    /// The GeoIP database file as last read ([`geoip_fingerprint`]).
+    pub geoip_seen: Fingerprint,
+}
+
+/// Size, mtime and inode of the configured GeoIP database file.
+pub fn geoip_fingerprint(config: &Config) -> Fingerprint {
+    config.geo.geoip_db.as_deref().and_then(fingerprint)
 }
 
 impl Live {
@@ -159,13 +166,9 @@ impl Live {
         } else {
             None
         };
-        let geo_key = |c: &Config| {
-            (
-                format!("{:?}", c.geo),
-                c.geo.geoip_db.as_deref().and_then(fingerprint),
-            )
-        };
-        let locator = if geo_key(last) != geo_key(new) {
+        // The GeoIP database counts as changed when its file did since it was last read.
+        let geoip_now = geoip_fingerprint(new);
+        let locator = if differ(&last.geo, &new.geo) || geoip_now != self.geoip_seen {
             // A GeoIP database is tens of megabytes: read off the runtime's threads.
             let geo = new.geo.clone();
             let built = tokio::task::spawn_blocking(move || crate::app::build_locator(&geo))
@@ -231,6 +234,7 @@ impl Live {
             if self.merger.send(Input::Geo(locator)).await.is_err() {
                 return Err(vec!["the merger has stopped".into()]);
             }
+            self.geoip_seen = geoip_now;
             changed.push("geo");
         }
         if differ(&last.probes, &new.probes) {
