@@ -173,26 +173,22 @@ impl Live {
             let geo = new.geo.clone();
             let built = tokio::task::spawn_blocking(move || crate::app::build_locator(&geo))
                 .await
-                .map_err(|e| vec![format!("geo: {e}")])?;
-            Some(Arc::new(
-                built.map_err(|e| vec![format!("geo.geoip_db: {e}")])?,
-            ))
+                .map_err(|e| vec![format!("{}: geo: {e}", new.path.display())])?;
+            Some(Arc::new(built.map_err(|e| {
+                vec![format!("{}: geo.geoip_db: {e}", new.path.display())]
+            })?))
         } else {
             None
         };
         let buffers = (new.udp_receive_buffer, new.udp_send_buffer);
         if differ(&last.listen, &new.listen) {
-            // Bound before any other change, so a taken address rejects the whole reload.
-            let workers = if self.workers_from_cli {
-                last.workers
-            } else {
-                new.workers
-            };
+            // Bound before any other change, so a taken address rejects the whole reload. New
+            // addresses get the current `workers` (the command line's, when given).
             self.listeners
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .reconcile(&new.listen, workers, buffers, &self.serving)
-                .map_err(|e| vec![format!("listen: {e:#}")])?;
+                .reconcile(&new.listen, new.workers, buffers, &self.serving)
+                .map_err(|e| vec![format!("{}: listen: {e:#}", new.path.display())])?;
             changed.push("listen");
         }
         if (last.udp_receive_buffer, last.udp_send_buffer) != buffers {
@@ -443,10 +439,7 @@ pub async fn run(
                 }
                 match live.apply(&last, &new).await {
                     Ok(changed) => Ok((new, changed)),
-                    Err(problems) => Err(problems
-                        .into_iter()
-                        .map(|e| format!("{}: {e}", path.display()))
-                        .collect()),
+                    Err(problems) => Err(problems),
                 }
             }
         };

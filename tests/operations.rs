@@ -1295,13 +1295,52 @@ fn a_rejected_reload_keeps_every_old_value_serving() {
     replace_file(
         &fx.config(),
         &live_config(
-            "identity:\n  id: new-id\ngeo:\n  geoip_db: /nonexistent/GeoLite2-City.mmdb\n",
+            "identity:\n  id: new-id\ngeo:\n  regions:\n    - {name: us-east1, lat: 33.2, lon: -80.0}\n  geoip_db: /nonexistent/GeoLite2-City.mmdb\n",
         ),
     );
     common::wait_for(Duration::from_secs(10), || (rejected(&s) > n).then_some(()))
         .unwrap_or_else(|| panic!("unreadable GeoIP database not rejected:\n{}", s.log_text()));
-    assert!(s.log_text().contains("geoip"), "{}", s.log_text());
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.contains("geo.geoip_db") && l.contains("GeoLite2-City.mmdb")),
+        "{}",
+        s.log_text()
+    );
     assert_eq!(observe(&s, "127.2.0.9"), before);
+    // An address that cannot be bound: nothing of the new version applies.
+    let taken = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let n = rejected(&s);
+    replace_file(
+        &fx.config(),
+        &live_config("identity:\n  id: new-id\n").replace(
+            "listen: [\"127.0.0.1:0\"]",
+            &format!(
+                "listen: [\"127.0.0.1:0\", \"127.0.0.4:0\", \"{}\"]",
+                taken.local_addr().unwrap()
+            ),
+        ),
+    );
+    common::wait_for(Duration::from_secs(10), || (rejected(&s) > n).then_some(()))
+        .unwrap_or_else(|| panic!("a taken address not rejected:\n{}", s.log_text()));
+    let line = s
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("listen:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&taken.local_addr().unwrap().to_string()),
+        "{line}"
+    );
+    assert_eq!(observe(&s, "127.2.0.9"), before);
+    // 127.0.0.4, bound before the failure, was closed again.
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.contains("dns no longer listening") && l.contains("udp=127.0.0.4")),
+        "{}",
+        s.log_text()
+    );
     assert_eq!(
         metric(&scrape(&s), "fedns_config_last_reload_successful"),
         Some(0.0)

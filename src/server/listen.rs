@@ -173,6 +173,7 @@ impl Listeners {
                 Ok(l) => opened.push(l),
                 Err(e) => {
                     for l in opened {
+                        tracing::info!(udp = %l.bound, "dns no longer listening (the reload failed)");
                         drop(l.close(s));
                     }
                     return Err(e);
