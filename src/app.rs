@@ -409,15 +409,15 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     let etcd_publisher = match (&config.etcd, &federation_records) {
         (Some(e), Some(frx)) => {
             let id = format!("fedns pid {} http {}", std::process::id(), config.http);
-            Some(
-                tokio::spawn(crate::sources::etcd::run_publisher(
-                    e.clone(),
-                    frx.clone(),
-                    metrics.clone(),
-                    id,
-                ))
-                .abort_handle(),
-            )
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(crate::sources::etcd::run_publisher(
+                e.clone(),
+                frx.clone(),
+                metrics.clone(),
+                id,
+                stopped,
+            ));
+            Some(stop)
         }
         _ => None,
     };

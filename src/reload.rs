@@ -127,7 +127,8 @@ pub struct Live {
     pub probes: Option<watch::Sender<Vec<crate::probe::Rule>>>,
     /// The etcd read-mode source and the publisher, when running.
     pub etcd_reader: Option<tokio::task::AbortHandle>,
-    pub etcd_publisher: Option<tokio::task::AbortHandle>,
+    /// Stops the publisher (it steps down and revokes its lease).
+    pub etcd_publisher: Option<watch::Sender<bool>>,
     /// The merger's federation records (etcd publish mode, set at start).
     pub federation_records: Option<watch::Receiver<Arc<crate::answers::FederationRecords>>>,
     /// The config in effect, for the drain at shutdown (`lameduck_ms`, TCP grace).
@@ -383,20 +384,21 @@ impl Live {
         }
         let publisher = |c: &Config| c.etcd.clone().filter(|e| e.mode == EtcdMode::Publish);
         if differ(&publisher(last), &publisher(new)) {
-            if let Some(h) = self.etcd_publisher.take() {
-                h.abort();
-                self.metrics.etcd_publisher_leader.set(0);
+            if let Some(stop) = self.etcd_publisher.take() {
+                let _ = stop.send(true);
             }
             // A publisher needs the merger's records, set up at start in publish mode only.
             if let (Some(e), Some(records)) = (publisher(new), &self.federation_records) {
                 let id = format!("fedns pid {} http {}", std::process::id(), new.http);
-                let task = tokio::spawn(crate::sources::etcd::run_publisher(
+                let (stop, stopped) = watch::channel(false);
+                tokio::spawn(crate::sources::etcd::run_publisher(
                     e,
                     records.clone(),
                     self.metrics.clone(),
                     id,
+                    stopped,
                 ));
-                self.etcd_publisher = Some(task.abort_handle());
+                self.etcd_publisher = Some(stop);
             }
         }
     }

@@ -1417,3 +1417,54 @@ fn etcd_section_reloads_without_a_gap() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(answer(&f).contains("10.3.0.3"), "{}", answer(&f));
 }
+
+/// A reloaded publish-mode section restarts the publisher: the old one steps down and revokes
+/// its lease, so the new one is elected at once, not after the lease TTL (30 s here), and the
+/// keys already written stay.
+#[test]
+fn publisher_restarts_on_reload_without_waiting_for_its_lease() {
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section = |ttl: u32| {
+        format!(
+            "etcd:\n  endpoints: [\"{}\"]\n  mode: publish\n  lease_ttl_secs: {ttl}\n",
+            etcd.endpoint()
+        )
+    };
+    let p = Fedns::start_in(dir.path(), &section(30), Some(FED));
+    assert!(
+        p.wait_log(Duration::from_secs(10), "published federation records"),
+        "{}",
+        p.log_text()
+    );
+    let before = etcd.list("/skydns/com/example/");
+    assert!(!before.is_empty());
+    let config = dir.path().join("fedns.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tmp = config.with_extension("tmp~");
+    std::fs::write(
+        &tmp,
+        text.replace("lease_ttl_secs: 30", "lease_ttl_secs: 29"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    assert!(
+        p.wait_log(Duration::from_secs(10), "etcd publisher stepping down"),
+        "{}",
+        p.log_text()
+    );
+    let elected = |p: &Fedns| {
+        p.log_lines()
+            .iter()
+            .filter(|l| l.contains("elected etcd publisher"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || (elected(&p) >= 2).then_some(())).is_some(),
+        "the new publisher was not elected well within the old lease's 30 s:\n{}",
+        p.log_text()
+    );
+    assert_eq!(p.metric("fedns_etcd_publisher_leader"), Some(1.0));
+    assert_eq!(etcd.list("/skydns/com/example/"), before);
+    assert_eq!(p.metric("fedns_config_restart_pending"), Some(0.0));
+}
