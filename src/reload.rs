@@ -15,8 +15,10 @@
 //!   followed; a replaced or removed source's data leaves only after its successor's arrived;
 //! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
 //!
-//! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`, `watch_interval_ms`, `log_format`, `workers` of addresses
-//! already open, a switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and `fedns_config_restart_pending`
+//! - `workers`: more are added to open addresses (new sockets join each reuseport group);
+//!
+//! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`,
+//! `watch_interval_ms`, `log_format`, fewer `workers` than an open address has, a switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and `fedns_config_restart_pending`
 //! is 1 until the file and the running process agree again.
 
 use std::path::{Path, PathBuf};
@@ -50,8 +52,12 @@ fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 }
 
 /// Settings the running process keeps until a restart: `started` is the config it started
-/// with.
-pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str> {
+/// with, `open_workers` the most UDP workers an open address has.
+pub fn restart_only_changes(
+    started: &Config,
+    new: &Config,
+    open_workers: usize,
+) -> Vec<&'static str> {
     let mut out = Vec::new();
     let mut cmp = |name: &'static str, changed: bool| {
         if changed {
@@ -59,8 +65,9 @@ pub fn restart_only_changes(started: &Config, new: &Config) -> Vec<&'static str>
         }
     };
     cmp("http", differ(&started.http, &new.http));
-    // New addresses open with the new count; those already open keep theirs.
-    cmp("workers", differ(&started.workers, &new.workers));
+    // More workers are added live; fewer wait (closing a socket of a reuseport group can lose
+    // what the kernel hands it meanwhile).
+    cmp("workers", new.workers < open_workers);
     cmp("state_dir", differ(&started.state_dir, &new.state_dir));
     cmp(
         "watch_interval_ms",
@@ -182,7 +189,7 @@ impl Live {
             None
         };
         let buffers = (new.udp_receive_buffer, new.udp_send_buffer);
-        if differ(&last.listen, &new.listen) {
+        if differ(&last.listen, &new.listen) || last.workers != new.workers {
             // Bound before any other change, so a taken address rejects the whole reload. New
             // addresses get the current `workers` (the command line's, when given).
             self.listeners
@@ -190,7 +197,12 @@ impl Live {
                 .unwrap_or_else(|e| e.into_inner())
                 .reconcile(&new.listen, new.workers, buffers, &self.serving)
                 .map_err(|e| vec![format!("{}: listen: {e:#}", new.path.display())])?;
-            changed.push("listen");
+            if differ(&last.listen, &new.listen) {
+                changed.push("listen");
+            }
+            if last.workers != new.workers {
+                changed.push("workers");
+            }
         }
         if (last.udp_receive_buffer, last.udp_send_buffer) != buffers {
             for l in &self
@@ -463,7 +475,16 @@ pub async fn run(
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() as i64),
                 );
-                let pending = restart_only_changes(&started, &new);
+                let open_workers = live
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .open
+                    .iter()
+                    .map(|l| l.workers())
+                    .max()
+                    .unwrap_or(0);
+                let pending = restart_only_changes(&started, &new, open_workers);
                 let applied = if changed.is_empty() {
                     "none".to_string()
                 } else {

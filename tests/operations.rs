@@ -921,11 +921,18 @@ fn config_reload_rejects_a_bad_file_with_every_problem_and_names_restart_only_ch
     assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
 
     // Valid, with a setting that needs a restart: named, and pending.
-    replace_file(&fx.config(), &format!("{good}log_format: json\n"));
+    // (Fewer workers than the open address has: closing a socket could lose queries.)
+    replace_file(
+        &fx.config(),
+        &format!(
+            "{}log_format: json\n",
+            good.replace("workers: 2", "workers: 1")
+        ),
+    );
     let line = s
         .wait_log(Duration::from_secs(5), |l| l.contains("next restart"))
         .unwrap_or_else(|| panic!("no restart notice:\n{}", s.log_text()));
-    assert!(line.contains("settings=log_format"), "{line}");
+    assert!(line.contains("settings=workers,log_format"), "{line}");
     let m = scrape(&s);
     assert_eq!(
         metric(&m, "fedns_config_last_reload_successful"),
@@ -1404,13 +1411,23 @@ fn no_query_is_lost_across_reloads_of_listen_geo_and_settings() {
             client.send_to(&query(id as u16, WEB, 1), to).unwrap();
         }
     });
-    // Meanwhile: add an address, change geo and settings, drop the address, several times.
+    // Meanwhile: add an address, change geo and settings, drop the address, several times;
+    // from the second round on, with a third worker per address.
     let geo = "geo:\n  client_networks:\n    - {cidr: 127.2.0.0/16, region: us-west2}\n";
     let mut extra_addrs = Vec::new();
     for round in 0..3 {
-        let with_extra = live_config(&format!("{geo}edns_payload: {}\n", 1300 + round)).replace(
-            "listen: [\"127.0.0.1:0\"]",
-            "listen: [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+        let workers = |c: String| {
+            if round == 0 {
+                c
+            } else {
+                c.replace("workers: 2", "workers: 3")
+            }
+        };
+        let with_extra = workers(
+            live_config(&format!("{geo}edns_payload: {}\n", 1300 + round)).replace(
+                "listen: [\"127.0.0.1:0\"]",
+                "listen: [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+            ),
         );
         let opened = s
             .log_lines()
@@ -1431,7 +1448,7 @@ fn no_query_is_lost_across_reloads_of_listen_geo_and_settings() {
         // The added address answers.
         assert_eq!(ask_udp(extra, 60_000 + round as u16, "www.example.com."), 0);
         extra_addrs.push(extra);
-        reload_with(&s, &fx.config(), &live_config(""), round % 2 == 1);
+        reload_with(&s, &fx.config(), &workers(live_config("")), round % 2 == 1);
         s.wait_log(Duration::from_secs(10), |l| {
             l.contains("dns no longer listening") && l.contains(&extra.to_string())
         })
@@ -1439,6 +1456,12 @@ fn no_query_is_lost_across_reloads_of_listen_geo_and_settings() {
     }
     sender.join().unwrap();
     done.store(true, Ordering::Relaxed);
+    let added = s
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("dns workers added"))
+        .unwrap_or_else(|| panic!("no worker added:\n{}", s.log_text()));
+    assert!(added.contains("workers=3"), "{added}");
     let answered = counter.join().unwrap();
     assert_eq!(
         answered,

@@ -49,14 +49,8 @@ impl Listener {
         let bound = udp_socks[0].local_addr()?;
         tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
         let mut udp = Vec::new();
-        for (i, sock) in udp_socks.into_iter().enumerate() {
-            let stop = Arc::new(AtomicBool::new(false));
-            udp.push((sock.try_clone()?, stop.clone()));
-            let (shared, stats) = (s.shared.clone(), s.shared.metrics.worker());
-            let counters = s.rrl_metrics.worker();
-            std::thread::Builder::new()
-                .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(sock, shared, stats, counters, stop))?;
+        for sock in udp_socks {
+            udp.push(start_worker(sock, udp.len(), s)?);
         }
         let (tcp_stop, tcp_stop_rx) = watch::channel(false);
         let tcp_task = tokio::spawn(tcp::serve(
@@ -78,6 +72,41 @@ impl Listener {
             tcp_stop,
             tcp_task: Some(tcp_task),
         })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// Adds UDP workers up to `workers`: more sockets join the address's `SO_REUSEPORT` group,
+    /// and what the old ones have queued stays theirs, so nothing is lost. (Fewer workers would
+    /// mean closing a socket the kernel may still be handing queries to: that waits for a
+    /// restart.)
+    pub fn grow(
+        &mut self,
+        workers: usize,
+        buffers: (usize, usize),
+        s: &Serving,
+    ) -> anyhow::Result<()> {
+        let extra = workers.saturating_sub(self.udp.len());
+        if extra == 0 {
+            return Ok(());
+        }
+        let socks =
+            udp::bind(self.bound, extra).map_err(|e| anyhow::anyhow!("udp {}: {e}", self.bound))?;
+        size_buffers(&socks, buffers);
+        let inodes = udp::inodes(&socks);
+        for sock in socks {
+            let w = start_worker(sock, self.udp.len(), s)?;
+            self.udp.push(w);
+        }
+        self.inodes.extend(&inodes);
+        s.udp_inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(&inodes);
+        tracing::info!(udp = %self.bound, workers = self.udp.len(), "dns workers added");
+        Ok(())
     }
 
     /// Applies new kernel buffer sizes to the live sockets.
@@ -108,6 +137,22 @@ impl Listener {
             .retain(|i| !self.inodes.contains(i));
         self.tcp_task.take()
     }
+}
+
+/// Starts the worker thread serving `sock`; its socket's clone and stop flag.
+fn start_worker(
+    sock: UdpSocket,
+    i: usize,
+    s: &Serving,
+) -> anyhow::Result<(UdpSocket, Arc<AtomicBool>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let kept = (sock.try_clone()?, stop.clone());
+    let (shared, stats) = (s.shared.clone(), s.shared.metrics.worker());
+    let counters = s.rrl_metrics.worker();
+    std::thread::Builder::new()
+        .name(format!("udp-{i}"))
+        .spawn(move || udp::serve(sock, shared, stats, counters, stop))?;
+    Ok(kept)
 }
 
 fn size_buffers(socks: &[UdpSocket], (receive, send): (usize, usize)) {
@@ -166,7 +211,11 @@ impl Listeners {
     ) -> anyhow::Result<()> {
         let mut opened: Vec<Listener> = Vec::new();
         for addr in want {
-            if self.open.iter().any(|l| l.configured == *addr) {
+            if let Some(l) = self.open.iter_mut().find(|l| l.configured == *addr) {
+                // Staying: more workers if asked (best effort: the address keeps serving).
+                if let Err(e) = l.grow(workers, buffers, s) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot add dns workers");
+                }
                 continue;
             }
             match Listener::open(*addr, workers, buffers, s) {
