@@ -13,13 +13,13 @@
 //!   stay keep their sockets;
 //! - `zones_dir`, `federation_files`: new ones are loaded (any problem rejects the reload) and
 //!   followed; a replaced or removed source's data leaves only after its successor's arrived;
+//! - more `workers`: new sockets join each open address's reuseport group;
 //! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
 //!
-//! - `workers`: more are added to open addresses (new sockets join each reuseport group);
-//!
 //! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`,
-//! `watch_interval_ms`, `log_format`, fewer `workers` than an open address has, a switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and `fedns_config_restart_pending`
-//! is 1 until the file and the running process agree again.
+//! `watch_interval_ms`, `log_format`, fewer `workers` than an open address has, a switch of
+//! `etcd.mode`, a `kubernetes:` section added) is named in the log, and
+//! `fedns_config_restart_pending` is 1 until the file and the running process agree again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
