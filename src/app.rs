@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 use crate::server::listen::{Listeners, Serving};
 use crate::server::{Settings, Shared, http, tcp, udp};
 
-use crate::answers::build_fresh;
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
 use crate::sources::zone_dir::ZoneDir;
@@ -93,7 +92,7 @@ impl ZoneTracker {
             Snapshot::Zones(z) => z.iter().map(|z| z.origin.clone()).collect(),
             Snapshot::Federation(f) => vec![f.zone.clone()],
             Snapshot::Etcd(e) => e.zones.clone(),
-            Snapshot::Probes(_) => return,
+            Snapshot::Probes(_) | Snapshot::Resign => return,
             Snapshot::Gone => Vec::new(),
         };
         if self.by_source.get(&u.source) == Some(&zones) {
@@ -173,7 +172,9 @@ pub fn check(path: &Path) -> ExitCode {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
             crate::sources::Snapshot::Etcd(_) => {}
-            crate::sources::Snapshot::Probes(_) | crate::sources::Snapshot::Gone => {}
+            crate::sources::Snapshot::Probes(_)
+            | crate::sources::Snapshot::Gone
+            | crate::sources::Snapshot::Resign => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -191,7 +192,60 @@ pub fn check(path: &Path) -> ExitCode {
         });
         Default::default()
     });
-    let built = build_fresh(&zones, &feds, &locator);
+    let mut signing = Vec::new();
+    if let Some(d) = &config.dnssec {
+        match crate::dns::dnssec::KeyRing::load(
+            &d.zones,
+            &d.keys_dir,
+            d.algorithm,
+            d.signature_validity,
+            d.resign_after,
+            false,
+        ) {
+            Ok(mut keys) => {
+                for z in keys.generated() {
+                    println!(
+                        "dnssec: {z} has no key in {} yet: `fedns serve` (or `fedns dnssec ds`) generates one",
+                        d.keys_dir.display()
+                    );
+                }
+                for ds in keys.ds_records() {
+                    if !keys
+                        .generated()
+                        .iter()
+                        .any(|z| ds.starts_with(&z.to_string()))
+                    {
+                        println!("dnssec: {ds}");
+                    }
+                }
+                signing = keys.signing(0).to_vec();
+                for z in &d.zones {
+                    if !zones.iter().any(|s| s.origin == *z) && !feds.iter().any(|f| f.zone == *z) {
+                        problems.push(Problem {
+                            file: config.path.display().to_string(),
+                            line: None,
+                            message: format!("dnssec.zones: {z} is not a served zone"),
+                        });
+                    }
+                }
+            }
+            Err(e) => problems.push(Problem {
+                file: d.keys_dir.display().to_string(),
+                line: None,
+                message: format!("dnssec: {e}"),
+            }),
+        }
+    }
+    let built = crate::answers::build(crate::answers::BuildInput {
+        zones: &zones,
+        federations: &feds,
+        etcd: &[],
+        cache: None,
+        serial: 1,
+        generation: 1,
+        locator: &locator,
+        signing: &signing,
+    });
     for w in built
         .warnings
         .iter()
@@ -218,6 +272,45 @@ pub fn check(path: &Path) -> ExitCode {
         built.table.record_count
     );
     ExitCode::SUCCESS
+}
+
+/// `fedns dnssec ds`: loads (or generates) every signed zone's keys and prints the DS records
+/// for the parents and the DNSKEYs (trust anchors).
+pub fn dnssec_ds(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(p) => {
+            print_problems(&p);
+            eprintln!("{}", count_line(p.len()));
+            return ExitCode::from(1);
+        }
+    };
+    let Some(d) = &config.dnssec else {
+        eprintln!("{}: no dnssec section: nothing is signed", path.display());
+        return ExitCode::from(1);
+    };
+    match crate::dns::dnssec::KeyRing::load(
+        &d.zones,
+        &d.keys_dir,
+        d.algorithm,
+        d.signature_validity,
+        d.resign_after,
+        true,
+    ) {
+        Ok(keys) => {
+            for ds in keys.ds_records() {
+                println!("{ds}");
+            }
+            for k in keys.dnskey_records() {
+                println!("{k}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dnssec: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `fedns serve`. `log_format` (from the command line) wins over the config's.
@@ -334,6 +427,21 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         SerialClock::new(Some(config.state_dir.clone())),
         locator,
     );
+    if let Some(d) = &config.dnssec {
+        let keys = crate::dns::dnssec::KeyRing::load(
+            &d.zones,
+            &d.keys_dir,
+            d.algorithm,
+            d.signature_validity,
+            d.resign_after,
+            true,
+        )
+        .map_err(|e| anyhow::anyhow!("dnssec: {e}"))?;
+        for ds in keys.ds_records() {
+            tracing::info!(ds = %ds, "dnssec: zone signed; give the parent zone this DS");
+        }
+        merger.sign_with(keys);
+    }
     let mut zone_tracker = ZoneTracker::new(metrics.clone());
     for u in updates {
         zone_tracker.note(&u);
@@ -437,6 +545,25 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             metrics.clone(),
             reload_rx.clone(),
         ));
+    }
+    if config.dnssec.is_some() {
+        // Signatures are made again before they expire, even when no source changes.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let tick = Update {
+                    source: "dnssec".into(),
+                    snapshot: Arc::new(crate::sources::Snapshot::Resign),
+                    taken: None,
+                };
+                if tx.send(tick).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     let (merger_tx, merger_rx) = mpsc::channel::<Input>(64);
     let (current, current_rx) = watch::channel(config.clone());

@@ -57,6 +57,36 @@ struct RawConfig {
     transfers: RawTransfers,
     #[serde(default)]
     identity: RawIdentity,
+    #[serde(default)]
+    dnssec: Option<RawDnssec>,
+}
+
+/// DNSSEC signing of zone-file and federation zones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnssec {
+    zones: Vec<String>,
+    /// BIND-format key files (`K<zone>.+<alg>+<tag>.key/.private`); default `<state_dir>/keys`.
+    #[serde(default)]
+    keys_dir: Option<PathBuf>,
+    #[serde(default = "default_dnssec_algorithm")]
+    algorithm: String,
+    #[serde(default = "default_signature_validity_days")]
+    signature_validity_days: u32,
+    #[serde(default = "default_resign_after_days")]
+    resign_after_days: u32,
+}
+
+fn default_dnssec_algorithm() -> String {
+    "ecdsap256sha256".into()
+}
+
+fn default_signature_validity_days() -> u32 {
+    14
+}
+
+fn default_resign_after_days() -> u32 {
+    7
 }
 
 /// Server identity (NSID, CHAOS TXT); everything off unless set.
@@ -551,6 +581,20 @@ pub struct Config {
     pub udp_send_buffer: usize,
     pub transfers: TransferConfig,
     pub identity: IdentityConfig,
+    pub dnssec: Option<DnssecConfig>,
+}
+
+/// Which zones are signed, with which keys, and for how long signatures are valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnssecConfig {
+    pub zones: Vec<crate::model::DnsName>,
+    pub keys_dir: PathBuf,
+    /// Generated keys' algorithm (keys found in `keys_dir` keep theirs).
+    pub algorithm: crate::dns::dnssec::Algorithm,
+    /// Signatures are valid this long from their inception (an hour before they are made)...
+    pub signature_validity: Duration,
+    /// ...and are all made again once they are this old, with no source change needed.
+    pub resign_after: Duration,
 }
 
 /// What fedns says about itself, when asked (`hostname` and `fedns` resolved at load).
@@ -1007,6 +1051,85 @@ impl Config {
                 }
             },
         };
+        let mut dnssec = None;
+        if let Some(d) = &raw.dnssec {
+            let mut field = |path: &str, message: String| {
+                problems.push(Problem {
+                    file: file.clone(),
+                    line: crate::config_errors::line_of_path(text, path, toml),
+                    message: format!("{path}: {message}"),
+                })
+            };
+            let mut zones = Vec::new();
+            for (i, z) in d.zones.iter().enumerate() {
+                match crate::model::DnsName::parse(z) {
+                    Ok(n) => zones.push(n),
+                    Err(m) => field(&format!("dnssec.zones[{i}]"), m),
+                }
+            }
+            if d.zones.is_empty() {
+                field("dnssec.zones", "name at least one zone to sign".into());
+            }
+            let algorithm = crate::dns::dnssec::Algorithm::parse(&d.algorithm);
+            if algorithm.is_none() {
+                field(
+                    "dnssec.algorithm",
+                    format!(
+                        "{:?} is not ecdsap256sha256 (13) or ed25519 (15)",
+                        d.algorithm
+                    ),
+                );
+            }
+            if d.signature_validity_days < 2 || d.signature_validity_days > 366 {
+                field(
+                    "dnssec.signature_validity_days",
+                    format!("{} is outside 2..=366", d.signature_validity_days),
+                );
+            }
+            if d.resign_after_days == 0 || d.resign_after_days >= d.signature_validity_days {
+                field(
+                    "dnssec.resign_after_days",
+                    format!(
+                        "{} must be at least 1 and below signature_validity_days ({}), so \
+                         signatures are made again before they expire",
+                        d.resign_after_days, d.signature_validity_days
+                    ),
+                );
+            }
+            if let Some(e) = &etcd {
+                for (i, z) in zones.iter().enumerate() {
+                    if e.zones.contains(z) {
+                        field(
+                            &format!("dnssec.zones[{i}]"),
+                            format!("{z} is an etcd zone; etcd zones cannot be signed (yet)"),
+                        );
+                    }
+                }
+            }
+            if !raw.transfers.allow.is_empty() || !raw.transfers.notify.is_empty() {
+                field(
+                    "dnssec",
+                    "signed zones cannot be transferred yet (their denial of existence is \
+                     signed per query, which a secondary cannot do): remove transfers.allow \
+                     and transfers.notify"
+                        .into(),
+                );
+            }
+            if let Some(algorithm) = algorithm {
+                dnssec = Some(DnssecConfig {
+                    zones,
+                    keys_dir: match &d.keys_dir {
+                        Some(p) => resolve(p),
+                        None => resolve(&raw.state_dir).join("keys"),
+                    },
+                    algorithm,
+                    signature_validity: Duration::from_secs(
+                        d.signature_validity_days as u64 * 86400,
+                    ),
+                    resign_after: Duration::from_secs(d.resign_after_days as u64 * 86400),
+                });
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -1068,6 +1191,7 @@ impl Config {
                 tsig,
             },
             identity,
+            dnssec,
         })
     }
 }

@@ -53,6 +53,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// DNSSEC key management.
+    Dnssec {
+        #[command(subcommand)]
+        command: DnssecCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnssecCommand {
+    /// Print each signed zone's DS record (for its parent) and DNSKEY (a resolver's trust
+    /// anchor), generating the keys first when the keys directory has none.
+    Ds {
+        #[arg(long, short, default_value = "config/fedns.yaml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +90,12 @@ fn main() -> ExitCode {
         } => {
             fedns::logging::init(log_format.unwrap_or_default());
             fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json)
+        }
+        Command::Dnssec {
+            command: DnssecCommand::Ds { config },
+        } => {
+            fedns::logging::init(log_format.unwrap_or_default());
+            fedns::app::dnssec_ds(&config)
         }
     }
 }

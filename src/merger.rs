@@ -72,6 +72,12 @@ impl SerialClock {
 }
 
 /// Waits (bounded) until no query holds `old`, then drops it on this thread.
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32)
+}
+
 fn retire(old: Arc<crate::table::Table>) {
     let deadline = Instant::now() + std::time::Duration::from_millis(200);
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
@@ -111,6 +117,11 @@ impl From<Update> for Input {
     }
 }
 
+/// A DNSSEC re-signing tick (no data of its own).
+fn is_tick(input: &Input) -> bool {
+    matches!(input, Input::Update(u) if matches!(*u.snapshot, Snapshot::Resign))
+}
+
 pub struct Merger {
     /// Client locations the cache's per-location answers are laid out for.
     locator: Arc<Locator>,
@@ -125,6 +136,8 @@ pub struct Merger {
     last_trim: Instant,
     /// Services currently served despite failing every probe.
     fail_static: std::collections::BTreeSet<String>,
+    /// DNSSEC: the keys of the signed zones (`None`: nothing is signed).
+    keys: Option<crate::dns::dnssec::KeyRing>,
 }
 
 impl Merger {
@@ -139,7 +152,13 @@ impl Merger {
             cache: Default::default(),
             fail_static: Default::default(),
             last_trim: Instant::now(),
+            keys: None,
         }
+    }
+
+    /// Signs the zones `keys` holds in every table from now on.
+    pub fn sign_with(&mut self, keys: crate::dns::dnssec::KeyRing) {
+        self.keys = Some(keys);
     }
 
     /// Sends the federation records of every published table to `tx` (etcd publish mode).
@@ -196,7 +215,7 @@ impl Merger {
                 Snapshot::Federation(f) => federations.push((**f).clone()),
                 Snapshot::Etcd(e) => etcd.push(&**e),
                 Snapshot::Probes(v) => verdicts = Some(v),
-                Snapshot::Gone => {}
+                Snapshot::Gone | Snapshot::Resign => {}
             }
         }
         if let Some(v) = verdicts {
@@ -214,7 +233,19 @@ impl Merger {
         self.generation += 1;
         let serial = self.serial.next(floor);
         let prepared = started.elapsed();
+        let resigned = self.keys.as_ref().is_some_and(|k| k.due(unix_now()));
+        let signing: Vec<_> = match &mut self.keys {
+            Some(k) => k.signing(unix_now()).to_vec(),
+            None => Vec::new(),
+        };
+        if resigned {
+            tracing::info!(
+                zones = signing.len(),
+                "dnssec: signing every answer with a new validity period"
+            );
+        }
         let built = build(BuildInput {
+            signing: &signing,
             locator: &self.locator,
             zones: &zones,
             federations: &federations,
@@ -366,9 +397,14 @@ impl Merger {
     pub fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut held = Vec::new();
         while let Some(update) = rx.blocking_recv() {
+            let mut ticks_only = is_tick(&update);
             self.apply_held(update, &mut held);
             while let Ok(more) = rx.try_recv() {
+                ticks_only &= is_tick(&more);
                 self.apply_held(more, &mut held);
+            }
+            if ticks_only && !self.keys.as_ref().is_some_and(|k| k.due(unix_now())) {
+                continue;
             }
             self.publish();
             // Sources waiting for their snapshot to be served may go on.

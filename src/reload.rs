@@ -17,8 +17,8 @@
 //! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
 //!
 //! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`,
-//! `watch_interval_ms`, `log_format`, fewer `workers` than an open address has, a switch of
-//! `etcd.mode`, a `kubernetes:` section added) is named in the log, and
+//! `watch_interval_ms`, `log_format`, `dnssec`, fewer `workers` than an open address has, a
+//! switch of `etcd.mode`, a `kubernetes:` section added) is named in the log, and
 //! `fedns_config_restart_pending` is 1 until the file and the running process agree again.
 
 use std::path::{Path, PathBuf};
@@ -74,6 +74,8 @@ pub fn restart_only_changes(
         differ(&started.watch_interval, &new.watch_interval),
     );
     cmp("log_format", differ(&started.log_format, &new.log_format));
+    // Keys are loaded (or generated) once, at start.
+    cmp("dnssec", differ(&started.dnssec, &new.dnssec));
     cmp(
         "etcd.mode",
         publishes(&started.etcd) != publishes(&new.etcd) && new.etcd.is_some(),

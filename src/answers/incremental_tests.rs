@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
@@ -309,6 +310,7 @@ fn build_both_and_compare(
     fed: &Federation,
     i: u32,
     context: &str,
+    signing: &[Arc<crate::dns::dnssec::ZoneKeys>],
 ) {
     let locator = crate::dns::tests::locator();
     let zones = [zone(lines)];
@@ -322,6 +324,7 @@ fn build_both_and_compare(
             serial: 1000 + i,
             generation: i as u64,
             locator,
+            signing,
         })
         .table
     };
@@ -330,12 +333,41 @@ fn build_both_and_compare(
     assert_same(&incremental, &fresh, locator.locations().len(), context);
 }
 
+/// Keys for example.com that sign deterministically (Ed25519), so two builds sign alike.
+fn test_signing() -> Vec<Arc<crate::dns::dnssec::ZoneKeys>> {
+    let zone = DnsName::parse("example.com").unwrap();
+    let mut ring = crate::dns::dnssec::KeyRing::load(
+        &[zone],
+        std::path::Path::new("/nonexistent/fedns-test-keys"),
+        crate::dns::dnssec::Algorithm::Ed25519,
+        std::time::Duration::from_secs(14 * 86400),
+        std::time::Duration::from_secs(7 * 86400),
+        false,
+    )
+    .unwrap();
+    ring.signing(1_800_000_000).to_vec()
+}
+
 #[test]
 fn incremental_builds_answer_as_full_builds() {
+    incremental_walk(1..=4, &[]);
+}
+
+/// The same walk with the zone signed (DNSSEC): signatures and denial records are re-made
+/// only for what changed, and equal a full signing.
+#[test]
+fn incremental_signed_builds_answer_as_full_builds() {
+    incremental_walk(5..=6, &test_signing());
+}
+
+fn incremental_walk(
+    seeds: std::ops::RangeInclusive<u64>,
+    signing: &[Arc<crate::dns::dnssec::ZoneKeys>],
+) {
     let locator = crate::dns::tests::locator();
     let locations = locator.locations().len();
     assert!(locations > 1, "the test needs several client locations");
-    for seed in 1..=4u64 {
+    for seed in seeds {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut fed = first_federation(&mut rng);
         let mut lines: Vec<String> = Vec::new();
@@ -353,6 +385,7 @@ fn incremental_builds_answer_as_full_builds() {
                 &fed,
                 i,
                 &format!("seed {seed} step {i}"),
+                signing,
             );
         }
     }
@@ -375,6 +408,6 @@ fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
     ];
     let mut cache = BuildCache::default();
     for (i, lines) in steps.iter().enumerate() {
-        build_both_and_compare(&mut cache, lines, &fed, i as u32, &format!("step {i}"));
+        build_both_and_compare(&mut cache, lines, &fed, i as u32, &format!("step {i}"), &[]);
     }
 }

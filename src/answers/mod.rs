@@ -32,6 +32,7 @@ pub mod skydns;
 pub use self::federation::{FederationRecords, Published, federation_records};
 use self::federation::{Layout, NodeData, RRset};
 use self::skydns::{EtcdData, Outcome};
+use crate::dns::dnssec::{self, ZoneKeys};
 use crate::dns::encode;
 use crate::geo::Locator;
 use crate::model::{
@@ -57,6 +58,8 @@ pub struct BuildInput<'a> {
     pub generation: u64,
     /// Client locations to precompute global names for.
     pub locator: &'a Locator,
+    /// Zones to sign (DNSSEC), with their keys and signature validity; empty: none.
+    pub signing: &'a [Arc<ZoneKeys>],
 }
 
 pub struct Built {
@@ -266,6 +269,9 @@ pub struct BuildCache {
     /// §4.2.1). Every name at or below one answers with its referral.
     cuts: FxHashSet<DnsName>,
     federations: Vec<FederationState>,
+    /// Per zone (same order as `zones`): its signing keys, if it is signed. Other keys or
+    /// another validity period start the cache afresh (every signature is made again).
+    keys: Vec<Option<Arc<ZoneKeys>>>,
     names: Names,
     /// name → aliases whose answers read it.
     readers: FxHashMap<DnsName, Vec<DnsName>>,
@@ -291,9 +297,29 @@ pub fn build(input: BuildInput<'_>) -> Built {
         serial,
         generation,
         locator,
+        signing,
         ..
     } = input;
-    cache.apply(zone_files, federations, etcd, locator, serial, generation)
+    cache.apply(
+        Inputs {
+            zone_files,
+            federations,
+            etcd,
+            locator,
+            signing,
+        },
+        serial,
+        generation,
+    )
+}
+
+/// The snapshots and settings one build folds into the cache.
+struct Inputs<'a> {
+    zone_files: &'a [StaticZone],
+    federations: &'a [Federation],
+    etcd: &'a [&'a EtcdData],
+    locator: &'a Locator,
+    signing: &'a [Arc<ZoneKeys>],
 }
 
 /// A build from scratch of zone files and federations alone (no etcd, serial 1): what `check`,
@@ -307,6 +333,7 @@ pub fn build_fresh(zones: &[StaticZone], federations: &[Federation], locator: &L
         serial: 1,
         generation: 1,
         locator,
+        signing: &[],
     })
 }
 
@@ -424,6 +451,9 @@ struct Resolved<'a> {
     additional: Vec<(DnsName, &'a RRset)>,
     /// Zone whose SOA goes into the authority section (negative answers).
     soa_zone: Option<usize>,
+    /// Negative answers: the name the chain ended at, the types it has there (for its NSEC),
+    /// and whether it exists.
+    end: Option<(DnsName, Vec<u16>, bool)>,
     /// Some node on the way answers per client location.
     located: bool,
 }
@@ -545,22 +575,36 @@ impl BuildCache {
         self.prune(name);
     }
 
-    fn apply(
-        &mut self,
-        zone_files: &[StaticZone],
-        federations: &[Federation],
-        etcd: &[&EtcdData],
-        locator: &Locator,
-        serial: u32,
-        generation: u64,
-    ) -> Built {
+    fn apply(&mut self, inputs: Inputs<'_>, serial: u32, generation: u64) -> Built {
+        let Inputs {
+            zone_files,
+            federations,
+            etcd,
+            locator,
+            signing,
+        } = inputs;
         let mut warnings = Vec::new();
         let mut zone_warnings = Vec::new();
         let zones = zone_list(zone_files, federations, etcd, &mut zone_warnings);
         let locations = locator.locations().len();
         let federation_names: Vec<String> = federations.iter().map(|f| f.name.clone()).collect();
         let etcd_prefixes: Vec<String> = etcd.iter().map(|e| e.prefix.clone()).collect();
+        let keys: Vec<Option<Arc<ZoneKeys>>> = zones
+            .iter()
+            .map(|z| signing.iter().find(|k| k.zone == z.origin).cloned())
+            .collect();
+        let same_keys = |a: &Option<Arc<ZoneKeys>>, b: &Option<Arc<ZoneKeys>>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.validity == b.validity
+                    && a.ksk.public == b.ksk.public
+                    && a.zsk.public == b.zsk.public
+            }
+            _ => false,
+        };
         let fresh = self.segments.is_empty()
+            || self.keys.len() != keys.len()
+            || !self.keys.iter().zip(&keys).all(|(a, b)| same_keys(a, b))
             || self.locations != locations
             || self.zones != zones
             || self.federation_names != federation_names
@@ -568,6 +612,7 @@ impl BuildCache {
         if fresh {
             *self = BuildCache {
                 locations,
+                keys,
                 zones,
                 federation_names,
                 etcd_prefixes,
@@ -586,6 +631,22 @@ impl BuildCache {
         if fresh || self.zone_files.as_slice() != zone_files {
             warnings.append(&mut zone_warnings);
             self.update_zone_files(zone_files, &mut warnings);
+            // A wildcard's answers follow any question, so their signatures and the proof that
+            // the question's name does not exist would have to be made per query.
+            let mut signed_wildcards: Vec<String> = self
+                .zone_file_nodes
+                .keys()
+                .filter(|n| is_wildcard(n))
+                .filter(|n| zone_of(&self.zones, n).is_some_and(|zi| self.keys[zi].is_some()))
+                .map(|n| {
+                    format!(
+                        "{n}: wildcards in signed zones are not supported yet (DNSSEC); names \
+                         below it would fail validation"
+                    )
+                })
+                .collect();
+            signed_wildcards.sort();
+            self.conflicts.extend(signed_wildcards);
         }
         for (i, fed) in federations.iter().enumerate() {
             self.update_federation(i, fed, locator, &mut warnings);
@@ -610,6 +671,23 @@ impl BuildCache {
                 .unwrap_or_default();
             data.rrsets.retain(|r| r.rtype != rtype::SOA);
             data.rrsets.push(soa);
+            if let Some(keys) = &self.keys[zi] {
+                // DNSKEY, CDS and CDNSKEY (RFC 7344), whatever the zone file says.
+                data.rrsets.retain(|r| {
+                    !matches!(
+                        r.rtype,
+                        dnssec::TYPE_DNSKEY | dnssec::TYPE_CDS | dnssec::TYPE_CDNSKEY
+                    )
+                });
+                for r in keys.apex_records(DNSKEY_TTL) {
+                    let t = r.data.rtype();
+                    match data.rrsets.iter_mut().find(|s| s.rtype == t) {
+                        Some(set) => set.rdatas.push(r.data),
+                        None => data.rrsets.push(RRset::fixed(t, r.ttl, vec![r.data])),
+                    }
+                }
+                data.rrsets.sort_by_key(|r| r.rtype);
+            }
             st.apex = Some(Box::new(data));
             self.mark(&origin);
         }
@@ -623,7 +701,16 @@ impl BuildCache {
         let zone_infos: Vec<ZoneInfo> = self
             .zones
             .iter()
-            .map(|z| zone_info(z, serial, etcd_zones.contains(&&z.origin)))
+            .enumerate()
+            .map(|(zi, z)| {
+                zone_info(
+                    z,
+                    zi,
+                    serial,
+                    etcd_zones.contains(&&z.origin),
+                    self.keys[zi].as_ref(),
+                )
+            })
             .collect();
         let dirty: Vec<usize> = (0..SEGMENTS).filter(|&s| self.dirty[s]).collect();
         let built = par_map(&dirty, 256, |&s| Arc::new(self.segment(s)));
@@ -872,6 +959,7 @@ impl BuildCache {
             zones: &self.zones,
             cuts: &self.cuts,
             zone_file: &self.zone_file_nodes,
+            keys: &self.keys,
         };
         let done = par_map(&todo, 4096, |name| {
             view.names.get(name.wire()).map(|st| {
@@ -997,6 +1085,7 @@ impl BuildCache {
                 Enc::ServFail => {
                     seg.answers.push(Answer {
                         authoritative: true,
+                        signed: false,
                         rcode: rcode::SERVFAIL,
                         soa_tail: zi as u32,
                         bodies: Arc::new([Body::empty()]),
@@ -1135,6 +1224,8 @@ struct View<'a> {
     zones: &'a [ZoneData],
     cuts: &'a FxHashSet<DnsName>,
     zone_file: &'a FxHashMap<DnsName, NodeData>,
+    /// Per zone: its signing keys (DNSSEC), if signed.
+    keys: &'a [Option<Arc<ZoneKeys>>],
 }
 
 fn is_wildcard(name: &DnsName) -> bool {
@@ -1144,6 +1235,11 @@ fn is_wildcard(name: &DnsName) -> bool {
 impl<'a> View<'a> {
     fn data(&self, name: &DnsName) -> Option<&'a NodeData> {
         self.names.get(name.wire()).map(NameState::data)
+    }
+
+    /// The keys that sign `name`'s RRsets, if its zone is signed.
+    fn keys_for(&self, name: &DnsName) -> Option<&'a ZoneKeys> {
+        self.keys.get(zone_of(self.zones, name)?)?.as_deref()
     }
 
     /// The highest zone cut at or above `name` in its zone (`None`: `name` is authoritative).
@@ -1243,6 +1339,7 @@ fn resolve<'a>(
         answer: Vec::new(),
         additional: Vec::new(),
         soa_zone: None,
+        end: None,
         located: false,
     };
     let mut cur = qname.clone();
@@ -1263,6 +1360,7 @@ fn resolve<'a>(
                 None => {
                     out.rcode = rcode::NXDOMAIN;
                     out.soa_zone = Some(zi);
+                    out.end = Some((cur, Vec::new(), false));
                     return out;
                 }
             },
@@ -1296,6 +1394,7 @@ fn resolve<'a>(
             }
             None => {
                 out.soa_zone = Some(zi);
+                out.end = Some((cur, here.iter().map(|r| r.rtype).collect(), true));
                 return out;
             }
         }
@@ -1317,7 +1416,7 @@ fn encode_name(
         // The DS RRset lives in the parent zone (RFC 4035 §2.4): at the cut it is ours.
         let by_type: Box<[(u16, Ref)]> = if cut == *name {
             let ds = resolve(view, name, rtype::DS, 0, &mut reads);
-            Box::new([(rtype::DS, single(name, rtype::DS, &ds, false))])
+            Box::new([(rtype::DS, single(view, name, rtype::DS, &ds, false))])
         } else {
             Box::new([])
         };
@@ -1380,11 +1479,49 @@ fn referral(view: View<'_>, cut: &DnsName, reads: &mut Vec<DnsName>) -> Ref {
     if !reads.contains(cut) {
         reads.push(cut.clone());
     }
+    let unsigned = encode::detached_referral(&authority, &glue);
+    // Signed parent: the DS RRset and its RRSIG, or the NSEC proving there is none (an
+    // insecure delegation). The NS RRset and glue are never signed (RFC 4035 §2.2).
+    let bodies: Arc<[Body]> = match view.keys_for(cut) {
+        Some(_) => {
+            let mut sigs = Signatures::default();
+            let mut signed = authority.clone();
+            let cut_data = view.zone_file.get(cut);
+            match cut_data.and_then(|d| d.get(0, rtype::DS)) {
+                Some(ds) => {
+                    let records: Vec<Record> = first_records(cut, ds).collect();
+                    signed.extend(sigs.of(view, cut, rtype::DS, &records));
+                    signed.splice(authority.len()..authority.len(), records);
+                }
+                None => {
+                    let types: Vec<u16> = cut_data
+                        .map(|d| d.at(0).iter().map(|r| r.rtype).collect())
+                        .unwrap_or_default();
+                    let z = &view.zones[zone_of(view.zones, cut).expect("cuts are in zones")];
+                    let nsec = Record {
+                        name: cut.clone(),
+                        ttl: z.soa_ttl.min(z.soa.minimum),
+                        data: dnssec::nsec_rdata(cut, &types, true),
+                    };
+                    signed.extend(sigs.of(
+                        view,
+                        cut,
+                        dnssec::TYPE_NSEC,
+                        std::slice::from_ref(&nsec),
+                    ));
+                    signed.insert(authority.len(), nsec);
+                }
+            }
+            Arc::new([unsigned, encode::detached_referral(&signed, &glue)])
+        }
+        None => Arc::new([unsigned]),
+    };
     Ref::One(Answer {
         authoritative: false,
         rcode: rcode::NOERROR,
+        signed: bodies.len() == 2,
         soa_tail: NO_TAIL,
-        bodies: Arc::new([encode::detached_referral(&authority, &glue)]),
+        bodies,
     })
 }
 
@@ -1436,7 +1573,7 @@ fn answers_of(
     let answer_ref = |t: u16, reads: &mut Vec<DnsName>| -> Ref {
         let first = resolve(view, name, t, 0, reads);
         if !first.located || locations <= 1 {
-            return single(name, t, &first, wildcard);
+            return single(view, name, t, &first, wildcard);
         }
         let mut first = Some(first);
         let mut seen: Vec<Resolved<'_>> = Vec::new();
@@ -1458,12 +1595,12 @@ fn answers_of(
         if let [only] = seen.as_slice() {
             // Every location gets the same answer for this type (the node differs per location
             // in another family): valid for everyone, so ECS scope 0.
-            return single(name, t, only, wildcard);
+            return single(view, name, t, only, wildcard);
         }
         Ref::Located {
             distinct: seen
                 .iter()
-                .map(|r| match single(name, t, r, wildcard) {
+                .map(|r| match single(view, name, t, r, wildcard) {
                     Ref::One(a) => Some(a),
                     _ => None,
                 })
@@ -1485,7 +1622,8 @@ fn answers_of(
         let at = by_type.partition_point(|(t, _)| *t < rtype::ANY);
         by_type.insert(at, (rtype::ANY, any));
     }
-    let other = if is_alias {
+    // A signed zone's NODATA names the name (its NSEC), so it is the name's own answer.
+    let other = if is_alias || view.keys_for(name).is_some() {
         answer_ref(0, reads)
     } else {
         Ref::NoData
@@ -1495,8 +1633,15 @@ fn answers_of(
 
 /// One resolved answer: the name's zone's NODATA, or encoded with its rotations (the SOA of a
 /// negative ending follows as the zone's tail). `wildcard`: encoded to follow any question.
-fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Ref {
-    if res.answer.is_empty() && res.rcode == rcode::NOERROR && res.soa_zone.is_some() {
+/// In a signed zone each rotation is encoded a second time with the RRSIG of every RRset and,
+/// for a negative ending, the NSEC of the name the chain ended at (compact denial, RFC 9824).
+fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Ref {
+    let keys = view.keys_for(qname).filter(|_| !wildcard);
+    if keys.is_none()
+        && res.answer.is_empty()
+        && res.rcode == rcode::NOERROR
+        && res.soa_zone.is_some()
+    {
         return Ref::NoData;
     }
     let rotations = res
@@ -1512,57 +1657,179 @@ fn single(qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Re
         .iter()
         .flat_map(|(owner, rr)| first_records(owner, rr))
         .collect();
-    let mut bodies = Vec::with_capacity(rotations);
+    let mut bodies = Vec::with_capacity(rotations * (1 + keys.is_some() as usize));
+    let mut signed = Vec::new();
+    let mut signatures = Signatures::default();
     for v in 0..rotations {
         let mut records = Vec::new();
+        let mut with_sigs = Vec::new();
         for (owner, rr) in &res.answer {
             let datas = rr.variant(v, rotations);
+            let start = records.len();
             records.extend(datas.into_iter().map(|data| Record {
                 name: owner.clone(),
                 ttl: rr.ttl,
                 data,
             }));
+            if keys.is_some() {
+                with_sigs.extend_from_slice(&records[start..]);
+                with_sigs.extend(signatures.of(view, owner, rr.rtype, &records[start..]));
+            }
         }
         bodies.push(if wildcard {
             encode::owner_relative(qname, &records, &additional, MAX_BODY, true).0
         } else {
             encode::compressed_full(qname, qtype, &records, &[], &additional, true)
         });
+        if keys.is_some() {
+            let denial = denial_records(view, res, &mut signatures);
+            signed.push(encode::compressed_full(
+                qname,
+                qtype,
+                &with_sigs,
+                &denial,
+                &additional,
+                true,
+            ));
+        }
     }
+    let is_signed = !signed.is_empty();
+    bodies.append(&mut signed);
     Ref::One(Answer {
         authoritative: true,
         rcode: res.rcode,
+        signed: is_signed,
         soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
     })
 }
 
-/// A zone's answers that carry the serial.
-fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
+/// TTL of DNSKEY, CDS and CDNSKEY.
+const DNSKEY_TTL: u32 = 3600;
+
+/// An RRset as signed: owner, type and its canonical RDATA, sorted.
+type SignedSet = (DnsName, u16, Vec<Vec<u8>>);
+
+/// RRSIGs made while encoding one answer: its rotations repeat the same RRsets (in another
+/// order, or the same subset), and an RRSIG covers the set, so each distinct set is signed once.
+#[derive(Default)]
+struct Signatures {
+    made: Vec<(SignedSet, Vec<Record>)>,
+}
+
+impl Signatures {
+    /// The RRSIGs of the RRset `records` (all owned by `owner`, of type `rtype`), signed by
+    /// `owner`'s zone; none if that zone is not signed.
+    fn of(
+        &mut self,
+        view: View<'_>,
+        owner: &DnsName,
+        rtype: u16,
+        records: &[Record],
+    ) -> Vec<Record> {
+        let Some(keys) = view.keys_for(owner) else {
+            return Vec::new();
+        };
+        let mut set: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| dnssec::canonical_rdata(&r.data))
+            .collect();
+        set.sort();
+        set.dedup();
+        let key = (owner.clone(), rtype, set);
+        if let Some((_, sigs)) = self.made.iter().find(|(k, _)| *k == key) {
+            return sigs.clone();
+        }
+        let ttl = records.first().map_or(0, |r| r.ttl);
+        let datas: Vec<RData> = records.iter().map(|r| r.data.clone()).collect();
+        let sigs = keys
+            .sign_rrset(owner, rtype, ttl, &datas)
+            .unwrap_or_default();
+        self.made.push((key, sigs.clone()));
+        sigs
+    }
+}
+
+/// The authority records a signed negative ending needs besides the SOA: the NSEC of the name
+/// the chain ended at (its types, or NXNAME when it does not exist) and its RRSIG.
+fn denial_records(view: View<'_>, res: &Resolved<'_>, sigs: &mut Signatures) -> Vec<Record> {
+    let Some((end, types, exists)) = &res.end else {
+        return Vec::new();
+    };
+    let Some(zi) = res.soa_zone else {
+        return Vec::new();
+    };
+    let z = &view.zones[zi];
+    let nsec = Record {
+        name: end.clone(),
+        ttl: z.soa_ttl.min(z.soa.minimum),
+        data: dnssec::nsec_rdata(end, types, *exists),
+    };
+    let mut out = sigs.of(view, end, dnssec::TYPE_NSEC, std::slice::from_ref(&nsec));
+    out.insert(0, nsec);
+    out
+}
+
+/// A zone's answers that carry the serial (`zi`: its index; `keys`: its keys, if signed).
+fn zone_info(
+    z: &ZoneData,
+    zi: usize,
+    serial: u32,
+    etcd_zone: bool,
+    keys: Option<&Arc<ZoneKeys>>,
+) -> ZoneInfo {
     let soa = Soa {
         serial,
         ..z.soa.clone()
     };
     // RFC 2308 §3: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
+    let negative_ttl = z.soa_ttl.min(z.soa.minimum);
     let negative = Record {
         name: z.origin.clone(),
-        ttl: z.soa_ttl.min(z.soa.minimum),
+        ttl: negative_ttl,
         data: RData::Soa(Box::new(soa.clone())),
     };
     // Negative answers do not mention the question name, so one position-independent body per
     // zone serves every NODATA and NXDOMAIN in it.
-    let body = encode::detached(&[negative]);
+    let body = encode::detached(std::slice::from_ref(&negative));
     let soa_tail = body.wire.clone();
+    let mut signed_soa_tail: Box<[u8]> = Box::new([]);
+    if let Some(k) = keys {
+        let mut records = vec![negative.clone()];
+        records.extend(
+            k.sign_rrset(
+                &z.origin,
+                rtype::SOA,
+                negative_ttl,
+                std::slice::from_ref(&negative.data),
+            )
+            .unwrap_or_default(),
+        );
+        signed_soa_tail = encode::detached(&records).wire;
+    }
     ZoneInfo {
         origin: z.origin.clone(),
-        nxdomain: Answer {
-            authoritative: true,
-            rcode: rcode::NXDOMAIN,
-            soa_tail: NO_TAIL,
-            bodies: Arc::new([body.clone()]),
+        // Signed: the SOA follows as the tail (with its RRSIG for DO=1), and the query path
+        // appends the signed NSEC of the question (`Table::online_denial`).
+        nxdomain: match keys {
+            Some(_) => Answer {
+                authoritative: true,
+                rcode: rcode::NXDOMAIN,
+                signed: true,
+                soa_tail: zi as u32,
+                bodies: Arc::new([Body::empty(), Body::empty()]),
+            },
+            None => Answer {
+                authoritative: true,
+                rcode: rcode::NXDOMAIN,
+                signed: false,
+                soa_tail: NO_TAIL,
+                bodies: Arc::new([body.clone()]),
+            },
         },
         nodata: Answer {
             authoritative: true,
+            signed: false,
             rcode: rcode::NOERROR,
             soa_tail: NO_TAIL,
             bodies: Arc::new([body]),
@@ -1570,6 +1837,7 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
         // The SOA record CoreDNS puts in the answer to an SOA question.
         miss_soa: etcd_zone.then(|| Answer {
             authoritative: true,
+            signed: false,
             rcode: rcode::NOERROR,
             soa_tail: NO_TAIL,
             bodies: Arc::new([encode::detached_answer(&[Record {
@@ -1579,6 +1847,9 @@ fn zone_info(z: &ZoneData, serial: u32, etcd_zone: bool) -> ZoneInfo {
             }])]),
         }),
         soa_tail,
+        signed_soa_tail,
+        keys: keys.cloned(),
+        negative_ttl,
     }
 }
 
@@ -1603,6 +1874,7 @@ fn encode_etcd_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> En
                 }
                 Enc::Body(Answer {
                     authoritative: true,
+                    signed: false,
                     rcode: rcode::NOERROR,
                     soa_tail: NO_TAIL,
                     bodies: Arc::new([body]),

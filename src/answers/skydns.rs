@@ -1164,6 +1164,7 @@ mod tests {
         let built = crate::answers::build(crate::answers::BuildInput {
             zones: &[],
             locator: &crate::geo::Locator::default(),
+            signing: &[],
             federations: &[],
             etcd: &[&data],
             cache: None,
@@ -1240,6 +1241,7 @@ mod tests {
                 crate::answers::build(crate::answers::BuildInput {
                     zones: &[],
                     locator: &crate::geo::Locator::default(),
+                    signing: &[],
                     federations: &[],
                     etcd: &[&data],
                     cache,

@@ -5,7 +5,9 @@
 //! - [`rrl`]: response-rate limiting, per-worker state used by the query path.
 //! - [`encode`]: model records to wire sections, with hickory's encoder.
 //! - [`zonefile`]: RFC 1035 zone files, with hickory's parser.
+//! - [`dnssec`]: zone keys, RRSIGs and NSEC records (signed at build; compact denial online).
 
+pub mod dnssec;
 pub mod encode;
 pub mod explain;
 pub mod identity;

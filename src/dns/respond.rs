@@ -176,7 +176,11 @@ pub fn respond(
     // ECS scope to echo: the prefix length that decided a location-dependent answer, else 0.
     let mut scope = 0u8;
     let mut tail: &[u8] = &[];
+    let mut tail_count = 0u16;
     let mut zone = ZoneSlot::OTHER;
+    // A signed zone's keys, when the answer must end with the compact denial of the question.
+    let mut denial: Option<(&crate::dns::dnssec::ZoneKeys, u32)> = None;
+    let mut qname_len = 0usize;
     // A query signed with our transfer key: (its MAC, the time we sign with).
     let mut signed: Option<(Vec<u8>, u64)> = None;
     // (rcode, sections, authoritative)
@@ -191,6 +195,7 @@ pub fn respond(
             false,
         ),
         Ok(key_len) => {
+            qname_len = key_len;
             zone = stats.request(peer.transport, q.qtype, &key[..key_len]);
             // A resolver's ECS is ignored (and not echoed) unless config allows it.
             if !src.locator.ecs {
@@ -235,10 +240,17 @@ pub fn respond(
                 };
                 match src.table.lookup(&key[..key_len], q.qtype, locate) {
                     Lookup::Authoritative(answer) => {
-                        let body = &answer.bodies[state.rotation % answer.bodies.len()];
+                        let dnssec = q.edns.is_some_and(|e| e.dnssec_ok);
+                        let body = answer.body(state.rotation, dnssec);
                         state.rotation = state.rotation.wrapping_add(1);
-                        tail = src.table.soa_tail(answer);
-                        (answer.rcode as u16, Some(body), answer.authoritative)
+                        (tail, tail_count) = src.table.soa_tail(answer, dnssec);
+                        let mut code = answer.rcode as u16;
+                        if dnssec && answer.signed && code == rcode::NXDOMAIN as u16 {
+                            // Compact denial (RFC 9824): the name is proven to have no data.
+                            code = rcode::NOERROR as u16;
+                            denial = src.table.online_denial(answer);
+                        }
+                        (code, Some(body), answer.authoritative)
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
                     Lookup::NotReady => (rcode::SERVFAIL as u16, None, false),
@@ -263,6 +275,7 @@ pub fn respond(
         code,
         body,
         tail,
+        tail_count,
         authoritative: aa,
         scope,
         slip,
@@ -270,6 +283,11 @@ pub fn respond(
             Some(i) if q.nsid => &i.nsid,
             _ => &[],
         },
+        denial: denial.map(|(keys, ttl)| Denial {
+            keys,
+            ttl,
+            qname: &key[..qname_len],
+        }),
     };
     let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
     if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
@@ -307,8 +325,10 @@ fn verify_tsig(req: &[u8], key: Option<&crate::dns::tsig::Key>) -> Option<(Vec<u
 struct Answer<'a> {
     code: u16,
     body: Option<&'a Body>,
-    /// The zone's SOA record, appended to the authority section after `body` (empty: none).
+    /// The zone's SOA record (and its RRSIG), appended to the authority section after `body`
+    /// (empty: none), and how many records it holds.
     tail: &'a [u8],
+    tail_count: u16,
     authoritative: bool,
     /// ECS scope prefix length actually used.
     scope: u8,
@@ -316,6 +336,23 @@ struct Answer<'a> {
     slip: bool,
     /// Our NSID, when the query asked for it (empty: none).
     nsid: &'a [u8],
+    /// The compact denial to sign and append to the authority section.
+    denial: Option<Denial<'a>>,
+}
+
+/// What signing a compact denial needs: the zone's keys, the negative TTL and the question name
+/// (lowercase wire).
+struct Denial<'a> {
+    keys: &'a crate::dns::dnssec::ZoneKeys,
+    ttl: u32,
+    qname: &'a [u8],
+}
+
+impl Denial<'_> {
+    /// Bytes the NSEC and RRSIG take (signatures of both algorithms are 64 bytes).
+    fn len(&self) -> usize {
+        (2 + 10 + 2 + self.qname.len() + 19) + (2 + 10 + 18 + self.keys.zone.wire().len() + 64)
+    }
 }
 
 /// The RRL class of a response.
@@ -668,7 +705,10 @@ fn write(
         0
     };
     let limit = response_limit(transport, edns, limits).min(out.len());
-    let body_len = answer.body.map_or(0, |b| b.wire.len() + answer.tail.len());
+    let denial_len = answer.denial.as_ref().map_or(0, Denial::len);
+    let body_len = answer
+        .body
+        .map_or(0, |b| b.wire.len() + answer.tail.len() + denial_len);
     // The unsigned BADKEY TSIG goes last; in the rare case it does not fit, TC=1 without it.
     let tsig = q.tsig.filter(|_| answer.code == NOTAUTH);
     let tsig_len = tsig.map_or(0, |t| t.answer_len());
@@ -702,7 +742,14 @@ fn write(
     out[4..6].copy_from_slice(&qd.to_be_bytes());
     out[6..8].copy_from_slice(&body.map_or(0, |b| b.answer_count).to_be_bytes());
     let tail = if body.is_some() { answer.tail } else { &[] };
-    let ns = body.map_or(0, |b| b.authority_count) + !tail.is_empty() as u16;
+    let denial = answer.denial.as_ref().filter(|_| body.is_some());
+    let ns = body.map_or(0, |b| b.authority_count)
+        + if tail.is_empty() {
+            0
+        } else {
+            answer.tail_count
+        }
+        + 2 * denial.is_some() as u16;
     out[8..10].copy_from_slice(&ns.to_be_bytes());
     let ar = body.map_or(0, |b| b.additional_count - dropped)
         + edns.is_some() as u16
@@ -721,6 +768,18 @@ fn write(
         pos += wire.len();
         out[pos..pos + tail.len()].copy_from_slice(tail);
         pos += tail.len();
+        if let Some(d) = denial {
+            // Fits: `denial_len` was counted in the truncation check above. Signing fails only
+            // if the key does; the counts then still promise two records, so write an answer
+            // without them rather than a broken one.
+            match d.keys.write_denial(d.qname, d.ttl, out, pos, limit) {
+                Some(n) => pos += n,
+                None => {
+                    let ns = ns - 2;
+                    out[8..10].copy_from_slice(&ns.to_be_bytes());
+                }
+            }
+        }
     }
     if let Some(e) = edns {
         let ttl = [(code >> 4) as u8, 0, (e.dnssec_ok as u8) << 7, 0];

@@ -163,6 +163,7 @@ fn table() -> Table {
         serial: 99,
         generation: 1,
         locator: locator(),
+        signing: &[],
     });
     built.table
 }

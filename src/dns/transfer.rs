@@ -279,7 +279,7 @@ fn zone_records(table: &Table, zone: usize, segments: impl Fn(usize) -> bool) ->
 /// in one answer, so the others are read only when the second differs from the first.
 fn decode(name: &DnsName, qtype: u16, answer: &Answer, out: &mut BTreeSet<Vec<u8>>) {
     let mut first = BTreeSet::new();
-    for (i, body) in answer.bodies.iter().enumerate() {
+    for (i, body) in answer.unsigned_bodies().iter().enumerate() {
         let mut these = BTreeSet::new();
         decode_body(name, qtype, body, &mut these);
         match i {
@@ -484,6 +484,7 @@ mod tests {
         let table = crate::answers::build(crate::answers::BuildInput {
             zones: &[],
             locator: &crate::geo::Locator::default(),
+            signing: &[],
             federations: &[],
             etcd: &[&data],
             cache: None,

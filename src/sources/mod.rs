@@ -29,6 +29,9 @@ pub enum Snapshot {
     /// The source no longer exists (a reload removed it): the merger forgets it. Sent on the
     /// sources' channel, so it is ordered after the snapshot of the source replacing it.
     Gone,
+    /// No data: a clock tick asking the merger whether DNSSEC signatures are due to be made
+    /// again (it publishes only if they are).
+    Resign,
 }
 
 /// One new snapshot from the source named `source`.

@@ -67,15 +67,19 @@ impl Body {
     }
 }
 
-/// One answer with its rotations: the query path picks `bodies[n % len]`. The bodies are shared
-/// (`Arc`) so that a later table can reuse an answer whose inputs did not change without
-/// re-encoding or copying it.
+/// One answer with its rotations: the query path picks `bodies[n % len]` ([`Answer::body`]).
+/// The bodies are shared (`Arc`) so that a later table can reuse an answer whose inputs did not
+/// change without re-encoding or copying it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub rcode: u8,
     /// AA in the header: false only for referrals (RFC 1034 §4.3.2: below a zone cut we are
     /// not authoritative).
     pub authoritative: bool,
+    /// DNSSEC: `bodies` holds every rotation twice, unsigned then with its RRSIGs and denial
+    /// records; queries with DO=1 get the second half. A signed NXDOMAIN is answered NOERROR
+    /// (compact denial, RFC 9824).
+    pub signed: bool,
     /// Zone whose SOA follows the body in the authority section ([`NO_TAIL`]: none). The SOA
     /// carries the serial, which changes with every table: kept out of the body, an answer that
     /// ends in NODATA or NXDOMAIN (a CNAME chain into nothing) survives from table to table.
@@ -84,6 +88,28 @@ pub struct Answer {
 }
 
 pub const NO_TAIL: u32 = u32::MAX;
+
+impl Answer {
+    /// Rotations (distinct bodies a client may get in turn).
+    #[inline]
+    pub fn rotations(&self) -> usize {
+        self.bodies.len() >> self.signed as usize
+    }
+
+    /// The body of rotation `rotation` (modulo the count), signed when `dnssec` asks for it and
+    /// the answer has signatures.
+    #[inline]
+    pub fn body(&self, rotation: usize, dnssec: bool) -> &Body {
+        let n = self.rotations();
+        let base = if dnssec && self.signed { n } else { 0 };
+        &self.bodies[base + rotation % n]
+    }
+
+    /// The unsigned rotations.
+    pub fn unsigned_bodies(&self) -> &[Body] {
+        &self.bodies[..self.rotations()]
+    }
+}
 
 /// Marks an answer reference as per-location: the low bits index [`Segment::located`], where
 /// one answer reference per client location follows.
@@ -171,6 +197,12 @@ pub(crate) struct ZoneInfo {
     pub(crate) miss_soa: Option<Answer>,
     /// The SOA record of negative answers, uncompressed (valid after any question).
     pub(crate) soa_tail: Box<[u8]>,
+    /// Signed zones: the SOA record and its RRSIG (DO=1 negative answers), and the keys that
+    /// sign the compact denial of names the table does not have.
+    pub(crate) signed_soa_tail: Box<[u8]>,
+    pub(crate) keys: Option<std::sync::Arc<crate::dns::dnssec::ZoneKeys>>,
+    /// TTL of negative answers (RFC 2308 §3, RFC 9077): the lesser of the SOA's TTL and MINIMUM.
+    pub(crate) negative_ttl: u32,
 }
 
 /// What the table says about a question.
@@ -294,12 +326,30 @@ impl Table {
         out
     }
 
-    /// The SOA record that follows `answer`'s body in the authority section (empty: none).
+    /// The SOA record that follows `answer`'s body in the authority section (empty: none),
+    /// with its RRSIG when `dnssec` and the answer is signed; and how many records that is.
     #[inline]
-    pub fn soa_tail(&self, answer: &Answer) -> &[u8] {
+    pub fn soa_tail(&self, answer: &Answer, dnssec: bool) -> (&[u8], u16) {
         match self.zones.get(answer.soa_tail as usize) {
-            Some(z) => &z.soa_tail,
-            None => &[],
+            Some(z) if dnssec && answer.signed => (&z.signed_soa_tail, 2),
+            Some(z) => (&z.soa_tail, 1),
+            None => (&[], 0),
+        }
+    }
+
+    /// The keys that sign the compact denial `answer` needs, if it is one: the NXDOMAIN of a
+    /// signed zone for a name the table does not have (its NSEC names the question, so it is
+    /// signed per query).
+    #[inline]
+    pub fn online_denial(&self, answer: &Answer) -> Option<(&crate::dns::dnssec::ZoneKeys, u32)> {
+        if answer.rcode != rcode::NXDOMAIN || !answer.signed {
+            return None;
+        }
+        let z = self.zones.get(answer.soa_tail as usize)?;
+        if std::ptr::eq(answer, &z.nxdomain) {
+            z.keys.as_deref().map(|k| (k, z.negative_ttl))
+        } else {
+            None
         }
     }
 

@@ -1,0 +1,526 @@
+//! DNSSEC end to end: the real fedns binary signs a zone-file + federation zone, and a real
+//! validating resolver (unbound, Debian package `unbound`) in front of it, with the zone's DS as
+//! its trust anchor, must validate every kind of answer (AD=1): positive, per-location, CNAME
+//! chains zonal → regional → global, SRV, NODATA, names that do not exist (compact denial), the
+//! DS-less delegation. A resolver with a tampered trust anchor must refuse them (SERVFAIL).
+//! Both processes run on loopback and are stopped by PID. `scripts/test` installs unbound.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+mod common;
+
+use common::{Fedns, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedns");
+
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+fn unbound_binary() -> PathBuf {
+    for p in ["/usr/sbin/unbound", "/usr/bin/unbound"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "unbound (Debian package unbound) is required by these tests{}; run ./scripts/test, which installs it",
+        if std::env::var("CI").as_deref() == Ok("true") {
+            " and CI=true forbids skipping them"
+        } else {
+            ""
+        }
+    );
+}
+
+const ZONE: &str = "$ORIGIN example.com.
+$TTL 3600
+@       IN SOA  ns1.example.com. hostmaster.example.com. 1 3600 600 86400 30
+@       IN NS   ns1.example.com.
+@       IN MX   10 mail.example.com.
+ns1     IN A    127.0.0.1
+mail    IN A    192.0.2.25
+www     IN CNAME checkout.shop.myfed.svc.example.com.
+sub     IN NS   ns.sub.example.com.
+ns.sub  IN A    192.0.2.53
+";
+
+const FEDERATION: &str = "federation:
+  name: myfed
+  zone: example.com
+  ttl: 30
+clusters:
+  - {name: east, region: us-east1, zones: [us-east1-b, us-east1-c]}
+  - {name: west, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: checkout
+    namespace: shop
+    ports:
+      - {name: http, protocol: TCP, port: 80}
+    shards:
+      - {cluster: east, addresses: [203.0.113.10, \"2001:db8:10::10\"], ready_endpoints: 3}
+      - {cluster: west, addresses: [198.51.100.20], ready_endpoints: 2}
+  - name: catalog
+    namespace: shop
+    shards:
+      - {cluster: east, addresses: [203.0.113.11], ready_endpoints: 1, zones: [us-east1-b]}
+";
+
+/// A fedns serving example.com signed, with unbound's source address (127.0.0.1) placed in
+/// us-west2 so global names answer per location.
+fn start_fedns(dir: &Path, algorithm: &str) -> Fedns {
+    std::fs::create_dir_all(dir.join("zones")).unwrap();
+    std::fs::write(dir.join("zones/example.com.zone"), ZONE).unwrap();
+    std::fs::write(dir.join("federation.yaml"), FEDERATION).unwrap();
+    let config = dir.join("fedns.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nzones_dir: zones\n\
+             federation_files: [federation.yaml]\nstate_dir: state\n\
+             dnssec:\n  zones: [example.com]\n  algorithm: {algorithm}\n\
+             geo:\n  regions:\n    - {{name: us-east1, lat: 33.2, lon: -80.0}}\n    - {{name: us-west2, lat: 34.1, lon: -118.2}}\n  client_networks:\n    - {{cidr: 127.0.0.0/8, region: us-west2}}\n"
+        ),
+    )
+    .unwrap();
+    let f = Fedns::start(&config);
+    assert!(
+        f.wait_log(Duration::from_secs(10), |l| l
+            .contains("published answer table"))
+            .is_some(),
+        "{}",
+        f.log_text()
+    );
+    f
+}
+
+/// The DS record `fedns dnssec ds` prints for the config in `dir`.
+fn ds_record(dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["dnssec", "ds", "--config"])
+        .arg(dir.join("fedns.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find(|l| l.contains(" DS "))
+        .unwrap_or_else(|| panic!("no DS in {text}"))
+        .to_string()
+}
+
+/// A validating unbound on loopback with `anchor` as the trust anchor of example.com and fedns
+/// as the zone's only server; killed by PID on drop.
+struct Unbound {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Unbound {
+    fn start(anchor: &str, fedns: SocketAddr) -> Unbound {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("unbound.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-not-query-localhost: no\n  \
+                 username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  \
+                 use-syslog: no\n  logfile: \"{d}/unbound.log\"\n  verbosity: 1\n  val-log-level: 2\n  \
+                 module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  \
+                 harden-dnssec-stripped: yes\n  qname-minimisation: no\n  aggressive-nsec: yes\n  \
+                 num-threads: 1\n  so-reuseport: no\n\
+                 stub-zone:\n  name: \"example.com\"\n  stub-addr: {ip}@{p}\n",
+                d = dir.path().display(),
+                ip = fedns.ip(),
+                p = fedns.port(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(unbound_binary())
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn unbound");
+        let mut u = Unbound {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        let up = wait_for(Duration::from_secs(15), || {
+            if let Ok(Some(status)) = u.child.try_wait() {
+                panic!("unbound exited ({status}):\n{}", u.log());
+            }
+            try_ask(u.addr, "example.com.", RecordType::SOA, true)
+        });
+        assert!(up.is_some(), "unbound did not answer:\n{}", u.log());
+        u
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
+    }
+
+    fn ask(&self, name: &str, t: RecordType) -> Message {
+        try_ask(self.addr, name, t, true)
+            .unwrap_or_else(|| panic!("no answer for {name} {t}:\n{}", self.log()))
+    }
+}
+
+fn try_ask(addr: SocketAddr, name: &str, t: RecordType, dnssec_ok: bool) -> Option<Message> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(dnssec_ok);
+    m.set_edns(edns);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send_to(&m.to_vec().unwrap(), addr).ok()?;
+    let mut buf = [0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn rand_id() -> u16 {
+    use std::time::SystemTime;
+    (SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        & 0xffff) as u16
+}
+
+fn types(records: &[hickory_proto::rr::Record]) -> Vec<RecordType> {
+    records.iter().map(|r| r.record_type()).collect()
+}
+
+#[test]
+fn a_validating_resolver_accepts_every_kind_of_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_fedns(dir.path(), "ecdsap256sha256");
+    let ub = Unbound::start(&ds_record(dir.path()), f.udp);
+    // (name, type, rcode, what the answer section must hold)
+    let cases: &[(&str, RecordType, ResponseCode, &[RecordType])] = &[
+        // Global name, answered for us-west2 (per location).
+        (
+            "checkout.shop.myfed.svc.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::A],
+        ),
+        (
+            "checkout.shop.myfed.svc.example.com.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            &[RecordType::AAAA],
+        ),
+        // Zonal with nothing healthy → CNAME to regional → CNAME to global.
+        (
+            "catalog.shop.myfed.svc.us-west2-a.us-west2.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::CNAME, RecordType::CNAME, RecordType::A],
+        ),
+        // Zone-file CNAME into the federation.
+        (
+            "www.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::CNAME, RecordType::A],
+        ),
+        (
+            "_http._tcp.checkout.shop.myfed.svc.example.com.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            &[RecordType::SRV],
+        ),
+        (
+            "example.com.",
+            RecordType::MX,
+            ResponseCode::NoError,
+            &[RecordType::MX],
+        ),
+        (
+            "example.com.",
+            RecordType::DNSKEY,
+            ResponseCode::NoError,
+            &[RecordType::DNSKEY],
+        ),
+        // NODATA at a name, at an empty non-terminal, and the DS-less delegation's DS.
+        (
+            "checkout.shop.myfed.svc.example.com.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "shop.myfed.svc.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "sub.example.com.",
+            RecordType::DS,
+            ResponseCode::NoError,
+            &[],
+        ),
+        // Names that do not exist: compact denial, so NOERROR with no data.
+        (
+            "nope.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "unknown.shop.myfed.svc.example.com.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            &[],
+        ),
+    ];
+    for (name, t, rcode, want) in cases {
+        let m = ub.ask(name, *t);
+        let got = types(&m.answers)
+            .into_iter()
+            .filter(|t| *t != RecordType::RRSIG)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            (
+                m.metadata.response_code,
+                m.metadata.authentic_data,
+                got.as_slice()
+            ),
+            (*rcode, true, *want),
+            "{name} {t}: {m}\nunbound log:\n{}",
+            ub.log()
+        );
+    }
+    // The per-location answer is us-west2's (unbound asks from 127.0.0.1).
+    let m = ub.ask("checkout.shop.myfed.svc.example.com.", RecordType::A);
+    let addrs: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(addrs, ["198.51.100.20"], "{m}");
+}
+
+#[test]
+fn a_tampered_trust_anchor_fails_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_fedns(dir.path(), "ed25519");
+    let ds = ds_record(dir.path());
+    // Flip the digest's last hex digit: the DNSKEY fedns serves no longer matches the anchor.
+    let mut tampered = ds.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let good = Unbound::start(&ds, f.udp);
+    let bad = Unbound::start(&tampered, f.udp);
+    for (name, t) in [
+        ("checkout.shop.myfed.svc.example.com.", RecordType::A),
+        ("nope.example.com.", RecordType::A),
+    ] {
+        let m = good.ask(name, t);
+        assert!(m.metadata.authentic_data, "{name}: {m}\n{}", good.log());
+        let m = bad.ask(name, t);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::ServFail,
+            "{name}: {m}"
+        );
+    }
+}
+
+#[test]
+fn unsigned_queries_get_unsigned_answers_and_rcodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_fedns(dir.path(), "ecdsap256sha256");
+    // DO=0: no RRSIG, no NSEC, NXDOMAIN stays NXDOMAIN.
+    let m = try_ask(
+        f.udp,
+        "checkout.shop.myfed.svc.example.com.",
+        RecordType::A,
+        false,
+    )
+    .unwrap();
+    assert!(!types(&m.answers).contains(&RecordType::RRSIG), "{m}");
+    let m = try_ask(f.udp, "nope.example.com.", RecordType::A, false).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
+    assert_eq!(types(&m.authorities), [RecordType::SOA], "{m}");
+    // DO=1 straight from fedns: the compact denial's NSEC names the question (any case).
+    let m = try_ask(f.udp, "NoPe.Example.COM.", RecordType::A, true).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    let nsec = m
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::NSEC)
+        .unwrap_or_else(|| panic!("no NSEC: {m}"));
+    assert_eq!(nsec.name.to_ascii().to_lowercase(), "nope.example.com.");
+    assert_eq!(
+        types(&m.authorities),
+        [
+            RecordType::SOA,
+            RecordType::RRSIG,
+            RecordType::NSEC,
+            RecordType::RRSIG
+        ],
+        "{m}"
+    );
+    // The delegation: a referral (aa=0) with the NSEC proving no DS.
+    let m = try_ask(f.udp, "host.sub.example.com.", RecordType::A, true).unwrap();
+    assert!(!m.metadata.authoritative, "{m}");
+    assert_eq!(
+        types(&m.authorities),
+        [RecordType::NS, RecordType::NSEC, RecordType::RRSIG],
+        "{m}"
+    );
+}
+
+#[test]
+fn check_prints_the_ds_and_rejects_what_cannot_be_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    std::fs::write(
+        dir.path().join("zones/example.com.zone"),
+        format!("{ZONE}*.wild  IN A 192.0.2.99\n"),
+    )
+    .unwrap();
+    let config = dir.path().join("fedns.yaml");
+    std::fs::write(
+        &config,
+        "listen: [\"127.0.0.1:0\"]\nzones_dir: zones\nstate_dir: state\n\
+         transfers:\n  allow: [127.0.0.0/8]\ndnssec:\n  zones: [example.com]\n  resign_after_days: 30\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("dnssec.resign_after_days: 30"), "{err}");
+    assert!(err.contains("transfers.allow"), "{err}");
+    // With the config fixed, the wildcard is what remains wrong.
+    std::fs::write(
+        &config,
+        "listen: [\"127.0.0.1:0\"]\nzones_dir: zones\nstate_dir: state\ndnssec:\n  zones: [example.com]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        err.contains("*.wild.example.com.: wildcards in signed zones"),
+        "{err}"
+    );
+    assert!(stdout.contains("has no key"), "{stdout}");
+    // `check` generated nothing; `dnssec ds` does, and `check` then prints that DS.
+    assert!(!dir.path().join("state/keys").exists());
+    std::fs::write(dir.path().join("zones/example.com.zone"), ZONE).unwrap();
+    let ds = ds_record(dir.path());
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&ds), "{stdout}");
+}
+
+/// The shipped config/dnssec.yaml (ports changed, laid out as in the repository) generates its
+/// key on first start and serves the example federation validly.
+#[test]
+fn shipped_dnssec_example_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    std::fs::copy(
+        repo.join("config/federation.yaml"),
+        dir.path().join("config/federation.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo.join("zones/example.com.zone"),
+        dir.path().join("zones/example.com.zone"),
+    )
+    .unwrap();
+    let mut cfg = std::fs::read_to_string(repo.join("config/dnssec.yaml")).unwrap();
+    for (from, to) in [
+        ("\"127.0.0.1:5353\"", "\"127.0.0.1:0\""),
+        ("\"127.0.0.1:8053\"", "\"127.0.0.1:0\""),
+    ] {
+        assert!(
+            cfg.contains(from),
+            "config/dnssec.yaml no longer has {from}"
+        );
+        cfg = cfg.replace(from, to);
+    }
+    std::fs::write(dir.path().join("config/fedns.yaml"), cfg).unwrap();
+    let f = Fedns::start(&dir.path().join("config/fedns.yaml"));
+    let logged = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("give the parent zone this DS")
+        })
+        .unwrap_or_else(|| panic!("{}", f.log_text()));
+    let ds = ds_record(&dir.path().join("config"));
+    assert!(logged.contains(&ds), "{logged}\n{ds}");
+    let ub = Unbound::start(&ds, f.udp);
+    for (name, t) in [
+        ("checkout.shop.myfed.svc.example.com.", RecordType::A),
+        ("www.example.com.", RecordType::AAAA),
+        ("payments.shop.myfed.svc.example.com.", RecordType::A),
+        ("nothing.example.com.", RecordType::TXT),
+    ] {
+        let m = ub.ask(name, t);
+        assert!(
+            m.metadata.authentic_data && m.metadata.response_code == ResponseCode::NoError,
+            "{name} {t}: {m}\n{}",
+            ub.log()
+        );
+    }
+}
