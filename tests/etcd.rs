@@ -1368,7 +1368,15 @@ fn etcd_section_reloads_without_a_gap() {
     );
     assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
     let answer = |f: &Fedns| summary(&f.ask("a.example.net.", RecordType::A));
-    assert!(answer(&f).contains("10.3.0.1"), "{}", answer(&f));
+    // The log line comes just before the merger publishes the table with the prefix.
+    assert!(
+        wait_for(Duration::from_secs(5), || answer(&f)
+            .contains("10.3.0.1")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        answer(&f)
+    );
     let config = dir.path().join("fedns.yaml");
     let base = std::fs::read_to_string(&config).unwrap();
     let base = &base[..base.find("etcd:").unwrap()];
