@@ -1,7 +1,6 @@
 //! Wiring: loads config and sources, publishes the first table, opens the sockets and starts
 //! the watchers and the merger. `check` runs the same loading without serving.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,11 +9,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::dns::respond::Limits;
 use crate::dns::zonefile::Problem;
-use crate::merger::{Merger, SerialClock};
+use crate::merger::{Input, Merger, SerialClock};
 use crate::metrics::Metrics;
-use crate::server::{Shared, http, tcp, udp};
+use crate::server::listen::{Listeners, Serving};
+use crate::server::{Settings, Shared, http, tcp, udp};
 
 use crate::sources::kubernetes;
 use crate::sources::watch::{self as source_watch, FileKind, FileSource};
@@ -25,7 +24,7 @@ use crate::table::Table;
 /// The file sources, named for `/readyz` and metric labels by what they are, not where they
 /// are: `zone-files`, and `federation-file:NAME` with the file's name (`federation.yaml`; a
 /// second file of the same name elsewhere gets `#2`).
-fn file_sources(config: &Config) -> Vec<FileSource> {
+pub(crate) fn file_sources(config: &Config) -> Vec<FileSource> {
     file_sources_at(&config.zones_dir, &config.federation_files)
 }
 
@@ -135,6 +134,7 @@ impl ZoneTracker {
             }
             Snapshot::Etcd(e) => e.zones.clone(),
             Snapshot::Probes(_) | Snapshot::Resign => return,
+            Snapshot::Gone => Vec::new(),
         };
         if self.by_source.get(&u.source) == Some(&zones) {
             return;
@@ -214,7 +214,9 @@ pub fn check(path: &Path) -> ExitCode {
             crate::sources::Snapshot::Zones(z) => zones.extend(z.iter().cloned()),
             crate::sources::Snapshot::Federation(f) => feds.push((**f).clone()),
             crate::sources::Snapshot::Etcd(_) => {}
-            crate::sources::Snapshot::Probes(_) | crate::sources::Snapshot::Resign => {}
+            crate::sources::Snapshot::Probes(_)
+            | crate::sources::Snapshot::Gone
+            | crate::sources::Snapshot::Resign => {}
         }
     }
     if zones.is_empty() && problems.is_empty() {
@@ -224,7 +226,11 @@ pub fn check(path: &Path) -> ExitCode {
             message: "no *.zone files".into(),
         });
     }
-    let locator = build_locator(&config, &federations_of(&updates)).unwrap_or_else(|e| {
+    let locator = build_locator(
+        &config.geo,
+        &cluster_networks(&config, &federations_of(&updates)),
+    )
+    .unwrap_or_else(|e| {
         problems.push(Problem {
             file: config.path.display().to_string(),
             line: None,
@@ -449,44 +455,28 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
 
+    // Member clusters' pod/node networks place clients in their cluster; they are read at
+    // start (a changed one waits for a restart), and a reloaded `geo` keeps them.
+    let cluster_networks = cluster_networks(&config, &federations_of(&updates));
     let locator =
-        build_locator(&config, &federations_of(&updates)).map_err(|e| anyhow::anyhow!(e))?;
+        Arc::new(build_locator(&config.geo, &cluster_networks).map_err(|e| anyhow::anyhow!(e))?);
     let shared = Arc::new(Shared {
         table: ArcSwap::from_pointee(Table::not_ready()),
         federations: ArcSwap::from_pointee(Vec::new()),
-        locator,
-        limits: Limits {
-            edns_payload: config.edns_payload,
-        },
+        settings: ArcSwap::from_pointee(Settings::from_config(&config)),
         metrics: metrics.clone(),
         sources: board.clone(),
-        transfer_allow: config.transfers.allow.clone(),
-        transfer_key: config.transfers.tsig.clone(),
-        identity: crate::dns::identity::Identity::new(
-            config.identity.id.as_deref(),
-            config.identity.version.as_deref(),
-            config.identity.nsid.as_deref().map(str::as_bytes),
-        ),
-        etcd_transfer_allow: config
-            .etcd
-            .as_ref()
-            .map(|e| e.axfr_allow.clone())
-            .unwrap_or_default(),
         probes: Default::default(),
-        // Tables are kept for IXFR only when someone may transfer.
-        journal: Arc::new(crate::dns::transfer::Journal::new(
-            if config.transfers.allow.is_empty() {
-                0
-            } else {
-                config.transfers.journal
-            },
-        )),
+        journal: Arc::new(crate::dns::transfer::Journal::new(Settings::journal_len(
+            &config,
+        ))),
         published: tokio::sync::watch::Sender::new(0),
         draining: Default::default(),
     });
     let mut merger = Merger::new(
         shared.clone(),
         SerialClock::new(Some(config.state_dir.clone())),
+        locator,
     );
     if let Some(d) = &config.dnssec {
         let keys = crate::dns::dnssec::KeyRing::load(
@@ -508,68 +498,38 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         zone_tracker.note(&u);
         merger.apply(u);
     }
-    let publisher = match &config.etcd {
+    let federation_records = match &config.etcd {
         Some(e) if e.mode == crate::config::EtcdMode::Publish => {
             let (ftx, frx) = watch::channel(Arc::new(crate::answers::FederationRecords::default()));
             merger.publish_federations_to(ftx);
-            Some((e.clone(), frx))
+            Some(frx)
         }
         _ => None,
     };
     merger.publish();
 
-    let tcp_metrics = tcp::TcpMetrics::new(&metrics.registry);
-    let rrl_metrics = crate::dns::rrl::RrlMetrics::register(&metrics.registry);
-    let mut udp_inodes = Vec::new();
-    let (tcp_shutdown, tcp_shutdown_rx) = watch::channel(false);
-    let mut tcp_servers = Vec::new();
-    for addr in &config.listen {
-        let (udp_socks, tcp_listener) = bind_dns(*addr, config.workers)?;
-        let (rcvbuf, sndbuf) = udp::size_buffers(
-            &udp_socks,
-            config.udp_receive_buffer,
-            config.udp_send_buffer,
-        );
-        if rcvbuf < config.udp_receive_buffer {
-            tracing::warn!(
-                asked = config.udp_receive_buffer,
-                granted = rcvbuf,
-                "udp receive buffer smaller than configured (raise net.core.rmem_max or grant CAP_NET_ADMIN)"
-            );
-        }
-        tracing::debug!(rcvbuf, sndbuf, "udp socket buffers");
-        udp_inodes.extend(udp::inodes(&udp_socks));
-        let bound = udp_socks[0].local_addr()?;
-        tracing::info!(udp = %bound, tcp = %tcp_listener.local_addr()?, workers = udp_socks.len(), "dns listening");
-        for (i, sock) in udp_socks.into_iter().enumerate() {
-            let (shared, stats) = (shared.clone(), metrics.worker());
-            let rrl = (config.rrl.responses_per_second > 0).then(|| {
-                crate::dns::rrl::Rrl::new(Arc::new(config.rrl.clone()), rrl_metrics.worker())
-            });
-            std::thread::Builder::new()
-                .name(format!("udp-{i}"))
-                .spawn(move || udp::serve(sock, shared, stats, rrl))?;
-        }
-        let limits = tcp::TcpLimits {
-            idle_timeout: config.tcp_idle_timeout,
-            max_connections: config.tcp_max_connections,
-            busy_idle_timeout: config.tcp_busy_idle_timeout,
-            max_per_source: config.tcp_max_per_source,
-            source_prefix_v4: config.tcp_source_prefix_v4,
-            source_prefix_v6: config.tcp_source_prefix_v6,
-        };
-        tcp_servers.push(tokio::spawn(tcp::serve(
-            tcp_listener,
-            shared.clone(),
-            metrics.worker(),
-            limits,
-            tcp_metrics.clone(),
-            tcp_shutdown_rx.clone(),
-        )));
-    }
+    let udp_inodes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let closed_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let serving = Serving {
+        shared: shared.clone(),
+        tcp_metrics: tcp::TcpMetrics::new(&metrics.registry),
+        rrl_metrics: crate::dns::rrl::RrlMetrics::register(&metrics.registry),
+        udp_inodes: udp_inodes.clone(),
+        closed_drops: closed_drops.clone(),
+    };
+    let listeners = Arc::new(std::sync::Mutex::new(Listeners::default()));
+    listeners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reconcile(
+            &config.listen,
+            config.workers,
+            (config.udp_receive_buffer, config.udp_send_buffer),
+            &serving,
+        )?;
     let _ = metrics
         .registry
-        .register(Box::new(udp::KernelDrops::new(udp_inodes)));
+        .register(Box::new(udp::KernelDrops::new(udp_inodes, closed_drops)));
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("http {}: {e}", config.http))?;
@@ -583,8 +543,10 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::channel::<Update>(64);
     let (reload_tx, reload_rx) = watch::channel(0u64);
+    let mut file_tasks = Vec::new();
     for s in sources {
-        tokio::spawn(source_watch::run(
+        let (name, path) = (s.name(), s.path());
+        let task = tokio::spawn(source_watch::run(
             s,
             config.watch_interval,
             tx.clone(),
@@ -592,37 +554,38 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             metrics.clone(),
             reload_rx.clone(),
         ));
+        file_tasks.push((name, path, task.abort_handle()));
     }
-    if let Some(e) = etcd_reader {
+    let etcd_reader = etcd_reader.map(|e| {
         tokio::spawn(crate::sources::etcd::run_reader(
             e.clone(),
             tx.clone(),
             board.clone(),
             metrics.clone(),
-        ));
-    }
-    if let Some((e, frx)) = publisher {
-        let id = format!("fedns pid {} http {}", std::process::id(), config.http);
-        tokio::spawn(crate::sources::etcd::run_publisher(
-            e,
-            frx,
-            metrics.clone(),
-            id,
-        ));
-    }
-    if !config.transfers.notify.is_empty() {
-        tokio::spawn(crate::server::secondaries::run(
-            shared.clone(),
-            config.transfers.notify.clone(),
-        ));
-    }
-    if !config.probes.is_empty() {
-        tokio::spawn(crate::probe::run(
-            config.probes.clone(),
-            shared.clone(),
-            tx.clone(),
-        ));
-    }
+        ))
+        .abort_handle()
+    });
+    let etcd_publisher = match (&config.etcd, &federation_records) {
+        (Some(e), Some(frx)) => {
+            let id = format!("fedns pid {} http {}", std::process::id(), config.http);
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(crate::sources::etcd::run_publisher(
+                e.clone(),
+                frx.clone(),
+                metrics.clone(),
+                id,
+                stopped,
+            ));
+            Some(stop)
+        }
+        _ => None,
+    };
+    tokio::spawn(crate::server::secondaries::run(shared.clone()));
+    let probes = (!config.probes.is_empty()).then(|| {
+        let (ptx, prx) = watch::channel(config.probes.clone());
+        tokio::spawn(crate::probe::run(prx, shared.clone(), tx.clone()));
+        ptx
+    });
     if let Some(k) = config.kubernetes.clone() {
         tokio::spawn(kubernetes::run(
             k,
@@ -653,19 +616,38 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             }
         });
     }
+    let (merger_tx, merger_rx) = mpsc::channel::<Input>(64);
+    let (current, current_rx) = watch::channel(config.clone());
     tokio::spawn(crate::reload::run(
         config.clone(),
-        workers.is_some(),
         config.watch_interval,
         reload_rx.clone(),
-        metrics.clone(),
+        crate::reload::Live {
+            shared: shared.clone(),
+            serving,
+            listeners: listeners.clone(),
+            merger: merger_tx.clone(),
+            updates: tx.clone(),
+            board: board.clone(),
+            metrics: metrics.clone(),
+            probes,
+            etcd_reader,
+            etcd_publisher,
+            federation_records,
+            current,
+            workers_from_cli: workers.is_some(),
+            file_tasks,
+            reload_ticks: reload_rx.clone(),
+            watch_interval: config.watch_interval,
+            geoip_seen: crate::reload::geoip_fingerprint(&config),
+            cluster_networks,
+        },
     ));
     drop(tx);
-    let (merger_tx, merger_rx) = mpsc::channel::<Update>(64);
     tokio::spawn(async move {
         while let Some(u) = rx.recv().await {
             zone_tracker.note(&u);
-            if merger_tx.send(u).await.is_err() {
+            if merger_tx.send(Input::Update(u)).await.is_err() {
                 return;
             }
         }
@@ -681,7 +663,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     let signal = loop {
         tokio::select! {
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading sources");
+                tracing::info!("SIGHUP: reloading the config and sources");
                 crate::notify::reloading();
                 reload_tx.send_modify(|n| *n += 1);
                 crate::notify::notify("READY=1");
@@ -690,13 +672,17 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             _ = int.recv() => break "SIGINT",
         }
     };
+    // The config in effect now (a reload may have changed the lame duck and TCP timeout).
+    let (lameduck, tcp_grace) = {
+        let c = current_rx.borrow();
+        (c.lameduck, c.tcp_idle_timeout)
+    };
     drain(
         signal,
         &shared,
-        config.lameduck,
-        config.tcp_idle_timeout,
-        tcp_shutdown,
-        tcp_servers,
+        lameduck,
+        tcp_grace,
+        &listeners,
         (&mut term, &mut int),
     )
     .await;
@@ -712,8 +698,7 @@ async fn drain(
     shared: &Shared,
     lameduck: std::time::Duration,
     tcp_grace: std::time::Duration,
-    tcp_shutdown: watch::Sender<bool>,
-    tcp_servers: Vec<tokio::task::JoinHandle<()>>,
+    listeners: &std::sync::Mutex<Listeners>,
     (term, int): (
         &mut tokio::signal::unix::Signal,
         &mut tokio::signal::unix::Signal,
@@ -733,7 +718,10 @@ async fn drain(
         _ = term.recv() => tracing::info!("second signal: ending the lame duck now"),
         _ = int.recv() => tracing::info!("second signal: ending the lame duck now"),
     }
-    let _ = tcp_shutdown.send(true);
+    let tcp_servers = listeners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .stop_tcp();
     let open = futures::future::join_all(tcp_servers);
     if tokio::time::timeout(tcp_grace, open).await.is_err() {
         tracing::warn!(
@@ -744,43 +732,13 @@ async fn drain(
     tracing::info!("stopped");
 }
 
-/// UDP sockets and a TCP listener on the same address; with port 0, the same ephemeral port.
-fn bind_dns(
-    addr: SocketAddr,
-    workers: usize,
-) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
-    let mut last_err = None;
-    for _ in 0..20 {
-        let udp_socks = udp::bind(addr, workers).map_err(|e| anyhow::anyhow!("udp {addr}: {e}"))?;
-        let bound = udp_socks[0].local_addr()?;
-        match std::net::TcpListener::bind(bound) {
-            Ok(l) => {
-                l.set_nonblocking(true)?;
-                return Ok((udp_socks, tokio::net::TcpListener::from_std(l)?));
-            }
-            Err(e) if addr.port() == 0 => last_err = Some(e), // TCP twin taken: try another port
-            Err(e) => anyhow::bail!("tcp {addr}: {e}"),
-        }
-    }
-    anyhow::bail!(
-        "tcp {addr}: {}",
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    )
-}
-
-/// The client locator from config (client networks, region coordinates, GeoIP database) and
-/// the member clusters' pod/node networks: those of the `kubernetes:` section and of the
+/// The member clusters' pod/node networks: those of the `kubernetes:` section and of the
 /// clusters in `feds` (the federation files as read at start).
-fn build_locator(
+pub(crate) fn cluster_networks(
     config: &Config,
     feds: &[&crate::model::Federation],
-) -> Result<crate::geo::Locator, String> {
-    let geo = &config.geo;
-    let geoip = match &geo.geoip_db {
-        Some(path) => crate::geo::read_geoip(path)?,
-        None => Vec::new(),
-    };
-    let mut networks = geo.client_networks.clone();
+) -> Vec<crate::geo::ClientNetwork> {
+    let mut networks = Vec::new();
     let net = |(addr, prefix): (std::net::IpAddr, u8), cluster: &str, region: &str, zone| {
         crate::geo::ClientNetwork {
             addr,
@@ -807,6 +765,21 @@ fn build_locator(
                 .map(|n| net(*n, &c.name, region, c.zones.first().cloned())),
         );
     }
+    networks
+}
+
+/// The client locator from config (client networks, region coordinates, GeoIP database) and
+/// the member clusters' networks ([`cluster_networks`]).
+pub(crate) fn build_locator(
+    geo: &crate::config::GeoConfig,
+    clusters: &[crate::geo::ClientNetwork],
+) -> Result<crate::geo::Locator, String> {
+    let geoip = match &geo.geoip_db {
+        Some(path) => crate::geo::read_geoip(path)?,
+        None => Vec::new(),
+    };
+    let mut networks = geo.client_networks.clone();
+    networks.extend(clusters.iter().cloned());
     Ok(crate::geo::Locator::new(
         &geo.regions,
         &networks,

@@ -51,7 +51,8 @@ struct Range {
     prefix: u8,
 }
 
-/// Address → location. Immutable after start.
+/// Address → location. Immutable; a reload of `geo` makes a new one, which the merger
+/// publishes inside the table laid out for it.
 #[derive(Debug)]
 pub struct Locator {
     locations: Vec<Option<Location>>,

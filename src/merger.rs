@@ -5,6 +5,10 @@
 //! published in order, each with a higher SOA serial than the last (also across restarts: the
 //! serial is at least the current Unix time and, with a state dir, above the last one written);
 //! a source that stops sending keeps its last snapshot in every later table.
+//!
+//! It also owns the client [`Locator`]: a reloaded `geo` section arrives as [`Input::Geo`], the
+//! build cache starts afresh with the new locations, and the new locator is published inside
+//! the table laid out for it, so the query path never pairs a locator with another's answers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::answers::{BuildCache, BuildInput, FederationRecords, build};
+use crate::geo::Locator;
 use crate::model::{Federation, RData, StaticZone};
 use crate::server::Shared;
 use crate::sources::{Snapshot, Update};
@@ -98,7 +103,28 @@ fn trim(fresh: usize, last: &mut Instant) {
     }
 }
 
+/// What the merger is sent.
+pub enum Input {
+    /// A source's new snapshot.
+    Update(Update),
+    /// New client locations (a reloaded `geo` section).
+    Geo(Arc<Locator>),
+}
+
+impl From<Update> for Input {
+    fn from(u: Update) -> Input {
+        Input::Update(u)
+    }
+}
+
+/// A DNSSEC re-signing tick (no data of its own).
+fn is_tick(input: &Input) -> bool {
+    matches!(input, Input::Update(u) if matches!(*u.snapshot, Snapshot::Resign))
+}
+
 pub struct Merger {
+    /// Client locations the cache's per-location answers are laid out for.
+    locator: Arc<Locator>,
     snapshots: BTreeMap<String, Arc<Snapshot>>,
     serial: SerialClock,
     generation: u64,
@@ -115,8 +141,9 @@ pub struct Merger {
 }
 
 impl Merger {
-    pub fn new(shared: Arc<Shared>, serial: SerialClock) -> Self {
+    pub fn new(shared: Arc<Shared>, serial: SerialClock, locator: Arc<Locator>) -> Self {
         Merger {
+            locator,
             snapshots: BTreeMap::new(),
             serial,
             generation: 0,
@@ -143,14 +170,35 @@ impl Merger {
     }
 
     pub fn apply(&mut self, update: Update) {
+        if matches!(*update.snapshot, Snapshot::Gone) {
+            self.snapshots.remove(&update.source);
+            return;
+        }
         self.snapshots.insert(update.source, update.snapshot);
         // `update.taken` is dropped here: the source may send again.
     }
 
     /// Like [`Merger::apply`], but keeps the source's acknowledgement until the next publish.
-    fn apply_held(&mut self, update: Update, held: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
-        held.extend(update.taken);
-        self.snapshots.insert(update.source, update.snapshot);
+    fn apply_held(&mut self, input: Input, held: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+        match input {
+            Input::Update(update) => {
+                held.extend(update.taken);
+                if matches!(*update.snapshot, Snapshot::Gone) {
+                    self.snapshots.remove(&update.source);
+                } else {
+                    self.snapshots.insert(update.source, update.snapshot);
+                }
+            }
+            Input::Geo(locator) => {
+                // Location ids change meaning: nothing cached per location can be kept.
+                self.locator = locator;
+                self.cache = BuildCache::default();
+                tracing::info!(
+                    locations = self.locator.locations().len(),
+                    "client locations changed; laying every answer out again"
+                );
+            }
+        }
     }
 
     /// Builds a table from the current snapshots and makes it the one the query path reads.
@@ -167,7 +215,7 @@ impl Merger {
                 Snapshot::Federation(f) => federations.push((**f).clone()),
                 Snapshot::Etcd(e) => etcd.push(&**e),
                 Snapshot::Probes(v) => verdicts = Some(v),
-                Snapshot::Resign => {}
+                Snapshot::Gone | Snapshot::Resign => {}
             }
         }
         if let Some(v) = verdicts {
@@ -198,7 +246,7 @@ impl Merger {
         }
         let built = build(BuildInput {
             signing: &signing,
-            locator: &self.shared.locator,
+            locator: &self.locator,
             zones: &zones,
             federations: &federations,
             etcd: &etcd,
@@ -214,7 +262,8 @@ impl Merger {
             // Publish mode: the records fedns computed, for the etcd publisher.
             let _ = tx.send(Arc::new(crate::answers::federation_records(&federations)));
         }
-        let table = built.table;
+        let mut table = built.table;
+        table.locator = self.locator.clone();
         let m = &self.shared.metrics;
         m.table_generation.set(table.generation as i64);
         m.table_records.set(table.record_count as i64);
@@ -232,7 +281,8 @@ impl Merger {
             drop(old);
             evicted
         } else {
-            Some(old)
+            self.shared.journal.clear();
+            vec![old]
         };
         drop(table);
         let swapped = started.elapsed();
@@ -242,7 +292,7 @@ impl Merger {
         // Free the previous table here, not on the query path: a worker still holding it would
         // otherwise drop the last reference and spend the deallocation of a large table (tens of
         // milliseconds for 100k names) between two queries.
-        if let Some(old) = leaving {
+        for old in leaving {
             retire(old);
         }
         trim(fresh, &mut self.last_trim);
@@ -344,13 +394,13 @@ impl Merger {
     }
 
     /// Runs on its own thread: batches updates that arrive together into one publish.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut held = Vec::new();
         while let Some(update) = rx.blocking_recv() {
-            let mut ticks_only = matches!(*update.snapshot, Snapshot::Resign);
+            let mut ticks_only = is_tick(&update);
             self.apply_held(update, &mut held);
             while let Ok(more) = rx.try_recv() {
-                ticks_only &= matches!(*more.snapshot, Snapshot::Resign);
+                ticks_only &= is_tick(&more);
                 self.apply_held(more, &mut held);
             }
             if ticks_only && !self.keys.as_ref().is_some_and(|k| k.due(unix_now())) {

@@ -132,8 +132,13 @@ pub const REASONS: [&str; 6] = ["refused", "timeout", "status", "tls", "body", "
 
 pub const SOURCE: &str = "probes";
 
-/// Runs the prober until the merger goes away.
-pub async fn run(rules: Vec<Rule>, shared: Arc<Shared>, tx: mpsc::Sender<Update>) {
+/// Runs the prober until the merger goes away. `rules` may change (a reload): targets whose
+/// rule changed are probed anew, and keep their last verdict until the new rule decides.
+pub async fn run(
+    rules: tokio::sync::watch::Receiver<Vec<Rule>>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Update>,
+) {
     let (results_tx, mut results) = mpsc::channel::<(Target, Result<(), Failure>)>(1024);
     let mut tasks: HashMap<Target, (Rule, JoinHandle<()>)> = HashMap::new();
     let mut states: HashMap<Target, TargetState> = HashMap::new();
@@ -142,7 +147,7 @@ pub async fn run(rules: Vec<Rule>, shared: Arc<Shared>, tx: mpsc::Sender<Update>
     loop {
         tokio::select! {
             _ = reconcile.tick() => {
-                let wanted = targets(&rules, &shared.federations.load());
+                let wanted = targets(&rules.borrow(), &shared.federations.load());
                 tasks.retain(|t, (rule, handle)| {
                     let keep = wanted.get(t) == Some(rule);
                     if !keep {

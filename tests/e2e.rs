@@ -3305,8 +3305,39 @@ fn geoip_database_places_clients_in_the_nearest_region() {
         out.contains("location: region eu-west1 (GeoIP database"),
         "{out}"
     );
-    // A database that cannot be read is a clear startup error, not a panic.
+    // A new database under the same name, on SIGHUP: 127.6/16 moves to Dublin.
+    let sighup = || {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    };
+    let tmp = fx.path("city.mmdb.tmp");
+    write_mmdb(
+        &tmp,
+        &[
+            (Ipv4Addr::new(127, 5, 0, 0), 16, 53.35, -6.26),
+            (Ipv4Addr::new(127, 6, 0, 0), 16, 53.35, -6.26),
+        ],
+    );
+    std::fs::rename(&tmp, fx.path("city.mmdb")).unwrap();
+    sighup();
+    let moved = wait_for(Duration::from_secs(10), || {
+        (checkout("127.6.1.1") == v4set(&["203.0.113.10"])).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "the new GeoIP database: {:?}",
+        checkout("127.6.1.1")
+    );
+    // One that cannot be read is rejected on reload, and the last one keeps serving.
     std::fs::write(fx.path("city.mmdb"), b"not a database").unwrap();
+    sighup();
+    let rejected = s.wait_log(Duration::from_secs(10), |l| {
+        l.contains("config reload rejected")
+    });
+    assert!(rejected.is_some(), "{}", s.log_text());
+    assert_eq!(checkout("127.6.1.1"), v4set(&["203.0.113.10"]));
+    assert_eq!(checkout("127.2.1.1"), v4set(&["198.51.100.20"]));
+    // A database that cannot be read is a clear startup error, not a panic.
     let (code, out, err) = run_fedns(
         &[
             OsStr::new("check"),

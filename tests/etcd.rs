@@ -1350,3 +1350,129 @@ fn read_replica_answers_what_the_primary_answers_for_every_name() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys[1].1.contains("\"port\":80"), "{keys:?}");
 }
+
+/// The config file reloaded under a running fedns: another etcd, then another prefix. The last
+/// copy serves until the new source has loaded, so the name never goes missing.
+#[test]
+fn etcd_section_reloads_without_a_gap() {
+    let mut first = Etcd::start();
+    first.put("/skydns/net/example/a", r#"{"host":"10.3.0.1"}"#);
+    let mut second = Etcd::start();
+    second.put("/skydns/net/example/a", r#"{"host":"10.3.0.2"}"#);
+    second.put("/other/net/example/a", r#"{"host":"10.3.0.3"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fedns::start_in(
+        dir.path(),
+        &etcd_section(&first.endpoint(), "example.net", ""),
+        None,
+    );
+    assert!(f.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+    let answer = |f: &Fedns| summary(&f.ask("a.example.net.", RecordType::A));
+    // The log line comes just before the merger publishes the table with the prefix.
+    assert!(
+        wait_for(Duration::from_secs(5), || answer(&f)
+            .contains("10.3.0.1")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        answer(&f)
+    );
+    let config = dir.path().join("fedns.yaml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let base = &base[..base.find("etcd:").unwrap()];
+    // Every answer while switching is the old copy or the new one, never NXDOMAIN.
+    let switch = |f: &Fedns, section: String, old: &str, new: &str| {
+        let tmp = config.with_extension("tmp~");
+        std::fs::write(&tmp, format!("{base}{section}")).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let a = answer(f);
+            assert!(
+                a.contains(old) || a.contains(new),
+                "gap while switching etcd: {a}\n{}",
+                f.log_text()
+            );
+            if a.contains(new) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new etcd section was not applied: {a}\n{}",
+                f.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    switch(
+        &f,
+        etcd_section(&second.endpoint(), "example.net", ""),
+        "10.3.0.1",
+        "10.3.0.2",
+    );
+    // Another prefix is another source: the old one leaves once the new one has loaded.
+    switch(
+        &f,
+        etcd_section(&second.endpoint(), "example.net", "  prefix: /other\n"),
+        "10.3.0.2",
+        "10.3.0.3",
+    );
+    let (_, ready) = http_get(f.http, "/readyz");
+    assert!(!ready.contains("etcd:/skydns"), "{ready}");
+    assert_eq!(f.metric("fedns_config_restart_pending"), Some(0.0));
+    // The old etcd going away changes nothing.
+    first.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(answer(&f).contains("10.3.0.3"), "{}", answer(&f));
+}
+
+/// A reloaded publish-mode section restarts the publisher: the old one steps down and revokes
+/// its lease, so the new one is elected at once, not after the lease TTL (30 s here), and the
+/// keys already written stay.
+#[test]
+fn publisher_restarts_on_reload_without_waiting_for_its_lease() {
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section = |ttl: u32| {
+        format!(
+            "etcd:\n  endpoints: [\"{}\"]\n  mode: publish\n  lease_ttl_secs: {ttl}\n",
+            etcd.endpoint()
+        )
+    };
+    let p = Fedns::start_in(dir.path(), &section(30), Some(FED));
+    assert!(
+        p.wait_log(Duration::from_secs(10), "published federation records"),
+        "{}",
+        p.log_text()
+    );
+    let before = etcd.list("/skydns/com/example/");
+    assert!(!before.is_empty());
+    let config = dir.path().join("fedns.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tmp = config.with_extension("tmp~");
+    std::fs::write(
+        &tmp,
+        text.replace("lease_ttl_secs: 30", "lease_ttl_secs: 29"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    assert!(
+        p.wait_log(Duration::from_secs(10), "etcd publisher stepping down"),
+        "{}",
+        p.log_text()
+    );
+    let elected = |p: &Fedns| {
+        p.log_lines()
+            .iter()
+            .filter(|l| l.contains("elected etcd publisher"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || (elected(&p) >= 2).then_some(())).is_some(),
+        "the new publisher was not elected well within the old lease's 30 s:\n{}",
+        p.log_text()
+    );
+    assert_eq!(p.metric("fedns_etcd_publisher_leader"), Some(1.0));
+    assert_eq!(etcd.list("/skydns/com/example/"), before);
+    assert_eq!(p.metric("fedns_config_restart_pending"), Some(0.0));
+}

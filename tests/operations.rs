@@ -928,11 +928,18 @@ fn config_reload_rejects_a_bad_file_with_every_problem_and_names_restart_only_ch
     assert_eq!(ask_udp(s.udp, 1, "www.example.com."), 0);
 
     // Valid, with a setting that needs a restart: named, and pending.
-    replace_file(&fx.config(), &format!("{good}edns_payload: 1400\n"));
+    // (Fewer workers than the open address has: closing a socket could lose queries.)
+    replace_file(
+        &fx.config(),
+        &format!(
+            "{}log_format: json\n",
+            good.replace("workers: 2", "workers: 1")
+        ),
+    );
     let line = s
         .wait_log(Duration::from_secs(5), |l| l.contains("next restart"))
         .unwrap_or_else(|| panic!("no restart notice:\n{}", s.log_text()));
-    assert!(line.contains("settings=edns_payload"), "{line}");
+    assert!(line.contains("settings=workers,log_format"), "{line}");
     let m = scrape(&s);
     assert_eq!(
         metric(&m, "fedns_config_last_reload_successful"),
@@ -968,4 +975,692 @@ fn config_reload_rejects_a_bad_file_with_every_problem_and_names_restart_only_ch
         (reloaded(&s) > before).then_some(())
     })
     .unwrap_or_else(|| panic!("SIGHUP did not re-read the config:\n{}", s.log_text()));
+}
+
+// ------------------------------------------------------------------------------------------
+// Live reload of every setting
+// ------------------------------------------------------------------------------------------
+
+/// Two clusters in two regions: a geo name answers per client location.
+const FED_GEO: &str = "federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b]}
+  - {name: west1, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: web
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [203.0.113.10], ready_endpoints: 1}
+      - {cluster: west1, addresses: [198.51.100.20], ready_endpoints: 1}
+";
+
+const WEB: &str = "web.shop.myfed.svc.example.com.";
+
+/// The common part of the live-reload configs: `extra` varies.
+fn live_config(extra: &str) -> String {
+    format!(
+        "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\nwatch_interval_ms: 100\n{extra}"
+    )
+}
+
+fn geo_fixture(extra: &str) -> Fixture {
+    let fx = Fixture::new("");
+    std::fs::write(fx.dir.path().join("federation.yaml"), FED_GEO).unwrap();
+    std::fs::write(fx.config(), live_config(extra)).unwrap();
+    fx
+}
+
+/// A hickory query message.
+fn message(
+    id: u16,
+    name: &str,
+    t: hickory_proto::rr::RecordType,
+    class: hickory_proto::rr::DNSClass,
+    edns: bool,
+) -> Vec<u8> {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(hickory_proto::rr::Name::from_ascii(name).unwrap(), t);
+    q.set_query_class(class);
+    m.add_query(q);
+    if edns {
+        m.set_edns(Edns::new());
+    }
+    m.to_vec().unwrap()
+}
+
+/// The decoded UDP answer to `req`, asked from the loopback address `from`.
+fn exchange_from(to: SocketAddr, from: &str, req: &[u8]) -> hickory_proto::op::Message {
+    let s = UdpSocket::bind((from, 0)).expect("bind a loopback client address");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(req, to).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).expect("udp answer within 2 s");
+    hickory_proto::op::Message::from_vec(&buf[..n]).expect("answer decodes")
+}
+
+fn a_records(m: &hickory_proto::op::Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// What the server says: the A records of `WEB` for a client at `from`, the advertised EDNS
+/// payload, the CH TXT id.server answer (or the rcode), and the AXFR rcode over TCP.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    web: Vec<String>,
+    /// The same, asked by a resolver at 127.0.0.1 for the client subnet of `from`/24 (ECS).
+    web_ecs: Vec<String>,
+    payload: u16,
+    id_server: String,
+    axfr: u8,
+}
+
+fn observe(s: &Fedns, from: &str) -> Observed {
+    use hickory_proto::rr::{DNSClass, RData, RecordType};
+    let web = a_records(&exchange_from(
+        s.udp,
+        from,
+        &message(1, WEB, RecordType::A, DNSClass::IN, false),
+    ));
+    let web_ecs = {
+        use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+        let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            hickory_proto::rr::Name::from_ascii(WEB).unwrap(),
+            RecordType::A,
+        ));
+        let mut edns = Edns::new();
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                from.parse().unwrap(),
+                24,
+                0,
+            )));
+        m.set_edns(edns);
+        a_records(&exchange_from(s.udp, "127.0.0.1", &m.to_vec().unwrap()))
+    };
+    let m = exchange_from(
+        s.udp,
+        "127.0.0.1",
+        &message(2, "www.example.com.", RecordType::A, DNSClass::IN, true),
+    );
+    let payload = m.edns.as_ref().map_or(0, |e| e.max_payload());
+    let m = exchange_from(
+        s.udp,
+        "127.0.0.1",
+        &message(3, "id.server.", RecordType::TXT, DNSClass::CH, false),
+    );
+    let id_server = match m.answers.first().map(|r| &r.data) {
+        Some(RData::TXT(t)) => t.to_string(),
+        _ => format!("rcode {:?}", m.metadata.response_code),
+    };
+    let mut stream = tcp(s.tcp);
+    let q = message(4, "example.com.", RecordType::AXFR, DNSClass::IN, false);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("axfr answer");
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).unwrap();
+    Observed {
+        web,
+        web_ecs,
+        payload,
+        id_server,
+        axfr: buf[3] & 0x0f,
+    }
+}
+
+/// Whether a third connection from 127.0.0.1 closes the first (a per-source share of 2).
+fn tcp_share_of_two(s: &Fedns) -> bool {
+    // Connections of earlier checks close first.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| tcp(s.tcp)).collect();
+    for (i, c) in conns.iter_mut().enumerate().take(2) {
+        assert_eq!(ask_tcp(c, 100 + i as u16, "www.example.com."), 0);
+    }
+    let first = &mut conns[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match first.read(&mut b) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        other => panic!("unexpected read on an idle connection: {other:?}"),
+    }
+}
+
+fn sighup(s: &Fedns) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+}
+
+/// How many `config reloaded` lines the log has.
+fn reloads(s: &Fedns) -> usize {
+    s.log_lines()
+        .iter()
+        .filter(|l| l.contains("msg=\"config reloaded"))
+        .count()
+}
+
+/// Writes `text` as the config, lets the poll (or a SIGHUP) pick it up, and waits for the
+/// reload to be reported.
+fn reload_with(s: &Fedns, config: &std::path::Path, text: &str, hup: bool) {
+    let before = reloads(s);
+    replace_file(config, text);
+    if hup {
+        sighup(s);
+    }
+    common::wait_for(Duration::from_secs(10), || {
+        (reloads(s) > before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the reload was not reported:\n{}", s.log_text()));
+}
+
+#[test]
+fn serving_settings_and_geo_reload_live_on_sighup_and_on_change() {
+    let geo_east = "geo:\n  client_networks:\n    - {cidr: 127.1.0.0/16, region: us-east1}\n";
+    let fx = geo_fixture(geo_east);
+    let s = Fedns::start(&fx.config());
+    let both = vec!["198.51.100.20".to_string(), "203.0.113.10".to_string()];
+    // 127.2.0.9 is nowhere yet: every healthy shard.
+    assert_eq!(
+        observe(&s, "127.2.0.9"),
+        Observed {
+            web: both.clone(),
+            web_ecs: both.clone(),
+            payload: 1232,
+            id_server: "rcode Refused".into(),
+            axfr: 5,
+        }
+    );
+
+    assert!(
+        !tcp_share_of_two(&s),
+        "64 connections per source by default"
+    );
+    // By SIGHUP: a new client network, EDNS payload, identity, transfer ACL and TCP share.
+    let changed = format!(
+        "{geo_east}    - {{cidr: 127.2.0.0/16, region: us-west2}}\nedns_payload: 1400\nidentity:\n  id: replica-7\ntransfers:\n  allow: [127.0.0.0/8]\ntcp:\n  max_connections_per_source: 2\n"
+    );
+    reload_with(&s, &fx.config(), &live_config(&changed), true);
+    // The new locator comes with the table built for it: wait for that publish.
+    let got = common::wait_for(Duration::from_secs(10), || {
+        let o = observe(&s, "127.2.0.9");
+        (o.web == ["198.51.100.20"]).then_some(o)
+    })
+    .unwrap_or_else(|| panic!("geo did not change:\n{}", s.log_text()));
+    assert_eq!(
+        got,
+        Observed {
+            web: vec!["198.51.100.20".into()],
+            web_ecs: vec!["198.51.100.20".into()],
+            payload: 1400,
+            id_server: "replica-7".into(),
+            axfr: 0,
+        }
+    );
+    assert!(tcp_share_of_two(&s), "the reloaded per-source share");
+    // East clients are unaffected.
+    assert_eq!(
+        a_records(&exchange_from(
+            s.udp,
+            "127.1.0.9",
+            &message(
+                9,
+                WEB,
+                hickory_proto::rr::RecordType::A,
+                hickory_proto::rr::DNSClass::IN,
+                false
+            )
+        )),
+        ["203.0.113.10"]
+    );
+    let m = scrape(&s);
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "fedns_config_last_reload_successful"), Some(1.0));
+
+    // By the file poll alone: back, plus RRL (5/s, nothing slips), which a burst shows.
+    reload_with(
+        &s,
+        &fx.config(),
+        &live_config(&format!(
+            "{geo_east}rrl:\n  responses_per_second: 5\n  slip: 0\n"
+        )),
+        false,
+    );
+    let o = common::wait_for(Duration::from_secs(10), || {
+        let o = observe(&s, "127.2.0.9");
+        (o.web == both).then_some(o)
+    })
+    .unwrap_or_else(|| panic!("geo did not change back:\n{}", s.log_text()));
+    assert_eq!((o.payload, o.axfr, &o.web_ecs), (1232, 5, &both), "{o:?}");
+    assert_eq!(o.id_server, "rcode Refused");
+    assert!(!tcp_share_of_two(&s), "the share is back at 64");
+    let sock = UdpSocket::bind("127.0.0.5:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let q = query(7, "www.example.com.", 1);
+    for _ in 0..50 {
+        sock.send_to(&q, s.udp).unwrap();
+    }
+    let mut answered = 0;
+    let mut buf = [0u8; 512];
+    while sock.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    assert!(
+        (1..40).contains(&answered),
+        "RRL at 5/s let {answered} of a burst of 50 through"
+    );
+    let m = scrape(&s);
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
+}
+
+#[test]
+fn a_rejected_reload_keeps_every_old_value_serving() {
+    let fx = geo_fixture("identity:\n  id: old-id\nedns_payload: 1300\n");
+    let s = Fedns::start(&fx.config());
+    let before = observe(&s, "127.2.0.9");
+    assert_eq!(
+        (before.payload, before.id_server.as_str()),
+        (1300, "old-id")
+    );
+    // New values beside a bad one, and a GeoIP database that cannot be read.
+    replace_file(
+        &fx.config(),
+        &live_config("identity:\n  id: new-id\nedns_payload: 1400\ntcp:\n  max_connections: 0\n"),
+    );
+    sighup(&s);
+    s.wait_log(Duration::from_secs(10), |l| {
+        l.contains("config reload rejected")
+    })
+    .unwrap_or_else(|| panic!("bad config not reported:\n{}", s.log_text()));
+    assert_eq!(observe(&s, "127.2.0.9"), before);
+    let rejected = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("config reload rejected"))
+            .count()
+    };
+    let n = rejected(&s);
+    replace_file(
+        &fx.config(),
+        &live_config(
+            "identity:\n  id: new-id\ngeo:\n  regions:\n    - {name: us-east1, lat: 33.2, lon: -80.0}\n  geoip_db: /nonexistent/GeoLite2-City.mmdb\n",
+        ),
+    );
+    common::wait_for(Duration::from_secs(10), || (rejected(&s) > n).then_some(()))
+        .unwrap_or_else(|| panic!("unreadable GeoIP database not rejected:\n{}", s.log_text()));
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.contains("geo.geoip_db") && l.contains("GeoLite2-City.mmdb")),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(observe(&s, "127.2.0.9"), before);
+    // An address that cannot be bound: nothing of the new version applies.
+    let taken = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let n = rejected(&s);
+    replace_file(
+        &fx.config(),
+        &live_config("identity:\n  id: new-id\n").replace(
+            "listen: [\"127.0.0.1:0\"]",
+            &format!(
+                "listen: [\"127.0.0.1:0\", \"127.0.0.4:0\", \"{}\"]",
+                taken.local_addr().unwrap()
+            ),
+        ),
+    );
+    common::wait_for(Duration::from_secs(10), || (rejected(&s) > n).then_some(()))
+        .unwrap_or_else(|| panic!("a taken address not rejected:\n{}", s.log_text()));
+    let line = s
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("listen:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&taken.local_addr().unwrap().to_string()),
+        "{line}"
+    );
+    assert_eq!(observe(&s, "127.2.0.9"), before);
+    // 127.0.0.4, bound before the failure, was closed again.
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.contains("dns no longer listening") && l.contains("udp=127.0.0.4")),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_last_reload_successful"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn no_query_is_lost_across_reloads_of_listen_geo_and_settings() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const QUERIES: usize = 20_000;
+    let fx = geo_fixture("");
+    let s = Fedns::start(&fx.config());
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    let _ = client.set_recv_buffer_size(8 << 20);
+    client
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let client: UdpSocket = client.into();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let receiver = client.try_clone().unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let done_r = done.clone();
+    // Counts each ID once: every query gets exactly one answer.
+    let counter = std::thread::spawn(move || {
+        let mut seen = vec![false; QUERIES];
+        let mut buf = [0u8; 1500];
+        let mut idle_after_done = 0;
+        loop {
+            match receiver.recv_from(&mut buf) {
+                Ok((n, _)) if n >= 12 => {
+                    let id = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+                    if id < QUERIES {
+                        seen[id] = true;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if done_r.load(Ordering::Relaxed) => {
+                    idle_after_done += 1;
+                    if idle_after_done >= 20 {
+                        break;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        seen.iter().filter(|s| **s).count()
+    });
+    let to = s.udp;
+    let sender = std::thread::spawn(move || {
+        // 20 queries every 5 ms: 4,000 a second, about 5 s in all.
+        let started = std::time::Instant::now();
+        for id in 0..QUERIES {
+            if id % 20 == 0 {
+                let due = Duration::from_millis(5 * (id / 20) as u64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            client.send_to(&query(id as u16, WEB, 1), to).unwrap();
+        }
+    });
+    // Meanwhile: add an address, change geo and settings, drop the address, several times;
+    // from the second round on, with a third worker per address.
+    let geo = "geo:\n  client_networks:\n    - {cidr: 127.2.0.0/16, region: us-west2}\n";
+    let mut extra_addrs = Vec::new();
+    for round in 0..3 {
+        let workers = |c: String| {
+            if round == 0 {
+                c
+            } else {
+                c.replace("workers: 2", "workers: 3")
+            }
+        };
+        let with_extra = workers(
+            live_config(&format!("{geo}edns_payload: {}\n", 1300 + round)).replace(
+                "listen: [\"127.0.0.1:0\"]",
+                "listen: [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+            ),
+        );
+        let opened = s
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("dns listening"))
+            .count();
+        reload_with(&s, &fx.config(), &with_extra, round % 2 == 0);
+        let line = common::wait_for(Duration::from_secs(10), || {
+            s.log_lines()
+                .iter()
+                .filter(|l| l.contains("dns listening"))
+                .nth(opened)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("the new address was not opened:\n{}", s.log_text()));
+        let extra = common::addr_field(&line, "udp=").unwrap();
+        assert_eq!(extra.ip().to_string(), "127.0.0.2", "{line}");
+        // The added address answers.
+        assert_eq!(ask_udp(extra, 60_000 + round as u16, "www.example.com."), 0);
+        extra_addrs.push(extra);
+        reload_with(&s, &fx.config(), &workers(live_config("")), round % 2 == 1);
+        s.wait_log(Duration::from_secs(10), |l| {
+            l.contains("dns no longer listening") && l.contains(&extra.to_string())
+        })
+        .unwrap_or_else(|| panic!("the removed address still listens:\n{}", s.log_text()));
+    }
+    sender.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let added = s
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("dns workers added"))
+        .unwrap_or_else(|| panic!("no worker added:\n{}", s.log_text()));
+    assert!(added.contains("workers=3"), "{added}");
+    let answered = counter.join().unwrap();
+    assert_eq!(
+        answered,
+        QUERIES,
+        "{} of {QUERIES} queries unanswered across the reloads",
+        QUERIES - answered
+    );
+    // A removed address no longer answers.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    probe
+        .send_to(&query(1, "www.example.com.", 1), extra_addrs[0])
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        probe.recv_from(&mut buf).is_err(),
+        "a removed address answered"
+    );
+    let m = scrape(&s);
+    assert_eq!(metric(&m, "fedns_config_restart_pending"), Some(0.0), "{m}");
+}
+
+const FED_PROBED: &str = "federation:
+  name: myfed
+  zone: example.com
+clusters:
+  - {name: east1, region: us-east1, zones: [us-east1-b]}
+  - {name: west1, region: us-west2, zones: [us-west2-a]}
+services:
+  - name: probed
+    namespace: shop
+    shards:
+      - {cluster: east1, addresses: [127.0.0.11], ready_endpoints: 1}
+      - {cluster: west1, addresses: [127.0.0.12], ready_endpoints: 1}
+";
+
+#[test]
+fn probes_reload_live_and_keep_their_verdicts_across_a_rule_change() {
+    // Only 127.0.0.11 listens on the probed port.
+    let listener = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let fx = Fixture::new("");
+    std::fs::write(fx.dir.path().join("federation.yaml"), FED_PROBED).unwrap();
+    std::fs::write(fx.config(), live_config("")).unwrap();
+    let s = Fedns::start(&fx.config());
+    let a = || {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        a_records(&exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(
+                1,
+                "probed.shop.myfed.svc.example.com.",
+                RecordType::A,
+                DNSClass::IN,
+                false,
+            ),
+        ))
+    };
+    let both = vec!["127.0.0.11".to_string(), "127.0.0.12".to_string()];
+    assert_eq!(a(), both);
+    let rule = |interval: u32| {
+        live_config(&format!(
+            "probes:\n  - {{federation: myfed, type: tcp, port: {port}, interval_ms: {interval}, timeout_ms: 300, up_after: 2, down_after: 2}}\n"
+        ))
+    };
+    // Probes added by a reload: the shard that fails them leaves the answer.
+    reload_with(&s, &fx.config(), &rule(100), true);
+    common::wait_for(Duration::from_secs(10), || {
+        (a() == ["127.0.0.11"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("probes did not start: {:?}\n{}", a(), s.log_text()));
+    assert_eq!(metric(&scrape(&s), "fedns_probe_shards_down"), Some(1.0));
+    // A changed rule: the targets are probed anew, and the last verdicts hold meanwhile.
+    reload_with(&s, &fx.config(), &rule(150), false);
+    for _ in 0..20 {
+        assert_eq!(
+            a(),
+            ["127.0.0.11"],
+            "a verdict was lost across the rule change"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Probes removed: every shard answers again.
+    reload_with(&s, &fx.config(), &live_config(""), true);
+    common::wait_for(Duration::from_secs(10), || (a() == both).then_some(()))
+        .unwrap_or_else(|| panic!("probes did not stop: {:?}\n{}", a(), s.log_text()));
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn zones_dir_and_federation_files_reload_without_a_gap() {
+    let fx = Fixture::new("");
+    std::fs::write(fx.config(), live_config("")).unwrap();
+    let dir = fx.dir.path();
+    std::fs::create_dir_all(dir.join("zones2")).unwrap();
+    std::fs::write(
+        dir.join("zones2/example.com.zone"),
+        ZONE_COM.replace("192.0.2.80", "192.0.2.81"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("other.yaml"),
+        FED.replace("203.0.113.10", "203.0.113.99"),
+    )
+    .unwrap();
+    let s = Fedns::start(&fx.config());
+    let a = |name: &str| {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        let m = exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(1, name, RecordType::A, DNSClass::IN, false),
+        );
+        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
+    };
+    let web = "web.shop.myfed.svc.example.com.";
+    assert_eq!(a(web), "NoError [\"203.0.113.10\"]");
+    assert_eq!(a("www.example.com."), "NoError [\"192.0.2.80\"]");
+    // A broken new federation file rejects the reload; the old files keep serving.
+    std::fs::write(dir.join("broken.yaml"), "federation: [").unwrap();
+    let rejected = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("config reload rejected"))
+            .count()
+    };
+    replace_file(
+        &fx.config(),
+        &live_config("").replace("[federation.yaml]", "[broken.yaml]"),
+    );
+    common::wait_for(Duration::from_secs(10), || (rejected(&s) > 0).then_some(()))
+        .unwrap_or_else(|| panic!("broken federation file not rejected:\n{}", s.log_text()));
+    assert!(s.log_text().contains("broken.yaml"), "{}", s.log_text());
+    assert_eq!(a(web), "NoError [\"203.0.113.10\"]");
+    // Another zone directory and another federation file: every answer on the way is the old
+    // one or the new one.
+    replace_file(
+        &fx.config(),
+        &live_config("")
+            .replace("zones_dir: zones", "zones_dir: zones2")
+            .replace("[federation.yaml]", "[other.yaml]"),
+    );
+    sighup(&s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (w, z) = (a(web), a("www.example.com."));
+        assert!(
+            w.contains("203.0.113.10") || w.contains("203.0.113.99"),
+            "gap in the federation: {w}\n{}",
+            s.log_text()
+        );
+        assert!(
+            z.contains("192.0.2.80") || z.contains("192.0.2.81"),
+            "gap in the zone: {z}"
+        );
+        if w.contains("203.0.113.99") && z.contains("192.0.2.81") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not switched: {w} {z}\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The new files are followed: an edit shows.
+    replace_file(
+        &dir.join("other.yaml"),
+        &FED.replace("203.0.113.10", "203.0.113.98"),
+    );
+    common::wait_for(Duration::from_secs(10), || {
+        a(web).contains("203.0.113.98").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the new federation file is not followed: {}", a(web)));
+    let (_, ready) = http_get(s.http, "/readyz");
+    assert!(
+        !ready.contains("federation-file:federation.yaml"),
+        "{ready}"
+    );
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_restart_pending"),
+        Some(0.0)
+    );
 }

@@ -754,6 +754,8 @@ impl BuildCache {
             ready: true,
             generation,
             serial,
+            // The merger puts the locator the answers were laid out for here.
+            locator: Default::default(),
         };
         let conflicts = std::mem::take(&mut self.conflicts);
         warnings.extend(conflicts.iter().cloned());

@@ -123,6 +123,11 @@ impl WorkerState {
         self
     }
 
+    /// Replaces the limiter (a reload changed `rrl`).
+    pub fn set_rrl(&mut self, rrl: Option<Rrl>) {
+        self.rrl = rrl.map(Box::new);
+    }
+
     /// The current second, for RRL.
     #[inline]
     pub fn set_second(&mut self, second: u32) {

@@ -27,32 +27,43 @@ use crate::table::{Answer, Table};
 /// not touch, so each kept table costs only what its change rebuilt.
 pub struct Journal {
     tables: Mutex<VecDeque<Arc<Table>>>,
-    keep: usize,
+    /// How many to keep (a reload may change it; the next push applies it).
+    keep: std::sync::atomic::AtomicUsize,
 }
 
 impl Journal {
     pub fn new(keep: usize) -> Self {
         Journal {
             tables: Mutex::new(VecDeque::new()),
-            keep,
+            keep: keep.into(),
         }
     }
 
     /// Whether tables are kept at all.
     pub fn keeps(&self) -> bool {
-        self.keep > 0
+        self.keep.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
-    /// Records a published table; returns the one that fell out, for the caller to retire.
-    pub fn push(&self, table: &Arc<Table>) -> Option<Arc<Table>> {
-        if self.keep == 0 {
-            return None;
+    pub fn set_keep(&self, keep: usize) {
+        self.keep.store(keep, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forgets every kept table (they are dropped here).
+    pub fn clear(&self) {
+        let old = std::mem::take(&mut *self.tables.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(old);
+    }
+
+    /// Records a published table; returns those that fell out, for the caller to retire.
+    pub fn push(&self, table: &Arc<Table>) -> Vec<Arc<Table>> {
+        let keep = self.keep.load(std::sync::atomic::Ordering::Relaxed);
+        if keep == 0 {
+            return Vec::new();
         }
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.push_back(table.clone());
-        (tables.len() > self.keep)
-            .then(|| tables.pop_front())
-            .flatten()
+        let over = tables.len().saturating_sub(keep);
+        tables.drain(..over).collect()
     }
 
     fn with_serial(&self, serial: u32) -> Option<Arc<Table>> {

@@ -606,7 +606,9 @@ fn family_steps(
 fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
     let ecs = p.ecs;
     let client = p.client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let locator = &shared.locator;
+    // One table for the whole explanation: its locator is the one its answers were laid out for.
+    let table = shared.table.load();
+    let locator = &*table.locator;
 
     // Where the client is, and how we know.
     let (located_ip, via) = match ecs {
@@ -805,9 +807,14 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
             why,
         }
     });
-    let table = shared.table.load();
-    let answer =
-        crate::dns::explain::answer(shared.source(&table), &p.name, &p.qtype, client, ecs)?;
+    let settings = shared.settings.load();
+    let answer = crate::dns::explain::answer(
+        crate::server::source(&table, &settings),
+        &p.name,
+        &p.qtype,
+        client,
+        ecs,
+    )?;
     Ok(Explanation {
         name: p.name.clone(),
         qtype: p.qtype.clone(),

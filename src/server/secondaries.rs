@@ -16,21 +16,32 @@ use crate::model::DnsName;
 const TRIES: u32 = 5;
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs until `shared.published` closes.
-pub async fn run(shared: Arc<Shared>, secondaries: Vec<SocketAddr>) {
-    for s in &secondaries {
-        for result in ["acked", "failed"] {
-            shared
-                .metrics
-                .notify
-                .with_label_values(&[&s.to_string(), result]);
-        }
-    }
+/// Runs until `shared.published` closes. The secondaries and the key are read from the current
+/// settings at every round, so a reload changes them from the next publish on.
+pub async fn run(shared: Arc<Shared>) {
     let mut published = shared.published.subscribe();
     let mut id: u16 = rand_id();
+    let mut counted: Vec<SocketAddr> = Vec::new();
     loop {
+        // Counters exist from the start for every configured secondary.
+        for s in &shared.settings.load().notify {
+            if !counted.contains(s) {
+                counted.push(*s);
+                for result in ["acked", "failed"] {
+                    shared
+                        .metrics
+                        .notify
+                        .with_label_values(&[&s.to_string(), result]);
+                }
+            }
+        }
         if published.changed().await.is_err() {
             return;
+        }
+        let settings = shared.settings.load_full();
+        let secondaries = settings.notify.clone();
+        if secondaries.is_empty() {
+            continue;
         }
         let table = shared.table.load_full();
         if !table.is_ready() {
@@ -46,7 +57,7 @@ pub async fn run(shared: Arc<Shared>, secondaries: Vec<SocketAddr>) {
                 id = id.wrapping_add(1);
                 let (zone, soa, shared) = (zone.clone(), soa.clone(), shared.clone());
                 let mut msg = notify_message(id, &zone, soa.as_deref());
-                if let Some(key) = &shared.transfer_key {
+                if let Some(key) = &settings.transfer_key {
                     crate::dns::tsig::sign_request(&mut msg, key, crate::dns::tsig::now());
                 }
                 round.spawn(async move {

@@ -233,7 +233,6 @@ pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     stats: Arc<QueryStats>,
-    limits: TcpLimits,
     metrics: TcpMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -256,6 +255,8 @@ pub async fn serve(
                 continue;
             }
         };
+        // Read at every accept, so a reload's limits apply from the next connection on.
+        let limits = shared.settings.load().tcp;
         let prefix = Prefix::of(peer.ip().to_canonical(), &limits);
         let (id, conn, epoch) = {
             let mut r = registry.lock().expect("tcp registry");
@@ -277,7 +278,6 @@ pub async fn serve(
                 stats: &stats,
                 conn: &conn,
                 epoch,
-                idle: limits.idle_timeout,
             };
             c.run(stream, peer, state, shutdown).await;
             let flood_over = {
@@ -324,7 +324,6 @@ struct Connection<'a> {
     stats: &'a QueryStats,
     conn: &'a Conn,
     epoch: Instant,
-    idle: Duration,
 }
 
 /// What became of a response after one non-blocking write.
@@ -356,12 +355,14 @@ impl Connection<'_> {
         };
         let mut req: Vec<u8> = Vec::new();
         loop {
+            // The current idle timeout (a reload may change it).
+            let idle = self.shared.settings.load().tcp.idle_timeout;
             // Wait for the next frame to begin (cancel safe: peeking consumes nothing); at
             // shutdown, a connection with nothing begun is closed.
             let mut first = [0u8; 1];
             tokio::select! {
                 biased;
-                r = tokio::time::timeout(self.idle, stream.peek(&mut first)) => match r {
+                r = tokio::time::timeout(idle, stream.peek(&mut first)) => match r {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return, // idle, closed or broken
                 },
@@ -371,7 +372,7 @@ impl Connection<'_> {
             // A frame begun is read to its end and answered, shutdown or not.
             let len = tokio::select! {
                 biased;
-                r = tokio::time::timeout(self.idle, read_frame(&mut stream, &mut req)) => match r {
+                r = tokio::time::timeout(idle, read_frame(&mut stream, &mut req)) => match r {
                     Ok(Ok(len)) => len,
                     _ => return,
                 },
@@ -407,25 +408,20 @@ impl Connection<'_> {
         state: &mut WorkerState,
     ) -> bool {
         let shared = self.shared;
-        if shared.transfer_access().any() && crate::dns::transfer::transfer_type(req).is_some() {
-            // A transfer reads a whole zone: on a blocking thread, over the table loaded now.
+        if shared.settings.load().transfer_access().any()
+            && crate::dns::transfer::transfer_type(req).is_some()
+        {
+            // A transfer reads a whole zone: on a blocking thread, over the table and settings
+            // loaded now.
             let table = shared.table.load_full();
+            let settings = shared.settings.load_full();
             let journal = shared.journal.clone();
-            let (zones, etcd, key) = (
-                shared.transfer_allow.clone(),
-                shared.etcd_transfer_allow.clone(),
-                shared.transfer_key.clone(),
-            );
             let req = req.to_vec();
             let addr = peer.addr;
             // Messages stream through a small channel, so a large zone is never in memory whole.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
             let work = tokio::task::spawn_blocking(move || {
-                let access = crate::dns::transfer::Access {
-                    zones: &zones,
-                    etcd: &etcd,
-                    key: key.as_ref(),
-                };
+                let access = settings.transfer_access();
                 crate::dns::transfer::answer(&table, &journal, &req, addr, access, &mut |m| {
                     tx.blocking_send(m).is_ok()
                 })
@@ -446,8 +442,9 @@ impl Connection<'_> {
         }
         let sent = OUT.with_borrow_mut(|out| {
             let table = shared.table.load();
+            let settings = shared.settings.load();
             let Some(rlen) = respond(
-                shared.source(&table),
+                super::source(&table, &settings),
                 req,
                 &mut out[2..],
                 peer,
@@ -474,7 +471,7 @@ impl Connection<'_> {
 
     async fn write(&self, stream: &mut TcpStream, bytes: &[u8]) -> bool {
         tokio::select! {
-            r = tokio::time::timeout(self.idle, stream.write_all(bytes)) => matches!(r, Ok(Ok(()))),
+            r = tokio::time::timeout(self.shared.settings.load().tcp.idle_timeout, stream.write_all(bytes)) => matches!(r, Ok(Ok(()))),
             _ = self.conn.evict.notified() => false,
         }
     }

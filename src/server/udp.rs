@@ -116,12 +116,18 @@ fn drops_in(proc_net_udp: &str, inodes: &[u64]) -> u64 {
 
 /// `fedns_udp_kernel_drops_total`, read from `/proc` at scrape time (never on the query path).
 pub struct KernelDrops {
-    inodes: Vec<u64>,
+    /// The open sockets' inodes (listeners come and go with reloads).
+    inodes: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Drops counted on sockets since closed (a reload removed their address).
+    closed: Arc<std::sync::atomic::AtomicU64>,
     desc: prometheus::core::Desc,
 }
 
 impl KernelDrops {
-    pub fn new(inodes: Vec<u64>) -> Self {
+    pub fn new(
+        inodes: Arc<std::sync::Mutex<Vec<u64>>>,
+        closed: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let desc = prometheus::core::Desc::new(
             "fedns_udp_kernel_drops_total".into(),
             "UDP queries the kernel dropped before fedns read them (receive buffer full):              raise udp.receive_buffer_bytes or add workers"
@@ -130,7 +136,11 @@ impl KernelDrops {
             Default::default(),
         )
         .expect("valid metric");
-        KernelDrops { inodes, desc }
+        KernelDrops {
+            inodes,
+            closed,
+            desc,
+        }
     }
 }
 
@@ -145,7 +155,8 @@ impl prometheus::core::Collector for KernelDrops {
             self.desc.help.clone(),
         ))
         .expect("valid metric");
-        c.inc_by(kernel_drops(&self.inodes));
+        let inodes = self.inodes.lock().map(|i| i.clone()).unwrap_or_default();
+        c.inc_by(kernel_drops(&inodes) + self.closed.load(std::sync::atomic::Ordering::Relaxed));
         prometheus::core::Collector::collect(&c)
     }
 }
@@ -158,9 +169,18 @@ const RECV_BUF: usize = 65535;
 /// Responses never exceed the EDNS payload (at most 4096, see `config::edns_payload`).
 const SEND_BUF: usize = 4096;
 
-/// Serves queries on `sock` until the process exits, limiting responses with `rrl` if given.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: Option<Rrl>) {
-    let mut state = WorkerState::default().with_rrl(rrl);
+/// Serves queries on `sock` until `stop` is set and the socket is shut down for reading (see
+/// [`stop`]); responses are rate-limited by the current settings' `rrl`, counted in `rrl_counters`.
+pub fn serve(
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    stats: Arc<QueryStats>,
+    rrl_counters: Arc<crate::dns::rrl::RrlCounters>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut state = WorkerState::default();
+    // The RRL config the worker's limiter follows; a reload swaps in another Arc.
+    let mut rrl_config: Option<Arc<crate::dns::rrl::RrlConfig>> = None;
     let start = std::time::Instant::now();
     let mut batch = Batch::new();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
@@ -168,19 +188,42 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: 
         let n = match batch.receive(fd) {
             Ok(n) => n,
             Err(e) => {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::debug!(error = %e, "udp receive failed");
                 }
                 continue;
             }
         };
+        // Once shut down, the socket reads as empty datagrams after its queue: those end it.
+        let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+        if stopping && (0..n).all(|i| batch.received_len(i) == 0) {
+            return;
+        }
         let started = std::time::Instant::now();
-        // One table load and one clock reading per batch.
+        // One table load, one settings load and one clock reading per batch.
         let table = shared.table.load();
+        let settings = shared.settings.load();
+        if !rrl_config
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &settings.rrl))
+        {
+            // A reload changed RRL: a fresh limiter (allocated here, once per change).
+            rrl_config = Some(settings.rrl.clone());
+            state.set_rrl(
+                (settings.rrl.responses_per_second > 0)
+                    .then(|| Rrl::new(settings.rrl.clone(), rrl_counters.clone())),
+            );
+        }
         state.set_second(start.elapsed().as_secs() as u32);
         let mut out = 0;
         for i in 0..n {
             let len = batch.received_len(i);
+            if stopping && len == 0 {
+                continue;
+            }
             if batch.cut_short(i) {
                 // Cannot happen with RECV_BUF ≥ any UDP payload; never answer half a query.
                 stats.dropped();
@@ -192,7 +235,7 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: 
             };
             let (req, resp) = batch.buffers(i, out);
             if let Some(rlen) = respond(
-                shared.source(&table),
+                super::source(&table, &settings),
                 &req[..len],
                 resp,
                 peer,
@@ -204,10 +247,23 @@ pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stats: Arc<QueryStats>, rrl: 
             }
         }
         drop(table);
+        drop(settings);
         if out > 0 {
             batch.send(fd, out);
             stats.served(Transport::Udp, started.elapsed(), out);
         }
+    }
+}
+
+/// Ends the worker serving `sock` (a clone of its socket): it answers what is already queued,
+/// then returns. Shutting down a UDP socket for reading wakes a blocked `recvmmsg` (it returns 0
+/// once the queue is empty), which no flag alone could.
+pub fn stop(sock: &UdpSocket, flag: &std::sync::atomic::AtomicBool) {
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: shutdown(2) on a valid fd; for an unconnected UDP socket Linux reports ENOTCONN
+    // but still marks it shut and wakes its readers.
+    unsafe {
+        libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(sock), libc::SHUT_RD);
     }
 }
 

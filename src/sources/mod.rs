@@ -26,6 +26,9 @@ pub enum Snapshot {
     Etcd(Box<etcd::skydns::EtcdData>),
     /// Active probe verdicts per shard (see [`crate::probe`]).
     Probes(crate::probe::Verdicts),
+    /// The source no longer exists (a reload removed it): the merger forgets it. Sent on the
+    /// sources' channel, so it is ordered after the snapshot of the source replacing it.
+    Gone,
     /// No data: a clock tick asking the merger whether DNSSEC signatures are due to be made
     /// again (it publishes only if they are).
     Resign,

@@ -57,6 +57,14 @@ impl FileSource {
         self.name.clone()
     }
 
+    /// The file or directory it reads.
+    pub fn path(&self) -> PathBuf {
+        match &self.kind {
+            FileKind::Federation(p) => p.clone(),
+            FileKind::Zones(z) => z.dir.clone(),
+        }
+    }
+
     fn fingerprint(&self) -> Fingerprint {
         use std::os::unix::fs::MetadataExt;
         let paths = match &self.kind {

@@ -229,6 +229,10 @@ pub struct Table {
     pub record_count: usize,
     /// Distinct names, for metrics.
     pub name_count: usize,
+    /// The client locator whose location ids the per-location answers are indexed by: it
+    /// travels with the table, so a query never pairs one with the other's predecessor (the
+    /// table only carries it; `geo` gives it meaning).
+    pub locator: std::sync::Arc<crate::geo::Locator>,
 }
 
 impl Table {

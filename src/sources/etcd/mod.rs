@@ -431,23 +431,37 @@ fn owned(prefix: &str, key: &str, value: &[u8]) -> bool {
     is_group(key) || key.rsplit_once('/').is_some_and(|(dir, _)| is_group(dir))
 }
 
+/// Resolves once `stop` is true (or its sender is gone), holding no borrow of it.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Publish mode: campaigns for the election, then keeps etcd equal to the federation records.
+/// Returns when `stop` turns true (a reload replaced the publisher), revoking its lease so
+/// that its successor is elected at once instead of after the lease TTL; the keys it wrote stay.
 pub async fn run_publisher(
     cfg: EtcdConfig,
     mut records: watch::Receiver<Arc<FederationRecords>>,
     metrics: Metrics,
     id: String,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let r = publish_session(&cfg, &mut records, &metrics, &id, &mut backoff).await;
+        if stop.borrow().to_owned() {
+            return;
+        }
+        let r = publish_session(&cfg, &mut records, &metrics, &id, &mut backoff, &mut stop).await;
         metrics.etcd_publisher_leader.set(0);
         match r {
             Ok(()) => return,
             Err(e) => {
                 metrics.etcd_reconnects.inc();
                 tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "etcd publisher stopped; campaigning again");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped(&mut stop) => return,
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
@@ -460,6 +474,7 @@ async fn publish_session(
     metrics: &Metrics,
     id: &str,
     backoff: &mut Duration,
+    stop: &mut watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
     let mut client = connect(cfg).await?;
     let ttl = cfg.lease_ttl_secs;
@@ -486,6 +501,10 @@ async fn publish_session(
         tokio::select! {
             r = &mut campaign => break r?,
             _ = tick.tick() => keep_alive(&mut keeper, &mut acks).await?,
+            _ = stopped(stop) => {
+                let _ = client.lease_revoke(lease).await;
+                return Ok(());
+            }
         }
     };
     let leader = leader
@@ -514,6 +533,11 @@ async fn publish_session(
             }
             _ = tick.tick() => keep_alive(&mut keeper, &mut acks).await?,
             _ = resync.tick() => pending = true,
+            _ = stopped(stop) => {
+                tracing::info!(election = %cfg.election, "etcd publisher stepping down (config reloaded)");
+                let _ = client.lease_revoke(lease).await;
+                return Ok(());
+            }
         }
     }
 }
