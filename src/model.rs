@@ -262,6 +262,17 @@ pub struct Federation {
     pub services: Vec<std::sync::Arc<Service>>,
     /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
     pub ingress_hosts: Vec<IngressHost>,
+    /// Records that ExternalDNS `DNSEndpoint` objects give names (the union over clusters),
+    /// served as written; empty outside Kubernetes.
+    pub endpoints: Vec<EndpointName>,
+}
+
+/// One name's records from `DNSEndpoint` objects: `(ttl, data)`, sorted, at most one CNAME and
+/// then nothing else (the source resolves conflicts before it gets here).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointName {
+    pub name: DnsName,
+    pub records: Vec<(u32, RData)>,
 }
 
 /// An Ingress host name and, per cluster, its ingress load balancer with the ready endpoints of

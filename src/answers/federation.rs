@@ -7,7 +7,7 @@
 //! is the builder's job.
 
 use crate::geo::Locator;
-use crate::model::{DnsName, Federation, IngressHost, RData, Service, rtype};
+use crate::model::{DnsName, EndpointName, Federation, IngressHost, RData, Service, rtype};
 use crate::selection::{self, AddressSet, Family};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
@@ -387,6 +387,28 @@ impl<'a> Layout<'a> {
             self.global_node(&selection::select(self.fed, &svc, self.locator)),
         )
     }
+
+    /// A `DNSEndpoint` name: its records served as written, one RRset per type with the
+    /// lowest TTL given (RFC 2181 §5.2), every record every time.
+    pub(super) fn endpoint(&self, ep: &EndpointName) -> NodeData {
+        let mut rrsets: Vec<RRset> = Vec::new();
+        for (ttl, data) in &ep.records {
+            let t = data.rtype();
+            match rrsets.iter_mut().find(|s| s.rtype == t) {
+                Some(set) => {
+                    set.ttl = set.ttl.min(*ttl);
+                    if !set.rdatas.contains(data) {
+                        set.rdatas.push(data.clone());
+                    }
+                }
+                None => rrsets.push(RRset::fixed(t, *ttl, vec![data.clone()])),
+            }
+        }
+        NodeData {
+            rrsets,
+            by_location: Vec::new(),
+        }
+    }
 }
 
 /// The federation records fedns computed, as the etcd publisher writes them: every federated
@@ -432,6 +454,12 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
                     .iter()
                     .filter(|h| in_zone(&h.host))
                     .map(|h| layout.ingress(h)),
+            )
+            .chain(
+                fed.endpoints
+                    .iter()
+                    .filter(|e| in_zone(&e.name))
+                    .map(|e| (e.name.clone(), layout.endpoint(e))),
             );
         let bare = |t: &DnsName| t.to_string().trim_end_matches('.').to_string();
         for (name, data) in laid_out {
@@ -455,7 +483,7 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
                             priority: *priority,
                             weight: *weight,
                         },
-                        _ => continue, // the layout lays out nothing else
+                        _ => continue, // DNSEndpoint TXT records: SkyDNS has no place for them here
                     };
                     if !values.contains(&v) {
                         values.push(v);
@@ -537,6 +565,7 @@ mod tests {
                 policy: None,
             })],
             ingress_hosts: vec![],
+            endpoints: vec![],
         }
     }
 

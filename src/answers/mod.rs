@@ -36,7 +36,7 @@ use crate::dns::dnssec::{self, ZoneKeys};
 use crate::dns::encode;
 use crate::geo::Locator;
 use crate::model::{
-    DnsName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
+    DnsName, EndpointName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
 };
 use crate::table::{
     Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
@@ -95,6 +95,9 @@ const FROM_ZONE_FILES: Origin = Origin {
 };
 const SERVICE: u8 = 1;
 const INGRESS: u8 = 2;
+/// `DNSEndpoint` records: written for a name on purpose, so they win over the federation's
+/// own layout of it.
+const ENDPOINT: u8 = 3;
 
 fn key_of(parts: &[&[u8]]) -> u64 {
     use std::hash::BuildHasher;
@@ -214,6 +217,7 @@ struct FederationState {
     /// namespace → name → entry (nested so that a lookup borrows the service's strings).
     services: FxHashMap<String, FxHashMap<String, ServiceEntry>>,
     ingress: FxHashMap<DnsName, (IngressHost, bool)>,
+    endpoints: FxHashMap<DnsName, (EndpointName, bool)>,
 }
 
 /// One etcd answer, encoded once and kept between builds.
@@ -821,6 +825,11 @@ impl BuildCache {
             kind: INGRESS,
             key: key_of(&[host.wire()]),
         };
+        let endpoint_origin = |name: &DnsName| Origin {
+            federation,
+            kind: ENDPOINT,
+            key: key_of(&[name.wire()]),
+        };
         let settings = Federation {
             name: fed.name.clone(),
             zone: fed.zone.clone(),
@@ -830,6 +839,7 @@ impl BuildCache {
             clusters: fed.clusters.clone(),
             services: Vec::new(),
             ingress_hosts: Vec::new(),
+            endpoints: Vec::new(),
         };
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).
@@ -839,6 +849,9 @@ impl BuildCache {
             e.2 = false;
         }
         for e in state.ingress.values_mut() {
+            e.1 = false;
+        }
+        for e in state.endpoints.values_mut() {
             e.1 = false;
         }
         let layout = Layout::new(fed, locator);
@@ -904,6 +917,37 @@ impl BuildCache {
                 .ingress
                 .insert(host.host.clone(), (host.clone(), true));
         }
+        // Records do not depend on the federation's settings: only changed names are laid out.
+        for ep in &fed.endpoints {
+            match state.endpoints.get_mut(&ep.name) {
+                Some(e) if e.0 == *ep => {
+                    e.1 = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let known = state.endpoints.contains_key(&ep.name);
+            let origin = endpoint_origin(&ep.name);
+            match zone_of(&self.zones, &ep.name) {
+                Some(zi) => {
+                    if self.contribute(&ep.name, zi, origin, layout.endpoint(ep)) && !known {
+                        overridden.push(ep.name.clone());
+                    }
+                }
+                None => {
+                    if !known {
+                        warnings.push(format!(
+                            "federation {}: DNSEndpoint name {} is outside every served zone; ignored",
+                            fed.name, ep.name
+                        ));
+                    }
+                    self.withdraw(&ep.name, origin);
+                }
+            }
+            state
+                .endpoints
+                .insert(ep.name.clone(), (ep.clone(), true));
+        }
         let mut gone = Vec::new();
         for names in state.services.values_mut() {
             names.retain(|_, (svc, names, seen)| {
@@ -917,6 +961,12 @@ impl BuildCache {
         state.ingress.retain(|host, (_, seen)| {
             if !*seen {
                 gone.push((ingress_origin(host), vec![host.clone()]));
+            }
+            *seen
+        });
+        state.endpoints.retain(|name, (_, seen)| {
+            if !*seen {
+                gone.push((endpoint_origin(name), vec![name.clone()]));
             }
             *seen
         });

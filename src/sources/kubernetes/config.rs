@@ -34,6 +34,12 @@ pub struct RawKubernetes {
     coalesce_ms: u64,
     #[serde(default = "default_resolve")]
     resolve_interval_secs: u64,
+    /// Serve ExternalDNS `DNSEndpoint` objects (every cluster, unless it says otherwise).
+    #[serde(default)]
+    dns_endpoints: bool,
+    /// Serve Gateway API HTTPRoutes and Gateways (every cluster, unless it says otherwise).
+    #[serde(default)]
+    gateway_api: bool,
     #[serde(default)]
     clusters: Vec<RawCluster>,
 }
@@ -75,6 +81,10 @@ struct RawCluster {
     zones: Vec<String>,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default)]
+    dns_endpoints: Option<bool>,
+    #[serde(default)]
+    gateway_api: Option<bool>,
 }
 
 fn default_ttl() -> u32 {
@@ -166,6 +176,10 @@ pub struct ClusterSpec {
     pub region: Option<String>,
     pub zones: Vec<String>,
     pub weight: u32,
+    /// Watch `DNSEndpoint`s (`externaldns.k8s.io/v1alpha1`).
+    pub dns_endpoints: bool,
+    /// Watch `Gateway`s and `HTTPRoute`s (`gateway.networking.k8s.io/v1`).
+    pub gateway_api: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +340,8 @@ impl RawKubernetes {
                 region: c.region,
                 zones: c.zones,
                 weight: c.weight,
+                dns_endpoints: c.dns_endpoints.unwrap_or(self.dns_endpoints),
+                gateway_api: c.gateway_api.unwrap_or(self.gateway_api),
             });
         }
         if !problems.is_empty() {
@@ -383,6 +399,13 @@ mod tests {
         );
         assert_eq!(s.clusters[1].access, Access::InCluster);
         assert_eq!(s.clusters[1].weight, 100);
+        assert!(!s.clusters[0].dns_endpoints && !s.clusters[0].gateway_api);
+        let c = parse(
+            "federation: f\nzone: example.com\ndns_endpoints: true\nclusters:\n  - {name: a, in_cluster: true}\n  - {name: b, in_cluster: true, dns_endpoints: false, gateway_api: true}\n",
+        )
+        .unwrap();
+        assert!(c.clusters[0].dns_endpoints && !c.clusters[0].gateway_api);
+        assert!(!c.clusters[1].dns_endpoints && c.clusters[1].gateway_api);
     }
 
     #[test]

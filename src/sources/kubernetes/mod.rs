@@ -33,7 +33,7 @@ use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::sync::{mpsc, watch as tokio_watch};
 
 use self::config::{Access, ClusterSpec, KubeSettings};
-use self::state::{ClusterState, Freshness, Kind};
+use self::state::{Change, ClusterState, Freshness, Kind};
 use self::watch::{ClusterMsg, KindChange, Msg};
 use super::{Snapshot, SourceBoard, Update};
 use crate::dns::zonefile::Problem;
@@ -91,8 +91,23 @@ pub fn check(settings: &KubeSettings) -> Vec<Problem> {
     out
 }
 
+/// Applies one translated change to its kind's store; true when what DNS sees may have changed.
+fn apply_change(state: &mut ClusterState, c: KindChange) -> bool {
+    match c {
+        KindChange::Services(c) => state.services.apply(c),
+        KindChange::Slices(c) => state.slices.apply(c),
+        KindChange::Ingresses(c) => state.ingresses.apply(c),
+        KindChange::Nodes(c) => state.nodes.apply(c),
+        KindChange::DnsEndpoints(c) => state.dns_endpoints.apply(c),
+        KindChange::Gateways(c) => state.gateways.apply(c),
+        KindChange::Routes(c) => state.routes.apply(c),
+    }
+}
+
 struct KubeMetrics {
     cluster_up: IntGaugeVec,
+    crd_missing: IntGaugeVec,
+    endpoints_skipped: IntCounterVec,
     watch_errors: IntCounterVec,
     cluster_expired: IntGaugeVec,
     fail_static: IntGauge,
@@ -120,7 +135,22 @@ impl KubeMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(fail_static.clone()));
+        let endpoints_skipped = IntCounterVec::new(
+            Opts::new(
+                "fedns_kube_dns_endpoints_skipped_total",
+                "DNSEndpoint endpoints left out (bad name, type or target), per object change",
+            ),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(endpoints_skipped.clone()));
         KubeMetrics {
+            crd_missing: gauge_vec(
+                "fedns_kube_crd_missing",
+                "1 when an enabled custom resource (DNSEndpoint, Gateway, HTTPRoute) is not installed in the cluster",
+                &["cluster", "resource"],
+            ),
+            endpoints_skipped,
             cluster_up: gauge_vec(
                 "fedns_cluster_up",
                 "1 when every watch of the cluster is listed and working, else 0",
@@ -143,7 +173,11 @@ impl KubeMetrics {
             let _ = self
                 .watch_errors
                 .remove_label_values(&[cluster, k.resource()]);
+            let _ = self
+                .crd_missing
+                .remove_label_values(&[cluster, k.resource()]);
         }
+        let _ = self.endpoints_skipped.remove_label_values(&[cluster]);
     }
 }
 
@@ -236,6 +270,8 @@ struct KubeSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     resolving: HashSet<String>,
     last_sent: Option<Federation>,
+    /// `DNSEndpoint` conflicts of the last snapshot, to log each once.
+    endpoint_conflicts: HashSet<String>,
     /// The last snapshot's services, recomputed only where objects changed.
     assembler: state::Assembler,
     /// Number of the last snapshot sent, and of the last one known to be in a published table.
@@ -275,6 +311,7 @@ impl KubeSource {
             resolved: HashMap::new(),
             resolving: HashSet::new(),
             last_sent: None,
+            endpoint_conflicts: HashSet::new(),
             assembler: Default::default(),
             sent_seq: 0,
             published_seq: 0,
@@ -308,7 +345,12 @@ impl KubeSource {
         );
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
-        for k in Kind::ALL {
+        let watched = |k: &Kind| match k {
+            Kind::DnsEndpoints => spec.dns_endpoints,
+            Kind::Gateways | Kind::HttpRoutes => spec.gateway_api,
+            _ => true,
+        };
+        for k in Kind::ALL.iter().filter(|k| watched(k)) {
             // At 0 from the start, so the first error shows in rate() and increase().
             self.km
                 .watch_errors
@@ -318,6 +360,7 @@ impl KubeSource {
         let kc_seen = kubeconfig_fingerprint(&spec.access);
         let (run, task) = self.spawn_run(&spec);
         tracing::info!(cluster = %name, "watching cluster {name}");
+        let state = ClusterState::for_spec(&spec);
         self.clusters.insert(
             name,
             Running {
@@ -327,7 +370,7 @@ impl KubeSource {
                 identity,
                 kc_seen,
                 next: None,
-                state: ClusterState::default(),
+                state,
                 shown: None,
                 expired: false,
                 up: false,
@@ -375,14 +418,18 @@ impl KubeSource {
                 continue;
             };
             let r = self.clusters.get_mut(&name).expect("running");
-            let same_as_running = spec.access == r.spec.access;
-            let same_as_next = r
-                .next
-                .as_ref()
-                .is_some_and(|n| n.spec.access == spec.access);
+            // Other custom resources to watch need another watch task, like another access.
+            let same = |a: &ClusterSpec| {
+                a.access == spec.access
+                    && (a.dns_endpoints, a.gateway_api) == (spec.dns_endpoints, spec.gateway_api)
+            };
+            let same_as_running = same(&r.spec);
+            let same_as_next = r.next.as_ref().is_some_and(|n| same(&n.spec));
             // Overrides apply to the data served now.
             r.spec = ClusterSpec {
                 access: r.spec.access.clone(),
+                dns_endpoints: r.spec.dns_endpoints,
+                gateway_api: r.spec.gateway_api,
                 ..spec.clone()
             };
             if reselect {
@@ -425,11 +472,11 @@ impl KubeSource {
         if complete {
             tracing::info!(cluster = %name, "cluster {name}: connection settings changed; listing through the new client, serving the current data until it has");
             r.next = Some(Next {
+                state: ClusterState::for_spec(&spec),
                 spec,
                 run,
                 task,
                 identity,
-                state: ClusterState::default(),
                 shown: None,
             });
             return;
@@ -440,7 +487,7 @@ impl KubeSource {
         r.task = task; // the old task is aborted
         r.identity = identity;
         r.next = None;
-        r.state = ClusterState::default();
+        r.state = ClusterState::for_spec(&r.spec);
         r.shown = None;
         self.update_status(name);
         self.mark_dirty();
@@ -454,12 +501,10 @@ impl KubeSource {
         };
         match body {
             ClusterMsg::Change(c) => {
-                match c {
-                    KindChange::Services(c) => n.state.services.apply(c),
-                    KindChange::Slices(c) => n.state.slices.apply(c),
-                    KindChange::Ingresses(c) => n.state.ingresses.apply(c),
-                    KindChange::Nodes(c) => n.state.nodes.apply(c),
-                };
+                apply_change(&mut n.state, c);
+            }
+            ClusterMsg::Missing(kind) => {
+                n.state.crd_missing(kind);
             }
             ClusterMsg::Status {
                 kind,
@@ -542,12 +587,38 @@ impl KubeSource {
             return; // else from a run that was replaced
         }
         let changed = match msg.body {
-            ClusterMsg::Change(c) => match c {
-                KindChange::Services(c) => r.state.services.apply(c),
-                KindChange::Slices(c) => r.state.slices.apply(c),
-                KindChange::Ingresses(c) => r.state.ingresses.apply(c),
-                KindChange::Nodes(c) => r.state.nodes.apply(c),
-            },
+            ClusterMsg::Change(c) => {
+                if let KindChange::DnsEndpoints(Change::InitApply(k, Some(e)) | Change::Apply(k, Some(e))) = &c {
+                    for why in &e.skipped {
+                        tracing::warn!(cluster = %msg.cluster, resource = Kind::DnsEndpoints.resource(), "cluster {}: DNSEndpoint {}/{}: {why}; that endpoint is skipped", msg.cluster, k.0, k.1);
+                        self.km
+                            .endpoints_skipped
+                            .with_label_values(&[&msg.cluster])
+                            .inc();
+                    }
+                }
+                if let Some(kind) = c.kind().filter(|k| r.state.missing[k.index()]) {
+                    r.state.missing[kind.index()] = false;
+                    self.km
+                        .crd_missing
+                        .with_label_values(&[&msg.cluster, kind.resource()])
+                        .set(0);
+                    tracing::info!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} is installed now", msg.cluster, kind.resource());
+                }
+                apply_change(&mut r.state, c)
+            }
+            ClusterMsg::Missing(kind) => {
+                if !r.state.missing[kind.index()] {
+                    tracing::warn!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} is not installed (the API server answers 404: no CRD); serving none, checking again every {} s", msg.cluster, kind.resource(), watch::CRD_RECHECK.as_secs());
+                    self.km
+                        .crd_missing
+                        .with_label_values(&[&msg.cluster, kind.resource()])
+                        .set(1);
+                }
+                // A failing watch of the kind is over: the server answered.
+                r.state.errors[kind.index()] = None;
+                r.state.crd_missing(kind)
+            }
             ClusterMsg::Status {
                 kind,
                 error,
@@ -710,6 +781,11 @@ impl KubeSource {
             self.assembler
                 .assemble(&self.settings, &views, &self.resolved, now, touched);
         self.km.fail_static.set(stats.fail_static_names as i64);
+        let conflicts: HashSet<String> = stats.endpoint_conflicts.into_iter().collect();
+        for c in conflicts.difference(&self.endpoint_conflicts) {
+            tracing::warn!("DNSEndpoint {c}");
+        }
+        self.endpoint_conflicts = conflicts;
         // Hostnames not resolved yet: resolve them now rather than at the next tick.
         let new_hosts: Vec<String> = candidates
             .into_iter()
@@ -727,6 +803,7 @@ impl KubeSource {
         tracing::info!(
             services = fed.services.len(),
             ingress_hosts = fed.ingress_hosts.len(),
+            dns_endpoint_names = fed.endpoints.len(),
             clusters = fed.clusters.len(),
             assembled_ms = now.elapsed().as_millis() as u64,
             "kubernetes snapshot"
@@ -795,6 +872,9 @@ impl KubeSource {
             }
             for i in r.state.ingresses.live.values() {
                 out.extend(i.lb_hosts.iter().cloned());
+            }
+            for g in r.state.gateways.live.values() {
+                out.extend(g.lb_hosts.iter().cloned());
             }
         }
         out

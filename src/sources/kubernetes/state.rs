@@ -15,7 +15,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
-use crate::model::{Cluster, DnsName, Federation, IngressHost, Service, ServicePort, Shard};
+use crate::model::{
+    Cluster, DnsName, EndpointName, Federation, IngressHost, RData, Service, ServicePort, Shard,
+    rtype,
+};
 use crate::selection::is_healthy;
 
 /// `(namespace, name)`; cluster-scoped objects have an empty namespace.
@@ -45,6 +48,33 @@ pub struct SlimIngress {
     pub backends: Vec<String>,
     pub lb_ips: Vec<IpAddr>,
     pub lb_hosts: Vec<String>,
+}
+
+/// A `DNSEndpoint`'s endpoints, parsed: `(name, TTL given, record)` for each valid target, and
+/// why the others were skipped (logged and counted by the source, once per object change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlimEndpoints {
+    pub records: Vec<(DnsName, Option<u32>, RData)>,
+    pub skipped: Vec<String>,
+}
+
+/// A Gateway API `Gateway`: its listeners' host names, `status.addresses`, and whether its
+/// `Programmed` condition is `True`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimGateway {
+    pub listener_hosts: Vec<String>,
+    pub lb_ips: Vec<IpAddr>,
+    pub lb_hosts: Vec<String>,
+    pub programmed: bool,
+}
+
+/// An `HTTPRoute`: its host names, the Gateways it attaches to (`parentRefs`) and the Services
+/// it sends to (`backendRefs`), each as `(namespace, name)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimRoute {
+    pub hostnames: Vec<String>,
+    pub parents: Vec<Key>,
+    pub backends: Vec<Key>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +107,9 @@ pub trait Grouped {
 impl Grouped for SlimService {}
 impl Grouped for SlimIngress {}
 impl Grouped for SlimNode {}
+impl Grouped for SlimEndpoints {}
+impl Grouped for SlimGateway {}
+impl Grouped for SlimRoute {}
 impl Grouped for SlimSlice {
     const INDEXED: bool = true;
     fn group(&self, key: &Key) -> Key {
@@ -106,6 +139,16 @@ impl<T> Default for Store<T> {
             synced: false,
             members: HashMap::new(),
             touched: None,
+        }
+    }
+}
+
+impl<T> Store<T> {
+    /// A store of a kind not watched: listed, and empty for good.
+    fn listed() -> Self {
+        Store {
+            synced: true,
+            ..Store::default()
         }
     }
 }
@@ -205,21 +248,27 @@ impl<T: PartialEq + Grouped> Store<T> {
     }
 }
 
-/// The four kinds a cluster is watched for.
+/// The kinds a cluster is watched for: four always, the custom resources when enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Services,
     EndpointSlices,
     Ingresses,
     Nodes,
+    DnsEndpoints,
+    Gateways,
+    HttpRoutes,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Services,
         Kind::EndpointSlices,
         Kind::Ingresses,
         Kind::Nodes,
+        Kind::DnsEndpoints,
+        Kind::Gateways,
+        Kind::HttpRoutes,
     ];
 
     /// `resource.group` as RBAC and kubectl name it.
@@ -229,7 +278,15 @@ impl Kind {
             Kind::EndpointSlices => "endpointslices.discovery.k8s.io",
             Kind::Ingresses => "ingresses.networking.k8s.io",
             Kind::Nodes => "nodes",
+            Kind::DnsEndpoints => "dnsendpoints.externaldns.k8s.io",
+            Kind::Gateways => "gateways.gateway.networking.k8s.io",
+            Kind::HttpRoutes => "httproutes.gateway.networking.k8s.io",
         }
+    }
+
+    /// Defined by a CRD, which a member may not have installed.
+    pub fn is_custom(self) -> bool {
+        matches!(self, Kind::DnsEndpoints | Kind::Gateways | Kind::HttpRoutes)
     }
 
     pub fn index(self) -> usize {
@@ -237,24 +294,81 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterState {
     pub services: Store<SlimService>,
     pub slices: Store<SlimSlice>,
     pub ingresses: Store<SlimIngress>,
     pub nodes: Store<SlimNode>,
+    pub dns_endpoints: Store<SlimEndpoints>,
+    pub gateways: Store<SlimGateway>,
+    pub routes: Store<SlimRoute>,
     /// The latest error of each kind's watch, until it recovers.
-    pub errors: [Option<String>; 4],
+    pub errors: [Option<String>; 7],
+    /// Custom resources whose CRD the API server does not have (404): they count as listed
+    /// and empty, and are checked again now and then.
+    pub missing: [bool; 7],
     /// When the cluster stopped being in sync (any kind failing or the client unusable).
     pub down_since: Option<Instant>,
     /// Why the client could not be built, if it could not.
     pub client_error: Option<String>,
 }
 
+/// The state of a cluster that watches no custom resource (they count as listed, empty).
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            services: Store::default(),
+            slices: Store::default(),
+            ingresses: Store::default(),
+            nodes: Store::default(),
+            dns_endpoints: Store::listed(),
+            gateways: Store::listed(),
+            routes: Store::listed(),
+            errors: Default::default(),
+            missing: [false; 7],
+            down_since: None,
+            client_error: None,
+        }
+    }
+}
+
 impl ClusterState {
+    /// A state for `spec`'s kinds: the custom resources it does not watch count as listed.
+    pub fn for_spec(spec: &ClusterSpec) -> Self {
+        let mut s = ClusterState::default();
+        s.dns_endpoints.synced = !spec.dns_endpoints;
+        s.gateways.synced = !spec.gateway_api;
+        s.routes.synced = !spec.gateway_api;
+        s
+    }
+
+    fn synced(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Services => self.services.synced,
+            Kind::EndpointSlices => self.slices.synced,
+            Kind::Ingresses => self.ingresses.synced,
+            Kind::Nodes => self.nodes.synced,
+            Kind::DnsEndpoints => self.dns_endpoints.synced,
+            Kind::Gateways => self.gateways.synced,
+            Kind::HttpRoutes => self.routes.synced,
+        }
+    }
+
+    /// A custom resource is not installed: whatever it held is gone, and it counts as listed.
+    pub fn crd_missing(&mut self, kind: Kind) -> bool {
+        self.missing[kind.index()] = true;
+        match kind {
+            Kind::DnsEndpoints => empty(&mut self.dns_endpoints),
+            Kind::Gateways => empty(&mut self.gateways),
+            Kind::HttpRoutes => empty(&mut self.routes),
+            _ => false,
+        }
+    }
+
     /// Every kind has been listed at least once: the data is complete enough to serve.
     pub fn complete(&self) -> bool {
-        self.services.synced && self.slices.synced && self.ingresses.synced && self.nodes.synced
+        Kind::ALL.iter().all(|k| self.synced(*k))
     }
 
     /// In sync right now: complete and nothing failing.
@@ -271,16 +385,11 @@ impl ClusterState {
         if !errs.is_empty() {
             return Some(errs.join("; "));
         }
-        let pending: Vec<&str> = [
-            (self.services.synced, Kind::Services),
-            (self.slices.synced, Kind::EndpointSlices),
-            (self.ingresses.synced, Kind::Ingresses),
-            (self.nodes.synced, Kind::Nodes),
-        ]
-        .iter()
-        .filter(|(s, _)| !s)
-        .map(|(_, k)| k.resource())
-        .collect();
+        let pending: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| !self.synced(**k))
+            .map(|k| k.resource())
+            .collect();
         (!pending.is_empty())
             .then(|| format!("waiting for the first list of {}", pending.join(", ")))
     }
@@ -319,6 +428,11 @@ pub enum Freshness {
     Absent,
 }
 
+fn empty<T: PartialEq + Grouped>(store: &mut Store<T>) -> bool {
+    store.apply(Change::Init);
+    store.apply(Change::InitDone)
+}
+
 pub fn freshness(state: &ClusterState, now: Instant, grace: Duration) -> Freshness {
     if !state.complete() {
         return Freshness::Absent;
@@ -350,6 +464,9 @@ fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
 pub struct AssembleStats {
     /// Names served from expired clusters because nothing else was left (fail static).
     pub fail_static_names: usize,
+    /// `DNSEndpoint` records left out because they conflict with others of the same name
+    /// (a CNAME beside other data, two CNAME targets), one message per name.
+    pub endpoint_conflicts: Vec<String>,
 }
 
 /// One cluster as an assembly uses it.
@@ -466,8 +583,10 @@ impl Assembler {
         }
         let mut stats = AssembleStats {
             fail_static_names: self.services.values().filter(|(_, e)| *e).count(),
+            ..AssembleStats::default()
         };
         let ingress_hosts = ingress_hosts(&views, resolved, &mut stats);
+        let endpoints = endpoints(settings, &views, &mut stats);
         model_clusters.sort_by(|a, b| a.name.cmp(&b.name));
         (
             Federation {
@@ -479,6 +598,7 @@ impl Assembler {
                 clusters: model_clusters,
                 services: self.services.values().map(|(s, _)| s.clone()).collect(),
                 ingress_hosts,
+                endpoints,
             },
             stats,
         )
@@ -605,6 +725,45 @@ fn ingress_hosts(
                 }
             }
         }
+        // Gateway API: each host name of a Gateway (its listeners', and those of the HTTPRoutes
+        // attached to it) is a shard with the Gateway's addresses, healthy when the Gateway is
+        // Programmed and the routes' backend Services have ready endpoints.
+        for (gkey, gw) in &v.state.gateways.live {
+            let mut names: BTreeMap<&str, BTreeSet<&Key>> = BTreeMap::new();
+            let mut attached: BTreeSet<&Key> = BTreeSet::new();
+            for route in v.state.routes.live.values() {
+                if !route.parents.contains(gkey) {
+                    continue;
+                }
+                attached.extend(route.backends.iter());
+                for h in &route.hostnames {
+                    names.entry(h).or_default().extend(route.backends.iter());
+                }
+            }
+            for h in &gw.listener_hosts {
+                names.entry(h).or_default().extend(attached.iter().copied());
+            }
+            for (host, backends) in names {
+                let (r, nr) = backends
+                    .iter()
+                    .map(|b| tally(v.state, b))
+                    .fold((0, 0), |acc, e| (acc.0 + e.0, acc.1 + e.1));
+                let (ready, not_ready) = if gw.programmed { (r, nr) } else { (0, r + nr) };
+                let shard = Shard {
+                    cluster: v.spec.name.clone(),
+                    addresses: addresses(resolved, &gw.lb_ips, &gw.lb_hosts),
+                    ready_endpoints: ready,
+                    not_ready_endpoints: not_ready,
+                    zones: vec![],
+                    ..Shard::default()
+                };
+                let entry = hosts.entry(host.to_string()).or_default();
+                match v.fresh {
+                    Freshness::Serving => entry.0.push(shard),
+                    _ => entry.1.push(shard),
+                }
+            }
+        }
     }
     let mut out = Vec::new();
     for (host, (mut shards, expired)) in hosts {
@@ -619,6 +778,63 @@ fn ingress_hosts(
         }
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         out.push(IngressHost { host: name, shards });
+    }
+    out
+}
+
+/// Every `DNSEndpoint` name with the union of its records over the clusters serving (computed
+/// afresh: there are few). Fail static: an expired cluster's records stay only for names no
+/// serving cluster gives. A name keeps one CNAME and then nothing else.
+fn endpoints(
+    settings: &KubeSettings,
+    views: &[View<'_>],
+    stats: &mut AssembleStats,
+) -> Vec<EndpointName> {
+    type Records = BTreeMap<DnsName, Vec<(u32, RData)>>;
+    let (mut serving, mut expired) = (Records::new(), Records::new());
+    for v in views {
+        let into = match v.fresh {
+            Freshness::Serving => &mut serving,
+            _ => &mut expired,
+        };
+        for eps in v.state.dns_endpoints.live.values() {
+            for (name, ttl, data) in &eps.records {
+                let ttl = ttl.filter(|t| *t > 0).unwrap_or(settings.ttl).max(1);
+                into.entry(name.clone())
+                    .or_default()
+                    .push((ttl, data.clone()));
+            }
+        }
+    }
+    for (name, records) in expired {
+        if !serving.contains_key(&name) {
+            stats.fail_static_names += 1;
+            serving.insert(name, records);
+        }
+    }
+    let mut out = Vec::with_capacity(serving.len());
+    for (name, mut records) in serving {
+        // Objects come from hash maps: a canonical order, so equal unions compare equal. The
+        // same record from several objects keeps its lowest TTL.
+        records.sort_by_cached_key(|(ttl, d)| (d.rtype(), format!("{d:?}"), *ttl));
+        records.dedup_by(|later, earlier| later.1 == earlier.1);
+        let cnames = records
+            .iter()
+            .filter(|(_, d)| d.rtype() == rtype::CNAME)
+            .count();
+        if cnames > 0 && cnames < records.len() {
+            stats.endpoint_conflicts.push(format!(
+                "{name}: a CNAME beside other records; the CNAME is left out"
+            ));
+            records.retain(|(_, d)| d.rtype() != rtype::CNAME);
+        } else if cnames > 1 {
+            stats.endpoint_conflicts.push(format!(
+                "{name}: {cnames} CNAME targets; only the first ({:?}) is served",
+                records[0].1
+            ));
+            records.truncate(1);
+        }
+        out.push(EndpointName { name, records });
     }
     out
 }
@@ -653,6 +869,8 @@ pub(super) mod tests {
             region: None,
             zones: vec![],
             weight: 100,
+            dns_endpoints: false,
+            gateway_api: false,
         }
     }
 
