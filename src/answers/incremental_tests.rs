@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
-    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, RData, ProbeState, Service, ServicePort, Shard,
-    StaticZone, rtype,
+    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, ProbeState, RData, Service,
+    ServicePort, Shard, StaticZone, rtype,
 };
 use crate::table::Table;
 

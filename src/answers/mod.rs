@@ -944,9 +944,7 @@ impl BuildCache {
                     self.withdraw(&ep.name, origin);
                 }
             }
-            state
-                .endpoints
-                .insert(ep.name.clone(), (ep.clone(), true));
+            state.endpoints.insert(ep.name.clone(), (ep.clone(), true));
         }
         let mut gone = Vec::new();
         for names in state.services.values_mut() {

@@ -588,7 +588,10 @@ impl KubeSource {
         }
         let changed = match msg.body {
             ClusterMsg::Change(c) => {
-                if let KindChange::DnsEndpoints(Change::InitApply(k, Some(e)) | Change::Apply(k, Some(e))) = &c {
+                if let KindChange::DnsEndpoints(
+                    Change::InitApply(k, Some(e)) | Change::Apply(k, Some(e)),
+                ) = &c
+                {
                     for why in &e.skipped {
                         tracing::warn!(cluster = %msg.cluster, resource = Kind::DnsEndpoints.resource(), "cluster {}: DNSEndpoint {}/{}: {why}; that endpoint is skipped", msg.cluster, k.0, k.1);
                         self.km

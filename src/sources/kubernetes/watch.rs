@@ -762,7 +762,8 @@ fn slim_endpoints(o: &Custom<DnsEndpointKind>) -> Option<SlimEndpoints> {
             v => match v.as_u64().and_then(|t| u32::try_from(t).ok()) {
                 Some(t) => Some(t),
                 None => {
-                    out.skipped.push(at(format!("recordTTL {v} is not a number of seconds")));
+                    out.skipped
+                        .push(at(format!("recordTTL {v} is not a number of seconds")));
                     continue;
                 }
             },
@@ -847,7 +848,9 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
             .filter(|p| p["group"].as_str().unwrap_or(group) == group)
             .filter_map(|p| {
                 let name = p["name"].as_str()?.to_string();
-                let pns = p["namespace"].as_str().map_or_else(|| ns.clone(), String::from);
+                let pns = p["namespace"]
+                    .as_str()
+                    .map_or_else(|| ns.clone(), String::from);
                 Some((pns, name))
             })
             .collect();
@@ -855,7 +858,11 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
         out.dedup();
         out
     };
-    let parents = refs(&r.spec["parentRefs"], "Gateway", "gateway.networking.k8s.io");
+    let parents = refs(
+        &r.spec["parentRefs"],
+        "Gateway",
+        "gateway.networking.k8s.io",
+    );
     let backends = r.spec["rules"]
         .as_array()
         .into_iter()
