@@ -8,7 +8,9 @@
 //! when an object stops matching, 410 Gone as an in-stream ERROR event, 401/403 with the real
 //! Status bodies for new requests only (open watches go on), a graceful shutdown that keeps open
 //! watches for a while, going away for good, and a short outage after which re-watches from the
-//! old resourceVersion succeed silently.
+//! old resourceVersion succeed silently. Besides the built-in kinds it serves the custom
+//! resources DNSEndpoint, Gateway and HTTPRoute the same way, and 404 for one whose CRD is not
+//! installed ([`ApiServer::set_installed`]).
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.

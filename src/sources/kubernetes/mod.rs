@@ -10,7 +10,7 @@
 //! cluster's kubeconfig file is polled too: when what its client connects with changes (context,
 //! server, CA, token: a rotated token in the same file), or the config gives it another
 //! kubeconfig, context or selection, a new client lists into a state of its own while the old
-//! one keeps serving, and replaces it only once all four kinds are listed (no gap in its shards,
+//! one keeps serving, and replaces it only once every kind it watches is listed (no gap in its shards,
 //! `/readyz` unchanged meanwhile).
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
@@ -200,7 +200,7 @@ struct Running {
     /// The kubeconfig file as last seen by the poll (of the wanted access: `next`'s if any).
     kc_seen: Fingerprint,
     /// A client being built from changed connection settings: it lists into its own state,
-    /// and replaces the running client only once all four kinds are listed (no gap).
+    /// and replaces the running client only once every kind is listed (no gap).
     next: Option<Next>,
     state: ClusterState,
     /// The problem last logged and shown, to log once per change.
@@ -546,6 +546,19 @@ impl KubeSource {
         r.task = n.task;
         r.identity = n.identity;
         r.state = n.state;
+        // The new client may watch other custom resources, or find other CRDs missing.
+        for k in Kind::ALL.into_iter().filter(|k| k.is_custom()) {
+            let watched = match k {
+                Kind::DnsEndpoints => r.spec.dns_endpoints,
+                _ => r.spec.gateway_api,
+            };
+            let labels = [name, k.resource()];
+            if watched && r.state.missing[k.index()] {
+                self.km.crd_missing.with_label_values(&labels).set(1);
+            } else {
+                let _ = self.km.crd_missing.remove_label_values(&labels);
+            }
+        }
         self.update_status(name);
         self.mark_dirty();
     }
@@ -600,7 +613,7 @@ impl KubeSource {
                             .inc();
                     }
                 }
-                if let Some(kind) = c.kind().filter(|k| r.state.missing[k.index()]) {
+                if let Some(kind) = c.served_custom().filter(|k| r.state.missing[k.index()]) {
                     r.state.missing[kind.index()] = false;
                     self.km
                         .crd_missing
@@ -1096,6 +1109,53 @@ mod tests {
             ready_shown: false,
             ready_at: None,
         }
+    }
+
+    /// A CRD that is not installed makes its kind count as listed (the cluster comes up), is
+    /// noted once across the re-checks (whose `Init` comes before their 404), and is cleared
+    /// only by a list that the API server answers.
+    #[tokio::test]
+    async fn a_missing_crd_is_noted_once_and_cleared_by_a_served_list() {
+        let mut spec = state::tests::spec("c1");
+        spec.dns_endpoints = true;
+        let Harness { mut src, .. } = harness(vec![spec.clone()]);
+        let mut st = listed();
+        st.dns_endpoints = state::Store::default();
+        src.clusters.insert("c1".into(), running(spec, st));
+        src.board.register("kubernetes:c1");
+        src.update_status("c1");
+        assert!(!src.clusters["c1"].up, "waits for DNSEndpoints");
+        let msg = |body| Msg {
+            cluster: "c1".into(),
+            run: 1,
+            body,
+        };
+        let gauge = |src: &KubeSource| {
+            src.km
+                .crd_missing
+                .with_label_values(&["c1", Kind::DnsEndpoints.resource()])
+                .get()
+        };
+        src.handle(msg(ClusterMsg::Missing(Kind::DnsEndpoints)));
+        assert!(src.clusters["c1"].up, "up without the CRD");
+        assert_eq!(gauge(&src), 1);
+        // A re-check: Init, then 404 again.
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::Init,
+        ))));
+        assert!(src.clusters["c1"].state.missing[Kind::DnsEndpoints.index()]);
+        src.handle(msg(ClusterMsg::Missing(Kind::DnsEndpoints)));
+        assert_eq!(gauge(&src), 1);
+        // Installed: the list comes in.
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::Init,
+        ))));
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::InitDone,
+        ))));
+        assert!(!src.clusters["c1"].state.missing[Kind::DnsEndpoints.index()]);
+        assert_eq!(gauge(&src), 0);
+        assert!(src.clusters["c1"].up);
     }
 
     /// A cluster whose lists are in is not ready on the board until the merger has published

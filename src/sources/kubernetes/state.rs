@@ -5,7 +5,7 @@
 //! EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
 //! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
-//! (no gap while it runs); a cluster contributes shards only once all four kinds have been
+//! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
 //! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
 //! stale grace, and past it they are dropped unless that would leave a name with no healthy
 //! address at all, in which case they stay and are counted.
@@ -1165,5 +1165,166 @@ pub(super) mod tests {
             let fresh = assemble(&settings(10), &views, &resolved, now);
             assert_eq!(incremental, fresh, "step {step}");
         }
+    }
+
+    fn with_endpoints(ip: &str, recs: &[(&str, Option<u32>, RData)]) -> ClusterState {
+        let mut st = listed(ip, 1);
+        st.dns_endpoints.apply(Change::Init);
+        st.dns_endpoints.apply(Change::InitApply(
+            key("shop", "e"),
+            Some(SlimEndpoints {
+                records: recs
+                    .iter()
+                    .map(|(n, t, d)| (DnsName::parse(n).unwrap(), *t, d.clone()))
+                    .collect(),
+                skipped: vec![],
+            }),
+        ));
+        st.dns_endpoints.apply(Change::InitDone);
+        st
+    }
+
+    #[test]
+    fn dns_endpoints_union_conflicts_and_fail_static() {
+        let now = Instant::now();
+        let a4 = |s: &str| RData::A(s.parse().unwrap());
+        let cname = |s: &str| RData::Cname(DnsName::parse(s).unwrap());
+        let (a, b) = (spec("a"), spec("b"));
+        let mut sa = with_endpoints(
+            "10.0.0.1",
+            &[
+                ("x.example.com", Some(60), a4("192.0.2.1")),
+                ("x.example.com", Some(60), a4("192.0.2.9")),
+                ("c.example.com", None, cname("x.example.com")),
+                ("only-a.example.com", None, a4("192.0.2.5")),
+            ],
+        );
+        let sb = with_endpoints(
+            "10.0.0.2",
+            &[
+                ("x.example.com", Some(20), a4("192.0.2.9")),
+                ("x.example.com", None, a4("192.0.2.2")),
+                ("c.example.com", None, a4("192.0.2.3")),
+            ],
+        );
+        let (fed, stats) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        let get = |fed: &Federation, n: &str| {
+            fed.endpoints
+                .iter()
+                .find(|e| e.name == DnsName::parse(n).unwrap())
+                .map(|e| e.records.clone())
+        };
+        let x = get(&fed, "x.example.com").unwrap();
+        assert_eq!(x.len(), 3, "union, the shared record once: {x:?}");
+        assert!(x.contains(&(20, a4("192.0.2.9"))), "its lowest TTL: {x:?}");
+        assert!(
+            x.contains(&(30, a4("192.0.2.2"))),
+            "no TTL: the federation's: {x:?}"
+        );
+        assert_eq!(
+            get(&fed, "c.example.com"),
+            Some(vec![(30, a4("192.0.2.3"))])
+        );
+        assert_eq!(stats.endpoint_conflicts.len(), 1, "{stats:?}");
+        // The same clusters in the other order: the same snapshot.
+        let (again, _) = assemble(&settings(10), &[(&b, &sb), (&a, &sa)], &HashMap::new(), now);
+        assert_eq!(again.endpoints, fed.endpoints);
+        // a out of sync past the grace: its records leave shared names, stay on its own.
+        sa.down_since = Some(now - Duration::from_secs(20));
+        let (fed, stats) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(get(&fed, "x.example.com").unwrap().len(), 2);
+        assert_eq!(
+            get(&fed, "only-a.example.com"),
+            Some(vec![(30, a4("192.0.2.5"))])
+        );
+        assert!(stats.fail_static_names >= 1);
+    }
+
+    #[test]
+    fn gateway_hosts_healthy_only_when_programmed_with_ready_backends() {
+        let mut st = listed("10.0.0.1", 2);
+        let gw = |programmed| SlimGateway {
+            listener_hosts: vec!["portal.example.com".into()],
+            lb_ips: vec!["192.0.2.7".parse().unwrap()],
+            lb_hosts: vec![],
+            programmed,
+        };
+        st.gateways.apply(Change::Init);
+        st.gateways
+            .apply(Change::InitApply(key("shop", "gw"), Some(gw(true))));
+        st.gateways.apply(Change::InitDone);
+        st.routes.apply(Change::Init);
+        for (name, host, backend) in [
+            ("r1", "web.example.com", "web"),
+            ("r2", "idle.example.com", "none"),
+        ] {
+            st.routes.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimRoute {
+                    hostnames: vec![host.into()],
+                    parents: vec![key("shop", "gw")],
+                    backends: vec![key("shop", backend)],
+                }),
+            ));
+        }
+        // Attached to no Gateway this cluster has: nothing.
+        st.routes.apply(Change::InitApply(
+            key("shop", "r3"),
+            Some(SlimRoute {
+                hostnames: vec!["orphan.example.com".into()],
+                parents: vec![key("other", "gw")],
+                backends: vec![key("shop", "web")],
+            }),
+        ));
+        st.routes.apply(Change::InitDone);
+        let sp = spec("c1");
+        let hosts = |st: &ClusterState| {
+            let (fed, _) = assemble(&settings(10), &[(&sp, st)], &HashMap::new(), Instant::now());
+            fed.ingress_hosts
+                .iter()
+                .map(|h| (h.host.to_string(), h.shards[0].ready_endpoints))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            hosts(&st),
+            [
+                ("idle.example.com.".to_string(), 0),
+                ("portal.example.com.".to_string(), 2),
+                ("web.example.com.".to_string(), 2)
+            ]
+        );
+        st.gateways
+            .apply(Change::Apply(key("shop", "gw"), Some(gw(false))));
+        assert!(hosts(&st).iter().all(|(_, r)| *r == 0), "not Programmed");
+    }
+
+    #[test]
+    fn a_missing_crd_counts_as_listed_and_empties_the_kind() {
+        let mut sp = spec("c1");
+        sp.dns_endpoints = true;
+        let mut st = ClusterState::for_spec(&sp);
+        st.services = listed("10.0.0.1", 1).services;
+        st.slices = listed("10.0.0.1", 1).slices;
+        st.ingresses.apply(Change::Init);
+        st.ingresses.apply(Change::InitDone);
+        st.nodes = listed("10.0.0.1", 1).nodes;
+        assert!(!st.complete(), "waits for DNSEndpoints");
+        assert!(
+            st.problem()
+                .unwrap()
+                .contains("dnsendpoints.externaldns.k8s.io")
+        );
+        st.crd_missing(Kind::DnsEndpoints);
+        assert!(st.complete() && st.up());
+        let mut with = with_endpoints(
+            "10.0.0.1",
+            &[(
+                "x.example.com",
+                None,
+                RData::A("192.0.2.1".parse().unwrap()),
+            )],
+        );
+        assert!(with.crd_missing(Kind::DnsEndpoints), "its objects are gone");
+        assert!(with.dns_endpoints.live.is_empty());
     }
 }

@@ -46,12 +46,13 @@ pub enum KindChange {
 }
 
 impl KindChange {
-    /// The custom resource this change is of, if it is of one.
-    pub fn kind(&self) -> Option<Kind> {
+    /// The custom resource this change is of, if it is of one and the change shows the API
+    /// server serves it (`Init` comes before the list request, so it shows nothing).
+    pub fn served_custom(&self) -> Option<Kind> {
         match self {
-            KindChange::DnsEndpoints(_) => Some(Kind::DnsEndpoints),
-            KindChange::Gateways(_) => Some(Kind::Gateways),
-            KindChange::Routes(_) => Some(Kind::HttpRoutes),
+            KindChange::DnsEndpoints(c) if !matches!(c, Change::Init) => Some(Kind::DnsEndpoints),
+            KindChange::Gateways(c) if !matches!(c, Change::Init) => Some(Kind::Gateways),
+            KindChange::Routes(c) if !matches!(c, Change::Init) => Some(Kind::HttpRoutes),
             _ => None,
         }
     }
@@ -951,5 +952,105 @@ mod tests {
         let i = slim_ingress(&ings[0]).unwrap();
         assert_eq!(i.hosts.len(), 2, "{i:?}");
         assert!(!i.lb_ips.is_empty() && !i.backends.is_empty(), "{i:?}");
+    }
+
+    fn custom<M>(v: serde_json::Value) -> Custom<M> {
+        serde_json::from_value(v).expect("object")
+    }
+
+    #[test]
+    fn dns_endpoints_translate_and_bad_endpoints_are_skipped_whole() {
+        let o: Custom<DnsEndpointKind> = custom(serde_json::json!({
+            "metadata": {"name": "records", "namespace": "shop"},
+            "spec": {"endpoints": [
+                {"dnsName": "app.example.com", "recordType": "A", "targets": ["192.0.2.1", "192.0.2.2"], "recordTTL": 60},
+                {"dnsName": "App.Example.com.", "recordType": "AAAA", "targets": ["2001:db8::1"]},
+                {"dnsName": "txt.example.com", "recordType": "TXT", "targets": ["\"a=b\""]},
+                {"dnsName": "_x._tcp.example.com", "recordType": "SRV", "targets": ["1 2 443 app.example.com"]},
+                {"dnsName": "c.example.com", "recordType": "CNAME", "targets": ["app.example.com"]},
+                {"dnsName": "mixed.example.com", "recordType": "A", "targets": ["192.0.2.3", "nope"]},
+                {"dnsName": "two.example.com", "recordType": "CNAME", "targets": ["a.example.com", "b.example.com"]},
+                {"dnsName": "*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "mx.example.com", "recordType": "MX", "targets": ["10 mail.example.com"]},
+                {"dnsName": "srv.example.com", "recordType": "SRV", "targets": ["1 2 99999 x.example.com"]},
+                {"dnsName": "ttl.example.com", "recordType": "A", "targets": ["192.0.2.5"], "recordTTL": -1}
+            ]}
+        }));
+        let slim = slim_endpoints(&o).unwrap();
+        let names: Vec<String> = slim.records.iter().map(|r| r.0.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "app.example.com.",
+                "app.example.com.",
+                "app.example.com.",
+                "txt.example.com.",
+                "_x._tcp.example.com.",
+                "c.example.com."
+            ],
+            "{slim:?}"
+        );
+        assert_eq!(slim.records[0].1, Some(60));
+        assert_eq!(slim.records[2].1, None);
+        assert_eq!(slim.records[3].2, RData::Txt(vec![Box::from(&b"a=b"[..])]));
+        assert!(matches!(
+            slim.records[4].2,
+            RData::Srv {
+                port: 443,
+                priority: 1,
+                weight: 2,
+                ..
+            }
+        ));
+        assert_eq!(slim.skipped.len(), 6, "{:?}", slim.skipped);
+        assert!(
+            slim.skipped[0].contains("spec.endpoints[5]") && slim.skipped[0].contains("\"nope\"")
+        );
+    }
+
+    #[test]
+    fn gateways_and_routes_translate() {
+        let g: Custom<GatewayKind> = custom(serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "shop"},
+            "spec": {"gatewayClassName": "x", "listeners": [
+                {"name": "a", "hostname": "Portal.example.com", "port": 80, "protocol": "HTTP"},
+                {"name": "b", "hostname": "*.example.com", "port": 80, "protocol": "HTTP"},
+                {"name": "c", "port": 80, "protocol": "HTTP"}
+            ]},
+            "status": {
+                "addresses": [{"type": "IPAddress", "value": "192.0.2.1"}, {"value": "2001:db8::1"}, {"type": "Hostname", "value": "lb.example.net"}],
+                "conditions": [{"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "True"}]
+            }
+        }));
+        let sg = slim_gateway(&g).unwrap();
+        assert_eq!(sg.listener_hosts, ["portal.example.com"]);
+        assert_eq!(sg.lb_ips.len(), 2);
+        assert_eq!(sg.lb_hosts, ["lb.example.net"]);
+        assert!(sg.programmed);
+        let pending: Custom<GatewayKind> = custom(serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "shop"},
+            "spec": {"listeners": []},
+            "status": {"conditions": [{"type": "Programmed", "status": "False"}]}
+        }));
+        assert!(!slim_gateway(&pending).unwrap().programmed);
+        let r: Custom<HttpRouteKind> = custom(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra"}, {"kind": "Service", "group": "", "name": "mesh"}],
+                "hostnames": ["web.example.com", "*.wild.example.com"],
+                "rules": [{"backendRefs": [{"name": "checkout", "port": 80}, {"kind": "Other", "group": "x", "name": "y"}]},
+                          {"backendRefs": [{"name": "checkout", "port": 81}]}]
+            }
+        }));
+        let sr = slim_route(&r).unwrap();
+        assert_eq!(sr.hostnames, ["web.example.com"]);
+        assert_eq!(
+            sr.parents,
+            [
+                ("infra".to_string(), "other".to_string()),
+                ("shop".into(), "gw".into())
+            ]
+        );
+        assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
     }
 }
