@@ -807,9 +807,9 @@ fn endpoints(
         }
     }
     for (name, records) in expired {
-        if !serving.contains_key(&name) {
+        if let std::collections::btree_map::Entry::Vacant(e) = serving.entry(name) {
             stats.fail_static_names += 1;
-            serving.insert(name, records);
+            e.insert(records);
         }
     }
     let mut out = Vec::with_capacity(serving.len());
