@@ -1580,6 +1580,10 @@ fn dns_endpoints_served_merged_and_removed_and_a_member_without_the_crd() {
         5,
         "not ours"
     );
+    assert_eq!(
+        f.metric("fedns_dns_endpoint_names_outside_zones "),
+        Some(1.0)
+    );
     assert!(
         f.metric("fedns_kube_dns_endpoints_skipped_total{cluster=\"east1\"}")
             .is_some_and(|v| v >= 1.0)

@@ -67,6 +67,8 @@ pub struct Built {
     /// Things an operator should know (overridden names, synthesized SOAs…), said when they
     /// first appear rather than with every table.
     pub warnings: Vec<String>,
+    /// `DNSEndpoint` names outside every served zone (not served), over all federations.
+    pub endpoints_outside: usize,
     /// Inputs fedns cannot serve as written (federated names below a zone cut): `check`
     /// rejects them; `serve` logs them and serves the delegation.
     pub conflicts: Vec<String>,
@@ -217,7 +219,8 @@ struct FederationState {
     /// namespace → name → entry (nested so that a lookup borrows the service's strings).
     services: FxHashMap<String, FxHashMap<String, ServiceEntry>>,
     ingress: FxHashMap<DnsName, (IngressHost, bool)>,
-    endpoints: FxHashMap<DnsName, (EndpointName, bool)>,
+    /// name → records, seen by this build, outside every served zone.
+    endpoints: FxHashMap<DnsName, (EndpointName, bool, bool)>,
 }
 
 /// One etcd answer, encoded once and kept between builds.
@@ -753,9 +756,16 @@ impl BuildCache {
         };
         let conflicts = std::mem::take(&mut self.conflicts);
         warnings.extend(conflicts.iter().cloned());
+        let endpoints_outside = self
+            .federations
+            .iter()
+            .flat_map(|f| f.endpoints.values())
+            .filter(|e| e.2)
+            .count();
         Built {
             table,
             warnings,
+            endpoints_outside,
             conflicts,
         }
     }
@@ -928,7 +938,8 @@ impl BuildCache {
             }
             let known = state.endpoints.contains_key(&ep.name);
             let origin = endpoint_origin(&ep.name);
-            match zone_of(&self.zones, &ep.name) {
+            let zone = zone_of(&self.zones, &ep.name);
+            match zone {
                 Some(zi) => {
                     if self.contribute(&ep.name, zi, origin, layout.endpoint(ep)) && !known {
                         overridden.push(ep.name.clone());
@@ -944,7 +955,9 @@ impl BuildCache {
                     self.withdraw(&ep.name, origin);
                 }
             }
-            state.endpoints.insert(ep.name.clone(), (ep.clone(), true));
+            state
+                .endpoints
+                .insert(ep.name.clone(), (ep.clone(), true, zone.is_none()));
         }
         let mut gone = Vec::new();
         for names in state.services.values_mut() {
@@ -962,7 +975,7 @@ impl BuildCache {
             }
             *seen
         });
-        state.endpoints.retain(|name, (_, seen)| {
+        state.endpoints.retain(|name, (_, seen, _)| {
             if !*seen {
                 gone.push((endpoint_origin(name), vec![name.clone()]));
             }
