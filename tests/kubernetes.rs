@@ -1769,3 +1769,37 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         Some(1.0)
     );
 }
+
+/// Enabling `dns_endpoints` in the running config (no restart) gives the cluster a client that
+/// watches DNSEndpoints too, and takes over once it has listed them: the federated names keep
+/// answering meanwhile; a member without the RBAC for them is named with the missing verb and
+/// the component that grants it.
+#[test]
+fn dns_endpoints_enabled_at_runtime() {
+    let cl = Clusters::start();
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint("shop", "a", &[("late.example.com", "A", &["192.0.2.8"], 0)]),
+    );
+    cl.west.deny(Res::DnsEndpoints, Some(403));
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    assert_eq!(
+        f.ask("late.example.com.", RecordType::A).rcode,
+        3,
+        "not enabled yet"
+    );
+    assert_eq!(cl.east1.lists(Res::DnsEndpoints), 0);
+    enable(&fx, "  dns_endpoints: true\n");
+    f.expect_a("late.example.com.", &["192.0.2.8"], SETTLE);
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]), "served throughout");
+    let named = wait_for(SETTLE, || {
+        let log = f.log_text();
+        (log.contains(
+            "403 Forbidden: missing RBAC permission `list` on dnsendpoints.externaldns.k8s.io",
+        ) && log.contains("deploy/kubernetes/rbac/dns-endpoints"))
+        .then_some(())
+    });
+    assert!(named.is_some(), "west's refusal named:\n{}", f.log_text());
+}

@@ -473,7 +473,14 @@ fn describe(e: &watcher::Error, kind: Kind) -> (String, bool) {
                 s.message
             ),
             403 => format!(
-                "{res}: 403 Forbidden: missing RBAC permission `{verb}` on {res} (cluster-wide; fedns needs get, list and watch): {}",
+                "{res}: 403 Forbidden: missing RBAC permission `{verb}` on {res} (cluster-wide; fedns needs get, list and watch{}): {}",
+                match kind {
+                    Kind::DnsEndpoints =>
+                        "; the kustomize component deploy/kubernetes/rbac/dns-endpoints grants them",
+                    Kind::Gateways | Kind::HttpRoutes =>
+                        "; the kustomize component deploy/kubernetes/rbac/gateway-api grants them",
+                    _ => "",
+                },
                 s.message
             ),
             code => format!("{res}: {verb} failed: {code} {}: {}", s.reason, s.message),
