@@ -263,13 +263,14 @@ pub struct Federation {
     /// Ingress hosts answered like a global name (DESIGN §1); empty outside Kubernetes.
     pub ingress_hosts: Vec<IngressHost>,
     /// Records that ExternalDNS `DNSEndpoint` objects give names (the union over clusters),
-    /// served as written; empty outside Kubernetes.
-    pub endpoints: Vec<EndpointName>,
+    /// served as written; empty outside Kubernetes. Shared (`Arc`): most snapshots reuse the
+    /// previous one's, compared by pointer first.
+    pub endpoints: std::sync::Arc<Vec<EndpointName>>,
 }
 
 /// One name's records from `DNSEndpoint` objects: `(ttl, data)`, sorted, at most one CNAME and
 /// then nothing else (the source resolves conflicts before it gets here).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointName {
     pub name: DnsName,
     pub records: Vec<(u32, RData)>,

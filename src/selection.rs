@@ -339,7 +339,7 @@ mod tests {
             .map(std::sync::Arc::new)
             .collect(),
             ingress_hosts: vec![],
-            endpoints: vec![],
+            endpoints: Default::default(),
         }
     }
 

@@ -565,7 +565,7 @@ mod tests {
                 policy: None,
             })],
             ingress_hosts: vec![],
-            endpoints: vec![],
+            endpoints: Default::default(),
         }
     }
 

@@ -268,9 +268,10 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
         9 => {
             // A DNSEndpoint name appears, changes or goes.
             let ep = endpoint(rng);
-            fed.endpoints.retain(|e| e.name != ep.name);
+            let endpoints = std::sync::Arc::make_mut(&mut fed.endpoints);
+            endpoints.retain(|e| e.name != ep.name);
             if rng.chance(70) {
-                fed.endpoints.push(ep);
+                endpoints.push(ep);
             }
         }
         _ => {
@@ -342,12 +343,13 @@ fn first_federation(rng: &mut Rng) -> Federation {
             .collect(),
         services: vec![],
         ingress_hosts: vec![],
-        endpoints: vec![],
+        endpoints: Default::default(),
     };
     fed.services = (0..6).map(|n| service(rng, n).into()).collect();
-    fed.endpoints = (0..2).map(|_| endpoint(rng)).collect();
-    fed.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-    fed.endpoints.dedup_by(|a, b| a.name == b.name);
+    let mut endpoints: Vec<EndpointName> = (0..2).map(|_| endpoint(rng)).collect();
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    endpoints.dedup_by(|a, b| a.name == b.name);
+    fed.endpoints = endpoints.into();
     fed
 }
 

@@ -221,6 +221,8 @@ struct FederationState {
     ingress: FxHashMap<DnsName, (IngressHost, bool)>,
     /// name → records, seen by this build, outside every served zone.
     endpoints: FxHashMap<DnsName, (EndpointName, bool, bool)>,
+    /// The snapshot's endpoints `endpoints` was last brought up to.
+    last_endpoints: Option<Arc<Vec<EndpointName>>>,
 }
 
 /// One etcd answer, encoded once and kept between builds.
@@ -849,7 +851,7 @@ impl BuildCache {
             clusters: fed.clusters.clone(),
             services: Vec::new(),
             ingress_hosts: Vec::new(),
-            endpoints: Vec::new(),
+            endpoints: Default::default(),
         };
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).
@@ -859,9 +861,6 @@ impl BuildCache {
             e.2 = false;
         }
         for e in state.ingress.values_mut() {
-            e.1 = false;
-        }
-        for e in state.endpoints.values_mut() {
             e.1 = false;
         }
         let layout = Layout::new(fed, locator);
@@ -927,8 +926,16 @@ impl BuildCache {
                 .ingress
                 .insert(host.host.clone(), (host.clone(), true));
         }
-        // Records do not depend on the federation's settings: only changed names are laid out.
-        for ep in &fed.endpoints {
+        // Records do not depend on the federation's settings: only changed names are laid out,
+        // and a snapshot that kept the previous one's names (the same `Arc`) costs nothing.
+        let endpoints_kept = state
+            .last_endpoints
+            .as_ref()
+            .is_some_and(|e| Arc::ptr_eq(e, &fed.endpoints));
+        for e in state.endpoints.values_mut() {
+            e.1 = endpoints_kept;
+        }
+        for ep in fed.endpoints.iter().filter(|_| !endpoints_kept) {
             match state.endpoints.get_mut(&ep.name) {
                 Some(e) if e.0 == *ep => {
                     e.1 = true;
@@ -981,6 +988,7 @@ impl BuildCache {
             }
             *seen
         });
+        state.last_endpoints = Some(fed.endpoints.clone());
         for (origin, names) in gone {
             for n in &names {
                 self.withdraw(n, origin);

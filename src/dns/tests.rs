@@ -150,7 +150,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         .map(std::sync::Arc::new)
         .collect(),
         ingress_hosts: vec![],
-        endpoints: vec![],
+        endpoints: Default::default(),
     }
 }
 

@@ -578,7 +578,7 @@ mod tests {
             clusters,
             services,
             ingress_hosts: vec![],
-            endpoints: vec![],
+            endpoints: Default::default(),
         }
     }
 

@@ -481,7 +481,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
         clusters,
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
-        endpoints: vec![],
+        endpoints: Default::default(),
     };
     Ok(Parsed {
         federation,
