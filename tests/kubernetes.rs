@@ -1708,6 +1708,17 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         Res::HttpRoutes,
         http_route("shop", "web", &["gw.example.com"], "gw", "checkout"),
     );
+    // A route its Gateway's controller refused (no listener matches its host name).
+    let mut refused = http_route(
+        "shop",
+        "refused",
+        &["refused.example.com"],
+        "gw",
+        "checkout",
+    );
+    refused["status"]["parents"][0]["conditions"][0] =
+        json!({"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"});
+    cl.east1.put(Res::HttpRoutes, refused);
     // A route whose backend has no endpoints at all is not healthy.
     cl.east1.put(
         Res::HttpRoutes,
@@ -1723,6 +1734,11 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
 
     f.expect_a("gw.example.com.", &["198.51.100.200"], SETTLE);
     f.expect_a("portal.example.com.", &["198.51.100.200"], SETTLE);
+    assert_eq!(
+        f.ask("refused.example.com.", RecordType::A).rcode,
+        3,
+        "a refused route is not served"
+    );
     let idle = f.ask("idle.example.com.", RecordType::A);
     assert_eq!((idle.rcode, idle.addrs.len()), (0, 0), "NODATA: {idle:?}");
     // west's Gateway becomes Programmed: both clusters answer.

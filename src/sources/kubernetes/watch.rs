@@ -866,11 +866,25 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
         out.dedup();
         out
     };
-    let parents = refs(
-        &r.spec["parentRefs"],
-        "Gateway",
-        "gateway.networking.k8s.io",
-    );
+    // A parent the Gateway's controller says it did not accept (`status.parents[]` with
+    // `Accepted` not `True`: no listener with a matching host name, not allowed from this
+    // namespace…) is not attached; one it has not judged yet is.
+    let gateway_refs = |v: &serde_json::Value| refs(v, "Gateway", "gateway.networking.k8s.io");
+    let rejected: Vec<Key> = r.status["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Accepted" && c["status"] != "True")
+        })
+        .flat_map(|p| gateway_refs(&serde_json::json!([p["parentRef"]])))
+        .collect();
+    let mut parents = gateway_refs(&r.spec["parentRefs"]);
+    parents.retain(|p| !rejected.contains(p));
     let backends = r.spec["rules"]
         .as_array()
         .into_iter()
@@ -1051,6 +1065,18 @@ mod tests {
         }));
         let sr = slim_route(&r).unwrap();
         assert_eq!(sr.hostnames, ["web.example.com"]);
+        let mut refused = r.clone();
+        refused.status = serde_json::json!({"parents": [
+            {"parentRef": {"name": "gw"}, "controllerName": "x",
+             "conditions": [{"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"}]},
+            {"parentRef": {"name": "other", "namespace": "infra"}, "controllerName": "x",
+             "conditions": [{"type": "Accepted", "status": "True"}]}
+        ]});
+        assert_eq!(
+            slim_route(&refused).unwrap().parents,
+            [("infra".to_string(), "other".to_string())],
+            "a parent that did not accept the route is not one"
+        );
         assert_eq!(
             sr.parents,
             [
