@@ -1600,7 +1600,12 @@ fn dns_endpoints_served_merged_and_removed_and_a_member_without_the_crd() {
         (status == 200).then_some(body)
     })
     .unwrap_or_else(|| panic!("never ready:\n{}", f.log_text()));
-    assert!(ready.contains("kubernetes:east2: ready"), "{ready}");
+    assert!(
+        ready.contains(
+            "kubernetes:east2: ready (not installed, serving none: dnsendpoints.externaldns.k8s.io)"
+        ),
+        "{ready}"
+    );
     assert_eq!(
         f.metric(
             "fedns_kube_crd_missing{cluster=\"east2\",resource=\"dnsendpoints.externaldns.k8s.io\"}"

@@ -604,6 +604,7 @@ mod tests {
                 loaded: true,
                 last_error: Some("cluster west: connection refused <x>".into()),
                 wait_until: None,
+                note: None,
             },
         );
         let html = page(&feds, &sources, &Params::default());

@@ -559,6 +559,7 @@ impl KubeSource {
                 let _ = self.km.crd_missing.remove_label_values(&labels);
             }
         }
+        self.note_missing(name);
         self.update_status(name);
         self.mark_dirty();
     }
@@ -599,6 +600,7 @@ impl KubeSource {
             }
             return; // else from a run that was replaced
         }
+        let was_missing = r.state.missing;
         let changed = match msg.body {
             ClusterMsg::Change(c) => {
                 if let KindChange::DnsEndpoints(
@@ -677,10 +679,28 @@ impl KubeSource {
                 false
             }
         };
+        if self.clusters.get(&*msg.cluster).map(|r| r.state.missing) != Some(was_missing) {
+            self.note_missing(&msg.cluster);
+        }
         self.update_status(&msg.cluster);
         if changed {
             self.mark_dirty();
         }
+    }
+
+    /// Names on `/readyz` the custom resources a cluster does not have installed.
+    fn note_missing(&self, name: &str) {
+        let Some(r) = self.clusters.get(name) else {
+            return;
+        };
+        let missing: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| r.state.missing[k.index()])
+            .map(|k| k.resource())
+            .collect();
+        let note = (!missing.is_empty())
+            .then(|| format!("not installed, serving none: {}", missing.join(", ")));
+        self.board.note(&board_name(name), note);
     }
 
     /// Reconciles a cluster's up/down state with logs, metrics and the board.
@@ -1136,9 +1156,15 @@ mod tests {
                 .with_label_values(&["c1", Kind::DnsEndpoints.resource()])
                 .get()
         };
+        let note = |src: &KubeSource| src.board.snapshot()["kubernetes:c1"].note.clone();
         src.handle(msg(ClusterMsg::Missing(Kind::DnsEndpoints)));
         assert!(src.clusters["c1"].up, "up without the CRD");
         assert_eq!(gauge(&src), 1);
+        assert!(
+            note(&src).is_some_and(|n| n.contains("dnsendpoints.externaldns.k8s.io")),
+            "{:?}",
+            note(&src)
+        );
         // A re-check: Init, then 404 again.
         src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
             Change::Init,
@@ -1155,6 +1181,7 @@ mod tests {
         ))));
         assert!(!src.clusters["c1"].state.missing[Kind::DnsEndpoints.index()]);
         assert_eq!(gauge(&src), 0);
+        assert_eq!(note(&src), None);
         assert!(src.clusters["c1"].up);
     }
 
