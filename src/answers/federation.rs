@@ -590,6 +590,49 @@ mod tests {
         None
     }
 
+    /// DNSEndpoint names in the federation's zone are published for etcd (what SkyDNS can
+    /// hold: addresses, a CNAME, SRV), the lowest TTL of the name; names elsewhere are not.
+    #[test]
+    fn dns_endpoint_names_are_published_for_etcd() {
+        let mut fed = federation([1, 0, 0], Policy::Geo);
+        let n = |s: &str| DnsName::parse(s).unwrap();
+        fed.endpoints = std::sync::Arc::new(vec![
+            EndpointName {
+                name: n("app.example.com"),
+                records: vec![
+                    (60, RData::A("192.0.2.1".parse().unwrap())),
+                    (20, RData::Aaaa("2001:db8::1".parse().unwrap())),
+                ],
+            },
+            EndpointName {
+                name: n("alias.example.com"),
+                records: vec![(60, RData::Cname(n("app.example.com")))],
+            },
+            EndpointName {
+                name: n("other.example.net"),
+                records: vec![(60, RData::A("192.0.2.2".parse().unwrap()))],
+            },
+        ]);
+        let out = federation_records(&[fed]);
+        let find = |name: &str| out.records.iter().find(|r| r.0 == n(name)).cloned();
+        assert_eq!(
+            find("app.example.com"),
+            Some((
+                n("app.example.com"),
+                20,
+                vec![
+                    Published::Host("192.0.2.1".into()),
+                    Published::Host("2001:db8::1".into())
+                ]
+            ))
+        );
+        assert_eq!(
+            find("alias.example.com").map(|r| r.2),
+            Some(vec![Published::Host("app.example.com".into())])
+        );
+        assert_eq!(find("other.example.net"), None);
+    }
+
     /// Every mix of families over three clusters, under every policy: a CNAME is always alone
     /// at its name, every address name answers a family exactly when some healthy shard has
     /// it (NODATA only then), and an SRV target is never an alias.
