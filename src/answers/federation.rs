@@ -1,5 +1,6 @@
 //! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV and
-//! ingress-host names of one service hold, given the federation and the client locations.
+//! ingress-host names of one service hold, given the federation and the client locations, and
+//! the fixed RRsets of DNSEndpoint names.
 //!
 //! Pure: the same federation, service and locator give the same names and records, which is
 //! what lets the builder skip services that did not change. Records are kept as RRsets with

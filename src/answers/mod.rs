@@ -7,8 +7,8 @@
 //!
 //! The merger keeps one [`BuildCache`]: every name with the records each source gives it, its
 //! encoded answers, the aliases that read it, and the segments of the last table. A build
-//! compares the new snapshots with what the cache saw (services, ingress hosts, zone files, etcd
-//! keys), changes the records of the names they lay out, re-encodes those names and the aliases
+//! compares the new snapshots with what the cache saw (services, ingress hosts, DNSEndpoint
+//! names, zone files, etcd keys), changes the records of the names they lay out, re-encodes those names and the aliases
 //! that read them, and rebuilds only the segments that hold them; the new table shares every
 //! other segment with the previous one. A build without a cache is the same code applied to an
 //! empty cache, so "incremental" and "from scratch" cannot drift apart by construction
@@ -82,7 +82,8 @@ struct ZoneData {
 }
 
 /// Where a name's records come from: the greatest origin present wins (zone files, then each
-/// federation in order, its services, then its ingress hosts; `key` orders two of one kind).
+/// federation in order, its services, then its ingress hosts, then its DNSEndpoint names;
+/// `key` orders two of one kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Origin {
     federation: u32,
@@ -211,7 +212,8 @@ impl Names {
 /// A service as last seen, the names it laid out, and whether this build saw it.
 type ServiceEntry = (Arc<Service>, Vec<DnsName>, bool);
 
-/// What a federation's services and ingress hosts laid out in the last build.
+/// What a federation's services, ingress hosts and DNSEndpoint names laid out in the last
+/// build.
 #[derive(Default)]
 struct FederationState {
     /// The federation without its services and ingress hosts: any change lays it all out again.

@@ -1,7 +1,8 @@
 //! The Kubernetes source (DESIGN §1–§3): member clusters watched through their API servers,
 //! assembled into one federation snapshot for the merger.
 //!
-//! One task per cluster runs the kube watches ([`watch`]); everything they see arrives here as
+//! One task per cluster runs the kube watches ([`watch`]: the built-in kinds, and DNSEndpoints
+//! and Gateway API objects where enabled); everything they see arrives here as
 //! slim changes, is kept in per-cluster [`state`], and, coalesced over `coalesce_ms`, becomes a
 //! complete [`Federation`] snapshot sent under the source name `kubernetes`. Load-balancer
 //! hostnames are resolved here in the background and refreshed, never on the query path. The
@@ -9,9 +10,11 @@
 //! while running; a bad new config is rejected and the running clusters keep going. Each
 //! cluster's kubeconfig file is polled too: when what its client connects with changes (context,
 //! server, CA, token: a rotated token in the same file), or the config gives it another
-//! kubeconfig, context or selection, a new client lists into a state of its own while the old
-//! one keeps serving, and replaces it only once every kind it watches is listed (no gap in its shards,
-//! `/readyz` unchanged meanwhile).
+//! kubeconfig, context, selection or custom resources to watch, a new client lists into a state
+//! of its own while the old one keeps serving, and replaces it only once every kind it watches
+//! is listed (no gap in its shards, `/readyz` unchanged meanwhile). An enabled custom resource
+//! whose CRD a member lacks counts as listed and empty, logged once, metered and noted on
+//! `/readyz`.
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
 //! state is on `/readyz` (source `kubernetes:NAME`, ready only once a table holding the cluster's
