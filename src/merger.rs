@@ -268,6 +268,7 @@ impl Merger {
         m.table_generation.set(table.generation as i64);
         m.table_records.set(table.record_count as i64);
         m.table_names.set(table.name_count as i64);
+        m.endpoints_outside.set(built.endpoints_outside as i64);
         m.table_serial.set(table.serial as i64);
         let (generation, serial) = (table.generation, table.serial);
         let (names, records) = (table.name_count, table.record_count);

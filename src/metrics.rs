@@ -458,6 +458,7 @@ pub struct Metrics {
     pub table_records: IntGauge,
     pub table_names: IntGauge,
     pub table_serial: IntGauge,
+    pub endpoints_outside: IntGauge,
     pub publish_duration: Histogram,
     pub source_up: IntGaugeVec,
     pub source_errors: IntCounterVec,
@@ -542,6 +543,10 @@ impl Metrics {
             "Records in the published answer table",
         );
         let table_names = gauge("fedns_table_names", "Names in the published answer table");
+        let endpoints_outside = gauge(
+            "fedns_dns_endpoint_names_outside_zones",
+            "DNSEndpoint names not served because they are outside every served zone",
+        );
         let table_serial = gauge(
             "fedns_table_serial",
             "SOA serial of the published answer table",
@@ -655,6 +660,7 @@ impl Metrics {
             table_records,
             table_names,
             table_serial,
+            endpoints_outside,
             publish_duration,
             source_up,
             source_errors,

@@ -265,6 +265,10 @@ pub struct Federation {
     /// The member clusters' DNS domain (`cluster.local`): `SVC.NS.FED.svc.DOMAIN` answers the
     /// in-cluster redirect (DESIGN §1) in the zone `FED.svc.DOMAIN`; `None`: not served.
     pub cluster_domain: Option<DnsName>,
+    /// Records that ExternalDNS `DNSEndpoint` objects give names (the union over clusters),
+    /// served as written; empty outside Kubernetes. Shared (`Arc`): most snapshots reuse the
+    /// previous one's, compared by pointer first.
+    pub endpoints: std::sync::Arc<Vec<EndpointName>>,
 }
 
 impl Federation {
@@ -273,6 +277,14 @@ impl Federation {
         let domain = self.cluster_domain.as_ref()?;
         DnsName::parse(&format!("{}.svc.{domain}", self.name)).ok()
     }
+}
+
+/// One name's records from `DNSEndpoint` objects: `(ttl, data)`, sorted, at most one CNAME and
+/// then nothing else (the source resolves conflicts before it gets here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointName {
+    pub name: DnsName,
+    pub records: Vec<(u32, RData)>,
 }
 
 /// An Ingress host name and, per cluster, its ingress load balancer with the ready endpoints of

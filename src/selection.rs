@@ -376,6 +376,7 @@ mod tests {
             .map(std::sync::Arc::new)
             .collect(),
             ingress_hosts: vec![],
+            endpoints: Default::default(),
         }
     }
 

@@ -23,10 +23,11 @@ use kube_api::{ApiServer, Res, kubeconfig, node, service, slice};
 use serde_json::{Value, json};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const OVERLAYS: [&str; 4] = [
+const OVERLAYS: [&str; 5] = [
     "base",
     "overlays/hub",
     "overlays/member",
+    "overlays/member-crds",
     "overlays/monitoring",
 ];
 
@@ -74,6 +75,26 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+/// `group/resource` of every rule of a ClusterRole, each rule granting exactly get/list/watch.
+fn granted(role: &Value) -> BTreeSet<String> {
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let verbs: BTreeSet<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"]), "{rule}");
+        for g in rule["apiGroups"].as_array().unwrap() {
+            for r in rule["resources"].as_array().unwrap() {
+                granted.insert(format!("{}/{}", g.as_str().unwrap(), r.as_str().unwrap()));
+            }
+        }
+    }
+    granted
 }
 
 fn kinds(docs: &[Value]) -> BTreeSet<String> {
@@ -299,34 +320,28 @@ fn rendered_objects_fit_together_and_fit_fedns() {
             "ServiceAccount/fedns-reader".to_string(),
         ])
     );
-    let role = find(&docs, "ClusterRole", "fedns-reader");
-    let mut granted = BTreeSet::new();
-    for rule in role["rules"].as_array().unwrap() {
-        let verbs: BTreeSet<&str> = rule["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect();
-        assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"]), "{rule}");
-        for g in rule["apiGroups"].as_array().unwrap() {
-            for r in rule["resources"].as_array().unwrap() {
-                granted.insert(format!("{}/{}", g.as_str().unwrap(), r.as_str().unwrap()));
-            }
-        }
-    }
+    let base = [
+        "/services",
+        "/nodes",
+        "discovery.k8s.io/endpointslices",
+        "networking.k8s.io/ingresses",
+    ];
     assert_eq!(
-        granted,
-        BTreeSet::from(
-            [
-                "/services",
-                "/nodes",
-                "discovery.k8s.io/endpointslices",
-                "networking.k8s.io/ingresses"
-            ]
-            .map(String::from)
-        )
+        granted(find(&docs, "ClusterRole", "fedns-reader")),
+        BTreeSet::from(base.map(String::from))
     );
+    // With the optional sources' components: exactly their kinds more.
+    let (_, docs) = render(&kubectl, "overlays/member-crds");
+    let mut want = BTreeSet::from(base.map(String::from));
+    want.extend(
+        [
+            "externaldns.k8s.io/dnsendpoints",
+            "gateway.networking.k8s.io/gateways",
+            "gateway.networking.k8s.io/httproutes",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(granted(find(&docs, "ClusterRole", "fedns-reader")), want);
 
     // Monitoring: the ServiceMonitor scrapes the metrics Service's port; the dashboard's
     // ConfigMap is the JSON file.

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kube_api::{
-    ApiServer, Res, cluster_ip_service, ingress, kubeconfig, kubeconfig_secure, node, service,
-    slice, test_ca,
+    ApiServer, Res, cluster_ip_service, dns_endpoint, gateway, http_route, ingress, kubeconfig,
+    kubeconfig_secure, node, service, slice, test_ca,
 };
 use serde_json::json;
 
@@ -323,6 +323,7 @@ struct Answer {
     addrs: BTreeSet<IpAddr>,
     cname: Option<String>,
     srv: Vec<(u16, String)>,
+    txt: Vec<String>,
     /// TTL of the first answer record.
     ttl: Option<u32>,
 }
@@ -354,6 +355,7 @@ fn ask_from(src: &str, server: SocketAddr, qname: &str, t: RecordType) -> Answer
                 addrs: BTreeSet::new(),
                 cname: None,
                 srv: vec![],
+                txt: vec![],
                 ttl: msg.answers.first().map(|r| r.ttl),
             };
             for r in &msg.answers {
@@ -366,6 +368,11 @@ fn ask_from(src: &str, server: SocketAddr, qname: &str, t: RecordType) -> Answer
                     }
                     RData::CNAME(c) if a.cname.is_none() => a.cname = Some(c.0.to_ascii()),
                     RData::SRV(s) => a.srv.push((s.port, s.target.to_ascii())),
+                    RData::TXT(t) => a.txt.extend(
+                        t.txt_data
+                            .iter()
+                            .map(|c| String::from_utf8_lossy(c).into_owned()),
+                    ),
                     _ => {}
                 }
             }
@@ -1448,6 +1455,374 @@ fn a_member_that_never_syncs_stops_holding_readiness_after_sync_timeout() {
     );
     assert!(ready.contains("kubernetes:east1: ready"), "{ready}");
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"west\"}"), Some(0.0));
+}
+
+/// The config of a fixture with `keys` added to the `kubernetes:` section.
+fn enable(fx: &Fixture, keys: &str) {
+    let config = std::fs::read_to_string(fx.path("fedns.yaml")).unwrap();
+    let (head, tail) = config.split_once("  clusters:\n").expect("clusters");
+    fx.write("fedns.yaml", &format!("{head}{keys}  clusters:\n{tail}"));
+}
+
+/// Waits until `check` holds for the answer to `qname`/`t`; panics with the last answer.
+fn expect_answer(
+    f: &Fedns,
+    qname: &str,
+    t: RecordType,
+    what: &str,
+    check: impl Fn(&Answer) -> bool,
+) {
+    let mut last = None;
+    if wait_for(SETTLE, || {
+        let a = f.ask(qname, t);
+        let ok = check(&a);
+        last = Some(a);
+        ok.then_some(())
+    })
+    .is_none()
+    {
+        panic!(
+            "{qname} {t:?}: wanted {what}, last answer {last:?}\nlog:\n{}",
+            f.log_text()
+        );
+    }
+}
+
+/// ExternalDNS DNSEndpoints in two of three members (the third has no CRD): every record type
+/// served as written with its recordTTL, the same name from two clusters answered with the
+/// union of their targets, a bad target skipped (logged, counted) while the rest serve, names
+/// outside every served zone not ours, and removals followed. The member without the CRD is
+/// one log line and a metric, not a retry storm, and still becomes ready.
+#[test]
+fn dns_endpoints_served_merged_and_removed_and_a_member_without_the_crd() {
+    let cl = Clusters::start();
+    cl.east2.set_installed(Res::DnsEndpoints, false);
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "records",
+            &[
+                ("app.example.com", "A", &["192.0.2.1"], 60),
+                ("app.example.com", "AAAA", &["2001:db8::1"], 60),
+                ("alias.example.com", "CNAME", &["app.example.com"], 120),
+                (
+                    "info.example.com",
+                    "TXT",
+                    &["\"heritage=external-dns,owner=k8gb\""],
+                    0,
+                ),
+                (
+                    "_sip._udp.example.com",
+                    "SRV",
+                    &["10 5 5060 app.example.com"],
+                    60,
+                ),
+                ("bad.example.com", "A", &["192.0.2.300"], 60),
+                ("elsewhere.example.net", "A", &["192.0.2.9"], 60),
+            ],
+        ),
+    );
+    cl.west.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "records",
+            &[("app.example.com", "A", &["192.0.2.2"], 30)],
+        ),
+    );
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    enable(&fx, "  dns_endpoints: true\n");
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+
+    f.expect_a("app.example.com.", &["192.0.2.1", "192.0.2.2"], SETTLE);
+    let a = f.ask("app.example.com.", RecordType::A);
+    assert_eq!(a.ttl, Some(30), "the lowest recordTTL of the union: {a:?}");
+    assert_eq!(
+        f.ask("app.example.com.", RecordType::AAAA).addrs,
+        set(&["2001:db8::1"])
+    );
+    let alias = f.ask("alias.example.com.", RecordType::A);
+    assert_eq!(
+        alias.cname.as_deref(),
+        Some("app.example.com."),
+        "{alias:?}"
+    );
+    assert_eq!(
+        alias.addrs,
+        set(&["192.0.2.1", "192.0.2.2"]),
+        "chain followed: {alias:?}"
+    );
+    let info = f.ask("info.example.com.", RecordType::TXT);
+    assert_eq!(
+        info.txt,
+        vec!["heritage=external-dns,owner=k8gb"],
+        "{info:?}"
+    );
+    assert_eq!(info.ttl, Some(5), "no recordTTL: the federation's ttl");
+    let srv = f.ask("_sip._udp.example.com.", RecordType::SRV);
+    assert_eq!(
+        srv.srv,
+        vec![(5060, "app.example.com.".to_string())],
+        "{srv:?}"
+    );
+    assert_eq!(
+        f.ask("bad.example.com.", RecordType::A).rcode,
+        3,
+        "bad target skipped"
+    );
+    assert_eq!(
+        f.ask("elsewhere.example.net.", RecordType::A).rcode,
+        5,
+        "not ours"
+    );
+    assert_eq!(
+        f.metric("fedns_dns_endpoint_names_outside_zones "),
+        Some(1.0)
+    );
+    assert!(
+        f.metric("fedns_kube_dns_endpoints_skipped_total{cluster=\"east1\"}")
+            .is_some_and(|v| v >= 1.0)
+    );
+    let log = f.log_text();
+    assert!(
+        log.contains("spec.endpoints[5]") && log.contains("192.0.2.300"),
+        "the skipped endpoint is named:\n{log}"
+    );
+
+    // east2 has no CRD: ready for its other kinds, said once, asked once.
+    let ready = wait_for(SETTLE, || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("never ready:\n{}", f.log_text()));
+    assert!(
+        ready.contains(
+            "kubernetes:east2: ready (not installed, serving none: dnsendpoints.externaldns.k8s.io)"
+        ),
+        "{ready}"
+    );
+    assert_eq!(
+        f.metric(
+            "fedns_kube_crd_missing{cluster=\"east2\",resource=\"dnsendpoints.externaldns.k8s.io\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), Some(1.0));
+    f.expect_a(Z_EAST_D, &[IP_EAST2], SETTLE);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cl.east2.not_found(Res::DnsEndpoints), 1, "no retry storm");
+    let log = f.log_text();
+    assert_eq!(
+        log.matches("dnsendpoints.externaldns.k8s.io is not installed")
+            .count(),
+        1,
+        "one line:\n{log}"
+    );
+
+    // Removals: west's object goes (the union shrinks), east1 drops its TXT endpoint.
+    cl.west.delete(Res::DnsEndpoints, "shop", "records");
+    f.expect_a("app.example.com.", &["192.0.2.1"], SETTLE);
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "records",
+            &[("app.example.com", "A", &["192.0.2.1"], 60)],
+        ),
+    );
+    expect_answer(&f, "info.example.com.", RecordType::TXT, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
+    expect_answer(&f, "alias.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
+}
+
+/// DNSEndpoint records of a member whose API server goes away keep serving for the stale grace
+/// (fail static), then only where no other member gives the name.
+#[test]
+fn dns_endpoints_of_an_unreachable_member_follow_fail_static() {
+    let cl = Clusters::start();
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint("shop", "a", &[("both.example.com", "A", &["192.0.2.1"], 0)]),
+    );
+    cl.west.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "b",
+            &[
+                ("both.example.com", "A", &["192.0.2.2"], 0),
+                ("only-west.example.com", "A", &["192.0.2.3"], 0),
+            ],
+        ),
+    );
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 3);
+    enable(&fx, "  dns_endpoints: true\n");
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a("both.example.com.", &["192.0.2.1", "192.0.2.2"], SETTLE);
+    f.expect_a("only-west.example.com.", &["192.0.2.3"], SETTLE);
+    cl.west.go_away();
+    // Past the grace, west's records leave the shared name but stay where nothing else is.
+    f.expect_a("both.example.com.", &["192.0.2.1"], SETTLE);
+    assert_eq!(
+        f.a("only-west.example.com."),
+        set(&["192.0.2.3"]),
+        "fail static"
+    );
+}
+
+/// Gateway API: HTTPRoute host names (and a Gateway listener's) answer with the addresses of
+/// the Gateway they attach to, only while that Gateway is Programmed (and the route's backend
+/// has ready endpoints), across clusters like Ingress hosts; a member without the Gateway API
+/// CRDs still becomes ready.
+#[test]
+fn http_routes_answer_with_programmed_gateway_addresses() {
+    let cl = Clusters::start();
+    cl.east2.set_installed(Res::Gateways, false);
+    cl.east2.set_installed(Res::HttpRoutes, false);
+    cl.east1.put(
+        Res::Gateways,
+        gateway(
+            "shop",
+            "gw",
+            &["portal.example.com"],
+            &["198.51.100.200"],
+            true,
+        ),
+    );
+    cl.east1.put(
+        Res::HttpRoutes,
+        http_route("shop", "web", &["gw.example.com"], "gw", "checkout"),
+    );
+    cl.east1.put(
+        Res::HttpRoutes,
+        http_route("shop", "portal", &[], "gw", "checkout"),
+    );
+    cl.west.put(
+        Res::Gateways,
+        gateway("shop", "gw", &[], &["198.51.100.201"], false),
+    );
+    cl.west.put(
+        Res::HttpRoutes,
+        http_route("shop", "web", &["gw.example.com"], "gw", "checkout"),
+    );
+    // A route its Gateway's controller refused (no listener matches its host name).
+    let mut refused = http_route(
+        "shop",
+        "refused",
+        &["refused.example.com"],
+        "gw",
+        "checkout",
+    );
+    refused["status"]["parents"][0]["conditions"][0] =
+        json!({"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"});
+    cl.east1.put(Res::HttpRoutes, refused);
+    // A route whose backend has no endpoints at all is not healthy.
+    cl.east1.put(
+        Res::HttpRoutes,
+        http_route("shop", "idle", &["idle.example.com"], "gw", "nothing"),
+    );
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+    );
+    enable(&fx, "  gateway_api: true\n");
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+
+    f.expect_a("gw.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("portal.example.com.", &["198.51.100.200"], SETTLE);
+    assert_eq!(
+        f.ask("refused.example.com.", RecordType::A).rcode,
+        3,
+        "a refused route is not served"
+    );
+    let idle = f.ask("idle.example.com.", RecordType::A);
+    assert_eq!((idle.rcode, idle.addrs.len()), (0, 0), "NODATA: {idle:?}");
+    // west's Gateway becomes Programmed: both clusters answer.
+    cl.west.put(
+        Res::Gateways,
+        gateway("shop", "gw", &[], &["198.51.100.201"], true),
+    );
+    f.expect_a(
+        "gw.example.com.",
+        &["198.51.100.200", "198.51.100.201"],
+        SETTLE,
+    );
+    // east1's stops being Programmed, then west's: NODATA, as an ingress host with nothing
+    // healthy.
+    cl.east1.put(
+        Res::Gateways,
+        gateway(
+            "shop",
+            "gw",
+            &["portal.example.com"],
+            &["198.51.100.200"],
+            false,
+        ),
+    );
+    f.expect_a("gw.example.com.", &["198.51.100.201"], SETTLE);
+    cl.west.put(
+        Res::Gateways,
+        gateway("shop", "gw", &[], &["198.51.100.201"], false),
+    );
+    expect_answer(&f, "gw.example.com.", RecordType::A, "NODATA", |a| {
+        a.rcode == 0 && a.addrs.is_empty()
+    });
+    // The route goes: the name goes.
+    cl.west.delete(Res::HttpRoutes, "shop", "web");
+    cl.east1.delete(Res::HttpRoutes, "shop", "web");
+    expect_answer(&f, "gw.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
+
+    let (status, body) = http_get(f.http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        f.metric("fedns_kube_crd_missing{cluster=\"east2\",resource=\"gateways.gateway.networking.k8s.io\"}"),
+        Some(1.0)
+    );
+}
+
+/// Enabling `dns_endpoints` in the running config (no restart) gives the cluster a client that
+/// watches DNSEndpoints too, and takes over once it has listed them: the federated names keep
+/// answering meanwhile; a member without the RBAC for them is named with the missing verb and
+/// the component that grants it.
+#[test]
+fn dns_endpoints_enabled_at_runtime() {
+    let cl = Clusters::start();
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint("shop", "a", &[("late.example.com", "A", &["192.0.2.8"], 0)]),
+    );
+    cl.west.deny(Res::DnsEndpoints, Some(403));
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    assert_eq!(
+        f.ask("late.example.com.", RecordType::A).rcode,
+        3,
+        "not enabled yet"
+    );
+    assert_eq!(cl.east1.lists(Res::DnsEndpoints), 0);
+    enable(&fx, "  dns_endpoints: true\n");
+    f.expect_a("late.example.com.", &["192.0.2.8"], SETTLE);
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]), "served throughout");
+    let named = wait_for(SETTLE, || {
+        let log = f.log_text();
+        (log.contains(
+            "403 Forbidden: missing RBAC permission `list` on dnsendpoints.externaldns.k8s.io",
+        ) && log.contains("deploy/kubernetes/rbac/dns-endpoints"))
+        .then_some(())
+    });
+    assert!(named.is_some(), "west's refusal named:\n{}", f.log_text());
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV and
-//! ingress-host names of one service hold, given the federation and the client locations.
+//! ingress-host names of one service hold, given the federation and the client locations, and
+//! the fixed RRsets of DNSEndpoint names.
 //!
 //! Pure: the same federation, service and locator give the same names and records, which is
 //! what lets the builder skip services that did not change. Records are kept as RRsets with
@@ -7,7 +8,7 @@
 //! is the builder's job.
 
 use crate::geo::Locator;
-use crate::model::{DnsName, Federation, IngressHost, RData, Service, rtype};
+use crate::model::{DnsName, EndpointName, Federation, IngressHost, RData, Service, rtype};
 use crate::selection::{self, AddressSet, Family};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
@@ -447,6 +448,28 @@ impl<'a> Layout<'a> {
             self.global_node(&selection::select(self.fed, &svc, self.locator)),
         )
     }
+
+    /// A `DNSEndpoint` name: its records served as written, one RRset per type with the
+    /// lowest TTL given (RFC 2181 §5.2), every record every time.
+    pub(super) fn endpoint(&self, ep: &EndpointName) -> NodeData {
+        let mut rrsets: Vec<RRset> = Vec::new();
+        for (ttl, data) in &ep.records {
+            let t = data.rtype();
+            match rrsets.iter_mut().find(|s| s.rtype == t) {
+                Some(set) => {
+                    set.ttl = set.ttl.min(*ttl);
+                    if !set.rdatas.contains(data) {
+                        set.rdatas.push(data.clone());
+                    }
+                }
+                None => rrsets.push(RRset::fixed(t, *ttl, vec![data.clone()])),
+            }
+        }
+        NodeData {
+            rrsets,
+            by_location: Vec::new(),
+        }
+    }
 }
 
 /// The federation records fedns computed, as the etcd publisher writes them: every federated
@@ -495,6 +518,12 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
                     .iter()
                     .filter(|h| in_zone(&h.host))
                     .map(|h| layout.ingress(h)),
+            )
+            .chain(
+                fed.endpoints
+                    .iter()
+                    .filter(|e| in_zone(&e.name))
+                    .map(|e| (e.name.clone(), layout.endpoint(e))),
             );
         let bare = |t: &DnsName| t.to_string().trim_end_matches('.').to_string();
         for (name, data) in laid_out {
@@ -523,7 +552,7 @@ pub fn federation_records(feds: &[Federation]) -> FederationRecords {
                             priority: *priority,
                             weight: *weight,
                         },
-                        _ => continue, // the layout lays out nothing else
+                        _ => continue, // DNSEndpoint TXT records: SkyDNS has no place for them here
                     };
                     if !values.contains(&v) {
                         values.push(v);
@@ -609,6 +638,7 @@ mod tests {
                 policy: None,
             })],
             ingress_hosts: vec![],
+            endpoints: Default::default(),
         }
     }
 
@@ -631,6 +661,49 @@ mod tests {
             cur = next.clone();
         }
         None
+    }
+
+    /// DNSEndpoint names in the federation's zone are published for etcd (what SkyDNS can
+    /// hold: addresses, a CNAME, SRV), the lowest TTL of the name; names elsewhere are not.
+    #[test]
+    fn dns_endpoint_names_are_published_for_etcd() {
+        let mut fed = federation([1, 0, 0], Policy::Geo);
+        let n = |s: &str| DnsName::parse(s).unwrap();
+        fed.endpoints = std::sync::Arc::new(vec![
+            EndpointName {
+                name: n("app.example.com"),
+                records: vec![
+                    (60, RData::A("192.0.2.1".parse().unwrap())),
+                    (20, RData::Aaaa("2001:db8::1".parse().unwrap())),
+                ],
+            },
+            EndpointName {
+                name: n("alias.example.com"),
+                records: vec![(60, RData::Cname(n("app.example.com")))],
+            },
+            EndpointName {
+                name: n("other.example.net"),
+                records: vec![(60, RData::A("192.0.2.2".parse().unwrap()))],
+            },
+        ]);
+        let out = federation_records(&[fed]);
+        let find = |name: &str| out.records.iter().find(|r| r.0 == n(name)).cloned();
+        assert_eq!(
+            find("app.example.com"),
+            Some((
+                n("app.example.com"),
+                20,
+                vec![
+                    Published::Host("192.0.2.1".into()),
+                    Published::Host("2001:db8::1".into())
+                ]
+            ))
+        );
+        assert_eq!(
+            find("alias.example.com").map(|r| r.2),
+            Some(vec![Published::Host("app.example.com".into())])
+        );
+        assert_eq!(find("other.example.net"), None);
     }
 
     /// Every mix of families over three clusters, under every policy: a CNAME is always alone

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
-    Cluster, DnsName, Federation, IngressHost, Policy, ProbeState, Service, ServicePort, Shard,
-    StaticZone, rtype,
+    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, ProbeState, RData, Service,
+    ServicePort, Shard, StaticZone, rtype,
 };
 use crate::table::Table;
 
@@ -159,8 +159,45 @@ fn add_zone_line(rng: &mut Rng, lines: &mut Vec<String>) {
     lines.push(l);
 }
 
+/// A `DNSEndpoint` name's records: addresses, TXT, SRV, or a CNAME into the federation, the
+/// zone file or a wildcard; some names are also zone-file, service or ingress names.
+fn endpoint(rng: &mut Rng) -> EndpointName {
+    let owner = [
+        "ep0",
+        "ep1.deep",
+        "static0",
+        "alias1",
+        "www0",
+        "s1.ns.f.svc",
+        "q.wild0",
+    ][rng.below(7)];
+    let name = DnsName::parse(&format!("{owner}.example.com")).unwrap();
+    let ttl = [30, 60, 300][rng.below(3)];
+    let records = match rng.below(5) {
+        0 => {
+            let target = ["s0.ns.f.svc", "static1", "x.wild1", "ep0", "www1"][rng.below(5)];
+            let t = DnsName::parse(&format!("{target}.example.com")).unwrap();
+            vec![(ttl, RData::Cname(t))]
+        }
+        1 => vec![(ttl, RData::Txt(vec![Box::from(&b"heritage=fedns"[..])]))],
+        2 => vec![(
+            ttl,
+            RData::Srv {
+                priority: 0,
+                weight: 10,
+                port: 443,
+                target: DnsName::parse("ep0.example.com").unwrap(),
+            },
+        )],
+        _ => (0..rng.below(3) + 1)
+            .map(|_| (ttl, RData::from_ip(address(rng))))
+            .collect(),
+    };
+    EndpointName { name, records }
+}
+
 fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
-    match rng.below(10) {
+    match rng.below(11) {
         0 | 1 if !fed.services.is_empty() => {
             // An endpoint turns ready or not ready.
             let s = rng.below(fed.services.len());
@@ -236,6 +273,15 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             if rng.chance(70) {
                 let shards = (0..rng.below(3)).map(|i| shard(rng, i)).collect();
                 fed.ingress_hosts.push(IngressHost { host, shards });
+            }
+        }
+        9 => {
+            // A DNSEndpoint name appears, changes or goes.
+            let ep = endpoint(rng);
+            let endpoints = std::sync::Arc::make_mut(&mut fed.endpoints);
+            endpoints.retain(|e| e.name != ep.name);
+            if rng.chance(70) {
+                endpoints.push(ep);
             }
         }
         _ => {
@@ -314,8 +360,13 @@ fn first_federation(rng: &mut Rng) -> Federation {
             .collect(),
         services: vec![],
         ingress_hosts: vec![],
+        endpoints: Default::default(),
     };
     fed.services = (0..6).map(|n| service(rng, n).into()).collect();
+    let mut endpoints: Vec<EndpointName> = (0..2).map(|_| endpoint(rng)).collect();
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    endpoints.dedup_by(|a, b| a.name == b.name);
+    fed.endpoints = endpoints.into();
     fed
 }
 

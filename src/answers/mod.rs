@@ -7,8 +7,8 @@
 //!
 //! The merger keeps one [`BuildCache`]: every name with the records each source gives it, its
 //! encoded answers, the aliases that read it, and the segments of the last table. A build
-//! compares the new snapshots with what the cache saw (services, ingress hosts, zone files, etcd
-//! keys), changes the records of the names they lay out, re-encodes those names and the aliases
+//! compares the new snapshots with what the cache saw (services, ingress hosts, DNSEndpoint
+//! names, zone files, etcd keys), changes the records of the names they lay out, re-encodes those names and the aliases
 //! that read them, and rebuilds only the segments that hold them; the new table shares every
 //! other segment with the previous one. A build without a cache is the same code applied to an
 //! empty cache, so "incremental" and "from scratch" cannot drift apart by construction
@@ -36,7 +36,7 @@ use crate::dns::dnssec::{self, ZoneKeys};
 use crate::dns::encode;
 use crate::geo::Locator;
 use crate::model::{
-    DnsName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
+    DnsName, EndpointName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
 };
 use crate::table::{
     Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
@@ -67,6 +67,8 @@ pub struct Built {
     /// Things an operator should know (overridden names, synthesized SOAs…), said when they
     /// first appear rather than with every table.
     pub warnings: Vec<String>,
+    /// `DNSEndpoint` names outside every served zone (not served), over all federations.
+    pub endpoints_outside: usize,
     /// Inputs fedns cannot serve as written (federated names below a zone cut): `check`
     /// rejects them; `serve` logs them and serves the delegation.
     pub conflicts: Vec<String>,
@@ -80,7 +82,8 @@ struct ZoneData {
 }
 
 /// Where a name's records come from: the greatest origin present wins (zone files, then each
-/// federation in order, its services, then its ingress hosts; `key` orders two of one kind).
+/// federation in order, its services, then its ingress hosts, then its DNSEndpoint names;
+/// `key` orders two of one kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Origin {
     federation: u32,
@@ -95,6 +98,9 @@ const FROM_ZONE_FILES: Origin = Origin {
 };
 const SERVICE: u8 = 1;
 const INGRESS: u8 = 2;
+/// `DNSEndpoint` records: written for a name on purpose, so they win over the federation's
+/// own layout of it.
+const ENDPOINT: u8 = 3;
 
 fn key_of(parts: &[&[u8]]) -> u64 {
     use std::hash::BuildHasher;
@@ -206,7 +212,8 @@ impl Names {
 /// A service as last seen, the names it laid out, and whether this build saw it.
 type ServiceEntry = (Arc<Service>, Vec<DnsName>, bool);
 
-/// What a federation's services and ingress hosts laid out in the last build.
+/// What a federation's services, ingress hosts and DNSEndpoint names laid out in the last
+/// build.
 #[derive(Default)]
 struct FederationState {
     /// The federation without its services and ingress hosts: any change lays it all out again.
@@ -214,6 +221,10 @@ struct FederationState {
     /// namespace → name → entry (nested so that a lookup borrows the service's strings).
     services: FxHashMap<String, FxHashMap<String, ServiceEntry>>,
     ingress: FxHashMap<DnsName, (IngressHost, bool)>,
+    /// name → records, seen by this build, outside every served zone.
+    endpoints: FxHashMap<DnsName, (EndpointName, bool, bool)>,
+    /// The snapshot's endpoints `endpoints` was last brought up to.
+    last_endpoints: Option<Arc<Vec<EndpointName>>>,
 }
 
 /// One etcd answer, encoded once and kept between builds.
@@ -759,9 +770,16 @@ impl BuildCache {
         };
         let conflicts = std::mem::take(&mut self.conflicts);
         warnings.extend(conflicts.iter().cloned());
+        let endpoints_outside = self
+            .federations
+            .iter()
+            .flat_map(|f| f.endpoints.values())
+            .filter(|e| e.2)
+            .count();
         Built {
             table,
             warnings,
+            endpoints_outside,
             conflicts,
         }
     }
@@ -831,6 +849,11 @@ impl BuildCache {
             kind: INGRESS,
             key: key_of(&[host.wire()]),
         };
+        let endpoint_origin = |name: &DnsName| Origin {
+            federation,
+            kind: ENDPOINT,
+            key: key_of(&[name.wire()]),
+        };
         let settings = Federation {
             name: fed.name.clone(),
             zone: fed.zone.clone(),
@@ -841,6 +864,7 @@ impl BuildCache {
             services: Vec::new(),
             ingress_hosts: Vec::new(),
             cluster_domain: fed.cluster_domain.clone(),
+            endpoints: Default::default(),
         };
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).
@@ -915,6 +939,46 @@ impl BuildCache {
                 .ingress
                 .insert(host.host.clone(), (host.clone(), true));
         }
+        // Records do not depend on the federation's settings: only changed names are laid out,
+        // and a snapshot that kept the previous one's names (the same `Arc`) costs nothing.
+        let endpoints_kept = state
+            .last_endpoints
+            .as_ref()
+            .is_some_and(|e| Arc::ptr_eq(e, &fed.endpoints));
+        for e in state.endpoints.values_mut() {
+            e.1 = endpoints_kept;
+        }
+        for ep in fed.endpoints.iter().filter(|_| !endpoints_kept) {
+            match state.endpoints.get_mut(&ep.name) {
+                Some(e) if e.0 == *ep => {
+                    e.1 = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let known = state.endpoints.contains_key(&ep.name);
+            let origin = endpoint_origin(&ep.name);
+            let zone = zone_of(&self.zones, &ep.name);
+            match zone {
+                Some(zi) => {
+                    if self.contribute(&ep.name, zi, origin, layout.endpoint(ep)) && !known {
+                        overridden.push(ep.name.clone());
+                    }
+                }
+                None => {
+                    if !known {
+                        warnings.push(format!(
+                            "federation {}: DNSEndpoint name {} is outside every served zone; ignored",
+                            fed.name, ep.name
+                        ));
+                    }
+                    self.withdraw(&ep.name, origin);
+                }
+            }
+            state
+                .endpoints
+                .insert(ep.name.clone(), (ep.clone(), true, zone.is_none()));
+        }
         let mut gone = Vec::new();
         for names in state.services.values_mut() {
             names.retain(|_, (svc, names, seen)| {
@@ -931,6 +995,13 @@ impl BuildCache {
             }
             *seen
         });
+        state.endpoints.retain(|name, (_, seen, _)| {
+            if !*seen {
+                gone.push((endpoint_origin(name), vec![name.clone()]));
+            }
+            *seen
+        });
+        state.last_endpoints = Some(fed.endpoints.clone());
         for (origin, names) in gone {
             for n in &names {
                 self.withdraw(n, origin);

@@ -159,6 +159,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         .map(std::sync::Arc::new)
         .collect(),
         ingress_hosts: vec![],
+        endpoints: Default::default(),
     }
 }
 

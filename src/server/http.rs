@@ -29,6 +29,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let mut lines = Vec::new();
     let now = std::time::Instant::now();
     for (name, state) in shared.sources.snapshot() {
+        let note = state
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         if !state.loaded && !state.holds_readiness(now) {
             // One dead member must not make every replica NotReady (issue 11 §6).
             lines.push(format!(
@@ -51,7 +56,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
                 "source {name}: serving last good data; latest load failed: {e}"
             ));
         } else {
-            lines.push(format!("source {name}: ready"));
+            lines.push(format!("source {name}: ready{note}"));
         }
     }
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {

@@ -581,6 +581,7 @@ mod tests {
             clusters,
             services,
             ingress_hosts: vec![],
+            endpoints: Default::default(),
         }
     }
 
@@ -606,6 +607,7 @@ mod tests {
                 loaded: true,
                 last_error: Some("cluster west: connection refused <x>".into()),
                 wait_until: None,
+                note: None,
             },
         );
         let html = page(&feds, &sources, &Params::default());

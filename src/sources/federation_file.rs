@@ -531,6 +531,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
         cluster_domain,
+        endpoints: Default::default(),
     };
     Ok(Parsed {
         federation,

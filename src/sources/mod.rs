@@ -55,6 +55,9 @@ pub struct SourceState {
     /// Until then `/readyz` waits for the first snapshot; after it, readiness no longer does
     /// (`None`: it waits for ever, as for file sources, which load before serving starts).
     pub wait_until: Option<std::time::Instant>,
+    /// Something an operator should know that does not make the source unready (a member
+    /// cluster without an enabled CRD), shown beside its state.
+    pub note: Option<String>,
 }
 
 impl SourceState {
@@ -100,6 +103,15 @@ impl SourceBoard {
             .entry(source.to_string())
             .or_default()
             .last_error = Some(error);
+    }
+
+    pub fn note(&self, source: &str, note: Option<String>) {
+        self.0
+            .lock()
+            .expect("source board")
+            .entry(source.to_string())
+            .or_default()
+            .note = note;
     }
 
     /// Forgets a source that no longer exists (a cluster removed from the config).

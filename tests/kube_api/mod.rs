@@ -8,7 +8,9 @@
 //! when an object stops matching, 410 Gone as an in-stream ERROR event, 401/403 with the real
 //! Status bodies for new requests only (open watches go on), a graceful shutdown that keeps open
 //! watches for a while, going away for good, and a short outage after which re-watches from the
-//! old resourceVersion succeed silently.
+//! old resourceVersion succeed silently. Besides the built-in kinds it serves the custom
+//! resources DNSEndpoint, Gateway and HTTPRoute the same way, and 404 for one whose CRD is not
+//! installed ([`ApiServer::set_installed`]).
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.
@@ -41,15 +43,23 @@ pub enum Res {
     EndpointSlices,
     Ingresses,
     Nodes,
+    /// Custom resources: served only while their CRD is installed (the default; see
+    /// [`ApiServer::set_installed`]).
+    DnsEndpoints,
+    Gateways,
+    HttpRoutes,
 }
 
 impl Res {
+    /// The built-in kinds fedns always watches.
     pub const ALL: [Res; 4] = [
         Res::Services,
         Res::EndpointSlices,
         Res::Ingresses,
         Res::Nodes,
     ];
+    /// The custom resources fedns watches when enabled.
+    pub const CUSTOM: [Res; 3] = [Res::DnsEndpoints, Res::Gateways, Res::HttpRoutes];
 
     fn path(self) -> &'static str {
         match self {
@@ -57,6 +67,9 @@ impl Res {
             Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Res::Ingresses => "/apis/networking.k8s.io/v1/ingresses",
             Res::Nodes => "/api/v1/nodes",
+            Res::DnsEndpoints => "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints",
+            Res::Gateways => "/apis/gateway.networking.k8s.io/v1/gateways",
+            Res::HttpRoutes => "/apis/gateway.networking.k8s.io/v1/httproutes",
         }
     }
 
@@ -66,6 +79,9 @@ impl Res {
             Res::EndpointSlices => "EndpointSlice",
             Res::Ingresses => "Ingress",
             Res::Nodes => "Node",
+            Res::DnsEndpoints => "DNSEndpoint",
+            Res::Gateways => "Gateway",
+            Res::HttpRoutes => "HTTPRoute",
         }
     }
 
@@ -74,6 +90,8 @@ impl Res {
             Res::Services | Res::Nodes => "v1",
             Res::EndpointSlices => "discovery.k8s.io/v1",
             Res::Ingresses => "networking.k8s.io/v1",
+            Res::DnsEndpoints => "externaldns.k8s.io/v1alpha1",
+            Res::Gateways | Res::HttpRoutes => "gateway.networking.k8s.io/v1",
         }
     }
 
@@ -83,6 +101,9 @@ impl Res {
             Res::EndpointSlices => ("endpointslices", "discovery.k8s.io"),
             Res::Ingresses => ("ingresses", "networking.k8s.io"),
             Res::Nodes => ("nodes", ""),
+            Res::DnsEndpoints => ("dnsendpoints", "externaldns.k8s.io"),
+            Res::Gateways => ("gateways", "gateway.networking.k8s.io"),
+            Res::HttpRoutes => ("httproutes", "gateway.networking.k8s.io"),
         }
     }
 }
@@ -129,6 +150,10 @@ struct Inner {
     watch_cap: Option<Duration>,
     /// Shutting down: no new connection or request is served, open watches go on until then.
     draining: bool,
+    /// Custom resources whose CRD is not installed: their paths are 404.
+    uninstalled: std::collections::HashSet<Res>,
+    /// 404 answers per path.
+    not_found: HashMap<String, u32>,
 }
 
 type Shared = Arc<(Mutex<Inner>, tokio::sync::watch::Sender<u64>)>;
@@ -247,10 +272,18 @@ async fn handle(
 ) -> Result<Response<Body>, std::io::Error> {
     let q = query(&req);
     let path = req.uri().path().to_string();
-    let Some(res) = Res::ALL.into_iter().find(|r| r.path() == path) else {
+    let res = Res::ALL
+        .into_iter()
+        .chain(Res::CUSTOM)
+        .find(|r| r.path() == path)
+        .filter(|r| !shared.0.lock().unwrap().uninstalled.contains(r));
+    let Some(res) = res else {
+        *shared.0.lock().unwrap().not_found.entry(path).or_default() += 1;
+        // A path no API group serves (a CRD not installed) falls through kube-apiserver's
+        // handler chain to its NotFound handler, which answers with this Status.
         return Ok(full(
             StatusCode::NOT_FOUND,
-            &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}),
+            &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}),
         ));
     };
     let bearer = req
@@ -808,6 +841,26 @@ impl ApiServer {
         self.mutate(|inner| inner.gone = false);
     }
 
+    /// Removes (`false`) or installs (`true`) a custom resource's CRD: while removed, its
+    /// lists and watches are 404 and its objects are gone (as deleting a CRD deletes them).
+    pub fn set_installed(&self, res: Res, installed: bool) {
+        self.mutate(|inner| {
+            if installed {
+                inner.uninstalled.remove(&res);
+            } else {
+                inner.uninstalled.insert(res);
+                inner.objects.retain(|(r, _, _), _| *r != res);
+                inner.cut_gen += 1;
+            }
+        });
+    }
+
+    /// Requests answered 404 for `res`'s path.
+    pub fn not_found(&self, res: Res) -> u32 {
+        let inner = self.shared.0.lock().unwrap();
+        inner.not_found.get(res.path()).copied().unwrap_or(0)
+    }
+
     /// Requests answered with the status set by [`ApiServer::deny`].
     pub fn denied(&self) -> u32 {
         self.shared.0.lock().unwrap().denied
@@ -1005,4 +1058,100 @@ pub fn kubeconfig_secure(contexts: &[(&str, String, &str)], ca: &std::path::Path
         s.push_str(&format!("current-context: {n}\n"));
     }
     s
+}
+
+/// A `DNSEndpoint` as ExternalDNS's CRD (`externaldns.k8s.io/v1alpha1`) defines it and KubeFed
+/// or k8gb write it: one `(dnsName, recordType, targets, recordTTL)` per endpoint (a TTL of 0
+/// leaves `recordTTL` out).
+pub fn dns_endpoint(ns: &str, name: &str, endpoints: &[(&str, &str, &[&str], u32)]) -> Value {
+    let eps: Vec<Value> = endpoints
+        .iter()
+        .map(|(dns_name, t, targets, ttl)| {
+            let mut e = json!({"dnsName": dns_name, "recordType": t, "targets": targets,
+                   "labels": {"resource": format!("dnsendpoint/{ns}/{name}")}});
+            if *ttl > 0 {
+                e["recordTTL"] = json!(ttl);
+            }
+            e
+        })
+        .collect();
+    json!({
+        "metadata": {"name": name, "namespace": ns, "generation": 1},
+        "spec": {"endpoints": eps},
+        "status": {"observedGeneration": 1}
+    })
+}
+
+/// A Gateway (`gateway.networking.k8s.io/v1`) with one HTTP listener per host name (none:
+/// one listener for any host), its `status.addresses` and, when `programmed`, the
+/// `Accepted` and `Programmed` conditions a controller sets.
+pub fn gateway(
+    ns: &str,
+    name: &str,
+    listener_hosts: &[&str],
+    addresses: &[&str],
+    programmed: bool,
+) -> Value {
+    let mut listeners: Vec<Value> = listener_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            json!({"name": format!("http-{i}"), "hostname": h, "port": 80, "protocol": "HTTP",
+                             "allowedRoutes": {"namespaces": {"from": "Same"}}})
+        })
+        .collect();
+    if listeners.is_empty() {
+        listeners.push(json!({"name": "http", "port": 80, "protocol": "HTTP",
+                              "allowedRoutes": {"namespaces": {"from": "Same"}}}));
+    }
+    let addrs: Vec<Value> = addresses
+        .iter()
+        .map(|a| {
+            let t = if a.parse::<std::net::IpAddr>().is_ok() {
+                "IPAddress"
+            } else {
+                "Hostname"
+            };
+            json!({"type": t, "value": a})
+        })
+        .collect();
+    let (status, reason) = if programmed {
+        ("True", "Programmed")
+    } else {
+        ("False", "Pending")
+    };
+    json!({
+        "metadata": {"name": name, "namespace": ns, "generation": 1},
+        "spec": {"gatewayClassName": "example", "listeners": listeners},
+        "status": {
+            "addresses": addrs,
+            "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                 "observedGeneration": 1, "lastTransitionTime": "2026-11-22T09:28:41Z"},
+                {"type": "Programmed", "status": status, "reason": reason, "message": "",
+                 "observedGeneration": 1, "lastTransitionTime": "2026-11-22T09:28:41Z"}
+            ]
+        }
+    })
+}
+
+/// An HTTPRoute attached to Gateway `gateway` (same namespace), sending to Service `backend`.
+pub fn http_route(ns: &str, name: &str, hostnames: &[&str], gateway: &str, backend: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": ns, "generation": 1},
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway}],
+            "hostnames": hostnames,
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"group": "", "kind": "Service", "name": backend, "port": 80, "weight": 1}]
+            }]
+        },
+        "status": {"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway},
+            "controllerName": "example.net/gateway-controller",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                            "observedGeneration": 1, "lastTransitionTime": "2026-11-22T09:28:41Z"}]
+        }]}
+    })
 }

@@ -37,6 +37,12 @@ pub struct RawKubernetes {
     /// The member clusters' DNS domain; `""` turns the in-cluster redirect names off.
     #[serde(default = "default_cluster_domain")]
     cluster_domain: String,
+    /// Serve ExternalDNS `DNSEndpoint` objects (every cluster, unless it says otherwise).
+    #[serde(default)]
+    dns_endpoints: bool,
+    /// Serve Gateway API HTTPRoutes and Gateways (every cluster, unless it says otherwise).
+    #[serde(default)]
+    gateway_api: bool,
     #[serde(default)]
     clusters: Vec<RawCluster>,
 }
@@ -85,6 +91,10 @@ struct RawCluster {
     /// Pod and node networks (CIDRs): clients there are in this cluster.
     #[serde(default)]
     client_networks: Vec<String>,
+    #[serde(default)]
+    dns_endpoints: Option<bool>,
+    #[serde(default)]
+    gateway_api: Option<bool>,
 }
 
 fn default_ttl() -> u32 {
@@ -178,6 +188,10 @@ pub struct ClusterSpec {
     pub weight: u32,
     /// Pod and node networks: clients there are in this cluster (in-cluster redirect).
     pub client_networks: Vec<(std::net::IpAddr, u8)>,
+    /// Watch `DNSEndpoint`s (`externaldns.k8s.io/v1alpha1`).
+    pub dns_endpoints: bool,
+    /// Watch `Gateway`s and `HTTPRoute`s (`gateway.networking.k8s.io/v1`).
+    pub gateway_api: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -348,6 +362,8 @@ impl RawKubernetes {
                 zones: c.zones,
                 weight: c.weight,
                 client_networks,
+                dns_endpoints: c.dns_endpoints.unwrap_or(self.dns_endpoints),
+                gateway_api: c.gateway_api.unwrap_or(self.gateway_api),
             });
         }
         let cluster_domain = match self.cluster_domain.trim() {
@@ -433,6 +449,13 @@ mod tests {
             bad[0].0, "kubernetes.clusters[0].client_networks[0]",
             "{bad:?}"
         );
+        assert!(!s.clusters[0].dns_endpoints && !s.clusters[0].gateway_api);
+        let c = parse(
+            "federation: f\nzone: example.com\ndns_endpoints: true\nclusters:\n  - {name: a, in_cluster: true}\n  - {name: b, in_cluster: true, dns_endpoints: false, gateway_api: true}\n",
+        )
+        .unwrap();
+        assert!(c.clusters[0].dns_endpoints && !c.clusters[0].gateway_api);
+        assert!(!c.clusters[1].dns_endpoints && c.clusters[1].gateway_api);
     }
 
     #[test]

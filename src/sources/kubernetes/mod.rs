@@ -1,7 +1,8 @@
 //! The Kubernetes source (DESIGN §1–§3): member clusters watched through their API servers,
 //! assembled into one federation snapshot for the merger.
 //!
-//! One task per cluster runs the kube watches ([`watch`]); everything they see arrives here as
+//! One task per cluster runs the kube watches ([`watch`]: the built-in kinds, and DNSEndpoints
+//! and Gateway API objects where enabled); everything they see arrives here as
 //! slim changes, is kept in per-cluster [`state`], and, coalesced over `coalesce_ms`, becomes a
 //! complete [`Federation`] snapshot sent under the source name `kubernetes`. Load-balancer
 //! hostnames are resolved here in the background and refreshed, never on the query path. The
@@ -9,9 +10,11 @@
 //! while running; a bad new config is rejected and the running clusters keep going. Each
 //! cluster's kubeconfig file is polled too: when what its client connects with changes (context,
 //! server, CA, token: a rotated token in the same file), or the config gives it another
-//! kubeconfig, context or selection, a new client lists into a state of its own while the old
-//! one keeps serving, and replaces it only once all four kinds are listed (no gap in its shards,
-//! `/readyz` unchanged meanwhile).
+//! kubeconfig, context, selection or custom resources to watch, a new client lists into a state
+//! of its own while the old one keeps serving, and replaces it only once every kind it watches
+//! is listed (no gap in its shards, `/readyz` unchanged meanwhile). An enabled custom resource
+//! whose CRD a member lacks counts as listed and empty, logged once, metered and noted on
+//! `/readyz`.
 //!
 //! Guarantees: a snapshot is only sent when it differs from the last one; each cluster's sync
 //! state is on `/readyz` (source `kubernetes:NAME`, ready only once a table holding the cluster's
@@ -33,7 +36,7 @@ use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::sync::{mpsc, watch as tokio_watch};
 
 use self::config::{Access, ClusterSpec, KubeSettings};
-use self::state::{ClusterState, Freshness, Kind};
+use self::state::{Change, ClusterState, Freshness, Kind};
 use self::watch::{ClusterMsg, KindChange, Msg};
 use super::{Snapshot, SourceBoard, Update};
 use crate::dns::zonefile::Problem;
@@ -116,8 +119,23 @@ fn report_annotations(
     }
 }
 
+/// Applies one translated change to its kind's store; true when what DNS sees may have changed.
+fn apply_change(state: &mut ClusterState, c: KindChange) -> bool {
+    match c {
+        KindChange::Services(c) => state.services.apply(c),
+        KindChange::Slices(c) => state.slices.apply(c),
+        KindChange::Ingresses(c) => state.ingresses.apply(c),
+        KindChange::Nodes(c) => state.nodes.apply(c),
+        KindChange::DnsEndpoints(c) => state.dns_endpoints.apply(c),
+        KindChange::Gateways(c) => state.gateways.apply(c),
+        KindChange::Routes(c) => state.routes.apply(c),
+    }
+}
+
 struct KubeMetrics {
     cluster_up: IntGaugeVec,
+    crd_missing: IntGaugeVec,
+    endpoints_skipped: IntCounterVec,
     watch_errors: IntCounterVec,
     cluster_expired: IntGaugeVec,
     fail_static: IntGauge,
@@ -155,7 +173,22 @@ impl KubeMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(annotation_errors.clone()));
+        let endpoints_skipped = IntCounterVec::new(
+            Opts::new(
+                "fedns_kube_dns_endpoints_skipped_total",
+                "DNSEndpoint endpoints left out (bad name, type or target), per object change",
+            ),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(endpoints_skipped.clone()));
         KubeMetrics {
+            crd_missing: gauge_vec(
+                "fedns_kube_crd_missing",
+                "1 when an enabled custom resource (DNSEndpoint, Gateway, HTTPRoute) is not installed in the cluster",
+                &["cluster", "resource"],
+            ),
+            endpoints_skipped,
             cluster_up: gauge_vec(
                 "fedns_cluster_up",
                 "1 when every watch of the cluster is listed and working, else 0",
@@ -179,7 +212,11 @@ impl KubeMetrics {
             let _ = self
                 .watch_errors
                 .remove_label_values(&[cluster, k.resource()]);
+            let _ = self
+                .crd_missing
+                .remove_label_values(&[cluster, k.resource()]);
         }
+        let _ = self.endpoints_skipped.remove_label_values(&[cluster]);
     }
 }
 
@@ -202,7 +239,7 @@ struct Running {
     /// The kubeconfig file as last seen by the poll (of the wanted access: `next`'s if any).
     kc_seen: Fingerprint,
     /// A client being built from changed connection settings: it lists into its own state,
-    /// and replaces the running client only once all four kinds are listed (no gap).
+    /// and replaces the running client only once every kind is listed (no gap).
     next: Option<Next>,
     state: ClusterState,
     /// The problem last logged and shown, to log once per change.
@@ -272,6 +309,8 @@ struct KubeSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     resolving: HashSet<String>,
     last_sent: Option<Federation>,
+    /// `DNSEndpoint` conflicts of the last snapshot, to log each once.
+    endpoint_conflicts: HashSet<String>,
     /// The last snapshot's services, recomputed only where objects changed.
     assembler: state::Assembler,
     /// Number of the last snapshot sent, and of the last one known to be in a published table.
@@ -311,6 +350,7 @@ impl KubeSource {
             resolved: HashMap::new(),
             resolving: HashSet::new(),
             last_sent: None,
+            endpoint_conflicts: HashSet::new(),
             assembler: Default::default(),
             sent_seq: 0,
             published_seq: 0,
@@ -344,7 +384,12 @@ impl KubeSource {
         );
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
-        for k in Kind::ALL {
+        let watched = |k: &Kind| match k {
+            Kind::DnsEndpoints => spec.dns_endpoints,
+            Kind::Gateways | Kind::HttpRoutes => spec.gateway_api,
+            _ => true,
+        };
+        for k in Kind::ALL.iter().filter(|k| watched(k)) {
             // At 0 from the start, so the first error shows in rate() and increase().
             self.km
                 .watch_errors
@@ -354,6 +399,7 @@ impl KubeSource {
         let kc_seen = kubeconfig_fingerprint(&spec.access);
         let (run, task) = self.spawn_run(&spec);
         tracing::info!(cluster = %name, "watching cluster {name}");
+        let state = ClusterState::for_spec(&spec);
         self.clusters.insert(
             name,
             Running {
@@ -363,7 +409,7 @@ impl KubeSource {
                 identity,
                 kc_seen,
                 next: None,
-                state: ClusterState::default(),
+                state,
                 shown: None,
                 expired: false,
                 up: false,
@@ -411,14 +457,18 @@ impl KubeSource {
                 continue;
             };
             let r = self.clusters.get_mut(&name).expect("running");
-            let same_as_running = spec.access == r.spec.access;
-            let same_as_next = r
-                .next
-                .as_ref()
-                .is_some_and(|n| n.spec.access == spec.access);
+            // Other custom resources to watch need another watch task, like another access.
+            let same = |a: &ClusterSpec| {
+                a.access == spec.access
+                    && (a.dns_endpoints, a.gateway_api) == (spec.dns_endpoints, spec.gateway_api)
+            };
+            let same_as_running = same(&r.spec);
+            let same_as_next = r.next.as_ref().is_some_and(|n| same(&n.spec));
             // Overrides apply to the data served now.
             r.spec = ClusterSpec {
                 access: r.spec.access.clone(),
+                dns_endpoints: r.spec.dns_endpoints,
+                gateway_api: r.spec.gateway_api,
                 ..spec.clone()
             };
             if reselect {
@@ -461,11 +511,11 @@ impl KubeSource {
         if complete {
             tracing::info!(cluster = %name, "cluster {name}: connection settings changed; listing through the new client, serving the current data until it has");
             r.next = Some(Next {
+                state: ClusterState::for_spec(&spec),
                 spec,
                 run,
                 task,
                 identity,
-                state: ClusterState::default(),
                 shown: None,
             });
             return;
@@ -476,7 +526,7 @@ impl KubeSource {
         r.task = task; // the old task is aborted
         r.identity = identity;
         r.next = None;
-        r.state = ClusterState::default();
+        r.state = ClusterState::for_spec(&r.spec);
         r.shown = None;
         self.update_status(name);
         self.mark_dirty();
@@ -490,15 +540,13 @@ impl KubeSource {
         };
         match body {
             ClusterMsg::Change(c) => {
-                match c {
-                    KindChange::Services(c) => {
-                        report_annotations(name, &n.state.services, &c, &self.km);
-                        n.state.services.apply(c)
-                    }
-                    KindChange::Slices(c) => n.state.slices.apply(c),
-                    KindChange::Ingresses(c) => n.state.ingresses.apply(c),
-                    KindChange::Nodes(c) => n.state.nodes.apply(c),
-                };
+                if let KindChange::Services(sc) = &c {
+                    report_annotations(name, &n.state.services, sc, &self.km);
+                }
+                apply_change(&mut n.state, c);
+            }
+            ClusterMsg::Missing(kind) => {
+                n.state.crd_missing(kind);
             }
             ClusterMsg::Status {
                 kind,
@@ -540,6 +588,20 @@ impl KubeSource {
         r.task = n.task;
         r.identity = n.identity;
         r.state = n.state;
+        // The new client may watch other custom resources, or find other CRDs missing.
+        for k in Kind::ALL.into_iter().filter(|k| k.is_custom()) {
+            let watched = match k {
+                Kind::DnsEndpoints => r.spec.dns_endpoints,
+                _ => r.spec.gateway_api,
+            };
+            let labels = [name, k.resource()];
+            if watched && r.state.missing[k.index()] {
+                self.km.crd_missing.with_label_values(&labels).set(1);
+            } else {
+                let _ = self.km.crd_missing.remove_label_values(&labels);
+            }
+        }
+        self.note_missing(name);
         self.update_status(name);
         self.mark_dirty();
     }
@@ -580,16 +642,46 @@ impl KubeSource {
             }
             return; // else from a run that was replaced
         }
+        let was_missing = r.state.missing;
         let changed = match msg.body {
-            ClusterMsg::Change(c) => match c {
-                KindChange::Services(c) => {
-                    report_annotations(&msg.cluster, &r.state.services, &c, &self.km);
-                    r.state.services.apply(c)
+            ClusterMsg::Change(c) => {
+                if let KindChange::DnsEndpoints(
+                    Change::InitApply(k, Some(e)) | Change::Apply(k, Some(e)),
+                ) = &c
+                {
+                    for why in &e.skipped {
+                        tracing::warn!(cluster = %msg.cluster, resource = Kind::DnsEndpoints.resource(), "cluster {}: DNSEndpoint {}/{}: {why}; that endpoint is skipped", msg.cluster, k.0, k.1);
+                        self.km
+                            .endpoints_skipped
+                            .with_label_values(&[&msg.cluster])
+                            .inc();
+                    }
                 }
-                KindChange::Slices(c) => r.state.slices.apply(c),
-                KindChange::Ingresses(c) => r.state.ingresses.apply(c),
-                KindChange::Nodes(c) => r.state.nodes.apply(c),
-            },
+                if let Some(kind) = c.served_custom().filter(|k| r.state.missing[k.index()]) {
+                    r.state.missing[kind.index()] = false;
+                    self.km
+                        .crd_missing
+                        .with_label_values(&[&msg.cluster, kind.resource()])
+                        .set(0);
+                    tracing::info!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} is installed now", msg.cluster, kind.resource());
+                }
+                if let KindChange::Services(sc) = &c {
+                    report_annotations(&msg.cluster, &r.state.services, sc, &self.km);
+                }
+                apply_change(&mut r.state, c)
+            }
+            ClusterMsg::Missing(kind) => {
+                if !r.state.missing[kind.index()] {
+                    tracing::warn!(cluster = %msg.cluster, resource = kind.resource(), "cluster {}: {} is not installed (the API server answers 404: no CRD); serving none, checking again every {} s", msg.cluster, kind.resource(), watch::CRD_RECHECK.as_secs());
+                    self.km
+                        .crd_missing
+                        .with_label_values(&[&msg.cluster, kind.resource()])
+                        .set(1);
+                }
+                // A failing watch of the kind is over: the server answered.
+                r.state.errors[kind.index()] = None;
+                r.state.crd_missing(kind)
+            }
             ClusterMsg::Status {
                 kind,
                 error,
@@ -632,10 +724,28 @@ impl KubeSource {
                 false
             }
         };
+        if self.clusters.get(&*msg.cluster).map(|r| r.state.missing) != Some(was_missing) {
+            self.note_missing(&msg.cluster);
+        }
         self.update_status(&msg.cluster);
         if changed {
             self.mark_dirty();
         }
+    }
+
+    /// Names on `/readyz` the custom resources a cluster does not have installed.
+    fn note_missing(&self, name: &str) {
+        let Some(r) = self.clusters.get(name) else {
+            return;
+        };
+        let missing: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| r.state.missing[k.index()])
+            .map(|k| k.resource())
+            .collect();
+        let note = (!missing.is_empty())
+            .then(|| format!("not installed, serving none: {}", missing.join(", ")));
+        self.board.note(&board_name(name), note);
     }
 
     /// Reconciles a cluster's up/down state with logs, metrics and the board.
@@ -752,6 +862,11 @@ impl KubeSource {
             self.assembler
                 .assemble(&self.settings, &views, &self.resolved, now, touched);
         self.km.fail_static.set(stats.fail_static_names as i64);
+        let conflicts: HashSet<String> = stats.endpoint_conflicts.into_iter().collect();
+        for c in conflicts.difference(&self.endpoint_conflicts) {
+            tracing::warn!("DNSEndpoint {c}");
+        }
+        self.endpoint_conflicts = conflicts;
         // Hostnames not resolved yet: resolve them now rather than at the next tick.
         let new_hosts: Vec<String> = candidates
             .into_iter()
@@ -769,6 +884,7 @@ impl KubeSource {
         tracing::info!(
             services = fed.services.len(),
             ingress_hosts = fed.ingress_hosts.len(),
+            dns_endpoint_names = fed.endpoints.len(),
             clusters = fed.clusters.len(),
             assembled_ms = now.elapsed().as_millis() as u64,
             "kubernetes snapshot"
@@ -837,6 +953,9 @@ impl KubeSource {
             }
             for i in r.state.ingresses.live.values() {
                 out.extend(i.lb_hosts.iter().cloned());
+            }
+            for g in r.state.gateways.live.values() {
+                out.extend(g.lb_hosts.iter().cloned());
             }
         }
         out
@@ -1055,6 +1174,60 @@ mod tests {
             ready_shown: false,
             ready_at: None,
         }
+    }
+
+    /// A CRD that is not installed makes its kind count as listed (the cluster comes up), is
+    /// noted once across the re-checks (whose `Init` comes before their 404), and is cleared
+    /// only by a list that the API server answers.
+    #[tokio::test]
+    async fn a_missing_crd_is_noted_once_and_cleared_by_a_served_list() {
+        let mut spec = state::tests::spec("c1");
+        spec.dns_endpoints = true;
+        let Harness { mut src, .. } = harness(vec![spec.clone()]);
+        let mut st = listed();
+        st.dns_endpoints = state::Store::default();
+        src.clusters.insert("c1".into(), running(spec, st));
+        src.board.register("kubernetes:c1");
+        src.update_status("c1");
+        assert!(!src.clusters["c1"].up, "waits for DNSEndpoints");
+        let msg = |body| Msg {
+            cluster: "c1".into(),
+            run: 1,
+            body,
+        };
+        let gauge = |src: &KubeSource| {
+            src.km
+                .crd_missing
+                .with_label_values(&["c1", Kind::DnsEndpoints.resource()])
+                .get()
+        };
+        let note = |src: &KubeSource| src.board.snapshot()["kubernetes:c1"].note.clone();
+        src.handle(msg(ClusterMsg::Missing(Kind::DnsEndpoints)));
+        assert!(src.clusters["c1"].up, "up without the CRD");
+        assert_eq!(gauge(&src), 1);
+        assert!(
+            note(&src).is_some_and(|n| n.contains("dnsendpoints.externaldns.k8s.io")),
+            "{:?}",
+            note(&src)
+        );
+        // A re-check: Init, then 404 again.
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::Init,
+        ))));
+        assert!(src.clusters["c1"].state.missing[Kind::DnsEndpoints.index()]);
+        src.handle(msg(ClusterMsg::Missing(Kind::DnsEndpoints)));
+        assert_eq!(gauge(&src), 1);
+        // Installed: the list comes in.
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::Init,
+        ))));
+        src.handle(msg(ClusterMsg::Change(KindChange::DnsEndpoints(
+            Change::InitDone,
+        ))));
+        assert!(!src.clusters["c1"].state.missing[Kind::DnsEndpoints.index()]);
+        assert_eq!(gauge(&src), 0);
+        assert_eq!(note(&src), None);
+        assert!(src.clusters["c1"].up);
     }
 
     /// A cluster whose lists are in is not ready on the board until the merger has published

@@ -5,7 +5,7 @@
 //! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
 //! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
-//! (no gap while it runs); a cluster contributes shards only once all four kinds have been
+//! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
 //! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
 //! stale grace, and past it they are dropped unless that would leave a name with no healthy
 //! address at all, in which case they stay and are counted.
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
 use crate::model::{
-    Cluster, DnsName, Federation, IngressHost, Policy, Service, ServicePort, Shard,
+    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, RData, Service, ServicePort,
+    Shard, rtype,
 };
 use crate::selection::is_healthy;
 
@@ -164,6 +165,33 @@ pub struct SlimIngress {
     pub lb_hosts: Vec<String>,
 }
 
+/// A `DNSEndpoint`'s endpoints, parsed: `(name, TTL given, record)` for each valid target, and
+/// why the others were skipped (logged and counted by the source, once per object change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlimEndpoints {
+    pub records: Vec<(DnsName, Option<u32>, RData)>,
+    pub skipped: Vec<String>,
+}
+
+/// A Gateway API `Gateway`: its listeners' host names, `status.addresses`, and whether its
+/// `Programmed` condition is `True`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimGateway {
+    pub listener_hosts: Vec<String>,
+    pub lb_ips: Vec<IpAddr>,
+    pub lb_hosts: Vec<String>,
+    pub programmed: bool,
+}
+
+/// An `HTTPRoute`: its host names, the Gateways it attaches to (`parentRefs`) and the Services
+/// it sends to (`backendRefs`), each as `(namespace, name)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimRoute {
+    pub hostnames: Vec<String>,
+    pub parents: Vec<Key>,
+    pub backends: Vec<Key>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlimNode {
     pub region: Option<String>,
@@ -210,6 +238,9 @@ impl Grouped for SlimService {
 }
 impl Grouped for SlimIngress {}
 impl Grouped for SlimNode {}
+impl Grouped for SlimEndpoints {}
+impl Grouped for SlimGateway {}
+impl Grouped for SlimRoute {}
 impl Grouped for SlimSlice {
     const INDEXED: bool = true;
     fn group(&self, key: &Key) -> Key {
@@ -229,6 +260,15 @@ pub struct Store<T> {
     /// Groups whose members changed since the last [`Store::take_touched`], or `None` after a
     /// re-list (anything may have changed).
     touched: Option<BTreeSet<Key>>,
+    /// Changes with every change of `live`, unique over all stores (0: never changed, empty),
+    /// so a result computed from a store is reused while its version stays.
+    pub version: u64,
+}
+
+/// The next [`Store::version`].
+fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<T> Default for Store<T> {
@@ -239,6 +279,17 @@ impl<T> Default for Store<T> {
             synced: false,
             members: HashMap::new(),
             touched: None,
+            version: 0,
+        }
+    }
+}
+
+impl<T> Store<T> {
+    /// A store of a kind not watched: listed, and empty for good.
+    fn listed() -> Self {
+        Store {
+            synced: true,
+            ..Store::default()
         }
     }
 }
@@ -274,6 +325,14 @@ impl<T: PartialEq + Grouped> Store<T> {
 
     /// Applies one change; true when what DNS sees may have changed.
     pub fn apply(&mut self, change: Change<T>) -> bool {
+        let changed = self.apply_inner(change);
+        if changed {
+            self.version = next_version();
+        }
+        changed
+    }
+
+    fn apply_inner(&mut self, change: Change<T>) -> bool {
         match change {
             Change::Init => {
                 self.relist = Some(HashMap::new());
@@ -347,21 +406,27 @@ impl<T: PartialEq + Grouped> Store<T> {
     }
 }
 
-/// The four kinds a cluster is watched for.
+/// The kinds a cluster is watched for: four always, the custom resources when enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Services,
     EndpointSlices,
     Ingresses,
     Nodes,
+    DnsEndpoints,
+    Gateways,
+    HttpRoutes,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Services,
         Kind::EndpointSlices,
         Kind::Ingresses,
         Kind::Nodes,
+        Kind::DnsEndpoints,
+        Kind::Gateways,
+        Kind::HttpRoutes,
     ];
 
     /// `resource.group` as RBAC and kubectl name it.
@@ -371,7 +436,15 @@ impl Kind {
             Kind::EndpointSlices => "endpointslices.discovery.k8s.io",
             Kind::Ingresses => "ingresses.networking.k8s.io",
             Kind::Nodes => "nodes",
+            Kind::DnsEndpoints => "dnsendpoints.externaldns.k8s.io",
+            Kind::Gateways => "gateways.gateway.networking.k8s.io",
+            Kind::HttpRoutes => "httproutes.gateway.networking.k8s.io",
         }
+    }
+
+    /// Defined by a CRD, which a member may not have installed.
+    pub fn is_custom(self) -> bool {
+        matches!(self, Kind::DnsEndpoints | Kind::Gateways | Kind::HttpRoutes)
     }
 
     pub fn index(self) -> usize {
@@ -379,24 +452,81 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterState {
     pub services: Store<SlimService>,
     pub slices: Store<SlimSlice>,
     pub ingresses: Store<SlimIngress>,
     pub nodes: Store<SlimNode>,
+    pub dns_endpoints: Store<SlimEndpoints>,
+    pub gateways: Store<SlimGateway>,
+    pub routes: Store<SlimRoute>,
     /// The latest error of each kind's watch, until it recovers.
-    pub errors: [Option<String>; 4],
+    pub errors: [Option<String>; 7],
+    /// Custom resources whose CRD the API server does not have (404): they count as listed
+    /// and empty, and are checked again now and then.
+    pub missing: [bool; 7],
     /// When the cluster stopped being in sync (any kind failing or the client unusable).
     pub down_since: Option<Instant>,
     /// Why the client could not be built, if it could not.
     pub client_error: Option<String>,
 }
 
+/// The state of a cluster that watches no custom resource (they count as listed, empty).
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            services: Store::default(),
+            slices: Store::default(),
+            ingresses: Store::default(),
+            nodes: Store::default(),
+            dns_endpoints: Store::listed(),
+            gateways: Store::listed(),
+            routes: Store::listed(),
+            errors: Default::default(),
+            missing: [false; 7],
+            down_since: None,
+            client_error: None,
+        }
+    }
+}
+
 impl ClusterState {
+    /// A state for `spec`'s kinds: the custom resources it does not watch count as listed.
+    pub fn for_spec(spec: &ClusterSpec) -> Self {
+        let mut s = ClusterState::default();
+        s.dns_endpoints.synced = !spec.dns_endpoints;
+        s.gateways.synced = !spec.gateway_api;
+        s.routes.synced = !spec.gateway_api;
+        s
+    }
+
+    fn synced(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Services => self.services.synced,
+            Kind::EndpointSlices => self.slices.synced,
+            Kind::Ingresses => self.ingresses.synced,
+            Kind::Nodes => self.nodes.synced,
+            Kind::DnsEndpoints => self.dns_endpoints.synced,
+            Kind::Gateways => self.gateways.synced,
+            Kind::HttpRoutes => self.routes.synced,
+        }
+    }
+
+    /// A custom resource is not installed: whatever it held is gone, and it counts as listed.
+    pub fn crd_missing(&mut self, kind: Kind) -> bool {
+        self.missing[kind.index()] = true;
+        match kind {
+            Kind::DnsEndpoints => empty(&mut self.dns_endpoints),
+            Kind::Gateways => empty(&mut self.gateways),
+            Kind::HttpRoutes => empty(&mut self.routes),
+            _ => false,
+        }
+    }
+
     /// Every kind has been listed at least once: the data is complete enough to serve.
     pub fn complete(&self) -> bool {
-        self.services.synced && self.slices.synced && self.ingresses.synced && self.nodes.synced
+        Kind::ALL.iter().all(|k| self.synced(*k))
     }
 
     /// In sync right now: complete and nothing failing.
@@ -413,16 +543,11 @@ impl ClusterState {
         if !errs.is_empty() {
             return Some(errs.join("; "));
         }
-        let pending: Vec<&str> = [
-            (self.services.synced, Kind::Services),
-            (self.slices.synced, Kind::EndpointSlices),
-            (self.ingresses.synced, Kind::Ingresses),
-            (self.nodes.synced, Kind::Nodes),
-        ]
-        .iter()
-        .filter(|(s, _)| !s)
-        .map(|(_, k)| k.resource())
-        .collect();
+        let pending: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| !self.synced(**k))
+            .map(|k| k.resource())
+            .collect();
         (!pending.is_empty())
             .then(|| format!("waiting for the first list of {}", pending.join(", ")))
     }
@@ -461,6 +586,11 @@ pub enum Freshness {
     Absent,
 }
 
+fn empty<T: PartialEq + Grouped>(store: &mut Store<T>) -> bool {
+    store.apply(Change::Init);
+    store.apply(Change::InitDone)
+}
+
 pub fn freshness(state: &ClusterState, now: Instant, grace: Duration) -> Freshness {
     if !state.complete() {
         return Freshness::Absent;
@@ -492,6 +622,9 @@ fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
 pub struct AssembleStats {
     /// Names served from expired clusters because nothing else was left (fail static).
     pub fail_static_names: usize,
+    /// `DNSEndpoint` records left out because they conflict with others of the same name
+    /// (a CNAME beside other data, two CNAME targets), one message per name.
+    pub endpoint_conflicts: Vec<String>,
 }
 
 /// One cluster as an assembly uses it.
@@ -517,7 +650,17 @@ pub struct Assembler {
     basis: Option<Basis>,
     /// (namespace, name) → the service, and whether it is served from expired clusters.
     services: BTreeMap<Key, (std::sync::Arc<Service>, bool)>,
+    /// The DNSEndpoint names of the last snapshot and what they were computed from (the TTL,
+    /// each cluster's name, freshness and store version): an EndpointSlice change does not
+    /// recompute thousands of them.
+    endpoints: Option<(
+        EndpointBasis,
+        std::sync::Arc<Vec<EndpointName>>,
+        AssembleStats,
+    )>,
 }
+
+type EndpointBasis = (u32, Vec<(String, Freshness, u64)>);
 
 /// Builds the federation snapshot from every cluster's state from scratch. `resolved` maps
 /// load-balancer hostnames to the addresses last resolved for them.
@@ -609,8 +752,31 @@ impl Assembler {
         }
         let mut stats = AssembleStats {
             fail_static_names: self.services.values().filter(|(_, e)| *e).count(),
+            ..AssembleStats::default()
         };
         let ingress_hosts = ingress_hosts(&views, resolved, &mut stats);
+        let basis: EndpointBasis = (
+            settings.ttl,
+            views
+                .iter()
+                .map(|v| (v.spec.name.clone(), v.fresh, v.state.dns_endpoints.version))
+                .collect(),
+        );
+        let endpoints = match &self.endpoints {
+            Some((b, eps, st)) if *b == basis => {
+                stats.fail_static_names += st.fail_static_names;
+                stats.endpoint_conflicts = st.endpoint_conflicts.clone();
+                eps.clone()
+            }
+            _ => {
+                let mut st = AssembleStats::default();
+                let eps = std::sync::Arc::new(endpoints(settings, &views, &mut st));
+                stats.fail_static_names += st.fail_static_names;
+                stats.endpoint_conflicts = st.endpoint_conflicts.clone();
+                self.endpoints = Some((basis, eps.clone(), st));
+                eps
+            }
+        };
         model_clusters.sort_by(|a, b| a.name.cmp(&b.name));
         (
             Federation {
@@ -623,6 +789,7 @@ impl Assembler {
                 services: self.services.values().map(|(s, _)| s.clone()).collect(),
                 ingress_hosts,
                 cluster_domain: settings.cluster_domain.clone(),
+                endpoints,
             },
             stats,
         )
@@ -755,6 +922,45 @@ fn ingress_hosts(
                 }
             }
         }
+        // Gateway API: each host name of a Gateway (its listeners', and those of the HTTPRoutes
+        // attached to it) is a shard with the Gateway's addresses, healthy when the Gateway is
+        // Programmed and the routes' backend Services have ready endpoints.
+        for (gkey, gw) in &v.state.gateways.live {
+            let mut names: BTreeMap<&str, BTreeSet<&Key>> = BTreeMap::new();
+            let mut attached: BTreeSet<&Key> = BTreeSet::new();
+            for route in v.state.routes.live.values() {
+                if !route.parents.contains(gkey) {
+                    continue;
+                }
+                attached.extend(route.backends.iter());
+                for h in &route.hostnames {
+                    names.entry(h).or_default().extend(route.backends.iter());
+                }
+            }
+            for h in &gw.listener_hosts {
+                names.entry(h).or_default().extend(attached.iter().copied());
+            }
+            for (host, backends) in names {
+                let (r, nr) = backends
+                    .iter()
+                    .map(|b| tally(v.state, b))
+                    .fold((0, 0), |acc, e| (acc.0 + e.0, acc.1 + e.1));
+                let (ready, not_ready) = if gw.programmed { (r, nr) } else { (0, r + nr) };
+                let shard = Shard {
+                    cluster: v.spec.name.clone(),
+                    addresses: addresses(resolved, &gw.lb_ips, &gw.lb_hosts),
+                    ready_endpoints: ready,
+                    not_ready_endpoints: not_ready,
+                    zones: vec![],
+                    ..Shard::default()
+                };
+                let entry = hosts.entry(host.to_string()).or_default();
+                match v.fresh {
+                    Freshness::Serving => entry.0.push(shard),
+                    _ => entry.1.push(shard),
+                }
+            }
+        }
     }
     let mut out = Vec::new();
     for (host, (mut shards, expired)) in hosts {
@@ -769,6 +975,63 @@ fn ingress_hosts(
         }
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         out.push(IngressHost { host: name, shards });
+    }
+    out
+}
+
+/// Every `DNSEndpoint` name with the union of its records over the clusters serving (computed
+/// afresh: there are few). Fail static: an expired cluster's records stay only for names no
+/// serving cluster gives. A name keeps one CNAME and then nothing else.
+fn endpoints(
+    settings: &KubeSettings,
+    views: &[View<'_>],
+    stats: &mut AssembleStats,
+) -> Vec<EndpointName> {
+    type Records = BTreeMap<DnsName, Vec<(u32, RData)>>;
+    let (mut serving, mut expired) = (Records::new(), Records::new());
+    for v in views {
+        let into = match v.fresh {
+            Freshness::Serving => &mut serving,
+            _ => &mut expired,
+        };
+        for eps in v.state.dns_endpoints.live.values() {
+            for (name, ttl, data) in &eps.records {
+                let ttl = ttl.filter(|t| *t > 0).unwrap_or(settings.ttl).max(1);
+                into.entry(name.clone())
+                    .or_default()
+                    .push((ttl, data.clone()));
+            }
+        }
+    }
+    for (name, records) in expired {
+        if let std::collections::btree_map::Entry::Vacant(e) = serving.entry(name) {
+            stats.fail_static_names += 1;
+            e.insert(records);
+        }
+    }
+    let mut out = Vec::with_capacity(serving.len());
+    for (name, mut records) in serving {
+        // Objects come from hash maps: a canonical order, so equal unions compare equal. The
+        // same record from several objects keeps its lowest TTL.
+        records.sort_by_cached_key(|(ttl, d)| (d.rtype(), format!("{d:?}"), *ttl));
+        records.dedup_by(|later, earlier| later.1 == earlier.1);
+        let cnames = records
+            .iter()
+            .filter(|(_, d)| d.rtype() == rtype::CNAME)
+            .count();
+        if cnames > 0 && cnames < records.len() {
+            stats.endpoint_conflicts.push(format!(
+                "{name}: a CNAME beside other records; the CNAME is left out"
+            ));
+            records.retain(|(_, d)| d.rtype() != rtype::CNAME);
+        } else if cnames > 1 {
+            stats.endpoint_conflicts.push(format!(
+                "{name}: {cnames} CNAME targets; only the first ({:?}) is served",
+                records[0].1
+            ));
+            records.truncate(1);
+        }
+        out.push(EndpointName { name, records });
     }
     out
 }
@@ -805,6 +1068,8 @@ pub(super) mod tests {
             region: None,
             zones: vec![],
             weight: 100,
+            dns_endpoints: false,
+            gateway_api: false,
         }
     }
 
@@ -1055,9 +1320,9 @@ pub(super) mod tests {
         assert_eq!(stats.fail_static_names, 1);
     }
 
-    /// Incremental ≡ full for the assembly: random Service, EndpointSlice, Node and ingress
-    /// changes, re-lists and outages in two clusters; after each step the assembler that only
-    /// recomputes touched services must give the snapshot a fresh assembly gives.
+    /// Incremental ≡ full for the assembly: random Service, EndpointSlice, Node, DNSEndpoint
+    /// and ingress changes, re-lists and outages in two clusters; after each step the assembler
+    /// that only recomputes what changed must give the snapshot a fresh assembly gives.
     #[test]
     fn incremental_assembly_equals_a_fresh_one() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -1076,7 +1341,7 @@ pub(super) mod tests {
             let c = rnd(2) as usize;
             let st = &mut states[c];
             let svc = format!("s{}", rnd(6));
-            match rnd(10) {
+            match rnd(11) {
                 0 | 1 => {
                     // Annotations good and bad (a bad one keeps the store's last good value).
                     let ttl = ["5", "60", "soon"][rnd(3) as usize];
@@ -1133,6 +1398,21 @@ pub(super) mod tests {
                     }
                     st.slices.apply(Change::InitDone);
                 }
+                10 => {
+                    // A DNSEndpoint appears, changes or goes.
+                    let obj = key("shop", &format!("e{}", rnd(3)));
+                    if rnd(3) == 0 {
+                        st.dns_endpoints.apply(Change::Delete(obj));
+                    } else {
+                        let name = DnsName::parse(&format!("h{}.example.com", rnd(3))).unwrap();
+                        let data = RData::A(format!("192.0.2.{}", rnd(4)).parse().unwrap());
+                        let v = SlimEndpoints {
+                            records: vec![(name, [None, Some(60)][rnd(2) as usize], data)],
+                            skipped: vec![],
+                        };
+                        st.dns_endpoints.apply(Change::Apply(obj, Some(v)));
+                    }
+                }
                 8 => {
                     st.down_since = match st.down_since {
                         None => Some(base),
@@ -1171,5 +1451,166 @@ pub(super) mod tests {
             let fresh = assemble(&settings(10), &views, &resolved, now);
             assert_eq!(incremental, fresh, "step {step}");
         }
+    }
+
+    fn with_endpoints(ip: &str, recs: &[(&str, Option<u32>, RData)]) -> ClusterState {
+        let mut st = listed(ip, 1);
+        st.dns_endpoints.apply(Change::Init);
+        st.dns_endpoints.apply(Change::InitApply(
+            key("shop", "e"),
+            Some(SlimEndpoints {
+                records: recs
+                    .iter()
+                    .map(|(n, t, d)| (DnsName::parse(n).unwrap(), *t, d.clone()))
+                    .collect(),
+                skipped: vec![],
+            }),
+        ));
+        st.dns_endpoints.apply(Change::InitDone);
+        st
+    }
+
+    #[test]
+    fn dns_endpoints_union_conflicts_and_fail_static() {
+        let now = Instant::now();
+        let a4 = |s: &str| RData::A(s.parse().unwrap());
+        let cname = |s: &str| RData::Cname(DnsName::parse(s).unwrap());
+        let (a, b) = (spec("a"), spec("b"));
+        let mut sa = with_endpoints(
+            "10.0.0.1",
+            &[
+                ("x.example.com", Some(60), a4("192.0.2.1")),
+                ("x.example.com", Some(60), a4("192.0.2.9")),
+                ("c.example.com", None, cname("x.example.com")),
+                ("only-a.example.com", None, a4("192.0.2.5")),
+            ],
+        );
+        let sb = with_endpoints(
+            "10.0.0.2",
+            &[
+                ("x.example.com", Some(20), a4("192.0.2.9")),
+                ("x.example.com", None, a4("192.0.2.2")),
+                ("c.example.com", None, a4("192.0.2.3")),
+            ],
+        );
+        let (fed, stats) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        let get = |fed: &Federation, n: &str| {
+            fed.endpoints
+                .iter()
+                .find(|e| e.name == DnsName::parse(n).unwrap())
+                .map(|e| e.records.clone())
+        };
+        let x = get(&fed, "x.example.com").unwrap();
+        assert_eq!(x.len(), 3, "union, the shared record once: {x:?}");
+        assert!(x.contains(&(20, a4("192.0.2.9"))), "its lowest TTL: {x:?}");
+        assert!(
+            x.contains(&(30, a4("192.0.2.2"))),
+            "no TTL: the federation's: {x:?}"
+        );
+        assert_eq!(
+            get(&fed, "c.example.com"),
+            Some(vec![(30, a4("192.0.2.3"))])
+        );
+        assert_eq!(stats.endpoint_conflicts.len(), 1, "{stats:?}");
+        // The same clusters in the other order: the same snapshot.
+        let (again, _) = assemble(&settings(10), &[(&b, &sb), (&a, &sa)], &HashMap::new(), now);
+        assert_eq!(again.endpoints, fed.endpoints);
+        // a out of sync past the grace: its records leave shared names, stay on its own.
+        sa.down_since = Some(now - Duration::from_secs(20));
+        let (fed, stats) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(get(&fed, "x.example.com").unwrap().len(), 2);
+        assert_eq!(
+            get(&fed, "only-a.example.com"),
+            Some(vec![(30, a4("192.0.2.5"))])
+        );
+        assert!(stats.fail_static_names >= 1);
+    }
+
+    #[test]
+    fn gateway_hosts_healthy_only_when_programmed_with_ready_backends() {
+        let mut st = listed("10.0.0.1", 2);
+        let gw = |programmed| SlimGateway {
+            listener_hosts: vec!["portal.example.com".into()],
+            lb_ips: vec!["192.0.2.7".parse().unwrap()],
+            lb_hosts: vec![],
+            programmed,
+        };
+        st.gateways.apply(Change::Init);
+        st.gateways
+            .apply(Change::InitApply(key("shop", "gw"), Some(gw(true))));
+        st.gateways.apply(Change::InitDone);
+        st.routes.apply(Change::Init);
+        for (name, host, backend) in [
+            ("r1", "web.example.com", "web"),
+            ("r2", "idle.example.com", "none"),
+        ] {
+            st.routes.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimRoute {
+                    hostnames: vec![host.into()],
+                    parents: vec![key("shop", "gw")],
+                    backends: vec![key("shop", backend)],
+                }),
+            ));
+        }
+        // Attached to no Gateway this cluster has: nothing.
+        st.routes.apply(Change::InitApply(
+            key("shop", "r3"),
+            Some(SlimRoute {
+                hostnames: vec!["orphan.example.com".into()],
+                parents: vec![key("other", "gw")],
+                backends: vec![key("shop", "web")],
+            }),
+        ));
+        st.routes.apply(Change::InitDone);
+        let sp = spec("c1");
+        let hosts = |st: &ClusterState| {
+            let (fed, _) = assemble(&settings(10), &[(&sp, st)], &HashMap::new(), Instant::now());
+            fed.ingress_hosts
+                .iter()
+                .map(|h| (h.host.to_string(), h.shards[0].ready_endpoints))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            hosts(&st),
+            [
+                ("idle.example.com.".to_string(), 0),
+                ("portal.example.com.".to_string(), 2),
+                ("web.example.com.".to_string(), 2)
+            ]
+        );
+        st.gateways
+            .apply(Change::Apply(key("shop", "gw"), Some(gw(false))));
+        assert!(hosts(&st).iter().all(|(_, r)| *r == 0), "not Programmed");
+    }
+
+    #[test]
+    fn a_missing_crd_counts_as_listed_and_empties_the_kind() {
+        let mut sp = spec("c1");
+        sp.dns_endpoints = true;
+        let mut st = ClusterState::for_spec(&sp);
+        st.services = listed("10.0.0.1", 1).services;
+        st.slices = listed("10.0.0.1", 1).slices;
+        st.ingresses.apply(Change::Init);
+        st.ingresses.apply(Change::InitDone);
+        st.nodes = listed("10.0.0.1", 1).nodes;
+        assert!(!st.complete(), "waits for DNSEndpoints");
+        assert!(
+            st.problem()
+                .unwrap()
+                .contains("dnsendpoints.externaldns.k8s.io")
+        );
+        st.crd_missing(Kind::DnsEndpoints);
+        assert!(st.complete() && st.up());
+        let mut with = with_endpoints(
+            "10.0.0.1",
+            &[(
+                "x.example.com",
+                None,
+                RData::A("192.0.2.1".parse().unwrap()),
+            )],
+        );
+        assert!(with.crd_missing(Kind::DnsEndpoints), "its objects are gone");
+        assert!(with.dns_endpoints.live.is_empty());
     }
 }

@@ -1,6 +1,10 @@
 //! The only place that speaks to Kubernetes: one `kube` client per member cluster and one
-//! watcher per kind (Services, EndpointSlices, Ingresses, Nodes), each object translated at once
-//! into the slim structs of [`super::state`] and sent to the source's assembler.
+//! watcher per kind (Services, EndpointSlices, Ingresses, Nodes, and when enabled the custom
+//! resources DNSEndpoint, Gateway and HTTPRoute), each object translated at once into the slim
+//! structs of [`super::state`] and sent to the source's assembler. Custom resources are read
+//! through a small serde struct with a hand-written `kube::Resource` impl (no `derive` feature,
+//! no generated types); an API server without the CRD (404) is reported once and asked again
+//! every [`CRD_RECHECK`], never retried at the error backoff.
 //!
 //! Guarantees: kube and k8s-openapi types never leave this file; watches never end on errors: after
 //! one a fresh list and watch follow, with exponential backoff from 0.5 s to 4 s, so a kind counts
@@ -23,8 +27,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::config::{Access, ClusterSpec, SelectRule};
-use super::state::{Change, Key, Kind, SlimIngress, SlimNode, SlimService, SlimSlice};
-use crate::model::ServicePort;
+use super::state::{
+    Change, Key, Kind, SlimEndpoints, SlimGateway, SlimIngress, SlimNode, SlimRoute, SlimService,
+    SlimSlice,
+};
+use crate::model::{DnsName, RData, ServicePort};
 
 /// A translated change of one kind.
 #[derive(Debug)]
@@ -33,6 +40,22 @@ pub enum KindChange {
     Slices(Change<SlimSlice>),
     Ingresses(Change<SlimIngress>),
     Nodes(Change<SlimNode>),
+    DnsEndpoints(Change<SlimEndpoints>),
+    Gateways(Change<SlimGateway>),
+    Routes(Change<SlimRoute>),
+}
+
+impl KindChange {
+    /// The custom resource this change is of, if it is of one and the change shows the API
+    /// server serves it (`Init` comes before the list request, so it shows nothing).
+    pub fn served_custom(&self) -> Option<Kind> {
+        match self {
+            KindChange::DnsEndpoints(c) if !matches!(c, Change::Init) => Some(Kind::DnsEndpoints),
+            KindChange::Gateways(c) if !matches!(c, Change::Init) => Some(Kind::Gateways),
+            KindChange::Routes(c) if !matches!(c, Change::Init) => Some(Kind::HttpRoutes),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,6 +70,8 @@ pub enum ClusterMsg {
     },
     /// The client could not be built from the kubeconfig (`Some`), or now could (`None`).
     Client(Option<String>),
+    /// The API server does not serve this custom resource (404: its CRD is not installed).
+    Missing(Kind),
 }
 
 /// A message from the tasks of one run of one cluster.
@@ -137,16 +162,133 @@ pub async fn run_cluster(spec: ClusterSpec, select: SelectRule, run: u64, tx: mp
         KindChange::Ingresses,
     );
     let nodes = watch_kind(
-        Api::<Node>::all(client),
+        Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         Kind::Nodes,
-        tx,
-        cluster,
+        tx.clone(),
+        cluster.clone(),
         run,
         slim_node,
         KindChange::Nodes,
     );
-    tokio::join!(services, slices, ingresses, nodes);
+    let dns_endpoints = async {
+        if spec.dns_endpoints {
+            watch_kind(
+                Api::<Custom<DnsEndpointKind>>::all(client.clone()),
+                watcher::Config::default(),
+                Kind::DnsEndpoints,
+                tx.clone(),
+                cluster.clone(),
+                run,
+                slim_endpoints,
+                KindChange::DnsEndpoints,
+            )
+            .await
+        }
+    };
+    let gateways = async {
+        if spec.gateway_api {
+            let gateways = watch_kind(
+                Api::<Custom<GatewayKind>>::all(client.clone()),
+                watcher::Config::default(),
+                Kind::Gateways,
+                tx.clone(),
+                cluster.clone(),
+                run,
+                slim_gateway,
+                KindChange::Gateways,
+            );
+            let routes = watch_kind(
+                Api::<Custom<HttpRouteKind>>::all(client.clone()),
+                watcher::Config::default(),
+                Kind::HttpRoutes,
+                tx.clone(),
+                cluster.clone(),
+                run,
+                slim_route,
+                KindChange::Routes,
+            );
+            tokio::join!(gateways, routes);
+        }
+    };
+    tokio::join!(services, slices, ingresses, nodes, dns_endpoints, gateways);
+}
+
+/// How often a custom resource whose CRD is missing is asked for again: installing a CRD is an
+/// operator's act, so minutes are soon enough, and a member without it costs one request.
+pub const CRD_RECHECK: Duration = Duration::from_secs(120);
+
+/// Which custom resource a [`Custom`] object is.
+pub trait CustomKind {
+    const GROUP: &'static str;
+    const VERSION: &'static str;
+    const KIND: &'static str;
+    const PLURAL: &'static str;
+}
+
+#[derive(Clone, Debug)]
+pub struct DnsEndpointKind;
+impl CustomKind for DnsEndpointKind {
+    const GROUP: &'static str = "externaldns.k8s.io";
+    const VERSION: &'static str = "v1alpha1";
+    const KIND: &'static str = "DNSEndpoint";
+    const PLURAL: &'static str = "dnsendpoints";
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayKind;
+impl CustomKind for GatewayKind {
+    const GROUP: &'static str = "gateway.networking.k8s.io";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "Gateway";
+    const PLURAL: &'static str = "gateways";
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpRouteKind;
+impl CustomKind for HttpRouteKind {
+    const GROUP: &'static str = "gateway.networking.k8s.io";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "HTTPRoute";
+    const PLURAL: &'static str = "httproutes";
+}
+
+/// A namespaced custom resource object, its `spec` and `status` kept as JSON and read by the
+/// `slim_*` functions (whatever they do not know is ignored).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(bound = "")]
+pub struct Custom<M> {
+    metadata: kube::core::ObjectMeta,
+    #[serde(default)]
+    spec: serde_json::Value,
+    #[serde(default)]
+    status: serde_json::Value,
+    #[serde(skip)]
+    kind: std::marker::PhantomData<M>,
+}
+
+impl<M: CustomKind> Resource for Custom<M> {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        M::KIND.into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        M::GROUP.into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        M::VERSION.into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        M::PLURAL.into()
+    }
+    fn meta(&self) -> &kube::core::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut kube::core::ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -188,7 +330,7 @@ async fn watch_kind<K, T>(
         error: None,
         expected: false,
     };
-    loop {
+    'attempt: loop {
         // A fresh watcher per attempt, so every recovery is a list: kube's own retry re-watches
         // from the old resourceVersion and, when that succeeds, says nothing (bookmarks are
         // swallowed too), so a quiet kind would look broken for ever. The list's first answer is
@@ -240,6 +382,19 @@ async fn watch_kind<K, T>(
                     };
                     ClusterMsg::Change(wrap(change))
                 }
+                Err(e) if kind.is_custom() && is_not_found(&e) => {
+                    // No CRD: not a failure to retry at the backoff, a fact to check now and then.
+                    listed_at = None;
+                    confirm_at = None;
+                    failing = true;
+                    backoff = BACKOFF_MIN;
+                    auth_strikes = 0;
+                    if !send(ClusterMsg::Missing(kind)).await {
+                        return;
+                    }
+                    tokio::time::sleep(CRD_RECHECK).await;
+                    continue 'attempt;
+                }
                 Err(e) => {
                     if listed_at.is_some_and(|t| t.elapsed() >= STABLE) {
                         backoff = BACKOFF_MIN;
@@ -288,6 +443,16 @@ const STABLE: Duration = Duration::from_secs(10);
 /// 401/403 answers (without a stable watch between them) before they are reported.
 const AUTH_STRIKES: u32 = 3;
 
+/// 404 on the list or the watch: the API server does not serve the resource.
+fn is_not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(s) => s.code == 404,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 404,
+        _ => false,
+    }
+}
+
 fn is_auth(e: &watcher::Error) -> bool {
     let status = match e {
         watcher::Error::WatchError(s) => Some(s),
@@ -308,7 +473,14 @@ fn describe(e: &watcher::Error, kind: Kind) -> (String, bool) {
                 s.message
             ),
             403 => format!(
-                "{res}: 403 Forbidden: missing RBAC permission `{verb}` on {res} (cluster-wide; fedns needs get, list and watch): {}",
+                "{res}: 403 Forbidden: missing RBAC permission `{verb}` on {res} (cluster-wide; fedns needs get, list and watch{}): {}",
+                match kind {
+                    Kind::DnsEndpoints =>
+                        "; the kustomize component deploy/kubernetes/rbac/dns-endpoints grants them",
+                    Kind::Gateways | Kind::HttpRoutes =>
+                        "; the kustomize component deploy/kubernetes/rbac/gateway-api grants them",
+                    _ => "",
+                },
                 s.message
             ),
             code => format!("{res}: {verb} failed: {code} {}: {}", s.reason, s.message),
@@ -510,6 +682,237 @@ fn slim_node(n: &Node) -> Option<SlimNode> {
     })
 }
 
+/// One endpoint's target as a record of its type.
+fn endpoint_record(rtype: &str, target: &str) -> Result<RData, String> {
+    let name = |t: &str| DnsName::parse(t).map_err(|e| format!("target {t:?}: {e}"));
+    match rtype {
+        "A" => target
+            .parse()
+            .map(RData::A)
+            .map_err(|_| format!("target {target:?} is not an IPv4 address")),
+        "AAAA" => target
+            .parse()
+            .map(RData::Aaaa)
+            .map_err(|_| format!("target {target:?} is not an IPv6 address")),
+        "CNAME" => name(target).map(RData::Cname),
+        "TXT" => {
+            // ExternalDNS writes TXT targets quoted; the quotes are not part of the text.
+            let text = target
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(target);
+            let chunks = text
+                .as_bytes()
+                .chunks(255)
+                .map(Box::<[u8]>::from)
+                .collect::<Vec<_>>();
+            Ok(RData::Txt(if chunks.is_empty() {
+                vec![Box::from(&b""[..])]
+            } else {
+                chunks
+            }))
+        }
+        "SRV" => {
+            let f: Vec<&str> = target.split_whitespace().collect();
+            let num = |s: &str| s.parse::<u16>().ok();
+            match f.as_slice() {
+                [p, w, port, t] => match (num(p), num(w), num(port)) {
+                    (Some(priority), Some(weight), Some(port)) => Ok(RData::Srv {
+                        priority,
+                        weight,
+                        port,
+                        target: name(t)?,
+                    }),
+                    _ => Err(format!(
+                        "target {target:?}: priority, weight and port must be 0..=65535"
+                    )),
+                },
+                _ => Err(format!(
+                    "target {target:?} is not \"PRIORITY WEIGHT PORT TARGET\""
+                )),
+            }
+        }
+        other => Err(format!(
+            "recordType {other:?} is not served (A, AAAA, CNAME, TXT and SRV are)"
+        )),
+    }
+}
+
+/// A DNSEndpoint's `spec.endpoints`: every endpoint whose name and targets are all valid; an
+/// endpoint with any bad part is left out whole (with the reason), the others are kept.
+fn slim_endpoints(o: &Custom<DnsEndpointKind>) -> Option<SlimEndpoints> {
+    let mut out = SlimEndpoints {
+        records: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let endpoints = o.spec.get("endpoints").and_then(|e| e.as_array());
+    for (i, ep) in endpoints.into_iter().flatten().enumerate() {
+        let dns_name = ep["dnsName"].as_str().unwrap_or_default();
+        let rtype = ep["recordType"].as_str().unwrap_or_default();
+        let at = |why: String| {
+            format!("spec.endpoints[{i}] (dnsName {dns_name:?}, recordType {rtype:?}): {why}")
+        };
+        let name = match DnsName::parse(dns_name) {
+            Ok(n) if n.is_root() => {
+                out.skipped.push(at("no dnsName".into()));
+                continue;
+            }
+            Ok(_) if dns_name.starts_with('*') => {
+                out.skipped.push(at("wildcard names are not served".into()));
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                out.skipped.push(at(e));
+                continue;
+            }
+        };
+        let ttl = match &ep["recordTTL"] {
+            serde_json::Value::Null => None,
+            v => match v.as_u64().and_then(|t| u32::try_from(t).ok()) {
+                Some(t) => Some(t),
+                None => {
+                    out.skipped
+                        .push(at(format!("recordTTL {v} is not a number of seconds")));
+                    continue;
+                }
+            },
+        };
+        let targets: Vec<&str> = ep["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        if targets.is_empty() {
+            out.skipped.push(at("no targets".into()));
+            continue;
+        }
+        if rtype == "CNAME" && targets.len() > 1 {
+            out.skipped
+                .push(at(format!("a CNAME has one target, not {}", targets.len())));
+            continue;
+        }
+        match targets
+            .iter()
+            .map(|t| endpoint_record(rtype, t))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(records) => out
+                .records
+                .extend(records.into_iter().map(|r| (name.clone(), ttl, r))),
+            Err(e) => out.skipped.push(at(e)),
+        }
+    }
+    Some(out)
+}
+
+/// Host names fedns answers for: exact names only (a wildcard listener or route host names no
+/// single name), lowercased.
+fn exact_host(h: &serde_json::Value) -> Option<String> {
+    h.as_str()
+        .filter(|h| !h.is_empty() && !h.starts_with('*'))
+        .map(str::to_ascii_lowercase)
+}
+
+fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
+    let mut listener_hosts: Vec<String> = g.spec["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| exact_host(&l["hostname"]))
+        .collect();
+    listener_hosts.sort();
+    listener_hosts.dedup();
+    // `status.addresses[]`: `{type: IPAddress | Hostname, value}` (type defaults to IPAddress).
+    let addrs = g.status["addresses"].as_array().into_iter().flatten();
+    let (lb_ips, lb_hosts) = lb_targets(addrs.filter_map(|a| {
+        let value = a["value"].as_str()?;
+        match a["type"].as_str().unwrap_or("IPAddress") {
+            "IPAddress" => Some((Some(value), None)),
+            "Hostname" => Some((None, Some(value))),
+            _ => None,
+        }
+    }));
+    let programmed = g.status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+    Some(SlimGateway {
+        listener_hosts,
+        lb_ips,
+        lb_hosts,
+        programmed,
+    })
+}
+
+fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
+    let ns = r.metadata.namespace.clone().unwrap_or_default();
+    let refs = |v: &serde_json::Value, kind: &str, group: &str| -> Vec<Key> {
+        let mut out: Vec<Key> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["kind"].as_str().unwrap_or(kind) == kind)
+            .filter(|p| p["group"].as_str().unwrap_or(group) == group)
+            .filter_map(|p| {
+                let name = p["name"].as_str()?.to_string();
+                let pns = p["namespace"]
+                    .as_str()
+                    .map_or_else(|| ns.clone(), String::from);
+                Some((pns, name))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    // A parent the Gateway's controller says it did not accept (`status.parents[]` with
+    // `Accepted` not `True`: no listener with a matching host name, not allowed from this
+    // namespace…) is not attached; one it has not judged yet is.
+    let gateway_refs = |v: &serde_json::Value| refs(v, "Gateway", "gateway.networking.k8s.io");
+    let rejected: Vec<Key> = r.status["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Accepted" && c["status"] != "True")
+        })
+        .flat_map(|p| gateway_refs(&serde_json::json!([p["parentRef"]])))
+        .collect();
+    let mut parents = gateway_refs(&r.spec["parentRefs"]);
+    parents.retain(|p| !rejected.contains(p));
+    let backends = r.spec["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| refs(&rule["backendRefs"], "Service", ""))
+        .collect::<std::collections::BTreeSet<Key>>()
+        .into_iter()
+        .collect();
+    let mut hostnames: Vec<String> = r.spec["hostnames"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(exact_host)
+        .collect();
+    hostnames.sort();
+    hostnames.dedup();
+    if parents.is_empty() {
+        return None;
+    }
+    Some(SlimRoute {
+        hostnames,
+        parents,
+        backends,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,5 +975,117 @@ mod tests {
         let i = slim_ingress(&ings[0]).unwrap();
         assert_eq!(i.hosts.len(), 2, "{i:?}");
         assert!(!i.lb_ips.is_empty() && !i.backends.is_empty(), "{i:?}");
+    }
+
+    fn custom<M>(v: serde_json::Value) -> Custom<M> {
+        serde_json::from_value(v).expect("object")
+    }
+
+    #[test]
+    fn dns_endpoints_translate_and_bad_endpoints_are_skipped_whole() {
+        let o: Custom<DnsEndpointKind> = custom(serde_json::json!({
+            "metadata": {"name": "records", "namespace": "shop"},
+            "spec": {"endpoints": [
+                {"dnsName": "app.example.com", "recordType": "A", "targets": ["192.0.2.1", "192.0.2.2"], "recordTTL": 60},
+                {"dnsName": "App.Example.com.", "recordType": "AAAA", "targets": ["2001:db8::1"]},
+                {"dnsName": "txt.example.com", "recordType": "TXT", "targets": ["\"a=b\""]},
+                {"dnsName": "_x._tcp.example.com", "recordType": "SRV", "targets": ["1 2 443 app.example.com"]},
+                {"dnsName": "c.example.com", "recordType": "CNAME", "targets": ["app.example.com"]},
+                {"dnsName": "mixed.example.com", "recordType": "A", "targets": ["192.0.2.3", "nope"]},
+                {"dnsName": "two.example.com", "recordType": "CNAME", "targets": ["a.example.com", "b.example.com"]},
+                {"dnsName": "*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "mx.example.com", "recordType": "MX", "targets": ["10 mail.example.com"]},
+                {"dnsName": "srv.example.com", "recordType": "SRV", "targets": ["1 2 99999 x.example.com"]},
+                {"dnsName": "ttl.example.com", "recordType": "A", "targets": ["192.0.2.5"], "recordTTL": -1}
+            ]}
+        }));
+        let slim = slim_endpoints(&o).unwrap();
+        let names: Vec<String> = slim.records.iter().map(|r| r.0.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "app.example.com.",
+                "app.example.com.",
+                "app.example.com.",
+                "txt.example.com.",
+                "_x._tcp.example.com.",
+                "c.example.com."
+            ],
+            "{slim:?}"
+        );
+        assert_eq!(slim.records[0].1, Some(60));
+        assert_eq!(slim.records[2].1, None);
+        assert_eq!(slim.records[3].2, RData::Txt(vec![Box::from(&b"a=b"[..])]));
+        assert!(matches!(
+            slim.records[4].2,
+            RData::Srv {
+                port: 443,
+                priority: 1,
+                weight: 2,
+                ..
+            }
+        ));
+        assert_eq!(slim.skipped.len(), 6, "{:?}", slim.skipped);
+        assert!(
+            slim.skipped[0].contains("spec.endpoints[5]") && slim.skipped[0].contains("\"nope\"")
+        );
+    }
+
+    #[test]
+    fn gateways_and_routes_translate() {
+        let g: Custom<GatewayKind> = custom(serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "shop"},
+            "spec": {"gatewayClassName": "x", "listeners": [
+                {"name": "a", "hostname": "Portal.example.com", "port": 80, "protocol": "HTTP"},
+                {"name": "b", "hostname": "*.example.com", "port": 80, "protocol": "HTTP"},
+                {"name": "c", "port": 80, "protocol": "HTTP"}
+            ]},
+            "status": {
+                "addresses": [{"type": "IPAddress", "value": "192.0.2.1"}, {"value": "2001:db8::1"}, {"type": "Hostname", "value": "lb.example.net"}],
+                "conditions": [{"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "True"}]
+            }
+        }));
+        let sg = slim_gateway(&g).unwrap();
+        assert_eq!(sg.listener_hosts, ["portal.example.com"]);
+        assert_eq!(sg.lb_ips.len(), 2);
+        assert_eq!(sg.lb_hosts, ["lb.example.net"]);
+        assert!(sg.programmed);
+        let pending: Custom<GatewayKind> = custom(serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "shop"},
+            "spec": {"listeners": []},
+            "status": {"conditions": [{"type": "Programmed", "status": "False"}]}
+        }));
+        assert!(!slim_gateway(&pending).unwrap().programmed);
+        let r: Custom<HttpRouteKind> = custom(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra"}, {"kind": "Service", "group": "", "name": "mesh"}],
+                "hostnames": ["web.example.com", "*.wild.example.com"],
+                "rules": [{"backendRefs": [{"name": "checkout", "port": 80}, {"kind": "Other", "group": "x", "name": "y"}]},
+                          {"backendRefs": [{"name": "checkout", "port": 81}]}]
+            }
+        }));
+        let sr = slim_route(&r).unwrap();
+        assert_eq!(sr.hostnames, ["web.example.com"]);
+        let mut refused = r.clone();
+        refused.status = serde_json::json!({"parents": [
+            {"parentRef": {"name": "gw"}, "controllerName": "x",
+             "conditions": [{"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"}]},
+            {"parentRef": {"name": "other", "namespace": "infra"}, "controllerName": "x",
+             "conditions": [{"type": "Accepted", "status": "True"}]}
+        ]});
+        assert_eq!(
+            slim_route(&refused).unwrap().parents,
+            [("infra".to_string(), "other".to_string())],
+            "a parent that did not accept the route is not one"
+        );
+        assert_eq!(
+            sr.parents,
+            [
+                ("infra".to_string(), "other".to_string()),
+                ("shop".into(), "gw".into())
+            ]
+        );
+        assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
     }
 }
