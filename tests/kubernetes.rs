@@ -685,12 +685,20 @@ fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
     assert!(!body.contains("east2"), "{body}");
     assert_eq!(f.metric("fedns_cluster_up{cluster=\"east2\"}"), None);
 
-    // A broken config is rejected and the running clusters keep going.
+    // A broken config is rejected and the running clusters keep going; each problem is
+    // logged once (by the reloader), not again by the Kubernetes source.
     fx.write("fedns.yaml", "kubernetes: [not, a, mapping]\n");
     f.wait_log(Duration::from_secs(5), |l| {
-        l.contains("keeping the running Kubernetes clusters")
+        l.contains("config reload rejected; the running config stays")
     })
     .unwrap_or_else(|| panic!("bad config not reported:\n{}", f.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    let problem_lines = f
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("level=ERROR") && l.contains("fedns.yaml:1"))
+        .count();
+    assert_eq!(problem_lines, 1, "{}", f.log_text());
     assert_eq!(f.a(G), set(&[IP_EAST1, IP_WEST]));
 
     fx.write_config(&[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST], 30);

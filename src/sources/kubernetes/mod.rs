@@ -1080,10 +1080,13 @@ pub async fn run(
         }
         if reread {
             match crate::config::Config::load(&config_path) {
+                // The reloader logs every problem of a rejected config once; saying them again
+                // here would double each line.
                 Err(problems) => {
-                    for p in problems {
-                        tracing::error!("{p}; keeping the running Kubernetes clusters");
-                    }
+                    tracing::debug!(
+                        problems = problems.len(),
+                        "config rejected; keeping the running Kubernetes clusters"
+                    );
                 }
                 Ok(c) => {
                     let new = c.kubernetes.unwrap_or_else(|| KubeSettings {
