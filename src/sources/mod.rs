@@ -68,58 +68,88 @@ impl SourceState {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct SourceBoard(Arc<Mutex<BTreeMap<String, SourceState>>>);
+pub struct SourceBoard(Arc<Mutex<Board>>);
+
+#[derive(Debug, Default)]
+struct Board {
+    sources: BTreeMap<String, SourceState>,
+    /// Sources removed (by a reload) and not registered again: a report still in flight from
+    /// their stopped task must not bring them back.
+    removed: std::collections::BTreeSet<String>,
+}
 
 impl SourceBoard {
+    fn with(&self, source: &str, f: impl FnOnce(&mut SourceState)) {
+        let mut b = self.0.lock().expect("source board");
+        if b.removed.contains(source) {
+            return;
+        }
+        f(b.sources.entry(source.to_string()).or_default());
+    }
+
     pub fn register(&self, source: &str) {
-        self.0
-            .lock()
-            .expect("source board")
-            .entry(source.to_string())
-            .or_default();
+        let mut b = self.0.lock().expect("source board");
+        b.removed.remove(source);
+        b.sources.entry(source.to_string()).or_default();
     }
 
     /// Registers a source that readiness waits for only until `until` (a Kubernetes cluster:
     /// `sync_timeout`), keeping an earlier deadline of the same source.
     pub fn register_until(&self, source: &str, until: std::time::Instant) {
-        let mut m = self.0.lock().expect("source board");
-        let s = m.entry(source.to_string()).or_default();
-        if !s.loaded && s.wait_until.is_none() {
-            s.wait_until = Some(until);
-        }
+        self.register(source);
+        self.with(source, |s| {
+            if !s.loaded && s.wait_until.is_none() {
+                s.wait_until = Some(until);
+            }
+        });
     }
 
     pub fn loaded(&self, source: &str) {
-        let mut m = self.0.lock().expect("source board");
-        let s = m.entry(source.to_string()).or_default();
-        s.loaded = true;
-        s.last_error = None;
+        self.with(source, |s| {
+            s.loaded = true;
+            s.last_error = None;
+        });
     }
 
     pub fn failed(&self, source: &str, error: String) {
-        self.0
-            .lock()
-            .expect("source board")
-            .entry(source.to_string())
-            .or_default()
-            .last_error = Some(error);
+        self.with(source, |s| s.last_error = Some(error));
     }
 
     pub fn note(&self, source: &str, note: Option<String>) {
-        self.0
-            .lock()
-            .expect("source board")
-            .entry(source.to_string())
-            .or_default()
-            .note = note;
+        self.with(source, |s| s.note = note);
     }
 
-    /// Forgets a source that no longer exists (a cluster removed from the config).
+    /// Forgets a source that no longer exists (a cluster removed from the config, a file or
+    /// etcd prefix a reload stopped following) until it is registered again.
     pub fn remove(&self, source: &str) {
-        self.0.lock().expect("source board").remove(source);
+        let mut b = self.0.lock().expect("source board");
+        b.sources.remove(source);
+        b.removed.insert(source.to_string());
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, SourceState> {
-        self.0.lock().expect("source board").clone()
+        self.0.lock().expect("source board").sources.clone()
+    }
+}
+
+#[cfg(test)]
+mod board_tests {
+    use super::SourceBoard;
+
+    #[test]
+    fn a_removed_source_stays_removed_until_registered_again() {
+        let b = SourceBoard::default();
+        b.register("file:a");
+        b.loaded("file:a");
+        b.remove("file:a");
+        // A report from the stopped task, still in flight.
+        b.loaded("file:a");
+        b.failed("file:a", "late".into());
+        assert!(!b.snapshot().contains_key("file:a"));
+        b.register("file:a");
+        assert!(!b.snapshot()["file:a"].loaded, "registered afresh");
+        // Sources that never registered still show up when they report.
+        b.failed("file:b", "x".into());
+        assert!(b.snapshot().contains_key("file:b"));
     }
 }
