@@ -23,6 +23,7 @@
 //! as described in [`state`].
 
 pub mod config;
+pub mod join;
 pub mod state;
 mod watch;
 
