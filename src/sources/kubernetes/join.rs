@@ -298,7 +298,7 @@ fn mode_of(path: &Path) -> u32 {
 /// `kubernetes:` section.
 fn load(config: &Path) -> anyhow::Result<(String, Config)> {
     anyhow::ensure!(
-        !config.extension().is_some_and(|e| e == "toml"),
+        config.extension().is_none_or(|e| e != "toml"),
         "{}: join/unjoin edit YAML configs only; add the cluster to kubernetes.clusters by hand",
         config.display()
     );
@@ -682,14 +682,23 @@ fn is_blank_or_comment(line: &str) -> bool {
     t.is_empty() || t.starts_with('#')
 }
 
-/// The `clusters:` key of the top-level `kubernetes:` section: (its line index, its indent, the
-/// end of the section).
-fn find_clusters(lines: &[&str]) -> Result<(Option<(usize, usize)>, usize, usize), String> {
+/// Where `kubernetes.clusters` is in the text, by line index.
+struct Section {
+    /// The `clusters:` key's line and indent, if the section has one.
+    key: Option<(usize, usize)>,
+    /// The indent of the section's keys.
+    child: usize,
+    /// The line after the section.
+    end: usize,
+}
+
+/// The `clusters:` key of the top-level `kubernetes:` section.
+fn find_clusters(lines: &[&str]) -> Result<Section, String> {
     let start = lines
         .iter()
         .position(|l| {
             l.strip_prefix("kubernetes:")
-                .is_some_and(|rest| is_blank_or_comment(rest))
+                .is_some_and(is_blank_or_comment)
         })
         .ok_or("no `kubernetes:` section (a block mapping at the top level) to add clusters to")?;
     let end = lines[start + 1..]
@@ -713,7 +722,11 @@ fn find_clusters(lines: &[&str]) -> Result<(Option<(usize, usize)>, usize, usize
             ));
         }
     }
-    Ok((key.map(|i| (i, child)), child, end))
+    Ok(Section {
+        key: key.map(|i| (i, child)),
+        child,
+        end,
+    })
 }
 
 /// The end (exclusive, after its last non-blank line) of the block list under the key at
@@ -743,7 +756,7 @@ fn list_end(lines: &[&str], key: usize, key_indent: usize, section_end: usize) -
 /// the new text and the added line.
 pub fn add_cluster_line(text: &str, item: &str) -> Result<(String, String), String> {
     let lines: Vec<&str> = text.lines().collect();
-    let (key, child, end) = find_clusters(&lines)?;
+    let Section { key, child, end } = find_clusters(&lines)?;
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let added;
     match key {
@@ -790,7 +803,7 @@ fn item_name(item: &[&str]) -> Option<String> {
 /// and the removed lines.
 pub fn remove_cluster(text: &str, name: &str) -> Result<(String, Vec<String>), String> {
     let lines: Vec<&str> = text.lines().collect();
-    let (key, _, end) = find_clusters(&lines)?;
+    let Section { key, end, .. } = find_clusters(&lines)?;
     let (k, key_indent) = key.ok_or("kubernetes has no `clusters:` list")?;
     let (list_end, item_indent) = list_end(&lines, k, key_indent, end);
     let starts: Vec<usize> = (k + 1..list_end)
