@@ -2087,6 +2087,27 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
     let config = || std::fs::read_to_string(&cfg_path).unwrap();
     let member_kc = fx.path("kubeconfigs/west.yaml");
 
+    // A config with no `kubernetes:` section is refused, naming the file.
+    fx.write("plain.yaml", "zones_dir: zones\n");
+    let (ok, _, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "plain.yaml",
+        ],
+    );
+    assert!(
+        !ok && err.contains("plain.yaml: no `kubernetes:` section"),
+        "{err}"
+    );
+    assert!(west.object_paths().is_empty());
+
     // --dry-run: says what it would do, does nothing.
     let (ok, out, err) = join(&["--dry-run"]);
     assert!(ok, "{out}\n{err}");

@@ -539,7 +539,11 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
         0o600,
     )?;
     println!("wrote {}", kc_path.display());
-    replace_config(&a.config, &new_text)?;
+    if let Err(e) = replace_config(&a.config, &new_text) {
+        // No config names it: leaving it would only block the next join.
+        let _ = std::fs::remove_file(&kc_path);
+        return Err(e);
+    }
     println!("added to {}: {added}", a.config.display());
     Ok(())
 }
