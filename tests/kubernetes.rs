@@ -2123,6 +2123,43 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
     assert_eq!(config(), original);
     assert!(!member_kc.exists());
     assert!(west.object_paths().is_empty(), "{:?}", west.object_paths());
+    // With the custom-resource sources on, the ClusterRole grows their kinds (and only then).
+    assert!(
+        !out.contains("dnsendpoints") && !out.contains("httproutes"),
+        "{out}"
+    );
+    fx.write(
+        "crd.yaml",
+        &original.replace(
+            "kubernetes:\n",
+            "kubernetes:\n  dns_endpoints: true\n  gateway_api: true\n",
+        ),
+    );
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "crd.yaml",
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "apiGroups [\"externaldns.k8s.io\"] resources [dnsendpoints] verbs [get, list, watch]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("apiGroups [\"gateway.networking.k8s.io\"] resources [gateways, httproutes] verbs [get, list, watch]"),
+        "{out}"
+    );
 
     // The real join.
     let (ok, out, err) = join(&[]);
