@@ -1,5 +1,6 @@
 //! Wiring: loads config and sources, publishes the first table, opens the sockets and starts
-//! the watchers and the merger. `check` runs the same loading without serving.
+//! the watchers and the merger. `check` runs the same loading without serving; `join`/`unjoin`
+//! run the Kubernetes member enrolment.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -322,6 +323,26 @@ pub fn check(path: &Path) -> ExitCode {
 
 /// `fedns dnssec ds`: loads (or generates) every signed zone's keys and prints the DS records
 /// for the parents and the DNSKEYs (trust anchors).
+/// `fedns join`: see [`kubernetes::join`].
+pub fn join(args: &kubernetes::join::JoinArgs) -> ExitCode {
+    report(kubernetes::join::join(args))
+}
+
+/// `fedns unjoin`: see [`kubernetes::join`].
+pub fn unjoin(args: &kubernetes::join::UnjoinArgs) -> ExitCode {
+    report(kubernetes::join::unjoin(args))
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub fn dnssec_ds(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,

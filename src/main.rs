@@ -1,4 +1,4 @@
-//! The `fedns` command line: `serve` and `check`.
+//! The `fedns` command line: `serve`, `check`, `explain`, `dnssec`, `join`, `unjoin`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Give fedns a read-only identity in a member cluster (ServiceAccount, ClusterRole and
+    /// binding, token Secret), write its kubeconfig under kubeconfigs/ beside the config and add
+    /// the cluster to `kubernetes.clusters` (the running fedns picks it up).
+    Join {
+        /// The cluster's name in the fedns config.
+        cluster: String,
+        /// The admin context for the member cluster.
+        #[arg(long)]
+        context: String,
+        /// The admin kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, short, default_value = "config/fedns.yaml")]
+        config: PathBuf,
+        /// The namespace of fedns's ServiceAccount in the member (created if missing).
+        #[arg(long, default_value = "fedns-system")]
+        namespace: String,
+        /// The cluster's region (default: read from its Nodes).
+        #[arg(long)]
+        region: Option<String>,
+        /// The cluster's zones, comma-separated (default: read from its Nodes).
+        #[arg(long, value_delimiter = ',')]
+        zones: Vec<String>,
+        /// Print what would be created and changed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a cluster from `kubernetes.clusters`, delete the kubeconfig join wrote, and (with
+    /// --context) fedns's ServiceAccount, ClusterRole, binding and Secret in the member.
+    Unjoin {
+        cluster: String,
+        /// The admin context for the member cluster; without it the member is not touched.
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, short, default_value = "config/fedns.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "fedns-system")]
+        namespace: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// DNSSEC key management.
     Dnssec {
         #[command(subcommand)]
@@ -90,6 +133,46 @@ fn main() -> ExitCode {
         } => {
             fedns::logging::init(log_format.unwrap_or_default());
             fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json)
+        }
+        Command::Join {
+            cluster,
+            context,
+            kubeconfig,
+            config,
+            namespace,
+            region,
+            zones,
+            dry_run,
+        } => {
+            fedns::logging::init(log_format.unwrap_or_default());
+            fedns::app::join(&fedns::sources::kubernetes::join::JoinArgs {
+                cluster,
+                context,
+                kubeconfig,
+                config,
+                namespace,
+                region,
+                zones,
+                dry_run,
+            })
+        }
+        Command::Unjoin {
+            cluster,
+            context,
+            kubeconfig,
+            config,
+            namespace,
+            dry_run,
+        } => {
+            fedns::logging::init(log_format.unwrap_or_default());
+            fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
+                cluster,
+                context,
+                kubeconfig,
+                config,
+                namespace,
+                dry_run,
+            })
         }
         Command::Dnssec {
             command: DnssecCommand::Ds { config },

@@ -2000,3 +2000,309 @@ fn in_cluster_redirect_from_the_kubernetes_source() {
     assert_eq!(a.addrs, set(&[IP_EAST1, IP_EAST2]), "{a:?}");
     assert_eq!(from("127.0.0.2").cname.as_deref(), Some(local));
 }
+
+// ------------------------------------------------------------------------------------------
+// fedns join / unjoin
+// ------------------------------------------------------------------------------------------
+
+/// Runs `fedns ARGS` in `dir`; (success, stdout, stderr).
+fn fedns_cmd(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fedns");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn left_readyz(f: &Fedns, cluster: &str) -> Option<()> {
+    let (status, body) = http_get(f.http, "/readyz");
+    (status == 200 && !body.contains(&format!("kubernetes:{cluster}"))).then_some(())
+}
+
+/// `fedns join` with an admin context (HTTPS, the operator's token) creates fedns's reader
+/// identity in the member, writes a kubeconfig with the minted token and adds the cluster to
+/// the config, which the running fedns follows: the member's service answers over DNS with the
+/// new token. `--dry-run` changes nothing; joining a name twice is refused; a re-join after
+/// `unjoin` re-applies the existing objects; `unjoin --context` deletes them and the cluster
+/// leaves /readyz.
+#[test]
+fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
+    let east = ApiServer::start();
+    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
+    east.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
+    );
+    east.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-e1",
+            "checkout",
+            &[("10.244.1.5", true, false, Some("us-east1-b"))],
+        ),
+    );
+    let west = ApiServer::start_secure("admin-token");
+    populate_west(&west, IP_WEST);
+    let fx = Fixture::new(&kubeconfig(&[("east1", east.url())]), &[CLUSTER_EAST1], 30);
+    // An operator's comment, which the edits keep.
+    let cfg_path = fx.path("fedns.yaml");
+    let original = format!(
+        "# fedns for the shop\n{}",
+        std::fs::read_to_string(&cfg_path).unwrap()
+    );
+    fx.write("fedns.yaml", &original);
+    fx.write(
+        "admin.yaml",
+        &kubeconfig_secure(&[("west-admin", west.url(), "admin-token")], &test_ca().ca),
+    );
+    let f = Fedns::start(&cfg_path);
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+    let dir = fx.dir.path();
+    let join = |extra: &[&str]| {
+        let mut args = vec![
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "fedns.yaml",
+            "--region",
+            "us-west2",
+            "--zones",
+            "us-west2-a",
+        ];
+        args.extend_from_slice(extra);
+        fedns_cmd(dir, &args)
+    };
+    let config = || std::fs::read_to_string(&cfg_path).unwrap();
+    let member_kc = fx.path("kubeconfigs/west.yaml");
+
+    // A config with no `kubernetes:` section is refused, naming the file.
+    fx.write("plain.yaml", "zones_dir: zones\n");
+    let (ok, _, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "plain.yaml",
+        ],
+    );
+    assert!(
+        !ok && err.contains("plain.yaml: no `kubernetes:` section"),
+        "{err}"
+    );
+    assert!(west.object_paths().is_empty());
+
+    // --dry-run: says what it would do, does nothing.
+    let (ok, out, err) = join(&["--dry-run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("ClusterRole fedns-reader-myfed"), "{out}");
+    assert!(
+        out.contains("resources [endpointslices] verbs [get, list, watch]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+    - {name: west, kubeconfig: kubeconfigs/west.yaml, region: us-west2, zones: [us-west2-a]}"),
+        "{out}"
+    );
+    assert_eq!(config(), original);
+    assert!(!member_kc.exists());
+    assert!(west.object_paths().is_empty(), "{:?}", west.object_paths());
+    // With the custom-resource sources on, the ClusterRole grows their kinds (and only then).
+    assert!(
+        !out.contains("dnsendpoints") && !out.contains("httproutes"),
+        "{out}"
+    );
+    fx.write(
+        "crd.yaml",
+        &original.replace(
+            "kubernetes:\n",
+            "kubernetes:\n  dns_endpoints: true\n  gateway_api: true\n",
+        ),
+    );
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "crd.yaml",
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "apiGroups [\"externaldns.k8s.io\"] resources [dnsendpoints] verbs [get, list, watch]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("apiGroups [\"gateway.networking.k8s.io\"] resources [gateways, httproutes] verbs [get, list, watch]"),
+        "{out}"
+    );
+
+    // The real join.
+    let (ok, out, err) = join(&[]);
+    assert!(ok, "{out}\n{err}");
+    let sa = west
+        .object("/api/v1/namespaces/fedns-system/serviceaccounts/fedns-reader-myfed")
+        .expect("ServiceAccount");
+    assert_eq!(
+        sa["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "fedns-join"
+    );
+    assert!(west.object("/api/v1/namespaces/fedns-system").is_some());
+    let role = west
+        .object("/apis/rbac.authorization.k8s.io/v1/clusterroles/fedns-reader-myfed")
+        .expect("ClusterRole");
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+        ])
+    );
+    let binding = west
+        .object("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/fedns-reader-myfed")
+        .expect("ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "fedns-reader-myfed");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "fedns-reader-myfed", "namespace": "fedns-system"}])
+    );
+    let secret = west
+        .object("/api/v1/namespaces/fedns-system/secrets/fedns-reader-myfed-token")
+        .expect("Secret");
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    use base64::Engine as _;
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let kc_text = std::fs::read_to_string(&member_kc).unwrap();
+    assert!(kc_text.contains(&format!("token: {token}")), "{kc_text}");
+    assert!(
+        kc_text.contains("certificate-authority-data: "),
+        "{kc_text}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&member_kc).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let joined = config();
+    assert!(joined.starts_with("# fedns for the shop\n"), "{joined}");
+    assert!(
+        joined.contains(&format!("{}    - {{name: west, kubeconfig: kubeconfigs/west.yaml, region: us-west2, zones: [us-west2-a]}}\n", CLUSTER_EAST1)),
+        "{joined}"
+    );
+    // The running fedns follows the config: west is watched with the minted token.
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+    f.expect_a(R_WEST, &[IP_WEST], SETTLE);
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    assert!(
+        west.requests_with(&token) >= 4,
+        "lists with the minted token"
+    );
+
+    // A second join of the same name is refused before anything is touched.
+    let (ok, out, err) = join(&[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("cluster \"west\" is already in kubernetes.clusters"),
+        "{err}"
+    );
+    assert_eq!(config(), joined);
+
+    // unjoin without a context: the config line and the kubeconfig go, the member is untouched.
+    let (ok, out, err) = fedns_cmd(dir, &["unjoin", "west", "--config", "fedns.yaml"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(config(), original);
+    assert!(!member_kc.exists());
+    assert_eq!(west.object_paths().len(), 5, "{:?}", west.object_paths());
+    wait_for(SETTLE, || left_readyz(&f, "west"))
+        .unwrap_or_else(|| panic!("west never left /readyz:\n{}", f.log_text()));
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+
+    // Joining again re-applies the objects that exist (the token Secret is kept).
+    let (ok, out, err) = join(&[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("kept ServiceAccount fedns-system/fedns-reader-myfed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("updated ClusterRole fedns-reader-myfed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kept Secret fedns-system/fedns-reader-myfed-token"),
+        "{out}"
+    );
+    assert_eq!(config(), joined);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready again:\n{}", f.log_text()));
+    f.expect_a(R_WEST, &[IP_WEST], SETTLE);
+
+    // unjoin --dry-run changes nothing; unjoin --context deletes fedns's objects in the member.
+    let unjoin = |extra: &[&str]| {
+        let mut args = vec![
+            "unjoin",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "fedns.yaml",
+        ];
+        args.extend_from_slice(extra);
+        fedns_cmd(dir, &args)
+    };
+    let (ok, out, err) = unjoin(&["--dry-run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("-    - {name: west, kubeconfig: kubeconfigs/west.yaml"),
+        "{out}"
+    );
+    assert_eq!(config(), joined);
+    assert!(member_kc.exists());
+    assert_eq!(west.object_paths().len(), 5);
+    let (ok, out, err) = unjoin(&[]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(config(), original);
+    assert!(!member_kc.exists());
+    assert_eq!(
+        west.object_paths(),
+        ["/api/v1/namespaces/fedns-system"],
+        "only the namespace is left"
+    );
+    wait_for(SETTLE, || left_readyz(&f, "west"))
+        .unwrap_or_else(|| panic!("west never left /readyz:\n{}", f.log_text()));
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+    // Unjoining again: the name is gone.
+    let (ok, _, err) = unjoin(&[]);
+    assert!(!ok && err.contains("no cluster \"west\""), "{err}");
+}

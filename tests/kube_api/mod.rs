@@ -10,7 +10,10 @@
 //! watches for a while, going away for good, and a short outage after which re-watches from the
 //! old resourceVersion succeed silently. Besides the built-in kinds it serves the custom
 //! resources DNSEndpoint, Gateway and HTTPRoute the same way, and 404 for one whose CRD is not
-//! installed ([`ApiServer::set_installed`]).
+//! installed ([`ApiServer::set_installed`]). It also takes writes of the kinds `fedns join`
+//! creates (Namespaces, ServiceAccounts, Secrets, ClusterRoles, ClusterRoleBindings: 201 with
+//! the object, 409 AlreadyExists, 404 NotFound, as real Status bodies), and plays the token
+//! controller for `kubernetes.io/service-account-token` Secrets.
 //!
 //! Objects are built from the shapes of the real captured responses. Each server runs on its own
 //! small tokio runtime, shut down on drop; nothing outlives the test.
@@ -154,6 +157,11 @@ struct Inner {
     uninstalled: std::collections::HashSet<Res>,
     /// 404 answers per path.
     not_found: HashMap<String, u32>,
+    /// Objects written through the API (`fedns join`): Namespaces, ServiceAccounts, Secrets,
+    /// ClusterRoles, ClusterRoleBindings, by their object path.
+    stored: BTreeMap<String, Value>,
+    /// Service-account tokens minted so far (the token controller's work).
+    minted: u32,
 }
 
 type Shared = Arc<(Mutex<Inner>, tokio::sync::watch::Sender<u64>)>;
@@ -272,6 +280,9 @@ async fn handle(
 ) -> Result<Response<Body>, std::io::Error> {
     let q = query(&req);
     let path = req.uri().path().to_string();
+    if let Some(target) = Writable::parse(&path) {
+        return Ok(handle_object(shared, req, target).await);
+    }
     let res = Res::ALL
         .into_iter()
         .chain(Res::CUSTOM)
@@ -467,6 +478,238 @@ async fn handle(
         .header("transfer-encoding", "chunked")
         .body(body)
         .expect("response"))
+}
+
+/// A path of a kind written through the API (what `fedns join` creates): a collection (POST) or
+/// one object (GET, PUT, DELETE).
+struct Writable {
+    /// The collection's path (`.../serviceaccounts`).
+    collection: String,
+    name: Option<String>,
+    namespace: Option<String>,
+    plural: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+}
+
+impl Writable {
+    fn parse(path: &str) -> Option<Writable> {
+        let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (plural, kind, api_version, namespace, name): (&'static str, _, _, _, _) =
+            match seg.as_slice() {
+                ["api", "v1", "namespaces"] => ("namespaces", "Namespace", "v1", None, None),
+                ["api", "v1", "namespaces", n] => ("namespaces", "Namespace", "v1", None, Some(*n)),
+                [
+                    "api",
+                    "v1",
+                    "namespaces",
+                    ns,
+                    p @ ("serviceaccounts" | "secrets"),
+                    rest @ ..,
+                ] if rest.len() <= 1 => {
+                    let (plural, kind) = if *p == "secrets" {
+                        ("secrets", "Secret")
+                    } else {
+                        ("serviceaccounts", "ServiceAccount")
+                    };
+                    (plural, kind, "v1", Some(*ns), rest.first().copied())
+                }
+                [
+                    "apis",
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    p @ ("clusterroles" | "clusterrolebindings"),
+                    rest @ ..,
+                ] if rest.len() <= 1 => {
+                    let (plural, kind) = if *p == "clusterroles" {
+                        ("clusterroles", "ClusterRole")
+                    } else {
+                        ("clusterrolebindings", "ClusterRoleBinding")
+                    };
+                    let av = "rbac.authorization.k8s.io/v1";
+                    (plural, kind, av, None, rest.first().copied())
+                }
+                _ => return None,
+            };
+        let collection = match name {
+            Some(n) => path
+                .trim_end_matches('/')
+                .strip_suffix(n)?
+                .trim_end_matches('/'),
+            None => path.trim_end_matches('/'),
+        }
+        .to_string();
+        Some(Writable {
+            collection,
+            name: name.map(str::to_string),
+            namespace: namespace.map(str::to_string),
+            plural,
+            kind,
+            api_version,
+        })
+    }
+}
+
+/// A kube-apiserver Status body for a failed request on one object.
+fn failure(code: u16, reason: &str, message: String, name: &str, plural: &str) -> Response<Body> {
+    full(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message": message,"reason": reason,
+            "details":{"name": name,"kind": plural},"code": code}),
+    )
+}
+
+/// Create (201, or 409 AlreadyExists, or 404 when the namespace is missing), read, replace and
+/// delete (404 NotFound when absent) for the kinds `fedns join` writes. A created
+/// `kubernetes.io/service-account-token` Secret gets its `data.token` filled after the create
+/// answer (the token controller's work), and the token is accepted from then on.
+async fn handle_object(
+    shared: Shared,
+    req: Request<hyper::body::Incoming>,
+    w: Writable,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut inner = shared.0.lock().unwrap();
+    if let Some(t) = &bearer {
+        *inner.by_token.entry(t.clone()).or_default() += 1;
+    }
+    let authenticated = match (&inner.tokens, &bearer) {
+        (None, _) => true,
+        (Some(ok), Some(t)) => ok.contains(t),
+        (Some(_), None) => false,
+    };
+    if !authenticated {
+        return full(StatusCode::UNAUTHORIZED, &status_for(Res::Services, 401));
+    }
+    let now = "2026-12-01T20:00:00Z";
+    match (method.as_str(), &w.name) {
+        ("POST", None) => {
+            let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
+                return failure(
+                    400,
+                    "BadRequest",
+                    "the body is not JSON".into(),
+                    "",
+                    w.plural,
+                );
+            };
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if let Some(ns) = &w.namespace
+                && !inner
+                    .stored
+                    .contains_key(&format!("/api/v1/namespaces/{ns}"))
+            {
+                return failure(
+                    404,
+                    "NotFound",
+                    format!("namespaces \"{ns}\" not found"),
+                    ns,
+                    "namespaces",
+                );
+            }
+            let key = format!("{}/{name}", w.collection);
+            if inner.stored.contains_key(&key) {
+                return failure(
+                    409,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", w.plural),
+                    &name,
+                    w.plural,
+                );
+            }
+            inner.rv += 1;
+            obj["kind"] = json!(w.kind);
+            obj["apiVersion"] = json!(w.api_version);
+            obj["metadata"]["uid"] = json!(format!("uid-{}", inner.rv));
+            obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            obj["metadata"]["creationTimestamp"] = json!(now);
+            if let Some(ns) = &w.namespace {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            let answer = obj.clone();
+            if w.kind == "Secret" && obj["type"] == "kubernetes.io/service-account-token" {
+                use base64::Engine as _;
+                inner.minted += 1;
+                let token = format!("sa-token-{}-{}", inner.minted, inner.rv);
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                obj["data"] = json!({"token": b64(&token), "namespace": b64(w.namespace.as_deref().unwrap_or(""))});
+                if let Some(t) = inner.tokens.as_mut() {
+                    t.push(token);
+                }
+            }
+            inner.stored.insert(key, obj);
+            full(StatusCode::CREATED, &answer)
+        }
+        (m, Some(name)) => {
+            let key = format!("{}/{name}", w.collection);
+            let Some(old) = inner.stored.get(&key).cloned() else {
+                return failure(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", w.plural),
+                    name,
+                    w.plural,
+                );
+            };
+            match m {
+                "GET" => full(StatusCode::OK, &old),
+                "DELETE" => {
+                    inner.stored.remove(&key);
+                    full(StatusCode::OK, &old)
+                }
+                "PUT" => {
+                    let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
+                        return failure(
+                            400,
+                            "BadRequest",
+                            "the body is not JSON".into(),
+                            name,
+                            w.plural,
+                        );
+                    };
+                    inner.rv += 1;
+                    obj["kind"] = json!(w.kind);
+                    obj["apiVersion"] = json!(w.api_version);
+                    obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                    obj["metadata"]["creationTimestamp"] =
+                        old["metadata"]["creationTimestamp"].clone();
+                    obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+                    if w.kind == "Secret" && obj.get("data").is_none() {
+                        obj["data"] = old["data"].clone();
+                    }
+                    inner.stored.insert(key, obj.clone());
+                    full(StatusCode::OK, &obj)
+                }
+                _ => failure(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{m} is not supported"),
+                    name,
+                    w.plural,
+                ),
+            }
+        }
+        (m, None) => failure(
+            405,
+            "MethodNotAllowed",
+            format!("{m} is not supported"),
+            "",
+            w.plural,
+        ),
+    }
 }
 
 /// The event a watch with label selector `sel` sends for one change, as kube-apiserver's watch
@@ -859,6 +1102,23 @@ impl ApiServer {
     pub fn not_found(&self, res: Res) -> u32 {
         let inner = self.shared.0.lock().unwrap();
         inner.not_found.get(res.path()).copied().unwrap_or(0)
+    }
+
+    /// An object written through the API, by its path (`/api/v1/namespaces/NS/secrets/NAME`).
+    pub fn object(&self, path: &str) -> Option<Value> {
+        self.shared.0.lock().unwrap().stored.get(path).cloned()
+    }
+
+    /// The paths of every object written through the API.
+    pub fn object_paths(&self) -> Vec<String> {
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .stored
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Requests answered with the status set by [`ApiServer::deny`].

@@ -21,8 +21,12 @@
 //! current data is published) and in `fedns_cluster_up{cluster}`; each
 //! failure is logged once per change of state, naming the cluster and the resource; fail static
 //! as described in [`state`].
+//!
+//! [`join`] is `fedns join`/`unjoin`, the operator's command that enrols a member (its RBAC, a
+//! token, a kubeconfig) and edits the config this source follows.
 
 pub mod config;
+pub mod join;
 pub mod state;
 mod watch;
 
