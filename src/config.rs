@@ -304,7 +304,7 @@ fn default_down_after() -> u32 {
     3
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGeo {
     /// Honour EDNS Client Subnet options (RFC 7871).
@@ -336,6 +336,19 @@ struct RawClientNetwork {
     region: String,
     #[serde(default)]
     zone: Option<String>,
+}
+
+/// No `geo:` section means the same as an empty one (ECS honoured, as `ecs` defaults to).
+impl Default for RawGeo {
+    fn default() -> Self {
+        RawGeo {
+            ecs: true,
+            regions: Vec::new(),
+            client_networks: Vec::new(),
+            geoip_db: None,
+            local_cluster: None,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -1226,6 +1239,19 @@ fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ecs_is_honoured_with_or_without_a_geo_section() {
+        let p = Path::new("/etc/fedns/fedns.yaml");
+        assert!(
+            Config::parse(p, "listen: [\"127.0.0.1:53\"]\n")
+                .unwrap()
+                .geo
+                .ecs
+        );
+        assert!(Config::parse(p, "geo:\n  regions: []\n").unwrap().geo.ecs);
+        assert!(!Config::parse(p, "geo:\n  ecs: false\n").unwrap().geo.ecs);
+    }
 
     #[test]
     fn every_problem_of_every_section_with_its_line() {
