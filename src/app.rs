@@ -241,14 +241,7 @@ pub fn check(path: &Path) -> ExitCode {
     });
     let mut signing = Vec::new();
     if let Some(d) = &config.dnssec {
-        match crate::dns::dnssec::KeyRing::load(
-            &d.zones,
-            &d.keys_dir,
-            d.algorithm,
-            d.signature_validity,
-            d.resign_after,
-            false,
-        ) {
+        match load_keys(d, false) {
             Ok(mut keys) => {
                 for z in keys.generated() {
                     println!(
@@ -256,14 +249,8 @@ pub fn check(path: &Path) -> ExitCode {
                         d.keys_dir.display()
                     );
                 }
-                for ds in keys.ds_records() {
-                    if !keys
-                        .generated()
-                        .iter()
-                        .any(|z| ds.starts_with(&z.to_string()))
-                    {
-                        println!("dnssec: {ds}");
-                    }
+                for ds in keys.stored_ds_records() {
+                    println!("dnssec: {ds}");
                 }
                 signing = keys.signing(0).to_vec();
                 for z in &d.zones {
@@ -321,6 +308,22 @@ pub fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The signed zones' keys as `d` configures them (`generate`: make missing ones in `keys_dir`;
+/// else they are made in memory only, for `check`).
+fn load_keys(
+    d: &crate::config::DnssecConfig,
+    generate: bool,
+) -> Result<crate::dns::dnssec::KeyRing, String> {
+    crate::dns::dnssec::KeyRing::load(
+        &d.zones,
+        &d.keys_dir,
+        d.algorithm,
+        d.signature_validity,
+        d.resign_after,
+        generate,
+    )
+}
+
 /// `fedns dnssec ds`: loads (or generates) every signed zone's keys and prints the DS records
 /// for the parents and the DNSKEYs (trust anchors).
 /// `fedns join`: see [`kubernetes::join`].
@@ -356,14 +359,7 @@ pub fn dnssec_ds(path: &Path) -> ExitCode {
         eprintln!("{}: no dnssec section: nothing is signed", path.display());
         return ExitCode::from(1);
     };
-    match crate::dns::dnssec::KeyRing::load(
-        &d.zones,
-        &d.keys_dir,
-        d.algorithm,
-        d.signature_validity,
-        d.resign_after,
-        true,
-    ) {
+    match load_keys(d, true) {
         Ok(keys) => {
             for ds in keys.ds_records() {
                 println!("{ds}");
@@ -500,15 +496,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         locator,
     );
     if let Some(d) = &config.dnssec {
-        let keys = crate::dns::dnssec::KeyRing::load(
-            &d.zones,
-            &d.keys_dir,
-            d.algorithm,
-            d.signature_validity,
-            d.resign_after,
-            true,
-        )
-        .map_err(|e| anyhow::anyhow!("dnssec: {e}"))?;
+        let keys = load_keys(d, true).map_err(|e| anyhow::anyhow!("dnssec: {e}"))?;
         for ds in keys.ds_records() {
             tracing::info!(ds = %ds, "dnssec: zone signed; give the parent zone this DS");
         }

@@ -568,6 +568,15 @@ impl KeyRing {
             .collect()
     }
 
+    /// The DS records of the keys read from files (those made in memory would change).
+    pub fn stored_ds_records(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter(|(_, k, _)| !k.file.as_os_str().is_empty())
+            .map(|(zone, ksk, _)| ksk.ds_text(zone))
+            .collect()
+    }
+
     /// Each zone's DNSKEY records in presentation format (trust anchors for a resolver).
     pub fn dnskey_records(&self) -> Vec<String> {
         use base64::Engine;
