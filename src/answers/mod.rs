@@ -295,42 +295,10 @@ pub struct BuildCache {
     dirty: Vec<bool>,
 }
 
-pub fn build(input: BuildInput<'_>) -> Built {
+pub fn build(mut input: BuildInput<'_>) -> Built {
     let mut scratch = BuildCache::default();
-    let cache = match input.cache {
-        Some(c) => c,
-        None => &mut scratch,
-    };
-    let BuildInput {
-        zones: zone_files,
-        federations,
-        etcd,
-        serial,
-        generation,
-        locator,
-        signing,
-        ..
-    } = input;
-    cache.apply(
-        Inputs {
-            zone_files,
-            federations,
-            etcd,
-            locator,
-            signing,
-        },
-        serial,
-        generation,
-    )
-}
-
-/// The snapshots and settings one build folds into the cache.
-struct Inputs<'a> {
-    zone_files: &'a [StaticZone],
-    federations: &'a [Federation],
-    etcd: &'a [&'a EtcdData],
-    locator: &'a Locator,
-    signing: &'a [Arc<ZoneKeys>],
+    let cache = input.cache.take().unwrap_or(&mut scratch);
+    cache.apply(&input)
 }
 
 /// A build from scratch of zone files and federations alone (no etcd, serial 1): what `check`,
@@ -450,6 +418,13 @@ fn zone_file_nodes(zone_files: &[StaticZone]) -> FxHashMap<DnsName, NodeData> {
         }
     }
     nodes
+}
+
+impl ZoneData {
+    /// RFC 2308 §3: the TTL of negative answers is the lesser of the SOA's TTL and MINIMUM.
+    fn negative_ttl(&self) -> u32 {
+        self.soa_ttl.min(self.soa.minimum)
+    }
 }
 
 fn zone_of(zones: &[ZoneData], name: &DnsName) -> Option<usize> {
@@ -594,14 +569,18 @@ impl BuildCache {
         self.prune(name);
     }
 
-    fn apply(&mut self, inputs: Inputs<'_>, serial: u32, generation: u64) -> Built {
-        let Inputs {
-            zone_files,
+    /// Folds `input` (its `cache` unused: that is `self`) into the cache and builds the table.
+    fn apply(&mut self, input: &BuildInput<'_>) -> Built {
+        let &BuildInput {
+            zones: zone_files,
             federations,
             etcd,
             locator,
             signing,
-        } = inputs;
+            serial,
+            generation,
+            ..
+        } = input;
         let mut warnings = Vec::new();
         let mut zone_warnings = Vec::new();
         let zones = zone_list(zone_files, federations, etcd, &mut zone_warnings);
@@ -1570,26 +1549,16 @@ fn referral(view: View<'_>, cut: &DnsName, reads: &mut Vec<DnsName>) -> Ref {
             match cut_data.and_then(|d| d.get(0, rtype::DS)) {
                 Some(ds) => {
                     let records: Vec<Record> = first_records(cut, ds).collect();
-                    signed.extend(sigs.of(view, cut, rtype::DS, &records));
-                    signed.splice(authority.len()..authority.len(), records);
+                    let rrsig = sigs.of(view, cut, rtype::DS, &records);
+                    signed.extend(records);
+                    signed.extend(rrsig);
                 }
                 None => {
                     let types: Vec<u16> = cut_data
                         .map(|d| d.at(0).iter().map(|r| r.rtype).collect())
                         .unwrap_or_default();
                     let z = &view.zones[zone_of(view.zones, cut).expect("cuts are in zones")];
-                    let nsec = Record {
-                        name: cut.clone(),
-                        ttl: z.soa_ttl.min(z.soa.minimum),
-                        data: dnssec::nsec_rdata(cut, &types, true),
-                    };
-                    signed.extend(sigs.of(
-                        view,
-                        cut,
-                        dnssec::TYPE_NSEC,
-                        std::slice::from_ref(&nsec),
-                    ));
-                    signed.insert(authority.len(), nsec);
+                    signed.extend(sigs.nsec(view, z, cut, &types, true));
                 }
             }
             Arc::new([unsigned, encode::detached_referral(&signed, &glue)])
@@ -1810,23 +1779,37 @@ impl Signatures {
         let Some(keys) = view.keys_for(owner) else {
             return Vec::new();
         };
-        let mut set: Vec<Vec<u8>> = records
-            .iter()
-            .map(|r| dnssec::canonical_rdata(&r.data))
-            .collect();
-        set.sort();
-        set.dedup();
-        let key = (owner.clone(), rtype, set);
+        let datas: Vec<RData> = records.iter().map(|r| r.data.clone()).collect();
+        let key = (owner.clone(), rtype, dnssec::canonical_set(&datas));
         if let Some((_, sigs)) = self.made.iter().find(|(k, _)| *k == key) {
             return sigs.clone();
         }
         let ttl = records.first().map_or(0, |r| r.ttl);
-        let datas: Vec<RData> = records.iter().map(|r| r.data.clone()).collect();
         let sigs = keys
-            .sign_rrset(owner, rtype, ttl, &datas)
+            .sign_canonical(owner, rtype, ttl, &key.2)
             .unwrap_or_default();
         self.made.push((key, sigs.clone()));
         sigs
+    }
+
+    /// The NSEC of `name` in zone `z` (RFC 9824 form: `types`, or NXNAME when it does not
+    /// exist) followed by its RRSIG.
+    fn nsec(
+        &mut self,
+        view: View<'_>,
+        z: &ZoneData,
+        name: &DnsName,
+        types: &[u16],
+        exists: bool,
+    ) -> Vec<Record> {
+        let nsec = Record {
+            name: name.clone(),
+            ttl: z.negative_ttl(),
+            data: dnssec::nsec_rdata(name, types, exists),
+        };
+        let mut out = self.of(view, name, dnssec::TYPE_NSEC, std::slice::from_ref(&nsec));
+        out.insert(0, nsec);
+        out
     }
 }
 
@@ -1839,15 +1822,7 @@ fn denial_records(view: View<'_>, res: &Resolved<'_>, sigs: &mut Signatures) -> 
     let Some(zi) = res.soa_zone else {
         return Vec::new();
     };
-    let z = &view.zones[zi];
-    let nsec = Record {
-        name: end.clone(),
-        ttl: z.soa_ttl.min(z.soa.minimum),
-        data: dnssec::nsec_rdata(end, types, *exists),
-    };
-    let mut out = sigs.of(view, end, dnssec::TYPE_NSEC, std::slice::from_ref(&nsec));
-    out.insert(0, nsec);
-    out
+    sigs.nsec(view, &view.zones[zi], end, types, *exists)
 }
 
 /// A zone's answers that carry the serial (`zi`: its index; `keys`: its keys, if signed).
@@ -1862,8 +1837,7 @@ fn zone_info(
         serial,
         ..z.soa.clone()
     };
-    // RFC 2308 §3: the negative TTL is the lesser of the SOA's TTL and its MINIMUM field.
-    let negative_ttl = z.soa_ttl.min(z.soa.minimum);
+    let negative_ttl = z.negative_ttl();
     let negative = Record {
         name: z.origin.clone(),
         ttl: negative_ttl,

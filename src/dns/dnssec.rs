@@ -72,6 +72,28 @@ enum Signer {
     Ed25519(Ed25519KeyPair),
 }
 
+impl Signer {
+    /// The key pair of `algorithm` from the raw halves BIND's files hold: the private scalar
+    /// (or Ed25519 seed) and the DNSKEY public key field.
+    fn new(
+        algorithm: Algorithm,
+        private: &[u8],
+        public: &[u8],
+    ) -> Result<Signer, ring::error::KeyRejected> {
+        Ok(match algorithm {
+            Algorithm::EcdsaP256 => Signer::Ecdsa(EcdsaKeyPair::from_private_key_and_public_key(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                private,
+                &[&[4u8][..], public].concat(),
+                &SystemRandom::new(),
+            )?),
+            Algorithm::Ed25519 => {
+                Signer::Ed25519(Ed25519KeyPair::from_seed_and_public_key(private, public)?)
+            }
+        })
+    }
+}
+
 /// One DNSKEY with its private half.
 pub struct ZoneKey {
     pub algorithm: Algorithm,
@@ -231,18 +253,26 @@ impl ZoneKeys {
         ttl: u32,
         rdatas: &[RData],
     ) -> Option<Vec<Record>> {
+        self.sign_canonical(owner, rtype, ttl, &canonical_set(rdatas))
+    }
+
+    /// [`ZoneKeys::sign_rrset`] of an RRset already in canonical form ([`canonical_set`]).
+    pub fn sign_canonical(
+        &self,
+        owner: &DnsName,
+        rtype: u16,
+        ttl: u32,
+        canonical: &[Vec<u8>],
+    ) -> Option<Vec<Record>> {
         let key = if matches!(rtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY) {
             &self.ksk
         } else {
             &self.zsk
         };
-        let mut canonical: Vec<Vec<u8>> = rdatas.iter().map(canonical_rdata).collect();
-        canonical.sort();
-        canonical.dedup();
         let labels = owner.labels().count() as u8;
         let mut rrsig = self.rrsig_fields(key, rtype, labels, ttl);
         let mut data = rrsig.clone();
-        for rd in &canonical {
+        for rd in canonical {
             data.extend_from_slice(owner.wire());
             data.extend_from_slice(&rtype.to_be_bytes());
             data.extend_from_slice(&CLASS_IN.to_be_bytes());
@@ -269,6 +299,13 @@ impl ZoneKeys {
         r
     }
 
+    /// Bytes [`ZoneKeys::write_denial`] writes for a question name of `qname_len` bytes: the
+    /// NSEC (owner a pointer, next name `\000.qname`, the NXNAME bitmap) and its RRSIG
+    /// (signatures of both algorithms are 64 bytes).
+    pub fn denial_len(&self, qname_len: usize) -> usize {
+        (2 + 10 + 2 + qname_len + NXNAME_BITMAP.len()) + (2 + 10 + 18 + self.zone.wire().len() + 64)
+    }
+
     /// Writes, at `out[pos..]`, the compact denial (RFC 9824) of the question name (`qname`,
     /// lowercase wire, sitting at offset 12 of the response): `qname NSEC \000.qname RRSIG
     /// NSEC NXNAME` and its RRSIG, both with TTL `ttl`. Returns the bytes written, or `None`
@@ -282,15 +319,13 @@ impl ZoneKeys {
         limit: usize,
     ) -> Option<usize> {
         // NSEC RDATA: next name "\000.qname" (never compressed, RFC 4034 §4.1.1) + bitmap.
-        const BITMAP: [u8; 19] = nxname_bitmap();
+        const BITMAP: [u8; 19] = NXNAME_BITMAP;
         let key = &*self.zsk;
         let nsec_rdlen = 2 + qname.len() + BITMAP.len();
-        let sig_len = match key.algorithm {
-            Algorithm::EcdsaP256 | Algorithm::Ed25519 => 64,
-        };
-        let rrsig_rdlen = 18 + self.zone.wire().len() + sig_len;
-        let total = (2 + 10 + nsec_rdlen) + (2 + 10 + rrsig_rdlen);
-        if pos + total > limit.min(out.len()) || qname.len() > 255 || nsec_rdlen > 300 {
+        if pos + self.denial_len(qname.len()) > limit.min(out.len())
+            || qname.len() > 255
+            || nsec_rdlen > 300
+        {
             return None;
         }
         // The signed data: RRSIG fields, then the NSEC RR in canonical form.
@@ -356,6 +391,8 @@ fn qname_labels(wire: &[u8]) -> u8 {
 }
 
 /// The type bitmap of `RRSIG NSEC NXNAME` (window 0, 17 bytes).
+const NXNAME_BITMAP: [u8; 19] = nxname_bitmap();
+
 const fn nxname_bitmap() -> [u8; 19] {
     let mut b = [0u8; 19];
     b[0] = 0;
@@ -417,6 +454,14 @@ fn opaque(owner: &DnsName, ttl: u32, rtype: u16, rdata: Vec<u8>) -> Record {
             rdata: rdata.into(),
         },
     }
+}
+
+/// An RRset's RDATA in canonical form and order (RFC 4034 §6.3): sorted, duplicates removed.
+pub fn canonical_set(rdatas: &[RData]) -> Vec<Vec<u8>> {
+    let mut set: Vec<Vec<u8>> = rdatas.iter().map(canonical_rdata).collect();
+    set.sort();
+    set.dedup();
+    set
 }
 
 /// RDATA in canonical form (RFC 4034 §6.2): names uncompressed and lowercase (the model's
@@ -482,7 +527,7 @@ pub struct KeyRing {
 const INCEPTION_SLACK: u32 = 3600;
 
 impl KeyRing {
-    /// Loads (or generates, see [`load_or_generate`]) the keys of every zone in `zones`.
+    /// Loads (or generates, see [`zone_keys`]) the keys of every zone in `zones`.
     /// `generate: false` (for `check`): a zone without keys gets a key that is not written
     /// anywhere, and is listed in [`KeyRing::generated`].
     pub fn load(
@@ -495,17 +540,7 @@ impl KeyRing {
     ) -> Result<KeyRing, String> {
         let mut keys = Vec::new();
         for z in zones {
-            let (ksk, zsk) = if generate {
-                load_or_generate(dir, z, algorithm)?
-            } else {
-                match load_dir(dir, z)?.is_empty() {
-                    true => {
-                        let k = std::sync::Arc::new(make_key(None, z, algorithm)?);
-                        (k.clone(), k)
-                    }
-                    false => load_or_generate(dir, z, algorithm)?,
-                }
-            };
+            let (ksk, zsk) = zone_keys(dir, z, algorithm, generate)?;
             keys.push((z.clone(), ksk, zsk));
         }
         Ok(KeyRing {
@@ -600,18 +635,21 @@ impl KeyRing {
 // ---------------------------------------------------------------------------------------------
 // Key files.
 
-/// Loads the keys of `zone` from `dir`, or generates a CSK of `algorithm` there when it holds
-/// none. Errors name the file and what is wrong with it.
-pub fn load_or_generate(
+/// The (KSK, ZSK) of `zone` in `dir`; with none there, a new CSK of `algorithm`, written to
+/// `dir` when `generate` (else kept in memory only). Errors name the file and what is wrong.
+fn zone_keys(
     dir: &Path,
     zone: &DnsName,
     algorithm: Algorithm,
+    generate: bool,
 ) -> Result<(std::sync::Arc<ZoneKey>, std::sync::Arc<ZoneKey>), String> {
     let mut keys = load_dir(dir, zone)?;
     if keys.is_empty() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create the keys directory: {e}", dir.display()))?;
-        keys.push(make_key(Some(dir), zone, algorithm)?);
+        if generate {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create the keys directory: {e}", dir.display()))?;
+        }
+        keys.push(make_key(generate.then_some(dir), zone, algorithm)?);
     }
     let ksks: Vec<&ZoneKey> = keys.iter().filter(|k| k.flags & 1 == 1).collect();
     let zsks: Vec<&ZoneKey> = keys.iter().filter(|k| k.flags & 1 == 0).collect();
@@ -720,26 +758,8 @@ fn load_key(private: &Path, zone: &DnsName) -> Result<ZoneKey, String> {
     if DnsName::parse(owner).ok().as_ref() != Some(zone) {
         return Err(bad(&format!("owner {owner:?} is not the zone {zone}")));
     }
-    let rng = SystemRandom::new();
-    let signer = match algorithm {
-        Algorithm::EcdsaP256 => {
-            let mut point = vec![4u8];
-            point.extend_from_slice(&public);
-            Signer::Ecdsa(
-                EcdsaKeyPair::from_private_key_and_public_key(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &private_key,
-                    &point,
-                    &rng,
-                )
-                .map_err(|e| err(format!("the private and public keys do not match: {e}")))?,
-            )
-        }
-        Algorithm::Ed25519 => Signer::Ed25519(
-            Ed25519KeyPair::from_seed_and_public_key(&private_key, &public)
-                .map_err(|e| err(format!("the private and public keys do not match: {e}")))?,
-        ),
-    };
+    let signer = Signer::new(algorithm, &private_key, &public)
+        .map_err(|e| err(format!("the private and public keys do not match: {e}")))?;
     let mut key = ZoneKey {
         algorithm,
         flags,
@@ -795,21 +815,7 @@ fn make_key(dir: Option<&Path>, zone: &DnsName, algorithm: Algorithm) -> Result<
     dnskey.extend_from_slice(&public);
     let tag = key_tag(&dnskey);
     let Some(dir) = dir else {
-        let signer = match algorithm {
-            Algorithm::EcdsaP256 => Signer::Ecdsa(
-                EcdsaKeyPair::from_private_key_and_public_key(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &private,
-                    &[&[4u8][..], &public].concat(),
-                    &rng,
-                )
-                .map_err(|e| fail(e.to_string()))?,
-            ),
-            Algorithm::Ed25519 => Signer::Ed25519(
-                Ed25519KeyPair::from_seed_and_public_key(&private, &public)
-                    .map_err(|e| fail(e.to_string()))?,
-            ),
-        };
+        let signer = Signer::new(algorithm, &private, &public).map_err(|e| fail(e.to_string()))?;
         return Ok(ZoneKey {
             algorithm,
             flags: 257,
@@ -891,11 +897,11 @@ mod tests {
         for alg in [Algorithm::EcdsaP256, Algorithm::Ed25519] {
             let dir = tempfile::tempdir().unwrap();
             let zone = name("example.com.");
-            let (ksk, zsk) = load_or_generate(dir.path(), &zone, alg).unwrap();
+            let (ksk, zsk) = zone_keys(dir.path(), &zone, alg, true).unwrap();
             assert!(std::sync::Arc::ptr_eq(&ksk, &zsk), "a CSK");
             assert_eq!(ksk.flags, 257);
             // Loading again finds the same key rather than making another.
-            let (again, _) = load_or_generate(dir.path(), &zone, alg).unwrap();
+            let (again, _) = zone_keys(dir.path(), &zone, alg, true).unwrap();
             assert_eq!(again.public, ksk.public);
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
             let keys = ZoneKeys {
@@ -943,7 +949,7 @@ mod tests {
         let zone = name("example.com.");
         let p = dir.path().join("Kexample.com.+013+12345.private");
         std::fs::write(&p, "Private-key-format: v1.3\nAlgorithm: 8 (RSASHA256)\n").unwrap();
-        let e = load_or_generate(dir.path(), &zone, Algorithm::EcdsaP256).unwrap_err();
+        let e = zone_keys(dir.path(), &zone, Algorithm::EcdsaP256, true).unwrap_err();
         assert!(e.contains("Kexample.com.+013+12345.private"), "{e}");
         assert!(e.contains("Algorithm") && e.contains("RSASHA256"), "{e}");
     }

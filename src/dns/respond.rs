@@ -349,9 +349,8 @@ struct Denial<'a> {
 }
 
 impl Denial<'_> {
-    /// Bytes the NSEC and RRSIG take (signatures of both algorithms are 64 bytes).
     fn len(&self) -> usize {
-        (2 + 10 + 2 + self.qname.len() + 19) + (2 + 10 + 18 + self.keys.zone.wire().len() + 64)
+        self.keys.denial_len(self.qname.len())
     }
 }
 

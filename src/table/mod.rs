@@ -337,20 +337,15 @@ impl Table {
         }
     }
 
-    /// The keys that sign the compact denial `answer` needs, if it is one: the NXDOMAIN of a
-    /// signed zone for a name the table does not have (its NSEC names the question, so it is
-    /// signed per query).
+    /// The keys (and negative TTL) that sign the compact denial `answer` needs, if it is one:
+    /// the signed zone's NXDOMAIN for names the table does not have (its NSEC names the
+    /// question, so it is signed per query). Answers the builder made carry their denial.
     #[inline]
     pub fn online_denial(&self, answer: &Answer) -> Option<(&crate::dns::dnssec::ZoneKeys, u32)> {
-        if answer.rcode != rcode::NXDOMAIN || !answer.signed {
-            return None;
-        }
         let z = self.zones.get(answer.soa_tail as usize)?;
-        if std::ptr::eq(answer, &z.nxdomain) {
-            z.keys.as_deref().map(|k| (k, z.negative_ttl))
-        } else {
-            None
-        }
+        std::ptr::eq(answer, &z.nxdomain)
+            .then_some(z.keys.as_deref()?)
+            .map(|k| (k, z.negative_ttl))
     }
 
     #[inline]
