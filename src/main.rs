@@ -116,13 +116,13 @@ enum DnssecCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
+    // `serve` starts logging once it has read the config (which may name the format).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        fedns::logging::init(log_format.unwrap_or_default());
+    }
     match cli.command {
-        // `serve` starts logging once it has read the config (which may name the format).
         Command::Serve { config, workers } => fedns::app::serve(&config, workers, log_format),
-        Command::Check { config } => {
-            fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::check(&config)
-        }
+        Command::Check { config } => fedns::app::check(&config),
         Command::Explain {
             name,
             qtype,
@@ -130,10 +130,7 @@ fn main() -> ExitCode {
             ecs,
             server,
             json,
-        } => {
-            fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json)
-        }
+        } => fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json),
         Command::Join {
             cluster,
             context,
@@ -143,19 +140,16 @@ fn main() -> ExitCode {
             region,
             zones,
             dry_run,
-        } => {
-            fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::join(&fedns::sources::kubernetes::join::JoinArgs {
-                cluster,
-                context,
-                kubeconfig,
-                config,
-                namespace,
-                region,
-                zones,
-                dry_run,
-            })
-        }
+        } => fedns::app::join(&fedns::sources::kubernetes::join::JoinArgs {
+            cluster,
+            context,
+            kubeconfig,
+            config,
+            namespace,
+            region,
+            zones,
+            dry_run,
+        }),
         Command::Unjoin {
             cluster,
             context,
@@ -163,22 +157,16 @@ fn main() -> ExitCode {
             config,
             namespace,
             dry_run,
-        } => {
-            fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
-                cluster,
-                context,
-                kubeconfig,
-                config,
-                namespace,
-                dry_run,
-            })
-        }
+        } => fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
+            cluster,
+            context,
+            kubeconfig,
+            config,
+            namespace,
+            dry_run,
+        }),
         Command::Dnssec {
             command: DnssecCommand::Ds { config },
-        } => {
-            fedns::logging::init(log_format.unwrap_or_default());
-            fedns::app::dnssec_ds(&config)
-        }
+        } => fedns::app::dnssec_ds(&config),
     }
 }
