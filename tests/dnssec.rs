@@ -56,6 +56,11 @@ mail    IN A    192.0.2.25
 www     IN CNAME checkout.shop.myfed.svc.example.com.
 sub     IN NS   ns.sub.example.com.
 ns.sub  IN A    192.0.2.53
+*.wild  IN A    192.0.2.99
+*.wild  IN A    192.0.2.98
+*.wild  IN TXT  \"synthesized\"
+*.alias IN CNAME mail.example.com.
+*.gone  IN CNAME nothing.example.com.
 ";
 
 const FEDERATION: &str = "federation:
@@ -305,6 +310,46 @@ fn a_validating_resolver_accepts_every_kind_of_answer() {
             ResponseCode::NoError,
             &[],
         ),
+        // Wildcards (RFC 4592): answers synthesized for the question, signed for it per
+        // query; one label and two below the wildcard's parent; NODATA at a synthesized name;
+        // a synthesized CNAME into the zone, and into a name that does not exist.
+        (
+            "a.wild.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::A, RecordType::A],
+        ),
+        (
+            "x.y.wild.example.com.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            &[RecordType::TXT],
+        ),
+        (
+            "b.wild.example.com.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "m.alias.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::CNAME, RecordType::A],
+        ),
+        (
+            "g.gone.example.com.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[RecordType::CNAME],
+        ),
+        // The wildcard itself, asked literally.
+        (
+            "*.wild.example.com.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            &[RecordType::TXT],
+        ),
     ];
     for (name, t, rcode, want) in cases {
         let m = ub.ask(name, *t);
@@ -413,7 +458,13 @@ fn check_prints_the_ds_and_rejects_what_cannot_be_signed() {
     std::fs::create_dir_all(dir.path().join("zones")).unwrap();
     std::fs::write(
         dir.path().join("zones/example.com.zone"),
-        format!("{ZONE}*.wild  IN A 192.0.2.99\n"),
+        format!(
+            "{ZONE}*.big IN TXT {}\n",
+            (0..40)
+                .map(|i| format!("\"{i:03}{}\"", "x".repeat(240)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     )
     .unwrap();
     let config = dir.path().join("fedns.yaml");
@@ -432,7 +483,7 @@ fn check_prints_the_ds_and_rejects_what_cannot_be_signed() {
     assert!(!out.status.success());
     assert!(err.contains("dnssec.resign_after_days: 30"), "{err}");
     assert!(err.contains("transfers.allow"), "{err}");
-    // With the config fixed, the wildcard is what remains wrong.
+    // With the config fixed, the wildcard too large to sign per query is what remains wrong.
     std::fs::write(
         &config,
         "listen: [\"127.0.0.1:0\"]\nzones_dir: zones\nstate_dir: state\ndnssec:\n  zones: [example.com]\n",
@@ -449,7 +500,7 @@ fn check_prints_the_ds_and_rejects_what_cannot_be_signed() {
     );
     assert!(!out.status.success(), "{stdout}");
     assert!(
-        err.contains("*.wild.example.com.: wildcards in signed zones"),
+        err.contains("*.big.example.com.: a wildcard RRset in a signed zone larger than 8192"),
         "{err}"
     );
     assert!(stdout.contains("has no key"), "{stdout}");

@@ -39,8 +39,8 @@ use crate::model::{
     DnsName, EndpointName, Federation, IngressHost, RData, Record, Service, Soa, StaticZone, rtype,
 };
 use crate::table::{
-    Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, SEGMENTS,
-    Segment, Table, Wildcard, ZoneInfo, name_hash, rcode, segment_of,
+    Answer, Body, LOCATED, MISS_SOA, NO_TAIL, NO_WILDCARD, NODATA, NXDOMAIN, Node, Online,
+    SEGMENTS, Segment, Table, Wildcard, ZoneInfo, name_hash, rcode, segment_of,
 };
 
 /// Longest CNAME chain followed inside served zones.
@@ -629,17 +629,24 @@ impl BuildCache {
         if fresh || self.zone_files.as_slice() != zone_files {
             warnings.append(&mut zone_warnings);
             self.update_zone_files(zone_files, &mut warnings);
-            // A wildcard's answers follow any question, so their signatures and the proof that
-            // the question's name does not exist would have to be made per query.
+            // A signed wildcard's RRSIG is made per query on the stack (`Online::Rrsig`): an
+            // RRset too large for that would be served bogus, so it is refused.
             let mut signed_wildcards: Vec<String> = self
                 .zone_file_nodes
-                .keys()
-                .filter(|n| is_wildcard(n))
-                .filter(|n| zone_of(&self.zones, n).is_some_and(|zi| self.keys[zi].is_some()))
-                .map(|n| {
+                .iter()
+                .filter(|(n, _)| is_wildcard(n))
+                .filter(|(n, _)| zone_of(&self.zones, n).is_some_and(|zi| self.keys[zi].is_some()))
+                .filter(|(_, d)| {
+                    d.rrsets.iter().any(|rr| {
+                        let set = dnssec::canonical_set(&rr.rdatas);
+                        !dnssec::ownerless_records(rr.rtype, rr.ttl, &set, 255).1
+                    })
+                })
+                .map(|(n, _)| {
                     format!(
-                        "{n}: wildcards in signed zones are not supported yet (DNSSEC); names \
-                         below it would fail validation"
+                        "{n}: a wildcard RRset in a signed zone larger than {} bytes signed \
+                         (its RRSIG is made per query); split it or leave the zone unsigned",
+                        dnssec::ONLINE_MAX
                     )
                 })
                 .collect();
@@ -1143,6 +1150,7 @@ impl BuildCache {
                 Enc::Soa => MISS_SOA,
                 Enc::ServFail => {
                     seg.answers.push(Answer {
+                        online: Online::None,
                         authoritative: true,
                         signed: false,
                         rcode: rcode::SERVFAIL,
@@ -1566,6 +1574,7 @@ fn referral(view: View<'_>, cut: &DnsName, reads: &mut Vec<DnsName>) -> Ref {
         None => Arc::new([unsigned]),
     };
     Ref::One(Answer {
+        online: Online::None,
         authoritative: false,
         rcode: rcode::NOERROR,
         signed: bodies.len() == 2,
@@ -1685,7 +1694,10 @@ fn answers_of(
 /// In a signed zone each rotation is encoded a second time with the RRSIG of every RRset and,
 /// for a negative ending, the NSEC of the name the chain ended at (compact denial, RFC 9824).
 fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildcard: bool) -> Ref {
-    let keys = view.keys_for(qname).filter(|_| !wildcard);
+    if wildcard && let Some(keys) = view.keys_for(qname) {
+        return signed_wildcard(view, keys, qname, res);
+    }
+    let keys = view.keys_for(qname);
     if keys.is_none()
         && res.answer.is_empty()
         && res.rcode == rcode::NOERROR
@@ -1745,9 +1757,116 @@ fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildc
     let is_signed = !signed.is_empty();
     bodies.append(&mut signed);
     Ref::One(Answer {
+        online: Online::None,
         authoritative: true,
         rcode: res.rcode,
         signed: is_signed,
+        soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
+        bodies: bodies.into(),
+    })
+}
+
+/// [`single`] for a wildcard `wild` of a signed zone (encoded to follow any question). Its own
+/// RRset names the question, which compact denial treats as existing (RFC 9824 §3.4 signs
+/// synthesized answers as if the name existed): the signed body carries that RRset's RRSIG
+/// with its Labels and signature left for the query path to make ([`Online::Rrsig`]), or, at
+/// NODATA, the NSEC type bitmap the query path's denial of the question carries
+/// ([`Online::Nodata`]). The rest of a chain is signed here.
+fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolved<'_>) -> Ref {
+    let zone = zone_of(view.zones, wild).unwrap_or(0) as u32;
+    let rotations = res
+        .answer
+        .iter()
+        .map(|(_, rr)| rr.variants())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let additional: Vec<Record> = res
+        .additional
+        .iter()
+        .flat_map(|(owner, rr)| first_records(owner, rr))
+        .collect();
+    let nodata_here = res.answer.is_empty() && res.end.as_ref().is_some_and(|(e, ..)| e == wild);
+    let online = if nodata_here {
+        Online::Nodata
+    } else {
+        Online::Rrsig
+    };
+    let mut signatures = Signatures::default();
+    let denial = if nodata_here {
+        Vec::new()
+    } else {
+        denial_records(view, res, &mut signatures)
+    };
+    let mut bodies = Vec::with_capacity(3 * rotations);
+    let mut signed = Vec::with_capacity(rotations);
+    let mut data = Vec::with_capacity(rotations);
+    for v in 0..rotations {
+        let mut records = Vec::new();
+        let mut with_sigs = Vec::new();
+        // Where the question's RRSIG sits in `with_sigs`, and its records without owner.
+        let mut template: Option<(usize, Vec<u8>)> = None;
+        for (owner, rr) in &res.answer {
+            let datas = rr.variant(v, rotations);
+            let start = records.len();
+            records.extend(datas.iter().cloned().map(|data| Record {
+                name: owner.clone(),
+                ttl: rr.ttl,
+                data,
+            }));
+            with_sigs.extend_from_slice(&records[start..]);
+            if owner == wild && template.is_none() {
+                // Too large ones are refused with the zone (`conflicts`); should one get
+                // here, the query path answers SERVFAIL rather than a bogus RRSIG.
+                let (ownerless, _) = dnssec::ownerless_records(
+                    rr.rtype,
+                    rr.ttl,
+                    &dnssec::canonical_set(&datas),
+                    255,
+                );
+                template = Some((with_sigs.len(), ownerless));
+                with_sigs.push(Record {
+                    name: wild.clone(),
+                    ttl: rr.ttl,
+                    data: keys.rrsig_template(rr.rtype, rr.ttl),
+                });
+            } else {
+                with_sigs.extend(signatures.of(view, owner, rr.rtype, &records[start..]));
+            }
+        }
+        bodies.push(encode::owner_relative(wild, &records, &additional, MAX_BODY, true).0);
+        let (body, _, starts) = encode::owner_relative_sections(
+            wild,
+            [&with_sigs, &denial, &additional],
+            MAX_BODY,
+            true,
+        );
+        let mut d = zone.to_be_bytes().to_vec();
+        match &template {
+            Some((i, ownerless)) if starts.len() > *i => {
+                // Owner pointer (2), type, class, TTL, RDATA length (10).
+                d.extend_from_slice(&((starts[*i] + 12) as u16).to_be_bytes());
+                d.extend_from_slice(ownerless);
+            }
+            Some(_) => {
+                // The RRSIG did not fit the body: nothing the query path could sign, so
+                // DO=1 gets SERVFAIL rather than a bogus answer.
+            }
+            None => {
+                let types = res.end.as_ref().map_or(&[][..], |(_, t, _)| t.as_slice());
+                d.extend_from_slice(&dnssec::nodata_bitmap(types));
+            }
+        }
+        signed.push(body);
+        data.push(Body::new(0, 0, 0, d.into()));
+    }
+    bodies.append(&mut signed);
+    bodies.append(&mut data);
+    Ref::One(Answer {
+        authoritative: true,
+        rcode: res.rcode,
+        signed: true,
+        online,
         soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
     })
@@ -1867,6 +1986,7 @@ fn zone_info(
         // appends the signed NSEC of the question (`Table::online_denial`).
         nxdomain: match keys {
             Some(_) => Answer {
+                online: Online::None,
                 authoritative: true,
                 rcode: rcode::NXDOMAIN,
                 signed: true,
@@ -1874,6 +1994,7 @@ fn zone_info(
                 bodies: Arc::new([Body::empty(), Body::empty()]),
             },
             None => Answer {
+                online: Online::None,
                 authoritative: true,
                 rcode: rcode::NXDOMAIN,
                 signed: false,
@@ -1882,6 +2003,7 @@ fn zone_info(
             },
         },
         nodata: Answer {
+            online: Online::None,
             authoritative: true,
             signed: false,
             rcode: rcode::NOERROR,
@@ -1890,6 +2012,7 @@ fn zone_info(
         },
         // The SOA record CoreDNS puts in the answer to an SOA question.
         miss_soa: etcd_zone.then(|| Answer {
+            online: Online::None,
             authoritative: true,
             signed: false,
             rcode: rcode::NOERROR,
@@ -1927,6 +2050,7 @@ fn encode_etcd_name(na: &skydns::NameAnswers, wild: bool, cut: &mut usize) -> En
                     *cut += 1;
                 }
                 Enc::Body(Answer {
+                    online: Online::None,
                     authoritative: true,
                     signed: false,
                     rcode: rcode::NOERROR,

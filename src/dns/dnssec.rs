@@ -5,10 +5,11 @@
 //! first start: a CSK (one key with the SEP flag signing everything) unless a KSK (257) and a ZSK
 //! (256) are both present. ECDSA P-256 (algorithm 13, the default) and Ed25519 (15), with ring.
 //!
-//! Everything here runs at table build, off the query path, except [`ZoneKeys::write_denial`]:
-//! compact denial of existence (RFC 9824) for names that do not exist must name the question,
-//! so its NSEC is signed when the query (DO=1, signed zone, a name the table does not have)
-//! arrives. It allocates nothing (the signed data is built on the stack).
+//! Everything here runs at table build, off the query path, except [`ZoneKeys::write_denial`]
+//! and [`ZoneKeys::sign_online`]: compact denial of existence (RFC 9824) for names that do not
+//! exist, and answers synthesized from a wildcard, must name the question, so their NSEC or
+//! RRSIG is signed when the query (DO=1, signed zone) arrives. They allocate nothing (the
+//! signed data is built on the stack).
 //!
 //! Guarantees: RRsets are signed in canonical form (RFC 4034 §6: lowercase names, no
 //! compression, RDATA sorted, duplicates removed); one signature per distinct RRset whatever
@@ -48,6 +49,11 @@ impl Algorithm {
             Algorithm::EcdsaP256 => 13,
             Algorithm::Ed25519 => 15,
         }
+    }
+
+    /// Bytes of a signature (RFC 6605 §4: r and s of 32 bytes each; RFC 8080 §3: 64).
+    pub fn signature_len(self) -> usize {
+        64
     }
 
     pub fn mnemonic(self) -> &'static str {
@@ -269,7 +275,7 @@ impl ZoneKeys {
         } else {
             &self.zsk
         };
-        let labels = owner.labels().count() as u8;
+        let labels = qname_labels(owner.wire());
         let mut rrsig = self.rrsig_fields(key, rtype, labels, ttl);
         let mut data = rrsig.clone();
         for rd in canonical {
@@ -299,30 +305,31 @@ impl ZoneKeys {
         r
     }
 
-    /// Bytes [`ZoneKeys::write_denial`] writes for a question name of `qname_len` bytes: the
-    /// NSEC (owner a pointer, next name `\000.qname`, the NXNAME bitmap) and its RRSIG
-    /// (signatures of both algorithms are 64 bytes).
-    pub fn denial_len(&self, qname_len: usize) -> usize {
-        (2 + 10 + 2 + qname_len + NXNAME_BITMAP.len()) + (2 + 10 + 18 + self.zone.wire().len() + 64)
+    /// Bytes [`ZoneKeys::write_denial`] writes for a question name of `qname_len` bytes and a
+    /// type bitmap of `bitmap_len` bytes: the NSEC (owner a pointer, next name `\000.qname`)
+    /// and its RRSIG (signatures of both algorithms are 64 bytes).
+    pub fn denial_len(&self, qname_len: usize, bitmap_len: usize) -> usize {
+        (2 + 10 + 2 + qname_len + bitmap_len) + (2 + 10 + 18 + self.zone.wire().len() + 64)
     }
 
     /// Writes, at `out[pos..]`, the compact denial (RFC 9824) of the question name (`qname`,
-    /// lowercase wire, sitting at offset 12 of the response): `qname NSEC \000.qname RRSIG
-    /// NSEC NXNAME` and its RRSIG, both with TTL `ttl`. Returns the bytes written, or `None`
-    /// when they do not fit before `limit` or signing failed. No allocation.
+    /// lowercase wire, sitting at offset 12 of the response): `qname NSEC \000.qname <bitmap>`
+    /// and its RRSIG, both with TTL `ttl`. `bitmap` is [`NXNAME_BITMAP`] for a name that does
+    /// not exist, or the types of the wildcard that synthesizes it. Returns the bytes written,
+    /// or `None` when they do not fit before `limit` or signing failed. No allocation.
     pub fn write_denial(
         &self,
         qname: &[u8],
         ttl: u32,
+        bitmap: &[u8],
         out: &mut [u8],
         pos: usize,
         limit: usize,
     ) -> Option<usize> {
         // NSEC RDATA: next name "\000.qname" (never compressed, RFC 4034 §4.1.1) + bitmap.
-        const BITMAP: [u8; 19] = NXNAME_BITMAP;
         let key = &*self.zsk;
-        let nsec_rdlen = 2 + qname.len() + BITMAP.len();
-        if pos + self.denial_len(qname.len()) > limit.min(out.len())
+        let nsec_rdlen = 2 + qname.len() + bitmap.len();
+        if pos + self.denial_len(qname.len(), bitmap.len()) > limit.min(out.len())
             || qname.len() > 255
             || nsec_rdlen > 300
         {
@@ -351,7 +358,7 @@ impl ZoneKeys {
         put(&mut data, &mut n, &(nsec_rdlen as u16).to_be_bytes());
         put(&mut data, &mut n, &[1, 0]);
         put(&mut data, &mut n, qname);
-        put(&mut data, &mut n, &BITMAP);
+        put(&mut data, &mut n, bitmap);
         let sig = key.sign(&SystemRandom::new(), &data[..n])?;
         let mut w = pos;
         let mut emit = |b: &[u8]| {
@@ -366,7 +373,7 @@ impl ZoneKeys {
         emit(&(nsec_rdlen as u16).to_be_bytes());
         emit(&[1, 0]);
         emit(qname);
-        emit(&BITMAP);
+        emit(bitmap);
         // Its RRSIG.
         emit(&[0xc0, 0x0c]);
         emit(&TYPE_RRSIG.to_be_bytes());
@@ -377,21 +384,132 @@ impl ZoneKeys {
         emit(&sig.bytes[..sig.len]);
         Some(w - pos)
     }
+
+    /// The RRSIG record data of a wildcard's RRset `rtype` with TTL `ttl` as the builder stores
+    /// it in a synthesized answer: Labels 0 and the signature zeroed, for
+    /// [`ZoneKeys::sign_online`] to fill in for the question.
+    pub fn rrsig_template(&self, rtype: u16, ttl: u32) -> RData {
+        let mut r = self.rrsig_fields(&self.zsk, rtype, 0, ttl);
+        r.extend_from_slice(&[0; 64][..self.zsk.algorithm.signature_len()]);
+        RData::Opaque {
+            rtype: TYPE_RRSIG,
+            rdata: r.into(),
+        }
+    }
+
+    /// Signs the RRSIG whose RDATA starts at `body[rdata_at..]` (made by
+    /// [`ZoneKeys::rrsig_template`]) for the RRset owned by the question `qname` (lowercase
+    /// wire) whose records, in canonical order and without their owner, are `records`
+    /// (type, class, TTL, RDATA length and RDATA each). `None` when it cannot be signed (too
+    /// large, malformed data or a failed key). No allocation.
+    pub fn sign_online(
+        &self,
+        qname: &[u8],
+        records: &[u8],
+        body: &[u8],
+        rdata_at: usize,
+    ) -> Option<OnlineSignature> {
+        let key = &*self.zsk;
+        let fields = 18 + self.zone.wire().len();
+        if rdata_at + fields + key.algorithm.signature_len() > body.len() {
+            return None;
+        }
+        let labels = qname_labels(qname);
+        let mut data = [0u8; ONLINE_MAX];
+        data[..fields].copy_from_slice(&body[rdata_at..rdata_at + fields]);
+        data[3] = labels;
+        let mut n = fields;
+        let mut at = 0;
+        while at < records.len() {
+            let len = records.get(at + 8..at + 10)?;
+            let end = at + 10 + u16::from_be_bytes([len[0], len[1]]) as usize;
+            if end > records.len() || n + qname.len() + (end - at) > ONLINE_MAX {
+                return None;
+            }
+            data[n..n + qname.len()].copy_from_slice(qname);
+            n += qname.len();
+            data[n..n + end - at].copy_from_slice(&records[at..end]);
+            n += end - at;
+            at = end;
+        }
+        let sig = key.sign(&SystemRandom::new(), &data[..n])?;
+        Some(OnlineSignature {
+            labels,
+            at: rdata_at,
+            sig_at: rdata_at + fields,
+            sig,
+        })
+    }
 }
 
-/// Labels of a wire name, the root not counted (a leading `*` counted too: no wildcard
-/// answers are signed).
+/// An RRSIG made per query by [`ZoneKeys::sign_online`], to put into the copied body.
+pub struct OnlineSignature {
+    labels: u8,
+    /// Offsets in the body: the RRSIG's RDATA, and its signature.
+    at: usize,
+    sig_at: usize,
+    sig: SignatureBytes,
+}
+
+impl OnlineSignature {
+    /// Writes the Labels field and the signature into `body` (the answer as copied into the
+    /// response).
+    #[inline]
+    pub fn apply(&self, body: &mut [u8]) {
+        body[self.at + 3] = self.labels;
+        body[self.sig_at..self.sig_at + self.sig.len]
+            .copy_from_slice(&self.sig.bytes[..self.sig.len]);
+    }
+}
+
+/// Records of an RRset in canonical order without their owner, as [`ZoneKeys::sign_online`]
+/// reads them, and whether, owned by a name of `max_owner` bytes, they fit its buffer.
+pub fn ownerless_records(
+    rtype: u16,
+    ttl: u32,
+    canonical: &[Vec<u8>],
+    max_owner: usize,
+) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    for rd in canonical {
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        out.extend_from_slice(rd);
+    }
+    let fits = 18 + 255 + out.len() + canonical.len() * max_owner <= ONLINE_MAX;
+    (out, fits)
+}
+
+/// The NSEC type bitmap of a name with `types` (RRSIG and NSEC added), for
+/// [`ZoneKeys::write_denial`].
+pub fn nodata_bitmap(types: &[u16]) -> Vec<u8> {
+    let mut all: Vec<u16> = types.to_vec();
+    all.extend([TYPE_RRSIG, TYPE_NSEC]);
+    all.sort_unstable();
+    all.dedup();
+    type_bitmap(&all)
+}
+
+/// The RRSIG Labels field of a wire name (RFC 4034 §3.1.3): its labels, neither the root nor
+/// a leading `*` counted.
 fn qname_labels(wire: &[u8]) -> u8 {
     let (mut pos, mut n) = (0usize, 0u8);
     while pos < wire.len() && wire[pos] != 0 {
         pos += wire[pos] as usize + 1;
         n += 1;
     }
-    n
+    n - wire.starts_with(b"\x01*") as u8
 }
 
+/// The most bytes [`ZoneKeys::sign_online`] signs (RRSIG fields and the RRset, owners
+/// included), on the stack: a wildcard RRset larger than this in canonical form is not signed
+/// per query (the query gets SERVFAIL, which the builder warns of).
+pub const ONLINE_MAX: usize = 8192;
+
 /// The type bitmap of `RRSIG NSEC NXNAME` (window 0, 17 bytes).
-const NXNAME_BITMAP: [u8; 19] = nxname_bitmap();
+pub const NXNAME_BITMAP: [u8; 19] = nxname_bitmap();
 
 const fn nxname_bitmap() -> [u8; 19] {
     let mut b = [0u8; 19];
@@ -941,6 +1059,59 @@ mod tests {
                 .expect("signature verifies");
             assert_eq!(rdata[3], 3, "labels of www.example.com");
         }
+    }
+
+    /// A wildcard's RRSIG made per query verifies over the question as owner, with the
+    /// question's labels; the wildcard's own RRSIG does not count its `*`.
+    #[test]
+    fn online_signatures_name_the_question() {
+        let zone = name("example.com.");
+        let ksk = std::sync::Arc::new(make_key(None, &zone, Algorithm::EcdsaP256).unwrap());
+        let zsk = ksk.clone();
+        let keys = ZoneKeys {
+            zone: zone.clone(),
+            ksk: ksk.clone(),
+            zsk,
+            validity: Validity {
+                inception: 1,
+                expiration: 2,
+            },
+        };
+        let a = |o: u8| RData::A(std::net::Ipv4Addr::new(192, 0, 2, o));
+        let set = canonical_set(&[a(9), a(8)]);
+        let (records, fits) = ownerless_records(rtype::A, 300, &set, 255);
+        assert!(fits);
+        let RData::Opaque {
+            rdata: template, ..
+        } = keys.rrsig_template(rtype::A, 300)
+        else {
+            panic!()
+        };
+        // The body as the builder lays it out: something before the RRSIG's RDATA.
+        let mut body = vec![0xaa; 7];
+        body.extend_from_slice(&template);
+        let qname = name("x.y.wild.example.com.");
+        let sig = keys.sign_online(qname.wire(), &records, &body, 7).unwrap();
+        sig.apply(&mut body);
+        let rdata = &body[7..];
+        assert_eq!(rdata[3], 5, "labels of the question");
+        let fields_len = 18 + zone.wire().len();
+        let mut data = rdata[..fields_len].to_vec();
+        for o in [8u8, 9] {
+            data.extend_from_slice(qname.wire());
+            data.extend_from_slice(&[0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, o]);
+        }
+        let public = [&[4u8][..], &ksk.public].concat();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
+            .verify(&data, &rdata[fields_len..])
+            .expect("signature verifies");
+        // A question too long for the stack buffer is refused, not signed in part.
+        let many: Vec<RData> = (0..=255).map(|o| a(o as u8)).collect();
+        let (big, fits) = ownerless_records(rtype::A, 300, &canonical_set(&many), 255);
+        assert!(!fits);
+        assert!(keys.sign_online(&[0; 250], &big, &body, 7).is_none());
+        // RFC 4034 §3.1.3: a wildcard owner's labels leave the `*` out.
+        assert_eq!(qname_labels(name("*.wild.example.com.").wire()), 3);
     }
 
     #[test]

@@ -183,12 +183,26 @@ pub fn owner_relative(
     max: usize,
     optional: bool,
 ) -> (Body, usize) {
+    let (body, left_out, _) =
+        owner_relative_sections(owner, [answer, &[], additional], max, optional);
+    (body, left_out)
+}
+
+/// [`owner_relative`] with an authority section too; the third value is where each answer
+/// record that was written starts in the body.
+pub fn owner_relative_sections(
+    owner: &DnsName,
+    sections: [&[Record]; 3],
+    max: usize,
+    optional: bool,
+) -> (Body, usize, Vec<usize>) {
     let mut wire = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(128);
-    let (mut counts, mut left_out) = ([0u16; 2], 0usize);
+    let (mut counts, mut left_out) = ([0u16; 3], 0usize);
     let mut additional_at = 0;
-    for (section, records) in [answer, additional].into_iter().enumerate() {
-        if section == 1 {
+    let mut starts = Vec::new();
+    for (section, records) in sections.into_iter().enumerate() {
+        if section == 2 {
             additional_at = wire.len();
         }
         for r in records {
@@ -210,6 +224,9 @@ pub fn owner_relative(
                 left_out += 1;
                 continue;
             }
+            if section == 0 {
+                starts.push(wire.len());
+            }
             if is_owner {
                 wire.extend_from_slice(&[0xc0, 0x0c]);
                 wire.extend_from_slice(&buf[1..]);
@@ -219,11 +236,11 @@ pub fn owner_relative(
             counts[section] += 1;
         }
     }
-    let mut body = Body::new(counts[0], 0, counts[1], wire.into());
-    if optional && counts[1] > 0 {
+    let mut body = Body::new(counts[0], counts[1], counts[2], wire.into());
+    if optional && counts[2] > 0 {
         body.optional_from = additional_at as u16;
     }
-    (body, left_out)
+    (body, left_out, starts)
 }
 
 /// An answer (and additional) section for `qname`/`qtype` of at most `max` bytes: compressed

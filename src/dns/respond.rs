@@ -11,7 +11,7 @@ use crate::dns::rrl::{Class, Rrl, Verdict};
 use crate::geo::Locator;
 use crate::metrics::{QueryStats, ZoneSlot};
 use crate::model::rtype;
-use crate::table::{Body, Lookup, Table, rcode};
+use crate::table::{Body, Lookup, Online, Table, rcode};
 
 const HEADER: usize = 12;
 const OPT_LEN: usize = 11;
@@ -178,13 +178,15 @@ pub fn respond(
     let mut tail: &[u8] = &[];
     let mut tail_count = 0u16;
     let mut zone = ZoneSlot::OTHER;
-    // A signed zone's keys, when the answer must end with the compact denial of the question.
-    let mut denial: Option<(&crate::dns::dnssec::ZoneKeys, u32)> = None;
+    // A signed zone's keys, when the answer must end with the compact denial of the question
+    // (with its negative TTL and type bitmap), or its first RRSIG be made for the question.
+    let mut denial: Option<(&crate::dns::dnssec::ZoneKeys, u32, &[u8])> = None;
+    let mut online: Option<(&crate::dns::dnssec::ZoneKeys, usize, &[u8])> = None;
     let mut qname_len = 0usize;
     // A query signed with our transfer key: (its MAC, the time we sign with).
     let mut signed: Option<(Vec<u8>, u64)> = None;
     // (rcode, sections, authoritative)
-    let (code, body, aa) = match parse(req, &mut q, &mut key) {
+    let (mut code, mut body, mut aa) = match parse(req, &mut q, &mut key) {
         Err(code) => (
             if q.opcode != 0 {
                 rcode::NOTIMP as u16
@@ -241,16 +243,39 @@ pub fn respond(
                 match src.table.lookup(&key[..key_len], q.qtype, locate) {
                     Lookup::Authoritative(answer) => {
                         let dnssec = q.edns.is_some_and(|e| e.dnssec_ok);
-                        let body = answer.body(state.rotation, dnssec);
+                        let rotation = state.rotation;
+                        let body = answer.body(rotation, dnssec);
                         state.rotation = state.rotation.wrapping_add(1);
                         (tail, tail_count) = src.table.soa_tail(answer, dnssec);
                         let mut code = answer.rcode as u16;
-                        if dnssec && answer.signed && code == rcode::NXDOMAIN as u16 {
-                            // Compact denial (RFC 9824): the name is proven to have no data.
-                            code = rcode::NOERROR as u16;
-                            denial = src.table.online_denial(answer);
+                        if dnssec && answer.signed {
+                            if code == rcode::NXDOMAIN as u16 {
+                                // Compact denial (RFC 9824): the name is proven to have no data.
+                                code = rcode::NOERROR as u16;
+                                denial = src.table.online_denial(answer).map(|(k, ttl)| {
+                                    (k, ttl, &crate::dns::dnssec::NXNAME_BITMAP[..])
+                                });
+                            }
+                            if let Some((z, data)) = answer.online_data(rotation) {
+                                // A wildcard answer names the question: its proof, or its
+                                // RRSIG, is made now. Keys that went missing cannot sign.
+                                match (answer.online, src.table.zone_keys(z)) {
+                                    (Online::Nodata, Some((k, ttl))) => {
+                                        denial = Some((k, ttl, data));
+                                    }
+                                    (Online::Rrsig, Some((k, _))) if data.len() >= 2 => {
+                                        let at = u16::from_be_bytes([data[0], data[1]]) as usize;
+                                        online = Some((k, at, &data[2..]));
+                                    }
+                                    _ => code = rcode::SERVFAIL as u16,
+                                }
+                            }
                         }
-                        (code, Some(body), answer.authoritative)
+                        if code == rcode::SERVFAIL as u16 {
+                            (code, None, false)
+                        } else {
+                            (code, Some(body), answer.authoritative)
+                        }
                     }
                     Lookup::Refused => (rcode::REFUSED as u16, None, false),
                     Lookup::NotReady => (rcode::SERVFAIL as u16, None, false),
@@ -270,6 +295,17 @@ pub fn respond(
             }
         }
     }
+    // A wildcard answer's RRSIG names the question: made now (after RRL, which may drop it).
+    let mut signature = None;
+    if let (Some((keys, at, records)), Some(b)) = (online, body) {
+        signature = keys.sign_online(&key[..qname_len], records, &b.wire, at);
+        if signature.is_none() {
+            // A half-signed answer would be bogus.
+            code = rcode::SERVFAIL as u16;
+            body = None;
+            aa = false;
+        }
+    }
     stats.response(zone, code);
     let answer = Answer {
         code,
@@ -283,11 +319,13 @@ pub fn respond(
             Some(i) if q.nsid => &i.nsid,
             _ => &[],
         },
-        denial: denial.map(|(keys, ttl)| Denial {
+        denial: denial.map(|(keys, ttl, bitmap)| Denial {
             keys,
             ttl,
             qname: &key[..qname_len],
+            bitmap,
         }),
+        online: signature,
     };
     let mut len = write(req, out, &q, &answer, peer.transport, src.limits, stats);
     if let (Some((mac, time)), Some(key)) = (&signed, src.tsig) {
@@ -338,19 +376,22 @@ struct Answer<'a> {
     nsid: &'a [u8],
     /// The compact denial to sign and append to the authority section.
     denial: Option<Denial<'a>>,
+    /// The RRSIG made for the question of a wildcard answer, to put into its copy.
+    online: Option<crate::dns::dnssec::OnlineSignature>,
 }
 
-/// What signing a compact denial needs: the zone's keys, the negative TTL and the question name
-/// (lowercase wire).
+/// What signing a compact denial needs: the zone's keys, the negative TTL, the question name
+/// (lowercase wire) and the NSEC's type bitmap (NXNAME, or a wildcard's types).
 struct Denial<'a> {
     keys: &'a crate::dns::dnssec::ZoneKeys,
     ttl: u32,
     qname: &'a [u8],
+    bitmap: &'a [u8],
 }
 
 impl Denial<'_> {
     fn len(&self) -> usize {
-        self.keys.denial_len(self.qname.len())
+        self.keys.denial_len(self.qname.len(), self.bitmap.len())
     }
 }
 
@@ -764,6 +805,9 @@ fn write(
             &b.wire[..]
         };
         out[pos..pos + wire.len()].copy_from_slice(wire);
+        if let Some(o) = &answer.online {
+            o.apply(&mut out[pos..pos + wire.len()]);
+        }
         pos += wire.len();
         out[pos..pos + tail.len()].copy_from_slice(tail);
         pos += tail.len();
@@ -771,7 +815,10 @@ fn write(
             // Fits: `denial_len` was counted in the truncation check above. Signing fails only
             // if the key does; the counts then still promise two records, so write an answer
             // without them rather than a broken one.
-            match d.keys.write_denial(d.qname, d.ttl, out, pos, limit) {
+            match d
+                .keys
+                .write_denial(d.qname, d.ttl, d.bitmap, out, pos, limit)
+            {
                 Some(n) => pos += n,
                 None => {
                     let ns = ns - 2;

@@ -36,7 +36,8 @@ pub struct Body {
     pub wire: Box<[u8]>,
 }
 
-// Millions of bodies at federation scale: keep them at three words.
+// Millions of bodies and answers at federation scale: keep them at three words.
+const _: () = assert!(std::mem::size_of::<Answer>() == 24);
 const _: () = assert!(std::mem::size_of::<Body>() == 24);
 
 impl Body {
@@ -80,6 +81,9 @@ pub struct Answer {
     /// records; queries with DO=1 get the second half. A signed NXDOMAIN is answered NOERROR
     /// (compact denial, RFC 9824).
     pub signed: bool,
+    /// What the query path completes in a signed answer synthesized from a wildcard, which
+    /// names the question and so cannot be signed in advance ([`Online`]).
+    pub online: Online,
     /// Zone whose SOA follows the body in the authority section ([`NO_TAIL`]: none). The SOA
     /// carries the serial, which changes with every table: kept out of the body, an answer that
     /// ends in NODATA or NXDOMAIN (a CNAME chain into nothing) survives from table to table.
@@ -89,11 +93,45 @@ pub struct Answer {
 
 pub const NO_TAIL: u32 = u32::MAX;
 
+/// The part of a signed wildcard answer (RFC 4592) made per query, for DO=1 questions only: the
+/// answer names the question, and compact denial (RFC 9824) treats the question as existing,
+/// so its RRSIG (or its NODATA proof) is made online, as for names that do not exist. The
+/// builder appends one data body per rotation after the signed ones ([`Answer::online_data`]):
+/// both carry the zone's index first (`u32`), so the query path finds its keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Online {
+    #[default]
+    None,
+    /// The signed body's first RRSIG (owned by the question, signature zeroed) is to be made:
+    /// data `zone, u16 offset of that RRSIG's RDATA in the body, then the RRset's records in
+    /// canonical order without their owner` (type, class, TTL, length, RDATA each).
+    Rrsig,
+    /// NODATA at the question: the query path appends `qname NSEC \000.qname <types>` and its
+    /// RRSIG (as for a name that does not exist); data `zone, the NSEC type bitmap`.
+    Nodata,
+}
+
 impl Answer {
     /// Rotations (distinct bodies a client may get in turn).
     #[inline]
     pub fn rotations(&self) -> usize {
-        self.bodies.len() >> self.signed as usize
+        match self.online {
+            Online::None => self.bodies.len() >> self.signed as usize,
+            _ => self.bodies.len() / 3,
+        }
+    }
+
+    /// The per-query signing data of rotation `rotation` (see [`Online`]).
+    #[inline]
+    pub fn online_data(&self, rotation: usize) -> Option<(u32, &[u8])> {
+        if self.online == Online::None {
+            return None;
+        }
+        let n = self.rotations();
+        let w = &self.bodies[2 * n + rotation % n].wire;
+        let zone = u32::from_be_bytes(w.get(..4)?.try_into().ok()?);
+        Some((zone, &w[4..]))
     }
 
     /// The body of rotation `rotation` (modulo the count), signed when `dnssec` asks for it and
@@ -346,6 +384,14 @@ impl Table {
         std::ptr::eq(answer, &z.nxdomain)
             .then_some(z.keys.as_deref()?)
             .map(|k| (k, z.negative_ttl))
+    }
+
+    /// The keys of zone `zone` (an index from [`Answer::online_data`]) and its negative TTL,
+    /// when it is signed.
+    #[inline]
+    pub fn zone_keys(&self, zone: u32) -> Option<(&crate::dns::dnssec::ZoneKeys, u32)> {
+        let z = self.zones.get(zone as usize)?;
+        Some((z.keys.as_deref()?, z.negative_ttl))
     }
 
     #[inline]
