@@ -1126,15 +1126,6 @@ impl Config {
                     }
                 }
             }
-            if !raw.transfers.allow.is_empty() || !raw.transfers.notify.is_empty() {
-                field(
-                    "dnssec",
-                    "signed zones cannot be transferred yet (their denial of existence is \
-                     signed per query, which a secondary cannot do): remove transfers.allow \
-                     and transfers.notify"
-                        .into(),
-                );
-            }
             if let Some(algorithm) = algorithm {
                 dnssec = Some(DnssecConfig {
                     zones,

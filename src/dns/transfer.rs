@@ -7,11 +7,12 @@
 //! served, and costs no memory while nobody asks); etcd zones transfer their SkyDNS records
 //! (`Table::axfr`, with `etcd.axfr_allow`). IXFR diffs the client's table against the current
 //! one over the segments the changes since then rebuilt, so it costs what changed; a serial the
-//! journal no longer holds gets the whole zone (RFC 1995 §4). Never on the query path: the TCP
+//! journal no longer holds gets the whole zone (RFC 1995 §4). A signed zone transfers whole, its
+//! RRSIGs with it and an NSEC chain made for the secondary ([`signed_zone_records`]). Never on the query path: the TCP
 //! server runs a transfer on a blocking thread over the table it loaded, so a transfer sees one
 //! table and never holds up a publish.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,16 @@ pub struct Journal {
     tables: Mutex<VecDeque<Arc<Table>>>,
     /// How many to keep (a reload may change it; the next push applies it).
     keep: std::sync::atomic::AtomicUsize,
+    /// Signed zones: the RRSIG of each NSEC of the chain last transferred, so a transfer signs
+    /// only the NSECs a change made (the table holds no chain: its denial is compact).
+    nsec_signatures: Mutex<HashMap<DnsName, NsecSignatures>>,
+}
+
+/// RRSIG records (uncompressed) by the NSEC record they cover, made in one validity period.
+#[derive(Default)]
+struct NsecSignatures {
+    validity: Option<super::dnssec::Validity>,
+    by_nsec: HashMap<Vec<u8>, Vec<Vec<u8>>>,
 }
 
 impl Journal {
@@ -36,6 +47,7 @@ impl Journal {
         Journal {
             tables: Mutex::new(VecDeque::new()),
             keep: keep.into(),
+            nsec_signatures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -206,26 +218,40 @@ fn transfer(
             out.finish();
             return true;
         }
-        if let Some(old) = journal.with_serial(serial)
-            && let Some(old_zi) = old.transferable_zone(zone.wire())
-            && let Some(old_soa) = soa_of(&old, old_zi, &zone)
-        {
-            let changed = |s: usize| !table.shares_segment(&old, s);
-            let before = zone_records(&old, old_zi, changed);
-            let after = zone_records(table, zi, changed);
-            let deleted: Vec<&Vec<u8>> = before.difference(&after).collect();
-            let added: Vec<&Vec<u8>> = after.difference(&before).collect();
-            tracing::info!(zone = %zone, %peer, from = serial, to = table.serial,
-                deleted = deleted.len(), added = added.len(), "incremental zone transfer");
-            out.push(&soa);
-            out.push(&old_soa);
-            deleted.iter().for_each(|r| out.push(r));
-            out.push(&soa);
-            added.iter().for_each(|r| out.push(r));
-            out.push(&soa);
-            out.finish();
-            return true;
-        }
+    }
+    if let Some((keys, nsec_ttl)) = table.zone_keys(zi as u32) {
+        // A signed zone goes whole, with its signatures and an NSEC chain made for it. An
+        // IXFR gets the whole zone too (RFC 1995 §4): the chain's signatures are randomized,
+        // so a difference against an older table could not name what the secondary holds.
+        let records = signed_zone_records(table, zi, &zone, keys, nsec_ttl, journal);
+        out.push(&soa);
+        records.iter().for_each(|r| out.push(r));
+        out.push(&soa);
+        out.finish();
+        tracing::info!(zone = %zone, %peer, records = records.len() + 1,
+            ixfr = qtype == RecordType::IXFR, "zone transfer (signed)");
+        return true;
+    }
+    if let Some(serial) = since
+        && let Some(old) = journal.with_serial(serial)
+        && let Some(old_zi) = old.transferable_zone(zone.wire())
+        && let Some(old_soa) = soa_of(&old, old_zi, &zone)
+    {
+        let changed = |s: usize| !table.shares_segment(&old, s);
+        let before = zone_records(&old, old_zi, changed);
+        let after = zone_records(table, zi, changed);
+        let deleted: Vec<&Vec<u8>> = before.difference(&after).collect();
+        let added: Vec<&Vec<u8>> = after.difference(&before).collect();
+        tracing::info!(zone = %zone, %peer, from = serial, to = table.serial,
+            deleted = deleted.len(), added = added.len(), "incremental zone transfer");
+        out.push(&soa);
+        out.push(&old_soa);
+        deleted.iter().for_each(|r| out.push(r));
+        out.push(&soa);
+        added.iter().for_each(|r| out.push(r));
+        out.push(&soa);
+        out.finish();
+        return true;
     }
     out.push(&soa);
     let mut records = 1usize;
@@ -278,17 +304,212 @@ fn zone_records(table: &Table, zone: usize, segments: impl Fn(usize) -> bool) ->
 /// Rotations of one RRset carry the same records in another order unless it has more than fit
 /// in one answer, so the others are read only when the second differs from the first.
 fn decode(name: &DnsName, qtype: u16, answer: &Answer, out: &mut BTreeSet<Vec<u8>>) {
+    out.extend(decode_rotations(name, qtype, answer, false).0);
+}
+
+/// The records of `answer`'s rotations ([`decode`]), from its signed bodies when `signed`;
+/// and whether they differ between rotations (their union is then more than any one RRSIG
+/// covers).
+fn decode_rotations(
+    name: &DnsName,
+    qtype: u16,
+    answer: &Answer,
+    signed: bool,
+) -> (BTreeSet<Vec<u8>>, bool) {
+    let n = answer.rotations();
+    let bodies = if signed && answer.signed {
+        &answer.bodies[n..2 * n]
+    } else {
+        answer.unsigned_bodies()
+    };
     let mut first = BTreeSet::new();
-    for (i, body) in answer.unsigned_bodies().iter().enumerate() {
+    let mut differ = false;
+    for (i, body) in bodies.iter().enumerate() {
         let mut these = BTreeSet::new();
         decode_body(name, qtype, body, &mut these);
         match i {
             0 => first = these,
             1 if these == first => break,
-            _ => first.extend(these),
+            _ => {
+                differ |= these != first;
+                first.extend(these)
+            }
         }
     }
-    out.extend(first);
+    (first, differ)
+}
+
+/// An uncompressed record's owner, type and RDATA.
+fn parts(r: &[u8]) -> Option<(&[u8], u16, u32, &[u8])> {
+    let mut pos = 0;
+    while *r.get(pos)? != 0 {
+        pos += r[pos] as usize + 1;
+    }
+    let owner = &r[..=pos];
+    let f = r.get(pos + 1..pos + 11)?;
+    let rtype = u16::from_be_bytes([f[0], f[1]]);
+    let ttl = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+    let len = u16::from_be_bytes([f[8], f[9]]) as usize;
+    Some((owner, rtype, ttl, r.get(pos + 11..pos + 11 + len)?))
+}
+
+/// The type an RRSIG record covers; `None` for other records.
+fn covered(r: &[u8]) -> Option<u16> {
+    match parts(r)? {
+        (_, super::dnssec::TYPE_RRSIG, _, rd) if rd.len() >= 2 => {
+            Some(u16::from_be_bytes([rd[0], rd[1]]))
+        }
+        _ => None,
+    }
+}
+
+/// RFC 4034 §6.1: names compared label by label from the root, each label as lowercase bytes.
+fn canonical_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    fn labels(w: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < w.len() && w[pos] != 0 {
+            let end = (pos + 1 + w[pos] as usize).min(w.len());
+            out.push(&w[pos + 1..end]);
+            pos = end;
+        }
+        out
+    }
+    labels(a).iter().rev().cmp(labels(b).iter().rev())
+}
+
+/// Every record of signed zone `zone` but its SOA (which a transfer puts first and last): the
+/// RRsets with their RRSIGs as served to DO=1 (the SOA's RRSIG included), and an NSEC chain
+/// over its names in canonical order (RFC 4034 §4), each NSEC signed (RRSIGs kept in the
+/// journal from the last transfer when the NSEC is unchanged). The compact denial the primary
+/// serves names the question and cannot be transferred; a secondary serves this chain's.
+fn signed_zone_records(
+    table: &Table,
+    zone: usize,
+    origin: &DnsName,
+    keys: &super::dnssec::ZoneKeys,
+    nsec_ttl: u32,
+    journal: &Journal,
+) -> Vec<Vec<u8>> {
+    use super::dnssec::{TYPE_NSEC, TYPE_RRSIG};
+    let mut records = BTreeSet::new();
+    for (name, t, a) in table.zone_answers(zone, |_| true) {
+        let (mut these, differ) = decode_rotations(name, t, a, true);
+        these.retain(|r| {
+            parts(r).is_some_and(|(_, rt, ..)| rt != TYPE_NSEC)
+                && covered(r) != Some(TYPE_NSEC)
+                && !(t == rtype::SOA && parts(r).is_some_and(|(_, rt, ..)| rt == rtype::SOA))
+        });
+        if differ {
+            // A set larger than one answer: each rotation's RRSIG covers only its part.
+            these = resign(name, these, keys);
+        }
+        records.extend(these);
+    }
+    // The chain's names: owners of authoritative data and zone cuts, not glue below a cut.
+    let mut types: BTreeMap<Vec<u8>, BTreeSet<u16>> = BTreeMap::new();
+    for r in &records {
+        if let Some((owner, rt, ..)) = parts(r)
+            && rt != TYPE_RRSIG
+        {
+            types.entry(owner.to_vec()).or_default().insert(rt);
+        }
+    }
+    types
+        .entry(origin.wire().to_vec())
+        .or_default()
+        .insert(rtype::SOA);
+    let cuts: Vec<Vec<u8>> = types
+        .iter()
+        .filter(|(n, t)| t.contains(&rtype::NS) && n.as_slice() != origin.wire())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let below_cut = |n: &[u8]| {
+        let mut pos = 0;
+        while pos < n.len() && n[pos] != 0 {
+            pos += n[pos] as usize + 1;
+            if pos < n.len() && cuts.iter().any(|c| c.as_slice() == &n[pos..]) {
+                return true;
+            }
+        }
+        false
+    };
+    let mut names: Vec<Vec<u8>> = types.keys().filter(|n| !below_cut(n)).cloned().collect();
+    names.sort_by(|a, b| canonical_order(a, b));
+    let mut cache = journal
+        .nsec_signatures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let old = cache.remove(origin).unwrap_or_default();
+    let reuse = old.validity == Some(keys.validity);
+    let mut kept = NsecSignatures {
+        validity: Some(keys.validity),
+        by_nsec: HashMap::with_capacity(names.len()),
+    };
+    let mut out: Vec<Vec<u8>> = records.into_iter().collect();
+    for (i, n) in names.iter().enumerate() {
+        let next = &names[(i + 1) % names.len()];
+        let owner = DnsName::from_wire_lowercase(n);
+        let set: Vec<u16> = types[n].iter().copied().collect();
+        let mut rdata = next.clone();
+        rdata.extend_from_slice(&super::dnssec::nodata_bitmap(&set));
+        let nsec = crate::model::Record {
+            name: owner.clone(),
+            ttl: nsec_ttl,
+            data: crate::model::RData::Opaque {
+                rtype: TYPE_NSEC,
+                rdata: rdata.clone().into(),
+            },
+        };
+        let wire = emit(&to_record(&nsec));
+        let sigs = match old.by_nsec.get(&wire).filter(|_| reuse) {
+            Some(s) => s.clone(),
+            None => keys
+                .sign_canonical(&owner, TYPE_NSEC, nsec_ttl, &[rdata])
+                .unwrap_or_default()
+                .iter()
+                .map(|r| emit(&to_record(r)))
+                .collect(),
+        };
+        out.push(wire.clone());
+        out.extend(sigs.iter().cloned());
+        kept.by_nsec.insert(wire, sigs);
+    }
+    cache.insert(origin.clone(), kept);
+    out
+}
+
+/// `records` (one name's RRset and its RRSIGs, uncompressed) with the RRSIGs made again over
+/// the whole set.
+fn resign(
+    name: &DnsName,
+    records: BTreeSet<Vec<u8>>,
+    keys: &super::dnssec::ZoneKeys,
+) -> BTreeSet<Vec<u8>> {
+    let mut by_type: BTreeMap<u16, (u32, Vec<Vec<u8>>)> = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    for r in records {
+        match parts(&r) {
+            Some((_, super::dnssec::TYPE_RRSIG, ..)) => {}
+            Some((_, rt, ttl, rd)) => {
+                by_type
+                    .entry(rt)
+                    .or_insert((ttl, Vec::new()))
+                    .1
+                    .push(rd.to_vec());
+                out.insert(r);
+            }
+            None => {}
+        }
+    }
+    for (rt, (ttl, mut set)) in by_type {
+        set.sort();
+        set.dedup();
+        for sig in keys.sign_canonical(name, rt, ttl, &set).unwrap_or_default() {
+            out.insert(emit(&to_record(&sig)));
+        }
+    }
+    out
 }
 
 fn decode_body(name: &DnsName, qtype: u16, body: &crate::table::Body, out: &mut BTreeSet<Vec<u8>>) {
@@ -322,8 +543,11 @@ fn decode_body(name: &DnsName, qtype: u16, body: &crate::table::Body, out: &mut 
         return;
     }
     for r in &msg.answers {
-        if r.name == owner && u16::from(r.record_type()) == qtype {
-            out.insert(emit(r));
+        if r.name == owner {
+            let w = emit(r);
+            if u16::from(r.record_type()) == qtype || covered(&w) == Some(qtype) {
+                out.insert(w);
+            }
         }
     }
 }

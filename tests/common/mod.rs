@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod unbound;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_fedns");
 
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.

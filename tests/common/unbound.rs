@@ -1,0 +1,135 @@
+//! A validating unbound (Debian package `unbound`) on loopback for the DNSSEC tests: one zone,
+//! example.com, stubbed to the server under test, with the given trust anchor. Started on an
+//! ephemeral port, killed by PID on drop; every wait is bounded.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use super::wait_for;
+
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+pub fn unbound_binary() -> PathBuf {
+    for p in ["/usr/sbin/unbound", "/usr/bin/unbound"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "unbound (Debian package unbound) is required by these tests{}; run ./scripts/test, which installs it",
+        if std::env::var("CI").as_deref() == Ok("true") {
+            " and CI=true forbids skipping them"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A validating unbound on loopback with `anchor` as the trust anchor of example.com and fedns
+/// as the zone's only server; killed by PID on drop.
+pub struct Unbound {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Unbound {
+    pub fn start(anchor: &str, fedns: SocketAddr) -> Unbound {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("unbound.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-not-query-localhost: no\n  \
+                 username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  \
+                 use-syslog: no\n  logfile: \"{d}/unbound.log\"\n  verbosity: 1\n  val-log-level: 2\n  \
+                 module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  \
+                 harden-dnssec-stripped: yes\n  qname-minimisation: no\n  aggressive-nsec: yes\n  \
+                 num-threads: 1\n  so-reuseport: no\n\
+                 stub-zone:\n  name: \"example.com\"\n  stub-addr: {ip}@{p}\n",
+                d = dir.path().display(),
+                ip = fedns.ip(),
+                p = fedns.port(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(unbound_binary())
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn unbound");
+        let mut u = Unbound {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        let up = wait_for(Duration::from_secs(15), || {
+            if let Ok(Some(status)) = u.child.try_wait() {
+                panic!("unbound exited ({status}):\n{}", u.log());
+            }
+            try_ask(u.addr, "example.com.", RecordType::SOA, true)
+        });
+        assert!(up.is_some(), "unbound did not answer:\n{}", u.log());
+        u
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
+    }
+
+    pub fn ask(&self, name: &str, t: RecordType) -> Message {
+        try_ask(self.addr, name, t, true)
+            .unwrap_or_else(|| panic!("no answer for {name} {t}:\n{}", self.log()))
+    }
+}
+
+pub fn try_ask(addr: SocketAddr, name: &str, t: RecordType, dnssec_ok: bool) -> Option<Message> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(dnssec_ok);
+    m.set_edns(edns);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send_to(&m.to_vec().unwrap(), addr).ok()?;
+    let mut buf = [0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn rand_id() -> u16 {
+    use std::time::SystemTime;
+    (SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        & 0xffff) as u16
+}
