@@ -2,7 +2,9 @@
 //! validating resolver (unbound, Debian package `unbound`) in front of it, with the zone's DS as
 //! its trust anchor, must validate every kind of answer (AD=1): positive, per-location, CNAME
 //! chains zonal → regional → global, SRV, NODATA, names that do not exist (compact denial), the
-//! DS-less delegation. A resolver with a tampered trust anchor must refuse them (SERVFAIL).
+//! DS-less delegation, wildcard answers (signed per query), and each location's answer through
+//! unbound's ECS subnet cache. A resolver with a tampered trust anchor must refuse them
+//! (SERVFAIL). Transfers of the signed zone to Knot and NSD are in `tests/secondaries.rs`.
 //! Both processes run on loopback and are stopped by PID. `scripts/test` installs unbound.
 
 use std::path::Path;
@@ -70,7 +72,7 @@ fn start_fedns(dir: &Path, algorithm: &str) -> Fedns {
             "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 1\nzones_dir: zones\n\
              federation_files: [federation.yaml]\nstate_dir: state\n\
              dnssec:\n  zones: [example.com]\n  algorithm: {algorithm}\n\
-             geo:\n  regions:\n    - {{name: us-east1, lat: 33.2, lon: -80.0}}\n    - {{name: us-west2, lat: 34.1, lon: -118.2}}\n  client_networks:\n    - {{cidr: 127.0.0.0/8, region: us-west2}}\n"
+             geo:\n  regions:\n    - {{name: us-east1, lat: 33.2, lon: -80.0}}\n    - {{name: us-west2, lat: 34.1, lon: -118.2}}\n  client_networks:\n    - {{cidr: 127.0.0.0/8, region: us-west2}}\n    - {{cidr: 198.18.7.0/24, region: us-east1}}\n"
         ),
     )
     .unwrap();
@@ -257,6 +259,39 @@ fn a_validating_resolver_accepts_every_kind_of_answer() {
         })
         .collect();
     assert_eq!(addrs, ["198.51.100.20"], "{m}");
+}
+
+/// Answers per client location (ECS, RFC 7871) validate: unbound's subnet cache forwards each
+/// client's subnet, fedns answers it from that location's signed answer, and each validates.
+#[test]
+fn per_location_answers_validate_through_an_ecs_resolver() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_fedns(dir.path(), "ecdsap256sha256");
+    let ub = Unbound::start_with(&ds_record(dir.path()), f.udp, true);
+    let name = "checkout.shop.myfed.svc.example.com.";
+    for (subnet, want) in [
+        // us-east1's clients: the east shard.
+        ("198.18.7.0", &["203.0.113.10"][..]),
+        // A subnet no location holds: the answer for clients of unknown location, both.
+        ("192.0.2.0", &["198.51.100.20", "203.0.113.10"][..]),
+    ] {
+        let m = ub.ask_from(subnet.parse().unwrap(), name, RecordType::A);
+        let mut addrs: Vec<String> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        addrs.sort();
+        assert_eq!(
+            (m.metadata.authentic_data, addrs),
+            (true, want.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+            "from {subnet}: {m}\nunbound:\n{}",
+            ub.log()
+        );
+    }
 }
 
 #[test]

@@ -56,6 +56,12 @@ impl Drop for Unbound {
 
 impl Unbound {
     pub fn start(anchor: &str, fedns: SocketAddr) -> Unbound {
+        Unbound::start_with(anchor, fedns, false)
+    }
+
+    /// `ecs`: with unbound's subnet cache in front of the validator, forwarding the clients'
+    /// ECS option (RFC 7871) to the server, so answers per client location are validated too.
+    pub fn start_with(anchor: &str, fedns: SocketAddr, ecs: bool) -> Unbound {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("unbound.conf");
@@ -65,11 +71,25 @@ impl Unbound {
                 "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-not-query-localhost: no\n  \
                  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  \
                  use-syslog: no\n  logfile: \"{d}/unbound.log\"\n  verbosity: 1\n  val-log-level: 2\n  \
-                 module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  \
+                 module-config: \"{modules}\"\n{subnet}  trust-anchor: \"{anchor}\"\n  \
                  harden-dnssec-stripped: yes\n  qname-minimisation: no\n  aggressive-nsec: yes\n  \
                  num-threads: 1\n  so-reuseport: no\n\
                  stub-zone:\n  name: \"example.com\"\n  stub-addr: {ip}@{p}\n",
                 d = dir.path().display(),
+                modules = if ecs {
+                    "subnetcache validator iterator"
+                } else {
+                    "validator iterator"
+                },
+                subnet = if ecs {
+                    format!(
+                        "  send-client-subnet: {}\n  client-subnet-always-forward: yes\n  \
+                         max-client-subnet-ipv4: 24\n",
+                        fedns.ip()
+                    )
+                } else {
+                    String::new()
+                },
                 ip = fedns.ip(),
                 p = fedns.port(),
             ),
@@ -107,15 +127,36 @@ impl Unbound {
         try_ask(self.addr, name, t, true)
             .unwrap_or_else(|| panic!("no answer for {name} {t}:\n{}", self.log()))
     }
+
+    /// [`Unbound::ask`] for a client in `subnet` (an IPv4 /24, sent as ECS).
+    pub fn ask_from(&self, subnet: std::net::Ipv4Addr, name: &str, t: RecordType) -> Message {
+        try_ask_with(self.addr, name, t, true, Some(subnet))
+            .unwrap_or_else(|| panic!("no answer for {name} {t}:\n{}", self.log()))
+    }
 }
 
 pub fn try_ask(addr: SocketAddr, name: &str, t: RecordType, dnssec_ok: bool) -> Option<Message> {
+    try_ask_with(addr, name, t, dnssec_ok, None)
+}
+
+fn try_ask_with(
+    addr: SocketAddr,
+    name: &str,
+    t: RecordType,
+    dnssec_ok: bool,
+    subnet: Option<std::net::Ipv4Addr>,
+) -> Option<Message> {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     edns.set_dnssec_ok(dnssec_ok);
+    if let Some(ip) = subnet {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(ip.into(), 24, 0)));
+    }
     m.set_edns(edns);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
