@@ -336,6 +336,15 @@ fn unsigned_queries_get_unsigned_answers_and_rcodes() {
     let m = try_ask(f.udp, "nope.example.com.", RecordType::A, false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
     assert_eq!(types(&m.authorities), [RecordType::SOA], "{m}");
+    // Target addresses in additional: signed only for DO=1 (a validator drops unsigned ones).
+    let m = try_ask(f.udp, "example.com.", RecordType::MX, false).unwrap();
+    assert_eq!(types(&m.additionals), [RecordType::A], "{m}");
+    let m = try_ask(f.udp, "example.com.", RecordType::MX, true).unwrap();
+    assert_eq!(
+        types(&m.additionals),
+        [RecordType::A, RecordType::RRSIG],
+        "{m}"
+    );
     // DO=1 straight from fedns: the compact denial's NSEC names the question (any case).
     let m = try_ask(f.udp, "NoPe.Example.COM.", RecordType::A, true).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");

@@ -1712,15 +1712,11 @@ fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildc
         .max()
         .unwrap_or(1)
         .max(1);
-    // Target addresses do not rotate with the answer: their first answer, in every rotation.
-    let additional: Vec<Record> = res
-        .additional
-        .iter()
-        .flat_map(|(owner, rr)| first_records(owner, rr))
-        .collect();
+    let additional = additional_records(view, res, None);
     let mut bodies = Vec::with_capacity(rotations * (1 + keys.is_some() as usize));
     let mut signed = Vec::new();
     let mut signatures = Signatures::default();
+    let signed_additional = keys.map(|_| additional_records(view, res, Some(&mut signatures)));
     for v in 0..rotations {
         let mut records = Vec::new();
         let mut with_sigs = Vec::new();
@@ -1749,7 +1745,7 @@ fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildc
                 qtype,
                 &with_sigs,
                 &denial,
-                &additional,
+                signed_additional.as_deref().unwrap_or_default(),
                 true,
             ));
         }
@@ -1781,11 +1777,7 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
         .max()
         .unwrap_or(1)
         .max(1);
-    let additional: Vec<Record> = res
-        .additional
-        .iter()
-        .flat_map(|(owner, rr)| first_records(owner, rr))
-        .collect();
+    let additional = additional_records(view, res, None);
     let nodata_here = res.answer.is_empty() && res.end.as_ref().is_some_and(|(e, ..)| e == wild);
     let online = if nodata_here {
         Online::Nodata
@@ -1793,6 +1785,7 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
         Online::Rrsig
     };
     let mut signatures = Signatures::default();
+    let signed_additional = additional_records(view, res, Some(&mut signatures));
     let denial = if nodata_here {
         Vec::new()
     } else {
@@ -1837,7 +1830,7 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
         bodies.push(encode::owner_relative(wild, &records, &additional, MAX_BODY, true).0);
         let (body, _, starts) = encode::owner_relative_sections(
             wild,
-            [&with_sigs, &denial, &additional],
+            [&with_sigs, &denial, &signed_additional],
             MAX_BODY,
             true,
         );
@@ -1870,6 +1863,26 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
         soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
     })
+}
+
+/// The additional section of `res`: its target addresses, which do not rotate with the answer
+/// (their first answer, in every rotation), each RRset followed by its RRSIG when `sigs` is
+/// given (a validating resolver drops unsigned additional data of a signed zone and asks).
+fn additional_records(
+    view: View<'_>,
+    res: &Resolved<'_>,
+    mut sigs: Option<&mut Signatures>,
+) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (owner, rr) in &res.additional {
+        let start = out.len();
+        out.extend(first_records(owner, rr));
+        if let Some(s) = sigs.as_deref_mut() {
+            let these = s.of(view, owner, rr.rtype, &out[start..]);
+            out.extend(these);
+        }
+    }
+    out
 }
 
 /// TTL of DNSKEY, CDS and CDNSKEY.
