@@ -134,6 +134,8 @@ pub struct Merger {
     cache: BuildCache,
     /// When the heap was last trimmed.
     last_trim: Instant,
+    /// RRSIGs made so far that the signing metric counts.
+    signatures_counted: u64,
     /// Services currently served despite failing every probe.
     fail_static: std::collections::BTreeSet<String>,
     /// DNSSEC: the keys of the signed zones (`None`: nothing is signed).
@@ -152,6 +154,7 @@ impl Merger {
             cache: Default::default(),
             fail_static: Default::default(),
             last_trim: Instant::now(),
+            signatures_counted: 0,
             keys: None,
         }
     }
@@ -244,6 +247,7 @@ impl Merger {
                 "dnssec: signing every answer with a new validity period"
             );
         }
+        let signatures_before = crate::dns::dnssec::signatures_made();
         let built = build(BuildInput {
             signing: &signing,
             locator: &self.locator,
@@ -255,6 +259,13 @@ impl Merger {
             generation: self.generation,
         });
         let built_at = started.elapsed();
+        let signatures_now = crate::dns::dnssec::signatures_made();
+        let signatures = signatures_now - signatures_before;
+        self.shared
+            .metrics
+            .dnssec_signatures
+            .inc_by(signatures_now - self.signatures_counted);
+        self.signatures_counted = signatures_now;
         for w in &built.warnings {
             tracing::warn!("{w}");
         }
@@ -310,6 +321,7 @@ impl Merger {
             build_ms = format_args!("{:.1}", ms(built_at - prepared)),
             swap_ms = format_args!("{:.1}", ms(swapped - built_at)),
             retire_ms = format_args!("{:.1}", ms(done - swapped)),
+            signatures,
             "published answer table"
         );
     }

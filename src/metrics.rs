@@ -460,6 +460,9 @@ pub struct Metrics {
     pub table_serial: IntGauge,
     pub endpoints_outside: IntGauge,
     pub publish_duration: Histogram,
+    /// RRSIGs made at table build (per-query ones are not counted: the query path stays free
+    /// of shared counters).
+    pub dnssec_signatures: IntCounter,
     pub source_up: IntGaugeVec,
     pub source_errors: IntCounterVec,
     /// Keys held in memory from etcd (read mode).
@@ -585,6 +588,14 @@ impl Metrics {
         registry
             .register(Box::new(publish_duration.clone()))
             .expect("register");
+        let dnssec_signatures = IntCounter::new(
+            "fedns_dnssec_signatures_total",
+            "RRSIGs made while building answer tables and for transfers of signed zones",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(dnssec_signatures.clone()))
+            .expect("register");
         let source_up = IntGaugeVec::new(
             Opts::new(
                 "fedns_source_up",
@@ -662,6 +673,7 @@ impl Metrics {
             table_serial,
             endpoints_outside,
             publish_duration,
+            dnssec_signatures,
             source_up,
             source_errors,
             probe_shards_down,

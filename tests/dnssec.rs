@@ -336,6 +336,10 @@ fn unsigned_queries_get_unsigned_answers_and_rcodes() {
     let m = try_ask(f.udp, "nope.example.com.", RecordType::A, false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
     assert_eq!(types(&m.authorities), [RecordType::SOA], "{m}");
+    // The build's signing work is a metric.
+    let (_, metrics) = common::http_get(f.http, "/metrics");
+    let made = common::metric(&metrics, "fedns_dnssec_signatures_total").unwrap_or(0.0);
+    assert!(made >= 10.0, "{metrics}");
     // Target addresses in additional: signed only for DO=1 (a validator drops unsigned ones).
     let m = try_ask(f.udp, "example.com.", RecordType::MX, false).unwrap();
     assert_eq!(types(&m.additionals), [RecordType::A], "{m}");

@@ -287,6 +287,7 @@ impl ZoneKeys {
             data.extend_from_slice(rd);
         }
         let sig = key.sign(&SystemRandom::new(), &data)?;
+        SIGNATURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rrsig.extend_from_slice(&sig.bytes[..sig.len]);
         Some(vec![opaque(owner, ttl, TYPE_RRSIG, rrsig)])
     }
@@ -490,6 +491,14 @@ pub fn nodata_bitmap(types: &[u16]) -> Vec<u8> {
     all.sort_unstable();
     all.dedup();
     type_bitmap(&all)
+}
+
+/// RRSIGs [`ZoneKeys::sign_canonical`] made since start (builds and transfers; not the query
+/// path's), for the signing metric and the publish log.
+static SIGNATURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn signatures_made() -> u64 {
+    SIGNATURES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The RRSIG Labels field of a wire name (RFC 4034 §3.1.3): its labels, neither the root nor
