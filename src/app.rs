@@ -324,6 +324,66 @@ fn load_keys(
     )
 }
 
+/// What `keys_dir` holds (names, sizes and times of change), to see that keys were added,
+/// changed or removed.
+fn keys_fingerprint(
+    dir: &std::path::Path,
+) -> Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.file_name(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads the signed zones' keys again when `keys_dir` changes (looked at every 10 s, and on
+/// each reload signal), so a rollover's next key is picked up without a restart. Keys that do
+/// not load are an error in the log; the keys loaded before keep signing.
+async fn watch_keys(
+    d: crate::config::DnssecConfig,
+    merger: mpsc::Sender<Input>,
+    mut reload: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut seen = keys_fingerprint(&d.keys_dir);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            changed = reload.changed() => if changed.is_err() { return },
+        }
+        let now = keys_fingerprint(&d.keys_dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let dir = d.clone();
+        match tokio::task::spawn_blocking(move || load_keys(&dir, false)).await {
+            Ok(Ok(keys)) if !keys.generated().is_empty() => tracing::error!(
+                zones = ?keys.generated(),
+                "dnssec: keys_dir no longer holds a key of these zones; the previous keys keep signing"
+            ),
+            Ok(Ok(keys)) => {
+                for ds in keys.ds_records() {
+                    tracing::info!(ds = %ds, "dnssec: keys changed; DS for the parent zone");
+                }
+                if merger.send(Input::Keys(Box::new(keys))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "dnssec: keys changed but do not load; the previous keys keep signing")
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// `fedns dnssec ds`: loads (or generates) every signed zone's keys and prints the DS records
 /// for the parents and the DNSKEYs (trust anchors).
 /// `fedns join`: see [`kubernetes::join`].
@@ -626,6 +686,9 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         });
     }
     let (merger_tx, merger_rx) = mpsc::channel::<Input>(64);
+    if let Some(d) = config.dnssec.clone() {
+        tokio::spawn(watch_keys(d, merger_tx.clone(), reload_rx.clone()));
+    }
     let (current, current_rx) = watch::channel(config.clone());
     tokio::spawn(crate::reload::run(
         config.clone(),

@@ -109,6 +109,8 @@ pub enum Input {
     Update(Update),
     /// New client locations (a reloaded `geo` section).
     Geo(Arc<Locator>),
+    /// The signed zones' keys read again (a key added or changed in `keys_dir`: a rollover).
+    Keys(Box<crate::dns::dnssec::KeyRing>),
 }
 
 impl From<Update> for Input {
@@ -191,6 +193,11 @@ impl Merger {
                 } else {
                     self.snapshots.insert(update.source, update.snapshot);
                 }
+            }
+            Input::Keys(keys) => {
+                // A new ring has made no signatures yet: the next build signs everything.
+                tracing::info!("dnssec: keys read again; signing every answer with them");
+                self.keys = Some(*keys);
             }
             Input::Geo(locator) => {
                 // Location ids change meaning: nothing cached per location can be kept.

@@ -294,6 +294,109 @@ fn per_location_answers_validate_through_an_ecs_resolver() {
     }
 }
 
+/// Key tags of the RRSIGs in `records` (RDATA bytes 16..18).
+fn rrsig_tags(records: &[hickory_proto::rr::Record]) -> Vec<u16> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
+                let b = &rdata.anything;
+                Some(u16::from_be_bytes([b[16], b[17]]))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A ZSK added to `keys_dir` of a running fedns is picked up without a restart: it joins the
+/// DNSKEY RRset (signed by the KSK), signs the zone's data from then on, and every answer
+/// still validates with the unchanged DS. With a later `Activate`, it is only published.
+#[test]
+fn a_zsk_added_to_the_keys_dir_rolls_in_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start_fedns(dir.path(), "ecdsap256sha256");
+    let ds = ds_record(dir.path());
+    let dnskeys = |m: &hickory_proto::op::Message| {
+        m.answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DNSKEY)
+            .count()
+    };
+    let m = try_ask(f.udp, "example.com.", RecordType::DNSKEY, true).unwrap();
+    assert_eq!(dnskeys(&m), 1, "{m}");
+    let csk = rrsig_tags(&m.answers);
+    // Make keys elsewhere and turn them into ZSKs: one that signs now, one for later.
+    let keys = dir.path().join("state/keys");
+    for (n, timing) in [
+        ("now", "Publish: 20200101000000\nActivate: 20200101000000\n"),
+        (
+            "later",
+            "Publish: 20200101000000\nActivate: 20991231000000\n",
+        ),
+    ] {
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(other.path().join("zones")).unwrap();
+        std::fs::write(other.path().join("zones/example.com.zone"), ZONE).unwrap();
+        std::fs::write(
+            other.path().join("fedns.yaml"),
+            "listen: [\"127.0.0.1:0\"]\nzones_dir: zones\nstate_dir: state\ndnssec:\n  zones: [example.com]\n",
+        )
+        .unwrap();
+        ds_record(other.path());
+        let made = other.path().join("state/keys");
+        for e in std::fs::read_dir(&made).unwrap().flatten() {
+            let file = e.file_name().into_string().unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let (ext, text) = if file.ends_with(".private") {
+                ("private", text + timing)
+            } else {
+                ("key", text.replace("DNSKEY 257", "DNSKEY 256"))
+            };
+            // Private key first: the watcher may look between the two writes.
+            std::fs::write(
+                keys.join(format!("Kexample.com.+013+zsk{n}.{ext}.tmp")),
+                text,
+            )
+            .unwrap();
+        }
+        for ext in ["key", "private"] {
+            std::fs::rename(
+                keys.join(format!("Kexample.com.+013+zsk{n}.{ext}.tmp")),
+                keys.join(format!("Kexample.com.+013+zsk{n}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        f.wait_log(Duration::from_secs(30), |l| l.contains("keys read again"))
+            .is_some(),
+        "{}",
+        f.log_text()
+    );
+    let rolled = common::wait_for(Duration::from_secs(10), || {
+        let m = try_ask(f.udp, "example.com.", RecordType::DNSKEY, true)?;
+        (dnskeys(&m) == 3).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("the ZSKs were not published:\n{}", f.log_text()));
+    // The DNSKEY RRset is still signed by the CSK (the KSK), the data by the new ZSK alone.
+    assert_eq!(rrsig_tags(&rolled.answers), csk, "{rolled}");
+    let m = try_ask(f.udp, "mail.example.com.", RecordType::A, true).unwrap();
+    let data_tags = rrsig_tags(&m.answers);
+    assert_eq!(data_tags.len(), 1, "{m}");
+    assert_ne!(data_tags, csk, "{m}");
+    // The chain of trust holds through a resolver with the DS it had before.
+    let ub = Unbound::start(&ds, f.udp);
+    for (name, t) in [
+        ("mail.example.com.", RecordType::A),
+        ("example.com.", RecordType::DNSKEY),
+        ("nope.example.com.", RecordType::A),
+        ("a.wild.example.com.", RecordType::A),
+    ] {
+        let m = ub.ask(name, t);
+        assert!(m.metadata.authentic_data, "{name} {t}: {m}\n{}", ub.log());
+    }
+}
+
 #[test]
 fn a_tampered_trust_anchor_fails_validation() {
     let dir = tempfile::tempdir().unwrap();

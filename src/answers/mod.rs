@@ -593,11 +593,7 @@ impl BuildCache {
             .collect();
         let same_keys = |a: &Option<Arc<ZoneKeys>>, b: &Option<Arc<ZoneKeys>>| match (a, b) {
             (None, None) => true,
-            (Some(a), Some(b)) => {
-                a.validity == b.validity
-                    && a.ksk.public == b.ksk.public
-                    && a.zsk.public == b.zsk.public
-            }
+            (Some(a), Some(b)) => a.same_as(b),
             _ => false,
         };
         let fresh = self.segments.is_empty()

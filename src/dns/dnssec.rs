@@ -110,7 +110,57 @@ pub struct ZoneKey {
     pub tag: u16,
     /// The `.private` file it came from.
     pub file: PathBuf,
+    /// When it is published and signs (BIND's timing metadata; none: always).
+    pub timing: KeyTiming,
     signer: Signer,
+}
+
+/// A key's lifetime as BIND's `dnssec-keygen -P/-A/-I/-D` (and `dnssec-settime`) record it in
+/// its files, in Unix seconds: published in the DNSKEY RRset from `publish` until `delete`,
+/// signing from `activate` until `inactive`. Rolling a key is putting the next one beside it
+/// with later times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyTiming {
+    pub publish: Option<u32>,
+    pub activate: Option<u32>,
+    pub inactive: Option<u32>,
+    pub delete: Option<u32>,
+}
+
+impl KeyTiming {
+    pub fn published(&self, now: u32) -> bool {
+        self.publish.is_none_or(|t| t <= now) && self.delete.is_none_or(|t| now < t)
+    }
+
+    /// Signing at `now` (an active key is also published).
+    pub fn active(&self, now: u32) -> bool {
+        self.published(now)
+            && self.activate.is_none_or(|t| t <= now)
+            && self.inactive.is_none_or(|t| now < t)
+    }
+}
+
+/// `YYYYMMDDHHMMSS` (UTC, as BIND's key files and RRSIG presentation write times) in Unix
+/// seconds.
+fn parse_key_time(s: &str) -> Option<u32> {
+    let s = s.split_whitespace().next()?;
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u32::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 impl std::fmt::Debug for ZoneKey {
@@ -211,41 +261,83 @@ pub struct Validity {
     pub expiration: u32,
 }
 
-/// The keys of one signed zone and the validity of the signatures made with them.
+/// The keys of one signed zone at one time and the validity of the signatures made with them.
 #[derive(Debug)]
 pub struct ZoneKeys {
     pub zone: DnsName,
-    /// Signs the DNSKEY (and CDS/CDNSKEY) RRsets.
-    pub ksk: std::sync::Arc<ZoneKey>,
-    /// Signs everything else (the same key as `ksk` for a CSK).
-    pub zsk: std::sync::Arc<ZoneKey>,
+    /// The DNSKEY RRset: every published key (a rollover's next and last keys too).
+    pub published: Vec<std::sync::Arc<ZoneKey>>,
+    /// Active SEP keys: each signs the DNSKEY, CDS and CDNSKEY RRsets (never empty).
+    pub ksks: Vec<std::sync::Arc<ZoneKey>>,
+    /// Active keys that sign everything else: the active ZSKs, or the KSKs when none is (a
+    /// CSK). Never empty; the first also signs per query.
+    pub zsks: Vec<std::sync::Arc<ZoneKey>>,
     pub validity: Validity,
 }
 
 impl ZoneKeys {
-    fn keys(&self) -> impl Iterator<Item = &ZoneKey> {
-        let same = std::sync::Arc::ptr_eq(&self.ksk, &self.zsk);
-        std::iter::once(&*self.ksk).chain((!same).then_some(&*self.zsk))
+    /// The zone's keys at `now` (Unix seconds) by their timing; `None` when no SEP key is
+    /// active then (nothing could sign the DNSKEY RRset).
+    pub fn at(
+        zone: &DnsName,
+        keys: &[std::sync::Arc<ZoneKey>],
+        now: u32,
+        validity: Validity,
+    ) -> Option<ZoneKeys> {
+        let pick = |sep: bool| -> Vec<std::sync::Arc<ZoneKey>> {
+            keys.iter()
+                .filter(|k| (k.flags & 1 == 1) == sep && k.timing.active(now))
+                .cloned()
+                .collect()
+        };
+        let ksks = pick(true);
+        if ksks.is_empty() {
+            return None;
+        }
+        let mut zsks = pick(false);
+        if zsks.is_empty() {
+            zsks = ksks.clone();
+        }
+        Some(ZoneKeys {
+            zone: zone.clone(),
+            published: keys
+                .iter()
+                .filter(|k| k.timing.published(now))
+                .cloned()
+                .collect(),
+            ksks,
+            zsks,
+            validity,
+        })
     }
 
-    /// DNSKEY, CDS and CDNSKEY records of the apex (RFC 7344: CDS/CDNSKEY name the SEP key).
+    /// The key that signs per query (and the wildcard templates it fills in).
+    fn online(&self) -> &ZoneKey {
+        &self.zsks[0]
+    }
+
+    /// Whether both sign alike: the same keys in the same roles and the same validity.
+    pub fn same_as(&self, other: &ZoneKeys) -> bool {
+        let tags = |ks: &[std::sync::Arc<ZoneKey>]| -> Vec<(u16, Box<[u8]>)> {
+            ks.iter().map(|k| (k.tag, k.public.clone())).collect()
+        };
+        self.validity == other.validity
+            && tags(&self.published) == tags(&other.published)
+            && tags(&self.ksks) == tags(&other.ksks)
+            && tags(&self.zsks) == tags(&other.zsks)
+    }
+
+    /// DNSKEY, CDS and CDNSKEY records of the apex (RFC 7344: CDS/CDNSKEY name the active SEP
+    /// keys, which the parent's DS should match).
     pub fn apex_records(&self, ttl: u32) -> Vec<Record> {
         let mut out = Vec::new();
-        for k in self.keys() {
+        for k in &self.published {
             out.push(opaque(&self.zone, ttl, TYPE_DNSKEY, k.dnskey_rdata()));
         }
-        out.push(opaque(
-            &self.zone,
-            ttl,
-            TYPE_CDS,
-            self.ksk.ds_rdata(&self.zone),
-        ));
-        out.push(opaque(
-            &self.zone,
-            ttl,
-            TYPE_CDNSKEY,
-            self.ksk.dnskey_rdata(),
-        ));
+        for k in &self.ksks {
+            out.push(opaque(&self.zone, ttl, TYPE_CDS, k.ds_rdata(&self.zone)));
+            out.push(opaque(&self.zone, ttl, TYPE_CDNSKEY, k.dnskey_rdata()));
+        }
         out
     }
 
@@ -270,26 +362,30 @@ impl ZoneKeys {
         ttl: u32,
         canonical: &[Vec<u8>],
     ) -> Option<Vec<Record>> {
-        let key = if matches!(rtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY) {
-            &self.ksk
+        let keys = if matches!(rtype, TYPE_DNSKEY | TYPE_CDS | TYPE_CDNSKEY) {
+            &self.ksks
         } else {
-            &self.zsk
+            &self.zsks
         };
         let labels = qname_labels(owner.wire());
-        let mut rrsig = self.rrsig_fields(key, rtype, labels, ttl);
-        let mut data = rrsig.clone();
-        for rd in canonical {
-            data.extend_from_slice(owner.wire());
-            data.extend_from_slice(&rtype.to_be_bytes());
-            data.extend_from_slice(&CLASS_IN.to_be_bytes());
-            data.extend_from_slice(&ttl.to_be_bytes());
-            data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-            data.extend_from_slice(rd);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut rrsig = self.rrsig_fields(key, rtype, labels, ttl);
+            let mut data = rrsig.clone();
+            for rd in canonical {
+                data.extend_from_slice(owner.wire());
+                data.extend_from_slice(&rtype.to_be_bytes());
+                data.extend_from_slice(&CLASS_IN.to_be_bytes());
+                data.extend_from_slice(&ttl.to_be_bytes());
+                data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+                data.extend_from_slice(rd);
+            }
+            let sig = key.sign(&SystemRandom::new(), &data)?;
+            SIGNATURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rrsig.extend_from_slice(&sig.bytes[..sig.len]);
+            out.push(opaque(owner, ttl, TYPE_RRSIG, rrsig));
         }
-        let sig = key.sign(&SystemRandom::new(), &data)?;
-        SIGNATURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rrsig.extend_from_slice(&sig.bytes[..sig.len]);
-        Some(vec![opaque(owner, ttl, TYPE_RRSIG, rrsig)])
+        Some(out)
     }
 
     /// RRSIG RDATA up to (not including) the signature.
@@ -328,7 +424,7 @@ impl ZoneKeys {
         limit: usize,
     ) -> Option<usize> {
         // NSEC RDATA: next name "\000.qname" (never compressed, RFC 4034 §4.1.1) + bitmap.
-        let key = &*self.zsk;
+        let key = self.online();
         let nsec_rdlen = 2 + qname.len() + bitmap.len();
         if pos + self.denial_len(qname.len(), bitmap.len()) > limit.min(out.len())
             || qname.len() > 255
@@ -390,8 +486,9 @@ impl ZoneKeys {
     /// it in a synthesized answer: Labels 0 and the signature zeroed, for
     /// [`ZoneKeys::sign_online`] to fill in for the question.
     pub fn rrsig_template(&self, rtype: u16, ttl: u32) -> RData {
-        let mut r = self.rrsig_fields(&self.zsk, rtype, 0, ttl);
-        r.extend_from_slice(&[0; 64][..self.zsk.algorithm.signature_len()]);
+        let key = self.online();
+        let mut r = self.rrsig_fields(key, rtype, 0, ttl);
+        r.extend_from_slice(&[0; 64][..key.algorithm.signature_len()]);
         RData::Opaque {
             rtype: TYPE_RRSIG,
             rdata: r.into(),
@@ -410,7 +507,7 @@ impl ZoneKeys {
         body: &[u8],
         rdata_at: usize,
     ) -> Option<OnlineSignature> {
-        let key = &*self.zsk;
+        let key = self.online();
         let fields = 18 + self.zone.wire().len();
         if rdata_at + fields + key.algorithm.signature_len() > body.len() {
             return None;
@@ -642,21 +739,32 @@ pub fn is_signed_type(t: u16) -> bool {
 
 /// Every signed zone's keys, and the validity period current signatures are made for: the
 /// merger asks for [`KeyRing::signing`] before each build, which moves the period on (so every
-/// signature is made again) once the current one is `resign_after` old.
+/// signature is made again) once the current one is `resign_after` old, or once a key's timing
+/// publishes, activates, retires or deletes it (a rollover step).
 pub struct KeyRing {
-    keys: Vec<(DnsName, std::sync::Arc<ZoneKey>, std::sync::Arc<ZoneKey>)>,
+    keys: Vec<(DnsName, Vec<std::sync::Arc<ZoneKey>>)>,
     validity: u32,
     resign_after: u32,
     current: Vec<std::sync::Arc<ZoneKeys>>,
+    /// When `current` was made (its keys' roles are those at this time).
+    made_at: u32,
 }
 
 /// Signatures start this long before they are made, for clocks that are behind.
 const INCEPTION_SLACK: u32 = 3600;
 
+/// Unix seconds now.
+pub fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32)
+}
+
 impl KeyRing {
     /// Loads (or generates, see [`zone_keys`]) the keys of every zone in `zones`.
     /// `generate: false` (for `check`): a zone without keys gets a key that is not written
-    /// anywhere, and is listed in [`KeyRing::generated`].
+    /// anywhere, and is listed in [`KeyRing::generated`]. A zone none of whose SEP keys is
+    /// active now is an error.
     pub fn load(
         zones: &[DnsName],
         dir: &Path,
@@ -666,24 +774,44 @@ impl KeyRing {
         generate: bool,
     ) -> Result<KeyRing, String> {
         let mut keys = Vec::new();
+        let now = unix_now();
+        let never = Validity {
+            inception: 0,
+            expiration: 0,
+        };
         for z in zones {
-            let (ksk, zsk) = zone_keys(dir, z, algorithm, generate)?;
-            keys.push((z.clone(), ksk, zsk));
+            let ks = zone_keys(dir, z, algorithm, generate)?;
+            if ZoneKeys::at(z, &ks, now, never).is_none() {
+                return Err(format!(
+                    "{}: zone {z}: no key with flags 257 (a KSK or CSK) is active now, so nothing \
+                     could sign its DNSKEY RRset (keys: {})",
+                    dir.display(),
+                    describe(&ks, now)
+                ));
+            }
+            keys.push((z.clone(), ks));
         }
         Ok(KeyRing {
             keys,
             validity: validity.as_secs().min(u32::MAX as u64) as u32,
             resign_after: resign_after.as_secs().min(u32::MAX as u64) as u32,
             current: Vec::new(),
+            made_at: 0,
         })
     }
 
-    /// Whether the signatures made now are due to be made again at `now` (Unix seconds).
+    /// Whether the signatures made now are due to be made again at `now` (Unix seconds): their
+    /// period is `resign_after` old, or a key changed role since they were made.
     pub fn due(&self, now: u32) -> bool {
-        match self.current.first() {
-            None => !self.keys.is_empty(),
-            Some(k) => now >= k.validity.inception + INCEPTION_SLACK + self.resign_after,
-        }
+        let Some(k) = self.current.first() else {
+            return !self.keys.is_empty();
+        };
+        let then = self.made_at;
+        now >= k.validity.inception + INCEPTION_SLACK + self.resign_after
+            || self.keys.iter().flat_map(|(_, ks)| ks).any(|k| {
+                k.timing.published(then) != k.timing.published(now)
+                    || k.timing.active(then) != k.timing.active(now)
+            })
     }
 
     /// The keys to sign with at `now`, with a validity period that stays the same (so a build
@@ -697,18 +825,26 @@ impl KeyRing {
                     .saturating_add(INCEPTION_SLACK)
                     .saturating_add(self.validity),
             };
+            let previous = std::mem::take(&mut self.current);
             self.current = self
                 .keys
                 .iter()
-                .map(|(zone, ksk, zsk)| {
-                    std::sync::Arc::new(ZoneKeys {
-                        zone: zone.clone(),
-                        ksk: ksk.clone(),
-                        zsk: zsk.clone(),
-                        validity,
-                    })
+                .filter_map(|(zone, ks)| match ZoneKeys::at(zone, ks, now, validity) {
+                    Some(k) => Some(std::sync::Arc::new(k)),
+                    None => {
+                        // A rollover left no KSK active: the last keys keep signing (their
+                        // signatures run out at their expiration) rather than none.
+                        tracing::error!(zone = %zone, keys = %describe(ks, now),
+                            "dnssec: no KSK is active now; still signing with the previous keys");
+                        previous.iter().find(|k| k.zone == *zone).cloned()
+                    }
                 })
                 .collect();
+            self.made_at = now;
+            for k in &self.current {
+                tracing::info!(zone = %k.zone, published = %tags(&k.published),
+                    ksk = %tags(&k.ksks), zsk = %tags(&k.zsks), "dnssec: signing keys");
+            }
         }
         &self.current
     }
@@ -717,35 +853,41 @@ impl KeyRing {
     pub fn generated(&self) -> Vec<&DnsName> {
         self.keys
             .iter()
-            .filter(|(_, k, _)| k.file.as_os_str().is_empty())
-            .map(|(z, _, _)| z)
+            .filter(|(_, ks)| ks.iter().all(|k| k.file.as_os_str().is_empty()))
+            .map(|(z, _)| z)
             .collect()
     }
 
-    /// The DS record of each zone's SEP key, for the parent zone.
+    /// The DS records for the parent zone: one per SEP key not yet deleted (during a KSK
+    /// rollover, the next key's DS goes to the parent before it signs).
     pub fn ds_records(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|(zone, ksk, _)| ksk.ds_text(zone))
-            .collect()
+        self.sep_keys(false)
     }
 
-    /// The DS records of the keys read from files (those made in memory would change).
+    /// [`KeyRing::ds_records`] of the keys read from files (those made in memory would change).
     pub fn stored_ds_records(&self) -> Vec<String> {
+        self.sep_keys(true)
+    }
+
+    fn sep_keys(&self, stored: bool) -> Vec<String> {
+        let now = unix_now();
         self.keys
             .iter()
-            .filter(|(_, k, _)| !k.file.as_os_str().is_empty())
-            .map(|(zone, ksk, _)| ksk.ds_text(zone))
+            .flat_map(|(zone, ks)| ks.iter().map(move |k| (zone, k)))
+            .filter(|(_, k)| k.flags & 1 == 1 && k.timing.delete.is_none_or(|t| now < t))
+            .filter(|(_, k)| !stored || !k.file.as_os_str().is_empty())
+            .map(|(zone, k)| k.ds_text(zone))
             .collect()
     }
 
-    /// Each zone's DNSKEY records in presentation format (trust anchors for a resolver).
+    /// Each zone's published DNSKEY records in presentation format (trust anchors for a
+    /// resolver).
     pub fn dnskey_records(&self) -> Vec<String> {
         use base64::Engine;
+        let now = unix_now();
         let mut out = Vec::new();
-        for (zone, ksk, zsk) in &self.keys {
-            let same = std::sync::Arc::ptr_eq(ksk, zsk);
-            for k in std::iter::once(ksk).chain((!same).then_some(zsk)) {
+        for (zone, ks) in &self.keys {
+            for k in ks.iter().filter(|k| k.timing.published(now)) {
                 out.push(format!(
                     "{} IN DNSKEY {} 3 {} {}",
                     zone_file_name(zone),
@@ -759,17 +901,44 @@ impl KeyRing {
     }
 }
 
+/// Key tags, for log lines.
+fn tags(keys: &[std::sync::Arc<ZoneKey>]) -> String {
+    keys.iter()
+        .map(|k| k.tag.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Each key with its role at `now`, for errors.
+fn describe(keys: &[std::sync::Arc<ZoneKey>], now: u32) -> String {
+    keys.iter()
+        .map(|k| {
+            let state = if k.timing.active(now) {
+                "active"
+            } else if k.timing.published(now) {
+                "published, not signing"
+            } else {
+                "not published"
+            };
+            format!("{} flags {} {state}", k.file.display(), k.flags)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Key files.
 
-/// The (KSK, ZSK) of `zone` in `dir`; with none there, a new CSK of `algorithm`, written to
-/// `dir` when `generate` (else kept in memory only). Errors name the file and what is wrong.
+/// The keys of `zone` in `dir`; with none there, a new CSK of `algorithm`, written to `dir`
+/// when `generate` (else kept in memory only). Any number of KSKs and ZSKs may be there: their
+/// timing says which are published and which sign ([`ZoneKeys::at`]). Errors name the file and
+/// what is wrong.
 fn zone_keys(
     dir: &Path,
     zone: &DnsName,
     algorithm: Algorithm,
     generate: bool,
-) -> Result<(std::sync::Arc<ZoneKey>, std::sync::Arc<ZoneKey>), String> {
+) -> Result<Vec<std::sync::Arc<ZoneKey>>, String> {
     let mut keys = load_dir(dir, zone)?;
     if keys.is_empty() {
         if generate {
@@ -778,29 +947,20 @@ fn zone_keys(
         }
         keys.push(make_key(generate.then_some(dir), zone, algorithm)?);
     }
-    let ksks: Vec<&ZoneKey> = keys.iter().filter(|k| k.flags & 1 == 1).collect();
-    let zsks: Vec<&ZoneKey> = keys.iter().filter(|k| k.flags & 1 == 0).collect();
-    let names = |ks: &[&ZoneKey]| {
-        ks.iter()
-            .map(|k| k.file.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if ksks.len() != 1 || zsks.len() > 1 {
-        return Err(format!(
-            "{}: zone {zone}: expected one key with flags 257 (a CSK or KSK) and at most one with \
-             256 (a ZSK); found KSKs [{}] and ZSKs [{}] (rolling keys is not supported yet: \
-             move the old ones out)",
-            dir.display(),
-            names(&ksks),
-            names(&zsks)
-        ));
+    let mut seen = std::collections::BTreeSet::new();
+    for k in &keys {
+        if !seen.insert((k.tag, k.algorithm.number(), k.flags)) {
+            return Err(format!(
+                "{}: zone {zone}: two keys share key tag {} (algorithm {}, flags {}); \
+                 validators could not tell them apart: generate another",
+                k.file.display(),
+                k.tag,
+                k.algorithm.number(),
+                k.flags
+            ));
+        }
     }
-    let zsk_at = keys.iter().position(|k| k.flags & 1 == 0);
-    let zsk = zsk_at.map(|i| std::sync::Arc::new(keys.remove(i)));
-    let ksk = std::sync::Arc::new(keys.remove(0));
-    let zsk = zsk.unwrap_or_else(|| ksk.clone());
-    Ok((ksk, zsk))
+    Ok(keys.into_iter().map(std::sync::Arc::new).collect())
 }
 
 /// Every `K<zone>.+*.private` key of `zone` in `dir` (none when `dir` does not exist).
@@ -887,12 +1047,38 @@ fn load_key(private: &Path, zone: &DnsName) -> Result<ZoneKey, String> {
     }
     let signer = Signer::new(algorithm, &private_key, &public)
         .map_err(|e| err(format!("the private and public keys do not match: {e}")))?;
+    // BIND writes the timing into the `.private` file (format v1.3) and as comments of the
+    // `.key` file; either is read.
+    let mut timing = KeyTiming::default();
+    for (name, slot) in [
+        ("Publish", &mut timing.publish),
+        ("Activate", &mut timing.activate),
+        ("Inactive", &mut timing.inactive),
+        ("Delete", &mut timing.delete),
+    ] {
+        let from_key = key_text.lines().find_map(|l| {
+            l.trim_start()
+                .strip_prefix(';')
+                .map(str::trim_start)
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|r| r.strip_prefix(':'))
+                .map(str::trim)
+        });
+        if let Some(v) = field(name).or(from_key) {
+            *slot = Some(parse_key_time(v).ok_or_else(|| {
+                err(format!(
+                    "field {name}: {v:?} is not a time (YYYYMMDDHHMMSS, UTC)"
+                ))
+            })?);
+        }
+    }
     let mut key = ZoneKey {
         algorithm,
         flags,
         public: public.into(),
         tag: 0,
         file: private.to_path_buf(),
+        timing,
         signer,
     };
     key.tag = key_tag(&key.dnskey_rdata());
@@ -949,6 +1135,7 @@ fn make_key(dir: Option<&Path>, zone: &DnsName, algorithm: Algorithm) -> Result<
             public: public.into(),
             tag,
             file: PathBuf::new(),
+            timing: KeyTiming::default(),
             signer,
         });
     };
@@ -1024,22 +1211,22 @@ mod tests {
         for alg in [Algorithm::EcdsaP256, Algorithm::Ed25519] {
             let dir = tempfile::tempdir().unwrap();
             let zone = name("example.com.");
-            let (ksk, zsk) = zone_keys(dir.path(), &zone, alg, true).unwrap();
-            assert!(std::sync::Arc::ptr_eq(&ksk, &zsk), "a CSK");
-            assert_eq!(ksk.flags, 257);
+            let all = zone_keys(dir.path(), &zone, alg, true).unwrap();
+            let ksk = all[0].clone();
+            assert_eq!((all.len(), ksk.flags), (1, 257), "a CSK");
             // Loading again finds the same key rather than making another.
-            let (again, _) = zone_keys(dir.path(), &zone, alg, true).unwrap();
-            assert_eq!(again.public, ksk.public);
+            let again = zone_keys(dir.path(), &zone, alg, true).unwrap();
+            assert_eq!(again[0].public, ksk.public);
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-            let keys = ZoneKeys {
-                zone: zone.clone(),
-                ksk: ksk.clone(),
-                zsk,
-                validity: Validity {
-                    inception: 1,
-                    expiration: 2,
-                },
+            let validity = Validity {
+                inception: 1,
+                expiration: 2,
             };
+            let keys = ZoneKeys::at(&zone, &all, 0, validity).unwrap();
+            assert!(
+                std::sync::Arc::ptr_eq(&keys.zsks[0], &ksk),
+                "a CSK signs everything"
+            );
             let owner = name("www.example.com.");
             let a = |o: u8| RData::A(std::net::Ipv4Addr::new(192, 0, 2, o));
             let sig = keys
@@ -1076,16 +1263,11 @@ mod tests {
     fn online_signatures_name_the_question() {
         let zone = name("example.com.");
         let ksk = std::sync::Arc::new(make_key(None, &zone, Algorithm::EcdsaP256).unwrap());
-        let zsk = ksk.clone();
-        let keys = ZoneKeys {
-            zone: zone.clone(),
-            ksk: ksk.clone(),
-            zsk,
-            validity: Validity {
-                inception: 1,
-                expiration: 2,
-            },
+        let validity = Validity {
+            inception: 1,
+            expiration: 2,
         };
+        let keys = ZoneKeys::at(&zone, std::slice::from_ref(&ksk), 0, validity).unwrap();
         let a = |o: u8| RData::A(std::net::Ipv4Addr::new(192, 0, 2, o));
         let set = canonical_set(&[a(9), a(8)]);
         let (records, fits) = ownerless_records(rtype::A, 300, &set, 255);
@@ -1121,6 +1303,89 @@ mod tests {
         assert!(keys.sign_online(&[0; 250], &big, &body, 7).is_none());
         // RFC 4034 §3.1.3: a wildcard owner's labels leave the `*` out.
         assert_eq!(qname_labels(name("*.wild.example.com.").wire()), 3);
+    }
+
+    /// A ZSK rollover by pre-publication (RFC 7583 §3.2), from BIND-style timing metadata: the
+    /// next ZSK is published before it signs, takes over at its activation while the old one
+    /// stays published, and the ring re-signs at each step.
+    #[test]
+    fn keys_roll_by_their_timing() {
+        assert_eq!(parse_key_time("20260101000000"), Some(1_767_225_600));
+        assert_eq!(parse_key_time("20260229000000 (bad)"), Some(1_772_323_200));
+        assert_eq!(parse_key_time("2026-01-01"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let zone = name("example.com.");
+        // A KSK, and two keys turned into ZSKs with the timing of a rollover in 2030.
+        zone_keys(dir.path(), &zone, Algorithm::EcdsaP256, true).unwrap();
+        let roll = "20300101000000";
+        for (timing, n) in [
+            (format!("Inactive: {roll}\nDelete: 20300201000000\n"), "old"),
+            (
+                format!("Publish: 20200101000000\nActivate: {roll}\n"),
+                "new",
+            ),
+        ] {
+            let other = tempfile::tempdir().unwrap();
+            let k = zone_keys(other.path(), &zone, Algorithm::EcdsaP256, true).unwrap();
+            let private = k[0].file.clone();
+            let text = std::fs::read_to_string(&private).unwrap() + &timing;
+            let key = std::fs::read_to_string(private.with_extension("key"))
+                .unwrap()
+                .replace("DNSKEY 257", "DNSKEY 256");
+            let file = |ext: &str| dir.path().join(format!("Kexample.com.+013+{n}.{ext}"));
+            std::fs::write(file("private"), text).unwrap();
+            std::fs::write(file("key"), key).unwrap();
+        }
+        let all = zone_keys(dir.path(), &zone, Algorithm::EcdsaP256, true).unwrap();
+        assert_eq!(all.len(), 3);
+        let by_file = |n: &str| {
+            all.iter()
+                .find(|k| k.file.to_string_lossy().contains(n))
+                .unwrap()
+                .tag
+        };
+        let (old, new) = (by_file("+old"), by_file("+new"));
+        let v = Validity {
+            inception: 0,
+            expiration: 0,
+        };
+        let t = parse_key_time(roll).unwrap();
+        let tags = |ks: &[std::sync::Arc<ZoneKey>]| ks.iter().map(|k| k.tag).collect::<Vec<_>>();
+        let before = ZoneKeys::at(&zone, &all, t - 1, v).unwrap();
+        assert_eq!(tags(&before.zsks), [old]);
+        assert_eq!(before.published.len(), 3, "the next ZSK is published early");
+        let after = ZoneKeys::at(&zone, &all, t, v).unwrap();
+        assert_eq!(tags(&after.zsks), [new]);
+        assert_eq!(
+            after.published.len(),
+            3,
+            "the old ZSK stays until its Delete"
+        );
+        let gone = ZoneKeys::at(&zone, &all, parse_key_time("20300201000000").unwrap(), v).unwrap();
+        assert_eq!(gone.published.len(), 2);
+        assert_eq!(before.ksks.len(), 1);
+        // DNSKEY, and the active KSK's CDS and CDNSKEY.
+        assert_eq!(before.apex_records(3600).len(), 3 + 2);
+        // The ring signs again when a key changes role, not only when signatures age.
+        let mut ring = KeyRing {
+            keys: vec![(zone.clone(), all.clone())],
+            validity: 14 * 86400,
+            resign_after: 7 * 86400,
+            current: Vec::new(),
+            made_at: 0,
+        };
+        ring.signing(t - 600);
+        assert!(!ring.due(t - 1));
+        assert!(ring.due(t));
+        assert_eq!(tags(&ring.signing(t)[0].zsks), [new]);
+        assert!(!ring.due(t + 60));
+        // A zone whose only KSK is retired has nothing to sign its DNSKEY RRset with.
+        let ksk = all.iter().find(|k| k.flags == 257).unwrap();
+        let text = std::fs::read_to_string(&ksk.file).unwrap() + &format!("Inactive: {roll}\n");
+        std::fs::write(&ksk.file, text).unwrap();
+        let retired = std::sync::Arc::new(load_key(&ksk.file, &zone).unwrap());
+        assert_eq!(retired.timing.inactive, Some(t));
+        assert!(ZoneKeys::at(&zone, &[retired], t, v).is_none());
     }
 
     #[test]
