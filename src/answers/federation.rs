@@ -1,6 +1,6 @@
-//! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV and
-//! ingress-host names of one service hold, given the federation and the client locations, and
-//! the fixed RRsets of DNSEndpoint names.
+//! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV,
+//! in-cluster redirect, MCS (`clusterset.local`) and ingress-host names of one service hold,
+//! given the federation and the client locations, and the fixed RRsets of DNSEndpoint names.
 //!
 //! Pure: the same federation, service and locator give the same names and records, which is
 //! what lets the builder skip services that did not change. Records are kept as RRsets with
@@ -295,9 +295,77 @@ impl<'a> Layout<'a> {
             ttl: svc.ttl.map_or(self.ttl, |t| t.max(1)),
             ..*self
         };
-        let mut names = this.federated(svc);
+        let sel = selection::select(self.fed, svc, self.locator);
+        let mut names = this.federated(svc, &sel);
         names.extend(this.redirect(svc));
+        names.extend(this.clusterset(svc, &sel));
         names
+    }
+
+    /// The MCS names (KEP-1645, "DNS"): `SVC.NS.svc.DOMAIN` per client location, the
+    /// cluster-set IPs of the client's cluster's `ClusterSetIP` ServiceImport when it has one
+    /// (they are local to the importing cluster, so no other client gets them), else what the
+    /// global name answers that client (the healthy shards chosen for it); and
+    /// `_PORT._PROTO.SVC.NS.svc.DOMAIN` SRV records for each named port, targeting the
+    /// service name (which always owns the addresses: no CNAME here). A `Headless` import
+    /// answers as no import: the model has no endpoint addresses or hostnames, so the spec's
+    /// per-endpoint and `HOSTNAME.CLUSTER.SVC...` names are not served.
+    fn clusterset(
+        &self,
+        svc: &Service,
+        sel: &selection::ServiceSelection,
+    ) -> Vec<(DnsName, NodeData)> {
+        let Some(zone) = self.fed.clusterset_zone() else {
+            return vec![];
+        };
+        let Ok(name) = DnsName::parse(&format!("{}.{}.{zone}", svc.name, svc.namespace)) else {
+            return vec![];
+        };
+        let global = self.global_node(sel);
+        let per_location: Vec<Vec<RRset>> = (0..self.locator.locations().len())
+            .map(|id| {
+                let import = self.locator.cluster_of(id).and_then(|c| {
+                    svc.imports
+                        .iter()
+                        .find(|i| i.cluster == c && !i.headless && !i.ips.is_empty())
+                });
+                match import {
+                    Some(i) => {
+                        let set = AddressSet::from_ips(&i.ips);
+                        Family::BOTH
+                            .iter()
+                            .filter_map(|&f| self.addr_set(f, &set))
+                            .collect()
+                    }
+                    None => global.at(id).to_vec(),
+                }
+            })
+            .collect();
+        let mut out = vec![(name.clone(), Self::node(per_location))];
+        for port in &svc.ports {
+            let Ok(srv) = DnsName::parse(&format!("_{}._{}.{name}", port.name, port.protocol))
+            else {
+                continue;
+            };
+            let rr = RRset::fixed(
+                rtype::SRV,
+                self.ttl,
+                vec![RData::Srv {
+                    priority: 0,
+                    weight: 100,
+                    port: port.port,
+                    target: name.clone(),
+                }],
+            );
+            out.push((
+                srv,
+                NodeData {
+                    rrsets: vec![rr],
+                    by_location: Vec::new(),
+                },
+            ));
+        }
+        out
     }
 
     /// `SVC.NS.FED.svc.DOMAIN` (DESIGN §1, what kube-dns `--federations` answered), per client
@@ -347,7 +415,11 @@ impl<'a> Layout<'a> {
     }
 
     /// The federated names of one service: global, regional, zonal, and SRV names at each.
-    fn federated(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
+    fn federated(
+        &self,
+        svc: &Service,
+        sel: &selection::ServiceSelection,
+    ) -> Vec<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
         let mut mine: Vec<(DnsName, NodeData)> = Vec::new();
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
@@ -355,7 +427,6 @@ impl<'a> Layout<'a> {
         let Ok(global) = name_at("") else {
             return mine;
         };
-        let sel = selection::select(fed, svc, self.locator);
         // Each level: (name, its addresses, names to fall back to in order; the global name last).
         let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
@@ -381,9 +452,9 @@ impl<'a> Layout<'a> {
             // from above (`level_node`), so the CNAME is only ever alone at its name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
             let data = if fallbacks.is_empty() {
-                self.global_node(&sel)
+                self.global_node(sel)
             } else if !set.is_empty() || !leads_somewhere {
-                self.level_node(set, fallbacks, &sel)
+                self.level_node(set, fallbacks, sel)
             } else {
                 NodeData {
                     rrsets: vec![RRset::fixed(
@@ -442,6 +513,7 @@ impl<'a> Layout<'a> {
             shards: host.shards.clone(),
             policy: None,
             ttl: None,
+            imports: vec![],
         };
         (
             host.host.clone(),
@@ -605,6 +677,7 @@ mod tests {
     fn federation(masks: [usize; 3], policy: Policy) -> Federation {
         Federation {
             cluster_domain: None,
+            clusterset_domain: None,
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -624,6 +697,7 @@ mod tests {
                 .collect(),
             services: vec![std::sync::Arc::new(Service {
                 ttl: None,
+                imports: vec![],
                 name: "s".into(),
                 namespace: "n".into(),
                 ports: vec![ServicePort {
