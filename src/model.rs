@@ -405,6 +405,10 @@ pub struct Shard {
     pub cluster: String,
     /// Load-balancer addresses, v4 and v6.
     pub addresses: Vec<IpAddr>,
+    /// The Service's ClusterIPs in its cluster (`spec.clusterIPs`), sorted; empty when unknown
+    /// (federation files) or headless. Only the in-cluster redirect reads them, for clients of
+    /// this cluster.
+    pub cluster_ips: Vec<IpAddr>,
     pub ready_endpoints: u32,
     pub not_ready_endpoints: u32,
     /// Zones the shard's endpoints are in; empty means every zone of its cluster.

@@ -369,10 +369,16 @@ impl<'a> Layout<'a> {
     }
 
     /// `SVC.NS.FED.svc.DOMAIN` (DESIGN §1, what kube-dns `--federations` answered), per client
-    /// location: a CNAME to the cluster-local `SVC.NS.svc.DOMAIN` when the client's cluster has
-    /// ready endpoints of the service, else to the federated name of the client's cluster's
+    /// location: when the client's cluster has ready endpoints of the service, the Service's
+    /// ClusterIPs there as A/AAAA if the source knows them, else a CNAME to the cluster-local
+    /// `SVC.NS.svc.DOMAIN`; otherwise a CNAME to the federated name of the client's cluster's
     /// zone (its region's when the cluster has no zones), which falls back up the hierarchy by
     /// itself. A client in no known cluster gets a CNAME to the global name (chosen for it).
+    ///
+    /// Why addresses rather than the CNAME alone: the local name lies outside our zones, so the
+    /// answer would end at it, and neither CoreDNS's `forward` nor pods' stub resolvers chase
+    /// it; a CNAME with the ClusterIP beside it would be out of bailiwick, which caching
+    /// resolvers drop. The ClusterIP is what the cluster's own DNS would answer for that name.
     fn redirect(&self, svc: &Service) -> Option<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
         let domain = fed.cluster_domain.as_ref()?;
@@ -391,11 +397,18 @@ impl<'a> Layout<'a> {
                 let target = match cluster {
                     None => global.clone(),
                     Some(c)
-                        if svc
+                        if let Some(sh) = svc
                             .shards
                             .iter()
-                            .any(|s| s.cluster == c.name && s.ready_endpoints > 0) =>
+                            .find(|s| s.cluster == c.name && s.ready_endpoints > 0) =>
                     {
+                        if !sh.cluster_ips.is_empty() {
+                            let set = AddressSet::from_ips(&sh.cluster_ips);
+                            return Family::BOTH
+                                .iter()
+                                .filter_map(|&f| self.addr_set(f, &set))
+                                .collect();
+                        }
                         local.clone()
                     }
                     Some(c) => {
@@ -671,6 +684,7 @@ mod tests {
             zones: vec![],
             probe: Default::default(),
             probe_down: Vec::new(),
+            cluster_ips: vec![],
         }
     }
 

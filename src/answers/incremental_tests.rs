@@ -2,7 +2,7 @@
 //! type and client location byte for byte as a table built from scratch from the same inputs.
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
 //! removed, policies, per-service TTLs and shard weights, the in-cluster redirect zone and its
-//! per-cluster answers, the MCS `clusterset.local` zone and its per-cluster ServiceImport
+//! per-cluster answers (CNAMEs, and ClusterIPs for the asking cluster), the MCS `clusterset.local` zone and its per-cluster ServiceImport
 //! answers, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
 //! wildcards, delegations with glue, MX targets)
 //! from fixed seeds, so a failure is reproducible.
@@ -81,6 +81,12 @@ fn shard(rng: &mut Rng, cluster: usize) -> Shard {
         },
         probe: ProbeState::Unprobed,
         probe_down: Vec::new(),
+        // Known ClusterIPs turn the redirect's local CNAME into addresses.
+        cluster_ips: if rng.chance(30) {
+            vec![format!("10.96.0.{}", rng.below(3) + 1).parse().unwrap()]
+        } else {
+            vec![]
+        },
     }
 }
 

@@ -26,6 +26,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         zones: vec![],
         probe: Default::default(),
         probe_down: Vec::new(),
+        cluster_ips: vec![],
     }
 }
 
@@ -120,7 +121,14 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
                 name: "geo".into(),
                 namespace: "shop".into(),
                 ports: vec![],
-                shards: vec![shard("e1", &["10.5.0.1"], 1), shard("w1", &["10.5.0.2"], 1)],
+                // w1's ClusterIP is known (the Kubernetes source), e1's is not.
+                shards: vec![
+                    shard("e1", &["10.5.0.1"], 1),
+                    Shard {
+                        cluster_ips: vec!["10.96.5.2".parse().unwrap()],
+                        ..shard("w1", &["10.5.0.2"], 1)
+                    },
+                ],
                 policy: None,
             },
             Service {
@@ -1300,8 +1308,20 @@ fn in_cluster_redirect_follows_the_asking_cluster() {
         ]
     );
     assert_eq!(addrs(&m), ["10.0.0.1"]);
-    // geo runs in both: each cluster gets its own copy.
+    // geo runs in both: each cluster gets its own copy; w1's ClusterIP is known, so its
+    // clients get the address itself (the local name is outside our zones: a CNAME to it
+    // would end the answer there), e1's clients the CNAME.
     let m = ask("geo.shop.f.svc.cluster.local.", RecordType::A, "10.41.0.9");
+    assert!(cnames(&m).is_empty(), "{m:?}");
+    assert_eq!(addrs(&m), ["10.96.5.2"]);
+    let m = ask(
+        "geo.shop.f.svc.cluster.local.",
+        RecordType::AAAA,
+        "10.41.0.9",
+    );
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty(), "IPv4 ClusterIP only: NODATA");
+    let m = ask("geo.shop.f.svc.cluster.local.", RecordType::A, "10.40.0.9");
     assert_eq!(
         cnames(&m),
         ["geo.shop.f.svc.cluster.local. -> geo.shop.svc.cluster.local."]

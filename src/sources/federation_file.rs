@@ -456,6 +456,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             shards.push(Shard {
                 cluster: sh.cluster.value.clone(),
                 addresses,
+                cluster_ips: Vec::new(),
                 ready_endpoints: sh.ready_endpoints,
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),

@@ -1292,6 +1292,7 @@ mod tests {
             .apply(Change::Apply(
                 ("shop".into(), "web".into()),
                 Some(state::SlimService {
+                    cluster_ips: vec![],
                     settings: Default::default(),
                     ports: vec![],
                     lb_ips: vec!["10.0.0.1".parse().unwrap()],
@@ -1313,6 +1314,7 @@ mod tests {
         let mut old = listed();
         let web: state::Key = ("shop".into(), "web".into());
         let svc = |ip: &str| state::SlimService {
+            cluster_ips: vec![],
             settings: Default::default(),
             ports: vec![],
             lb_ips: vec![ip.parse().unwrap()],

@@ -27,6 +27,8 @@ pub type Key = (String, String);
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlimService {
     pub ports: Vec<ServicePort>,
+    /// `spec.clusterIPs` (else `spec.clusterIP`), sorted; none for a headless Service.
+    pub cluster_ips: Vec<IpAddr>,
     pub lb_ips: Vec<IpAddr>,
     pub lb_hosts: Vec<String>,
     /// Its `fedns.io/*` annotations.
@@ -896,6 +898,7 @@ fn service_of(
         let shard = Shard {
             cluster: v.spec.name.clone(),
             addresses: addresses(resolved, &svc.lb_ips, &svc.lb_hosts),
+            cluster_ips: svc.cluster_ips.clone(),
             ready_endpoints: r,
             not_ready_endpoints: nr,
             zones: shard_zones,
@@ -1121,6 +1124,7 @@ pub(super) mod tests {
 
     fn annotated(pairs: &[(&str, &str)]) -> SlimService {
         SlimService {
+            cluster_ips: vec![],
             ports: vec![],
             lb_ips: vec!["10.0.0.1".parse().unwrap()],
             lb_hosts: vec![],
@@ -1189,6 +1193,7 @@ pub(super) mod tests {
         s.services.apply(Change::InitApply(
             key("shop", "web"),
             Some(SlimService {
+                cluster_ips: vec![],
                 settings: Default::default(),
                 ports: vec![],
                 lb_ips: vec![ip.parse().unwrap()],
@@ -1482,6 +1487,11 @@ pub(super) mod tests {
                         }
                     }
                     let v = SlimService {
+                        cluster_ips: if rnd(2) == 0 {
+                            vec![format!("10.96.{c}.1").parse().unwrap()]
+                        } else {
+                            vec![]
+                        },
                         settings: annotated(&pairs).settings,
                         ports: vec![],
                         lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],

@@ -609,8 +609,20 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
             .map(|i| (i.ip.as_deref(), i.hostname.as_deref())),
     );
     let annotations = s.metadata.annotations.as_ref();
+    // `None` is a headless Service's clusterIP: no address.
+    let mut cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().filter_map(|i| i.parse().ok()).collect(),
+        _ => spec
+            .cluster_ip
+            .iter()
+            .filter_map(|i| i.parse().ok())
+            .collect(),
+    };
+    cluster_ips.sort();
+    cluster_ips.dedup();
     Some(SlimService {
         ports,
+        cluster_ips,
         lb_ips,
         lb_hosts,
         settings: super::state::Annotations::parse(|k| annotations?.get(k).map(String::as_str)),
@@ -1023,6 +1035,10 @@ mod tests {
         assert_eq!(checkout.lb_ips.len(), 2, "{checkout:?}");
         assert_eq!(checkout.lb_hosts.len(), 1, "{checkout:?}");
         assert!(!checkout.ports.is_empty());
+        assert_eq!(
+            checkout.cluster_ips,
+            ["10.96.183.156".parse::<IpAddr>().unwrap()]
+        );
         // ClusterIP and headless services are not federated.
         assert!(
             slim.iter()
