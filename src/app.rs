@@ -131,6 +131,7 @@ impl ZoneTracker {
                 self.note_networks(&u.source, f);
                 std::iter::once(f.zone.clone())
                     .chain(f.redirect_zone())
+                    .chain(f.clusterset_zone())
                     .collect()
             }
             Snapshot::Etcd(e) => e.zones.clone(),
@@ -205,6 +206,7 @@ pub fn check(path: &Path) -> ExitCode {
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
     problems.extend(local_cluster_problem(&config, &updates));
+    problems.extend(clusterset_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -517,6 +519,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     // an unreachable cluster is not (it shows on /readyz).
     let (updates, mut problems) = load_all(&mut sources);
     problems.extend(local_cluster_problem(&config, &updates));
+    problems.extend(clusterset_problem(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -888,6 +891,64 @@ fn local_cluster_problem(config: &Config, updates: &[crate::sources::Update]) ->
             "geo.local_cluster: {name:?} is no cluster of a federation file or the kubernetes section"
         ),
     })
+}
+
+/// Two federations (files or the `kubernetes:` section) may not serve the same MCS
+/// `clusterset_domain`: their `SVC.NS.svc.clusterset.local` names would collide, and which one
+/// answers would depend on load order. Names the second one's file, field and value.
+fn clusterset_problem(config: &Config, updates: &[crate::sources::Update]) -> Option<Problem> {
+    let mut seen: Vec<(&crate::model::DnsName, String)> = Vec::new();
+    let kube = config
+        .kubernetes
+        .iter()
+        .filter_map(|k| Some((k.clusterset_domain.as_ref()?, k.federation.clone())));
+    // A federation file's source is `federation-file:BASE`: find its path for the message.
+    let file_of = |source: &str| -> String {
+        let base = source.trim_start_matches("federation-file:");
+        let base = base.split('#').next().unwrap_or(base);
+        (config.federation_files.iter())
+            .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy() == base))
+            .map_or_else(|| source.to_string(), |p| p.display().to_string())
+    };
+    let files = updates.iter().filter_map(|u| match &*u.snapshot {
+        crate::sources::Snapshot::Federation(f) => Some((
+            f.clusterset_domain.as_ref()?,
+            f.name.clone(),
+            Some(&u.source),
+        )),
+        _ => None,
+    });
+    for (domain, fed, source) in files.chain(kube.map(|(d, f)| (d, f, None))) {
+        if let Some((_, other)) = seen.iter().find(|(d, _)| *d == domain) {
+            let (file, field, key) = match source {
+                Some(s) => (
+                    file_of(s),
+                    "federation.clusterset_domain",
+                    "clusterset_domain:",
+                ),
+                None => (
+                    config.path.display().to_string(),
+                    "kubernetes.clusterset_domain",
+                    "clusterset_domain:",
+                ),
+            };
+            let line = std::fs::read_to_string(&file).ok().and_then(|t| {
+                t.lines()
+                    .position(|l| l.trim_start().starts_with(key))
+                    .map(|i| i + 1)
+            });
+            return Some(Problem {
+                file,
+                line,
+                message: format!(
+                    "{field}: {:?}: federation {other:?} already serves the MCS names of this cluster-set domain (one federation per cluster set)",
+                    domain.to_string().trim_end_matches('.')
+                ),
+            });
+        }
+        seen.push((domain, fed));
+    }
+    None
 }
 
 /// The federations among source updates (the federation files, at start).

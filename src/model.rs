@@ -265,6 +265,9 @@ pub struct Federation {
     /// The member clusters' DNS domain (`cluster.local`): `SVC.NS.FED.svc.DOMAIN` answers the
     /// in-cluster redirect (DESIGN §1) in the zone `FED.svc.DOMAIN`; `None`: not served.
     pub cluster_domain: Option<DnsName>,
+    /// The MCS cluster-set domain (`clusterset.local`, KEP-1645): `SVC.NS.svc.DOMAIN` and its
+    /// SRV names are served in the zone `svc.DOMAIN`; `None` (the default): not served.
+    pub clusterset_domain: Option<DnsName>,
     /// Records that ExternalDNS `DNSEndpoint` objects give names (the union over clusters),
     /// served as written; empty outside Kubernetes. Shared (`Arc`): most snapshots reuse the
     /// previous one's, compared by pointer first.
@@ -276,6 +279,39 @@ impl Federation {
     pub fn redirect_zone(&self) -> Option<DnsName> {
         let domain = self.cluster_domain.as_ref()?;
         DnsName::parse(&format!("{}.svc.{domain}", self.name)).ok()
+    }
+
+    /// Why `clusterset_domain` cannot go with the federation's zone and cluster domain, if it
+    /// cannot: its zone `svc.DOMAIN` must neither hold nor sit inside the federation zone or
+    /// the in-cluster redirect zone, or one name would have two meanings.
+    pub fn clusterset_conflict(
+        zone: &DnsName,
+        cluster_domain: Option<&DnsName>,
+        clusterset_domain: &DnsName,
+    ) -> Option<String> {
+        if clusterset_domain.is_root() {
+            return Some("the root cannot be a cluster-set domain".into());
+        }
+        let cs = DnsName::parse(&format!("svc.{clusterset_domain}")).ok()?;
+        let overlap = |z: &DnsName| cs.is_within(z) || z.is_within(&cs);
+        if overlap(zone) {
+            return Some(format!("its zone {cs} overlaps the federation zone {zone}"));
+        }
+        if let Some(cd) = cluster_domain
+            && let Ok(rz) = DnsName::parse(&format!("svc.{cd}"))
+            && overlap(&rz)
+        {
+            return Some(format!(
+                "its zone {cs} overlaps the in-cluster redirect names under {rz} (cluster_domain {cd})"
+            ));
+        }
+        None
+    }
+
+    /// The zone of the MCS names, `svc.DOMAIN`.
+    pub fn clusterset_zone(&self) -> Option<DnsName> {
+        let domain = self.clusterset_domain.as_ref()?;
+        DnsName::parse(&format!("svc.{domain}")).ok()
     }
 }
 
@@ -338,6 +374,21 @@ pub struct Service {
     pub policy: Option<Policy>,
     /// Overrides the federation's TTL for this service's names.
     pub ttl: Option<u32>,
+    /// The MCS `ServiceImport`s of this service, one per member cluster that has one, sorted
+    /// by cluster; empty outside Kubernetes or with the source off.
+    pub imports: Vec<Import>,
+}
+
+/// A `ServiceImport` (`multicluster.x-k8s.io/v1alpha1`) in one member cluster: what that
+/// cluster's MCS implementation allocated for the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Import {
+    pub cluster: String,
+    /// `spec.ips` of a `ClusterSetIP` import (local to the importing cluster); empty for a
+    /// `Headless` one.
+    pub ips: Vec<IpAddr>,
+    /// `spec.type: Headless`.
+    pub headless: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -354,6 +405,10 @@ pub struct Shard {
     pub cluster: String,
     /// Load-balancer addresses, v4 and v6.
     pub addresses: Vec<IpAddr>,
+    /// The Service's ClusterIPs in its cluster (`spec.clusterIPs`), sorted; empty when unknown
+    /// (federation files) or headless. Only the in-cluster redirect reads them, for clients of
+    /// this cluster.
+    pub cluster_ips: Vec<IpAddr>,
     pub ready_endpoints: u32,
     pub not_ready_endpoints: u32,
     /// Zones the shard's endpoints are in; empty means every zone of its cluster.

@@ -35,6 +35,23 @@ impl AddressSet {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
+    /// The set of these addresses (sorted, each once).
+    pub fn from_ips(ips: &[IpAddr]) -> Self {
+        let mut v4: Vec<Ipv4Addr> = Vec::new();
+        let mut v6: Vec<Ipv6Addr> = Vec::new();
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => v4.push(*a),
+                IpAddr::V6(a) => v6.push(*a),
+            }
+        }
+        v4.sort();
+        v4.dedup();
+        v6.sort();
+        v6.dedup();
+        AddressSet { v4, v6 }
+    }
+
     fn from_shards<'a>(shards: impl Iterator<Item = &'a Shard>) -> Self {
         let mut v4 = BTreeSet::new();
         let mut v6 = BTreeSet::new();
@@ -341,6 +358,7 @@ mod tests {
             zones: vec![],
             probe: Default::default(),
             probe_down: Vec::new(),
+            cluster_ips: vec![],
         }
     }
 
@@ -354,6 +372,7 @@ mod tests {
         };
         Federation {
             cluster_domain: None,
+            clusterset_domain: None,
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -366,6 +385,7 @@ mod tests {
             ],
             services: vec![Service {
                 ttl: None,
+                imports: vec![],
                 name: "s".into(),
                 namespace: "n".into(),
                 ports: vec![],

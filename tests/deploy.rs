@@ -338,6 +338,7 @@ fn rendered_objects_fit_together_and_fit_fedns() {
             "externaldns.k8s.io/dnsendpoints",
             "gateway.networking.k8s.io/gateways",
             "gateway.networking.k8s.io/httproutes",
+            "multicluster.x-k8s.io/serviceimports",
         ]
         .map(String::from),
     );

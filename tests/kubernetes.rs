@@ -21,7 +21,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kube_api::{
     ApiServer, Res, cluster_ip_service, dns_endpoint, gateway, http_route, ingress, kubeconfig,
-    kubeconfig_secure, node, service, slice, test_ca,
+    kubeconfig_secure, node, service, service_import, slice, test_ca,
 };
 use serde_json::json;
 
@@ -1973,9 +1973,14 @@ fn in_cluster_redirect_from_the_kubernetes_source() {
     f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
     let redirect = "checkout.shop.myfed.svc.cluster.local.";
     let from = |src: &str| ask_from(src, f.udp, redirect, RecordType::A);
-    let local = "checkout.shop.svc.cluster.local.";
-    assert_eq!(from("127.0.0.2").cname.as_deref(), Some(local));
-    assert_eq!(from("127.0.0.3").cname.as_deref(), Some(local));
+    // Both run it with ready endpoints: the Service's ClusterIP there, as the cluster's own
+    // DNS would answer the local name (a CNAME to it would end the answer outside our zones).
+    let local = |src: &str| {
+        let a = from(src);
+        a.cname.is_none() && a.addrs == set(&["10.96.183.156"])
+    };
+    assert!(local("127.0.0.2"), "{:?}", from("127.0.0.2"));
+    assert!(local("127.0.0.3"), "{:?}", from("127.0.0.3"));
     assert_eq!(
         from("127.0.0.1").cname.as_deref(),
         Some(G),
@@ -1998,7 +2003,192 @@ fn in_cluster_redirect_from_the_kubernetes_source() {
     // for a west client (geo: the nearest healthy region, by the cluster's own topology).
     let a = from("127.0.0.3");
     assert_eq!(a.addrs, set(&[IP_EAST1, IP_EAST2]), "{a:?}");
-    assert_eq!(from("127.0.0.2").cname.as_deref(), Some(local));
+    assert!(local("127.0.0.2"));
+    // A headless Service (clusterIP None) has no address to give: the CNAME to the local name.
+    let mut headless = service("shop", "checkout", fed_label(), &[IP_EAST1], &[]);
+    headless["spec"]["clusterIP"] = json!("None");
+    headless["spec"]["clusterIPs"] = json!(["None"]);
+    cl.east1.put(Res::Services, headless);
+    wait_for(SETTLE, || {
+        (from("127.0.0.2").cname.as_deref() == Some("checkout.shop.svc.cluster.local."))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("headless: no CNAME to the local name:\n{}", f.log_text()));
+}
+
+/// MCS names (KEP-1645) with `clusterset_domain` and `service_imports` on: a client in a
+/// cluster with a ClusterSetIP ServiceImport gets that cluster's IPs; a client in a cluster with
+/// a Headless import, or none, or in no cluster, gets what the global name answers it. SRV names
+/// per port target the service name. A service only imported (ClusterIP, no load balancer) exists
+/// for its MCS name and answers NODATA elsewhere; import changes and deletions are followed; a
+/// member without the CRD is ready, said in /readyz. `check` refuses service_imports without a
+/// clusterset_domain, naming the field.
+#[test]
+fn clusterset_names_answer_import_ips_per_cluster_else_shards() {
+    let cl = Clusters::start();
+    cl.east2.set_installed(Res::ServiceImports, false);
+    cl.east1.put(
+        Res::ServiceImports,
+        service_import(
+            "shop",
+            "checkout",
+            &["10.100.0.10"],
+            &[("http", "TCP", 80)],
+            &["east1", "west"],
+        ),
+    );
+    cl.east1.put(
+        Res::ServiceImports,
+        service_import(
+            "shop",
+            "cart",
+            &["10.100.0.20"],
+            &[("http", "TCP", 80)],
+            &["east1"],
+        ),
+    );
+    cl.west.put(
+        Res::ServiceImports,
+        service_import(
+            "shop",
+            "checkout",
+            &[],
+            &[("http", "TCP", 80)],
+            &["east1", "west"],
+        ),
+    );
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[
+            "    - {name: east1, kubeconfig: kubeconfig, context: east1, client_networks: [127.0.0.2/32]}\n",
+            CLUSTER_EAST2,
+            "    - {name: west, kubeconfig: kubeconfig, context: west, client_networks: [127.0.0.3/32]}\n",
+        ],
+        30,
+    );
+    // Bad combination first: ServiceImports read for names that are not served.
+    enable(&fx, "  service_imports: true\n");
+    let (ok, out, err) = fedns_cmd(fx.dir.path(), &["check", "--config", "fedns.yaml"]);
+    assert!(!ok, "check accepted service_imports alone:\n{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("kubernetes.service_imports")
+            && format!("{out}{err}").contains("clusterset_domain"),
+        "{out}{err}"
+    );
+    enable(&fx, "  clusterset_domain: clusterset.local\n");
+    let (ok, out, err) = fedns_cmd(fx.dir.path(), &["check", "--config", "fedns.yaml"]);
+    assert!(ok, "{out}{err}");
+    // Two federations may not serve one cluster set: a federation file with the same domain.
+    let good = std::fs::read_to_string(fx.path("fedns.yaml")).unwrap();
+    fx.write(
+        "other.yaml",
+        "federation:\n  name: other\n  zone: example.org\n  clusterset_domain: clusterset.local\nclusters:\n  - {name: o1, region: r1}\nservices: []\n",
+    );
+    fx.write(
+        "fedns.yaml",
+        &format!("{good}federation_files: [other.yaml]\n"),
+    );
+    let (ok, out, err) = fedns_cmd(fx.dir.path(), &["check", "--config", "fedns.yaml"]);
+    let said = format!("{out}{err}");
+    assert!(
+        !ok,
+        "two federations for clusterset.local accepted:\n{said}"
+    );
+    assert!(
+        said.contains("kubernetes.clusterset_domain: \"clusterset.local\": federation \"other\" already serves"),
+        "{said}"
+    );
+    fx.write("fedns.yaml", &good);
+
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let mcs = "checkout.shop.svc.clusterset.local.";
+    let ask = |src: &str, q: &str, t| ask_from(src, f.udp, q, t);
+    let a_of = |src: &str, q: &str| ask(src, q, RecordType::A).addrs;
+    wait_for(SETTLE, || {
+        (a_of("127.0.0.2", mcs) == set(&["10.100.0.10"])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("east1's ClusterSetIP never served:\n{}", f.log_text()));
+    let east1 = ask("127.0.0.2", mcs, RecordType::A);
+    assert_eq!(
+        (east1.rcode, east1.cname.as_deref()),
+        (0, None),
+        "{east1:?}"
+    );
+    assert_eq!(east1.ttl, Some(5), "the federation's ttl");
+    assert!(ask("127.0.0.2", mcs, RecordType::AAAA).addrs.is_empty());
+    // West's import is Headless and the unplaced client has no cluster: the global answer.
+    for src in ["127.0.0.3", "127.0.0.1"] {
+        let got = a_of(src, mcs);
+        assert!(!got.is_empty(), "{src}: healthy shards exist");
+        assert_eq!(got, a_of(src, G), "{src}: as the global name answers it");
+        assert!(!got.contains(&"10.100.0.10".parse::<IpAddr>().unwrap()));
+    }
+    let srv = ask(
+        "127.0.0.1",
+        "_http._tcp.checkout.shop.svc.clusterset.local.",
+        RecordType::SRV,
+    );
+    assert_eq!(srv.srv, vec![(80, mcs.to_string())], "{srv:?}");
+    // cart: a ClusterIP service only imported.
+    let cart = "cart.shop.svc.clusterset.local.";
+    assert_eq!(a_of("127.0.0.2", cart), set(&["10.100.0.20"]));
+    let elsewhere = ask("127.0.0.3", cart, RecordType::A);
+    assert_eq!(
+        (elsewhere.rcode, elsewhere.addrs.len()),
+        (0, 0),
+        "NODATA: {elsewhere:?}"
+    );
+    let global = ask(
+        "127.0.0.1",
+        "cart.shop.myfed.svc.example.com.",
+        RecordType::A,
+    );
+    assert_eq!(
+        (global.rcode, global.addrs.len()),
+        (0, 0),
+        "NODATA: {global:?}"
+    );
+    assert_eq!(
+        ask(
+            "127.0.0.1",
+            "nosuch.shop.svc.clusterset.local.",
+            RecordType::A
+        )
+        .rcode,
+        3
+    );
+    // The member without the CRD is ready and says so.
+    let ready = wait_for(SETTLE, || {
+        let (status, body) = http_get(f.http, "/readyz");
+        (status == 200).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("never ready:\n{}", f.log_text()));
+    assert!(
+        ready.contains("serviceimports.multicluster.x-k8s.io"),
+        "{ready}"
+    );
+    // A new ClusterSetIP, then the import deleted: east1's clients follow.
+    cl.east1.put(
+        Res::ServiceImports,
+        service_import(
+            "shop",
+            "checkout",
+            &["10.100.0.11"],
+            &[("http", "TCP", 80)],
+            &["east1"],
+        ),
+    );
+    wait_for(SETTLE, || {
+        (a_of("127.0.0.2", mcs) == set(&["10.100.0.11"])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("new ClusterSetIP never served:\n{}", f.log_text()));
+    cl.east1.delete(Res::ServiceImports, "shop", "checkout");
+    wait_for(SETTLE, || {
+        let got = a_of("127.0.0.2", mcs);
+        (!got.is_empty() && got == a_of("127.0.0.2", G)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("deleted import still served:\n{}", f.log_text()));
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-//! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV and
-//! ingress-host names of one service hold, given the federation and the client locations, and
-//! the fixed RRsets of DNSEndpoint names.
+//! Layout of federated names (DESIGN §1): what records the global, regional, zonal, SRV,
+//! in-cluster redirect, MCS (`clusterset.local`) and ingress-host names of one service hold,
+//! given the federation and the client locations, and the fixed RRsets of DNSEndpoint names.
 //!
 //! Pure: the same federation, service and locator give the same names and records, which is
 //! what lets the builder skip services that did not change. Records are kept as RRsets with
@@ -295,16 +295,90 @@ impl<'a> Layout<'a> {
             ttl: svc.ttl.map_or(self.ttl, |t| t.max(1)),
             ..*self
         };
-        let mut names = this.federated(svc);
+        let sel = selection::select(self.fed, svc, self.locator);
+        let mut names = this.federated(svc, &sel);
         names.extend(this.redirect(svc));
+        names.extend(this.clusterset(svc, &sel));
         names
     }
 
+    /// The MCS names (KEP-1645, "DNS"): `SVC.NS.svc.DOMAIN` per client location, the
+    /// cluster-set IPs of the client's cluster's `ClusterSetIP` ServiceImport when it has one
+    /// (they are local to the importing cluster, so no other client gets them), else what the
+    /// global name answers that client (the healthy shards chosen for it); and
+    /// `_PORT._PROTO.SVC.NS.svc.DOMAIN` SRV records for each named port, targeting the
+    /// service name (which always owns the addresses: no CNAME here). A `Headless` import
+    /// answers as no import: the model has no endpoint addresses or hostnames, so the spec's
+    /// per-endpoint and `HOSTNAME.CLUSTER.SVC...` names are not served.
+    fn clusterset(
+        &self,
+        svc: &Service,
+        sel: &selection::ServiceSelection,
+    ) -> Vec<(DnsName, NodeData)> {
+        let Some(zone) = self.fed.clusterset_zone() else {
+            return vec![];
+        };
+        let Ok(name) = DnsName::parse(&format!("{}.{}.{zone}", svc.name, svc.namespace)) else {
+            return vec![];
+        };
+        let global = self.global_node(sel);
+        let per_location: Vec<Vec<RRset>> = (0..self.locator.locations().len())
+            .map(|id| {
+                let import = self.locator.cluster_of(id).and_then(|c| {
+                    svc.imports
+                        .iter()
+                        .find(|i| i.cluster == c && !i.headless && !i.ips.is_empty())
+                });
+                match import {
+                    Some(i) => {
+                        let set = AddressSet::from_ips(&i.ips);
+                        Family::BOTH
+                            .iter()
+                            .filter_map(|&f| self.addr_set(f, &set))
+                            .collect()
+                    }
+                    None => global.at(id).to_vec(),
+                }
+            })
+            .collect();
+        let mut out = vec![(name.clone(), Self::node(per_location))];
+        for port in &svc.ports {
+            let Ok(srv) = DnsName::parse(&format!("_{}._{}.{name}", port.name, port.protocol))
+            else {
+                continue;
+            };
+            let rr = RRset::fixed(
+                rtype::SRV,
+                self.ttl,
+                vec![RData::Srv {
+                    priority: 0,
+                    weight: 100,
+                    port: port.port,
+                    target: name.clone(),
+                }],
+            );
+            out.push((
+                srv,
+                NodeData {
+                    rrsets: vec![rr],
+                    by_location: Vec::new(),
+                },
+            ));
+        }
+        out
+    }
+
     /// `SVC.NS.FED.svc.DOMAIN` (DESIGN §1, what kube-dns `--federations` answered), per client
-    /// location: a CNAME to the cluster-local `SVC.NS.svc.DOMAIN` when the client's cluster has
-    /// ready endpoints of the service, else to the federated name of the client's cluster's
+    /// location: when the client's cluster has ready endpoints of the service, the Service's
+    /// ClusterIPs there as A/AAAA if the source knows them, else a CNAME to the cluster-local
+    /// `SVC.NS.svc.DOMAIN`; otherwise a CNAME to the federated name of the client's cluster's
     /// zone (its region's when the cluster has no zones), which falls back up the hierarchy by
     /// itself. A client in no known cluster gets a CNAME to the global name (chosen for it).
+    ///
+    /// Why addresses rather than the CNAME alone: the local name lies outside our zones, so the
+    /// answer would end at it, and neither CoreDNS's `forward` nor pods' stub resolvers chase
+    /// it; a CNAME with the ClusterIP beside it would be out of bailiwick, which caching
+    /// resolvers drop. The ClusterIP is what the cluster's own DNS would answer for that name.
     fn redirect(&self, svc: &Service) -> Option<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
         let domain = fed.cluster_domain.as_ref()?;
@@ -323,11 +397,18 @@ impl<'a> Layout<'a> {
                 let target = match cluster {
                     None => global.clone(),
                     Some(c)
-                        if svc
+                        if let Some(sh) = svc
                             .shards
                             .iter()
-                            .any(|s| s.cluster == c.name && s.ready_endpoints > 0) =>
+                            .find(|s| s.cluster == c.name && s.ready_endpoints > 0) =>
                     {
+                        if !sh.cluster_ips.is_empty() {
+                            let set = AddressSet::from_ips(&sh.cluster_ips);
+                            return Family::BOTH
+                                .iter()
+                                .filter_map(|&f| self.addr_set(f, &set))
+                                .collect();
+                        }
                         local.clone()
                     }
                     Some(c) => {
@@ -347,7 +428,11 @@ impl<'a> Layout<'a> {
     }
 
     /// The federated names of one service: global, regional, zonal, and SRV names at each.
-    fn federated(&self, svc: &Service) -> Vec<(DnsName, NodeData)> {
+    fn federated(
+        &self,
+        svc: &Service,
+        sel: &selection::ServiceSelection,
+    ) -> Vec<(DnsName, NodeData)> {
         let (fed, ttl) = (self.fed, self.ttl);
         let mut mine: Vec<(DnsName, NodeData)> = Vec::new();
         let label = format!("{}.{}.{}.svc", svc.name, svc.namespace, fed.name);
@@ -355,7 +440,6 @@ impl<'a> Layout<'a> {
         let Ok(global) = name_at("") else {
             return mine;
         };
-        let sel = selection::select(fed, svc, self.locator);
         // Each level: (name, its addresses, names to fall back to in order; the global name last).
         let mut levels: Vec<Level<'_>> = vec![(global.clone(), &sel.global, vec![])];
         for (region, set) in &sel.regions {
@@ -381,9 +465,9 @@ impl<'a> Layout<'a> {
             // from above (`level_node`), so the CNAME is only ever alone at its name.
             let leads_somewhere = fallbacks.iter().any(|(_, s)| !s.is_empty());
             let data = if fallbacks.is_empty() {
-                self.global_node(&sel)
+                self.global_node(sel)
             } else if !set.is_empty() || !leads_somewhere {
-                self.level_node(set, fallbacks, &sel)
+                self.level_node(set, fallbacks, sel)
             } else {
                 NodeData {
                     rrsets: vec![RRset::fixed(
@@ -442,6 +526,7 @@ impl<'a> Layout<'a> {
             shards: host.shards.clone(),
             policy: None,
             ttl: None,
+            imports: vec![],
         };
         (
             host.host.clone(),
@@ -599,12 +684,14 @@ mod tests {
             zones: vec![],
             probe: Default::default(),
             probe_down: Vec::new(),
+            cluster_ips: vec![],
         }
     }
 
     fn federation(masks: [usize; 3], policy: Policy) -> Federation {
         Federation {
             cluster_domain: None,
+            clusterset_domain: None,
             name: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -624,6 +711,7 @@ mod tests {
                 .collect(),
             services: vec![std::sync::Arc::new(Service {
                 ttl: None,
+                imports: vec![],
                 name: "s".into(),
                 namespace: "n".into(),
                 ports: vec![ServicePort {

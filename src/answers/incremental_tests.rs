@@ -2,7 +2,8 @@
 //! type and client location byte for byte as a table built from scratch from the same inputs.
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
 //! removed, policies, per-service TTLs and shard weights, the in-cluster redirect zone and its
-//! per-cluster answers, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
+//! per-cluster answers (CNAMEs, and ClusterIPs for the asking cluster), the MCS `clusterset.local` zone and its per-cluster ServiceImport
+//! answers, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
 //! wildcards, delegations with glue, MX targets)
 //! from fixed seeds, so a failure is reproducible.
 
@@ -12,8 +13,8 @@ use std::sync::Arc;
 
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
-    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, ProbeState, RData, Service,
-    ServicePort, Shard, StaticZone, rtype,
+    Cluster, DnsName, EndpointName, Federation, Import, IngressHost, Policy, ProbeState, RData,
+    Service, ServicePort, Shard, StaticZone, rtype,
 };
 use crate::table::Table;
 
@@ -80,7 +81,36 @@ fn shard(rng: &mut Rng, cluster: usize) -> Shard {
         },
         probe: ProbeState::Unprobed,
         probe_down: Vec::new(),
+        // Known ClusterIPs turn the redirect's local CNAME into addresses.
+        cluster_ips: if rng.chance(30) {
+            vec![format!("10.96.0.{}", rng.below(3) + 1).parse().unwrap()]
+        } else {
+            vec![]
+        },
     }
+}
+
+/// ServiceImports in the clusters the test locator has pod networks for (c0, c2): a
+/// ClusterSetIP (one or two addresses) or Headless, or none.
+fn imports(rng: &mut Rng) -> Vec<Import> {
+    let mut out = Vec::new();
+    for c in ["c0", "c2"] {
+        if !rng.chance(40) {
+            continue;
+        }
+        let headless = rng.chance(25);
+        let ips = if headless {
+            vec![]
+        } else {
+            (0..rng.below(2) + 1).map(|_| address(rng)).collect()
+        };
+        out.push(Import {
+            cluster: c.to_string(),
+            ips,
+            headless,
+        });
+    }
+    out
 }
 
 fn policy(rng: &mut Rng) -> Policy {
@@ -99,6 +129,7 @@ fn service(rng: &mut Rng, n: usize) -> Service {
     }
     Service {
         ttl: rng.chance(20).then(|| [5, 300][rng.below(2)]),
+        imports: imports(rng),
         name: format!("s{n}"),
         namespace: "ns".into(),
         ports: if rng.chance(50) {
@@ -208,6 +239,11 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
                 sh.ready_endpoints = if sh.ready_endpoints == 0 { 1 } else { 0 };
             }
         }
+        2 if !fed.services.is_empty() && rng.chance(30) => {
+            // A service's ServiceImports change (allocated, re-allocated, made Headless, gone).
+            let s = rng.below(fed.services.len());
+            std::sync::Arc::make_mut(&mut fed.services[s]).imports = imports(rng);
+        }
         2 if !fed.services.is_empty() => {
             let s = rng.below(fed.services.len());
             let svc = std::sync::Arc::make_mut(&mut fed.services[s]);
@@ -240,6 +276,12 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
                 fed.cluster_domain = match fed.cluster_domain {
                     Some(_) => None,
                     None => DnsName::parse("cluster.local").ok(),
+                };
+            } else if rng.chance(15) {
+                // So does the MCS zone.
+                fed.clusterset_domain = match fed.clusterset_domain {
+                    Some(_) => None,
+                    None => DnsName::parse("clusterset.local").ok(),
                 };
             } else {
                 fed.ttl = [30, 60][rng.below(2)];
@@ -327,6 +369,8 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
         "nope.s0.ns.f.svc.example.com",
         "nope.s0.ns.f.svc.cluster.local",
         "s0.ns.svc.cluster.local",
+        "nope.s0.ns.svc.clusterset.local",
+        "s9.ns.svc.clusterset.local",
     ]
     .iter()
     .map(|n| DnsName::parse(n).unwrap())
@@ -350,6 +394,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
 fn first_federation(rng: &mut Rng) -> Federation {
     let mut fed = Federation {
         cluster_domain: DnsName::parse("cluster.local").ok(),
+        clusterset_domain: DnsName::parse("clusterset.local").ok(),
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 30,

@@ -368,6 +368,14 @@ fn zone_list(
         {
             zones.push(ZoneData { origin: rz, ..twin });
         }
+        // The MCS zone (`svc.clusterset.local`) likewise; two federations serving it share it
+        // (`check` refuses that, since their names would collide).
+        if let Some(cz) = fed.clusterset_zone()
+            && !zones.iter().any(|z| z.origin == cz)
+            && let Some(twin) = zones.iter().find(|z| z.origin == fed.zone).cloned()
+        {
+            zones.push(ZoneData { origin: cz, ..twin });
+        }
     }
     // etcd zones without a zone file get the SOA CoreDNS synthesizes (plugin.SOA): ns.dns.ZONE,
     // hostmaster.ZONE, refresh 7200, retry 1800, expire 86400, minimum 30, TTL 30.
@@ -846,6 +854,7 @@ impl BuildCache {
             services: Vec::new(),
             ingress_hosts: Vec::new(),
             cluster_domain: fed.cluster_domain.clone(),
+            clusterset_domain: fed.clusterset_domain.clone(),
             endpoints: Default::default(),
         };
         // New settings or clusters change every service's selection: all are laid out again,

@@ -11,7 +11,7 @@ use crate::answers::{BuildInput, build};
 use crate::dns::respond::{Limits, Peer, Source, Transport, WorkerState, respond};
 use crate::geo::Locator;
 use crate::metrics::QueryStats;
-use crate::model::{Cluster, DnsName, Federation, Policy, Service, ServicePort, Shard};
+use crate::model::{Cluster, DnsName, Federation, Import, Policy, Service, ServicePort, Shard};
 use crate::table::Table;
 
 const ZONE: &str = "$TTL 3600\nalias IN CNAME geo.shop.f.svc\n@ IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN CNAME web.shop.f.svc\nloop1 IN CNAME loop2\nloop2 IN CNAME loop1\nout IN CNAME elsewhere.example.net.\n";
@@ -26,6 +26,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         zones: vec![],
         probe: Default::default(),
         probe_down: Vec::new(),
+        cluster_ips: vec![],
     }
 }
 
@@ -45,6 +46,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
     };
     let svc = |name: &str, shards: Vec<Shard>, policy: Option<Policy>| Service {
         ttl: None,
+        imports: vec![],
         name: name.into(),
         namespace: "shop".into(),
         ports: vec![],
@@ -55,6 +57,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     Federation {
         cluster_domain: DnsName::parse("cluster.local").ok(),
+        clusterset_domain: DnsName::parse("clusterset.local").ok(),
         name: "f".into(),
         zone: DnsName::parse("example.com").unwrap(),
         ttl: 42,
@@ -68,6 +71,19 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
         services: vec![
             Service {
                 ttl: None,
+                // e1 allocated a ClusterSetIP; w1's import is Headless.
+                imports: vec![
+                    Import {
+                        cluster: "e1".into(),
+                        ips: vec!["10.96.0.10".parse().unwrap()],
+                        headless: false,
+                    },
+                    Import {
+                        cluster: "w1".into(),
+                        ips: vec![],
+                        headless: true,
+                    },
+                ],
                 name: "web".into(),
                 namespace: "shop".into(),
                 ports: vec![ServicePort {
@@ -83,6 +99,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
             },
             Service {
                 ttl: None,
+                imports: vec![],
                 name: "down".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -91,6 +108,7 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
             },
             Service {
                 ttl: None,
+                imports: vec![],
                 name: "big".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -99,14 +117,23 @@ pub(crate) fn federation(max_answers: usize) -> Federation {
             },
             Service {
                 ttl: None,
+                imports: vec![],
                 name: "geo".into(),
                 namespace: "shop".into(),
                 ports: vec![],
-                shards: vec![shard("e1", &["10.5.0.1"], 1), shard("w1", &["10.5.0.2"], 1)],
+                // w1's ClusterIP is known (the Kubernetes source), e1's is not.
+                shards: vec![
+                    shard("e1", &["10.5.0.1"], 1),
+                    Shard {
+                        cluster_ips: vec!["10.96.5.2".parse().unwrap()],
+                        ..shard("w1", &["10.5.0.2"], 1)
+                    },
+                ],
                 policy: None,
             },
             Service {
                 ttl: None,
+                imports: vec![],
                 name: "split".into(),
                 namespace: "shop".into(),
                 ports: vec![],
@@ -1281,8 +1308,20 @@ fn in_cluster_redirect_follows_the_asking_cluster() {
         ]
     );
     assert_eq!(addrs(&m), ["10.0.0.1"]);
-    // geo runs in both: each cluster gets its own copy.
+    // geo runs in both: each cluster gets its own copy; w1's ClusterIP is known, so its
+    // clients get the address itself (the local name is outside our zones: a CNAME to it
+    // would end the answer there), e1's clients the CNAME.
     let m = ask("geo.shop.f.svc.cluster.local.", RecordType::A, "10.41.0.9");
+    assert!(cnames(&m).is_empty(), "{m:?}");
+    assert_eq!(addrs(&m), ["10.96.5.2"]);
+    let m = ask(
+        "geo.shop.f.svc.cluster.local.",
+        RecordType::AAAA,
+        "10.41.0.9",
+    );
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty(), "IPv4 ClusterIP only: NODATA");
+    let m = ask("geo.shop.f.svc.cluster.local.", RecordType::A, "10.40.0.9");
     assert_eq!(
         cnames(&m),
         ["geo.shop.f.svc.cluster.local. -> geo.shop.svc.cluster.local."]
@@ -1313,6 +1352,84 @@ fn in_cluster_redirect_follows_the_asking_cluster() {
     assert_eq!(m.response_code, ResponseCode::NXDomain);
     assert!(matches!(m.authorities[0].data, RData::SOA(_)), "{m:?}");
     let m = ask("web.shop.svc.cluster.local.", RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::Refused);
+}
+
+/// MCS names (`SVC.NS.svc.clusterset.local`, KEP-1645): the asking cluster's ClusterSetIP
+/// when its ServiceImport has one, else (a Headless import, no import, no cluster) the global
+/// name's answer for that client, owned by the MCS name (no CNAME); SRV per port targeting it;
+/// the zone `svc.clusterset.local` has the federation's SOA.
+#[test]
+fn clusterset_names_follow_the_asking_clusters_import() {
+    let t = table();
+    let ask = |name: &str, t_: RecordType, client: &str| {
+        ask_from(
+            &t,
+            &query_bytes(name, t_, false),
+            Transport::Udp,
+            client,
+            &mut WorkerState::default(),
+        )
+        .unwrap()
+    };
+    let web = "web.shop.svc.clusterset.local.";
+    let m = ask(web, RecordType::A, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.authoritative);
+    assert!(cnames(&m).is_empty());
+    assert_eq!(addrs(&m), ["10.96.0.10"]);
+    assert_eq!(m.answers[0].ttl, 42);
+    // The import is IPv4 only: no AAAA for e1's clients, NODATA with the zone's SOA.
+    let m = ask(web, RecordType::AAAA, "10.40.0.9");
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(matches!(m.authorities[0].data, RData::SOA(_)), "{m:?}");
+    // w1 (Headless import) and a client in no cluster: the global answer, nearest healthy.
+    for client in ["10.41.0.9", "192.0.2.7"] {
+        let m = ask(web, RecordType::A, client);
+        assert!(cnames(&m).is_empty(), "{client}: {m:?}");
+        assert_eq!(addrs(&m), ["10.0.0.1"], "{client}");
+        let m = ask(web, RecordType::AAAA, client);
+        assert_eq!(addrs(&m), ["2001:db8::1"], "{client}");
+    }
+    // A service without imports: the global answer everywhere; one healthy nowhere: NODATA.
+    let m = ask("geo.shop.svc.clusterset.local.", RecordType::A, "10.41.0.9");
+    assert_eq!(addrs(&m), ["10.5.0.2"]);
+    let m = ask(
+        "down.shop.svc.clusterset.local.",
+        RecordType::A,
+        "10.40.0.9",
+    );
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    // SRV: the service name as target, its addresses (for the asking cluster) in additional.
+    let m = ask(
+        "_http._tcp.web.shop.svc.clusterset.local.",
+        RecordType::SRV,
+        "10.40.0.9",
+    );
+    let srv: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(format!("{} {}", s.port, s.target)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(srv, ["80 web.shop.svc.clusterset.local."]);
+    // The target answers per cluster, so (as for geo global names) its addresses are left to
+    // the client to ask rather than making every SRV answer per-location.
+    assert!(m.additionals.is_empty(), "{m:?}");
+    // The zone: SOA at its apex, NXDOMAIN for unknown services, REFUSED above it.
+    let m = ask("svc.clusterset.local.", RecordType::SOA, "10.40.0.9");
+    assert!(matches!(m.answers[0].data, RData::SOA(_)), "{m:?}");
+    let m = ask(
+        "nope.shop.svc.clusterset.local.",
+        RecordType::A,
+        "10.40.0.9",
+    );
+    assert_eq!(m.response_code, ResponseCode::NXDomain);
+    let m = ask("clusterset.local.", RecordType::A, "10.40.0.9");
     assert_eq!(m.response_code, ResponseCode::Refused);
 }
 

@@ -549,6 +549,7 @@ mod tests {
             .map(|i| {
                 Arc::new(Service {
                     ttl: None,
+                    imports: vec![],
                     name: format!("svc{i}"),
                     namespace: "shop".into(),
                     ports: vec![],
@@ -573,6 +574,7 @@ mod tests {
             .collect();
         Federation {
             cluster_domain: None,
+            clusterset_domain: None,
             name: "myfed".into(),
             zone: DnsName::parse("example.com.").unwrap(),
             ttl: 30,

@@ -41,11 +41,22 @@ struct RawFederation {
     /// The member clusters' DNS domain; `""` turns the in-cluster redirect names off.
     #[serde(default = "default_cluster_domain")]
     cluster_domain: Spanned<String>,
+    /// The MCS cluster-set domain (`clusterset.local`); `""` (the default): no MCS names.
+    #[serde(default = "default_clusterset_domain")]
+    clusterset_domain: Spanned<String>,
 }
 
 fn default_cluster_domain() -> Spanned<String> {
     Spanned::new(
         "cluster.local".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_clusterset_domain() -> Spanned<String> {
+    Spanned::new(
+        String::new(),
         serde_saphyr::Location::UNKNOWN,
         serde_saphyr::Location::UNKNOWN,
     )
@@ -445,6 +456,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             shards.push(Shard {
                 cluster: sh.cluster.value.clone(),
                 addresses,
+                cluster_ips: Vec::new(),
                 ready_endpoints: sh.ready_endpoints,
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
@@ -460,6 +472,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             shards,
             policy: None,
             ttl: s.ttl,
+            imports: vec![],
         });
     }
     let regions: Vec<&str> = clusters.iter().map(|c| c.region.as_str()).collect();
@@ -518,6 +531,31 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             }
         },
     };
+    let csd = &raw.federation.clusterset_domain;
+    let clusterset_domain = match csd.value.trim() {
+        "" => None,
+        d => match DnsName::parse(d) {
+            Ok(n) => match Federation::clusterset_conflict(&zone, cluster_domain.as_ref(), &n) {
+                Some(why) => {
+                    problems.at(
+                        csd,
+                        "federation.clusterset_domain".into(),
+                        format!("{d:?}: {why}"),
+                    );
+                    None
+                }
+                None => Some(n),
+            },
+            Err(e) => {
+                problems.at(
+                    csd,
+                    "federation.clusterset_domain".into(),
+                    format!("{d:?}: {e}"),
+                );
+                None
+            }
+        },
+    };
     if !problems.list.is_empty() {
         return Err(problems.list);
     }
@@ -531,6 +569,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
         services: services.into_iter().map(std::sync::Arc::new).collect(),
         ingress_hosts: vec![],
         cluster_domain,
+        clusterset_domain,
         endpoints: Default::default(),
     };
     Ok(Parsed {
@@ -614,6 +653,40 @@ mod tests {
             "{}",
             errs[0]
         );
+    }
+
+    /// `clusterset_domain` is off by default; on, its zone is `svc.DOMAIN`; a domain whose
+    /// zone overlaps the federation zone or the redirect names is refused with line and value.
+    #[test]
+    fn clusterset_domain_off_on_and_overlaps_refused() {
+        assert_eq!(
+            parse(Path::new("f.yaml"), GOOD).unwrap().clusterset_domain,
+            None
+        );
+        let with = |d: &str| {
+            GOOD.replace(
+                "  zone: example.com\n",
+                &format!("  zone: example.com\n  clusterset_domain: {d}\n"),
+            )
+        };
+        let fed = parse(Path::new("f.yaml"), &with("clusterset.local")).unwrap();
+        assert_eq!(
+            fed.clusterset_zone().unwrap().to_string(),
+            "svc.clusterset.local."
+        );
+        for (d, why) in [
+            ("example.com", "overlaps the federation zone"),
+            ("cluster.local", "overlaps the in-cluster redirect names"),
+            ("\".\"", "the root"),
+            ("a..b", "a..b"),
+        ] {
+            let errs = parse(Path::new("f.yaml"), &with(d)).unwrap_err();
+            let e = errs[0].to_string();
+            assert!(
+                e.contains("f.yaml:4: federation.clusterset_domain:") && e.contains(why),
+                "{d}: {e}"
+            );
+        }
     }
 
     #[test]

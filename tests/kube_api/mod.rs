@@ -9,7 +9,7 @@
 //! Status bodies for new requests only (open watches go on), a graceful shutdown that keeps open
 //! watches for a while, going away for good, and a short outage after which re-watches from the
 //! old resourceVersion succeed silently. Besides the built-in kinds it serves the custom
-//! resources DNSEndpoint, Gateway and HTTPRoute the same way, and 404 for one whose CRD is not
+//! resources DNSEndpoint, Gateway, HTTPRoute and ServiceImport the same way, and 404 for one whose CRD is not
 //! installed ([`ApiServer::set_installed`]). It also takes writes of the kinds `fedns join`
 //! creates (Namespaces, ServiceAccounts, Secrets, ClusterRoles, ClusterRoleBindings: 201 with
 //! the object, 409 AlreadyExists, 404 NotFound, as real Status bodies), and plays the token
@@ -51,6 +51,7 @@ pub enum Res {
     DnsEndpoints,
     Gateways,
     HttpRoutes,
+    ServiceImports,
 }
 
 impl Res {
@@ -62,7 +63,12 @@ impl Res {
         Res::Nodes,
     ];
     /// The custom resources fedns watches when enabled.
-    pub const CUSTOM: [Res; 3] = [Res::DnsEndpoints, Res::Gateways, Res::HttpRoutes];
+    pub const CUSTOM: [Res; 4] = [
+        Res::DnsEndpoints,
+        Res::Gateways,
+        Res::HttpRoutes,
+        Res::ServiceImports,
+    ];
 
     fn path(self) -> &'static str {
         match self {
@@ -73,6 +79,7 @@ impl Res {
             Res::DnsEndpoints => "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints",
             Res::Gateways => "/apis/gateway.networking.k8s.io/v1/gateways",
             Res::HttpRoutes => "/apis/gateway.networking.k8s.io/v1/httproutes",
+            Res::ServiceImports => "/apis/multicluster.x-k8s.io/v1alpha1/serviceimports",
         }
     }
 
@@ -85,6 +92,7 @@ impl Res {
             Res::DnsEndpoints => "DNSEndpoint",
             Res::Gateways => "Gateway",
             Res::HttpRoutes => "HTTPRoute",
+            Res::ServiceImports => "ServiceImport",
         }
     }
 
@@ -95,6 +103,7 @@ impl Res {
             Res::Ingresses => "networking.k8s.io/v1",
             Res::DnsEndpoints => "externaldns.k8s.io/v1alpha1",
             Res::Gateways | Res::HttpRoutes => "gateway.networking.k8s.io/v1",
+            Res::ServiceImports => "multicluster.x-k8s.io/v1alpha1",
         }
     }
 
@@ -107,6 +116,7 @@ impl Res {
             Res::DnsEndpoints => ("dnsendpoints", "externaldns.k8s.io"),
             Res::Gateways => ("gateways", "gateway.networking.k8s.io"),
             Res::HttpRoutes => ("httproutes", "gateway.networking.k8s.io"),
+            Res::ServiceImports => ("serviceimports", "multicluster.x-k8s.io"),
         }
     }
 }
@@ -1339,6 +1349,38 @@ pub fn dns_endpoint(ns: &str, name: &str, endpoints: &[(&str, &str, &[&str], u32
         "metadata": {"name": name, "namespace": ns, "generation": 1},
         "spec": {"endpoints": eps},
         "status": {"observedGeneration": 1}
+    })
+}
+
+/// A `ServiceImport` as the MCS API's CRD (`multicluster.x-k8s.io/v1alpha1`, KEP-1645) defines
+/// it and an MCS controller writes it in an importing cluster: `type` `ClusterSetIP` with the
+/// IPs it allocated (none: `Headless`), the exported ports, and the exporting clusters in
+/// `status.clusters`.
+pub fn service_import(
+    ns: &str,
+    name: &str,
+    ips: &[&str],
+    ports: &[(&str, &str, u16)],
+    clusters: &[&str],
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, proto, port)| json!({"name": n, "protocol": proto, "port": port}))
+        .collect();
+    let clusters: Vec<Value> = clusters.iter().map(|c| json!({"cluster": c})).collect();
+    let mut spec = json!({
+        "type": if ips.is_empty() { "Headless" } else { "ClusterSetIP" },
+        "ports": ports,
+        "sessionAffinity": "None",
+    });
+    if !ips.is_empty() {
+        spec["ips"] = json!(ips);
+    }
+    json!({
+        "metadata": {"name": name, "namespace": ns, "generation": 1,
+                     "annotations": {"multicluster.kubernetes.io/service-name": name}},
+        "spec": spec,
+        "status": {"clusters": clusters}
     })
 }
 

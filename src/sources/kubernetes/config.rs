@@ -43,6 +43,13 @@ pub struct RawKubernetes {
     /// Serve Gateway API HTTPRoutes and Gateways (every cluster, unless it says otherwise).
     #[serde(default)]
     gateway_api: bool,
+    /// The MCS cluster-set domain (`clusterset.local`); `""` (the default): no MCS names.
+    #[serde(default)]
+    clusterset_domain: String,
+    /// Read MCS `ServiceImport`s (every cluster, unless it says otherwise); needs
+    /// `clusterset_domain`.
+    #[serde(default)]
+    service_imports: bool,
     #[serde(default)]
     clusters: Vec<RawCluster>,
 }
@@ -95,6 +102,8 @@ struct RawCluster {
     dns_endpoints: Option<bool>,
     #[serde(default)]
     gateway_api: Option<bool>,
+    #[serde(default)]
+    service_imports: Option<bool>,
 }
 
 fn default_ttl() -> u32 {
@@ -192,6 +201,21 @@ pub struct ClusterSpec {
     pub dns_endpoints: bool,
     /// Watch `Gateway`s and `HTTPRoute`s (`gateway.networking.k8s.io/v1`).
     pub gateway_api: bool,
+    /// Watch `ServiceImport`s (`multicluster.x-k8s.io/v1alpha1`).
+    pub service_imports: bool,
+}
+
+impl ClusterSpec {
+    /// Whether this cluster watches `kind` (the built-in kinds always, custom ones when on).
+    pub fn watches(&self, kind: super::state::Kind) -> bool {
+        use super::state::Kind;
+        match kind {
+            Kind::DnsEndpoints => self.dns_endpoints,
+            Kind::Gateways | Kind::HttpRoutes => self.gateway_api,
+            Kind::ServiceImports => self.service_imports,
+            Kind::Services | Kind::EndpointSlices | Kind::Ingresses | Kind::Nodes => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +235,8 @@ pub struct KubeSettings {
     pub resolve_interval: Duration,
     /// See [`crate::model::Federation::cluster_domain`].
     pub cluster_domain: Option<DnsName>,
+    /// See [`crate::model::Federation::clusterset_domain`].
+    pub clusterset_domain: Option<DnsName>,
     pub clusters: Vec<ClusterSpec>,
 }
 
@@ -364,6 +390,7 @@ impl RawKubernetes {
                 client_networks,
                 dns_endpoints: c.dns_endpoints.unwrap_or(self.dns_endpoints),
                 gateway_api: c.gateway_api.unwrap_or(self.gateway_api),
+                service_imports: c.service_imports.unwrap_or(self.service_imports),
             });
         }
         let cluster_domain = match self.cluster_domain.trim() {
@@ -383,6 +410,47 @@ impl RawKubernetes {
                 }
             },
         };
+        let clusterset_domain = match self.clusterset_domain.trim() {
+            "" => None,
+            d => match DnsName::parse(d) {
+                Ok(n) => match crate::model::Federation::clusterset_conflict(
+                    &zone,
+                    cluster_domain.as_ref(),
+                    &n,
+                ) {
+                    Some(why) => {
+                        err(
+                            "kubernetes.clusterset_domain".into(),
+                            format!("{d:?}: {why}"),
+                        );
+                        None
+                    }
+                    None => Some(n),
+                },
+                Err(e) => {
+                    err("kubernetes.clusterset_domain".into(), format!("{d:?}: {e}"));
+                    None
+                }
+            },
+        };
+        // ServiceImports only ever change the MCS names: reading them without serving those
+        // names is a mistake worth a refusal, not a silent no-op.
+        if self.clusterset_domain.trim().is_empty() {
+            for (i, c) in clusters.iter().enumerate() {
+                if c.service_imports {
+                    let field = if self.service_imports {
+                        "kubernetes.service_imports".to_string()
+                    } else {
+                        format!("kubernetes.clusters[{i}].service_imports")
+                    };
+                    err(
+                        field,
+                        "true, but clusterset_domain is not set: ServiceImports only answer the MCS names (set clusterset_domain: clusterset.local)".into(),
+                    );
+                    break;
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -398,6 +466,7 @@ impl RawKubernetes {
             coalesce: Duration::from_millis(self.coalesce_ms),
             resolve_interval: Duration::from_secs(self.resolve_interval_secs),
             cluster_domain,
+            clusterset_domain,
             clusters,
         })
     }
@@ -410,6 +479,41 @@ mod tests {
     fn parse(text: &str) -> Result<KubeSettings, Vec<(String, String)>> {
         let raw: RawKubernetes = serde_saphyr::from_str(text).expect("yaml");
         raw.validate(&|p: &Path| Path::new("/etc/fedns").join(p))
+    }
+
+    /// `clusterset_domain` off by default; `service_imports` per cluster (the section's value
+    /// unless overridden) and refused without a `clusterset_domain`, naming the field.
+    #[test]
+    fn clusterset_domain_and_service_imports() {
+        let base = "federation: f\nzone: example.com\n";
+        let clusters = "clusters:\n  - {name: a, in_cluster: true}\n  - {name: b, in_cluster: true, service_imports: false}\n";
+        let s = parse(&format!("{base}{clusters}")).unwrap();
+        assert_eq!(s.clusterset_domain, None);
+        assert!(!s.clusters[0].service_imports);
+        let s = parse(&format!(
+            "{base}clusterset_domain: clusterset.local\nservice_imports: true\n{clusters}"
+        ))
+        .unwrap();
+        assert_eq!(s.clusterset_domain, DnsName::parse("clusterset.local").ok());
+        assert!(s.clusters[0].service_imports && !s.clusters[1].service_imports);
+        let errs = parse(&format!("{base}service_imports: true\n{clusters}")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "kubernetes.service_imports");
+        assert!(errs[0].1.contains("clusterset_domain"), "{errs:?}");
+        let errs = parse(&format!(
+            "{base}clusters:\n  - {{name: a, in_cluster: true, service_imports: true}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs[0].0, "kubernetes.clusters[0].service_imports");
+        let errs = parse(&format!(
+            "{base}clusterset_domain: shop.example.com\n{clusters}"
+        ))
+        .unwrap_err();
+        assert_eq!(errs[0].0, "kubernetes.clusterset_domain");
+        assert!(
+            errs[0].1.contains("\"shop.example.com\"") && errs[0].1.contains("overlaps"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -97,9 +97,13 @@ fn rule(group: &str, resources: &[&str]) -> PolicyRule {
     }
 }
 
-/// The rules of `deploy/kubernetes/rbac/clusterrole.yaml`, plus its `dns-endpoints` and
-/// `gateway-api` components when those sources are enabled.
-fn rules(dns_endpoints: bool, gateway_api: bool) -> Vec<PolicyRule> {
+/// Which optional sources a member cluster has on: `(dns_endpoints, gateway_api,
+/// service_imports)`.
+type Optional = (bool, bool, bool);
+
+/// The rules of `deploy/kubernetes/rbac/clusterrole.yaml`, plus its `dns-endpoints`,
+/// `gateway-api` and `service-imports` components when those sources are enabled.
+fn rules((dns_endpoints, gateway_api, service_imports): Optional) -> Vec<PolicyRule> {
     let mut r = vec![
         rule("", &["services", "nodes"]),
         rule("discovery.k8s.io", &["endpointslices"]),
@@ -114,6 +118,9 @@ fn rules(dns_endpoints: bool, gateway_api: bool) -> Vec<PolicyRule> {
             &["gateways", "httproutes"],
         ));
     }
+    if service_imports {
+        r.push(rule("multicluster.x-k8s.io", &["serviceimports"]));
+    }
     r
 }
 
@@ -125,7 +132,7 @@ struct Objects {
     secret: Secret,
 }
 
-fn objects(n: &Names, dns_endpoints: bool, gateway_api: bool) -> Objects {
+fn objects(n: &Names, optional: Optional) -> Objects {
     let ns = Some(n.namespace.as_str());
     let mut secret_meta = meta(&n.secret, ns);
     secret_meta.annotations = Some(BTreeMap::from([(
@@ -143,7 +150,7 @@ fn objects(n: &Names, dns_endpoints: bool, gateway_api: bool) -> Objects {
         },
         role: ClusterRole {
             metadata: meta(&n.account, None),
-            rules: Some(rules(dns_endpoints, gateway_api)),
+            rules: Some(rules(optional)),
             ..ClusterRole::default()
         },
         binding: ClusterRoleBinding {
@@ -460,14 +467,16 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
     // region or zone fails before the member cluster is touched.
     let parsed = Config::parse(&a.config, &new_text).map_err(|p| problems(&a.config, p))?;
     // The sources the new cluster will have (the section's defaults) decide its RBAC.
-    let (dns_endpoints, gateway_api) = parsed
+    let optional = parsed
         .kubernetes
         .iter()
         .flat_map(|k| &k.clusters)
         .find(|c| c.name == a.cluster)
-        .map_or((false, false), |c| (c.dns_endpoints, c.gateway_api));
+        .map_or((false, false, false), |c| {
+            (c.dns_endpoints, c.gateway_api, c.service_imports)
+        });
     let names = Names::new(&a.namespace, &k.federation);
-    let objs = objects(&names, dns_endpoints, gateway_api);
+    let objs = objects(&names, optional);
     let (admin_path, admin) = admin_kubeconfig(a.kubeconfig.as_deref())?;
     let ep = endpoint(&admin_path, &admin, &a.context)?;
     if a.dry_run {
@@ -901,17 +910,18 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            groups(rules(false, false)),
+            groups(rules((false, false, false))),
             ["", "discovery.k8s.io", "networking.k8s.io"]
         );
         assert_eq!(
-            groups(rules(true, true)),
+            groups(rules((true, true, true))),
             [
                 "",
                 "discovery.k8s.io",
                 "networking.k8s.io",
                 "externaldns.k8s.io",
-                "gateway.networking.k8s.io"
+                "gateway.networking.k8s.io",
+                "multicluster.x-k8s.io"
             ]
         );
         assert!(plain_name("cluster name", "west-1").is_ok());

@@ -133,6 +133,7 @@ fn apply_change(state: &mut ClusterState, c: KindChange) -> bool {
         KindChange::DnsEndpoints(c) => state.dns_endpoints.apply(c),
         KindChange::Gateways(c) => state.gateways.apply(c),
         KindChange::Routes(c) => state.routes.apply(c),
+        KindChange::Imports(c) => state.imports.apply(c),
     }
 }
 
@@ -189,7 +190,7 @@ impl KubeMetrics {
         KubeMetrics {
             crd_missing: gauge_vec(
                 "fedns_kube_crd_missing",
-                "1 when an enabled custom resource (DNSEndpoint, Gateway, HTTPRoute) is not installed in the cluster",
+                "1 when an enabled custom resource (DNSEndpoint, Gateway, HTTPRoute, ServiceImport) is not installed in the cluster",
                 &["cluster", "resource"],
             ),
             endpoints_skipped,
@@ -388,11 +389,7 @@ impl KubeSource {
         );
         self.km.cluster_up.with_label_values(&[&name]).set(0);
         self.km.cluster_expired.with_label_values(&[&name]).set(0);
-        let watched = |k: &Kind| match k {
-            Kind::DnsEndpoints => spec.dns_endpoints,
-            Kind::Gateways | Kind::HttpRoutes => spec.gateway_api,
-            _ => true,
-        };
+        let watched = |k: &Kind| spec.watches(*k);
         for k in Kind::ALL.iter().filter(|k| watched(k)) {
             // At 0 from the start, so the first error shows in rate() and increase().
             self.km
@@ -464,7 +461,8 @@ impl KubeSource {
             // Other custom resources to watch need another watch task, like another access.
             let same = |a: &ClusterSpec| {
                 a.access == spec.access
-                    && (a.dns_endpoints, a.gateway_api) == (spec.dns_endpoints, spec.gateway_api)
+                    && (a.dns_endpoints, a.gateway_api, a.service_imports)
+                        == (spec.dns_endpoints, spec.gateway_api, spec.service_imports)
             };
             let same_as_running = same(&r.spec);
             let same_as_next = r.next.as_ref().is_some_and(|n| same(&n.spec));
@@ -473,6 +471,7 @@ impl KubeSource {
                 access: r.spec.access.clone(),
                 dns_endpoints: r.spec.dns_endpoints,
                 gateway_api: r.spec.gateway_api,
+                service_imports: r.spec.service_imports,
                 ..spec.clone()
             };
             if reselect {
@@ -594,10 +593,7 @@ impl KubeSource {
         r.state = n.state;
         // The new client may watch other custom resources, or find other CRDs missing.
         for k in Kind::ALL.into_iter().filter(|k| k.is_custom()) {
-            let watched = match k {
-                Kind::DnsEndpoints => r.spec.dns_endpoints,
-                _ => r.spec.gateway_api,
-            };
+            let watched = r.spec.watches(k);
             let labels = [name, k.resource()];
             if watched && r.state.missing[k.index()] {
                 self.km.crd_missing.with_label_values(&labels).set(1);
@@ -847,6 +843,7 @@ impl KubeSource {
             for t in [
                 r.state.services.take_touched(),
                 r.state.slices.take_touched(),
+                r.state.imports.take_touched(),
             ] {
                 match (&mut touched, t) {
                     (Some(all), Some(t)) => all.extend(t),
@@ -1295,6 +1292,7 @@ mod tests {
             .apply(Change::Apply(
                 ("shop".into(), "web".into()),
                 Some(state::SlimService {
+                    cluster_ips: vec![],
                     settings: Default::default(),
                     ports: vec![],
                     lb_ips: vec!["10.0.0.1".parse().unwrap()],
@@ -1316,6 +1314,7 @@ mod tests {
         let mut old = listed();
         let web: state::Key = ("shop".into(), "web".into());
         let svc = |ip: &str| state::SlimService {
+            cluster_ips: vec![],
             settings: Default::default(),
             ports: vec![],
             lb_ips: vec![ip.parse().unwrap()],

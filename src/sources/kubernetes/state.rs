@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
 use crate::model::{
-    Cluster, DnsName, EndpointName, Federation, IngressHost, Policy, RData, Service, ServicePort,
-    Shard, rtype,
+    Cluster, DnsName, EndpointName, Federation, Import, IngressHost, Policy, RData, Service,
+    ServicePort, Shard, rtype,
 };
 use crate::selection::is_healthy;
 
@@ -27,6 +27,8 @@ pub type Key = (String, String);
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlimService {
     pub ports: Vec<ServicePort>,
+    /// `spec.clusterIPs` (else `spec.clusterIP`), sorted; none for a headless Service.
+    pub cluster_ips: Vec<IpAddr>,
     pub lb_ips: Vec<IpAddr>,
     pub lb_hosts: Vec<String>,
     /// Its `fedns.io/*` annotations.
@@ -192,6 +194,15 @@ pub struct SlimRoute {
     pub backends: Vec<Key>,
 }
 
+/// An MCS `ServiceImport`: the cluster-set IPs of a `ClusterSetIP` import (none for a
+/// `Headless` one) and its named ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlimImport {
+    pub ips: Vec<IpAddr>,
+    pub headless: bool,
+    pub ports: Vec<ServicePort>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlimNode {
     pub region: Option<String>,
@@ -241,6 +252,8 @@ impl Grouped for SlimNode {}
 impl Grouped for SlimEndpoints {}
 impl Grouped for SlimGateway {}
 impl Grouped for SlimRoute {}
+/// A ServiceImport is named after the service it imports: its own group, like a Service.
+impl Grouped for SlimImport {}
 impl Grouped for SlimSlice {
     const INDEXED: bool = true;
     fn group(&self, key: &Key) -> Key {
@@ -416,10 +429,11 @@ pub enum Kind {
     DnsEndpoints,
     Gateways,
     HttpRoutes,
+    ServiceImports,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Services,
         Kind::EndpointSlices,
         Kind::Ingresses,
@@ -427,6 +441,7 @@ impl Kind {
         Kind::DnsEndpoints,
         Kind::Gateways,
         Kind::HttpRoutes,
+        Kind::ServiceImports,
     ];
 
     /// `resource.group` as RBAC and kubectl name it.
@@ -439,12 +454,16 @@ impl Kind {
             Kind::DnsEndpoints => "dnsendpoints.externaldns.k8s.io",
             Kind::Gateways => "gateways.gateway.networking.k8s.io",
             Kind::HttpRoutes => "httproutes.gateway.networking.k8s.io",
+            Kind::ServiceImports => "serviceimports.multicluster.x-k8s.io",
         }
     }
 
     /// Defined by a CRD, which a member may not have installed.
     pub fn is_custom(self) -> bool {
-        matches!(self, Kind::DnsEndpoints | Kind::Gateways | Kind::HttpRoutes)
+        matches!(
+            self,
+            Kind::DnsEndpoints | Kind::Gateways | Kind::HttpRoutes | Kind::ServiceImports
+        )
     }
 
     pub fn index(self) -> usize {
@@ -461,11 +480,12 @@ pub struct ClusterState {
     pub dns_endpoints: Store<SlimEndpoints>,
     pub gateways: Store<SlimGateway>,
     pub routes: Store<SlimRoute>,
+    pub imports: Store<SlimImport>,
     /// The latest error of each kind's watch, until it recovers.
-    pub errors: [Option<String>; 7],
+    pub errors: [Option<String>; 8],
     /// Custom resources whose CRD the API server does not have (404): they count as listed
     /// and empty, and are checked again now and then.
-    pub missing: [bool; 7],
+    pub missing: [bool; 8],
     /// When the cluster stopped being in sync (any kind failing or the client unusable).
     pub down_since: Option<Instant>,
     /// Why the client could not be built, if it could not.
@@ -483,8 +503,9 @@ impl Default for ClusterState {
             dns_endpoints: Store::listed(),
             gateways: Store::listed(),
             routes: Store::listed(),
+            imports: Store::listed(),
             errors: Default::default(),
-            missing: [false; 7],
+            missing: [false; 8],
             down_since: None,
             client_error: None,
         }
@@ -498,6 +519,7 @@ impl ClusterState {
         s.dns_endpoints.synced = !spec.dns_endpoints;
         s.gateways.synced = !spec.gateway_api;
         s.routes.synced = !spec.gateway_api;
+        s.imports.synced = !spec.service_imports;
         s
     }
 
@@ -510,6 +532,7 @@ impl ClusterState {
             Kind::DnsEndpoints => self.dns_endpoints.synced,
             Kind::Gateways => self.gateways.synced,
             Kind::HttpRoutes => self.routes.synced,
+            Kind::ServiceImports => self.imports.synced,
         }
     }
 
@@ -520,6 +543,7 @@ impl ClusterState {
             Kind::DnsEndpoints => empty(&mut self.dns_endpoints),
             Kind::Gateways => empty(&mut self.gateways),
             Kind::HttpRoutes => empty(&mut self.routes),
+            Kind::ServiceImports => empty(&mut self.imports),
             _ => false,
         }
     }
@@ -727,7 +751,8 @@ impl Assembler {
                 self.services.clear();
                 views
                     .iter()
-                    .flat_map(|v| v.state.services.live.keys().cloned())
+                    .flat_map(|v| (v.state.services.live.keys()).chain(v.state.imports.live.keys()))
+                    .cloned()
                     .collect()
             }
         };
@@ -789,6 +814,7 @@ impl Assembler {
                 services: self.services.values().map(|(s, _)| s.clone()).collect(),
                 ingress_hosts,
                 cluster_domain: settings.cluster_domain.clone(),
+                clusterset_domain: settings.clusterset_domain.clone(),
                 endpoints,
             },
             stats,
@@ -831,7 +857,28 @@ fn service_of(
     let mut found = false;
     // Service-wide settings: the first cluster (in config order) whose Service sets them.
     let (mut ttl, mut policy) = (None, None);
+    let mut imports = Vec::new();
+    let add_ports = |ports: &mut Vec<ServicePort>, more: &[ServicePort]| {
+        for p in more {
+            if !ports
+                .iter()
+                .any(|q| q.name == p.name && q.protocol == p.protocol)
+            {
+                ports.push(p.clone());
+            }
+        }
+    };
     for v in views {
+        // An expired cluster's import stays: its cluster-set IP is local to that cluster, so
+        // only that cluster's clients get it, and they keep what they had (fail static).
+        if let Some(imp) = v.state.imports.live.get(key) {
+            imports.push(Import {
+                cluster: v.spec.name.clone(),
+                ips: imp.ips.clone(),
+                headless: imp.headless,
+            });
+            add_ports(&mut ports, &imp.ports);
+        }
         let Some(svc) = v.state.services.live.get(key) else {
             continue;
         };
@@ -851,32 +898,29 @@ fn service_of(
         let shard = Shard {
             cluster: v.spec.name.clone(),
             addresses: addresses(resolved, &svc.lb_ips, &svc.lb_hosts),
+            cluster_ips: svc.cluster_ips.clone(),
             ready_endpoints: r,
             not_ready_endpoints: nr,
             zones: shard_zones,
             weight: svc.settings.weight,
             ..Shard::default()
         };
-        for p in &svc.ports {
-            if !ports
-                .iter()
-                .any(|q| q.name == p.name && q.protocol == p.protocol)
-            {
-                ports.push(p.clone());
-            }
-        }
+        add_ports(&mut ports, &svc.ports);
         match v.fresh {
             Freshness::Serving => shards.push(shard),
             _ => expired.push(shard),
         }
     }
-    if !found {
+    if !found && imports.is_empty() {
         return None;
     }
     let from_expired = fail_static(&mut shards, expired);
-    if shards.is_empty() {
+    // A service only imported (a ClusterIP Service exported through MCS, no load balancer)
+    // exists for its MCS names; its federated names answer NODATA.
+    if shards.is_empty() && imports.is_empty() {
         return None;
     }
+    imports.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
     shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     Some((
@@ -887,6 +931,7 @@ fn service_of(
             shards,
             policy,
             ttl,
+            imports,
         },
         from_expired,
     ))
@@ -1046,6 +1091,7 @@ pub(super) mod tests {
     pub(crate) fn settings(grace: u64) -> KubeSettings {
         KubeSettings {
             cluster_domain: None,
+            clusterset_domain: None,
             federation: "f".into(),
             zone: DnsName::parse("example.com").unwrap(),
             ttl: 30,
@@ -1070,6 +1116,7 @@ pub(super) mod tests {
             weight: 100,
             dns_endpoints: false,
             gateway_api: false,
+            service_imports: false,
         }
     }
 
@@ -1077,6 +1124,7 @@ pub(super) mod tests {
 
     fn annotated(pairs: &[(&str, &str)]) -> SlimService {
         SlimService {
+            cluster_ips: vec![],
             ports: vec![],
             lb_ips: vec!["10.0.0.1".parse().unwrap()],
             lb_hosts: vec![],
@@ -1145,6 +1193,7 @@ pub(super) mod tests {
         s.services.apply(Change::InitApply(
             key("shop", "web"),
             Some(SlimService {
+                cluster_ips: vec![],
                 settings: Default::default(),
                 ports: vec![],
                 lb_ips: vec![ip.parse().unwrap()],
@@ -1299,6 +1348,67 @@ pub(super) mod tests {
         );
     }
 
+    /// ServiceImports become `Service::imports` (sorted by cluster, with their ports merged);
+    /// a service only imported exists with no shards; an expired cluster's import stays
+    /// (its ClusterSetIP only ever answers that cluster's clients).
+    #[test]
+    fn service_imports_join_their_service() {
+        let now = Instant::now();
+        let (a, mut b) = (spec("a"), spec("b"));
+        b.service_imports = true;
+        let sa = listed("10.0.0.1", 1);
+        let mut sb = ClusterState::for_spec(&b);
+        assert!(!sb.complete(), "ServiceImports not listed yet");
+        sb.services.apply(Change::Init);
+        sb.services.apply(Change::InitDone);
+        sb.slices.apply(Change::Init);
+        sb.slices.apply(Change::InitDone);
+        sb.ingresses.apply(Change::Init);
+        sb.ingresses.apply(Change::InitDone);
+        sb.nodes = listed("10.0.0.9", 0).nodes;
+        sb.imports.apply(Change::Init);
+        for (svc, ips, headless) in [("web", vec!["10.96.0.1"], false), ("cart", vec![], true)] {
+            sb.imports.apply(Change::InitApply(
+                key("shop", svc),
+                Some(SlimImport {
+                    ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+                    headless,
+                    ports: vec![ServicePort {
+                        name: "grpc".into(),
+                        protocol: "tcp".into(),
+                        port: 9090,
+                    }],
+                }),
+            ));
+        }
+        sb.imports.apply(Change::InitDone);
+        assert!(sb.complete());
+        let (fed, _) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        let web = fed.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(web.shards.len(), 1);
+        assert_eq!(
+            web.imports,
+            [Import {
+                cluster: "b".into(),
+                ips: vec!["10.96.0.1".parse().unwrap()],
+                headless: false
+            }]
+        );
+        assert_eq!(web.ports.len(), 1, "the import's port");
+        let cart = fed.services.iter().find(|s| s.name == "cart").unwrap();
+        assert!(cart.shards.is_empty());
+        assert!(cart.imports[0].headless);
+        // b expires: its imports stay.
+        sb.down_since = Some(now - Duration::from_secs(60));
+        let (fed, _) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(fed.services.len(), 2);
+        // The CRD goes: the imports go, and the import-only service with them.
+        assert!(sb.crd_missing(Kind::ServiceImports));
+        let (fed, _) = assemble(&settings(10), &[(&a, &sa), (&b, &sb)], &HashMap::new(), now);
+        assert_eq!(fed.services.len(), 1);
+        assert!(fed.services[0].imports.is_empty());
+    }
+
     #[test]
     fn fail_static_after_grace() {
         let now = Instant::now();
@@ -1320,8 +1430,8 @@ pub(super) mod tests {
         assert_eq!(stats.fail_static_names, 1);
     }
 
-    /// Incremental ≡ full for the assembly: random Service, EndpointSlice, Node, DNSEndpoint
-    /// and ingress changes, re-lists and outages in two clusters; after each step the assembler
+    /// Incremental ≡ full for the assembly: random Service, EndpointSlice, Node, DNSEndpoint,
+    /// ServiceImport and ingress changes, re-lists and outages in two clusters; after each step the assembler
     /// that only recomputes what changed must give the snapshot a fresh assembly gives.
     #[test]
     fn incremental_assembly_equals_a_fresh_one() {
@@ -1341,7 +1451,30 @@ pub(super) mod tests {
             let c = rnd(2) as usize;
             let st = &mut states[c];
             let svc = format!("s{}", rnd(6));
-            match rnd(11) {
+            match rnd(12) {
+                11 => {
+                    // A ServiceImport appears (ClusterSetIP or Headless), changes or goes; for
+                    // a service no cluster has a Service of, it alone makes the service.
+                    if rnd(3) == 0 {
+                        st.imports.apply(Change::Delete(key("shop", &svc)));
+                    } else {
+                        let headless = rnd(4) == 0;
+                        let v = SlimImport {
+                            ips: if headless {
+                                vec![]
+                            } else {
+                                vec![format!("10.96.{c}.{}", rnd(3)).parse().unwrap()]
+                            },
+                            headless,
+                            ports: vec![ServicePort {
+                                name: ["http", "grpc"][rnd(2) as usize].into(),
+                                protocol: "tcp".into(),
+                                port: 80,
+                            }],
+                        };
+                        st.imports.apply(Change::Apply(key("shop", &svc), Some(v)));
+                    }
+                }
                 0 | 1 => {
                     // Annotations good and bad (a bad one keeps the store's last good value).
                     let ttl = ["5", "60", "soon"][rnd(3) as usize];
@@ -1354,6 +1487,11 @@ pub(super) mod tests {
                         }
                     }
                     let v = SlimService {
+                        cluster_ips: if rnd(2) == 0 {
+                            vec![format!("10.96.{c}.1").parse().unwrap()]
+                        } else {
+                            vec![]
+                        },
                         settings: annotated(&pairs).settings,
                         ports: vec![],
                         lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],
@@ -1438,7 +1576,11 @@ pub(super) mod tests {
             let now = base + Duration::from_secs(rnd(2) * 20);
             let mut touched = Some(BTreeSet::new());
             for st in &mut states {
-                for t in [st.services.take_touched(), st.slices.take_touched()] {
+                for t in [
+                    st.services.take_touched(),
+                    st.slices.take_touched(),
+                    st.imports.take_touched(),
+                ] {
                     match (&mut touched, t) {
                         (Some(all), Some(t)) => all.extend(t),
                         _ => touched = None,

@@ -1,6 +1,6 @@
 //! The only place that speaks to Kubernetes: one `kube` client per member cluster and one
 //! watcher per kind (Services, EndpointSlices, Ingresses, Nodes, and when enabled the custom
-//! resources DNSEndpoint, Gateway and HTTPRoute), each object translated at once into the slim
+//! resources DNSEndpoint, Gateway, HTTPRoute and ServiceImport), each object translated at once into the slim
 //! structs of [`super::state`] and sent to the source's assembler. Custom resources are read
 //! through a small serde struct with a hand-written `kube::Resource` impl (no `derive` feature,
 //! no generated types); an API server without the CRD (404) is reported once and asked again
@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use super::config::{Access, ClusterSpec, SelectRule};
 use super::state::{
-    Change, Key, Kind, SlimEndpoints, SlimGateway, SlimIngress, SlimNode, SlimRoute, SlimService,
-    SlimSlice,
+    Change, Key, Kind, SlimEndpoints, SlimGateway, SlimImport, SlimIngress, SlimNode, SlimRoute,
+    SlimService, SlimSlice,
 };
 use crate::model::{DnsName, RData, ServicePort};
 
@@ -43,6 +43,7 @@ pub enum KindChange {
     DnsEndpoints(Change<SlimEndpoints>),
     Gateways(Change<SlimGateway>),
     Routes(Change<SlimRoute>),
+    Imports(Change<SlimImport>),
 }
 
 impl KindChange {
@@ -53,6 +54,7 @@ impl KindChange {
             KindChange::DnsEndpoints(c) if !matches!(c, Change::Init) => Some(Kind::DnsEndpoints),
             KindChange::Gateways(c) if !matches!(c, Change::Init) => Some(Kind::Gateways),
             KindChange::Routes(c) if !matches!(c, Change::Init) => Some(Kind::HttpRoutes),
+            KindChange::Imports(c) if !matches!(c, Change::Init) => Some(Kind::ServiceImports),
             _ => None,
         }
     }
@@ -211,7 +213,31 @@ pub async fn run_cluster(spec: ClusterSpec, select: SelectRule, run: u64, tx: mp
             tokio::join!(gateways, routes);
         }
     };
-    tokio::join!(services, slices, ingresses, nodes, dns_endpoints, gateways);
+    let imports = async {
+        if spec.service_imports {
+            let rule = select.clone();
+            watch_kind(
+                Api::<Custom<ServiceImportKind>>::all(client.clone()),
+                watcher::Config::default(),
+                Kind::ServiceImports,
+                tx.clone(),
+                cluster.clone(),
+                run,
+                move |o: &Custom<ServiceImportKind>| slim_import(o, &rule),
+                KindChange::Imports,
+            )
+            .await
+        }
+    };
+    tokio::join!(
+        services,
+        slices,
+        ingresses,
+        nodes,
+        dns_endpoints,
+        gateways,
+        imports
+    );
 }
 
 /// How often a custom resource whose CRD is missing is asked for again: installing a CRD is an
@@ -242,6 +268,15 @@ impl CustomKind for GatewayKind {
     const VERSION: &'static str = "v1";
     const KIND: &'static str = "Gateway";
     const PLURAL: &'static str = "gateways";
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceImportKind;
+impl CustomKind for ServiceImportKind {
+    const GROUP: &'static str = "multicluster.x-k8s.io";
+    const VERSION: &'static str = "v1alpha1";
+    const KIND: &'static str = "ServiceImport";
+    const PLURAL: &'static str = "serviceimports";
 }
 
 #[derive(Clone, Debug)]
@@ -479,6 +514,8 @@ fn describe(e: &watcher::Error, kind: Kind) -> (String, bool) {
                         "; the kustomize component deploy/kubernetes/rbac/dns-endpoints grants them",
                     Kind::Gateways | Kind::HttpRoutes =>
                         "; the kustomize component deploy/kubernetes/rbac/gateway-api grants them",
+                    Kind::ServiceImports =>
+                        "; the kustomize component deploy/kubernetes/rbac/service-imports grants them",
                     _ => "",
                 },
                 s.message
@@ -572,8 +609,20 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
             .map(|i| (i.ip.as_deref(), i.hostname.as_deref())),
     );
     let annotations = s.metadata.annotations.as_ref();
+    // `None` is a headless Service's clusterIP: no address.
+    let mut cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().filter_map(|i| i.parse().ok()).collect(),
+        _ => spec
+            .cluster_ip
+            .iter()
+            .filter_map(|i| i.parse().ok())
+            .collect(),
+    };
+    cluster_ips.sort();
+    cluster_ips.dedup();
     Some(SlimService {
         ports,
+        cluster_ips,
         lb_ips,
         lb_hosts,
         settings: super::state::Annotations::parse(|k| annotations?.get(k).map(String::as_str)),
@@ -736,6 +785,49 @@ fn endpoint_record(rtype: &str, target: &str) -> Result<RData, String> {
             "recordType {other:?} is not served (A, AAAA, CNAME, TXT and SRV are)"
         )),
     }
+}
+
+/// A ServiceImport's `spec` (MCS API, KEP-1645): `type` `ClusterSetIP` (its `ips`) or
+/// `Headless`, and its named `ports`. Another type, or a `ClusterSetIP` import without a valid
+/// IP (the MCS controller has not allocated one yet), is not of interest; bad IPs and unnamed
+/// ports are left out.
+fn slim_import(o: &Custom<ServiceImportKind>, rule: &SelectRule) -> Option<SlimImport> {
+    let ns = o.metadata.namespace.as_deref().unwrap_or_default();
+    if !rule.namespaces.is_empty() && !rule.namespaces.iter().any(|n| n == ns) {
+        return None;
+    }
+    let headless = match o.spec["type"].as_str() {
+        Some("ClusterSetIP") => false,
+        Some("Headless") => true,
+        _ => return None,
+    };
+    let mut ips: Vec<IpAddr> = if headless {
+        vec![]
+    } else {
+        (o.spec["ips"].as_array().into_iter().flatten())
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect()
+    };
+    ips.sort();
+    ips.dedup();
+    if !headless && ips.is_empty() {
+        return None;
+    }
+    let ports = (o.spec["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| {
+            let name = p["name"].as_str().filter(|n| !n.is_empty())?;
+            Some(ServicePort {
+                name: name.to_ascii_lowercase(),
+                protocol: p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase(),
+                port: u16::try_from(p["port"].as_u64()?).ok().filter(|p| *p > 0)?,
+            })
+        })
+        .collect();
+    Some(SlimImport {
+        ips,
+        headless,
+        ports,
+    })
 }
 
 /// A DNSEndpoint's `spec.endpoints`: every endpoint whose name and targets are all valid; an
@@ -943,6 +1035,10 @@ mod tests {
         assert_eq!(checkout.lb_ips.len(), 2, "{checkout:?}");
         assert_eq!(checkout.lb_hosts.len(), 1, "{checkout:?}");
         assert!(!checkout.ports.is_empty());
+        assert_eq!(
+            checkout.cluster_ips,
+            ["10.96.183.156".parse::<IpAddr>().unwrap()]
+        );
         // ClusterIP and headless services are not federated.
         assert!(
             slim.iter()
@@ -979,6 +1075,61 @@ mod tests {
 
     fn custom<M>(v: serde_json::Value) -> Custom<M> {
         serde_json::from_value(v).expect("object")
+    }
+
+    /// A ServiceImport as the MCS CRD shapes it: ClusterSetIP with its IPs (bad ones left out)
+    /// and named ports; Headless; an unknown type, or a ClusterSetIP with no IP yet, is not of
+    /// interest; the namespaces rule applies.
+    #[test]
+    fn service_imports_translate() {
+        let o = |spec: serde_json::Value, ns: &str| -> Custom<ServiceImportKind> {
+            custom(serde_json::json!({
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": spec,
+                "status": {"clusters": [{"cluster": "east"}]}
+            }))
+        };
+        let all = SelectRule::default();
+        let slim = slim_import(
+            &o(
+                serde_json::json!({"type": "ClusterSetIP", "ips": ["10.96.0.10", "nope", "fd00::a"],
+                    "ports": [{"name": "HTTP", "protocol": "TCP", "port": 80}, {"port": 81},
+                              {"name": "dns", "protocol": "UDP", "port": 53}]}),
+                "shop",
+            ),
+            &all,
+        )
+        .unwrap();
+        assert!(!slim.headless);
+        assert_eq!(
+            slim.ips,
+            [
+                "10.96.0.10".parse::<IpAddr>().unwrap(),
+                "fd00::a".parse().unwrap()
+            ]
+        );
+        let ports: Vec<(&str, &str, u16)> = slim
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.protocol.as_str(), p.port))
+            .collect();
+        assert_eq!(ports, [("http", "tcp", 80), ("dns", "udp", 53)]);
+        let headless = slim_import(&o(serde_json::json!({"type": "Headless"}), "shop"), &all);
+        assert!(headless.is_some_and(|h| h.headless && h.ips.is_empty()));
+        for spec in [
+            serde_json::json!({"type": "ClusterSetIP"}),
+            serde_json::json!({"type": "Other", "ips": ["10.96.0.1"]}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(slim_import(&o(spec.clone(), "shop"), &all), None, "{spec}");
+        }
+        let only_shop = SelectRule {
+            namespaces: vec!["shop".into()],
+            ..SelectRule::default()
+        };
+        let spec = serde_json::json!({"type": "Headless"});
+        assert!(slim_import(&o(spec.clone(), "shop"), &only_shop).is_some());
+        assert!(slim_import(&o(spec, "other"), &only_shop).is_none());
     }
 
     #[test]
