@@ -302,6 +302,49 @@ pub fn respond(
     Some(len)
 }
 
+/// A question the query path's parser accepted whole: its name (lowercased wire) and type.
+pub struct Question {
+    name: [u8; 255],
+    len: usize,
+    pub qtype: u16,
+}
+
+impl Question {
+    pub fn name(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
+}
+
+/// The question of `req` when it is a standard query that [`respond`]'s parser accepts whole
+/// (header, question and every record after it), else `None`. Transfer requests are screened
+/// with it before anything else reads them, so a malformed one gets the FORMERR (or NOTIMP) a
+/// query would, from [`respond`], instead of a zone. Off the query path.
+pub fn checked_question(req: &[u8]) -> Option<Question> {
+    if req.len() < HEADER || req[2] & 0x80 != 0 || (req[2] >> 3) & 0x0f != 0 {
+        return None;
+    }
+    let mut q = Query {
+        id: [req[0], req[1]],
+        opcode: 0,
+        rd: false,
+        cd: false,
+        question_end: HEADER,
+        qtype: 0,
+        qclass: 0,
+        edns: None,
+        ecs: None,
+        tsig: None,
+        nsid: false,
+    };
+    let mut name = [0u8; 255];
+    let len = parse(req, &mut q, &mut name).ok()?;
+    Some(Question {
+        name,
+        len,
+        qtype: q.qtype,
+    })
+}
+
 /// The largest response `transport` may carry: 64 KiB over TCP; over UDP the client's EDNS
 /// payload within [512, ours], or 512 without EDNS.
 #[inline]

@@ -408,8 +408,11 @@ impl Connection<'_> {
         state: &mut WorkerState,
     ) -> bool {
         let shared = self.shared;
+        // A transfer request is checked by the query path's strict parser first: a malformed
+        // one falls through to `respond`, which answers it FORMERR like any query.
         if shared.settings.load().transfer_access().any()
             && crate::dns::transfer::transfer_type(req).is_some()
+            && let Some(question) = crate::dns::respond::checked_question(req)
         {
             // A transfer reads a whole zone: on a blocking thread, over the table and settings
             // loaded now.
@@ -428,7 +431,16 @@ impl Connection<'_> {
             });
             let mut sent_any = false;
             while let Some(m) = rx.recv().await {
-                sent_any = true;
+                if !sent_any {
+                    // Counted once, with the first message's rcode (NOERROR, or NOTAUTH for a
+                    // bad signature).
+                    sent_any = true;
+                    let zone = self
+                        .stats
+                        .request(Transport::Tcp, question.qtype, question.name());
+                    self.stats
+                        .response(zone, m.get(3).map_or(0, |b| b & 0x0f) as u16);
+                }
                 let mut framed = (m.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&m);
                 if !self.write(stream, &framed).await {
