@@ -11,7 +11,7 @@ use socket2::{Domain, Socket, Type};
 
 mod common;
 
-use common::{Fedns as Server, http_get, metric, wait_for};
+use common::{Fedns as Server, addr_field, http_get, metric, wait_for};
 
 const ZONE: &str =
     "$TTL 600\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
@@ -39,6 +39,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(extra_config: &str) -> Fixture {
+        Fixture::listening(r#"["127.0.0.1:0"]"#, extra_config)
+    }
+
+    /// With `listen` set to `listen` (a YAML flow list).
+    fn listening(listen: &str, extra_config: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = |r: &str| dir.path().join(r);
         std::fs::create_dir_all(p("zones")).unwrap();
@@ -47,7 +52,7 @@ impl Fixture {
         std::fs::write(
             p("fedns.yaml"),
             format!(
-                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra_config}"
+                "listen: {listen}\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra_config}"
             ),
         )
         .unwrap();
@@ -525,4 +530,63 @@ fn malformed_transfer_requests_get_formerr() {
             && (l.contains("type=\"AXFR\"") || l.contains("type=\"IXFR\""))
     });
     assert_eq!(transfers, 2.0, "{text}");
+}
+
+/// The per-source share is one for the whole server, not per listen address: a source that
+/// holds its share on one address and opens more on another closes its longest-idle
+/// connections on the first.
+#[test]
+fn the_per_source_share_spans_every_listen_address() {
+    let fx = Fixture::listening(
+        r#"["127.0.0.1:0", "127.0.0.1:0"]"#,
+        "tcp:\n  max_connections_per_source: 4\n",
+    );
+    let s = fx.start();
+    let found = wait_for(Duration::from_secs(5), || {
+        let tcp: Vec<SocketAddr> = s
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("dns listening"))
+            .filter_map(|l| addr_field(l, "tcp="))
+            .collect();
+        (tcp.len() == 2).then_some(tcp)
+    })
+    .expect("two listen addresses");
+    assert_ne!(found[0], found[1]);
+    let open_answered = |to: SocketAddr, base: u16| -> Vec<TcpStream> {
+        (0..4)
+            .map(|i| {
+                let mut c = connect_from("127.0.0.5", to, Duration::from_secs(3)).unwrap();
+                c.write_all(&frame(&query(base + i, G))).unwrap();
+                let m = read_message(&mut c).unwrap();
+                assert_eq!(m[..2], (base + i).to_be_bytes());
+                c
+            })
+            .collect()
+    };
+    let mut first = open_answered(found[0], 0x7000);
+    // Longer idle than the ones to come.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut second = open_answered(found[1], 0x7100);
+    let closed = wait_for(Duration::from_secs(5), || {
+        first.iter_mut().all(peer_closed).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the first address's connections stayed open"
+    );
+    assert!(
+        !second.iter_mut().any(peer_closed),
+        "the newest connections were closed"
+    );
+    let text = scrape(&s);
+    assert_eq!(
+        metric(&text, "fedns_tcp_evicted_total{reason=\"source\"}"),
+        Some(4.0)
+    );
+    assert_eq!(metric(&text, "fedns_tcp_connections"), Some(4.0));
+    // Another source is not held to the first one's share.
+    for i in 0..4 {
+        assert!(ask_tcp("127.0.0.6", found[i % 2], 0x7200 + i as u16));
+    }
 }
