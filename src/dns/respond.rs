@@ -267,7 +267,12 @@ pub fn respond(
     if peer.transport == Transport::Udp {
         let second = state.second;
         if let Some(rrl) = state.rrl.as_deref_mut() {
-            match rrl.check(peer.addr, classify(code, body, q.qtype), second) {
+            match rrl.check(
+                peer.addr,
+                classify(code, body, q.qtype),
+                &key[..qname_len],
+                second,
+            ) {
                 Verdict::Send => {}
                 Verdict::Slip => slip = true,
                 Verdict::Drop => return None,

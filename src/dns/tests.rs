@@ -1471,3 +1471,41 @@ fn signed_requests_of_every_opcode_get_signed_answers() {
         );
     }
 }
+
+/// With `rrl.key_by_name`, the query path keys positive answers by name too: a client over the
+/// rate for one name still gets another name's answers, and names differing only in case share
+/// their bucket.
+#[test]
+fn rrl_keyed_by_name_limits_each_name_apart() {
+    use crate::dns::rrl::{Rrl, RrlConfig, RrlCounters};
+    let t = table();
+    let config = RrlConfig {
+        responses_per_second: 2,
+        slip: 0,
+        key_by_name: true,
+        ..RrlConfig::default()
+    };
+    let mut st = WorkerState::default().with_rrl(Some(Rrl::new(
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(RrlCounters::default()),
+    )));
+    st.set_second(1);
+    let web = query_bytes("web.shop.f.svc.example.com.", RecordType::A, true);
+    let web_upper = query_bytes("WEB.shop.f.svc.example.com.", RecordType::A, true);
+    let west = query_bytes(
+        "web.shop.f.svc.west-a.west.example.com.",
+        RecordType::A,
+        true,
+    );
+    assert!(ask_raw(&t, &web, Transport::Udp, &mut st).is_some());
+    assert!(ask_raw(&t, &web_upper, Transport::Udp, &mut st).is_some());
+    assert!(
+        ask_raw(&t, &web, Transport::Udp, &mut st).is_none(),
+        "web over its rate"
+    );
+    for _ in 0..2 {
+        let m = ask_raw(&t, &west, Transport::Udp, &mut st).expect("another name: its own rate");
+        assert!(!m.answers.is_empty());
+    }
+    assert!(ask_raw(&t, &west, Transport::Udp, &mut st).is_none());
+}
