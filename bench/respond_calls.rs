@@ -9,7 +9,8 @@
 //! callgrind_annotate /tmp/cg.out | grep -E 'respond|PROGRAM TOTALS'
 //! ```
 //! (instructions of `fedns::dns::respond::respond` inclusive ÷ N = instructions per query).
-//! A second argument `rrl` turns response-rate limiting on (with a rate no query reaches);
+//! A second argument `rrl` turns response-rate limiting on (with a rate no query reaches),
+//! `rrl-name` with the query name in the key;
 //! `signed` signs the zone (DNSSEC, ECDSA P-256) so the DO=1 queries get signed answers, and
 //! `signed-nx` adds a name that does not exist (its compact denial is signed per query).
 
@@ -102,11 +103,12 @@ fn main() {
     let stats = QueryStats::default();
     let rrl = std::env::args()
         .nth(2)
-        .is_some_and(|a| a == "rrl")
-        .then(|| {
+        .filter(|a| a == "rrl" || a == "rrl-name")
+        .map(|a| {
             fedns::dns::rrl::Rrl::new(
                 std::sync::Arc::new(fedns::dns::rrl::RrlConfig {
                     responses_per_second: u32::MAX,
+                    key_by_name: a == "rrl-name",
                     ..Default::default()
                 }),
                 Default::default(),

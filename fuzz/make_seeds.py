@@ -59,6 +59,11 @@ seeds = {
     "tsig": query(G, 1, ar_extra=tsig, ar_count=1),
     "edns_tsig": query(G, 1, edns=(0, b""), ar_extra=tsig, ar_count=1),
     "notify": query("example.com.", 6, flags=4 << 11),
+    "notify_tsig": query("example.com.", 6, flags=4 << 11, ar_extra=tsig, ar_count=1),
+    # UPDATE deleting an RRset (RFC 2136 §2.5.2: class ANY, no RDATA), then a TSIG.
+    "update_delete_tsig": query("example.com.", 6, flags=5 << 11, ns=1,
+                                body=b"\xc0\x0c" + struct.pack(">HHIH", 1, 255, 0, 0),
+                                ar_extra=tsig, ar_count=1),
     "opt_in_answer": query(G, 1, an=1, body=b"\0" + struct.pack(">HHIH", 41, 1232, 0, 0)),
     "pointer_back": query(G, 1, ar_extra=b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + b"\1\2\3\4", ar_count=1),
     "pointer_self": query(G, 1, ar_extra=b"\xc0\x31" + struct.pack(">HHIH", 1, 1, 0, 4) + b"\1\2\3\4", ar_count=1),

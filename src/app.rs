@@ -584,7 +584,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     let closed_drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let serving = Serving {
         shared: shared.clone(),
-        tcp_metrics: tcp::TcpMetrics::new(&metrics.registry),
+        tcp: tcp::TcpConnections::new(&metrics.registry),
         rrl_metrics: crate::dns::rrl::RrlMetrics::register(&metrics.registry),
         udp_inodes: udp_inodes.clone(),
         closed_drops: closed_drops.clone(),

@@ -187,6 +187,9 @@ struct RawRrl {
     ipv6_prefix: u8,
     #[serde(default)]
     exempt: Vec<String>,
+    /// The query name joins the key of positive, NODATA and ANY answers (Knot's classic RRL).
+    #[serde(default)]
+    key_by_name: bool,
 }
 
 impl Default for RawRrl {
@@ -197,6 +200,7 @@ impl Default for RawRrl {
             ipv4_prefix: default_rrl_v4(),
             ipv6_prefix: default_rrl_v6(),
             exempt: Vec::new(),
+            key_by_name: false,
         }
     }
 }
@@ -1197,6 +1201,7 @@ impl Config {
                 ipv4_prefix: raw.rrl.ipv4_prefix,
                 ipv6_prefix: raw.rrl.ipv6_prefix,
                 exempt: rrl_exempt,
+                key_by_name: raw.rrl.key_by_name,
             },
             udp_receive_buffer: raw.udp.receive_buffer_bytes,
             udp_send_buffer: raw.udp.send_buffer_bytes,
@@ -1430,6 +1435,9 @@ mod tests {
         .unwrap();
         assert_eq!((c.rrl.responses_per_second, c.rrl.slip), (20, 3));
         assert_eq!(c.rrl.exempt, vec![("10.0.0.0".parse().unwrap(), 8)]);
+        assert!(!c.rrl.key_by_name);
+        let c = Config::parse(Path::new("c.yaml"), "rrl:\n  key_by_name: true\n").unwrap();
+        assert!(c.rrl.key_by_name);
         let errs = Config::parse(
             Path::new("c.yaml"),
             "rrl:\n  responses_per_second: 5\n  ipv4_prefix: 40\n  exempt: [nonsense]\n",

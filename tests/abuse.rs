@@ -11,7 +11,7 @@ use socket2::{Domain, Socket, Type};
 
 mod common;
 
-use common::{Fedns as Server, http_get, metric, wait_for};
+use common::{Fedns as Server, addr_field, http_get, metric, wait_for};
 
 const ZONE: &str =
     "$TTL 600\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
@@ -39,6 +39,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(extra_config: &str) -> Fixture {
+        Fixture::listening(r#"["127.0.0.1:0"]"#, extra_config)
+    }
+
+    /// With `listen` set to `listen` (a YAML flow list).
+    fn listening(listen: &str, extra_config: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = |r: &str| dir.path().join(r);
         std::fs::create_dir_all(p("zones")).unwrap();
@@ -47,7 +52,7 @@ impl Fixture {
         std::fs::write(
             p("fedns.yaml"),
             format!(
-                "listen: [\"127.0.0.1:0\"]\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra_config}"
+                "listen: {listen}\nhttp: \"127.0.0.1:0\"\nworkers: 2\nzones_dir: zones\nfederation_files: [federation.yaml]\n{extra_config}"
             ),
         )
         .unwrap();
@@ -390,4 +395,198 @@ fn kernel_drops_are_counted() {
     assert!(drops.is_some(), "no kernel drops counted after the bursts");
     // Still serving afterwards.
     assert!(ask_tcp("127.0.0.2", s.tcp, 1));
+}
+
+/// Reads one framed DNS message from `c`.
+fn read_message(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len)?;
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    c.read_exact(&mut m)?;
+    Ok(m)
+}
+
+/// A transfer request for example.com. (`qtype` AXFR or IXFR), with `an`/`ns`/`ar` counts and
+/// `records` after the question.
+fn transfer_request(id: u16, qtype: u16, (an, ns, ar): (u16, u16, u16), records: &[u8]) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1]);
+    for c in [an, ns, ar] {
+        q.extend_from_slice(&c.to_be_bytes());
+    }
+    q.extend_from_slice(b"\x07example\x03com\x00");
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q.extend_from_slice(records);
+    q
+}
+
+/// Strict parsing applies to transfers as to queries: a malformed AXFR or IXFR from an allowed
+/// peer gets one FORMERR (never a zone), and is counted like any other answer.
+#[test]
+fn malformed_transfer_requests_get_formerr() {
+    let fx = Fixture::new("transfers:\n  allow: [127.0.0.0/8]\n");
+    let s = fx.start();
+    const AXFR: u16 = 252;
+    const IXFR: u16 = 251;
+    let opt = [0u8, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+    // Offset of the first record after the question of `transfer_request`.
+    let at = (12 + 13 + 4) as u8;
+    let soa = {
+        let mut r = vec![0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 0];
+        let rdata = [&[0u8, 0][..], &[0; 20]].concat();
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rdata);
+        r
+    };
+    let tsig = {
+        let mut rd = b"\x0bhmac-sha256\x00".to_vec();
+        rd.extend_from_slice(&[0, 0, 0x65, 0x43, 0x21, 0, 1, 44, 0, 32]);
+        rd.extend_from_slice(&[0x5a; 32]);
+        rd.extend_from_slice(&[0xab, 0xcd, 0, 0, 0, 0]);
+        let mut r = b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00".to_vec();
+        r.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rd);
+        r
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "AXFR with a trailing byte",
+            transfer_request(0x6001, AXFR, (0, 0, 0), &[0]),
+        ),
+        (
+            "AXFR with OPT in the answer section",
+            transfer_request(0x6002, AXFR, (1, 0, 0), &opt),
+        ),
+        (
+            "AXFR with two OPT records",
+            transfer_request(0x6003, AXFR, (0, 0, 2), &[opt, opt].concat()),
+        ),
+        (
+            "AXFR with a TSIG before the OPT",
+            transfer_request(0x6004, AXFR, (0, 0, 2), &[&tsig[..], &opt].concat()),
+        ),
+        (
+            "AXFR with a record owned by a pointer to itself",
+            transfer_request(
+                0x6005,
+                AXFR,
+                (0, 0, 1),
+                &[&[0xc0, at][..], &soa[2..]].concat(),
+            ),
+        ),
+        (
+            "IXFR whose SOA has trailing RDATA",
+            transfer_request(0x6006, IXFR, (0, 1, 0), &{
+                let mut r = soa.clone();
+                r[11] += 1;
+                r.push(0);
+                r
+            }),
+        ),
+    ];
+    for (what, req) in &cases {
+        let mut c = connect_from("127.0.0.1", s.tcp, Duration::from_secs(3)).unwrap();
+        c.write_all(&frame(req)).unwrap();
+        let m = read_message(&mut c).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(m[..2], req[..2], "{what}: ID");
+        assert_eq!(m[3] & 0x0f, 1, "{what}: FORMERR, got {m:02x?}");
+        assert_eq!(m[6..8], [0, 0], "{what}: no records");
+        // Nothing else follows: the next thing on the connection is our next answer.
+        c.write_all(&frame(&query(0x6100, G))).unwrap();
+        let next = read_message(&mut c).unwrap();
+        assert_eq!(
+            next[..2],
+            [0x61, 0x00],
+            "{what}: a zone followed the FORMERR"
+        );
+    }
+    // The well-formed ones still transfer: AXFR and IXFR (from an old serial: the whole zone).
+    for (what, req) in [
+        ("AXFR", transfer_request(0x6201, AXFR, (0, 0, 0), &[])),
+        ("IXFR", transfer_request(0x6202, IXFR, (0, 1, 0), &soa)),
+    ] {
+        let mut c = connect_from("127.0.0.1", s.tcp, Duration::from_secs(3)).unwrap();
+        c.write_all(&frame(&req)).unwrap();
+        let m = read_message(&mut c).unwrap();
+        assert_eq!(m[..2], req[..2], "{what}: ID");
+        assert_eq!(m[3] & 0x0f, 0, "{what}: NOERROR");
+        assert!(u16::from_be_bytes([m[6], m[7]]) >= 2, "{what}: {m:02x?}");
+    }
+    // Counted: the FORMERRs, and the transfers' requests and answers (a malformed request
+    // counts as a response only: it has no question to count it by).
+    let text = scrape(&s);
+    let sum = |pred: &dyn Fn(&str) -> bool| -> f64 {
+        text.lines()
+            .filter(|l| pred(l))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let formerr =
+        sum(&|l| l.starts_with("fedns_responses_total{") && l.contains("rcode=\"FORMERR\""));
+    assert_eq!(formerr, cases.len() as f64, "{text}");
+    let transfers = sum(&|l| {
+        l.starts_with("fedns_requests_total{")
+            && (l.contains("type=\"AXFR\"") || l.contains("type=\"IXFR\""))
+    });
+    assert_eq!(transfers, 2.0, "{text}");
+}
+
+/// The per-source share is one for the whole server, not per listen address: a source that
+/// holds its share on one address and opens more on another closes its longest-idle
+/// connections on the first.
+#[test]
+fn the_per_source_share_spans_every_listen_address() {
+    let fx = Fixture::listening(
+        r#"["127.0.0.1:0", "127.0.0.1:0"]"#,
+        "tcp:\n  max_connections_per_source: 4\n",
+    );
+    let s = fx.start();
+    let found = wait_for(Duration::from_secs(5), || {
+        let tcp: Vec<SocketAddr> = s
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("dns listening"))
+            .filter_map(|l| addr_field(l, "tcp="))
+            .collect();
+        (tcp.len() == 2).then_some(tcp)
+    })
+    .expect("two listen addresses");
+    assert_ne!(found[0], found[1]);
+    let open_answered = |to: SocketAddr, base: u16| -> Vec<TcpStream> {
+        (0..4)
+            .map(|i| {
+                let mut c = connect_from("127.0.0.5", to, Duration::from_secs(3)).unwrap();
+                c.write_all(&frame(&query(base + i, G))).unwrap();
+                let m = read_message(&mut c).unwrap();
+                assert_eq!(m[..2], (base + i).to_be_bytes());
+                c
+            })
+            .collect()
+    };
+    let mut first = open_answered(found[0], 0x7000);
+    // Longer idle than the ones to come.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut second = open_answered(found[1], 0x7100);
+    let closed = wait_for(Duration::from_secs(5), || {
+        first.iter_mut().all(peer_closed).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the first address's connections stayed open"
+    );
+    assert!(
+        !second.iter_mut().any(peer_closed),
+        "the newest connections were closed"
+    );
+    let text = scrape(&s);
+    assert_eq!(
+        metric(&text, "fedns_tcp_evicted_total{reason=\"source\"}"),
+        Some(4.0)
+    );
+    assert_eq!(metric(&text, "fedns_tcp_connections"), Some(4.0));
+    // Another source is not held to the first one's share.
+    for i in 0..4 {
+        assert!(ask_tcp("127.0.0.6", found[i % 2], 0x7200 + i as u16));
+    }
 }

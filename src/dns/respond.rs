@@ -22,6 +22,8 @@ const OPT_NSID: u16 = 3;
 const BADVERS: u16 = 16;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
+const CLASS_NONE: u16 = 254;
+const OPCODE_UPDATE: u8 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -203,15 +205,17 @@ pub fn respond(
             if !src.locator.ecs {
                 q.ecs = None;
             }
-            if q.opcode != 0 {
-                (rcode::NOTIMP as u16, None, false)
-            } else if q.tsig.is_some() && {
+            // TSIG first, whatever the opcode: the answer to a signed request is signed, a
+            // NOTIMP included (RFC 8945 §5.3).
+            if q.tsig.is_some() && {
                 signed = verify_tsig(req, src.tsig);
                 signed.is_none()
             } {
                 // RFC 8945 §5.2: a key we do not hold (or a signature that does not verify):
                 // NOTAUTH, and an unsigned TSIG with error BADKEY.
                 (NOTAUTH, None, false)
+            } else if q.opcode != 0 {
+                (rcode::NOTIMP as u16, None, false)
             } else if q.edns.is_some_and(|e| e.version > 0) {
                 (BADVERS, None, false)
             } else if (q.qclass != CLASS_IN && q.qclass != CLASS_ANY)
@@ -288,7 +292,12 @@ pub fn respond(
     if peer.transport == Transport::Udp {
         let second = state.second;
         if let Some(rrl) = state.rrl.as_deref_mut() {
-            match rrl.check(peer.addr, classify(code, body, q.qtype), second) {
+            match rrl.check(
+                peer.addr,
+                classify(code, body, q.qtype),
+                &key[..qname_len],
+                second,
+            ) {
                 Verdict::Send => {}
                 Verdict::Slip => slip = true,
                 Verdict::Drop => return None,
@@ -334,6 +343,49 @@ pub fn respond(
     }
     stats.response_size(peer.transport, len);
     Some(len)
+}
+
+/// A question the query path's parser accepted whole: its name (lowercased wire) and type.
+pub struct Question {
+    name: [u8; 255],
+    len: usize,
+    pub qtype: u16,
+}
+
+impl Question {
+    pub fn name(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
+}
+
+/// The question of `req` when it is a standard query that [`respond`]'s parser accepts whole
+/// (header, question and every record after it), else `None`. Transfer requests are screened
+/// with it before anything else reads them, so a malformed one gets the FORMERR (or NOTIMP) a
+/// query would, from [`respond`], instead of a zone. Off the query path.
+pub fn checked_question(req: &[u8]) -> Option<Question> {
+    if req.len() < HEADER || req[2] & 0x80 != 0 || (req[2] >> 3) & 0x0f != 0 {
+        return None;
+    }
+    let mut q = Query {
+        id: [req[0], req[1]],
+        opcode: 0,
+        rd: false,
+        cd: false,
+        question_end: HEADER,
+        qtype: 0,
+        qclass: 0,
+        edns: None,
+        ecs: None,
+        tsig: None,
+        nsid: false,
+    };
+    let mut name = [0u8; 255];
+    let len = parse(req, &mut q, &mut name).ok()?;
+    Some(Question {
+        name,
+        len,
+        qtype: q.qtype,
+    })
 }
 
 /// The largest response `transport` may carry: 64 KiB over TCP; over UDP the client's EDNS
@@ -468,7 +520,7 @@ fn parse(req: &[u8], q: &mut Query, key: &mut [u8; 255]) -> Result<usize, u16> {
     let total = an as usize + ns as usize + ar as usize;
     let additional_from = an as usize + ns as usize;
     for i in 0..total {
-        let rr = record(req, pos).ok_or(rcode::FORMERR as u16)?;
+        let rr = record(req, pos, q.opcode == OPCODE_UPDATE).ok_or(rcode::FORMERR as u16)?;
         let additional = i >= additional_from;
         if rr.rtype == rtype::OPT {
             // RFC 6891 §6.1.1: one OPT, in additional, owned by the root.
@@ -635,11 +687,14 @@ fn name_at(req: &[u8], mut pos: usize, end: usize, pointers: bool) -> Option<(us
 }
 
 /// One resource record at `pos`, checked: owner name, fixed fields and RDATA within the
-/// packet, and the RDATA of the types with a fixed layout (names, lengths) well formed.
-fn record(req: &[u8], pos: usize) -> Option<Rr> {
+/// packet, and the RDATA of the types with a fixed layout (names, lengths) well formed. In an
+/// UPDATE (`update`), records of class ANY or NONE may have no RDATA (RFC 2136 §2.4, §2.5):
+/// we answer those NOTIMP, but must read them to reach (and sign after) their TSIG.
+fn record(req: &[u8], pos: usize, update: bool) -> Option<Rr> {
     let (fixed, owner_len) = name_at(req, pos, req.len(), true)?;
     let f = req.get(fixed..fixed + 10)?;
     let rtype = u16::from_be_bytes([f[0], f[1]]);
+    let class = u16::from_be_bytes([f[2], f[3]]);
     let rdlen = u16::from_be_bytes([f[8], f[9]]) as usize;
     let rdata = fixed + 10;
     let end = rdata + rdlen;
@@ -650,22 +705,23 @@ fn record(req: &[u8], pos: usize) -> Option<Rr> {
     let fills = |at: usize, pointers: bool| {
         at <= end && name_at(req, at, end, pointers).is_some_and(|(e, _)| e == end)
     };
-    let ok = match rtype {
-        rtype::A => rdlen == 4,
-        rtype::AAAA => rdlen == 16,
-        rtype::NS | rtype::CNAME | rtype::PTR => fills(rdata, true),
-        TYPE_DNAME => fills(rdata, false),
-        rtype::MX => fills(rdata + 2, true),
-        rtype::SRV => fills(rdata + 6, false),
-        rtype::SOA => name_at(req, rdata, end, true)
-            .and_then(|(m, _)| name_at(req, m, end, true))
-            .is_some_and(|(r, _)| r + 20 == end),
-        // Type covered .. key tag (18 bytes), signer's name, a non-empty signature.
-        TYPE_RRSIG => {
-            rdlen > 18 && name_at(req, rdata + 18, end, false).is_some_and(|(s, _)| s < end)
-        }
-        _ => true,
-    };
+    let ok = (update && rdlen == 0 && (class == CLASS_ANY || class == CLASS_NONE))
+        || match rtype {
+            rtype::A => rdlen == 4,
+            rtype::AAAA => rdlen == 16,
+            rtype::NS | rtype::CNAME | rtype::PTR => fills(rdata, true),
+            TYPE_DNAME => fills(rdata, false),
+            rtype::MX => fills(rdata + 2, true),
+            rtype::SRV => fills(rdata + 6, false),
+            rtype::SOA => name_at(req, rdata, end, true)
+                .and_then(|(m, _)| name_at(req, m, end, true))
+                .is_some_and(|(r, _)| r + 20 == end),
+            // Type covered .. key tag (18 bytes), signer's name, a non-empty signature.
+            TYPE_RRSIG => {
+                rdlen > 18 && name_at(req, rdata + 18, end, false).is_some_and(|(s, _)| s < end)
+            }
+            _ => true,
+        };
     ok.then_some(Rr {
         owner: pos,
         owner_len,

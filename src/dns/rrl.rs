@@ -4,9 +4,13 @@
 //! so that a real client behind a spoofed flood retries over TCP and still gets its answer.
 //!
 //! The table belongs to one UDP worker (no locks, nothing shared but two counters read at
-//! scrape time); with `SO_REUSEPORT` a client's datagrams from one source port reach one worker,
-//! so a client spreading its source ports can get up to `rate × workers` responses a second.
-//! A hash collision shares a bucket until one of the keys is seen again (as in Knot).
+//! scrape time), so rates are per worker: `SO_REUSEPORT` sends all datagrams of one source
+//! address and port to one worker, and a client spreading its source ports over many gets up to
+//! `rate × workers` responses a second per bucket. With `key_by_name` the query name joins the
+//! key of the classes whose answer is the name's own (positive, NODATA, ANY), as in Knot's
+//! classic RRL, so one client asking for many names gets the rate for each; NXDOMAIN and errors
+//! stay keyed by prefix alone, so a random-name flood is still limited as one. A hash collision
+//! shares a bucket until one of the keys is seen again (as in Knot).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -30,6 +34,8 @@ pub struct RrlConfig {
     pub ipv6_prefix: u8,
     /// Clients never limited.
     pub exempt: Vec<(IpAddr, u8)>,
+    /// The query name is part of the key of positive, NODATA and ANY answers.
+    pub key_by_name: bool,
 }
 
 impl Default for RrlConfig {
@@ -40,6 +46,7 @@ impl Default for RrlConfig {
             ipv4_prefix: 24,
             ipv6_prefix: 56,
             exempt: Vec::new(),
+            key_by_name: false,
         }
     }
 }
@@ -99,10 +106,15 @@ impl Rrl {
         }
     }
 
-    /// Counts one response of `class` to `client` at `second` (any monotonic seconds).
+    /// Counts one response of `class` to `client` for `qname` (lowercased wire; empty when the
+    /// query had none) at `second` (any monotonic seconds).
     #[inline]
-    pub fn check(&mut self, client: IpAddr, class: Class, second: u32) -> Verdict {
-        let key = self.key(client, class);
+    pub fn check(&mut self, client: IpAddr, class: Class, qname: &[u8], second: u32) -> Verdict {
+        let mut key = self.key(client, class);
+        if self.config.key_by_name && matches!(class, Class::Positive | Class::Nodata | Class::Any)
+        {
+            key = with_name(key, qname);
+        }
         let b = &mut self.buckets[(key as usize) & (TABLE - 1)];
         if b.key != key || b.second != second {
             *b = Bucket {
@@ -157,6 +169,19 @@ impl Rrl {
         h = (h ^ (bits >> 64) as u64).wrapping_mul(K);
         (h ^ (h >> 29)) | 1
     }
+}
+
+/// `key` with `name` hashed in (never 0).
+#[inline]
+fn with_name(key: u64, name: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = key;
+    for chunk in name.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    (h ^ (h >> 29)) | 1
 }
 
 /// Sums every worker's [`RrlCounters`] into `fedns_rrl_limited_total` and
@@ -249,7 +274,7 @@ mod tests {
     fn over_the_rate_responses_drop_and_every_slip_th_is_truncated() {
         let (mut r, c) = rrl(5, 2, &[]);
         let verdicts: Vec<Verdict> = (0..11)
-            .map(|_| r.check(ip("192.0.2.1"), Class::Positive, 7))
+            .map(|_| r.check(ip("192.0.2.1"), Class::Positive, b"", 7))
             .collect();
         assert!(verdicts[..5].iter().all(|v| *v == Verdict::Send));
         assert_eq!(
@@ -266,22 +291,34 @@ mod tests {
         assert_eq!((c.limited.load(Relaxed), c.slipped.load(Relaxed)), (3, 3));
         // The same /24, same class: limited too; another class or prefix: not.
         assert_ne!(
-            r.check(ip("192.0.2.200"), Class::Positive, 7),
+            r.check(ip("192.0.2.200"), Class::Positive, b"", 7),
             Verdict::Send
         );
-        assert_eq!(r.check(ip("192.0.2.1"), Class::Nxdomain, 7), Verdict::Send);
-        assert_eq!(r.check(ip("192.0.3.1"), Class::Positive, 7), Verdict::Send);
+        assert_eq!(
+            r.check(ip("192.0.2.1"), Class::Nxdomain, b"", 7),
+            Verdict::Send
+        );
+        assert_eq!(
+            r.check(ip("192.0.3.1"), Class::Positive, b"", 7),
+            Verdict::Send
+        );
         // The next second starts afresh.
-        assert_eq!(r.check(ip("192.0.2.1"), Class::Positive, 8), Verdict::Send);
+        assert_eq!(
+            r.check(ip("192.0.2.1"), Class::Positive, b"", 8),
+            Verdict::Send
+        );
     }
 
     #[test]
     fn slip_zero_drops_all_and_exempt_networks_are_never_limited() {
         let (mut r, c) = rrl(1, 0, &["10.0.0.0/8", "2001:db8::/32"]);
         for _ in 0..10 {
-            r.check(ip("192.0.2.1"), Class::Any, 1);
-            assert_eq!(r.check(ip("10.1.2.3"), Class::Any, 1), Verdict::Send);
-            assert_eq!(r.check(ip("2001:db8::1"), Class::Error, 1), Verdict::Send);
+            r.check(ip("192.0.2.1"), Class::Any, b"", 1);
+            assert_eq!(r.check(ip("10.1.2.3"), Class::Any, b"", 1), Verdict::Send);
+            assert_eq!(
+                r.check(ip("2001:db8::1"), Class::Error, b"", 1),
+                Verdict::Send
+            );
         }
         assert_eq!((c.limited.load(Relaxed), c.slipped.load(Relaxed)), (9, 0));
     }
@@ -290,23 +327,60 @@ mod tests {
     fn ipv6_clients_share_a_bucket_per_prefix() {
         let (mut r, _) = rrl(2, 1, &[]);
         assert_eq!(
-            r.check(ip("2001:db8:1:2::1"), Class::Positive, 1),
+            r.check(ip("2001:db8:1:2::1"), Class::Positive, b"", 1),
             Verdict::Send
         );
         assert_eq!(
-            r.check(ip("2001:db8:1:2::2"), Class::Positive, 1),
+            r.check(ip("2001:db8:1:2::2"), Class::Positive, b"", 1),
             Verdict::Send
         );
         // Same /56.
         assert_eq!(
-            r.check(ip("2001:db8:1:3::1"), Class::Positive, 1),
+            r.check(ip("2001:db8:1:3::1"), Class::Positive, b"", 1),
             Verdict::Slip
         );
         // Another /56.
         assert_eq!(
-            r.check(ip("2001:db8:1:100::1"), Class::Positive, 1),
+            r.check(ip("2001:db8:1:100::1"), Class::Positive, b"", 1),
             Verdict::Send
         );
+    }
+
+    #[test]
+    fn key_by_name_gives_each_name_its_rate_but_not_nxdomain_or_errors() {
+        let name = |n: &str| crate::model::DnsName::parse(n).unwrap().wire().to_vec();
+        let (a, b) = (name("a.example.com"), name("b.example.com"));
+        let client = ip("192.0.2.1");
+        // Off (the default): one bucket per prefix and class, whatever the name.
+        let (mut r, _) = rrl(2, 0, &[]);
+        assert_eq!(r.check(client, Class::Positive, &a, 1), Verdict::Send);
+        assert_eq!(r.check(client, Class::Positive, &b, 1), Verdict::Send);
+        assert_eq!(r.check(client, Class::Positive, &a, 1), Verdict::Drop);
+        // On: each name has its own rate for positive, NODATA and ANY answers.
+        let counters = Arc::new(RrlCounters::default());
+        let config = RrlConfig {
+            responses_per_second: 2,
+            slip: 0,
+            key_by_name: true,
+            ..RrlConfig::default()
+        };
+        let mut r = Rrl::new(Arc::new(config), counters);
+        for class in [Class::Positive, Class::Nodata, Class::Any] {
+            for n in [&a, &b] {
+                assert_eq!(r.check(client, class, n, 1), Verdict::Send, "{class:?}");
+                assert_eq!(r.check(client, class, n, 1), Verdict::Send, "{class:?}");
+                assert_eq!(r.check(client, class, n, 1), Verdict::Drop, "{class:?}");
+            }
+        }
+        // NXDOMAIN and errors are keyed by prefix alone: a random-name flood is one bucket.
+        for class in [Class::Nxdomain, Class::Error] {
+            assert_eq!(r.check(client, class, &a, 1), Verdict::Send, "{class:?}");
+            assert_eq!(r.check(client, class, &b, 1), Verdict::Send, "{class:?}");
+            assert_eq!(
+                r.check(client, class, &name("c.example.com"), 1),
+                Verdict::Drop
+            );
+        }
     }
 
     #[test]

@@ -1475,3 +1475,154 @@ fn local_cluster_places_clients_without_a_cluster_network() {
         "web.shop.f.svc.cluster.local. -> web.shop.f.svc.west-a.west.example.com."
     );
 }
+
+/// RFC 8945 §5.3: the answer to a request signed with our key is signed, whatever its opcode;
+/// one signed with a key we do not hold is NOTAUTH with BADKEY, unsigned (§5.2).
+#[test]
+fn signed_requests_of_every_opcode_get_signed_answers() {
+    use crate::dns::tsig::{Key, now, sign_answer, sign_request, strip};
+    let key = Key::new(
+        "xfr.",
+        "hmac-sha256",
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
+    )
+    .unwrap();
+    let stranger = Key::new(
+        "else.",
+        "hmac-sha256",
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
+    )
+    .unwrap();
+    let t = table();
+    // RFC 2136 §2.5.2: an UPDATE deleting an RRset carries class ANY, TTL 0 and no RDATA.
+    let delete_a = rr(&[0xc0, 12], 1, 255, 0, &[]);
+    let mut update = raw_query(0, 1, 0, &delete_a);
+    update[2] = 5 << 3;
+    let with_opcode = |op: u8| {
+        let mut q = raw_query(0, 0, 0, &[]);
+        q[2] = op << 3 | (op == 0) as u8;
+        q
+    };
+    let cases = [
+        ("QUERY", with_opcode(0), 0u16),
+        ("STATUS", with_opcode(2), 4),
+        ("NOTIFY", with_opcode(4), 4),
+        ("UPDATE", update, 4),
+        ("unassigned opcode 15", with_opcode(15), 4),
+    ];
+    // owner (5) + type..rdlength (10) + algorithm (13) + time (6) + fudge, MAC size (4) +
+    // MAC (32) + original ID, error, other length (6).
+    const TSIG_LEN: usize = 76;
+    for (what, unsigned, rcode) in cases {
+        let mut req = unsigned.clone();
+        sign_request(&mut req, &key, now());
+        let req_mac = req[unsigned.len() + 5 + 10 + 13 + 10..][..32].to_vec();
+        let answer = |req: &[u8], transport: Transport| {
+            let mut out = vec![0u8; 65535];
+            let n = respond(
+                Source {
+                    table: &t,
+                    locator: locator(),
+                    limits: Limits { edns_payload: 1232 },
+                    tsig: Some(&key),
+                    identity: None,
+                },
+                req,
+                &mut out,
+                Peer {
+                    addr: "192.0.2.1".parse().unwrap(),
+                    transport,
+                },
+                &mut WorkerState::default(),
+                &QueryStats::default(),
+            )
+            .unwrap_or_else(|| panic!("{what}: no answer"));
+            out.truncate(n);
+            out
+        };
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let resp = answer(&req, transport);
+            assert_eq!(resp[..2], req[..2], "{what}: ID");
+            assert_eq!(
+                (resp[2] >> 3) & 0x0f,
+                unsigned[2] >> 3 & 0x0f,
+                "{what}: opcode"
+            );
+            assert_eq!((resp[3] & 0x0f) as u16, rcode, "{what}: rcode");
+            // The last record is our TSIG, error 0, and its MAC is the one RFC 8945 §5.3
+            // asks for (the request's MAC, the answer, the variables).
+            let ar = u16::from_be_bytes([resp[10], resp[11]]);
+            assert!(ar >= 1, "{what}: ARCOUNT {ar}");
+            let at = resp.len() - TSIG_LEN;
+            assert_eq!(
+                resp[at..at + 7],
+                *b"\x03xfr\x00\x00\xfa",
+                "{what}: {resp:02x?}"
+            );
+            assert_eq!(
+                resp[resp.len() - 4..resp.len() - 2],
+                [0, 0],
+                "{what}: error"
+            );
+            let time = resp[at + 28..at + 34]
+                .iter()
+                .fold(0u64, |a, b| a << 8 | *b as u64);
+            let mut expected = vec![strip(&resp).unwrap()];
+            sign_answer(&mut expected, &key, &req_mac, time);
+            assert_eq!(expected[0], resp, "{what}: MAC");
+        }
+        // Signed with a key we do not hold: NOTAUTH, TSIG echoed with BADKEY and no MAC.
+        let mut foreign = unsigned.clone();
+        sign_request(&mut foreign, &stranger, now());
+        let resp = answer(&foreign, Transport::Udp);
+        assert_eq!(resp[3] & 0x0f, 9, "{what}: NOTAUTH");
+        assert_eq!(
+            resp[resp.len() - 4..resp.len() - 2],
+            [0, 17],
+            "{what}: BADKEY"
+        );
+        assert_eq!(
+            resp[resp.len() - 8..resp.len() - 6],
+            [0, 0],
+            "{what}: MAC size"
+        );
+    }
+}
+
+/// With `rrl.key_by_name`, the query path keys positive answers by name too: a client over the
+/// rate for one name still gets another name's answers, and names differing only in case share
+/// their bucket.
+#[test]
+fn rrl_keyed_by_name_limits_each_name_apart() {
+    use crate::dns::rrl::{Rrl, RrlConfig, RrlCounters};
+    let t = table();
+    let config = RrlConfig {
+        responses_per_second: 2,
+        slip: 0,
+        key_by_name: true,
+        ..RrlConfig::default()
+    };
+    let mut st = WorkerState::default().with_rrl(Some(Rrl::new(
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(RrlCounters::default()),
+    )));
+    st.set_second(1);
+    let web = query_bytes("web.shop.f.svc.example.com.", RecordType::A, true);
+    let web_upper = query_bytes("WEB.shop.f.svc.example.com.", RecordType::A, true);
+    let west = query_bytes(
+        "web.shop.f.svc.west-a.west.example.com.",
+        RecordType::A,
+        true,
+    );
+    assert!(ask_raw(&t, &web, Transport::Udp, &mut st).is_some());
+    assert!(ask_raw(&t, &web_upper, Transport::Udp, &mut st).is_some());
+    assert!(
+        ask_raw(&t, &web, Transport::Udp, &mut st).is_none(),
+        "web over its rate"
+    );
+    for _ in 0..2 {
+        let m = ask_raw(&t, &west, Transport::Udp, &mut st).expect("another name: its own rate");
+        assert!(!m.answers.is_empty());
+    }
+    assert!(ask_raw(&t, &west, Transport::Udp, &mut st).is_none());
+}

@@ -15,7 +15,8 @@ use super::{Shared, tcp, udp};
 #[derive(Clone)]
 pub struct Serving {
     pub shared: Arc<Shared>,
-    pub tcp_metrics: tcp::TcpMetrics,
+    /// Every listener's TCP connections (one registry: the cap and source shares are global).
+    pub tcp: tcp::TcpConnections,
     pub rrl_metrics: crate::dns::rrl::RrlMetrics,
     /// Inodes of every open UDP socket, read by `fedns_udp_kernel_drops_total`.
     pub udp_inodes: Arc<Mutex<Vec<u64>>>,
@@ -57,7 +58,7 @@ impl Listener {
             tcp_listener,
             s.shared.clone(),
             s.shared.metrics.worker(),
-            s.tcp_metrics.clone(),
+            s.tcp.clone(),
             tcp_stop_rx,
         ));
         s.udp_inodes

@@ -6,8 +6,9 @@
 //! longest-idle connection; a new connection when the global cap is reached closes the
 //! longest-idle connection overall, so new clients are served instead of refused. Above 3/4 of
 //! the cap, connections idle longer than the short `busy_idle_timeout` are closed as well. The
-//! registry is touched only on accept and close; per query a connection stores its last
-//! activity in an atomic.
+//! registry is one for every listener (`TcpConnections`), so the cap and the shares hold for
+//! the whole server; it is touched only on accept and close; per query a connection stores its
+//! last activity in an atomic.
 //!
 //! Memory: a connection owns only its request buffer, sized to the frame it reads (and shrunk
 //! back after a large one); responses are written from one 64 KiB buffer per thread, straight
@@ -45,15 +46,33 @@ pub struct TcpLimits {
     pub source_prefix_v6: u8,
 }
 
-/// TCP connection metrics, shared by every listener.
+/// TCP connection metrics.
 #[derive(Clone)]
-pub struct TcpMetrics {
+struct TcpMetrics {
     open: IntGauge,
     closed: IntCounterVec,
 }
 
-impl TcpMetrics {
+/// The connections of every listener: one registry, so the cap and each source's share hold
+/// for the whole server (a source cannot take its share once per listen address), with its
+/// metrics. Cloned into each listener's `serve`.
+#[derive(Clone)]
+pub struct TcpConnections {
+    registry: Arc<Mutex<Registry>>,
+    metrics: TcpMetrics,
+}
+
+impl TcpConnections {
     pub fn new(registry: &MetricsRegistry) -> Self {
+        TcpConnections {
+            registry: Arc::new(Mutex::new(Registry::new())),
+            metrics: TcpMetrics::new(registry),
+        }
+    }
+}
+
+impl TcpMetrics {
+    fn new(registry: &MetricsRegistry) -> Self {
         let open = IntGauge::new("fedns_tcp_connections", "Open DNS TCP connections")
             .expect("valid metric");
         let closed = IntCounterVec::new(
@@ -66,7 +85,7 @@ impl TcpMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        // A second registration (another listener in the same registry) is harmless.
+        // A second registration (a second server in the same registry, in tests) is harmless.
         let _ = registry.register(Box::new(open.clone()));
         let _ = registry.register(Box::new(closed.clone()));
         TcpMetrics { open, closed }
@@ -233,10 +252,13 @@ pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     stats: Arc<QueryStats>,
-    metrics: TcpMetrics,
+    connections: TcpConnections,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let registry = Arc::new(Mutex::new(Registry::new()));
+    let TcpConnections { registry, metrics } = connections;
+    // This listener's open connections (the registry holds every listener's), waited for at
+    // shutdown.
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Each connection starts its rotation one further than the last, so that clients opening a
     // connection per query (resolvers retrying after TC=1) still see rotated answers.
     let mut next_rotation = 0usize;
@@ -263,12 +285,14 @@ pub async fn serve(
             let (id, conn) = r.admit(prefix, &limits, &metrics);
             (id, conn, r.epoch)
         };
-        let (shared, stats, registry, metrics, shutdown) = (
+        live.fetch_add(1, Relaxed);
+        let (shared, stats, registry, metrics, shutdown, live) = (
             shared.clone(),
             stats.clone(),
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
+            live.clone(),
         );
         let state = WorkerState::starting_at(next_rotation);
         next_rotation = next_rotation.wrapping_add(1);
@@ -286,6 +310,7 @@ pub async fn serve(
                 metrics.open.set(r.conns.len() as i64);
                 r.flood_over()
             };
+            live.fetch_sub(1, Relaxed);
             if flood_over {
                 // Off the serving threads: trimming a large heap can take milliseconds.
                 tokio::task::spawn_blocking(give_back_memory);
@@ -293,9 +318,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    // Connections leave the registry as they close (bounded: each closes once it has nothing
-    // left to read, or at its idle timeout).
-    while !registry.lock().expect("tcp registry").conns.is_empty() {
+    // Connections close once they have nothing left to read, or at their idle timeout.
+    while live.load(Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -408,8 +432,11 @@ impl Connection<'_> {
         state: &mut WorkerState,
     ) -> bool {
         let shared = self.shared;
+        // A transfer request is checked by the query path's strict parser first: a malformed
+        // one falls through to `respond`, which answers it FORMERR like any query.
         if shared.settings.load().transfer_access().any()
             && crate::dns::transfer::transfer_type(req).is_some()
+            && let Some(question) = crate::dns::respond::checked_question(req)
         {
             // A transfer reads a whole zone: on a blocking thread, over the table and settings
             // loaded now.
@@ -428,7 +455,16 @@ impl Connection<'_> {
             });
             let mut sent_any = false;
             while let Some(m) = rx.recv().await {
-                sent_any = true;
+                if !sent_any {
+                    // Counted once, with the first message's rcode (NOERROR, or NOTAUTH for a
+                    // bad signature).
+                    sent_any = true;
+                    let zone = self
+                        .stats
+                        .request(Transport::Tcp, question.qtype, question.name());
+                    self.stats
+                        .response(zone, m.get(3).map_or(0, |b| b & 0x0f) as u16);
+                }
                 let mut framed = (m.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&m);
                 if !self.write(stream, &framed).await {
