@@ -96,6 +96,14 @@ fn parse_times(text: &str) {
             t.elapsed()
         );
     }
+    let (before, blocks) = live();
+    drop(cache);
+    let (after, blocks_after) = live();
+    println!(
+        "item cache: {:.1} MB in {} blocks",
+        (before - after) as f64 / 1e6,
+        blocks - blocks_after
+    );
 }
 
 fn main() {

@@ -1225,11 +1225,7 @@ impl BuildCache {
 
 /// `f` over `items`, in order, on every core when there are at least `worth` of them
 /// (a first build or a federation laid out again; small changes stay on the merger's thread).
-pub(crate) fn par_map<T: Sync, R: Send>(
-    items: &[T],
-    worth: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
+fn par_map<T: Sync, R: Send>(items: &[T], worth: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if items.len() < worth || threads < 2 {
         return items.iter().map(f).collect();

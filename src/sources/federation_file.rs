@@ -267,84 +267,155 @@ pub fn parse_with_hosts(path: &Path, text: &str) -> Result<Parsed, Vec<Problem>>
     }
 }
 
-/// The services of the last good YAML file, parsed, keyed by each item's exact text: an edit
-/// re-parses only the items whose text changed (and the rest of the file, small), instead of
-/// the whole file (about a second at 100k shards).
+/// The last good YAML file as cut into its `services:` items, with each item's validated
+/// service: an edit that leaves the rest of the file alone parses and validates only the items
+/// whose text changed, and takes every other service (its `Arc`) from the last parse, instead of
+/// parsing the whole file again (about a second at 100k shards). It holds the file's text and
+/// the item spans (one copy), not a second model.
 #[derive(Default)]
 pub struct ItemCache {
-    items: rustc_hash::FxHashMap<Box<str>, std::sync::Arc<RawService>>,
+    text: String,
+    /// The file outside `services:` (what every item is validated against).
+    skeleton: String,
+    items: Vec<std::ops::Range<usize>>,
+    /// Hash of an item's text → its index in `items` (checked against the text itself).
+    by_hash: rustc_hash::FxHashMap<u64, usize>,
+    parsed: Option<Parsed>,
 }
 
-/// Items parsed on every core above this many misses (a first load).
-const PARALLEL_ITEMS: usize = 512;
+impl ItemCache {
+    fn clear(&mut self) {
+        *self = ItemCache::default();
+    }
 
-/// [`parse_with_hosts`], re-parsing only what changed since the last good parse that used
+    /// Remembers `parsed` as the parse of `text` (nothing if `text` does not cut).
+    fn keep(&mut self, text: &str, parsed: &Parsed) {
+        self.clear();
+        let Some((_, outside, chunks)) = split_services(text) else {
+            return;
+        };
+        if chunks.len() != parsed.federation.services.len() || reuse_unsafe(text) {
+            return;
+        }
+        let base = text.as_ptr() as usize;
+        for (i, c) in chunks.iter().enumerate() {
+            let from = c.as_ptr() as usize - base;
+            self.items.push(from..from + c.len());
+            self.by_hash.entry(item_hash(c)).or_insert(i);
+        }
+        self.text = text.to_string();
+        self.skeleton = outside;
+        self.parsed = Some(parsed.clone());
+    }
+}
+
+fn item_hash(item: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(item)
+}
+
+/// Anchors and aliases (`&a`, `*a`) make an item's value depend on other text: such files are
+/// always parsed whole.
+fn reuse_unsafe(text: &str) -> bool {
+    text.contains(['&', '*'])
+}
+
+/// [`parse_with_hosts`], parsing only what changed since the last good parse that used
 /// `cache`. The result is the same: whenever the fast path cannot vouch for it (TOML, a layout
-/// it does not split, any syntax or validation problem) the whole file is parsed as before, so
-/// errors keep their file, line, field and value.
+/// it does not cut, anchors, a change outside `services:`, any problem in a changed item, a
+/// duplicate) the whole file is parsed as before, so errors keep their file, line, field and
+/// value.
 pub fn parse_cached(
     path: &Path,
     text: &str,
     cache: &mut ItemCache,
 ) -> Result<Parsed, Vec<Problem>> {
     let toml = path.extension().is_some_and(|e| e == "toml");
-    if !toml && let Some((parsed, items)) = parse_items(path, text, cache) {
-        cache.items = items;
+    if toml {
+        cache.clear();
+        return parse_with_hosts(path, text);
+    }
+    if let Some(parsed) = parse_changed_items(path, text, cache) {
+        cache.keep(text, &parsed);
         return Ok(parsed);
     }
-    cache.items.clear();
-    parse_with_hosts(path, text)
+    let parsed = parse_with_hosts(path, text)?;
+    cache.keep(text, &parsed);
+    Ok(parsed)
 }
 
-type Items = rustc_hash::FxHashMap<Box<str>, std::sync::Arc<RawService>>;
-
-fn parse_items(path: &Path, text: &str, cache: &ItemCache) -> Option<(Parsed, Items)> {
-    let (skeleton, chunks) = split_services(text)?;
-    let raw = serde_saphyr::from_str_with_options::<RawFile>(&skeleton, yaml_options()).ok()?;
-    if !raw.services.is_empty() {
+fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<Parsed> {
+    let last = cache.parsed.as_ref()?;
+    if reuse_unsafe(text) {
         return None;
     }
-    let misses: Vec<&str> = chunks
-        .iter()
-        .copied()
-        .filter(|c| !cache.items.contains_key(*c))
-        .collect();
-    let parse_one = |c: &&str| -> Option<RawService> {
-        let mut v =
-            serde_saphyr::from_str_with_options::<Vec<RawService>>(c, yaml_options()).ok()?;
-        (v.len() == 1).then(|| v.pop()).flatten()
-    };
-    let parsed = crate::answers::par_map(&misses, PARALLEL_ITEMS, parse_one);
-    let mut fresh: Items = Default::default();
-    for (c, s) in misses.iter().zip(parsed) {
-        fresh.insert((*c).into(), std::sync::Arc::new(s?));
-    }
-    let mut services = Vec::with_capacity(chunks.len());
-    let mut items = Items::default();
-    for c in chunks {
-        let s = match cache
-            .items
-            .get_key_value(c)
-            .or_else(|| fresh.get_key_value(c))
-        {
-            Some((k, s)) => {
-                items.insert(k.clone(), s.clone());
-                s.clone()
-            }
-            None => return None,
-        };
-        services.push(s);
+    let (skeleton, outside, chunks) = split_services(text)?;
+    if outside != cache.skeleton {
+        return None;
     }
     let file = path.display().to_string();
-    let parsed = validate_parts(&file, &raw.federation, &raw.clusters, &services).ok()?;
-    Some((parsed, items))
+    let mut raw: Option<RawFile> = None;
+    let mut services = Vec::with_capacity(chunks.len());
+    let mut hostnames = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let old = cache
+            .by_hash
+            .get(&item_hash(c))
+            .filter(|&&j| cache.text.get(cache.items[j].clone()) == Some(*c));
+        if let Some(&j) = old {
+            services.push(last.federation.services[j].clone());
+            // Host names are in service order.
+            let from = last.hostnames.partition_point(|h| h.service < j);
+            hostnames.extend(
+                last.hostnames[from..]
+                    .iter()
+                    .take_while(|h| h.service == j)
+                    .map(|h| ShardHosts {
+                        service: i,
+                        ..h.clone()
+                    }),
+            );
+            continue;
+        }
+        // A changed item: parsed alone and validated against the (unchanged) rest of the file.
+        if raw.is_none() {
+            raw = Some(
+                serde_saphyr::from_str_with_options::<RawFile>(&skeleton, yaml_options()).ok()?,
+            );
+        }
+        let r = raw.as_ref()?;
+        let mut v =
+            serde_saphyr::from_str_with_options::<Vec<RawService>>(c, yaml_options()).ok()?;
+        let item = (v.len() == 1).then(|| v.pop()).flatten()?;
+        let one = validate_parts(&file, &r.federation, &r.clusters, &[item]).ok()?;
+        services.push(one.federation.services.into_iter().next()?);
+        hostnames.extend(
+            one.hostnames
+                .into_iter()
+                .map(|h| ShardHosts { service: i, ..h }),
+        );
+    }
+    // Two items naming one service are reported by the whole parse.
+    let mut seen = std::collections::HashSet::with_capacity(services.len());
+    if !services
+        .iter()
+        .all(|s| seen.insert((s.name.as_str(), s.namespace.as_str())))
+    {
+        return None;
+    }
+    let mut federation = last.federation.clone();
+    federation.services = services;
+    Some(Parsed {
+        federation,
+        hostnames,
+    })
 }
 
 /// Splits a YAML federation file into the text of each item of its top-level `services:` block
 /// sequence, and the rest of the file with those lines blanked and `services: []` (same line
-/// count). `None` for layouts it does not know to be safe to cut (several documents,
+/// count; and once more without them). `None` for layouts it does not know to be safe to cut (several documents,
 /// directives, a flow sequence, a `services:` it cannot find): those are parsed whole.
-fn split_services(text: &str) -> Option<(String, Vec<&str>)> {
+fn split_services(text: &str) -> Option<(String, String, Vec<&str>)> {
     let mut lines = Vec::new();
     let mut at = 0;
     for line in text.split_inclusive('\n') {
@@ -421,7 +492,13 @@ fn split_services(text: &str) -> Option<(String, Vec<&str>)> {
             skeleton.push_str(l);
         }
     }
-    Some((skeleton, chunks))
+    // The same without the blank lines standing for the items, whose number an edit changes.
+    let outside = format!(
+        "{}services: []\n{}",
+        &text[..lines[key].0],
+        lines.get(end).map_or("", |l| &text[l.0..])
+    );
+    Some((skeleton, outside, chunks))
 }
 
 /// Problems found while validating, each located at the value it is about.
@@ -778,7 +855,6 @@ mod tests {
         assert_eq!(first.federation.services.len(), 40);
         assert_eq!(first.hostnames.len(), 20);
         assert_eq!(cache.items.len(), 40);
-        let before: Vec<_> = cache.items.values().cloned().collect();
         // One service edited, one added at the end, one removed in the middle.
         let edited = text.replacen("ready_endpoints: 1", "ready_endpoints: 7", 1)
             + "  - name: late\n    namespace: ns\n"
@@ -790,15 +866,8 @@ mod tests {
         let second = both(&edited, &mut cache).unwrap();
         assert_eq!(second.federation.services.len(), 40);
         assert_eq!(second.federation.services[0].shards[0].ready_endpoints, 7);
-        let kept = before
-            .iter()
-            .filter(|s| cache.items.values().any(|t| std::sync::Arc::ptr_eq(s, t)))
-            .count();
-        assert_eq!(kept, 38, "every untouched item is reused");
         assert_eq!(cache.items.len(), 40);
         // The services themselves: the untouched ones take the older parse's `Arc`s.
-        let mut second = second;
-        second.share_unchanged(&first);
         let shared = |p: &Parsed| {
             p.federation
                 .services
@@ -812,10 +881,22 @@ mod tests {
                 })
                 .count()
         };
-        assert_eq!(shared(&second), 38);
-        assert_eq!(
-            second,
-            parse_with_hosts(Path::new("big.yaml"), &edited).unwrap()
+        // Reused by the cache, and by `share_unchanged` after a whole parse.
+        assert_eq!(shared(&second), 38, "every untouched service is reused");
+        let mut whole = parse_with_hosts(Path::new("big.yaml"), &edited).unwrap();
+        assert_eq!(shared(&whole), 0);
+        whole.share_unchanged(&first);
+        assert_eq!(shared(&whole), 38);
+        assert_eq!(second, whole);
+        // An edit outside `services:` is parsed whole.
+        let third = both(&edited.replace("region: west", "region: north"), &mut cache).unwrap();
+        assert_eq!(third.federation.clusters[1].region, "north");
+        // Host names follow their services to their new places.
+        assert!(
+            second
+                .hostnames
+                .iter()
+                .all(|h| { second.federation.services[h.service].shards[h.shard].cluster == "c2" })
         );
         assert!(!std::sync::Arc::ptr_eq(
             &second.federation.services[0],
