@@ -4,6 +4,8 @@
 //!
 //! Guarantees: a file either parses and validates completely into a [`Federation`], or yields
 //! every problem found, each naming the file, the line (where the format gives one) and the field.
+//! [`parse_cached`] gives the same result while parsing only the services whose text changed
+//! since the last good parse (it falls back to the whole parse for anything it cannot vouch for).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -174,6 +176,31 @@ impl Parsed {
             .collect()
     }
 
+    /// Takes `older`'s `Arc` of every service that did not change, so the merger skips it by
+    /// pointer and the two parses do not each hold a copy.
+    pub fn share_unchanged(&mut self, older: &Parsed) {
+        let old = &older.federation.services;
+        let mut by_name: Option<std::collections::HashMap<(&str, &str), &std::sync::Arc<Service>>> =
+            None;
+        for (i, svc) in self.federation.services.iter_mut().enumerate() {
+            let same = |o: &Service| o.name == svc.name && o.namespace == svc.namespace;
+            let cand = match old.get(i) {
+                Some(o) if same(o) => Some(o),
+                _ => by_name
+                    .get_or_insert_with(|| {
+                        old.iter()
+                            .map(|o| ((o.namespace.as_str(), o.name.as_str()), o))
+                            .collect()
+                    })
+                    .get(&(svc.namespace.as_str(), svc.name.as_str()))
+                    .copied(),
+            };
+            if let Some(o) = cand.filter(|o| ***o == **svc) {
+                *svc = o.clone();
+            }
+        }
+    }
+
     /// The federation with each shard's host names replaced by the addresses last resolved for
     /// them (`resolved`; a host not resolved yet adds nothing). Services without host names keep
     /// their `Arc`s, so the merger re-lays out only the services whose addresses changed.
@@ -251,6 +278,240 @@ pub fn parse_with_hosts(path: &Path, text: &str) -> Result<Parsed, Vec<Problem>>
     }
 }
 
+/// The last good YAML file as cut into its `services:` items, with each item's validated
+/// service: an edit that leaves the rest of the file alone parses and validates only the items
+/// whose text changed, and takes every other service (its `Arc`) from the last parse, instead of
+/// parsing the whole file again (about a second at 100k shards). It holds the file's text and
+/// the item spans (one copy), not a second model.
+#[derive(Default)]
+pub struct ItemCache {
+    text: String,
+    /// The file outside `services:` (what every item is validated against).
+    skeleton: String,
+    items: Vec<std::ops::Range<usize>>,
+    /// Hash of an item's text → its index in `items` (checked against the text itself).
+    by_hash: rustc_hash::FxHashMap<u64, usize>,
+    parsed: Option<Parsed>,
+}
+
+impl ItemCache {
+    fn clear(&mut self) {
+        *self = ItemCache::default();
+    }
+
+    /// Remembers `parsed` as the parse of `text` (nothing if `text` does not cut).
+    fn keep(&mut self, text: &str, parsed: &Parsed) {
+        self.clear();
+        let Some((_, outside, chunks)) = split_services(text) else {
+            return;
+        };
+        if chunks.len() != parsed.federation.services.len() || reuse_unsafe(text) {
+            return;
+        }
+        let base = text.as_ptr() as usize;
+        for (i, c) in chunks.iter().enumerate() {
+            let from = c.as_ptr() as usize - base;
+            self.items.push(from..from + c.len());
+            self.by_hash.entry(item_hash(c)).or_insert(i);
+        }
+        self.text = text.to_string();
+        self.skeleton = outside;
+        self.parsed = Some(parsed.clone());
+    }
+}
+
+fn item_hash(item: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(item)
+}
+
+/// Anchors and aliases (`&a`, `*a`) make an item's value depend on other text: such files are
+/// always parsed whole.
+fn reuse_unsafe(text: &str) -> bool {
+    text.contains(['&', '*'])
+}
+
+/// [`parse_with_hosts`], parsing only what changed since the last good parse that used
+/// `cache`. The result is the same: whenever the fast path cannot vouch for it (TOML, a layout
+/// it does not cut, anchors, a change outside `services:`, any problem in a changed item, a
+/// duplicate) the whole file is parsed as before, so errors keep their file, line, field and
+/// value.
+pub fn parse_cached(
+    path: &Path,
+    text: &str,
+    cache: &mut ItemCache,
+) -> Result<Parsed, Vec<Problem>> {
+    let toml = path.extension().is_some_and(|e| e == "toml");
+    if toml {
+        cache.clear();
+        return parse_with_hosts(path, text);
+    }
+    if let Some(parsed) = parse_changed_items(path, text, cache) {
+        cache.keep(text, &parsed);
+        return Ok(parsed);
+    }
+    let parsed = parse_with_hosts(path, text)?;
+    cache.keep(text, &parsed);
+    Ok(parsed)
+}
+
+fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<Parsed> {
+    let last = cache.parsed.as_ref()?;
+    if reuse_unsafe(text) {
+        return None;
+    }
+    let (skeleton, outside, chunks) = split_services(text)?;
+    if outside != cache.skeleton {
+        return None;
+    }
+    let file = path.display().to_string();
+    let mut raw: Option<RawFile> = None;
+    let mut services = Vec::with_capacity(chunks.len());
+    let mut hostnames = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let old = cache
+            .by_hash
+            .get(&item_hash(c))
+            .filter(|&&j| cache.text.get(cache.items[j].clone()) == Some(*c));
+        if let Some(&j) = old {
+            services.push(last.federation.services[j].clone());
+            // Host names are in service order.
+            let from = last.hostnames.partition_point(|h| h.service < j);
+            hostnames.extend(
+                last.hostnames[from..]
+                    .iter()
+                    .take_while(|h| h.service == j)
+                    .map(|h| ShardHosts {
+                        service: i,
+                        ..h.clone()
+                    }),
+            );
+            continue;
+        }
+        // A changed item: parsed alone and validated against the (unchanged) rest of the file.
+        if raw.is_none() {
+            raw = Some(
+                serde_saphyr::from_str_with_options::<RawFile>(&skeleton, yaml_options()).ok()?,
+            );
+        }
+        let r = raw.as_ref()?;
+        let mut v =
+            serde_saphyr::from_str_with_options::<Vec<RawService>>(c, yaml_options()).ok()?;
+        let item = (v.len() == 1).then(|| v.pop()).flatten()?;
+        let one = validate_parts(&file, &r.federation, &r.clusters, &[item]).ok()?;
+        services.push(one.federation.services.into_iter().next()?);
+        hostnames.extend(
+            one.hostnames
+                .into_iter()
+                .map(|h| ShardHosts { service: i, ..h }),
+        );
+    }
+    // Two items naming one service are reported by the whole parse.
+    let mut seen = std::collections::HashSet::with_capacity(services.len());
+    if !services
+        .iter()
+        .all(|s| seen.insert((s.name.as_str(), s.namespace.as_str())))
+    {
+        return None;
+    }
+    let mut federation = last.federation.clone();
+    federation.services = services;
+    Some(Parsed {
+        federation,
+        hostnames,
+    })
+}
+
+/// Splits a YAML federation file into the text of each item of its top-level `services:` block
+/// sequence, and the rest of the file with those lines blanked and `services: []` (same line
+/// count; and once more without them). `None` for layouts it does not know to be safe to cut (several documents,
+/// directives, a flow sequence, a `services:` it cannot find): those are parsed whole.
+fn split_services(text: &str) -> Option<(String, String, Vec<&str>)> {
+    let mut lines = Vec::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        lines.push((at, line));
+        at += line.len();
+    }
+    fn body(l: &str) -> &str {
+        l.trim_end_matches(['\n', '\r'])
+    }
+    let blank = |l: &str| {
+        let t = body(l).trim_start_matches(' ');
+        t.is_empty() || t.starts_with('#')
+    };
+    if lines.iter().any(|(_, l)| {
+        let b = body(l);
+        b.starts_with("---") || b.starts_with("...") || b.starts_with('%') || b.contains('\t')
+    }) {
+        return None;
+    }
+    let key_line = |l: &str| {
+        let b = body(l);
+        b.strip_prefix("services:")
+            .is_some_and(|r| r.trim().is_empty() || r.trim_start().starts_with('#'))
+    };
+    let mut starts = lines.iter().enumerate().filter(|(_, (_, l))| key_line(l));
+    let (key, _) = starts.next()?;
+    if starts.next().is_some() {
+        return None;
+    }
+    let indent = |l: &str| body(l).len() - body(l).trim_start_matches(' ').len();
+    let is_item = |l: &str, ind: usize| {
+        indent(l) == ind && {
+            let t = &body(l)[ind..];
+            t == "-" || t.starts_with("- ")
+        }
+    };
+    // The sequence's indentation is that of its first item.
+    let first = (key + 1..lines.len()).find(|&i| !blank(lines[i].1))?;
+    let item_indent = indent(lines[first].1);
+    if !is_item(lines[first].1, item_indent) {
+        return None;
+    }
+    let mut end = lines.len();
+    let mut item_starts = Vec::new();
+    for (i, &(_, l)) in lines.iter().enumerate().skip(first) {
+        if blank(l) {
+            continue;
+        }
+        let ind = indent(l);
+        if is_item(l, item_indent) {
+            item_starts.push(i);
+        } else if ind == 0 {
+            end = i;
+            break;
+        } else if ind <= item_indent {
+            return None;
+        }
+    }
+    // Trailing blank lines and comments stay with the item above them.
+    let mut chunks = Vec::with_capacity(item_starts.len());
+    for (n, &s) in item_starts.iter().enumerate() {
+        let e = item_starts.get(n + 1).copied().unwrap_or(end);
+        let from = lines[s].0;
+        let to = lines.get(e).map_or(text.len(), |l| l.0);
+        chunks.push(&text[from..to]);
+    }
+    let mut skeleton = String::with_capacity(text.len() / 64 + (end - key) + 64);
+    for (i, &(_, l)) in lines.iter().enumerate() {
+        if i == key {
+            skeleton.push_str("services: []\n");
+        } else if i > key && i < end {
+            skeleton.push('\n');
+        } else {
+            skeleton.push_str(l);
+        }
+    }
+    // The same without the blank lines standing for the items, whose number an edit changes.
+    let outside = format!(
+        "{}services: []\n{}",
+        &text[..lines[key].0],
+        lines.get(end).map_or("", |l| &text[l.0..])
+    );
+    Some((skeleton, outside, chunks))
+}
+
 /// Problems found while validating, each located at the value it is about.
 struct Problems<'a> {
     file: &'a str,
@@ -281,6 +542,16 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
+    validate_parts(file, &raw.federation, &raw.clusters, &raw.services)
+}
+
+/// [`validate`] over the file's parts, so the items [`ItemCache`] keeps need not be copied.
+fn validate_parts<S: std::borrow::Borrow<RawService>>(
+    file: &str,
+    federation: &RawFederation,
+    clusters_raw: &[RawCluster],
+    services_raw: &[S],
+) -> Result<Parsed, Vec<Problem>> {
     let mut problems = Problems {
         file,
         list: Vec::new(),
@@ -293,7 +564,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             && !s.ends_with('-')
     };
 
-    let fed_name = &raw.federation.name;
+    let fed_name = &federation.name;
     if !label_ok(&fed_name.value) {
         problems.at(
             fed_name,
@@ -301,25 +572,25 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             format!("{:?} is not a DNS label", fed_name.value),
         );
     }
-    let zone = match DnsName::parse(&raw.federation.zone.value) {
+    let zone = match DnsName::parse(&federation.zone.value) {
         Ok(z) if !z.is_root() => z,
         Ok(_) => {
             problems.at(
-                &raw.federation.zone,
+                &federation.zone,
                 "federation.zone".into(),
                 "the root zone cannot be a federation zone".into(),
             );
             DnsName::root()
         }
         Err(e) => {
-            problems.at(&raw.federation.zone, "federation.zone".into(), e);
+            problems.at(&federation.zone, "federation.zone".into(), e);
             DnsName::root()
         }
     };
 
     let mut clusters = Vec::new();
     let mut seen = HashSet::new();
-    for (i, c) in raw.clusters.iter().enumerate() {
+    for (i, c) in clusters_raw.iter().enumerate() {
         if !seen.insert(c.name.value.clone()) {
             problems.at(
                 &c.name,
@@ -362,7 +633,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
     let mut services = Vec::new();
     let mut hostnames = Vec::new();
     let mut seen = HashSet::new();
-    for (i, s) in raw.services.iter().enumerate() {
+    for (i, s) in services_raw.iter().map(|s| s.borrow()).enumerate() {
         if !label_ok(&s.name.value) {
             problems.at(
                 &s.name,
@@ -500,10 +771,10 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             Policy::Failover(order.clone())
         }
     };
-    let policy = raw.federation.policy.as_ref().map_or(Policy::Geo, |p| {
+    let policy = federation.policy.as_ref().map_or(Policy::Geo, |p| {
         policy_of(p, "federation.policy", &mut problems)
     });
-    for (i, s) in raw.services.iter().enumerate() {
+    for (i, s) in services_raw.iter().map(|s| s.borrow()).enumerate() {
         if let Some(p) = &s.policy {
             services[i].policy = Some(policy_of(
                 p,
@@ -512,7 +783,7 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
             ));
         }
     }
-    let cd = &raw.federation.cluster_domain;
+    let cd = &federation.cluster_domain;
     let cluster_domain = match cd.value.trim() {
         "" => None,
         d => match DnsName::parse(d) {
@@ -562,8 +833,8 @@ fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
     let federation = Federation {
         name: fed_name.value.to_ascii_lowercase(),
         zone,
-        ttl: raw.federation.ttl,
-        max_answers: raw.federation.max_answers,
+        ttl: federation.ttl,
+        max_answers: federation.max_answers,
         policy,
         clusters,
         services: services.into_iter().map(std::sync::Arc::new).collect(),
@@ -583,6 +854,149 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "federation:\n  name: myfed\n  zone: example.com\nclusters:\n  - name: c1\n    region: east\n    zones: [east-a]\nservices:\n  - name: web\n    namespace: shop\n    ports: [{name: http, port: 80}]\n    shards:\n      - cluster: c1\n        addresses: [192.0.2.1]\n        ready_endpoints: 1\n";
+
+    /// A file of `n` services over two clusters, in the block and flow styles, with comments.
+    fn many(n: usize, ready: u32) -> String {
+        let mut f = String::from(
+            "# federation\nfederation:\n  name: myfed\n  zone: example.com\nclusters:\n  - {name: c1, region: east, zones: [east-a]}\n  - name: c2\n    region: west\nservices:\n  # every service\n",
+        );
+        for i in 0..n {
+            if i % 2 == 0 {
+                f.push_str(&format!(
+                    "  - name: svc-{i}\n    namespace: ns\n    ports:\n      - {{name: http, port: 80}}\n    shards:\n      - {{cluster: c1, addresses: [10.0.0.{}], ready_endpoints: {ready}}}\n      - cluster: c2\n        addresses: [lb-{i}.example.net]\n\n",
+                    i % 250
+                ));
+            } else {
+                f.push_str(&format!(
+                    "  - {{name: svc-{i}, namespace: ns, ttl: 5, shards: [{{cluster: c2, addresses: ['2001:db8::{i:x}']}}]}}  # flow\n"
+                ));
+            }
+        }
+        f
+    }
+
+    fn both(text: &str, cache: &mut ItemCache) -> Result<Parsed, Vec<Problem>> {
+        let path = Path::new("big.yaml");
+        let cached = parse_cached(path, text, cache);
+        assert_eq!(
+            cached,
+            parse_with_hosts(path, text),
+            "cached parse differs:\n{text}"
+        );
+        cached
+    }
+
+    #[test]
+    fn cached_parse_is_the_whole_parse_and_reuses_unchanged_items() {
+        let mut cache = ItemCache::default();
+        let text = many(40, 1);
+        let first = both(&text, &mut cache).unwrap();
+        assert_eq!(first.federation.services.len(), 40);
+        assert_eq!(first.hostnames.len(), 20);
+        assert_eq!(cache.items.len(), 40);
+        // One service edited, one added at the end, one removed in the middle.
+        let edited = text.replacen("ready_endpoints: 1", "ready_endpoints: 7", 1)
+            + "  - name: late\n    namespace: ns\n"
+            + "    shards: [{cluster: c1, addresses: [10.9.9.9]}]\n";
+        let edited = edited.replace(
+            "  - {name: svc-5, namespace: ns, ttl: 5, shards: [{cluster: c2, addresses: ['2001:db8::5']}]}  # flow\n",
+            "",
+        );
+        let second = both(&edited, &mut cache).unwrap();
+        assert_eq!(second.federation.services.len(), 40);
+        assert_eq!(second.federation.services[0].shards[0].ready_endpoints, 7);
+        assert_eq!(cache.items.len(), 40);
+        // The services themselves: the untouched ones take the older parse's `Arc`s.
+        let shared = |p: &Parsed| {
+            p.federation
+                .services
+                .iter()
+                .filter(|s| {
+                    first
+                        .federation
+                        .services
+                        .iter()
+                        .any(|t| std::sync::Arc::ptr_eq(s, t))
+                })
+                .count()
+        };
+        // Reused by the cache, and by `share_unchanged` after a whole parse.
+        assert_eq!(shared(&second), 38, "every untouched service is reused");
+        let mut whole = parse_with_hosts(Path::new("big.yaml"), &edited).unwrap();
+        assert_eq!(shared(&whole), 0);
+        whole.share_unchanged(&first);
+        assert_eq!(shared(&whole), 38);
+        assert_eq!(second, whole);
+        // An edit outside `services:` is parsed whole.
+        let third = both(&edited.replace("region: west", "region: north"), &mut cache).unwrap();
+        assert_eq!(third.federation.clusters[1].region, "north");
+        // Host names follow their services to their new places.
+        assert!(
+            second
+                .hostnames
+                .iter()
+                .all(|h| { second.federation.services[h.service].shards[h.shard].cluster == "c2" })
+        );
+        assert!(!std::sync::Arc::ptr_eq(
+            &second.federation.services[0],
+            &first.federation.services[0]
+        ));
+    }
+
+    #[test]
+    fn cached_parse_reports_what_the_whole_parse_reports() {
+        let mut cache = ItemCache::default();
+        let text = many(10, 1);
+        both(&text, &mut cache).unwrap();
+        for bad in [
+            text.replacen("cluster: c2", "cluster: nope", 1),
+            text.replacen("ready_endpoints: 1", "ready_endpoints: many", 1),
+            text.replacen("addresses: [10.0.0.2]", "addresses: [10.0.0.2, ???]", 1),
+            text.replacen("name: svc-3,", "name: svc-2,", 1),
+            text.replacen("namespace: ns\n", "namespace: ns\n    color: blue\n", 1),
+            text.replace("region: east", "region: -east"),
+        ] {
+            let errs = both(&bad, &mut cache).unwrap_err();
+            assert!(
+                !errs.is_empty() && errs.iter().all(|e| e.line.is_some()),
+                "{errs:?}"
+            );
+        }
+        // A good file after a bad one parses as before.
+        assert_eq!(
+            both(&text, &mut cache).unwrap().federation.services.len(),
+            10
+        );
+    }
+
+    #[test]
+    fn cached_parse_handles_other_layouts() {
+        let mut cache = ItemCache::default();
+        let text = many(6, 2);
+        let layouts = [
+            // Items at the key's own indentation, and a top-level key after the sequence.
+            "federation:\n  name: f\n  zone: example.com\nservices:\n- name: a\n  namespace: b\n  shards:\n  - cluster: c1\n    addresses: [10.0.0.1]\n# between\n- name: c\n  namespace: b\nclusters:\n- name: c1\n  region: r\n".into(),
+            {
+                let (head, services) = text.split_at(text.find("services:").unwrap());
+                let (fed, clusters) = head.split_at(head.find("clusters:").unwrap());
+                format!("{fed}{services}{clusters}")
+            },
+            // Anchors across items: not cut (parsed whole).
+            text.replacen("namespace: ns\n", "namespace: &n ns\n", 1)
+                .replacen("namespace: ns,", "namespace: *n,", 1),
+            // Several documents, a flow sequence, CRLF line ends.
+            format!("---\n{text}"),
+            "federation: {name: f, zone: example.com}\nclusters: [{name: c1, region: r}]\nservices: [{name: a, namespace: b}]\n".into(),
+            text.replace('\n', "\r\n"),
+        ];
+        // Whether the items were cut (and kept) or the file was parsed whole.
+        let cut = [true, true, false, false, false, true];
+        for (t, cut) in layouts.iter().zip(cut) {
+            let p = both(t, &mut cache).unwrap();
+            assert!(!p.federation.services.is_empty());
+            assert_eq!(!cache.items.is_empty(), cut, "{t}");
+        }
+    }
 
     #[test]
     fn parses_yaml() {

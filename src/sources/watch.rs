@@ -38,6 +38,8 @@ pub struct FileSource {
     parsed: Option<federation_file::Parsed>,
     /// Addresses last resolved per host name (kept when a later lookup fails).
     resolved: HashMap<String, Vec<IpAddr>>,
+    /// The last good federation file's services, so an edit re-parses only what it changed.
+    items: federation_file::ItemCache,
 }
 
 impl FileSource {
@@ -50,6 +52,7 @@ impl FileSource {
             last_sent: None,
             parsed: None,
             resolved: HashMap::new(),
+            items: Default::default(),
         }
     }
 
@@ -104,9 +107,12 @@ impl FileSource {
                             message: e.to_string(),
                         }]
                     })
-                    .and_then(|text| federation_file::parse_with_hosts(path, &text));
+                    .and_then(|text| federation_file::parse_cached(path, &text, &mut self.items));
                 match parsed {
-                    Ok(p) => {
+                    Ok(mut p) => {
+                        if let Some(old) = &self.parsed {
+                            p.share_unchanged(old);
+                        }
                         let wanted = p.hosts();
                         self.resolved.retain(|h, _| wanted.contains(h));
                         let f = p.resolved(&self.resolved);
