@@ -802,7 +802,7 @@ fn validate_parts<S: std::borrow::Borrow<RawService>>(
             }
         },
     };
-    let csd = &raw.federation.clusterset_domain;
+    let csd = &federation.clusterset_domain;
     let clusterset_domain = match csd.value.trim() {
         "" => None,
         d => match DnsName::parse(d) {
