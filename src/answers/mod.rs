@@ -1710,13 +1710,7 @@ fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildc
     {
         return Ref::NoData;
     }
-    let rotations = res
-        .answer
-        .iter()
-        .map(|(_, rr)| rr.variants())
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let rotations = rotations_of(res);
     let additional = additional_records(view, res, None);
     let mut bodies = Vec::with_capacity(rotations * (1 + keys.is_some() as usize));
     let mut signed = Vec::new();
@@ -1775,13 +1769,7 @@ fn single(view: View<'_>, qname: &DnsName, qtype: u16, res: &Resolved<'_>, wildc
 /// ([`Online::Nodata`]). The rest of a chain is signed here.
 fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolved<'_>) -> Ref {
     let zone = zone_of(view.zones, wild).unwrap_or(0) as u32;
-    let rotations = res
-        .answer
-        .iter()
-        .map(|(_, rr)| rr.variants())
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let rotations = rotations_of(res);
     let additional = additional_records(view, res, None);
     let nodata_here = res.answer.is_empty() && res.end.as_ref().is_some_and(|(e, ..)| e == wild);
     let online = if nodata_here {
@@ -1868,6 +1856,16 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
         soa_tail: res.soa_zone.map_or(NO_TAIL, |z| z as u32),
         bodies: bodies.into(),
     })
+}
+
+/// Rotations an answer needs: the most any of its RRsets has (at least one).
+fn rotations_of(res: &Resolved<'_>) -> usize {
+    res.answer
+        .iter()
+        .map(|(_, rr)| rr.variants())
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The additional section of `res`: its target addresses, which do not rotate with the answer

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::wait_for;
@@ -38,6 +38,10 @@ pub fn unbound_binary() -> PathBuf {
         }
     );
 }
+
+/// A question and what its validated answer must be: name, type, rcode, and the answer
+/// section's types without RRSIGs.
+pub type Case<'a> = (&'a str, RecordType, ResponseCode, &'a [RecordType]);
 
 /// A validating unbound on loopback with `anchor` as the trust anchor of example.com and fedns
 /// as the zone's only server; killed by PID on drop.
@@ -126,6 +130,31 @@ impl Unbound {
     pub fn ask(&self, name: &str, t: RecordType) -> Message {
         try_ask(self.addr, name, t, true)
             .unwrap_or_else(|| panic!("no answer for {name} {t}:\n{}", self.log()))
+    }
+
+    /// Asks each case's name and type and checks the answer validated (AD=1) with the rcode
+    /// and the answer section's types (RRSIGs left out, in order) the case names. `what` says
+    /// which server is behind unbound, for the failure message.
+    pub fn expect_validated(&self, cases: &[Case<'_>], what: &str) {
+        for (name, t, rcode, want) in cases {
+            let m = self.ask(name, *t);
+            let got: Vec<RecordType> = m
+                .answers
+                .iter()
+                .map(|r| r.record_type())
+                .filter(|t| *t != RecordType::RRSIG)
+                .collect();
+            assert_eq!(
+                (
+                    m.metadata.response_code,
+                    m.metadata.authentic_data,
+                    got.as_slice()
+                ),
+                (*rcode, true, *want),
+                "{what}: {name} {t}: {m}\nunbound log:\n{}",
+                self.log()
+            );
+        }
     }
 
     /// [`Unbound::ask`] for a client in `subnet` (an IPv4 /24, sent as ECS).
