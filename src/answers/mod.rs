@@ -1840,7 +1840,7 @@ fn signed_wildcard(view: View<'_>, keys: &ZoneKeys, wild: &DnsName, res: &Resolv
             }
             None => {
                 let types = res.end.as_ref().map_or(&[][..], |(_, t, _)| t.as_slice());
-                d.extend_from_slice(&dnssec::nodata_bitmap(types));
+                d.extend_from_slice(&dnssec::nsec_bitmap(types, true));
             }
         }
         signed.push(body);

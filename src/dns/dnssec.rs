@@ -374,11 +374,7 @@ impl ZoneKeys {
             let mut data = rrsig.clone();
             for rd in canonical {
                 data.extend_from_slice(owner.wire());
-                data.extend_from_slice(&rtype.to_be_bytes());
-                data.extend_from_slice(&CLASS_IN.to_be_bytes());
-                data.extend_from_slice(&ttl.to_be_bytes());
-                data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-                data.extend_from_slice(rd);
+                put_ownerless(&mut data, rtype, ttl, rd);
             }
             let sig = key.sign(&SystemRandom::new(), &data)?;
             SIGNATURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -570,21 +566,31 @@ pub fn ownerless_records(
 ) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     for rd in canonical {
-        out.extend_from_slice(&rtype.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&ttl.to_be_bytes());
-        out.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-        out.extend_from_slice(rd);
+        put_ownerless(&mut out, rtype, ttl, rd);
     }
     let fits = 18 + 255 + out.len() + canonical.len() * max_owner <= ONLINE_MAX;
     (out, fits)
 }
 
+/// One record of an RRset in canonical form after its owner: type, class IN, TTL, RDATA
+/// length and RDATA.
+fn put_ownerless(out: &mut Vec<u8>, rtype: u16, ttl: u32, rd: &[u8]) {
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+    out.extend_from_slice(rd);
+}
+
 /// The NSEC type bitmap of a name with `types` (RRSIG and NSEC added), for
 /// [`ZoneKeys::write_denial`].
-pub fn nodata_bitmap(types: &[u16]) -> Vec<u8> {
+/// `exists: false` adds NXNAME (RFC 9824 §2).
+pub fn nsec_bitmap(types: &[u16], exists: bool) -> Vec<u8> {
     let mut all: Vec<u16> = types.to_vec();
     all.extend([TYPE_RRSIG, TYPE_NSEC]);
+    if !exists {
+        all.push(TYPE_NXNAME);
+    }
     all.sort_unstable();
     all.dedup();
     type_bitmap(&all)
@@ -630,18 +636,10 @@ const fn nxname_bitmap() -> [u8; 19] {
 /// NSEC RDATA of an existing name (RFC 9824 §3.1 for NODATA): next name `\000.owner`, and the
 /// types present plus RRSIG and NSEC. `exists: false` gives the NXNAME form.
 pub fn nsec_rdata(owner: &DnsName, types: &[u16], exists: bool) -> RData {
-    let mut all: Vec<u16> = types.to_vec();
-    all.push(TYPE_RRSIG);
-    all.push(TYPE_NSEC);
-    if !exists {
-        all.push(TYPE_NXNAME);
-    }
-    all.sort_unstable();
-    all.dedup();
     let mut r = Vec::with_capacity(owner.wire().len() + 2 + 34);
     r.extend_from_slice(&[1, 0]);
     r.extend_from_slice(owner.wire());
-    r.extend_from_slice(&type_bitmap(&all));
+    r.extend_from_slice(&nsec_bitmap(types, exists));
     RData::Opaque {
         rtype: TYPE_NSEC,
         rdata: r.into(),

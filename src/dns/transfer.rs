@@ -364,18 +364,9 @@ fn covered(r: &[u8]) -> Option<u16> {
 }
 
 /// RFC 4034 §6.1: names compared label by label from the root, each label as lowercase bytes.
-fn canonical_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    fn labels(w: &[u8]) -> Vec<&[u8]> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < w.len() && w[pos] != 0 {
-            let end = (pos + 1 + w[pos] as usize).min(w.len());
-            out.push(&w[pos + 1..end]);
-            pos = end;
-        }
-        out
-    }
-    labels(a).iter().rev().cmp(labels(b).iter().rev())
+fn canonical_order(a: &DnsName, b: &DnsName) -> std::cmp::Ordering {
+    let (a, b): (Vec<&[u8]>, Vec<&[u8]>) = (a.labels().collect(), b.labels().collect());
+    a.iter().rev().cmp(b.iter().rev())
 }
 
 /// Every record of signed zone `zone` but its SOA (which a transfer puts first and last): the
@@ -407,34 +398,26 @@ fn signed_zone_records(
         records.extend(these);
     }
     // The chain's names: owners of authoritative data and zone cuts, not glue below a cut.
-    let mut types: BTreeMap<Vec<u8>, BTreeSet<u16>> = BTreeMap::new();
+    let mut types: BTreeMap<DnsName, BTreeSet<u16>> = BTreeMap::new();
     for r in &records {
         if let Some((owner, rt, ..)) = parts(r)
             && rt != TYPE_RRSIG
         {
-            types.entry(owner.to_vec()).or_default().insert(rt);
+            types
+                .entry(DnsName::from_wire_lowercase(owner))
+                .or_default()
+                .insert(rt);
         }
     }
-    types
-        .entry(origin.wire().to_vec())
-        .or_default()
-        .insert(rtype::SOA);
-    let cuts: Vec<Vec<u8>> = types
+    types.entry(origin.clone()).or_default().insert(rtype::SOA);
+    let cuts: BTreeSet<&DnsName> = types
         .iter()
-        .filter(|(n, t)| t.contains(&rtype::NS) && n.as_slice() != origin.wire())
-        .map(|(n, _)| n.clone())
+        .filter(|(n, t)| t.contains(&rtype::NS) && *n != origin)
+        .map(|(n, _)| n)
         .collect();
-    let below_cut = |n: &[u8]| {
-        let mut pos = 0;
-        while pos < n.len() && n[pos] != 0 {
-            pos += n[pos] as usize + 1;
-            if pos < n.len() && cuts.iter().any(|c| c.as_slice() == &n[pos..]) {
-                return true;
-            }
-        }
-        false
-    };
-    let mut names: Vec<Vec<u8>> = types.keys().filter(|n| !below_cut(n)).cloned().collect();
+    let below_cut =
+        |n: &DnsName| std::iter::successors(n.parent(), DnsName::parent).any(|p| cuts.contains(&p));
+    let mut names: Vec<&DnsName> = types.keys().filter(|n| !below_cut(n)).collect();
     names.sort_by(|a, b| canonical_order(a, b));
     let mut cache = journal
         .nsec_signatures
@@ -448,11 +431,11 @@ fn signed_zone_records(
     };
     let mut out: Vec<Vec<u8>> = records.into_iter().collect();
     for (i, n) in names.iter().enumerate() {
-        let next = &names[(i + 1) % names.len()];
-        let owner = DnsName::from_wire_lowercase(n);
-        let set: Vec<u16> = types[n].iter().copied().collect();
-        let mut rdata = next.clone();
-        rdata.extend_from_slice(&super::dnssec::nodata_bitmap(&set));
+        let next = names[(i + 1) % names.len()];
+        let owner = (*n).clone();
+        let set: Vec<u16> = types[*n].iter().copied().collect();
+        let mut rdata = next.wire().to_vec();
+        rdata.extend_from_slice(&super::dnssec::nsec_bitmap(&set, true));
         let nsec = crate::model::Record {
             name: owner.clone(),
             ttl: nsec_ttl,
