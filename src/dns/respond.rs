@@ -11,7 +11,7 @@ use crate::dns::rrl::{Class, Rrl, Verdict};
 use crate::geo::Locator;
 use crate::metrics::{QueryStats, ZoneSlot};
 use crate::model::rtype;
-use crate::table::{Body, Lookup, Online, Table, rcode};
+use crate::table::{Body, Lookup, OnlineData, Table, rcode};
 
 const HEADER: usize = 12;
 const OPT_LEN: usize = 11;
@@ -260,17 +260,17 @@ pub fn respond(
                                     (k, ttl, &crate::dns::dnssec::NXNAME_BITMAP[..])
                                 });
                             }
-                            if let Some((z, data)) = answer.online_data(rotation) {
+                            if let Some((z, what)) = answer.online_data(rotation) {
                                 // A wildcard answer names the question: its proof, or its
                                 // RRSIG, is made now. Keys that went missing cannot sign.
-                                match (answer.online, src.table.zone_keys(z)) {
-                                    (Online::Nodata, Some((k, ttl))) => {
-                                        denial = Some((k, ttl, data));
+                                match (what, src.table.zone_keys(z)) {
+                                    (Some(OnlineData::Nodata { bitmap }), Some((k, ttl))) => {
+                                        denial = Some((k, ttl, bitmap));
                                     }
-                                    (Online::Rrsig, Some((k, _))) if data.len() >= 2 => {
-                                        let at = u16::from_be_bytes([data[0], data[1]]) as usize;
-                                        online = Some((k, at, &data[2..]));
-                                    }
+                                    (
+                                        Some(OnlineData::Rrsig { rdata_at, records }),
+                                        Some((k, _)),
+                                    ) => online = Some((k, rdata_at, records)),
                                     _ => code = rcode::SERVFAIL as u16,
                                 }
                             }

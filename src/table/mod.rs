@@ -112,6 +112,16 @@ pub enum Online {
     Nodata,
 }
 
+/// What the query path signs for a wildcard answer ([`Answer::online_data`]).
+#[derive(Clone, Copy, Debug)]
+pub enum OnlineData<'a> {
+    /// The RRSIG whose RDATA starts at `rdata_at` in the signed body, over `records` (the
+    /// RRset in canonical order without owner) owned by the question.
+    Rrsig { rdata_at: usize, records: &'a [u8] },
+    /// The question's NSEC carries this type bitmap.
+    Nodata { bitmap: &'a [u8] },
+}
+
 impl Answer {
     /// Rotations (distinct bodies a client may get in turn).
     #[inline]
@@ -122,16 +132,26 @@ impl Answer {
         }
     }
 
-    /// The per-query signing data of rotation `rotation` (see [`Online`]).
+    /// The per-query signing data of rotation `rotation` (see [`Online`]): the zone whose keys
+    /// sign, and what to sign. `Some(zone, None)`: the builder could not lay it out, so the
+    /// answer cannot be signed.
     #[inline]
-    pub fn online_data(&self, rotation: usize) -> Option<(u32, &[u8])> {
+    pub fn online_data(&self, rotation: usize) -> Option<(u32, Option<OnlineData<'_>>)> {
         if self.online == Online::None {
             return None;
         }
         let n = self.rotations();
         let w = &self.bodies[2 * n + rotation % n].wire;
         let zone = u32::from_be_bytes(w.get(..4)?.try_into().ok()?);
-        Some((zone, &w[4..]))
+        let data = &w[4..];
+        let what = match self.online {
+            Online::Nodata => Some(OnlineData::Nodata { bitmap: data }),
+            _ => data.get(..2).map(|at| OnlineData::Rrsig {
+                rdata_at: u16::from_be_bytes([at[0], at[1]]) as usize,
+                records: &data[2..],
+            }),
+        };
+        Some((zone, what))
     }
 
     /// The body of rotation `rotation` (modulo the count), signed when `dnssec` asks for it and
