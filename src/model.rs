@@ -420,6 +420,19 @@ pub struct Shard {
     pub probe_down: Vec<IpAddr>,
     /// Overrides its cluster's weight for this service under `weighted`.
     pub weight: Option<u32>,
+    /// The ready endpoints of a headless Service (`clusterIP: None`) exported through MCS, for
+    /// the cluster-set names (KEP-1645 §2.4); `None` for every other shard, so they cost one
+    /// pointer.
+    pub headless: Option<std::sync::Arc<Vec<Endpoint>>>,
+}
+
+/// A ready endpoint of a headless Service (an EndpointSlice endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Its `hostname` (a StatefulSet pod's name); `None` when it sets none.
+    pub hostname: Option<String>,
+    /// Its addresses, sorted.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// What active probes say about a shard (DESIGN §3).

@@ -358,6 +358,7 @@ mod tests {
             zones: vec![],
             probe: Default::default(),
             probe_down: Vec::new(),
+            headless: None,
             cluster_ips: vec![],
         }
     }

@@ -8,6 +8,8 @@
 //! is the builder's job.
 
 use crate::geo::Locator;
+use std::net::IpAddr;
+
 use crate::model::{DnsName, EndpointName, Federation, IngressHost, RData, Service, rtype};
 use crate::selection::{self, AddressSet, Family};
 
@@ -302,14 +304,20 @@ impl<'a> Layout<'a> {
         names
     }
 
-    /// The MCS names (KEP-1645, "DNS"): `SVC.NS.svc.DOMAIN` per client location, the
-    /// cluster-set IPs of the client's cluster's `ClusterSetIP` ServiceImport when it has one
-    /// (they are local to the importing cluster, so no other client gets them), else what the
-    /// global name answers that client (the healthy shards chosen for it); and
-    /// `_PORT._PROTO.SVC.NS.svc.DOMAIN` SRV records for each named port, targeting the
-    /// service name (which always owns the addresses: no CNAME here). A `Headless` import
-    /// answers as no import: the model has no endpoint addresses or hostnames, so the spec's
-    /// per-endpoint and `HOSTNAME.CLUSTER.SVC...` names are not served.
+    /// The MCS names (KEP-1645, "DNS", and its DNS specification). `SVC.NS.svc.DOMAIN`, per
+    /// client location: the cluster-set IPs of the client's cluster's `ClusterSetIP`
+    /// ServiceImport when it has one (they are local to the importing cluster, so no other
+    /// client gets them); else, for a headless service (imported as `Headless` and exported
+    /// headless, its shards carrying endpoints), the addresses of every ready endpoint in the
+    /// federated view (§2.4.1, every one, not capped: a headless answer is the set of peers);
+    /// else what the global name answers that client (the healthy shards chosen for it).
+    /// `_PORT._PROTO.SVC.NS.svc.DOMAIN` SRV records for each named port target the service
+    /// name (which always owns the addresses: no CNAME here), or for a headless service each
+    /// endpoint's own name `HOSTNAME.CLUSTER.SVC.NS.svc.DOMAIN` (§2.4.2), which answers its
+    /// addresses. An endpoint without a hostname is named, per address, by the address with
+    /// `-` for `.` and `:` (the "system-assigned identifier" of §2.1, as CoreDNS names it).
+    /// A headless service with no ready endpoint answers NODATA, not the spec's NXDOMAIN: a
+    /// known service is never NXDOMAIN here, and its per-endpoint names come and go beside it.
     fn clusterset(
         &self,
         svc: &Service,
@@ -320,6 +328,26 @@ impl<'a> Layout<'a> {
         };
         let Ok(name) = DnsName::parse(&format!("{}.{}.{zone}", svc.name, svc.namespace)) else {
             return vec![];
+        };
+        let hosts = headless_hosts(svc, &name);
+        let headless = hosts.is_some();
+        let hosts = hosts.unwrap_or_default();
+        let all_ips: Vec<IpAddr> = {
+            let mut v: Vec<IpAddr> = hosts.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let fixed_sets = |ips: &[IpAddr]| -> Vec<RRset> {
+            let set = AddressSet::from_ips(ips);
+            Family::BOTH
+                .iter()
+                .filter_map(|&f| {
+                    let mut rr = self.addr_set(f, &set)?;
+                    rr.rotation = Rotation::Fixed;
+                    Some(rr)
+                })
+                .collect()
         };
         let global = self.global_node(sel);
         let per_location: Vec<Vec<RRset>> = (0..self.locator.locations().len())
@@ -337,6 +365,7 @@ impl<'a> Layout<'a> {
                             .filter_map(|&f| self.addr_set(f, &set))
                             .collect()
                     }
+                    None if headless => fixed_sets(&all_ips),
                     None => global.at(id).to_vec(),
                 }
             })
@@ -347,20 +376,35 @@ impl<'a> Layout<'a> {
             else {
                 continue;
             };
-            let rr = RRset::fixed(
-                rtype::SRV,
-                self.ttl,
-                vec![RData::Srv {
-                    priority: 0,
-                    weight: 100,
-                    port: port.port,
-                    target: name.clone(),
-                }],
-            );
+            let record = |target: &DnsName| RData::Srv {
+                priority: 0,
+                weight: 100,
+                port: port.port,
+                target: target.clone(),
+            };
+            let rdatas: Vec<RData> = if headless {
+                hosts.iter().map(|(h, _)| record(h)).collect()
+            } else {
+                vec![record(&name)]
+            };
+            let rrsets = if rdatas.is_empty() {
+                vec![]
+            } else {
+                vec![RRset::fixed(rtype::SRV, self.ttl, rdatas)]
+            };
             out.push((
                 srv,
                 NodeData {
-                    rrsets: vec![rr],
+                    rrsets,
+                    by_location: Vec::new(),
+                },
+            ));
+        }
+        for (host, ips) in hosts {
+            out.push((
+                host,
+                NodeData {
+                    rrsets: fixed_sets(&ips),
                     by_location: Vec::new(),
                 },
             ));
@@ -557,6 +601,55 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// The per-endpoint names of a headless MCS service (`HOSTNAME.CLUSTER.` + `name`) with their
+/// addresses, sorted by name, or `None` when the service is not one: it must be imported as
+/// `Headless` somewhere and exported headless (a shard carrying endpoints, even none ready).
+fn headless_hosts(svc: &Service, name: &DnsName) -> Option<Vec<(DnsName, Vec<IpAddr>)>> {
+    if !svc.imports.iter().any(|i| i.headless) {
+        return None;
+    }
+    let mut exported = false;
+    let mut hosts: Vec<(DnsName, Vec<IpAddr>)> = Vec::new();
+    for shard in &svc.shards {
+        let Some(eps) = &shard.headless else {
+            continue;
+        };
+        exported = true;
+        for e in eps.iter() {
+            let named: Vec<(String, Vec<IpAddr>)> = match &e.hostname {
+                Some(h) => vec![(h.clone(), e.addresses.clone())],
+                None => e
+                    .addresses
+                    .iter()
+                    .map(|a| (a.to_string().replace(['.', ':'], "-"), vec![*a]))
+                    .collect(),
+            };
+            for (label, ips) in named {
+                if let Ok(n) = DnsName::parse(&format!("{label}.{}.{name}", shard.cluster)) {
+                    hosts.push((n, ips));
+                }
+            }
+        }
+    }
+    if !exported {
+        return None;
+    }
+    hosts.sort();
+    // One hostname on two endpoints (a pod replaced while its slice lags): one name, both.
+    let mut merged: Vec<(DnsName, Vec<IpAddr>)> = Vec::with_capacity(hosts.len());
+    for (n, ips) in hosts {
+        match merged.last_mut() {
+            Some((m, all)) if *m == n => all.extend(ips),
+            _ => merged.push((n, ips)),
+        }
+    }
+    for (_, ips) in &mut merged {
+        ips.sort();
+        ips.dedup();
+    }
+    Some(merged)
+}
+
 /// The federation records fedns computed, as the etcd publisher writes them: every federated
 /// name (address, CNAME and SRV names, and the empty names of services healthy nowhere) with
 /// its TTL and values, sorted by name.
@@ -684,6 +777,7 @@ mod tests {
             zones: vec![],
             probe: Default::default(),
             probe_down: Vec::new(),
+            headless: None,
             cluster_ips: vec![],
         }
     }
@@ -842,6 +936,140 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A headless MCS service (KEP-1645 §2.4): every ready endpoint's addresses at the service
+    /// name, uncapped, except for a client whose cluster has a ClusterSetIP import; a name per
+    /// endpoint and cluster (its hostname, else its address dashed), and SRV records that
+    /// target those names. Without a Headless import the endpoints are not served.
+    #[test]
+    fn headless_clusterset_names_answer_every_endpoint() {
+        use crate::model::{Endpoint, Import};
+        let locator = crate::dns::tests::locator();
+        let mut fed = federation([1, 0, 0], Policy::Geo);
+        fed.max_answers = 1;
+        fed.clusterset_domain = DnsName::parse("clusterset.local").ok();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let hl = |c: usize, eps: Vec<Endpoint>| Shard {
+            cluster: CLUSTERS[c].0.into(),
+            ready_endpoints: eps.len() as u32,
+            headless: Some(std::sync::Arc::new(eps)),
+            ..Shard::default()
+        };
+        let svc = std::sync::Arc::make_mut(&mut fed.services[0]);
+        svc.shards.push(hl(
+            1,
+            vec![Endpoint {
+                hostname: Some("db-0".into()),
+                addresses: vec![ip("10.244.2.5")],
+            }],
+        ));
+        svc.shards.push(hl(
+            2,
+            vec![
+                Endpoint {
+                    hostname: Some("db-0".into()),
+                    addresses: vec![ip("10.244.1.5")],
+                },
+                Endpoint {
+                    hostname: None,
+                    addresses: vec![ip("10.244.1.6"), ip("2001:db8::6")],
+                },
+            ],
+        ));
+        svc.imports = vec![
+            Import {
+                cluster: "e1".into(),
+                ips: vec![ip("10.100.0.1")],
+                headless: false,
+            },
+            Import {
+                cluster: "w1".into(),
+                ips: vec![],
+                headless: true,
+            },
+        ];
+        let names = Layout::new(&fed, locator).service(&fed.services[0]);
+        let node = |n: &str| {
+            let n = DnsName::parse(n).unwrap();
+            names.iter().find(|(m, _)| *m == n).map(|(_, d)| d)
+        };
+        let rdatas = |d: &NodeData, loc: usize, t: u16| -> Vec<RData> {
+            d.get(loc, t).map(|r| r.rdatas.clone()).unwrap_or_default()
+        };
+        let svc_name = node("s.n.svc.clusterset.local").unwrap();
+        let e1 = locator.locate(ip("10.40.0.1"), 0).0 as usize;
+        let w1 = locator.locate(ip("10.41.0.1"), 0).0 as usize;
+        assert_eq!(
+            rdatas(svc_name, e1, rtype::A),
+            [RData::A("10.100.0.1".parse().unwrap())]
+        );
+        for loc in [0, w1] {
+            let a = svc_name.get(loc, rtype::A).unwrap();
+            assert_eq!(
+                a.rotation,
+                Rotation::Fixed,
+                "every endpoint, not max_answers"
+            );
+            assert_eq!(
+                a.rdatas,
+                ["10.244.1.5", "10.244.1.6", "10.244.2.5"].map(|a| RData::A(a.parse().unwrap()))
+            );
+            assert_eq!(
+                rdatas(svc_name, loc, rtype::AAAA),
+                [RData::Aaaa("2001:db8::6".parse().unwrap())]
+            );
+        }
+        let hosts = [
+            ("10-244-1-6.w1", rtype::A, "10.244.1.6"),
+            ("2001-db8--6.w1", rtype::AAAA, "2001:db8::6"),
+            ("db-0.e2", rtype::A, "10.244.2.5"),
+            ("db-0.w1", rtype::A, "10.244.1.5"),
+        ];
+        for (h, t, a) in hosts {
+            let d = node(&format!("{h}.s.n.svc.clusterset.local")).unwrap_or_else(|| panic!("{h}"));
+            assert_eq!(rdatas(d, 0, t), [RData::from_ip(ip(a))], "{h}");
+        }
+        let srv = node("_http._tcp.s.n.svc.clusterset.local").unwrap();
+        let mut targets: Vec<String> = rdatas(srv, 0, rtype::SRV)
+            .iter()
+            .map(|r| match r {
+                RData::Srv {
+                    target, port: 80, ..
+                } => target.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want: Vec<String> = hosts
+            .iter()
+            .map(|(h, _, _)| format!("{h}.s.n.svc.clusterset.local."))
+            .collect();
+        targets.sort();
+        assert_eq!(targets, want);
+        // No Headless import: the service answers as the global name, and no endpoint name.
+        std::sync::Arc::make_mut(&mut fed.services[0])
+            .imports
+            .truncate(1);
+        let names = Layout::new(&fed, locator).service(&fed.services[0]);
+        assert!(
+            !names
+                .iter()
+                .any(|(n, _)| n.to_string().starts_with("db-0."))
+        );
+        let srv = &names
+            .iter()
+            .find(|(n, _)| n.to_string().starts_with("_http._tcp.s.n.svc.clusterset"))
+            .unwrap()
+            .1;
+        assert_eq!(
+            rdatas(srv, 0, rtype::SRV),
+            [RData::Srv {
+                priority: 0,
+                weight: 100,
+                port: 80,
+                target: DnsName::parse("s.n.svc.clusterset.local").unwrap()
+            }]
+        );
     }
 
     /// A zone with IPv4 only answers AAAA with the IPv6 addresses from above, owned by the

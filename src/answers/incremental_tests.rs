@@ -3,7 +3,7 @@
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
 //! removed, policies, per-service TTLs and shard weights, the in-cluster redirect zone and its
 //! per-cluster answers (CNAMEs, and ClusterIPs for the asking cluster), the MCS `clusterset.local` zone and its per-cluster ServiceImport
-//! answers, probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
+//! answers (headless services' endpoint addresses and per-endpoint names included), probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
 //! wildcards, delegations with glue, MX targets)
 //! from fixed seeds, so a failure is reproducible.
 
@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
-    Cluster, DnsName, EndpointName, Federation, Import, IngressHost, Policy, ProbeState, RData,
-    Service, ServicePort, Shard, StaticZone, rtype,
+    Cluster, DnsName, Endpoint, EndpointName, Federation, Import, IngressHost, Policy, ProbeState,
+    RData, Service, ServicePort, Shard, StaticZone, rtype,
 };
 use crate::table::Table;
 
@@ -67,7 +67,35 @@ fn address(rng: &mut Rng) -> IpAddr {
     }
 }
 
+/// A headless Service's ready endpoints in one cluster: named (a name two endpoints may
+/// share) or not, one or two addresses each, sometimes none at all.
+fn headless_endpoints(rng: &mut Rng) -> Arc<Vec<Endpoint>> {
+    let mut v: Vec<Endpoint> = (0..rng.below(4))
+        .map(|_| Endpoint {
+            hostname: rng.chance(60).then(|| format!("pod-{}", rng.below(3))),
+            addresses: {
+                let mut a: Vec<IpAddr> = (0..rng.below(2) + 1).map(|_| address(rng)).collect();
+                a.sort();
+                a.dedup();
+                a
+            },
+        })
+        .collect();
+    v.sort();
+    Arc::new(v)
+}
+
 fn shard(rng: &mut Rng, cluster: usize) -> Shard {
+    // A headless Service's shard: no load balancer, its endpoints for the MCS names.
+    if rng.chance(15) {
+        let headless = headless_endpoints(rng);
+        return Shard {
+            cluster: CLUSTERS[cluster].0.into(),
+            ready_endpoints: headless.len() as u32,
+            headless: Some(headless),
+            ..Shard::default()
+        };
+    }
     Shard {
         weight: rng.chance(25).then(|| rng.below(4) as u32),
         cluster: CLUSTERS[cluster].0.into(),
@@ -81,6 +109,7 @@ fn shard(rng: &mut Rng, cluster: usize) -> Shard {
         },
         probe: ProbeState::Unprobed,
         probe_down: Vec::new(),
+        headless: None,
         // Known ClusterIPs turn the redirect's local CNAME into addresses.
         cluster_ips: if rng.chance(30) {
             vec![format!("10.96.0.{}", rng.below(3) + 1).parse().unwrap()]
@@ -98,7 +127,7 @@ fn imports(rng: &mut Rng) -> Vec<Import> {
         if !rng.chance(40) {
             continue;
         }
-        let headless = rng.chance(25);
+        let headless = rng.chance(40);
         let ips = if headless {
             vec![]
         } else {
@@ -237,6 +266,12 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
                 .first_mut()
             {
                 sh.ready_endpoints = if sh.ready_endpoints == 0 { 1 } else { 0 };
+                // A headless Service's endpoints come, go and change hostnames.
+                if sh.headless.is_some() {
+                    let eps = headless_endpoints(rng);
+                    sh.ready_endpoints = eps.len() as u32;
+                    sh.headless = Some(eps);
+                }
             }
         }
         2 if !fed.services.is_empty() && rng.chance(30) => {
@@ -371,6 +406,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
         "s0.ns.svc.cluster.local",
         "nope.s0.ns.svc.clusterset.local",
         "s9.ns.svc.clusterset.local",
+        "nope.c0.s0.ns.svc.clusterset.local",
     ]
     .iter()
     .map(|n| DnsName::parse(n).unwrap())

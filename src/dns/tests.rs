@@ -26,6 +26,7 @@ fn shard(cluster: &str, ips: &[&str], ready: u32) -> Shard {
         zones: vec![],
         probe: Default::default(),
         probe_down: Vec::new(),
+        headless: None,
         cluster_ips: vec![],
     }
 }

@@ -733,6 +733,7 @@ fn validate_parts<S: std::borrow::Borrow<RawService>>(
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
                 probe: Default::default(),
                 probe_down: Vec::new(),
+                headless: None,
                 weight: sh.weight,
             });
         }

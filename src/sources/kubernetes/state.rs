@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
 use crate::model::{
-    Cluster, DnsName, EndpointName, Federation, Import, IngressHost, Policy, RData, Service,
-    ServicePort, Shard, rtype,
+    Cluster, DnsName, Endpoint, EndpointName, Federation, Import, IngressHost, Policy, RData,
+    Service, ServicePort, Shard, rtype,
 };
 use crate::selection::is_healthy;
 
@@ -157,6 +157,9 @@ pub struct SlimSlice {
     pub zones: Vec<String>,
     /// Some ready endpoint had no zone.
     pub zoneless: bool,
+    /// The ready endpoints, sorted, of a headless Service's slice (one the EndpointSlice
+    /// controller labels `service.kubernetes.io/headless`); `None` for any other slice.
+    pub headless: Option<Vec<Endpoint>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -642,6 +645,22 @@ fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
     t
 }
 
+/// The ready endpoints of a headless service in one cluster, sorted, an endpoint in two slices
+/// once; `None` when none of its slices is a headless Service's.
+fn headless_endpoints(state: &ClusterState, service: &Key) -> Option<Vec<Endpoint>> {
+    let mut out: Option<Vec<Endpoint>> = None;
+    for k in state.slices.members.get(service).into_iter().flatten() {
+        if let Some(eps) = state.slices.live.get(k).and_then(|s| s.headless.as_ref()) {
+            out.get_or_insert_with(Vec::new).extend(eps.iter().cloned());
+        }
+    }
+    if let Some(v) = &mut out {
+        v.sort();
+        v.dedup();
+    }
+    out
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AssembleStats {
     /// Names served from expired clusters because nothing else was left (fail static).
@@ -868,6 +887,14 @@ fn service_of(
             }
         }
     };
+    // A headless Service is not federated (only load balancers are), so it has no Service
+    // here: when some cluster imports it as Headless, each cluster whose slices the
+    // EndpointSlice controller marks headless is a shard with those endpoints, for the MCS
+    // names.
+    let headless_import = views
+        .iter()
+        .any(|v| (v.state.imports.live.get(key)).is_some_and(|i| i.headless));
+    let (mut headless, mut headless_expired) = (Vec::new(), Vec::new());
     for v in views {
         // An expired cluster's import stays: its cluster-set IP is local to that cluster, so
         // only that cluster's clients get it, and they keep what they had (fail static).
@@ -879,12 +906,6 @@ fn service_of(
             });
             add_ports(&mut ports, &imp.ports);
         }
-        let Some(svc) = v.state.services.live.get(key) else {
-            continue;
-        };
-        found = true;
-        ttl = ttl.or(svc.settings.ttl);
-        policy = policy.or(svc.settings.policy.clone());
         let (r, nr, ez, zoneless) = tally(v.state, key);
         // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
         let shard_zones: Vec<String> = if zoneless {
@@ -895,6 +916,29 @@ fn service_of(
                 .map(String::from)
                 .collect()
         };
+        let Some(svc) = v.state.services.live.get(key) else {
+            if let Some(eps) = headless_import
+                .then(|| headless_endpoints(v.state, key))
+                .flatten()
+            {
+                let shard = Shard {
+                    cluster: v.spec.name.clone(),
+                    ready_endpoints: r,
+                    not_ready_endpoints: nr,
+                    zones: shard_zones,
+                    headless: Some(std::sync::Arc::new(eps)),
+                    ..Shard::default()
+                };
+                match v.fresh {
+                    Freshness::Serving => headless.push(shard),
+                    _ => headless_expired.push(shard),
+                }
+            }
+            continue;
+        };
+        found = true;
+        ttl = ttl.or(svc.settings.ttl);
+        policy = policy.or(svc.settings.policy.clone());
         let shard = Shard {
             cluster: v.spec.name.clone(),
             addresses: addresses(resolved, &svc.lb_ips, &svc.lb_hosts),
@@ -914,7 +958,18 @@ fn service_of(
     if !found && imports.is_empty() {
         return None;
     }
-    let from_expired = fail_static(&mut shards, expired);
+    let mut from_expired = fail_static(&mut shards, expired);
+    // The same rule for headless endpoints: an expired cluster's only when no serving cluster
+    // has one ready.
+    let any_ready = |v: &[Shard]| {
+        v.iter()
+            .any(|s| s.headless.as_ref().is_some_and(|e| !e.is_empty()))
+    };
+    if !any_ready(&headless) && any_ready(&headless_expired) {
+        headless.extend(headless_expired);
+        from_expired = true;
+    }
+    shards.extend(headless);
     // A service only imported (a ClusterIP Service exported through MCS, no load balancer)
     // exists for its MCS names; its federated names answer NODATA.
     if shards.is_empty() && imports.is_empty() {
@@ -1210,6 +1265,7 @@ pub(super) mod tests {
                 not_ready: 0,
                 zones: vec!["z1".into()],
                 zoneless: false,
+                headless: None,
             }),
         ));
         s.slices.apply(Change::InitDone);
@@ -1409,6 +1465,93 @@ pub(super) mod tests {
         assert!(fed.services[0].imports.is_empty());
     }
 
+    /// A service imported as Headless takes, per cluster, the endpoints of its slices marked
+    /// headless (a slice without the mark gives none); an expired cluster's endpoints stay
+    /// only while no serving cluster has one ready, counted as fail static.
+    #[test]
+    fn headless_imports_take_endpoints_from_headless_slices() {
+        let now = Instant::now();
+        let (a, mut b) = (spec("a"), spec("b"));
+        b.service_imports = true;
+        let mut sa = listed("10.0.0.1", 1);
+        let mut sb = ClusterState::for_spec(&b);
+        sb.services.apply(Change::Init);
+        sb.services.apply(Change::InitDone);
+        sb.ingresses.apply(Change::Init);
+        sb.ingresses.apply(Change::InitDone);
+        sb.slices.apply(Change::Init);
+        sb.slices.apply(Change::InitDone);
+        sb.nodes = listed("10.0.0.9", 0).nodes;
+        sb.imports.apply(Change::Init);
+        sb.imports.apply(Change::InitApply(
+            key("shop", "db"),
+            Some(SlimImport {
+                ips: vec![],
+                headless: true,
+                ports: vec![],
+            }),
+        ));
+        sb.imports.apply(Change::InitDone);
+        let ep = |h: Option<&str>, ip: &str| Endpoint {
+            hostname: h.map(String::from),
+            addresses: vec![ip.parse().unwrap()],
+        };
+        let slice = |eps: Option<Vec<Endpoint>>| SlimSlice {
+            service: "db".into(),
+            ready: eps.as_ref().map_or(1, |e| e.len() as u32),
+            not_ready: 0,
+            zones: vec![],
+            zoneless: true,
+            headless: eps,
+        };
+        sa.slices.apply(Change::Apply(
+            key("shop", "db-1"),
+            Some(slice(Some(vec![ep(Some("db-0"), "10.244.0.5")]))),
+        ));
+        sa.slices
+            .apply(Change::Apply(key("shop", "db-2"), Some(slice(None))));
+        sb.slices.apply(Change::Apply(
+            key("shop", "db-1"),
+            Some(slice(Some(vec![]))),
+        ));
+        let db = |sa: &ClusterState, sb: &ClusterState| {
+            let views = [(&a, sa), (&b, sb)];
+            let (fed, stats) = assemble(&settings(10), &views, &HashMap::new(), now);
+            let svc = fed
+                .services
+                .iter()
+                .find(|s| s.name == "db")
+                .unwrap()
+                .clone();
+            let eps: Vec<(String, Vec<Endpoint>)> = (svc.shards.iter())
+                .map(|s| (s.cluster.clone(), s.headless.as_deref().unwrap().clone()))
+                .collect();
+            (eps, stats.fail_static_names)
+        };
+        let (eps, stale) = db(&sa, &sb);
+        assert_eq!(
+            eps,
+            [
+                ("a".to_string(), vec![ep(Some("db-0"), "10.244.0.5")]),
+                ("b".to_string(), vec![])
+            ]
+        );
+        assert_eq!(stale, 0);
+        // a expires: b has no ready endpoint, so a's stay.
+        sa.down_since = Some(now - Duration::from_secs(60));
+        let (eps, stale) = db(&sa, &sb);
+        assert_eq!(eps.len(), 2, "{eps:?}");
+        assert_eq!(stale, 2, "db, and a's load-balanced web");
+        // b gets one: a's go.
+        sb.slices.apply(Change::Apply(
+            key("shop", "db-1"),
+            Some(slice(Some(vec![ep(None, "10.245.0.7")]))),
+        ));
+        let (eps, stale) = db(&sa, &sb);
+        assert_eq!(eps, [("b".to_string(), vec![ep(None, "10.245.0.7")])]);
+        assert_eq!(stale, 1, "web alone");
+    }
+
     #[test]
     fn fail_static_after_grace() {
         let now = Instant::now();
@@ -1507,12 +1650,26 @@ pub(super) mod tests {
                     st.services.apply(Change::Delete(key("shop", &svc)));
                 }
                 3..=5 => {
+                    let ready = rnd(3) as u32;
+                    // A headless Service's slice carries its ready endpoints (some named,
+                    // some sharing a name across slices).
+                    let headless = (rnd(3) == 0).then(|| {
+                        (0..ready)
+                            .map(|i| Endpoint {
+                                hostname: (rnd(2) == 0).then(|| format!("pod-{}", rnd(3))),
+                                addresses: vec![
+                                    format!("10.244.{c}.{}", rnd(4) + i as u64).parse().unwrap(),
+                                ],
+                            })
+                            .collect()
+                    });
                     let v = SlimSlice {
                         service: svc.clone(),
-                        ready: rnd(3) as u32,
+                        ready,
                         not_ready: rnd(2) as u32,
                         zones: vec![["z1", "z2", "z9"][rnd(3) as usize].into()],
                         zoneless: rnd(5) == 0,
+                        headless,
                     };
                     let slice = format!("sl{}", rnd(8));
                     st.slices.apply(Change::Apply(key("shop", &slice), Some(v)));

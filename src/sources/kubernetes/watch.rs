@@ -31,7 +31,7 @@ use super::state::{
     Change, Key, Kind, SlimEndpoints, SlimGateway, SlimImport, SlimIngress, SlimNode, SlimRoute,
     SlimService, SlimSlice,
 };
-use crate::model::{DnsName, RData, ServicePort};
+use crate::model::{DnsName, Endpoint, RData, ServicePort};
 
 /// A translated change of one kind.
 #[derive(Debug)]
@@ -629,13 +629,16 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
     })
 }
 
+/// The label the EndpointSlice controller puts on the slices of a headless Service
+/// (`clusterIP: None`).
+const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
 fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
-    let service = s
-        .metadata
-        .labels
-        .as_ref()?
-        .get("kubernetes.io/service-name")?
-        .clone();
+    let labels = s.metadata.labels.as_ref()?;
+    let service = labels.get("kubernetes.io/service-name")?.clone();
+    // Only a headless Service's slices keep their endpoints (the MCS per-endpoint names): the
+    // others need counts and zones alone, and there are many more of them.
+    let mut headless: Option<Vec<Endpoint>> = labels.contains_key(HEADLESS_LABEL).then(Vec::new);
     let (mut ready, mut not_ready, mut zoneless) = (0u32, 0u32, false);
     let mut zones: Vec<String> = Vec::new();
     for e in &s.endpoints {
@@ -645,6 +648,22 @@ fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
             c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true);
         if is_ready {
             ready += 1;
+            if let Some(eps) = &mut headless {
+                let addresses = parse_ips(e.addresses.iter().map(String::as_str));
+                if !addresses.is_empty() {
+                    eps.push(Endpoint {
+                        // A hostname that is not one DNS label cannot name anything.
+                        hostname: e
+                            .hostname
+                            .as_deref()
+                            .filter(|h| {
+                                !h.contains('.') && DnsName::parse(h).is_ok_and(|n| !n.is_root())
+                            })
+                            .map(str::to_ascii_lowercase),
+                        addresses,
+                    });
+                }
+            }
             match &e.zone {
                 Some(z) if !zones.contains(z) => zones.push(z.clone()),
                 Some(_) => {}
@@ -655,12 +674,16 @@ fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
         }
     }
     zones.sort();
+    if let Some(eps) = &mut headless {
+        eps.sort();
+    }
     Some(SlimSlice {
         service,
         ready,
         not_ready,
         zones,
         zoneless,
+        headless,
     })
 }
 
