@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kube_api::{
-    ApiServer, Res, cluster_ip_service, dns_endpoint, gateway, http_route, ingress, kubeconfig,
-    kubeconfig_secure, node, service, service_import, slice, test_ca,
+    ApiServer, Res, cluster_ip_service, dns_endpoint, gateway, headless_slice, http_route, ingress,
+    kubeconfig, kubeconfig_secure, node, service, service_import, slice, test_ca,
 };
 use serde_json::json;
 
@@ -2189,6 +2189,115 @@ fn clusterset_names_answer_import_ips_per_cluster_else_shards() {
         (!got.is_empty() && got == a_of("127.0.0.2", G)).then_some(())
     })
     .unwrap_or_else(|| panic!("deleted import still served:\n{}", f.log_text()));
+}
+
+/// A headless Service exported through MCS (KEP-1645 DNS specification §2.4), imported as
+/// Headless: `SVC.NS.svc.clusterset.local` answers every ready endpoint of every cluster (not
+/// the unready one), each endpoint has `HOSTNAME.CLUSTER.SVC...` (an endpoint without a
+/// hostname is named by its dashed address), SRV targets those names, an endpoint turning
+/// unready leaves at once, and an unreachable member's endpoints follow fail static: dropped
+/// after the grace while another cluster has ready ones, served again when none has.
+#[test]
+fn clusterset_headless_names_answer_every_ready_endpoint_with_per_endpoint_names() {
+    let cl = Clusters::start();
+    cl.east2.set_installed(Res::ServiceImports, false);
+    let east1_eps = [
+        ("10.244.1.20", "db-0", true),
+        ("10.244.1.21", "db-1", true),
+        ("10.244.1.22", "db-2", false),
+    ];
+    let west_eps = [("10.246.1.20", "db-0", true), ("10.246.1.21", "", true)];
+    for (api, eps) in [(&cl.east1, &east1_eps[..]), (&cl.west, &west_eps[..])] {
+        let mut svc = cluster_ip_service("shop", "db", fed_label());
+        svc["spec"]["clusterIP"] = json!("None");
+        svc["spec"]["clusterIPs"] = json!(["None"]);
+        api.put(Res::Services, svc);
+        api.put(
+            Res::EndpointSlices,
+            headless_slice("shop", "db-x1", "db", eps),
+        );
+        api.put(
+            Res::ServiceImports,
+            service_import(
+                "shop",
+                "db",
+                &[],
+                &[("tcp-pg", "TCP", 5432)],
+                &["east1", "west"],
+            ),
+        );
+    }
+    let fx = Fixture::new(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        3,
+    );
+    enable(
+        &fx,
+        "  service_imports: true\n  clusterset_domain: clusterset.local\n",
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    let name = "db.shop.svc.clusterset.local.";
+    let all = ["10.244.1.20", "10.244.1.21", "10.246.1.20", "10.246.1.21"];
+    f.expect_a(name, &all, SETTLE);
+    let hosts = [
+        ("db-0.east1", "10.244.1.20"),
+        ("db-1.east1", "10.244.1.21"),
+        ("db-0.west", "10.246.1.20"),
+        ("10-246-1-21.west", "10.246.1.21"),
+    ];
+    for (h, ip) in hosts {
+        let got = f.ask(&format!("{h}.{name}"), RecordType::A);
+        assert_eq!((got.rcode, got.addrs), (0, set(&[ip])), "{h}");
+    }
+    let unready = "db-2.east1.db.shop.svc.clusterset.local.";
+    assert_eq!(f.ask(unready, RecordType::A).rcode, 3, "not ready: no name");
+    let srv = f.ask(
+        "_tcp-pg._tcp.db.shop.svc.clusterset.local.",
+        RecordType::SRV,
+    );
+    let mut got = srv.srv.clone();
+    got.sort();
+    let mut want: Vec<(u16, String)> = hosts
+        .iter()
+        .map(|(h, _)| (5432, format!("{h}.{name}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{srv:?}");
+
+    // db-1 turns unready: its address and its name go.
+    cl.east1.put(
+        Res::EndpointSlices,
+        headless_slice(
+            "shop",
+            "db-x1",
+            "db",
+            &[
+                ("10.244.1.20", "db-0", true),
+                ("10.244.1.21", "db-1", false),
+            ],
+        ),
+    );
+    f.expect_a(name, &["10.244.1.20", "10.246.1.20", "10.246.1.21"], SETTLE);
+    assert_eq!(
+        f.ask("db-1.east1.db.shop.svc.clusterset.local.", RecordType::A)
+            .rcode,
+        3
+    );
+
+    // West's API server goes away: past the grace its endpoints go, east1 having one ready...
+    cl.west.go_away();
+    f.expect_a(name, &["10.244.1.20"], Duration::from_secs(20));
+    // ...and when east1 has none, west's last known ones are served again (fail static).
+    cl.east1.put(
+        Res::EndpointSlices,
+        headless_slice("shop", "db-x1", "db", &[("10.244.1.20", "db-0", false)]),
+    );
+    f.expect_a(name, &["10.246.1.20", "10.246.1.21"], SETTLE);
+    assert_eq!(
+        f.a("db-0.west.db.shop.svc.clusterset.local."),
+        set(&["10.246.1.20"])
+    );
 }
 
 // ------------------------------------------------------------------------------------------

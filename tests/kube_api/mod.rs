@@ -1248,6 +1248,34 @@ pub fn slice(ns: &str, name: &str, service: &str, endpoints: &[Ep<'_>]) -> Value
     })
 }
 
+/// An EndpointSlice of a headless Service (`clusterIP: None`), as the EndpointSlice controller
+/// writes it: labelled `service.kubernetes.io/headless`, each endpoint `(address, hostname,
+/// ready)` with its hostname (a StatefulSet pod's name; `""`: none).
+pub fn headless_slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    endpoints: &[(&str, &str, bool)],
+) -> Value {
+    let eps: Vec<Ep<'_>> = endpoints
+        .iter()
+        .map(|(ip, _, ready)| (*ip, *ready, false, None))
+        .collect();
+    let mut s = slice(ns, name, service, &eps);
+    s["metadata"]["labels"]["service.kubernetes.io/headless"] = json!("");
+    for (e, (_, host, _)) in s["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(endpoints)
+    {
+        if !host.is_empty() {
+            e["hostname"] = json!(host);
+        }
+    }
+    s
+}
+
 /// An Ingress like `storefront` in list-ingresses.json.
 pub fn ingress(ns: &str, name: &str, hosts: &[&str], backend: &str, lb: &[&str]) -> Value {
     let rules: Vec<Value> = hosts

@@ -1080,6 +1080,42 @@ mod tests {
         let slim = slim_slice(s).unwrap();
         assert_eq!((slim.ready, slim.not_ready), (1, 2), "{slim:?}");
         assert_eq!(slim.service, "checkout");
+        assert_eq!(slim.headless, None, "not a headless Service's slice");
+    }
+
+    /// A slice the controller labels headless keeps its ready endpoints (hostname and
+    /// addresses); the hostname-bearing endpoint of the real capture is one.
+    #[test]
+    fn headless_slices_keep_their_ready_endpoints() {
+        let slices: Vec<EndpointSlice> = list("list-endpointslices.json");
+        let mut s = slices
+            .iter()
+            .find(|s| s.name_any() == "catalog-q9w4r")
+            .unwrap()
+            .clone();
+        assert_eq!(slim_slice(&s).unwrap().headless, None);
+        s.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(HEADLESS_LABEL.into(), String::new());
+        let slim = slim_slice(&s).unwrap();
+        assert_eq!(
+            slim.headless,
+            Some(vec![Endpoint {
+                hostname: Some("catalog-0".into()),
+                addresses: vec!["fd00:10:244:1::5".parse().unwrap()],
+            }])
+        );
+        // Not ready endpoints and a hostname that is no DNS label.
+        let mut ep = s.endpoints[0].clone();
+        ep.hostname = Some("a.b".into());
+        let mut down = ep.clone();
+        down.conditions.get_or_insert_default().ready = Some(false);
+        s.endpoints = vec![ep, down];
+        let slim = slim_slice(&s).unwrap();
+        let eps = slim.headless.unwrap();
+        assert_eq!(eps.len(), 1, "{eps:?}");
+        assert_eq!(eps[0].hostname, None);
     }
 
     #[test]
