@@ -2115,6 +2115,31 @@ fn clusterset_names_answer_import_ips_per_cluster_else_shards() {
         (0, None),
         "{east1:?}"
     );
+    // /explain says which cluster's import answered, or that the global name's answer did.
+    let explain = |client: &str| -> serde_json::Value {
+        let (status, body) = http_get(
+            f.http,
+            &format!("/explain?name={mcs}&type=A&client={client}&format=json"),
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let x = explain("127.0.0.2");
+    let why = &x["service"]["why"][0];
+    assert_eq!(why["addresses"], json!(["10.100.0.10"]), "{x}");
+    assert!(
+        why["why"]
+            .as_str()
+            .unwrap()
+            .contains("ClusterSetIPs of cluster east1's ServiceImport"),
+        "{x}"
+    );
+    let x = explain("127.0.0.3");
+    let why = x["service"]["why"][0]["why"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("imports it as Headless") && why.contains("what the global name"),
+        "{why}"
+    );
     assert_eq!(east1.ttl, Some(5), "the federation's ttl");
     assert!(ask("127.0.0.2", mcs, RecordType::AAAA).addrs.is_empty());
     // West's import is Headless and the unplaced client has no cluster: the global answer.
@@ -2264,6 +2289,46 @@ fn clusterset_headless_names_answer_every_ready_endpoint_with_per_endpoint_names
         .collect();
     want.sort();
     assert_eq!(got, want, "{srv:?}");
+    // /explain names the rule, the imports and the endpoints; /status counts them per cluster.
+    let explain = |q: &str| -> serde_json::Value {
+        let (status, body) = http_get(f.http, &format!("/explain?{q}&format=json"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let x = explain("name=db.shop.svc.clusterset.local&client=127.0.0.1");
+    let svc = &x["service"];
+    assert_eq!(svc["level"], "clusterset", "{x}");
+    assert_eq!(svc["imports"].as_array().map(Vec::len), Some(2), "{x}");
+    let why = &svc["why"][0];
+    assert_eq!(why["decision"], "answer", "{x}");
+    let text = why["why"].as_str().unwrap();
+    assert!(
+        text.contains("headless service") && text.contains("every ready"),
+        "{text}"
+    );
+    assert_eq!(why["addresses"].as_array().map(Vec::len), Some(4), "{x}");
+    let east1 = svc["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["cluster"] == "east1")
+        .unwrap();
+    assert_eq!(
+        east1["endpoints"],
+        json!(["db-0 10.244.1.20", "db-1 10.244.1.21"])
+    );
+    let x = explain("name=db-2.east1.db.shop.svc.clusterset.local&client=127.0.0.1");
+    assert_eq!(x["service"]["why"][0]["decision"], "nxdomain", "{x}");
+    assert_eq!(x["answer"]["rcode"], "Non-Existent Domain", "{x}");
+    let (_, page) = http_get(f.http, "/status");
+    let row = page
+        .split("<tr data-cluster=\"east1\"><td>myfed</td><td>svc.clusterset.local.</td>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cluster-set row for east1:\n{page}"));
+    assert!(
+        row.starts_with("<td>east1</td><td>0</td><td>1</td><td>1</td><td>2</td></tr>"),
+        "{row}"
+    );
 
     // db-1 turns unready: its address and its name go.
     cl.east1.put(

@@ -10,7 +10,7 @@
 use crate::geo::Locator;
 use std::net::IpAddr;
 
-use crate::model::{DnsName, EndpointName, Federation, IngressHost, RData, Service, rtype};
+use crate::model::{DnsName, EndpointName, Federation, Import, IngressHost, RData, Service, rtype};
 use crate::selection::{self, AddressSet, Family};
 
 /// Most rotations precomputed per answer; larger sets rotate through evenly spread offsets.
@@ -351,24 +351,19 @@ impl<'a> Layout<'a> {
         };
         let global = self.global_node(sel);
         let per_location: Vec<Vec<RRset>> = (0..self.locator.locations().len())
-            .map(|id| {
-                let import = self.locator.cluster_of(id).and_then(|c| {
-                    svc.imports
-                        .iter()
-                        .find(|i| i.cluster == c && !i.headless && !i.ips.is_empty())
-                });
-                match import {
-                    Some(i) => {
+            .map(
+                |id| match mcs_choice(svc, self.locator.cluster_of(id), headless) {
+                    McsChoice::ClusterSetIp(i) => {
                         let set = AddressSet::from_ips(&i.ips);
                         Family::BOTH
                             .iter()
                             .filter_map(|&f| self.addr_set(f, &set))
                             .collect()
                     }
-                    None if headless => fixed_sets(&all_ips),
-                    None => global.at(id).to_vec(),
-                }
-            })
+                    McsChoice::Headless => fixed_sets(&all_ips),
+                    McsChoice::Global => global.at(id).to_vec(),
+                },
+            )
             .collect();
         let mut out = vec![(name.clone(), Self::node(per_location))];
         for port in &svc.ports {
@@ -601,10 +596,35 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// What an MCS service name answers a client of `cluster` (KEP-1645 "DNS"): shared by the
+/// layout and `/explain`, so the explanation is the rule that was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McsChoice<'a> {
+    /// The ClusterSetIPs of the client's cluster's import (local to that cluster).
+    ClusterSetIp(&'a Import),
+    /// A headless service: every ready endpoint of every cluster.
+    Headless,
+    /// What the global name answers this client.
+    Global,
+}
+
+/// The rule: the client's cluster's ClusterSetIP import first, else every ready endpoint of a
+/// `headless` service ([`headless_hosts`] is `Some`), else the global name's answer.
+pub fn mcs_choice<'a>(svc: &'a Service, cluster: Option<&str>, headless: bool) -> McsChoice<'a> {
+    let own = cluster.and_then(|c| {
+        (svc.imports.iter()).find(|i| i.cluster == c && !i.headless && !i.ips.is_empty())
+    });
+    match own {
+        Some(i) => McsChoice::ClusterSetIp(i),
+        None if headless => McsChoice::Headless,
+        None => McsChoice::Global,
+    }
+}
+
 /// The per-endpoint names of a headless MCS service (`HOSTNAME.CLUSTER.` + `name`) with their
 /// addresses, sorted by name, or `None` when the service is not one: it must be imported as
 /// `Headless` somewhere and exported headless (a shard carrying endpoints, even none ready).
-fn headless_hosts(svc: &Service, name: &DnsName) -> Option<Vec<(DnsName, Vec<IpAddr>)>> {
+pub fn headless_hosts(svc: &Service, name: &DnsName) -> Option<Vec<(DnsName, Vec<IpAddr>)>> {
     if !svc.imports.iter().any(|i| i.headless) {
         return None;
     }
@@ -944,7 +964,7 @@ mod tests {
     /// target those names. Without a Headless import the endpoints are not served.
     #[test]
     fn headless_clusterset_names_answer_every_endpoint() {
-        use crate::model::{Endpoint, Import};
+        use crate::model::Endpoint;
         let locator = crate::dns::tests::locator();
         let mut fed = federation([1, 0, 0], Policy::Geo);
         fed.max_answers = 1;

@@ -29,7 +29,9 @@ mod federation;
 mod incremental_tests;
 pub mod skydns;
 
-pub use self::federation::{FederationRecords, Published, federation_records};
+pub use self::federation::{
+    FederationRecords, McsChoice, Published, federation_records, headless_hosts, mcs_choice,
+};
 use self::federation::{Layout, NodeData, RRset};
 use self::skydns::{EtcdData, Outcome};
 use crate::dns::dnssec::{self, ZoneKeys};

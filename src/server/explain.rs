@@ -18,9 +18,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::Shared;
+use crate::answers;
 use crate::dns::explain::Answer;
 use crate::geo::{Found, Locator, distance_km};
-use crate::model::{Federation, Policy, ProbeState, Service, Shard};
+use crate::model::{DnsName, Federation, Policy, ProbeState, Service, Shard};
 use crate::selection::{self, AddressSet, Family, ServiceSelection, is_healthy};
 
 const USAGE: &str = "/explain?name=NAME[&type=TYPE][&client=IP][&ecs=ADDRESS/PREFIX][&format=json]";
@@ -76,6 +77,8 @@ pub struct ServiceView {
     pub policy: String,
     pub policy_override: bool,
     pub shards: Vec<ShardView>,
+    /// The MCS ServiceImports of the service, per importing cluster.
+    pub imports: Vec<ImportView>,
     /// The global name's choice for this client, per family (global names only).
     pub chosen: Vec<Chosen>,
     /// Per level, for each family asked, the decision taken and why, from the name asked up.
@@ -98,8 +101,20 @@ pub struct ShardView {
     pub probes: Vec<ProbedAddress>,
     /// Addresses left out of answers because their probes fail (their siblings pass).
     pub probe_down: Vec<String>,
+    /// A headless Service's ready endpoints (`HOSTNAME ADDRESS…`, or the addresses alone),
+    /// for the MCS names; empty for any other shard.
+    pub endpoints: Vec<String>,
     pub healthy: bool,
     pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct ImportView {
+    pub cluster: String,
+    /// `ClusterSetIP` or `Headless`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ips: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -258,6 +273,31 @@ struct NameOf<'a> {
     region: Option<String>,
     zone: Option<String>,
     srv: Option<String>,
+    /// An MCS name (`SVC.NS.svc.CLUSTERSET`, its SRV names, or `HOST.CLUSTER.` + it): the
+    /// service name and, for a per-endpoint name, the endpoint's label and cluster.
+    mcs: Option<(DnsName, Option<(String, String)>)>,
+}
+
+/// `text` (lowercase, with the final dot) as an MCS name of `svc` in `fed`.
+fn mcs_name(
+    fed: &Federation,
+    svc: &Service,
+    text: &str,
+    srv: bool,
+) -> Option<(DnsName, Option<(String, String)>)> {
+    let zone = fed.clusterset_zone()?;
+    let name = format!("{}.{}.{zone}", svc.name, svc.namespace);
+    if text == name {
+        return Some((DnsName::parse(&name).ok()?, None));
+    }
+    let front = text.strip_suffix(&name)?.strip_suffix('.')?;
+    match front.split('.').collect::<Vec<_>>().as_slice() {
+        [host, cluster] if !srv => Some((
+            DnsName::parse(&name).ok()?,
+            Some((host.to_string(), cluster.to_string())),
+        )),
+        _ => None,
+    }
 }
 
 fn find_service<'a>(feds: &'a [Federation], name: &str) -> Option<NameOf<'a>> {
@@ -277,6 +317,16 @@ fn find_service<'a>(feds: &'a [Federation], name: &str) -> Option<NameOf<'a>> {
             while let Some((l, r)) = rest.strip_prefix('_').and_then(|r| r.split_once('.')) {
                 srv.push(format!("_{l}"));
                 rest = r;
+            }
+            if let Some(mcs) = mcs_name(fed, svc, rest, !srv.is_empty()) {
+                return Some(NameOf {
+                    fed,
+                    svc,
+                    region: None,
+                    zone: None,
+                    srv: (!srv.is_empty()).then(|| srv.join(".")),
+                    mcs: Some(mcs),
+                });
             }
             let Some(after) = rest.strip_prefix(&label) else {
                 continue;
@@ -301,6 +351,7 @@ fn find_service<'a>(feds: &'a [Federation], name: &str) -> Option<NameOf<'a>> {
                 region,
                 zone,
                 srv: (!srv.is_empty()).then(|| srv.join(".")),
+                mcs: None,
             });
         }
     }
@@ -326,6 +377,12 @@ fn has_family(s: &Shard, f: Family) -> bool {
 }
 
 fn shard_reason(shard: &Shard) -> String {
+    if let Some(eps) = &shard.headless {
+        return format!(
+            "headless Service: {} ready endpoint(s) for the MCS names, no load balancer",
+            eps.len()
+        );
+    }
     if shard.probe == ProbeState::Down && shard.ready_endpoints > 0 {
         "unhealthy: probe failing".to_string()
     } else if is_healthy(shard) {
@@ -521,6 +578,172 @@ fn global_step(
     }
 }
 
+/// Why an MCS name answers what it does for location `loc`: the rule of
+/// [`answers::mcs_choice`] (the same function the layout applies), then, where the global
+/// name's answer is taken, that name's step for each family.
+#[allow(clippy::too_many_arguments)]
+fn mcs_steps(
+    fed: &Federation,
+    svc: &Service,
+    sel: &ServiceSelection,
+    locator: &Locator,
+    loc: u16,
+    name: &DnsName,
+    endpoint: Option<&(String, String)>,
+    srv: Option<&str>,
+    families: &[Family],
+) -> Vec<Step> {
+    let hosts = answers::headless_hosts(svc, name);
+    let headless = hosts.is_some();
+    let hosts = hosts.unwrap_or_default();
+    let of =
+        |ips: &[IpAddr], f: Family| -> Vec<String> { list(&AddressSet::from_ips(ips), Some(f)) };
+    let exporters: Vec<&str> = (svc.shards.iter())
+        .filter(|s| s.headless.is_some())
+        .map(|s| s.cluster.as_str())
+        .collect();
+    let headless_why = || {
+        let importers: Vec<&str> = (svc.imports.iter())
+            .filter(|i| i.headless)
+            .map(|i| i.cluster.as_str())
+            .collect();
+        format!(
+            "headless service (imported as Headless by {}, exported headless by {})",
+            importers.join(", "),
+            exporters.join(", ")
+        )
+    };
+    let mut out = Vec::new();
+    if let Some((host, cluster)) = endpoint {
+        let full = format!("{host}.{cluster}.{name}");
+        let ips = hosts
+            .iter()
+            .find(|(n, _)| n.to_string() == full)
+            .map(|(_, a)| a.clone());
+        for &f in families {
+            let (decision, why, addresses) = match &ips {
+                _ if !headless => (
+                    "nxdomain",
+                    "not a headless service: no per-endpoint names (NXDOMAIN)".to_string(),
+                    vec![],
+                ),
+                None => (
+                    "nxdomain",
+                    format!(
+                        "{}: no ready endpoint {host} in cluster {cluster} (NXDOMAIN)",
+                        headless_why()
+                    ),
+                    vec![],
+                ),
+                Some(ips) => {
+                    let a = of(ips, f);
+                    (
+                        if a.is_empty() { "nodata" } else { "answer" },
+                        format!(
+                            "{}: the ready endpoint {host} of cluster {cluster}",
+                            headless_why()
+                        ),
+                        a,
+                    )
+                }
+            };
+            out.push(Step {
+                level: full.clone(),
+                family: Some(f.label().into()),
+                decision: decision.into(),
+                why,
+                addresses,
+            });
+        }
+        return out;
+    }
+    if let Some(srv) = srv {
+        let (why, targets) = if headless {
+            (
+                format!(
+                    "{}: one SRV per ready endpoint, each targeting the endpoint's own name",
+                    headless_why()
+                ),
+                hosts.iter().map(|(n, _)| n.to_string()).collect(),
+            )
+        } else {
+            (
+                "SRV target: the service's MCS name, which answers per client cluster".to_string(),
+                vec![name.to_string()],
+            )
+        };
+        out.push(Step {
+            level: format!("{srv}.{name}"),
+            family: None,
+            decision: if targets.is_empty() { "nodata" } else { "srv" }.into(),
+            why,
+            addresses: targets,
+        });
+        return out;
+    }
+    let cluster = locator.cluster_of(loc as usize);
+    let client = match cluster {
+        Some(c) => match svc.imports.iter().find(|i| i.cluster == c) {
+            Some(i) if i.headless => format!("the client's cluster {c} imports it as Headless"),
+            Some(_) => format!("the client's cluster {c} has a ClusterSetIP import"),
+            None => format!("the client's cluster {c} has no ServiceImport of it"),
+        },
+        None => "the client is in no member cluster".to_string(),
+    };
+    let name_text = name.to_string();
+    match answers::mcs_choice(svc, cluster, headless) {
+        answers::McsChoice::ClusterSetIp(i) => {
+            for &f in families {
+                let a = of(&i.ips, f);
+                out.push(Step {
+                    level: name_text.clone(),
+                    family: Some(f.label().into()),
+                    decision: if a.is_empty() { "nodata" } else { "answer" }.into(),
+                    why: format!(
+                        "{client}: the ClusterSetIPs of cluster {}'s ServiceImport (allocated by its MCS implementation, routed only there){}",
+                        i.cluster,
+                        if a.is_empty() { format!(", none {}", f.label()) } else { String::new() }
+                    ),
+                    addresses: a,
+                });
+            }
+        }
+        answers::McsChoice::Headless => {
+            let all: Vec<IpAddr> = hosts.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+            for &f in families {
+                let a = of(&all, f);
+                out.push(Step {
+                    level: name_text.clone(),
+                    family: Some(f.label().into()),
+                    decision: if a.is_empty() { "nodata" } else { "answer" }.into(),
+                    why: format!(
+                        "{client}; {}: every ready {} endpoint of every cluster{}",
+                        headless_why(),
+                        f.label(),
+                        if a.is_empty() { " (none)" } else { "" }
+                    ),
+                    addresses: a,
+                });
+            }
+        }
+        answers::McsChoice::Global => {
+            let global = format!(
+                "{}.{}.{}.svc.{}",
+                svc.name, svc.namespace, fed.name, fed.zone
+            );
+            for &f in families {
+                let mut step = global_step(fed, svc, sel, locator, loc, f, &name_text);
+                step.why = format!(
+                    "{client}, and the service is not headless: what the global name {global} answers this client, under this name; {}",
+                    step.why
+                );
+                out.push(step);
+            }
+        }
+    }
+    out
+}
+
 /// The steps from the level asked up to the one that decides, for family `f`; mirrors
 /// `answers/federation.rs` (a level with nothing healthy in either family CNAMEs up, a level
 /// with the other family only answers this one from above under its own name).
@@ -641,11 +864,16 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
         let (fed, svc) = (m.fed, m.svc);
         let policy = svc.policy.as_ref().unwrap_or(&fed.policy);
         let level = match (&m.region, &m.zone) {
+            _ if m.mcs.is_some() => "clusterset",
             (None, _) => "global",
             (Some(_), None) => "regional",
             (Some(_), Some(_)) => "zonal",
         };
         let policy_text = match policy {
+            _ if level == "clusterset" => format!(
+                "{} (decides the MCS name only where it answers as the global name)",
+                policy_name(policy)
+            ),
             _ if level != "global" => format!(
                 "{} (decides the global name only; a {level} name answers the healthy shards of its {})",
                 policy_name(policy),
@@ -710,12 +938,54 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
                     .into(),
                     probes: probed,
                     probe_down: shard.probe_down.iter().map(|a| a.to_string()).collect(),
+                    endpoints: (shard.headless.iter().flat_map(|e| e.iter()))
+                        .map(|e| {
+                            let ips: Vec<String> =
+                                e.addresses.iter().map(|a| a.to_string()).collect();
+                            match &e.hostname {
+                                Some(h) => format!("{h} {}", ips.join(" ")),
+                                None => ips.join(" "),
+                            }
+                        })
+                        .collect(),
                     healthy: is_healthy(shard),
                     reason,
                 }
             })
             .collect();
         let sel = selection::select(fed, svc, locator);
+        let imports = svc
+            .imports
+            .iter()
+            .map(|i| ImportView {
+                cluster: i.cluster.clone(),
+                kind: if i.headless { "Headless" } else { "ClusterSetIP" }.into(),
+                ips: i.ips.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect();
+        if let Some((name, endpoint)) = &m.mcs {
+            let families: Vec<Family> = match p.qtype.as_str() {
+                "A" if m.srv.is_none() => vec![Family::V4],
+                "AAAA" if m.srv.is_none() => vec![Family::V6],
+                _ => Family::BOTH.to_vec(),
+            };
+            let why = mcs_steps(fed, svc, &sel, locator, loc, name, endpoint.as_ref(), m.srv.as_deref(), &families);
+            return ServiceView {
+                federation: fed.name.clone(),
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                level: level.into(),
+                region: None,
+                zone: None,
+                srv: m.srv.clone(),
+                policy: policy_text,
+                policy_override: svc.policy.is_some(),
+                shards,
+                imports,
+                chosen: Vec::new(),
+                why,
+            };
+        }
         let base = format!("{}.{}.{}.svc.", svc.name, svc.namespace, fed.name);
         let zone_apex = fed.zone.to_string();
         let global = Level {
@@ -803,6 +1073,7 @@ fn explain(shared: &Shared, p: &Params) -> Result<Explanation, String> {
             policy: policy_text,
             policy_override: svc.policy.is_some(),
             shards,
+            imports,
             chosen,
             why,
         }
@@ -872,6 +1143,7 @@ fn text(x: &Explanation) -> String {
         }
         Some(s) => {
             let level = match (&s.region, &s.zone) {
+                _ if s.level == "clusterset" => "MCS name".to_string(),
                 (None, _) => "global name".to_string(),
                 (Some(r), None) => format!("regional name, region {r}"),
                 (Some(r), Some(z)) => format!("zonal name, zone {z} of region {r}"),
@@ -896,6 +1168,15 @@ fn text(x: &Explanation) -> String {
                     ""
                 }
             );
+            if !s.imports.is_empty() {
+                let imports: Vec<String> = (s.imports.iter())
+                    .map(|i| match i.ips.as_slice() {
+                        [] => format!("{} {}", i.cluster, i.kind),
+                        ips => format!("{} {} [{}]", i.cluster, i.kind, ips.join(", ")),
+                    })
+                    .collect();
+                let _ = writeln!(out, "imports: {}", imports.join("; "));
+            }
             let _ = writeln!(out, "candidates:");
             for sh in &s.shards {
                 let _ = writeln!(
@@ -915,6 +1196,9 @@ fn text(x: &Explanation) -> String {
                     },
                     sh.reason
                 );
+                if !sh.endpoints.is_empty() {
+                    let _ = writeln!(out, "    headless endpoints: {}", sh.endpoints.join("; "));
+                }
             }
             let _ = writeln!(out, "why:");
             for st in &s.why {

@@ -2,7 +2,8 @@
 //! inline, no external assets, so it works offline and behind any proxy). It shows the table
 //! generation and serial, every source's state, every cluster with its region, zones, sync state
 //! and last error, and a services × clusters grid of shard health (ready endpoints, load-balancer
-//! addresses, probe state, fail static); each cell links to `/explain` for that name. Filters and
+//! addresses, probe state, fail static); each cell links to `/explain` for that name; with MCS
+//! names served, the cluster-set zone and each cluster's ServiceImports and headless exports. Filters and
 //! paging are plain GET parameters (`q`, `cluster`, `show`, `page`, `per_page`), so a page holds
 //! at most `per_page` rows however large the federation is, and the page reloads itself every
 //! `refresh` seconds (`<meta http-equiv=refresh>`, keeping the parameters). Read-only; never on
@@ -158,6 +159,14 @@ enum Health {
 }
 
 fn health(shard: &Shard) -> Health {
+    // A headless Service's shard has no load balancer by nature: its endpoints are its health.
+    if shard.headless.is_some() {
+        return if shard.ready_endpoints > 0 {
+            Health::Healthy
+        } else {
+            Health::Unhealthy("no ready endpoint")
+        };
+    }
     if shard.probe == ProbeState::DownServedStatic {
         Health::FailStatic
     } else if is_healthy(shard) {
@@ -297,6 +306,7 @@ pub fn render(view: &View<'_>, p: &Params) -> String {
         );
     }
     out.push_str("</table>");
+    clusterset(&mut out, view.federations);
 
     // The grid: every cluster of every federation is a column (one federation's services have
     // no shard in another's clusters: those cells are empty).
@@ -475,6 +485,56 @@ pub fn render(view: &View<'_>, p: &Params) -> String {
     out
 }
 
+/// The MCS names of each federation that serves them: its zone and, per member cluster, how
+/// many ServiceImports of each type it has and how many headless services it exports (with
+/// their ready endpoints). One pass over the services.
+fn clusterset(out: &mut String, feds: &[Federation]) {
+    let served: Vec<(&Federation, String)> = feds
+        .iter()
+        .filter_map(|f| Some((f, f.clusterset_zone()?.to_string())))
+        .collect();
+    if served.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2>Cluster set (MCS)</h2><table id=clusterset><tr><th>federation</th><th>zone</th><th>cluster</th>\
+         <th>ClusterSetIP imports</th><th>Headless imports</th><th>headless exports</th><th>ready endpoints</th></tr>",
+    );
+    for (fed, zone) in served {
+        // cluster → (ClusterSetIP imports, Headless imports, headless exports, ready endpoints)
+        let mut per: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+        for svc in &fed.services {
+            for i in &svc.imports {
+                per.entry(&i.cluster).or_default()[usize::from(i.headless)] += 1;
+            }
+            for sh in svc.shards.iter().filter(|s| s.headless.is_some()) {
+                let e = per.entry(&sh.cluster).or_default();
+                e[2] += 1;
+                e[3] += sh.headless.as_ref().map_or(0, |h| h.len());
+            }
+        }
+        if per.is_empty() {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td colspan=5><small>no ServiceImport yet</small></td></tr>",
+                esc(&fed.name),
+                esc(&zone)
+            );
+        }
+        for (c, [ip, headless, exports, ready]) in per {
+            let _ = write!(
+                out,
+                "<tr data-cluster=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{ip}</td><td>{headless}</td><td>{exports}</td><td>{ready}</td></tr>",
+                esc(c),
+                esc(&fed.name),
+                esc(&zone),
+                esc(c)
+            );
+        }
+    }
+    out.push_str("</table>");
+}
+
 fn sync_cell(sync: Freshness) -> &'static str {
     match sync {
         Freshness::InSync => "<td class=up data-sync=in-sync>in sync</td>",
@@ -494,6 +554,9 @@ fn cell(out: &mut String, sh: &Shard, cluster_down: bool, explain_name: &str) {
     let mut addrs: Vec<String> = sh.addresses.iter().take(2).map(|a| a.to_string()).collect();
     if sh.addresses.len() > 2 {
         addrs.push(format!("+{}", sh.addresses.len() - 2));
+    }
+    if sh.headless.is_some() {
+        addrs.push("headless".into());
     }
     let probe = match sh.probe {
         ProbeState::Unprobed => "",
