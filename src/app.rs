@@ -205,8 +205,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let mut sources = file_sources(&config);
     let (updates, mut problems) = load_all(&mut sources);
-    problems.extend(local_cluster_problem(&config, &updates));
-    problems.extend(clusterset_problem(&config, &updates));
+    problems.extend(cross_source_problems(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -518,8 +517,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     // kubeconfig that cannot be read or lacks its context is broken input too (as in `check`);
     // an unreachable cluster is not (it shows on /readyz).
     let (updates, mut problems) = load_all(&mut sources);
-    problems.extend(local_cluster_problem(&config, &updates));
-    problems.extend(clusterset_problem(&config, &updates));
+    problems.extend(cross_source_problems(&config, &updates));
     if let Some(k) = &config.kubernetes {
         problems.extend(kubernetes::check(k));
     }
@@ -658,10 +656,12 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         tokio::spawn(crate::probe::run(prx, shared.clone(), tx.clone()));
         ptx
     });
+    // The config in effect: the reloader stores every version it accepts.
+    let (current, current_rx) = watch::channel(config.clone());
     if let Some(k) = config.kubernetes.clone() {
         tokio::spawn(kubernetes::run(
             k,
-            config.path.clone(),
+            current_rx.clone(),
             config.watch_interval,
             tx.clone(),
             board.clone(),
@@ -692,7 +692,6 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     if let Some(d) = config.dnssec.clone() {
         tokio::spawn(watch_keys(d, merger_tx.clone(), reload_rx.clone()));
     }
-    let (current, current_rx) = watch::channel(config.clone());
     tokio::spawn(crate::reload::run(
         config.clone(),
         config.watch_interval,
@@ -862,6 +861,30 @@ pub(crate) fn build_locator(
         geo.ecs,
         geo.local_cluster.as_deref(),
     ))
+}
+
+/// The checks of a config against its sources' data, made by `check`, at start and on every
+/// reload (`updates`: the federation files as loaded).
+pub(crate) fn cross_source_problems(
+    config: &Config,
+    updates: &[crate::sources::Update],
+) -> Vec<Problem> {
+    local_cluster_problem(config, updates)
+        .into_iter()
+        .chain(clusterset_problem(config, updates))
+        .collect()
+}
+
+/// [`cross_source_problems`] for a reloaded config: its federation files are read as they are
+/// now (their own problems are the file sources' to report, so a file that does not load is
+/// left out here).
+pub(crate) fn reload_problems(config: &Config) -> Vec<Problem> {
+    let mut files: Vec<FileSource> = file_sources(config)
+        .into_iter()
+        .filter(|s| matches!(s.kind, FileKind::Federation(_)))
+        .collect();
+    let (updates, _) = load_all(&mut files);
+    cross_source_problems(config, &updates)
 }
 
 /// `geo.local_cluster` must name a cluster of a federation file or of the `kubernetes:`

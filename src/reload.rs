@@ -1,5 +1,6 @@
 //! The main config file on SIGHUP and on change: every new version is validated in full (the
-//! GeoIP database read, new listen addresses bound); a bad one is rejected with every problem
+//! checks `check` makes against the federation files, `geo.local_cluster` and
+//! `clusterset_domain`, the GeoIP database read, new listen addresses bound); a bad one is rejected with every problem
 //! logged and `fedns_config_last_reload_successful 0`, and the running config stays whole.
 //! A good one is applied live:
 //! - plain serving settings (`edns_payload`, `rrl`, `identity`, `transfers`, `tcp`, and
@@ -14,7 +15,8 @@
 //! - `zones_dir`, `federation_files`: new ones are loaded (any problem rejects the reload) and
 //!   followed; a replaced or removed source's data leaves only after its successor's arrived;
 //! - more `workers`: new sockets join each open address's reuseport group;
-//! - `kubernetes:` is followed by its source itself, and `lameduck_ms` is read at shutdown.
+//! - `kubernetes:` goes to its source through the config in effect ([`Live::current`]), so a
+//!   rejected version changes no cluster either; `lameduck_ms` is read at shutdown.
 //!
 //! What stays for the next restart ([`restart_only_changes`]: `http`, `state_dir`,
 //! `watch_interval_ms`, `log_format`, `dnssec`, fewer `workers` than an open address has, a
@@ -154,7 +156,8 @@ pub struct Live {
     pub etcd_publisher: Option<watch::Sender<bool>>,
     /// The merger's federation records (etcd publish mode, set at start).
     pub federation_records: Option<watch::Receiver<Arc<crate::answers::FederationRecords>>>,
-    /// The config in effect, for the drain at shutdown (`lameduck_ms`, TCP grace).
+    /// The config in effect, for the drain at shutdown (`lameduck_ms`, TCP grace) and the
+    /// Kubernetes source (which follows its section from it).
     pub current: watch::Sender<Config>,
     /// `--workers` from the command line, which wins over the file's.
     pub workers_from_cli: bool,
@@ -471,9 +474,15 @@ pub async fn run(
                 if live.workers_from_cli {
                     new.workers = started.workers;
                 }
-                match live.apply(&last, &new).await {
-                    Ok(changed) => Ok((new, changed)),
-                    Err(problems) => Err(problems),
+                // The checks `check` and the start make against the sources' data.
+                let problems = crate::app::reload_problems(&new);
+                if !problems.is_empty() {
+                    Err(problems.iter().map(|p| p.to_string()).collect())
+                } else {
+                    match live.apply(&last, &new).await {
+                        Ok(changed) => Ok((new, changed)),
+                        Err(problems) => Err(problems),
+                    }
                 }
             }
         };

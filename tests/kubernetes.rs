@@ -705,6 +705,60 @@ fn cluster_removed_from_config_loses_its_shards_and_comes_back_when_added() {
     f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
 }
 
+/// A config the reloader refuses for what `check` refuses (here: the `kubernetes:` section
+/// taking a `clusterset_domain` a federation file already serves) changes no cluster either:
+/// the Kubernetes source follows only versions the reloader accepted, so west, removed in the
+/// refused version, keeps its shards until a good version removes it.
+#[test]
+fn a_refused_reload_changes_no_cluster() {
+    let cl = Clusters::start();
+    let fx = Fixture::with_extra(
+        &cl.kubeconfig(),
+        &[CLUSTER_EAST1, CLUSTER_EAST2, CLUSTER_WEST],
+        30,
+        "federation_files: [mcs.yaml]\n",
+    );
+    fx.write(
+        "mcs.yaml",
+        "federation:\n  name: files\n  zone: example.com\n  clusterset_domain: clusterset.local\nclusters:\n  - {name: f1, region: r1}\nservices: []\n",
+    );
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2, IP_WEST], SETTLE);
+    let good = std::fs::read_to_string(fx.path("fedns.yaml")).unwrap();
+    let refused = good.replace(CLUSTER_WEST, "").replace(
+        "  clusters:\n",
+        "  clusterset_domain: clusterset.local\n  clusters:\n",
+    );
+    assert_ne!(refused, good);
+    fx.write("fedns.yaml", &refused);
+    let line = f
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("level=ERROR") && l.contains("kubernetes.clusterset_domain")
+        })
+        .unwrap_or_else(|| panic!("not refused:\n{}", f.log_text()));
+    assert!(
+        line.contains("already serves") && line.contains("fedns.yaml"),
+        "{line}"
+    );
+    f.wait_log(Duration::from_secs(5), |l| {
+        l.contains("config reload rejected")
+    })
+    .unwrap_or_else(|| panic!("no rejection:\n{}", f.log_text()));
+    // Longer than a poll and a coalescing round: west would be gone by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(f.a(G), set(&[IP_EAST1, IP_EAST2, IP_WEST]));
+    let (_, body) = http_get(f.http, "/readyz");
+    assert!(body.contains("kubernetes:west"), "{body}");
+    assert!(
+        !f.log_text().contains("kubernetes config changed"),
+        "{}",
+        f.log_text()
+    );
+    // The same removal in a good version applies.
+    fx.write("fedns.yaml", &good.replace(CLUSTER_WEST, ""));
+    f.expect_a(G, &[IP_EAST1, IP_EAST2], SETTLE);
+}
+
 /// A 410 Gone in the watch stream makes every watch re-list; answers never go empty meanwhile,
 /// and a change made while the watches were down shows up after the re-list.
 #[test]

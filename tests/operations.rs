@@ -1569,6 +1569,115 @@ fn probes_reload_live_and_keep_their_verdicts_across_a_rule_change() {
     );
 }
 
+/// A reload runs the checks `check` and the start make against the federation files: a second
+/// federation file with the same `clusterset_domain`, or a `geo.local_cluster` naming no
+/// cluster, is refused with check's message (file, field, value), logged, counted, and the
+/// old config keeps serving; a good version after them applies.
+#[test]
+fn reload_refuses_what_check_refuses_and_keeps_the_old_config() {
+    let fx = Fixture::new("");
+    let dir = fx.dir.path();
+    let mcs_fed = FED.replace(
+        "  zone: example.com\n",
+        "  zone: example.com\n  clusterset_domain: clusterset.local\n",
+    );
+    std::fs::write(dir.join("federation.yaml"), &mcs_fed).unwrap();
+    std::fs::write(
+        dir.join("other.yaml"),
+        mcs_fed
+            .replace("name: myfed", "name: other")
+            .replace("name: web", "name: api"),
+    )
+    .unwrap();
+    let good = live_config("identity:\n  id: first\n");
+    std::fs::write(fx.config(), &good).unwrap();
+    // `check` refuses both versions the reloads below will be given.
+    let twice = good.replace("[federation.yaml]", "[federation.yaml, other.yaml]");
+    let nosuch = format!("{good}geo:\n  local_cluster: nosuch\n");
+    for (bad, said) in [
+        (
+            &twice,
+            "federation.clusterset_domain: \"clusterset.local\": federation \"myfed\" already serves",
+        ),
+        (&nosuch, "geo.local_cluster: \"nosuch\" is no cluster"),
+    ] {
+        let path = dir.join("candidate.yaml");
+        std::fs::write(&path, bad).unwrap();
+        let (code, out) = check(&path);
+        assert_ne!(code, Some(0), "{out}");
+        assert!(out.contains(said), "{out}");
+    }
+    let s = Fedns::start(&fx.config());
+    let a = |name: &str| {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        let m = exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(1, name, RecordType::A, DNSClass::IN, false),
+        );
+        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
+    };
+    let mcs = "web.shop.svc.clusterset.local.";
+    assert_eq!(a(mcs), "NoError [\"203.0.113.10\"]");
+    let rejected = |s: &Fedns| {
+        s.log_lines()
+            .iter()
+            .filter(|l| l.contains("config reload rejected"))
+            .count()
+    };
+    for (n, (bad, file, said)) in [
+        (
+            &twice,
+            "other.yaml",
+            "federation.clusterset_domain: \\\"clusterset.local\\\": federation \\\"myfed\\\" already serves",
+        ),
+        (
+            &nosuch,
+            "fedns.yaml",
+            "geo.local_cluster: \\\"nosuch\\\" is no cluster",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        replace_file(&fx.config(), &bad.replace("id: first", "id: second"));
+        sighup(&s);
+        common::wait_for(Duration::from_secs(10), || {
+            (rejected(&s) > n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{file}: not rejected:\n{}", s.log_text()));
+        let line = s
+            .log_lines()
+            .into_iter()
+            .find(|l| l.contains(said))
+            .unwrap_or_else(|| panic!("{said} not logged:\n{}", s.log_text()));
+        assert!(line.contains(file) && line.contains("level=ERROR"), "{line}");
+        assert_eq!(
+            metric(&scrape(&s), "fedns_config_last_reload_successful"),
+            Some(0.0)
+        );
+        // Nothing of it applies: the old identity, one federation, the MCS name as it was.
+        assert_eq!(observe(&s, "127.0.0.1").id_server, "first");
+        assert_eq!(a(mcs), "NoError [\"203.0.113.10\"]");
+        assert!(
+            a("api.shop.other.svc.example.com.").starts_with("NXDomain"),
+            "{}",
+            a("api.shop.other.svc.example.com.")
+        );
+    }
+    reload_with(
+        &s,
+        &fx.config(),
+        &good.replace("id: first", "id: third"),
+        true,
+    );
+    assert_eq!(observe(&s, "127.0.0.1").id_server, "third");
+    assert_eq!(
+        metric(&scrape(&s), "fedns_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
+
 #[test]
 fn zones_dir_and_federation_files_reload_without_a_gap() {
     let fx = Fixture::new("");

@@ -6,8 +6,9 @@
 //! slim changes, is kept in per-cluster [`state`], and, coalesced over `coalesce_ms`, becomes a
 //! complete [`Federation`] snapshot sent under the source name `kubernetes`. Load-balancer
 //! hostnames are resolved here in the background and refreshed, never on the query path. The
-//! config file is polled (and re-read on SIGHUP) so clusters can be added, changed and removed
-//! while running; a bad new config is rejected and the running clusters keep going. Each
+//! `kubernetes:` section follows the config in effect (each version the reloader accepted, on
+//! change or SIGHUP), so clusters can be added, changed and removed while running; a config
+//! the reloader rejects changes nothing here and the running clusters keep going. Each
 //! cluster's kubeconfig file is polled too: when what its client connects with changes (context,
 //! server, CA, token: a rotated token in the same file), or the config gives it another
 //! kubeconfig, context, selection or custom resources to watch, a new client lists into a state
@@ -32,7 +33,7 @@ mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1005,11 +1006,12 @@ fn fingerprint(path: &Path) -> Fingerprint {
     })
 }
 
-/// Runs the source until the merger goes away. `config_path` is re-read every `poll` when it
-/// changes, and on every SIGHUP (`reload`).
+/// Runs the source until the merger goes away. Its section follows `config`, the config in
+/// effect (the reloader stores only versions it accepted, so a rejected one changes no
+/// cluster); kubeconfig files are checked every `poll` and on every SIGHUP (`reload`).
 pub async fn run(
     settings: KubeSettings,
-    config_path: PathBuf,
+    mut config: tokio_watch::Receiver<crate::config::Config>,
     poll: Duration,
     merger: mpsc::Sender<Update>,
     board: SourceBoard,
@@ -1029,10 +1031,9 @@ pub async fn run(
     for spec in settings.clusters {
         src.start(spec);
     }
-    let mut seen = fingerprint(&config_path);
     let mut resolve_tick = tokio::time::interval(resolve_every);
     resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reload_open = true;
+    let (mut reload_open, mut config_open) = (true, true);
     // An interval, not a sleep re-armed each pass: a busy cluster must not starve the poll.
     let mut poll_tick = tokio::time::interval(poll);
     poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1045,7 +1046,7 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        let mut reread = false;
+        let mut reread = None;
         tokio::select! {
             Some(msg) = rx.recv() => {
                 src.handle(msg);
@@ -1063,42 +1064,28 @@ pub async fn run(
             }
             _ = until(expiry) => src.mark_dirty(),
             _ = resolve_tick.tick() => src.refresh_hostnames(),
-            _ = poll_tick.tick() => {
-                let now = fingerprint(&config_path);
-                if now != seen {
-                    seen = now;
-                    reread = true;
-                }
-                src.check_kubeconfigs(false);
-            }
+            _ = poll_tick.tick() => src.check_kubeconfigs(false),
             r = reload.changed(), if reload_open => {
                 reload_open = r.is_ok();
-                reread = r.is_ok();
-                if reread {
+                if reload_open {
                     src.check_kubeconfigs(true);
                 }
             }
+            r = config.changed(), if config_open => {
+                config_open = r.is_ok();
+                if config_open {
+                    reread = Some(config.borrow_and_update().kubernetes.clone());
+                }
+            }
         }
-        if reread {
-            match crate::config::Config::load(&config_path) {
-                // The reloader logs every problem of a rejected config once; saying them again
-                // here would double each line.
-                Err(problems) => {
-                    tracing::debug!(
-                        problems = problems.len(),
-                        "config rejected; keeping the running Kubernetes clusters"
-                    );
-                }
-                Ok(c) => {
-                    let new = c.kubernetes.unwrap_or_else(|| KubeSettings {
-                        clusters: vec![],
-                        ..src.settings.clone()
-                    });
-                    if new != src.settings {
-                        tracing::info!(clusters = new.clusters.len(), "kubernetes config changed");
-                        src.apply_settings(new);
-                    }
-                }
+        if let Some(section) = reread {
+            let new = section.unwrap_or_else(|| KubeSettings {
+                clusters: vec![],
+                ..src.settings.clone()
+            });
+            if new != src.settings {
+                tracing::info!(clusters = new.clusters.len(), "kubernetes config changed");
+                src.apply_settings(new);
             }
         }
     }
