@@ -3908,6 +3908,120 @@ fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
+/// MCS names without Kubernetes: a federation file states ServiceImports (ClusterSetIP per
+/// importing cluster, Headless), a shard's ClusterIPs and a headless shard's ready endpoints;
+/// over the wire east1's pods get east1's ClusterSetIP, others the global answer, the
+/// in-cluster redirect answers east1's ClusterIP, and the headless service answers every
+/// endpoint with per-endpoint names and SRV. `check` names a bad import by line and field.
+#[test]
+fn mcs_names_and_cluster_ips_from_a_federation_file() {
+    let fed = fed_in_cluster()
+        .replace(
+            "  max_answers: 8\n",
+            "  max_answers: 8\n  clusterset_domain: clusterset.local\n",
+        )
+        .replace(
+            "      - cluster: east1\n        addresses: [203.0.113.10, \"2001:db8:10::10\"]\n        ready_endpoints: 3\n",
+            "      - cluster: east1\n        addresses: [203.0.113.10, \"2001:db8:10::10\"]\n        ready_endpoints: 3\n        cluster_ips: [10.96.0.10]\n",
+        )
+        .replace(
+            "  - name: checkout\n    namespace: shop\n",
+            "  - name: checkout\n    namespace: shop\n    imports:\n      - {cluster: east1, type: ClusterSetIP, ips: [10.100.0.10]}\n",
+        )
+        + "  - name: db\n    namespace: shop\n    ports: [{name: pg, port: 5432}]\n    imports: [{cluster: east1, type: Headless}, {cluster: west-b, type: Headless}]\n    shards:\n      - cluster: east1\n        endpoints: [{hostname: db-0, addresses: [10.244.1.20]}, {addresses: [10.244.1.21]}]\n      - cluster: west-b\n        endpoints: [{hostname: db-0, addresses: [10.246.1.20]}]\n";
+    assert!(
+        fed.contains("cluster_ips") && fed.contains("ClusterSetIP"),
+        "{fed}"
+    );
+    let fx = Fixture::new(&fed, "");
+    let (code, out, err) = check(&fx);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let s = fx.start();
+    let mcs = "checkout.shop.svc.clusterset.local.";
+    let r = ask_src(&s, "127.0.0.2", mcs, RecordType::A);
+    assert_eq!(
+        (r.rcode(), r.a()),
+        (NOERROR, v4set(&["10.100.0.10"])),
+        "{r}"
+    );
+    let r = ask_src(&s, "127.0.0.3", mcs, RecordType::A);
+    let global = ask_src(&s, "127.0.0.3", G, RecordType::A);
+    assert!(!r.a().is_empty(), "{r}");
+    assert_eq!(r.a(), global.a(), "west-b: the global name's answer");
+    // east1's ClusterIP, now known, is the redirect's answer for east1's pods.
+    let r = ask_src(&s, "127.0.0.2", REDIRECT, RecordType::A);
+    assert_eq!((r.cnames(), r.a()), (vec![], v4set(&["10.96.0.10"])), "{r}");
+    // The headless service: every endpoint, per-endpoint names, SRV to them.
+    let r = ask_src(
+        &s,
+        "127.0.0.1",
+        "db.shop.svc.clusterset.local.",
+        RecordType::A,
+    );
+    assert_eq!(
+        r.a(),
+        v4set(&["10.244.1.20", "10.244.1.21", "10.246.1.20"]),
+        "{r}"
+    );
+    for (h, ip) in [
+        ("db-0.east1", "10.244.1.20"),
+        ("10-244-1-21.east1", "10.244.1.21"),
+        ("db-0.west-b", "10.246.1.20"),
+    ] {
+        let r = ask_src(
+            &s,
+            "127.0.0.1",
+            &format!("{h}.db.shop.svc.clusterset.local."),
+            RecordType::A,
+        );
+        assert_eq!(r.a(), v4set(&[ip]), "{h}: {r}");
+    }
+    let r = ask_src(
+        &s,
+        "127.0.0.1",
+        "_pg._tcp.db.shop.svc.clusterset.local.",
+        RecordType::SRV,
+    );
+    let mut targets: Vec<String> = r
+        .answers()
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::SRV(srv) => Some(format!("{} {}", srv.port, lc(&srv.target))),
+            _ => None,
+        })
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        [
+            "5432 10-244-1-21.east1.db.shop.svc.clusterset.local.",
+            "5432 db-0.east1.db.shop.svc.clusterset.local.",
+            "5432 db-0.west-b.db.shop.svc.clusterset.local.",
+        ],
+        "{r}"
+    );
+    drop(s);
+    // A bad import: check names file, line, field and value.
+    let bad = fed.replace(
+        "type: ClusterSetIP, ips: [10.100.0.10]",
+        "type: ClusterSetIP, ips: [10.100.0.300]",
+    );
+    let fx = Fixture::new(&bad, "");
+    let (code, out, err) = check(&fx);
+    let said = format!("{out}{err}");
+    assert_ne!(code, Some(0), "{said}");
+    let line = 1 + bad
+        .lines()
+        .position(|l| l.contains("10.100.0.300"))
+        .unwrap();
+    assert!(
+        said.contains(&format!(
+            "federation.yaml:{line}: services[0].imports[0].ips[0]: \"10.100.0.300\" is not an IP address"
+        )),
+        "{said}"
+    );
+}
+
 #[test]
 fn in_cluster_redirect_answers_for_the_asking_cluster() {
     let fx = Fixture::new(&fed_in_cluster(), "geo:\n  ecs: true\n");

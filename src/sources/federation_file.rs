@@ -113,6 +113,30 @@ struct RawService {
     /// Overrides `federation.ttl` for this service's names.
     #[serde(default)]
     ttl: Option<u32>,
+    /// MCS ServiceImports, per importing cluster (the MCS names, with
+    /// `federation.clusterset_domain`).
+    #[serde(default)]
+    imports: Vec<RawImport>,
+}
+
+/// `{cluster, type: ClusterSetIP | Headless, ips: [...]}`, as a ServiceImport's spec says.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImport {
+    cluster: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    #[serde(default)]
+    ips: Vec<Spanned<String>>,
+}
+
+/// A ready endpoint of a headless Service: `{hostname, addresses}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    #[serde(default)]
+    hostname: Option<Spanned<String>>,
+    addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +172,13 @@ struct RawShard {
     /// Overrides the cluster's weight for this service.
     #[serde(default)]
     weight: Option<u32>,
+    /// The Service's ClusterIPs in its cluster (the in-cluster redirect answers them).
+    #[serde(default)]
+    cluster_ips: Vec<Spanned<String>>,
+    /// The ready endpoints of a headless Service (the MCS headless names); present, even
+    /// empty, it makes the shard a headless one.
+    #[serde(default)]
+    endpoints: Option<Vec<RawEndpoint>>,
 }
 
 /// A parsed federation file: the federation as written (shards hold only their literal
@@ -541,6 +572,24 @@ fn yaml_options() -> serde_saphyr::Options {
     }
 }
 
+/// IP addresses, sorted and deduplicated; each bad one a problem at `field[k]`.
+fn ip_list(list: &[Spanned<String>], field: &str, problems: &mut Problems) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for (k, a) in list.iter().enumerate() {
+        match a.value.trim().parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => problems.at(
+                a,
+                format!("{field}[{k}]"),
+                format!("{:?} is not an IP address", a.value),
+            ),
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 fn validate(file: &str, raw: RawFile) -> Result<Parsed, Vec<Problem>> {
     validate_parts(file, &raw.federation, &raw.clusters, &raw.services)
 }
@@ -724,19 +773,119 @@ fn validate_parts<S: std::borrow::Borrow<RawService>>(
                     hosts,
                 });
             }
+            let cluster_ips = ip_list(
+                &sh.cluster_ips,
+                &format!("services[{i}].shards[{j}].cluster_ips"),
+                &mut problems,
+            );
+            let headless = sh.endpoints.as_ref().map(|eps| {
+                let mut out = Vec::new();
+                for (k, e) in eps.iter().enumerate() {
+                    let field = format!("services[{i}].shards[{j}].endpoints[{k}]");
+                    let hostname = e.hostname.as_ref().and_then(|h| {
+                        if label_ok(&h.value) {
+                            Some(h.value.to_ascii_lowercase())
+                        } else {
+                            problems.at(
+                                h,
+                                format!("{field}.hostname"),
+                                format!("{:?} is not a DNS label", h.value),
+                            );
+                            None
+                        }
+                    });
+                    let addresses =
+                        ip_list(&e.addresses, &format!("{field}.addresses"), &mut problems);
+                    out.push(crate::model::Endpoint {
+                        hostname,
+                        addresses,
+                    });
+                }
+                out.sort();
+                out.dedup();
+                std::sync::Arc::new(out)
+            });
             shards.push(Shard {
                 cluster: sh.cluster.value.clone(),
                 addresses,
-                cluster_ips: Vec::new(),
-                ready_endpoints: sh.ready_endpoints,
+                cluster_ips,
+                // Every endpoint listed is a ready one.
+                ready_endpoints: sh
+                    .ready_endpoints
+                    .max(headless.as_ref().map_or(0, |h| h.len() as u32)),
                 not_ready_endpoints: sh.not_ready_endpoints,
                 zones: sh.zones.iter().map(|z| z.value.clone()).collect(),
                 probe: Default::default(),
                 probe_down: Vec::new(),
-                headless: None,
+                headless,
                 weight: sh.weight,
             });
         }
+        let mut imports: Vec<crate::model::Import> = Vec::new();
+        for (j, im) in s.imports.iter().enumerate() {
+            let field = format!("services[{i}].imports[{j}]");
+            if federation.clusterset_domain.value.trim().is_empty() {
+                problems.at(
+                    &im.cluster,
+                    field.clone(),
+                    "a ServiceImport with no federation.clusterset_domain: its MCS names are not served"
+                        .into(),
+                );
+            }
+            if !clusters.iter().any(|c| c.name == im.cluster.value) {
+                problems.at(
+                    &im.cluster,
+                    format!("{field}.cluster"),
+                    format!("unknown cluster {:?}", im.cluster.value),
+                );
+            } else if imports.iter().any(|x| x.cluster == im.cluster.value) {
+                problems.at(
+                    &im.cluster,
+                    format!("{field}.cluster"),
+                    format!(
+                        "cluster {:?} imports the service twice (one ServiceImport per cluster)",
+                        im.cluster.value
+                    ),
+                );
+            }
+            let ips = ip_list(&im.ips, &format!("{field}.ips"), &mut problems);
+            let headless = match im.kind.value.as_str() {
+                "ClusterSetIP" => {
+                    if im.ips.is_empty() {
+                        problems.at(
+                            &im.kind,
+                            format!("{field}.ips"),
+                            "a ClusterSetIP import needs at least one IP".into(),
+                        );
+                    }
+                    false
+                }
+                "Headless" => {
+                    if let Some(ip) = im.ips.first() {
+                        problems.at(
+                            ip,
+                            format!("{field}.ips"),
+                            "a Headless import has no IPs".into(),
+                        );
+                    }
+                    true
+                }
+                other => {
+                    problems.at(
+                        &im.kind,
+                        format!("{field}.type"),
+                        format!("{other:?} is not ClusterSetIP or Headless"),
+                    );
+                    false
+                }
+            };
+            imports.push(crate::model::Import {
+                cluster: im.cluster.value.clone(),
+                ips,
+                headless,
+            });
+        }
+        imports.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         services.push(Service {
             name: s.name.value.to_ascii_lowercase(),
             namespace: s.namespace.value.to_ascii_lowercase(),
@@ -744,7 +893,7 @@ fn validate_parts<S: std::borrow::Borrow<RawService>>(
             shards,
             policy: None,
             ttl: s.ttl,
-            imports: vec![],
+            imports,
         });
     }
     let regions: Vec<&str> = clusters.iter().map(|c| c.region.as_str()).collect();
@@ -1006,6 +1155,99 @@ mod tests {
         assert_eq!(f.ttl, 30);
         assert_eq!(f.services[0].ports[0].protocol, "tcp");
         assert_eq!(f.services[0].shards[0].addresses.len(), 1);
+    }
+
+    /// MCS without Kubernetes: per-service ServiceImports, per-shard ClusterIPs and a headless
+    /// shard's ready endpoints; each bad value named by line, field and value.
+    #[test]
+    fn imports_cluster_ips_and_headless_endpoints() {
+        let text = "federation:\n  name: myfed\n  zone: example.com\n  clusterset_domain: clusterset.local\nclusters:\n  - {name: c1, region: east}\n  - {name: c2, region: west}\nservices:\n  - name: web\n    namespace: shop\n    imports:\n      - {cluster: c1, type: ClusterSetIP, ips: [10.100.0.10]}\n      - {cluster: c2, type: Headless}\n    shards:\n      - cluster: c1\n        addresses: [192.0.2.1]\n        ready_endpoints: 1\n        cluster_ips: [10.96.0.10]\n      - cluster: c2\n        endpoints:\n          - {hostname: db-0, addresses: [10.244.0.5]}\n          - {addresses: [10.244.0.6]}\n";
+        let f = parse(Path::new("f.yaml"), text).unwrap();
+        let web = &f.services[0];
+        assert_eq!(
+            web.imports,
+            [
+                crate::model::Import {
+                    cluster: "c1".into(),
+                    ips: vec!["10.100.0.10".parse().unwrap()],
+                    headless: false
+                },
+                crate::model::Import {
+                    cluster: "c2".into(),
+                    ips: vec![],
+                    headless: true
+                }
+            ]
+        );
+        assert_eq!(
+            web.shards[0].cluster_ips,
+            ["10.96.0.10".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(web.shards[0].headless, None);
+        let eps = web.shards[1].headless.as_deref().unwrap();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(
+            web.shards[1].ready_endpoints, 2,
+            "every endpoint listed is ready"
+        );
+        for (from, to, want) in [
+            (
+                "ips: [10.100.0.10]",
+                "ips: [10.100.0.300]",
+                "f.yaml:12: services[0].imports[0].ips[0]: \"10.100.0.300\" is not an IP address",
+            ),
+            (
+                "cluster: c2, type: Headless",
+                "cluster: c9, type: Headless",
+                "f.yaml:13: services[0].imports[1].cluster: unknown cluster \"c9\"",
+            ),
+            (
+                "cluster: c2, type: Headless",
+                "cluster: c1, type: Headless",
+                "f.yaml:13: services[0].imports[1].cluster: cluster \"c1\" imports the service twice",
+            ),
+            (
+                "type: Headless",
+                "type: Headles",
+                "f.yaml:13: services[0].imports[1].type: \"Headles\" is not ClusterSetIP or Headless",
+            ),
+            (
+                "type: Headless}",
+                "type: Headless, ips: [10.1.1.1]}",
+                "f.yaml:13: services[0].imports[1].ips: a Headless import has no IPs",
+            ),
+            (
+                ", ips: [10.100.0.10]}",
+                "}",
+                "f.yaml:12: services[0].imports[0].ips: a ClusterSetIP import needs at least one IP",
+            ),
+            (
+                "[10.96.0.10]",
+                "[10.96.0.x]",
+                "f.yaml:18: services[0].shards[0].cluster_ips[0]: \"10.96.0.x\" is not an IP address",
+            ),
+            (
+                "hostname: db-0",
+                "hostname: db.0",
+                "f.yaml:21: services[0].shards[1].endpoints[0].hostname: \"db.0\" is not a DNS label",
+            ),
+            (
+                "[10.244.0.6]",
+                "[nope]",
+                "f.yaml:22: services[0].shards[1].endpoints[1].addresses[0]: \"nope\" is not an IP address",
+            ),
+            (
+                "  clusterset_domain: clusterset.local\n",
+                "",
+                "f.yaml:11: services[0].imports[0]: a ServiceImport with no federation.clusterset_domain",
+            ),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from}");
+            let errs = parse(Path::new("f.yaml"), &bad).unwrap_err();
+            let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert!(all.iter().any(|e| e.starts_with(want)), "{want}\n{all:#?}");
+        }
     }
 
     #[test]
