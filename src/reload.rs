@@ -474,10 +474,19 @@ pub async fn run(
                 if live.workers_from_cli {
                     new.workers = started.workers;
                 }
-                // The checks `check` and the start make against the sources' data.
-                let problems = crate::app::reload_problems(&new);
+                // The checks `check` and the start make against the sources' data (reading
+                // the federation files, off the runtime's threads).
+                let checked = new.clone();
+                let problems: Vec<String> = tokio::task::spawn_blocking(move || {
+                    crate::app::reload_problems(&checked)
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect()
+                })
+                .await
+                .unwrap_or_else(|e| vec![format!("{}: {e}", new.path.display())]);
                 if !problems.is_empty() {
-                    Err(problems.iter().map(|p| p.to_string()).collect())
+                    Err(problems)
                 } else {
                     match live.apply(&last, &new).await {
                         Ok(changed) => Ok((new, changed)),
