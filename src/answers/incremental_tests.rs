@@ -87,7 +87,7 @@ fn headless_endpoints(rng: &mut Rng) -> Arc<Vec<Endpoint>> {
 
 fn shard(rng: &mut Rng, cluster: usize) -> Shard {
     // A headless Service's shard: no load balancer, its endpoints for the MCS names.
-    if rng.chance(15) {
+    if rng.chance(30) {
         let headless = headless_endpoints(rng);
         return Shard {
             cluster: CLUSTERS[cluster].0.into(),
@@ -516,6 +516,7 @@ fn incremental_walk(
     let locator = crate::dns::tests::locator();
     let locations = locator.locations().len();
     assert!(locations > 1, "the test needs several client locations");
+    let mut headless_seen = (0usize, 0usize);
     for seed in seeds {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut fed = first_federation(&mut rng);
@@ -524,10 +525,17 @@ fn incremental_walk(
             add_zone_line(&mut rng, &mut lines);
         }
         let mut cache = BuildCache::default();
+        // The headless per-endpoint names of the walk's steps: the walk must make them come,
+        // change and go, or it proves nothing about them.
+        let mut last_hosts = Vec::new();
         for i in 0..60u32 {
             if i > 0 {
                 step(&mut rng, &mut fed, &mut lines);
             }
+            let hosts = per_endpoint_names(&fed);
+            headless_seen.0 += usize::from(!hosts.is_empty());
+            headless_seen.1 += usize::from(hosts != last_hosts);
+            last_hosts = hosts;
             build_both_and_compare(
                 &mut cache,
                 &lines,
@@ -538,6 +546,30 @@ fn incremental_walk(
             );
         }
     }
+    assert!(
+        headless_seen.0 > 0 && headless_seen.1 > 1,
+        "headless per-endpoint names never varied: {headless_seen:?}"
+    );
+}
+
+/// Every headless per-endpoint MCS name of the federation, sorted.
+fn per_endpoint_names(fed: &Federation) -> Vec<DnsName> {
+    let Some(zone) = fed.clusterset_zone() else {
+        return vec![];
+    };
+    let mut out: Vec<DnsName> = fed
+        .services
+        .iter()
+        .flat_map(|svc| {
+            let name = DnsName::parse(&format!("{}.{}.{zone}", svc.name, svc.namespace)).unwrap();
+            super::federation::headless_hosts(svc, &name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Sequences the random walk may miss: a wildcard appearing under a name that already exists,

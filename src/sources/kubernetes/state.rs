@@ -1590,6 +1590,7 @@ pub(super) mod tests {
         let mut asm = Assembler::default();
         let base = Instant::now();
         let mut resolved = HashMap::new();
+        let mut headless_steps = 0usize;
         for step in 0..400u64 {
             let c = rnd(2) as usize;
             let st = &mut states[c];
@@ -1749,7 +1750,14 @@ pub(super) mod tests {
             let incremental = asm.assemble(&settings(10), &views, &resolved, now, touched);
             let fresh = assemble(&settings(10), &views, &resolved, now);
             assert_eq!(incremental, fresh, "step {step}");
+            let shards = fresh.0.services.iter().flat_map(|s| &s.shards);
+            headless_steps += usize::from(
+                shards
+                    .filter_map(|s| s.headless.as_ref())
+                    .any(|h| !h.is_empty()),
+            );
         }
+        assert!(headless_steps > 0, "no step had headless endpoints");
     }
 
     fn with_endpoints(ip: &str, recs: &[(&str, Option<u32>, RData)]) -> ClusterState {
