@@ -3,14 +3,17 @@
 //! Random sequences of changes (shards up and down, addresses, services and clusters added and
 //! removed, policies, per-service TTLs and shard weights, the in-cluster redirect zone and its
 //! per-cluster answers (CNAMEs, and ClusterIPs for the asking cluster), the MCS `clusterset.local` zone and its per-cluster ServiceImport
-//! answers (headless services' endpoint addresses and per-endpoint names included), probe verdicts, TTLs, zone-file records and CNAMEs into federated names,
-//! wildcards, delegations with glue, MX targets)
+//! answers (headless services' endpoint addresses and per-endpoint names included), probe
+//! verdicts, TTLs, zone-file records and CNAMEs into federated names, wildcards, delegations
+//! with glue, MX targets, and etcd keys put and deleted in the same zone, over zone-file,
+//! federated and DNSEndpoint names, with stored wildcards)
 //! from fixed seeds, so a failure is reproducible.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::skydns::{Entry, EtcdData};
 use super::{BuildCache, BuildInput, build};
 use crate::model::{
     Cluster, DnsName, Endpoint, EndpointName, Federation, Import, IngressHost, Policy, ProbeState,
@@ -256,6 +259,48 @@ fn endpoint(rng: &mut Rng) -> EndpointName {
     EndpointName { name, records }
 }
 
+/// An etcd key is put (an address, or a name: into the zone file, the federation or a
+/// wildcard) or deleted, at names that zone files, services and DNSEndpoints also hold.
+fn etcd_step(rng: &mut Rng, data: &mut EtcdData) {
+    let owner = [
+        "e0",
+        "e1.deep",
+        "static0",
+        "alias1",
+        "s1.ns.f.svc",
+        "ep0",
+        "*.wild1",
+        "*.e0",
+        "x.e0",
+        "www0",
+    ][rng.below(10)];
+    let mut key = String::from("/skydns/com/example");
+    for label in owner.split('.').rev() {
+        key.push('/');
+        key.push_str(label);
+    }
+    let entries = Arc::make_mut(&mut data.entries);
+    if rng.chance(30) {
+        entries.remove(&key);
+        return;
+    }
+    let host = match rng.below(4) {
+        0 => "static1.example.com".to_string(),
+        1 => "s0.ns.f.svc.example.com".to_string(),
+        _ => format!("10.9.0.{}", rng.below(4) + 1),
+    };
+    entries.insert(
+        key,
+        Entry {
+            address: host.parse().ok(),
+            host,
+            port: 80,
+            ttl: [0, 60][rng.below(2)],
+            ..Default::default()
+        },
+    );
+}
+
 fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
     match rng.below(11) {
         0 | 1 if !fed.services.is_empty() => {
@@ -396,6 +441,7 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
     assert_eq!(incremental.record_count, fresh.record_count, "{context}");
     let misses: Vec<DnsName> = [
         "nothing.here.example.com",
+        "y.e0.example.com",
         "q.wild0.example.com",
         "q.wild1.example.com",
         "q.r.wild2.example.com",
@@ -457,6 +503,7 @@ fn build_both_and_compare(
     cache: &mut BuildCache,
     lines: &[String],
     fed: &Federation,
+    etcd: &[&EtcdData],
     i: u32,
     context: &str,
     signing: &[Arc<crate::dns::dnssec::ZoneKeys>],
@@ -468,7 +515,7 @@ fn build_both_and_compare(
         build(BuildInput {
             zones: &zones,
             federations: &feds,
-            etcd: &[],
+            etcd,
             cache,
             serial: 1000 + i,
             generation: i as u64,
@@ -524,13 +571,23 @@ fn incremental_walk(
         for _ in 0..8 {
             add_zone_line(&mut rng, &mut lines);
         }
+        // etcd serves the same zone (unsigned walks only: etcd zones are not signed).
+        let mut etcd = signing.is_empty().then(|| EtcdData {
+            prefix: "/skydns".into(),
+            zones: vec![DnsName::parse("example.com").unwrap()],
+            wildcards: true,
+            ..Default::default()
+        });
         let mut cache = BuildCache::default();
         // The headless per-endpoint names of the walk's steps: the walk must make them come,
         // change and go, or it proves nothing about them.
         let mut last_hosts = Vec::new();
         for i in 0..60u32 {
             if i > 0 {
-                step(&mut rng, &mut fed, &mut lines);
+                match etcd.as_mut() {
+                    Some(data) if rng.chance(25) => etcd_step(&mut rng, data),
+                    _ => step(&mut rng, &mut fed, &mut lines),
+                }
             }
             let hosts = per_endpoint_names(&fed);
             headless_seen.0 += usize::from(!hosts.is_empty());
@@ -540,6 +597,7 @@ fn incremental_walk(
                 &mut cache,
                 &lines,
                 &fed,
+                etcd.as_ref().as_slice(),
                 i,
                 &format!("seed {seed} step {i}"),
                 signing,
@@ -589,6 +647,14 @@ fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
     ];
     let mut cache = BuildCache::default();
     for (i, lines) in steps.iter().enumerate() {
-        build_both_and_compare(&mut cache, lines, &fed, i as u32, &format!("step {i}"), &[]);
+        build_both_and_compare(
+            &mut cache,
+            lines,
+            &fed,
+            &[],
+            i as u32,
+            &format!("step {i}"),
+            &[],
+        );
     }
 }

@@ -149,7 +149,6 @@ struct NameState {
     apex: Option<Box<NodeData>>,
     /// Names directly below this one (an empty non-terminal exists while it has any).
     children: u32,
-    answers: Encoded,
     /// Other names this name's answers read (the names along its CNAME chains).
     reads: Box<[DnsName]>,
     records: u32,
@@ -162,11 +161,6 @@ impl NameState {
             contributions: Vec::new(),
             apex: None,
             children: 0,
-            answers: Encoded {
-                by_type: Box::default(),
-                other: Ref::NoData,
-                below: None,
-            },
             reads: Box::new([]),
             records: 0,
         }
@@ -289,9 +283,16 @@ pub struct BuildCache {
     /// name → aliases whose answers read it.
     readers: FxHashMap<DnsName, Vec<DnsName>>,
     etcd: Vec<EtcdCache>,
+    /// The last table's segments: they hold every name's encoded answers, so a rebuilt segment
+    /// takes the nodes of names that were not re-encoded from its predecessor.
     segments: Vec<Arc<Segment>>,
     /// During a build: names whose records changed, and segments to rebuild.
     changed: FxHashSet<DnsName>,
+    /// During a build: the answers of the names re-encoded (the only answers the cache holds).
+    encoded: FxHashMap<DnsName, Encoded>,
+    /// During a build: names etcd overlaid in the last table and no longer does (their node
+    /// there is etcd's, so they are encoded again).
+    unlaid: FxHashSet<DnsName>,
     /// During a build: inputs that contradict each other (see [`Built::conflicts`]).
     conflicts: Vec<String>,
     dirty: Vec<bool>,
@@ -729,6 +730,8 @@ impl BuildCache {
             self.segments[s] = seg;
             self.dirty[s] = false;
         }
+        self.encoded = FxHashMap::default();
+        self.unlaid = FxHashSet::default();
         let mut axfr = FxHashMap::default();
         for data in etcd.iter().filter(|d| d.axfr) {
             for z in &data.zones {
@@ -1027,13 +1030,7 @@ impl BuildCache {
             .collect();
         todo.extend(readers);
         let todo: Vec<DnsName> = todo.into_iter().collect();
-        let view = View {
-            names: &self.names,
-            zones: &self.zones,
-            cuts: &self.cuts,
-            zone_file: &self.zone_file_nodes,
-            keys: &self.keys,
-        };
+        let view = self.view();
         let done = par_map(&todo, 4096, |name| {
             view.names.get(name.wire()).map(|st| {
                 let (answers, reads) = encode_name(view, name, st, locations);
@@ -1058,8 +1055,8 @@ impl BuildCache {
                 ));
             }
             self.dirty[part_of(name.wire())] = true;
+            self.encoded.insert(name.clone(), answers);
             let st = self.names.get_mut(name.wire()).expect("encoded above");
-            st.answers = answers;
             st.records = records;
             if st.reads.is_empty() && reads.is_empty() {
                 continue; // not an alias, before or now
@@ -1079,15 +1076,24 @@ impl BuildCache {
     fn update_etcd(&mut self, i: usize, data: &EtcdData, warnings: &mut Vec<String>) {
         let cache = &mut self.etcd[i];
         let delta = skydns::update(data, &mut cache.sky);
+        let overlaid = |(name, wild): &skydns::NameKey| {
+            if *wild {
+                name.parent()
+            } else {
+                Some(name.clone())
+            }
+        };
         if delta.full {
             for part in &mut cache.enc {
-                part.clear();
+                self.unlaid
+                    .extend(part.drain().filter_map(|(k, _)| overlaid(&k)));
             }
             self.dirty.iter_mut().for_each(|d| *d = true);
         }
         for k in &delta.removed {
             let p = etcd_part(k);
             cache.enc[p].remove(k);
+            self.unlaid.extend(overlaid(k));
             self.dirty[p] = true;
         }
         let mut cut = 0usize;
@@ -1104,48 +1110,69 @@ impl BuildCache {
         }
     }
 
-    /// Segment `s` of the table from the names of part `s`, etcd's names overlaid.
+    /// Segment `s` of the table from the names of part `s`, etcd's names overlaid: a name
+    /// re-encoded by this build gets its new answers, every other name its node of the previous
+    /// segment (answers shared, not copied). A name etcd overlays there had its node changed by
+    /// that overlay, so it is encoded again.
     fn segment(&self, s: usize) -> Segment {
         let mut seg = Segment::default();
         let part = &self.names.parts[s];
+        let old = &*self.segments[s];
+        let mut moved = vec![u32::MAX; old.answers.len()];
+        // etcd's names, and the parents of its stored wildcards (both in this part).
+        let overlaid: FxHashSet<DnsName> = self
+            .etcd
+            .iter()
+            .flat_map(|c| c.enc[s].keys())
+            .filter_map(|(name, wild)| {
+                if *wild {
+                    name.parent()
+                } else {
+                    Some(name.clone())
+                }
+            })
+            .collect();
+        let unlaid = |name: &DnsName| !self.unlaid.is_empty() && self.unlaid.contains(name);
+        let view = self.view();
         seg.names.reserve(part.len(), |(k, _)| name_hash(k.wire()));
         for (name, st) in part {
-            let by_type = st
-                .answers
-                .by_type
-                .iter()
-                .map(|(t, r)| (*t, put(&mut seg, r)))
-                .collect();
-            let other = put(&mut seg, &st.answers.other);
-            let wildcard = match &st.answers.below {
-                Some(below) => {
-                    let (types, other) = &**below;
-                    let by_type = types.iter().map(|(t, r)| (*t, put(&mut seg, r))).collect();
-                    let other = put(&mut seg, other);
-                    seg.wildcards.push(Wildcard { by_type, other });
-                    (seg.wildcards.len() - 1) as u32
+            let hash = name_hash(name.wire());
+            let kept = (!overlaid.contains(name) && !unlaid(name))
+                .then(|| old.find(hash, name.wire()))
+                .flatten()
+                .filter(|_| !self.encoded.contains_key(name));
+            let node = match kept {
+                Some(node) => move_node(old, &mut seg, &mut moved, node, self.locations),
+                None => {
+                    let again;
+                    let enc = match self.encoded.get(name) {
+                        Some(enc) => enc,
+                        None => {
+                            again = encode_name(view, name, st, self.locations).0;
+                            &again
+                        }
+                    };
+                    put_node(&mut seg, st.zone, enc)
                 }
-                None => NO_WILDCARD,
             };
             seg.records += st.records as usize;
-            seg.names.insert_unique(
-                name_hash(name.wire()),
-                (
-                    name.clone(),
-                    Node {
-                        zone: st.zone,
-                        by_type,
-                        other,
-                        wildcard,
-                    },
-                ),
-                |(k, _)| name_hash(k.wire()),
-            );
+            seg.names
+                .insert_unique(hash, (name.clone(), node), |(k, _)| name_hash(k.wire()));
         }
         for cache in &self.etcd {
             self.overlay_etcd(&mut seg, &cache.enc[s]);
         }
         seg
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            names: &self.names,
+            zones: &self.zones,
+            cuts: &self.cuts,
+            zone_file: &self.zone_file_nodes,
+            keys: &self.keys,
+        }
     }
 
     /// Adds the names of one etcd data set, answered as CoreDNS's etcd plugin answers them.
@@ -1265,12 +1292,52 @@ fn par_map<T: Sync, R: Send>(items: &[T], worth: usize, f: impl Fn(&T) -> R + Sy
     })
 }
 
-/// Adds `r`'s answers to `seg` and returns the reference a node stores.
-fn put(seg: &mut Segment, r: &Ref) -> u32 {
+/// The node of encoded answers `enc`, its answers added to `seg`.
+fn put_node(seg: &mut Segment, zone: u32, enc: &Encoded) -> Node {
+    let first = seg.answers.len();
+    let by_type = enc
+        .by_type
+        .iter()
+        .map(|(t, r)| (*t, put(seg, first, r)))
+        .collect();
+    let other = put(seg, first, &enc.other);
+    let wildcard = match &enc.below {
+        Some(below) => {
+            let (types, other) = &**below;
+            let by_type = types
+                .iter()
+                .map(|(t, r)| (*t, put(seg, first, r)))
+                .collect();
+            let other = put(seg, first, other);
+            seg.wildcards.push(Wildcard { by_type, other });
+            (seg.wildcards.len() - 1) as u32
+        }
+        None => NO_WILDCARD,
+    };
+    Node {
+        zone,
+        by_type,
+        other,
+        wildcard,
+    }
+}
+
+/// Adds `r`'s answers to `seg` and returns the reference a node stores. An answer the node
+/// already holds (ANY shares the lowest type's) is stored once: the node's answers start at
+/// `first`.
+fn put(seg: &mut Segment, first: usize, r: &Ref) -> u32 {
     let mut push = |a: Option<&Answer>| match a {
         Some(a) => {
-            seg.answers.push(a.clone());
-            (seg.answers.len() - 1) as u32
+            let same = seg.answers[first..]
+                .iter()
+                .position(|b| Arc::ptr_eq(&a.bodies, &b.bodies) && a == b);
+            match same {
+                Some(i) => (first + i) as u32,
+                None => {
+                    seg.answers.push(a.clone());
+                    (seg.answers.len() - 1) as u32
+                }
+            }
         }
         None => NODATA,
     };
@@ -1287,6 +1354,67 @@ fn put(seg: &mut Segment, r: &Ref) -> u32 {
                 .extend(per_location.iter().map(|p| idx[*p as usize]));
             start as u32 | LOCATED
         }
+    }
+}
+
+/// `node` of segment `old` as a node of `seg`: the answers it references move over (shared
+/// bodies; `moved` maps an answer's index in `old` to its index in `seg`).
+fn move_node(
+    old: &Segment,
+    seg: &mut Segment,
+    moved: &mut [u32],
+    node: &Node,
+    locations: usize,
+) -> Node {
+    let mut one = |seg: &mut Segment, i: u32| -> u32 {
+        match i {
+            NODATA | NXDOMAIN | MISS_SOA => i,
+            i => {
+                let m = &mut moved[i as usize];
+                if *m == u32::MAX {
+                    seg.answers.push(old.answers[i as usize].clone());
+                    *m = (seg.answers.len() - 1) as u32;
+                }
+                *m
+            }
+        }
+    };
+    let mut reference = |seg: &mut Segment, i: u32| -> u32 {
+        if i & LOCATED == 0 {
+            return one(seg, i);
+        }
+        let start = (i & !LOCATED) as usize;
+        let at = seg.located.len();
+        for l in 0..locations {
+            let a = one(seg, old.located[start + l]);
+            seg.located.push(a);
+        }
+        at as u32 | LOCATED
+    };
+    let by_type = node
+        .by_type
+        .iter()
+        .map(|&(t, i)| (t, reference(seg, i)))
+        .collect();
+    let other = reference(seg, node.other);
+    let wildcard = match old.wildcards.get(node.wildcard as usize) {
+        Some(w) => {
+            let by_type = w
+                .by_type
+                .iter()
+                .map(|&(t, i)| (t, reference(seg, i)))
+                .collect();
+            let other = reference(seg, w.other);
+            seg.wildcards.push(Wildcard { by_type, other });
+            (seg.wildcards.len() - 1) as u32
+        }
+        None => NO_WILDCARD,
+    };
+    Node {
+        zone: node.zone,
+        by_type,
+        other,
+        wildcard,
     }
 }
 

@@ -237,7 +237,7 @@ pub(crate) struct Segment {
 
 impl Segment {
     #[inline]
-    fn find(&self, hash: u64, qname: &[u8]) -> Option<&Node> {
+    pub(crate) fn find(&self, hash: u64, qname: &[u8]) -> Option<&Node> {
         self.names
             .find(hash, |(k, _)| k.wire() == qname)
             .map(|(_, n)| n)
