@@ -131,6 +131,25 @@ pub(super) struct NodeData {
 }
 
 impl NodeData {
+    /// Without growth slack: kept in the build cache for as long as the name's inputs do not
+    /// change (a `Vec` pushed once holds room for four).
+    pub(super) fn compact(mut self) -> Self {
+        let rrsets = |sets: &mut Vec<RRset>| {
+            sets.shrink_to_fit();
+            for r in sets {
+                r.rdatas.shrink_to_fit();
+                if let Rotation::Weighted { groups, .. } = &mut r.rotation {
+                    groups.shrink_to_fit();
+                    groups.iter_mut().for_each(|g| g.1.shrink_to_fit());
+                }
+            }
+        };
+        rrsets(&mut self.rrsets);
+        self.by_location.shrink_to_fit();
+        self.by_location.iter_mut().for_each(rrsets);
+        self
+    }
+
     pub(super) fn at(&self, loc: usize) -> &[RRset] {
         if self.by_location.is_empty() {
             &self.rrsets

@@ -549,13 +549,13 @@ impl BuildCache {
         let served_changed = match st.contributions.binary_search_by_key(&origin, |(o, _)| *o) {
             Ok(i) if st.contributions[i].1 == data => false,
             Ok(i) => {
-                st.contributions[i].1 = data;
+                st.contributions[i].1 = data.compact();
                 i + 1 == last
             }
             Err(i) => {
                 // Almost every name has one source: no room for more until a second comes.
                 st.contributions.reserve_exact(1);
-                st.contributions.insert(i, (origin, data));
+                st.contributions.insert(i, (origin, data.compact()));
                 i == last
             }
         };
@@ -1065,10 +1065,12 @@ impl BuildCache {
             self.forget_reads(name, &old);
             let st = self.names.get(name.wire()).expect("encoded above");
             for r in st.reads.iter() {
-                self.readers
-                    .entry(r.clone())
-                    .or_default()
-                    .push(name.clone());
+                let aliases = self.readers.entry(r.clone()).or_default();
+                if aliases.is_empty() {
+                    // Most targets have one reader: no room for four.
+                    aliases.reserve_exact(1);
+                }
+                aliases.push(name.clone());
             }
         }
     }
@@ -1162,6 +1164,10 @@ impl BuildCache {
         for cache in &self.etcd {
             self.overlay_etcd(&mut seg, &cache.enc[s]);
         }
+        // A segment lives until one of its names changes: no growth slack.
+        seg.answers.shrink_to_fit();
+        seg.located.shrink_to_fit();
+        seg.wildcards.shrink_to_fit();
         seg
     }
 

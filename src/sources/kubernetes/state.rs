@@ -978,6 +978,7 @@ fn service_of(
     imports.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
     shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    shards.shrink_to_fit();
     Some((
         Service {
             name: key.1.clone(),
