@@ -348,6 +348,10 @@ struct Shared<'a> {
 
 type ListKey = (String, bool, bool, Option<Vec<String>>);
 
+/// Walks shorter than this are made again rather than kept: a first load answers every key's
+/// own name, and keeping those tiny walks cost more than it saved.
+const SHARE_MIN: usize = 64;
+
 impl<'a> Ctx<'a, '_> {
     fn spend(&self, n: usize) -> bool {
         let left = self.budget.get();
@@ -411,7 +415,7 @@ impl<'a> Ctx<'a, '_> {
             spent,
             complete: !cut,
         });
-        if !cut {
+        if !cut && spent >= SHARE_MIN {
             self.shared.walks.borrow_mut().insert(wkey, w.clone());
         }
         w
@@ -493,7 +497,7 @@ impl<'a> Ctx<'a, '_> {
             }
             Ok(std::rc::Rc::new(group(sx)))
         })();
-        if walk.complete {
+        if walk.complete && walk.spent >= SHARE_MIN {
             self.shared
                 .lists
                 .borrow_mut()
