@@ -2,7 +2,8 @@
 //! 1 s"): a test Kubernetes API server (the same one the tests use) serves one member cluster to
 //! a real `fedns serve`; the benchmark flips one EndpointSlice between ready and not ready and
 //! measures, over the DNS wire, the time from the change on the API server to the first answer
-//! that shows it. Prints p50/p99/max, and fedns's resident memory after the initial sync.
+//! that shows it. Prints start → /readyz 200 and → first full answer, p50/p99/max, and fedns's
+//! resident memory after the initial sync.
 //!
 //! Run through `bench/kube-propagation.sh`; arguments:
 //!   --fedns PATH     the fedns binary (default target/release/fedns)
@@ -51,6 +52,24 @@ fn answers(sock: &UdpSocket, server: SocketAddr, id: u16) -> Option<usize> {
             return Some(r.answers.len());
         }
     }
+}
+
+/// The status code of `GET path` (0 when the request fails).
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut head = [0u8; 12];
+    if s.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -160,6 +179,7 @@ fn main() {
     )
     .unwrap();
 
+    let spawned = Instant::now();
     let mut child = Command::new(&fedns)
         .args(["serve", "--config"])
         .arg(&config)
@@ -245,16 +265,29 @@ fn main() {
         id
     };
     let started = Instant::now();
-    while answers(&sock, server, next_id()) != Some(clusters) {
+    // From the spawn: /readyz 200 (every cluster listed and its data served) and the first
+    // answer holding every cluster's shard.
+    let (mut readyz, mut answered) = (None, None);
+    while readyz.is_none() || answered.is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "no initial answer"
+            "not ready or no initial answer after 120 s"
         );
+        if answered.is_none() && answers(&sock, server, next_id()) == Some(clusters) {
+            answered = Some(spawned.elapsed());
+        }
+        if readyz.is_none()
+            && let Some(addr) = *http.lock().unwrap()
+            && http_status(addr, "/readyz") == 200
+        {
+            readyz = Some(spawned.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     println!(
-        "initial sync: {:.2} s for {} clusters × {} services; fedns RSS {} KiB, CPU {:.1} s",
-        started.elapsed().as_secs_f64(),
+        "initial sync: start → /readyz 200 {:.2} s, → first full answer {:.2} s, for {} clusters × {} services; fedns RSS {} KiB, CPU {:.1} s",
+        readyz.unwrap().as_secs_f64(),
+        answered.unwrap().as_secs_f64(),
         clusters,
         extra + 1,
         rss_kib(pid).unwrap_or(0),

@@ -144,6 +144,11 @@ pub fn name_of_key(key: &str, prefix: &str) -> Option<DnsName> {
     DnsName::parse(&labels.join(".")).ok()
 }
 
+/// Every valid key under a prefix with its entry. Keys and entries are `Arc`s so that the etcd
+/// reader's copy-on-write of the map (the merger holds the last one sent) copies pointers, not
+/// strings: at 100k keys a deep copy was tens of milliseconds per put.
+pub type Entries = BTreeMap<std::sync::Arc<str>, std::sync::Arc<Entry>>;
+
 /// What one etcd data set looks like to the table builder.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct EtcdData {
@@ -152,7 +157,7 @@ pub struct EtcdData {
     /// Zones served from this prefix.
     pub zones: Vec<DnsName>,
     /// Every valid key under the prefix, in etcd's (byte) order.
-    pub entries: std::sync::Arc<BTreeMap<String, Entry>>,
+    pub entries: std::sync::Arc<Entries>,
     /// Stored `*` labels are RFC 4592 wildcards (beyond CoreDNS, off by default).
     pub wildcards: bool,
     /// Zone transfers are on: the builder lists each zone's records.
@@ -237,6 +242,8 @@ enum NsError {
 struct Svc<'a> {
     key: &'a str,
     e: &'a Entry,
+    /// Slashes in `key` (its depth, for `msg.Group`).
+    depth: u32,
     ttl: u32,
     priority: i64,
 }
@@ -298,7 +305,7 @@ fn split255(s: &str) -> Vec<Box<[u8]>> {
     out
 }
 
-struct Ctx<'a> {
+struct Ctx<'a, 's> {
     data: &'a EtcdData,
     zone: &'a DnsName,
     budget: Cell<usize>,
@@ -308,11 +315,44 @@ struct Ctx<'a> {
     reads: RefCell<Vec<String>>,
     /// `services` results by (name, exact, TXT?).
     memo: RefCell<ServicesMemo<'a>>,
+    /// What other names of the same update already walked.
+    shared: &'s Shared<'a>,
 }
 
-type ServicesMemo<'a> = HashMap<(DnsName, bool, bool), Option<Vec<Svc<'a>>>>;
+/// A services list, shared by the query types and names that read it.
+type List<'a> = std::rc::Rc<Vec<Svc<'a>>>;
 
-impl<'a> Ctx<'a> {
+type ServicesMemo<'a> = HashMap<(DnsName, bool, bool), Option<List<'a>>>;
+
+/// `loopNodes`'s input for one key path: the entries visited (key, entry, slashes in the key),
+/// or `None` when the path has no key (NXDOMAIN).
+struct Walk<'a> {
+    kvs: Option<Vec<(&'a str, &'a Entry, u32)>>,
+    /// Budget the walk spent (one per entry below the path).
+    spent: usize,
+    /// The budget did not cut it short (only such walks, and their lists, are shared).
+    complete: bool,
+}
+
+/// What one [`update`] computed for a key path, kept for every name it answers. A zone's apex,
+/// its `*.` and `any.` forms and every CNAME chain into the zone read the same subtree; at 100k
+/// keys that walk (and the services list it becomes) was most of the cost of a put. A name
+/// reuses a walk only when its budget would have let it make the same walk, so answers do not
+/// depend on the order names are answered in.
+#[derive(Default)]
+struct Shared<'a> {
+    walks: RefCell<HashMap<(String, bool), std::rc::Rc<Walk<'a>>>>,
+    /// (path, exact, TXT?, the labels after a `*`/`any` cut, `*` for either) → list.
+    lists: RefCell<HashMap<ListKey, Option<List<'a>>>>,
+}
+
+type ListKey = (String, bool, bool, Option<Vec<String>>);
+
+/// Walks shorter than this are made again rather than kept: a first load answers every key's
+/// own name, and keeping those tiny walks cost more than it saved.
+const SHARE_MIN: usize = 64;
+
+impl<'a> Ctx<'a, '_> {
     fn spend(&self, n: usize) -> bool {
         let left = self.budget.get();
         self.budget.set(left.saturating_sub(n));
@@ -321,7 +361,7 @@ impl<'a> Ctx<'a> {
 
     /// [`Ctx::services_uncached`], remembered for the other query types of the same name (only
     /// TXT filters differently).
-    fn services(&self, qname: &DnsName, exact: bool, qtype: u16) -> Result<Vec<Svc<'a>>, NotFound> {
+    fn services(&self, qname: &DnsName, exact: bool, qtype: u16) -> Result<List<'a>, NotFound> {
         let key = (qname.clone(), exact, qtype == rtype::TXT);
         if let Some(r) = self.memo.borrow().get(&key) {
             return r.clone().ok_or(NotFound);
@@ -331,13 +371,63 @@ impl<'a> Ctx<'a> {
         r
     }
 
+    /// The entries at and below `path` as `loopNodes` visits them, spending one unit of budget
+    /// per entry below it; a walk the budget cut short is not shared.
+    fn walk(&self, path: &str, exact: bool) -> std::rc::Rc<Walk<'a>> {
+        let wkey = (path.to_string(), exact);
+        if let Some(w) = self.shared.walks.borrow().get(&wkey).cloned()
+            && self.budget.get() >= w.spent
+        {
+            self.spend(w.spent);
+            return w;
+        }
+        let entries = &self.data.entries;
+        let slashes = |k: &str| k.bytes().filter(|b| *b == b'/').count() as u32;
+        let mut kvs: Vec<(&'a str, &'a Entry, u32)> = Vec::new();
+        let (mut spent, mut cut) = (0usize, false);
+        if !exact {
+            let p = format!("{path}/");
+            let base = slashes(&p);
+            for (k, e) in entries.range::<str, _>((
+                std::ops::Bound::Included(p.as_str()),
+                std::ops::Bound::Unbounded,
+            )) {
+                if !k.starts_with(&p) {
+                    break;
+                }
+                if !self.spend(1) {
+                    cut = true;
+                    break;
+                }
+                spent += 1;
+                kvs.push((&**k, &**e, base + slashes(&k[p.len()..])));
+            }
+        }
+        let kvs = if kvs.is_empty() {
+            entries
+                .get_key_value(path)
+                .map(|(k, e)| vec![(&**k, &**e, slashes(k))])
+        } else {
+            Some(kvs)
+        };
+        let w = std::rc::Rc::new(Walk {
+            kvs,
+            spent,
+            complete: !cut,
+        });
+        if !cut && spent >= SHARE_MIN {
+            self.shared.walks.borrow_mut().insert(wkey, w.clone());
+        }
+        w
+    }
+
     /// CoreDNS `Records` + `get` + `loopNodes` + `msg.Group` (= `Services`).
     fn services_uncached(
         &self,
         qname: &DnsName,
         exact: bool,
         qtype: u16,
-    ) -> Result<Vec<Svc<'a>>, NotFound> {
+    ) -> Result<List<'a>, NotFound> {
         let prefix = &self.data.prefix;
         let full = path_of(qname, prefix);
         // PathWithWildcard: cut the path at the first `*`/`any` label from the top.
@@ -354,66 +444,70 @@ impl<'a> Ctx<'a> {
             path.push_str(&String::from_utf8_lossy(l));
         }
         self.reads.borrow_mut().push(path.clone());
-        let entries = &self.data.entries;
-        let mut kvs: Vec<(&'a str, &'a Entry)> = Vec::new();
-        if !exact {
-            let p = format!("{path}/");
-            for (k, e) in entries.range::<str, _>((
-                std::ops::Bound::Included(p.as_str()),
-                std::ops::Bound::Unbounded,
-            )) {
-                if !k.starts_with(&p) {
-                    break;
-                }
-                if !self.spend(1) {
-                    break;
-                }
-                kvs.push((k.as_str(), e));
-            }
-        }
-        if kvs.is_empty() {
-            match entries.get_key_value(path.as_str()) {
-                Some((k, e)) => kvs.push((k.as_str(), e)),
-                None => return Err(NotFound),
-            }
-        }
         let segments: Vec<&str> = full.split('/').collect();
-        let mut sx = Vec::with_capacity(kvs.len());
-        'nodes: for (key, e) in kvs {
-            if star {
-                let parts: Vec<&str> = key.split('/').collect();
-                for (i, n) in segments.iter().enumerate() {
-                    if i > parts.len() - 1 {
-                        continue 'nodes; // name is longer than key
-                    }
-                    if *n == "*" || *n == "any" {
-                        continue;
-                    }
-                    if parts[i] != *n {
-                        continue 'nodes;
+        // The star filter only compares the labels after the cut (the ones before are the
+        // path every key visited starts with).
+        let cut_at = path.split('/').count();
+        let tail = star.then(|| {
+            segments[cut_at..]
+                .iter()
+                .map(|n| if *n == "any" { "*" } else { *n }.to_string())
+                .collect::<Vec<_>>()
+        });
+        let lkey = (path.clone(), exact, qtype == rtype::TXT, tail);
+        let walk = self.walk(&path, exact);
+        if walk.complete
+            && let Some(r) = self.shared.lists.borrow().get(&lkey)
+        {
+            return r.clone().ok_or(NotFound);
+        }
+        let r = (|| {
+            let kvs = walk.kvs.as_ref().ok_or(NotFound)?;
+            let mut sx = Vec::with_capacity(kvs.len());
+            'nodes: for &(key, e, depth) in kvs {
+                if star {
+                    let parts: Vec<&str> = key.split('/').collect();
+                    for (i, n) in segments.iter().enumerate() {
+                        if i > parts.len() - 1 {
+                            continue 'nodes; // name is longer than key
+                        }
+                        if *n == "*" || *n == "any" {
+                            continue;
+                        }
+                        if parts[i] != *n {
+                            continue 'nodes;
+                        }
                     }
                 }
+                // shouldInclude
+                if !((qtype == rtype::TXT && !e.text.is_empty()) || !e.host.is_empty()) {
+                    continue;
+                }
+                sx.push(Svc {
+                    key,
+                    e,
+                    depth,
+                    ttl: if e.ttl == 0 { DEFAULT_TTL } else { e.ttl },
+                    priority: if e.priority == 0 {
+                        DEFAULT_PRIORITY
+                    } else {
+                        e.priority
+                    },
+                });
             }
-            // shouldInclude
-            if !((qtype == rtype::TXT && !e.text.is_empty()) || !e.host.is_empty()) {
-                continue;
-            }
-            sx.push(Svc {
-                key,
-                e,
-                ttl: if e.ttl == 0 { DEFAULT_TTL } else { e.ttl },
-                priority: if e.priority == 0 {
-                    DEFAULT_PRIORITY
-                } else {
-                    e.priority
-                },
-            });
+            Ok(std::rc::Rc::new(group(sx)))
+        })();
+        if walk.complete && walk.spent >= SHARE_MIN {
+            self.shared
+                .lists
+                .borrow_mut()
+                .insert(lkey, r.as_ref().ok().cloned());
         }
-        Ok(group(sx))
+        r
     }
 
     /// CoreDNS `checkForApex`: the apex answers A/AAAA from `apex.dns.<zone>` when that exists.
-    fn apex_or_services(&self, qname: &DnsName, qtype: u16) -> Result<Vec<Svc<'a>>, NotFound> {
+    fn apex_or_services(&self, qname: &DnsName, qtype: u16) -> Result<List<'a>, NotFound> {
         if qname == self.zone
             && let Ok(apex) = self.zone.prepend("apex.dns")
             && let Ok(s) = self.services(&apex, false, qtype)
@@ -433,7 +527,7 @@ impl<'a> Ctx<'a> {
         let services = self.apex_or_services(qname, qtype)?;
         let mut records = Vec::new();
         let mut dup: HashSet<&str> = HashSet::new();
-        for s in services {
+        for &s in services.iter() {
             if records.len() >= MAX_RECORDS || !self.spend(1) {
                 break;
             }
@@ -494,7 +588,7 @@ impl<'a> Ctx<'a> {
         let services = self.services(qname, false, rtype::TXT)?;
         let mut records = Vec::new();
         let mut dup: HashSet<&str> = HashSet::new();
-        for s in services {
+        for &s in services.iter() {
             if records.len() >= MAX_RECORDS || !self.spend(1) {
                 break;
             }
@@ -548,7 +642,7 @@ impl<'a> Ctx<'a> {
     fn srv(&self, qname: &DnsName) -> Result<(Vec<Record>, Vec<Record>), NotFound> {
         let services = self.services(qname, false, rtype::SRV)?;
         let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
-        for s in &services {
+        for s in services.iter() {
             let w = if s.e.weight != 0 { s.e.weight } else { 100 };
             *totals.entry(s.priority).or_insert(0) += w;
         }
@@ -556,7 +650,7 @@ impl<'a> Ctx<'a> {
         let mut extra = Vec::new();
         let mut dup: HashSet<(DnsName, u16, Option<String>)> = HashSet::new();
         let mut looked_up: HashSet<DnsName> = HashSet::new();
-        for s in &services {
+        for s in services.iter() {
             if records.len() >= MAX_RECORDS || !self.spend(1) {
                 break;
             }
@@ -626,7 +720,7 @@ impl<'a> Ctx<'a> {
         let mut extra = Vec::new();
         let mut dup: HashSet<(DnsName, u16, Option<String>)> = HashSet::new();
         let mut looked_up: HashSet<DnsName> = HashSet::new();
-        for s in &services {
+        for s in services.iter() {
             if records.len() >= MAX_RECORDS || !self.spend(1) {
                 break;
             }
@@ -699,7 +793,7 @@ impl<'a> Ctx<'a> {
         let services = self.services(qname, true, rtype::PTR)?;
         let mut out = Vec::new();
         let mut dup: HashSet<&str> = HashSet::new();
-        for s in services {
+        for &s in services.iter() {
             if s.e.host.parse::<IpAddr>().is_ok() || !dup.insert(&s.e.host) {
                 continue;
             }
@@ -725,7 +819,7 @@ impl<'a> Ctx<'a> {
         let mut records = Vec::new();
         let mut extra = Vec::new();
         let mut seen: HashSet<DnsName> = HashSet::new();
-        for s in &services {
+        for s in services.iter() {
             match host_type(s.e) {
                 HostType::Cname => return Err(NsError::NotAnAddress),
                 HostType::A(_) | HostType::Aaaa(_) => {
@@ -777,18 +871,17 @@ fn group(sx: Vec<Svc<'_>>) -> Vec<Svc<'_>> {
     if sx.is_empty() {
         return sx;
     }
-    let slashes_of = |k: &str| k.bytes().filter(|b| *b == b'/').count();
     let mut group = sx[0].e.group.as_str();
-    let mut slashes = slashes_of(sx[0].key);
-    let mut length = vec![0usize; sx.len()];
+    let mut slashes = sx[0].depth;
+    // Go fills `length` only up to its early break; the rest stay 0 and never compare equal.
+    let mut measured = sx.len();
     for (i, s) in sx.iter().enumerate() {
-        let x = slashes_of(s.key);
-        length[i] = x;
-        if x < slashes {
+        if s.depth < slashes {
             if s.e.group.is_empty() {
+                measured = i + 1;
                 break;
             }
-            slashes = x;
+            slashes = s.depth;
             group = s.e.group.as_str();
         }
     }
@@ -801,7 +894,7 @@ fn group(sx: Vec<Svc<'_>>) -> Vec<Svc<'_>> {
             ret.push(*s);
             continue;
         }
-        if length[i] == slashes && s.e.group != group {
+        if i < measured && s.depth == slashes && s.e.group != group {
             return sx;
         }
         if s.e.group == group {
@@ -850,7 +943,7 @@ pub type NameKey = (DnsName, bool);
 #[derive(Default)]
 pub struct Cache {
     ident: Option<(String, Vec<DnsName>, bool)>,
-    entries: std::sync::Arc<BTreeMap<String, Entry>>,
+    entries: std::sync::Arc<Entries>,
     /// Key paths each name's answers read (a read of `p` covers `p` and everything below).
     reads: HashMap<NameKey, Vec<String>>,
     readers: HashMap<String, HashSet<NameKey>>,
@@ -891,35 +984,32 @@ pub struct Delta {
 }
 
 /// Keys whose entry differs between `old` and `new` (added, removed or changed).
-fn changed_keys<'a>(
-    old: &'a BTreeMap<String, Entry>,
-    new: &'a BTreeMap<String, Entry>,
-) -> Vec<&'a str> {
+fn changed_keys<'a>(old: &'a Entries, new: &'a Entries) -> Vec<&'a str> {
     let mut out = Vec::new();
     let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
     loop {
         match (a.peek(), b.peek()) {
             (None, None) => break,
             (Some((k, _)), None) => {
-                out.push(k.as_str());
+                out.push(&***k);
                 a.next();
             }
             (None, Some((k, _))) => {
-                out.push(k.as_str());
+                out.push(&***k);
                 b.next();
             }
             (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                 std::cmp::Ordering::Less => {
-                    out.push(ka.as_str());
+                    out.push(&**ka);
                     a.next();
                 }
                 std::cmp::Ordering::Greater => {
-                    out.push(kb.as_str());
+                    out.push(&**kb);
                     b.next();
                 }
                 std::cmp::Ordering::Equal => {
                     if va != vb {
-                        out.push(ka.as_str());
+                        out.push(&**ka);
                     }
                     a.next();
                     b.next();
@@ -940,7 +1030,7 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
         cache.entries = Default::default();
     }
     let changed_keys: Vec<&str> = if full {
-        data.entries.keys().map(|k| k.as_str()).collect()
+        data.entries.keys().map(|k| &**k).collect()
     } else if std::sync::Arc::ptr_eq(&cache.entries, &data.entries) {
         Vec::new()
     } else {
@@ -1032,9 +1122,10 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
     }
     dirty.retain(|k| cache.names.contains(k));
     let mut changed = Vec::with_capacity(dirty.len());
+    let shared = Shared::default();
     for k in dirty {
         cache.forget(&k);
-        let (answers, reads) = answers_of(data, k.0.clone(), k.1);
+        let (answers, reads) = answers_of(data, &shared, k.0.clone(), k.1);
         cache.remember(k.clone(), reads);
         match answers {
             Some(a) => changed.push((k, a)),
@@ -1050,7 +1141,12 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
     }
 }
 
-fn answers_of(data: &EtcdData, name: DnsName, literal: bool) -> (Option<NameAnswers>, Vec<String>) {
+fn answers_of<'a>(
+    data: &'a EtcdData,
+    shared: &Shared<'a>,
+    name: DnsName,
+    literal: bool,
+) -> (Option<NameAnswers>, Vec<String>) {
     {
         let Some(zone) = zone_of(&data.zones, &name) else {
             return (None, Vec::new());
@@ -1062,6 +1158,7 @@ fn answers_of(data: &EtcdData, name: DnsName, literal: bool) -> (Option<NameAnsw
             literal,
             reads: RefCell::new(Vec::new()),
             memo: RefCell::new(HashMap::new()),
+            shared,
         };
         let reset = || ctx.budget.set(BUDGET);
         let fake_a = match ctx.apex_or_services(&name, rtype::A) {
@@ -1151,13 +1248,13 @@ mod tests {
         };
         for i in 0..20_000u32 {
             std::sync::Arc::make_mut(&mut data.entries).insert(
-                format!("/skydns/net/example/big/h{i}"),
-                Entry {
+                format!("/skydns/net/example/big/h{i}").into(),
+                std::sync::Arc::new(Entry {
                     host: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
                     port: 80,
                     text: "x".repeat(i as usize % 50),
                     ..Default::default()
-                },
+                }),
             );
         }
         let started = std::time::Instant::now();
@@ -1205,7 +1302,7 @@ mod tests {
         };
         let put = |d: &mut EtcdData, k: &str, h: &str| {
             std::sync::Arc::make_mut(&mut d.entries)
-                .insert(format!("/skydns/net/example/{k}"), entry(h));
+                .insert(format!("/skydns/net/example/{k}").into(), entry(h).into());
         };
         put(&mut data, "a/x1", "10.0.0.1");
         put(&mut data, "www", "a.example.net");

@@ -686,7 +686,8 @@ mod tests {
             Entry {
                 host: "10.0.0.1".into(),
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         let table = crate::answers::build(crate::answers::BuildInput {
             zones: &[],

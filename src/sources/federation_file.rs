@@ -330,24 +330,57 @@ impl ItemCache {
         *self = ItemCache::default();
     }
 
-    /// Remembers `parsed` as the parse of `text` (nothing if `text` does not cut).
-    fn keep(&mut self, text: &str, parsed: &Parsed) {
+    /// Remembers `parsed` as the parse of `text` (nothing if `text` does not cut). `cut`: the
+    /// fast path's cut of this same text, so a small edit splits and hashes the file once.
+    fn keep(&mut self, text: &str, parsed: &Parsed, cut: Option<Cut>) {
         self.clear();
-        let Some((_, outside, chunks)) = split_services(text) else {
-            return;
+        let cut = match cut {
+            Some(c) => c,
+            None => {
+                if reuse_unsafe(text) {
+                    return;
+                }
+                let Some((_, outside, chunks)) = split_services(text) else {
+                    return;
+                };
+                Cut::of(text, outside, &chunks)
+            }
         };
-        if chunks.len() != parsed.federation.services.len() || reuse_unsafe(text) {
+        if cut.items.len() != parsed.federation.services.len() {
             return;
         }
-        let base = text.as_ptr() as usize;
-        for (i, c) in chunks.iter().enumerate() {
-            let from = c.as_ptr() as usize - base;
-            self.items.push(from..from + c.len());
-            self.by_hash.entry(item_hash(c)).or_insert(i);
+        for (i, h) in cut.hashes.iter().enumerate() {
+            self.by_hash.entry(*h).or_insert(i);
         }
+        self.items = cut.items;
         self.text = text.to_string();
-        self.skeleton = outside;
+        self.skeleton = cut.outside;
         self.parsed = Some(parsed.clone());
+    }
+}
+
+/// A YAML file cut into its `services:` items: the rest of the file, each item's span and the
+/// hash of its text.
+struct Cut {
+    outside: String,
+    items: Vec<std::ops::Range<usize>>,
+    hashes: Vec<u64>,
+}
+
+impl Cut {
+    fn of(text: &str, outside: String, chunks: &[&str]) -> Cut {
+        let base = text.as_ptr() as usize;
+        Cut {
+            outside,
+            items: chunks
+                .iter()
+                .map(|c| {
+                    let from = c.as_ptr() as usize - base;
+                    from..from + c.len()
+                })
+                .collect(),
+            hashes: chunks.iter().map(|c| item_hash(c)).collect(),
+        }
     }
 }
 
@@ -359,7 +392,8 @@ fn item_hash(item: &str) -> u64 {
 /// Anchors and aliases (`&a`, `*a`) make an item's value depend on other text: such files are
 /// always parsed whole.
 fn reuse_unsafe(text: &str) -> bool {
-    text.contains(['&', '*'])
+    // Two single-byte searches (memchr) are many times faster than one over a char set.
+    text.contains('&') || text.contains('*')
 }
 
 /// [`parse_with_hosts`], parsing only what changed since the last good parse that used
@@ -377,16 +411,16 @@ pub fn parse_cached(
         cache.clear();
         return parse_with_hosts(path, text);
     }
-    if let Some(parsed) = parse_changed_items(path, text, cache) {
-        cache.keep(text, &parsed);
+    if let Some((parsed, cut)) = parse_changed_items(path, text, cache) {
+        cache.keep(text, &parsed, Some(cut));
         return Ok(parsed);
     }
     let parsed = parse_with_hosts(path, text)?;
-    cache.keep(text, &parsed);
+    cache.keep(text, &parsed, None);
     Ok(parsed)
 }
 
-fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<Parsed> {
+fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<(Parsed, Cut)> {
     let last = cache.parsed.as_ref()?;
     if reuse_unsafe(text) {
         return None;
@@ -399,10 +433,11 @@ fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<Par
     let mut raw: Option<RawFile> = None;
     let mut services = Vec::with_capacity(chunks.len());
     let mut hostnames = Vec::new();
+    let cut = Cut::of(text, outside, &chunks);
     for (i, c) in chunks.iter().enumerate() {
         let old = cache
             .by_hash
-            .get(&item_hash(c))
+            .get(&cut.hashes[i])
             .filter(|&&j| cache.text.get(cache.items[j].clone()) == Some(*c));
         if let Some(&j) = old {
             services.push(last.federation.services[j].clone());
@@ -447,10 +482,13 @@ fn parse_changed_items(path: &Path, text: &str, cache: &ItemCache) -> Option<Par
     }
     let mut federation = last.federation.clone();
     federation.services = services;
-    Some(Parsed {
-        federation,
-        hostnames,
-    })
+    Some((
+        Parsed {
+            federation,
+            hostnames,
+        },
+        cut,
+    ))
 }
 
 /// Splits a YAML federation file into the text of each item of its top-level `services:` block

@@ -195,7 +195,11 @@ impl Drop for ApiServer {
 type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(status: StatusCode, v: &Value) -> Response<Body> {
-    let body = Full::new(Bytes::from(serde_json::to_vec(v).expect("json")))
+    json_response(status, serde_json::to_vec(v).expect("json"))
+}
+
+fn json_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    let body = Full::new(Bytes::from(json))
         .map_err(|never: Infallible| match never {})
         .boxed();
     Response::builder()
@@ -347,11 +351,14 @@ async fn handle(
             )
         } else if !watch {
             *inner.lists.entry(res).or_default() += 1;
-            let items: Vec<Value> = inner
+            // Borrowed, and only the page asked for is serialized: a paged list of 10k objects
+            // used to copy every object for every page (the bench's API servers then cost more
+            // CPU than fedns).
+            let items: Vec<&Value> = inner
                 .objects
                 .iter()
                 .filter(|((r, _, _), o)| *r == res && selector_matches(sel.as_deref(), o))
-                .map(|(_, o)| o.clone())
+                .map(|(_, o)| o)
                 .collect();
             let offset: usize = q
                 .get("continue")
@@ -368,13 +375,24 @@ async fn handle(
                 meta["continue"] = json!(format!("off-{end}"));
                 meta["remainingItemCount"] = json!(items.len() - end);
             }
-            let list = json!({
-                "kind": format!("{}List", res.kind()),
-                "apiVersion": res.api_version(),
-                "metadata": meta,
-                "items": items[offset.min(end)..end],
-            });
-            Start::Answer(full(StatusCode::OK, &list), inner.list_delay)
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct List<'a> {
+                kind: String,
+                api_version: &'a str,
+                metadata: Value,
+                items: &'a [&'a Value],
+            }
+            let list = List {
+                kind: format!("{}List", res.kind()),
+                api_version: res.api_version(),
+                metadata: meta,
+                items: &items[offset.min(end)..end],
+            };
+            Start::Answer(
+                json_response(StatusCode::OK, serde_json::to_vec(&list).expect("json")),
+                inner.list_delay,
+            )
         } else {
             *inner.watches.entry(res).or_default() += 1;
             let from: u64 = q

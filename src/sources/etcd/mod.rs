@@ -26,7 +26,7 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::skydns::{Entry, EtcdData};
+use self::skydns::{Entries, EtcdData};
 use super::{Snapshot, SourceBoard, Update};
 use crate::answers::{FederationRecords, Published};
 use crate::config::EtcdConfig;
@@ -130,10 +130,10 @@ async fn get_all(
 
 /// Parses one value into `map` (or drops the key when its value is not valid), logging what
 /// was skipped with the key.
-fn apply_value(map: &mut BTreeMap<String, Entry>, key: &str, value: &[u8], metrics: &Metrics) {
+fn apply_value(map: &mut Entries, key: &str, value: &[u8], metrics: &Metrics) {
     match skydns::parse_value(value) {
         Ok(e) => {
-            map.insert(key.to_string(), e);
+            map.insert(key.into(), Arc::new(e));
         }
         Err(err) => {
             metrics.etcd_invalid_values.inc();
@@ -158,7 +158,7 @@ struct Reader {
     metrics: Metrics,
     /// The last copy: kept across lost connections; shared with the snapshots sent (copied on
     /// the first change after a send).
-    map: Arc<BTreeMap<String, Entry>>,
+    map: Arc<Entries>,
     /// Dropped by the merger when it took the last snapshot.
     taken: Option<oneshot::Receiver<()>>,
     /// Revision `map` reflects: after a lost connection the watch resumes from the next one
