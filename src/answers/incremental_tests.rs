@@ -281,7 +281,7 @@ fn etcd_step(rng: &mut Rng, data: &mut EtcdData) {
     }
     let entries = Arc::make_mut(&mut data.entries);
     if rng.chance(30) {
-        entries.remove(&key);
+        entries.remove(key.as_str());
         return;
     }
     let host = match rng.below(4) {
@@ -290,14 +290,14 @@ fn etcd_step(rng: &mut Rng, data: &mut EtcdData) {
         _ => format!("10.9.0.{}", rng.below(4) + 1),
     };
     entries.insert(
-        key,
-        Entry {
+        key.into(),
+        Arc::new(Entry {
             address: host.parse().ok(),
             host,
             port: 80,
             ttl: [0, 60][rng.below(2)],
             ..Default::default()
-        },
+        }),
     );
 }
 
