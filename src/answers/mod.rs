@@ -1397,20 +1397,17 @@ fn move_node(
         }
         at as u32 | LOCATED
     };
-    let by_type = node
-        .by_type
-        .iter()
-        .map(|&(t, i)| (t, reference(seg, i)))
-        .collect();
-    let other = reference(seg, node.other);
+    let mut typed = |seg: &mut Segment, by_type: &[(u16, u32)], other: u32| {
+        let by_type: Box<[(u16, u32)]> = by_type
+            .iter()
+            .map(|&(t, i)| (t, reference(seg, i)))
+            .collect();
+        (by_type, reference(seg, other))
+    };
+    let (by_type, other) = typed(seg, &node.by_type, node.other);
     let wildcard = match old.wildcards.get(node.wildcard as usize) {
         Some(w) => {
-            let by_type = w
-                .by_type
-                .iter()
-                .map(|&(t, i)| (t, reference(seg, i)))
-                .collect();
-            let other = reference(seg, w.other);
+            let (by_type, other) = typed(seg, &w.by_type, w.other);
             seg.wildcards.push(Wildcard { by_type, other });
             (seg.wildcards.len() - 1) as u32
         }
