@@ -1740,8 +1740,8 @@ fn dns_endpoints_of_an_unreachable_member_follow_fail_static() {
     );
 }
 
-/// Gateway API: HTTPRoute host names (and a Gateway listener's) answer with the addresses of
-/// the Gateway they attach to, only while that Gateway is Programmed (and the route's backend
+/// Gateway API: HTTPRoute host names (intersected with those of the listeners they attach to,
+/// and a Gateway listener's) answer with the addresses of the Gateway they attach to, only while that Gateway is Programmed (and the route's backend
 /// has ready endpoints), across clusters like Ingress hosts; a member without the Gateway API
 /// CRDs still becomes ready.
 #[test]
@@ -1754,7 +1754,7 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         gateway(
             "shop",
             "gw",
-            &["portal.example.com"],
+            &["portal.example.com", "*.example.com"],
             &["198.51.100.200"],
             true,
         ),
@@ -1786,6 +1786,12 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
     refused["status"]["parents"][0]["conditions"][0] =
         json!({"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"});
     cl.east1.put(Res::HttpRoutes, refused);
+    // A route attached only to the `portal.example.com` listener (`http-0`) whose host name
+    // does not intersect it: not served, though no controller has said so yet.
+    let mut stray = http_route("shop", "stray", &["stray.example.com"], "gw", "checkout");
+    stray["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
+    stray["status"] = json!({});
+    cl.east1.put(Res::HttpRoutes, stray);
     // A route whose backend has no endpoints at all is not healthy.
     cl.east1.put(
         Res::HttpRoutes,
@@ -1806,6 +1812,11 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         3,
         "a refused route is not served"
     );
+    assert_eq!(
+        f.ask("stray.example.com.", RecordType::A).rcode,
+        3,
+        "a route host name outside its listener's is not served"
+    );
     let idle = f.ask("idle.example.com.", RecordType::A);
     assert_eq!((idle.rcode, idle.addrs.len()), (0, 0), "NODATA: {idle:?}");
     // west's Gateway becomes Programmed: both clusters answer.
@@ -1825,7 +1836,7 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         gateway(
             "shop",
             "gw",
-            &["portal.example.com"],
+            &["portal.example.com", "*.example.com"],
             &["198.51.100.200"],
             false,
         ),
