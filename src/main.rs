@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -57,50 +57,50 @@ enum Command {
     /// binding, token Secret), write its kubeconfig under kubeconfigs/ beside the config and add
     /// the cluster to `kubernetes.clusters` (the running fedns picks it up).
     Join {
-        /// The cluster's name in the fedns config.
-        cluster: String,
+        #[command(flatten)]
+        member: MemberArgs,
         /// The admin context for the member cluster.
         #[arg(long)]
         context: String,
-        /// The admin kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        #[arg(long, short, default_value = "config/fedns.yaml")]
-        config: PathBuf,
-        /// The namespace of fedns's ServiceAccount in the member (created if missing).
-        #[arg(long, default_value = "fedns-system")]
-        namespace: String,
         /// The cluster's region (default: read from its Nodes).
         #[arg(long)]
         region: Option<String>,
         /// The cluster's zones, comma-separated (default: read from its Nodes).
         #[arg(long, value_delimiter = ',')]
         zones: Vec<String>,
-        /// Print what would be created and changed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
     },
     /// Remove a cluster from `kubernetes.clusters`, delete the kubeconfig join wrote, and (with
     /// --context) fedns's ServiceAccount, ClusterRole, binding and Secret in the member.
     Unjoin {
-        cluster: String,
+        #[command(flatten)]
+        member: MemberArgs,
         /// The admin context for the member cluster; without it the member is not touched.
         #[arg(long)]
         context: Option<String>,
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        #[arg(long, short, default_value = "config/fedns.yaml")]
-        config: PathBuf,
-        #[arg(long, default_value = "fedns-system")]
-        namespace: String,
-        #[arg(long)]
-        dry_run: bool,
     },
     /// DNSSEC key management.
     Dnssec {
         #[command(subcommand)]
         command: DnssecCommand,
     },
+}
+
+/// What `join` and `unjoin` both take.
+#[derive(Args)]
+struct MemberArgs {
+    /// The cluster's name in the fedns config.
+    cluster: String,
+    /// The admin kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long, short, default_value = "config/fedns.yaml")]
+    config: PathBuf,
+    /// The namespace of fedns's ServiceAccount in the member (join creates it if missing).
+    #[arg(long, default_value = "fedns-system")]
+    namespace: String,
+    /// Print what would be created, deleted and changed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -132,39 +132,30 @@ fn main() -> ExitCode {
             json,
         } => fedns::app::explain(&server, &name, &qtype, client, ecs.as_deref(), json),
         Command::Join {
-            cluster,
+            member: m,
             context,
-            kubeconfig,
-            config,
-            namespace,
             region,
             zones,
-            dry_run,
         } => fedns::app::join(&fedns::sources::kubernetes::join::JoinArgs {
-            cluster,
+            cluster: m.cluster,
             context,
-            kubeconfig,
-            config,
-            namespace,
+            kubeconfig: m.kubeconfig,
+            config: m.config,
+            namespace: m.namespace,
             region,
             zones,
-            dry_run,
+            dry_run: m.dry_run,
         }),
-        Command::Unjoin {
-            cluster,
-            context,
-            kubeconfig,
-            config,
-            namespace,
-            dry_run,
-        } => fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
-            cluster,
-            context,
-            kubeconfig,
-            config,
-            namespace,
-            dry_run,
-        }),
+        Command::Unjoin { member: m, context } => {
+            fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
+                cluster: m.cluster,
+                context,
+                kubeconfig: m.kubeconfig,
+                config: m.config,
+                namespace: m.namespace,
+                dry_run: m.dry_run,
+            })
+        }
         Command::Dnssec {
             command: DnssecCommand::Ds { config },
         } => fedns::app::dnssec_ds(&config),

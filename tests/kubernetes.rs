@@ -1740,8 +1740,8 @@ fn dns_endpoints_of_an_unreachable_member_follow_fail_static() {
     );
 }
 
-/// Gateway API: HTTPRoute host names (and a Gateway listener's) answer with the addresses of
-/// the Gateway they attach to, only while that Gateway is Programmed (and the route's backend
+/// Gateway API: HTTPRoute host names (intersected with those of the listeners they attach to,
+/// and a Gateway listener's) answer with the addresses of the Gateway they attach to, only while that Gateway is Programmed (and the route's backend
 /// has ready endpoints), across clusters like Ingress hosts; a member without the Gateway API
 /// CRDs still becomes ready.
 #[test]
@@ -1754,7 +1754,7 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         gateway(
             "shop",
             "gw",
-            &["portal.example.com"],
+            &["portal.example.com", "*.example.com"],
             &["198.51.100.200"],
             true,
         ),
@@ -1786,6 +1786,12 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
     refused["status"]["parents"][0]["conditions"][0] =
         json!({"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"});
     cl.east1.put(Res::HttpRoutes, refused);
+    // A route attached only to the `portal.example.com` listener (`http-0`) whose host name
+    // does not intersect it: not served, though no controller has said so yet.
+    let mut stray = http_route("shop", "stray", &["stray.example.com"], "gw", "checkout");
+    stray["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
+    stray["status"] = json!({});
+    cl.east1.put(Res::HttpRoutes, stray);
     // A route whose backend has no endpoints at all is not healthy.
     cl.east1.put(
         Res::HttpRoutes,
@@ -1806,6 +1812,11 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         3,
         "a refused route is not served"
     );
+    assert_eq!(
+        f.ask("stray.example.com.", RecordType::A).rcode,
+        3,
+        "a route host name outside its listener's is not served"
+    );
     let idle = f.ask("idle.example.com.", RecordType::A);
     assert_eq!((idle.rcode, idle.addrs.len()), (0, 0), "NODATA: {idle:?}");
     // west's Gateway becomes Programmed: both clusters answer.
@@ -1825,7 +1836,7 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         gateway(
             "shop",
             "gw",
-            &["portal.example.com"],
+            &["portal.example.com", "*.example.com"],
             &["198.51.100.200"],
             false,
         ),
@@ -2529,13 +2540,62 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
     // --dry-run: says what it would do, does nothing.
     let (ok, out, err) = join(&["--dry-run"]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("ClusterRole fedns-reader-myfed"), "{out}");
-    assert!(
-        out.contains("resources [endpointslices] verbs [get, list, watch]"),
+    // The output is a YAML stream of exactly the objects join applies, each one the
+    // Kubernetes type it says it is.
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).expect("YAML stream");
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Secret"
+        ],
         "{out}"
     );
+    let typed = |i: usize| docs[i].clone();
+    let _: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(typed(0)).expect("Namespace");
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(typed(1)).expect("ServiceAccount");
+    assert_eq!(sa.metadata.namespace.as_deref(), Some("fedns-system"));
+    let role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_json::from_value(typed(2)).expect("ClusterRole");
+    assert_eq!(role.metadata.name.as_deref(), Some("fedns-reader-myfed"));
     assert!(
-        out.contains("+    - {name: west, kubeconfig: kubeconfigs/west.yaml, region: us-west2, zones: [us-west2-a]}"),
+        role.rules.iter().flatten().any(|r| r
+            .resources
+            .iter()
+            .flatten()
+            .any(|x| x == "endpointslices")
+            && r.verbs == ["get", "list", "watch"]),
+        "{out}"
+    );
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+        serde_json::from_value(typed(3)).expect("ClusterRoleBinding");
+    assert_eq!(binding.role_ref.name, "fedns-reader-myfed");
+    assert_eq!(
+        binding
+            .subjects
+            .iter()
+            .flatten()
+            .next()
+            .map(|s| s.name.as_str()),
+        Some("fedns-reader-myfed")
+    );
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(typed(4)).expect("Secret");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/service-account-token")
+    );
+    assert!(
+        out.contains("# +    - {name: west, kubeconfig: kubeconfigs/west.yaml, region: us-west2, zones: [us-west2-a]}"),
         "{out}"
     );
     assert_eq!(config(), original);
@@ -2568,14 +2628,25 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
         ],
     );
     assert!(ok, "{out}\n{err}");
-    assert!(
-        out.contains(
-            "apiGroups [\"externaldns.k8s.io\"] resources [dnsendpoints] verbs [get, list, watch]"
-        ),
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).expect("YAML stream");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_json::from_value(docs[2].clone()).expect("ClusterRole");
+    let rule = |group: &str| {
+        role.rules
+            .iter()
+            .flatten()
+            .find(|r| r.api_groups.iter().flatten().any(|g| g == group))
+            .map(|r| (r.resources.clone().unwrap_or_default(), r.verbs.clone()))
+    };
+    let read = vec!["get".to_string(), "list".into(), "watch".into()];
+    assert_eq!(
+        rule("externaldns.k8s.io"),
+        Some((vec!["dnsendpoints".into()], read.clone())),
         "{out}"
     );
-    assert!(
-        out.contains("apiGroups [\"gateway.networking.k8s.io\"] resources [gateways, httproutes] verbs [get, list, watch]"),
+    assert_eq!(
+        rule("gateway.networking.k8s.io"),
+        Some((vec!["gateways".into(), "httproutes".into()], read)),
         "{out}"
     );
 

@@ -396,40 +396,23 @@ where
     Ok(())
 }
 
-fn describe(n: &Names, o: &Objects) -> Vec<String> {
-    let mut v = vec![
-        format!("Namespace {}", n.namespace),
-        format!("ServiceAccount {}/{}", n.namespace, n.account),
-        format!("ClusterRole {}", n.account),
+/// The objects join applies, as one YAML stream (`---` before each document).
+fn manifests(o: &Objects) -> anyhow::Result<String> {
+    let docs = [
+        serde_saphyr::to_string(&o.namespace),
+        serde_saphyr::to_string(&o.account),
+        serde_saphyr::to_string(&o.role),
+        serde_saphyr::to_string(&o.binding),
+        serde_saphyr::to_string(&o.secret),
     ];
-    for r in o.role.rules.iter().flatten() {
-        let g = r
-            .api_groups
-            .iter()
-            .flatten()
-            .next()
-            .cloned()
-            .unwrap_or_default();
-        v.push(format!(
-            "  rule: apiGroups [{g:?}] resources [{}] verbs [{}]",
-            r.resources
-                .iter()
-                .flatten()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-            r.verbs.join(", ")
-        ));
+    let mut out = String::new();
+    for d in docs {
+        let d = d.map_err(|e| anyhow::anyhow!("manifests as YAML: {e}"))?;
+        out.push_str("---\n");
+        out.push_str(d.trim_end());
+        out.push('\n');
     }
-    v.push(format!(
-        "ClusterRoleBinding {} (ServiceAccount {}/{} -> ClusterRole {})",
-        n.account, n.namespace, n.account, n.account
-    ));
-    v.push(format!(
-        "Secret {}/{} (type kubernetes.io/service-account-token)",
-        n.namespace, n.secret
-    ));
-    v
+    Ok(out.trim_end().to_string())
 }
 
 pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
@@ -480,22 +463,22 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
     let (admin_path, admin) = admin_kubeconfig(a.kubeconfig.as_deref())?;
     let ep = endpoint(&admin_path, &admin, &a.context)?;
     if a.dry_run {
+        // The output is itself a YAML stream (what it says is in comments), so it can be
+        // reviewed and fed to `kubectl apply -f -` as is.
         println!(
-            "would apply in context {:?} ({}), creating or updating:",
+            "# would apply in context {:?} ({}), creating or updating:",
             a.context, ep.server
         );
-        for l in describe(&names, &objs) {
-            println!("  {l}");
-        }
+        println!("{}", manifests(&objs)?);
         println!(
-            "would write {} (mode 0600): server {}, token of Secret {}/{}",
+            "# would write {} (mode 0600): server {}, token of Secret {}/{}",
             kc_path.display(),
             ep.server,
             names.namespace,
             names.secret
         );
-        println!("would change {}:", a.config.display());
-        println!("+{added}");
+        println!("# would change {}:", a.config.display());
+        println!("# +{added}");
         return Ok(());
     }
     if kc_path.exists() {

@@ -178,23 +178,81 @@ pub struct SlimEndpoints {
     pub skipped: Vec<String>,
 }
 
-/// A Gateway API `Gateway`: its listeners' host names, `status.addresses`, and whether its
-/// `Programmed` condition is `True`.
+/// A Gateway API `Gateway`: its listeners, `status.addresses`, and whether its `Programmed`
+/// condition is `True`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlimGateway {
-    pub listener_hosts: Vec<String>,
+    pub listeners: Vec<Listener>,
     pub lb_ips: Vec<IpAddr>,
     pub lb_hosts: Vec<String>,
     pub programmed: bool,
 }
 
-/// An `HTTPRoute`: its host names, the Gateways it attaches to (`parentRefs`) and the Services
-/// it sends to (`backendRefs`), each as `(namespace, name)`.
+/// One Gateway listener: its `name` (what a route's `parentRefs[].sectionName` names) and its
+/// `hostname`, lowercased, maybe a `*.` wildcard; none matches any host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub hostname: Option<String>,
+}
+
+/// A route's `parentRefs[]` entry for a Gateway: `(namespace, name)` and the listener it names
+/// (`sectionName`; none: every listener of that Gateway).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ParentRef {
+    pub gateway: Key,
+    pub section: Option<String>,
+}
+
+/// An `HTTPRoute`: its host names (lowercased, maybe `*.` wildcards), the Gateway listeners it
+/// attaches to (`parentRefs`) and the Services it sends to (`backendRefs`, `(namespace, name)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlimRoute {
     pub hostnames: Vec<String>,
-    pub parents: Vec<Key>,
+    pub parents: Vec<ParentRef>,
     pub backends: Vec<Key>,
+}
+
+/// The host names a route serves on a listener, per the Gateway API's hostname intersection
+/// (HTTPRouteSpec `hostnames`): a listener without a host name takes the route's; a route
+/// without host names takes the listener's; otherwise each pair of names yields the more
+/// precise one when one covers the other (`*.example.com` covers `a.example.com` and
+/// `a.b.example.com`, never `example.com`). Empty: the route does not attach to that listener.
+pub fn route_hosts_on(route: &[String], listener: Option<&str>) -> Vec<String> {
+    let Some(l) = listener else {
+        return route.to_vec();
+    };
+    if route.is_empty() {
+        return vec![l.to_string()];
+    }
+    let mut out: Vec<String> = route
+        .iter()
+        .filter_map(|r| {
+            if covers(l, r) {
+                Some(r.clone())
+            } else if covers(r, l) {
+                Some(l.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether host name pattern `wide` matches every name `narrow` matches: equal, or `wide` is
+/// `*.S` and `narrow` has at least one more label before `.S`.
+fn covers(wide: &str, narrow: &str) -> bool {
+    if wide == narrow {
+        return true;
+    }
+    let Some(suffix) = wide.strip_prefix('*') else {
+        return false;
+    };
+    // `suffix` is `.S`; `narrow` must be `X.S` with X not empty (X may itself be `*`).
+    narrow.len() > suffix.len() && narrow.ends_with(suffix)
 }
 
 /// An MCS `ServiceImport`: the cluster-set IPs of a `ClusterSetIP` import (none for a
@@ -1023,24 +1081,32 @@ fn ingress_hosts(
                 }
             }
         }
-        // Gateway API: each host name of a Gateway (its listeners', and those of the HTTPRoutes
-        // attached to it) is a shard with the Gateway's addresses, healthy when the Gateway is
-        // Programmed and the routes' backend Services have ready endpoints.
+        // Gateway API: each host name of a Gateway (its exact listener host names, and those
+        // each attached HTTPRoute gets on each listener it attaches to, intersected as the
+        // Gateway API says) is a shard with the Gateway's addresses, healthy when the Gateway is
+        // Programmed and the routes' backend Services have ready endpoints. A name that is
+        // still a wildcard after the intersection names no single host: not served.
         for (gkey, gw) in &v.state.gateways.live {
-            let mut names: BTreeMap<&str, BTreeSet<&Key>> = BTreeMap::new();
-            let mut attached: BTreeSet<&Key> = BTreeSet::new();
-            for route in v.state.routes.live.values() {
-                if !route.parents.contains(gkey) {
-                    continue;
+            let mut names: BTreeMap<String, BTreeSet<&Key>> = BTreeMap::new();
+            for l in &gw.listeners {
+                if let Some(h) = &l.hostname {
+                    names.entry(h.clone()).or_default();
                 }
-                attached.extend(route.backends.iter());
-                for h in &route.hostnames {
-                    names.entry(h).or_default().extend(route.backends.iter());
+                for route in v.state.routes.live.values() {
+                    let on_listener = route.parents.iter().any(|p| {
+                        &p.gateway == gkey && p.section.as_ref().is_none_or(|s| s == &l.name)
+                    });
+                    if !on_listener {
+                        continue;
+                    }
+                    // On an exact listener this is that one name or nothing: the listener's
+                    // own name carries the routes attached to it.
+                    for h in route_hosts_on(&route.hostnames, l.hostname.as_deref()) {
+                        names.entry(h).or_default().extend(&route.backends);
+                    }
                 }
             }
-            for h in &gw.listener_hosts {
-                names.entry(h).or_default().extend(attached.iter().copied());
-            }
+            names.retain(|h, _| !h.starts_with('*'));
             for (host, backends) in names {
                 let (r, nr) = backends
                     .iter()
@@ -1055,7 +1121,7 @@ fn ingress_hosts(
                     zones: vec![],
                     ..Shard::default()
                 };
-                let entry = hosts.entry(host.to_string()).or_default();
+                let entry = hosts.entry(host).or_default();
                 match v.fresh {
                     Freshness::Serving => entry.0.push(shard),
                     _ => entry.1.push(shard),
@@ -1241,6 +1307,82 @@ pub(super) mod tests {
 
     fn key(ns: &str, n: &str) -> Key {
         (ns.into(), n.into())
+    }
+
+    fn parent(ns: &str, n: &str, section: Option<&str>) -> ParentRef {
+        ParentRef {
+            gateway: key(ns, n),
+            section: section.map(String::from),
+        }
+    }
+
+    /// The Gateway API's hostname intersection, case by case from the HTTPRouteSpec
+    /// `hostnames` reference.
+    #[test]
+    fn route_and_listener_host_names_intersect() {
+        let on = |route: &[&str], listener: Option<&str>| {
+            let route: Vec<String> = route.iter().map(|h| h.to_string()).collect();
+            route_hosts_on(&route, listener)
+        };
+        // A listener without a host name takes the route's, wildcards included.
+        assert_eq!(
+            on(&["a.example.com", "*.x.example.com"], None),
+            ["a.example.com", "*.x.example.com"]
+        );
+        // A route without host names takes the listener's.
+        assert_eq!(on(&[], Some("test.example.com")), ["test.example.com"]);
+        assert_eq!(on(&[], Some("*.example.com")), ["*.example.com"]);
+        assert!(on(&[], None).is_empty(), "any host: no name to serve");
+        // An exact listener matches itself or a route wildcard over it.
+        assert_eq!(
+            on(
+                &["test.example.com", "other.example.com"],
+                Some("test.example.com")
+            ),
+            ["test.example.com"]
+        );
+        assert_eq!(
+            on(&["*.example.com"], Some("test.example.com")),
+            ["test.example.com"]
+        );
+        assert_eq!(
+            on(&["*.example.com"], Some("a.b.example.com")),
+            ["a.b.example.com"]
+        );
+        assert!(
+            on(&["*.example.com"], Some("example.com")).is_empty(),
+            "a wildcard needs one more label"
+        );
+        assert!(on(&["*.example.net"], Some("test.example.com")).is_empty());
+        // A wildcard listener matches names below it, by one label or more, and the narrower
+        // of two wildcards.
+        assert_eq!(
+            on(
+                &[
+                    "test.example.com",
+                    "foo.test.example.com",
+                    "test.example.net",
+                    "example.com"
+                ],
+                Some("*.example.com")
+            ),
+            ["foo.test.example.com", "test.example.com"]
+        );
+        assert_eq!(
+            on(&["*.example.com"], Some("*.example.com")),
+            ["*.example.com"]
+        );
+        assert_eq!(
+            on(&["*.example.com"], Some("*.a.example.com")),
+            ["*.a.example.com"]
+        );
+        assert_eq!(
+            on(&["*.a.example.com"], Some("*.example.com")),
+            ["*.a.example.com"]
+        );
+        // Suffix match is by labels, not characters.
+        assert!(on(&["xexample.com"], Some("*.example.com")).is_empty());
+        assert!(on(&["*.xample.com"], Some("a.example.com")).is_empty());
     }
 
     fn listed(ip: &str, ready: u32) -> ClusterState {
@@ -1838,7 +1980,16 @@ pub(super) mod tests {
     fn gateway_hosts_healthy_only_when_programmed_with_ready_backends() {
         let mut st = listed("10.0.0.1", 2);
         let gw = |programmed| SlimGateway {
-            listener_hosts: vec!["portal.example.com".into()],
+            listeners: vec![
+                Listener {
+                    name: "portal".into(),
+                    hostname: Some("portal.example.com".into()),
+                },
+                Listener {
+                    name: "apps".into(),
+                    hostname: Some("*.example.com".into()),
+                },
+            ],
             lb_ips: vec!["192.0.2.7".parse().unwrap()],
             lb_hosts: vec![],
             programmed,
@@ -1856,17 +2007,46 @@ pub(super) mod tests {
                 key("shop", name),
                 Some(SlimRoute {
                     hostnames: vec![host.into()],
-                    parents: vec![key("shop", "gw")],
+                    parents: vec![parent("shop", "gw", None)],
                     backends: vec![key("shop", backend)],
                 }),
             ));
         }
+        // No host names, attached only to the `portal` listener: it takes `portal.example.com`
+        // (not the `*.example.com` of the other listener, which is no single name anyway).
+        st.routes.apply(Change::InitApply(
+            key("shop", "r4"),
+            Some(SlimRoute {
+                hostnames: vec![],
+                parents: vec![parent("shop", "gw", Some("portal"))],
+                backends: vec![key("shop", "web")],
+            }),
+        ));
+        // Its names intersect no listener of its Gateway: nothing, though no controller said so.
+        st.routes.apply(Change::InitApply(
+            key("shop", "r5"),
+            Some(SlimRoute {
+                hostnames: vec!["web.example.net".into()],
+                parents: vec![parent("shop", "gw", None)],
+                backends: vec![key("shop", "web")],
+            }),
+        ));
+        // A wildcard route on the exact listener serves that listener's name; on the
+        // wildcard listener it stays a wildcard, not served.
+        st.routes.apply(Change::InitApply(
+            key("shop", "r6"),
+            Some(SlimRoute {
+                hostnames: vec!["*.example.com".into()],
+                parents: vec![parent("shop", "gw", None)],
+                backends: vec![key("shop", "none")],
+            }),
+        ));
         // Attached to no Gateway this cluster has: nothing.
         st.routes.apply(Change::InitApply(
             key("shop", "r3"),
             Some(SlimRoute {
                 hostnames: vec!["orphan.example.com".into()],
-                parents: vec![key("other", "gw")],
+                parents: vec![parent("other", "gw", None)],
                 backends: vec![key("shop", "web")],
             }),
         ));

@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use super::config::{Access, ClusterSpec, SelectRule};
 use super::state::{
-    Change, Key, Kind, SlimEndpoints, SlimGateway, SlimImport, SlimIngress, SlimNode, SlimRoute,
-    SlimService, SlimSlice,
+    Change, Key, Kind, Listener, ParentRef, SlimEndpoints, SlimGateway, SlimImport, SlimIngress,
+    SlimNode, SlimRoute, SlimService, SlimSlice,
 };
 use crate::model::{DnsName, Endpoint, RData, ServicePort};
 
@@ -922,23 +922,25 @@ fn slim_endpoints(o: &Custom<DnsEndpointKind>) -> Option<SlimEndpoints> {
     Some(out)
 }
 
-/// Host names fedns answers for: exact names only (a wildcard listener or route host names no
-/// single name), lowercased.
-fn exact_host(h: &serde_json::Value) -> Option<String> {
+/// A Gateway API host name (`hostname` of a listener, `hostnames[]` of a route), lowercased;
+/// `*.` wildcards are kept for the listener/route intersection, which may narrow them to one
+/// name.
+fn gateway_host(h: &serde_json::Value) -> Option<String> {
     h.as_str()
-        .filter(|h| !h.is_empty() && !h.starts_with('*'))
+        .filter(|h| !h.is_empty())
         .map(str::to_ascii_lowercase)
 }
 
 fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
-    let mut listener_hosts: Vec<String> = g.spec["listeners"]
+    let listeners: Vec<Listener> = g.spec["listeners"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|l| exact_host(&l["hostname"]))
+        .map(|l| Listener {
+            name: l["name"].as_str().unwrap_or_default().to_string(),
+            hostname: gateway_host(&l["hostname"]),
+        })
         .collect();
-    listener_hosts.sort();
-    listener_hosts.dedup();
     // `status.addresses[]`: `{type: IPAddress | Hostname, value}` (type defaults to IPAddress).
     let addrs = g.status["addresses"].as_array().into_iter().flatten();
     let (lb_ips, lb_hosts) = lb_targets(addrs.filter_map(|a| {
@@ -955,7 +957,7 @@ fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
         .flatten()
         .any(|c| c["type"] == "Programmed" && c["status"] == "True");
     Some(SlimGateway {
-        listener_hosts,
+        listeners,
         lb_ips,
         lb_hosts,
         programmed,
@@ -964,30 +966,33 @@ fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
 
 fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
     let ns = r.metadata.namespace.clone().unwrap_or_default();
-    let refs = |v: &serde_json::Value, kind: &str, group: &str| -> Vec<Key> {
-        let mut out: Vec<Key> = v
-            .as_array()
+    let of_kind = |p: &&serde_json::Value, kind: &str, group: &str| {
+        p["kind"].as_str().unwrap_or(kind) == kind && p["group"].as_str().unwrap_or(group) == group
+    };
+    let key = |p: &serde_json::Value| -> Option<Key> {
+        let name = p["name"].as_str()?.to_string();
+        let pns = p["namespace"]
+            .as_str()
+            .map_or_else(|| ns.clone(), String::from);
+        Some((pns, name))
+    };
+    let gateway_refs = |v: &serde_json::Value| -> Vec<ParentRef> {
+        v.as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["kind"].as_str().unwrap_or(kind) == kind)
-            .filter(|p| p["group"].as_str().unwrap_or(group) == group)
+            .filter(|p| of_kind(p, "Gateway", "gateway.networking.k8s.io"))
             .filter_map(|p| {
-                let name = p["name"].as_str()?.to_string();
-                let pns = p["namespace"]
-                    .as_str()
-                    .map_or_else(|| ns.clone(), String::from);
-                Some((pns, name))
+                Some(ParentRef {
+                    gateway: key(p)?,
+                    section: p["sectionName"].as_str().map(String::from),
+                })
             })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+            .collect()
     };
     // A parent the Gateway's controller says it did not accept (`status.parents[]` with
     // `Accepted` not `True`: no listener with a matching host name, not allowed from this
     // namespace…) is not attached; one it has not judged yet is.
-    let gateway_refs = |v: &serde_json::Value| refs(v, "Gateway", "gateway.networking.k8s.io");
-    let rejected: Vec<Key> = r.status["parents"]
+    let rejected: Vec<ParentRef> = r.status["parents"]
         .as_array()
         .into_iter()
         .flatten()
@@ -1002,11 +1007,20 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
         .collect();
     let mut parents = gateway_refs(&r.spec["parentRefs"]);
     parents.retain(|p| !rejected.contains(p));
+    parents.sort();
+    parents.dedup();
     let backends = r.spec["rules"]
         .as_array()
         .into_iter()
         .flatten()
-        .flat_map(|rule| refs(&rule["backendRefs"], "Service", ""))
+        .flat_map(|rule| {
+            rule["backendRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| of_kind(p, "Service", ""))
+                .filter_map(key)
+        })
         .collect::<std::collections::BTreeSet<Key>>()
         .into_iter()
         .collect();
@@ -1014,7 +1028,7 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(exact_host)
+        .filter_map(gateway_host)
         .collect();
     hostnames.sort();
     hostnames.dedup();
@@ -1256,7 +1270,18 @@ mod tests {
             }
         }));
         let sg = slim_gateway(&g).unwrap();
-        assert_eq!(sg.listener_hosts, ["portal.example.com"]);
+        let l = |name: &str, host: Option<&str>| Listener {
+            name: name.into(),
+            hostname: host.map(String::from),
+        };
+        assert_eq!(
+            sg.listeners,
+            [
+                l("a", Some("portal.example.com")),
+                l("b", Some("*.example.com")),
+                l("c", None)
+            ]
+        );
         assert_eq!(sg.lb_ips.len(), 2);
         assert_eq!(sg.lb_hosts, ["lb.example.net"]);
         assert!(sg.programmed);
@@ -1269,31 +1294,35 @@ mod tests {
         let r: Custom<HttpRouteKind> = custom(serde_json::json!({
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {
-                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra"}, {"kind": "Service", "group": "", "name": "mesh"}],
-                "hostnames": ["web.example.com", "*.wild.example.com"],
+                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra", "sectionName": "https"}, {"kind": "Service", "group": "", "name": "mesh"}],
+                "hostnames": ["Web.example.com", "*.wild.example.com"],
                 "rules": [{"backendRefs": [{"name": "checkout", "port": 80}, {"kind": "Other", "group": "x", "name": "y"}]},
                           {"backendRefs": [{"name": "checkout", "port": 81}]}]
             }
         }));
         let sr = slim_route(&r).unwrap();
-        assert_eq!(sr.hostnames, ["web.example.com"]);
+        assert_eq!(sr.hostnames, ["*.wild.example.com", "web.example.com"]);
+        let parent = |ns: &str, name: &str, section: Option<&str>| ParentRef {
+            gateway: (ns.to_string(), name.to_string()),
+            section: section.map(String::from),
+        };
         let mut refused = r.clone();
         refused.status = serde_json::json!({"parents": [
             {"parentRef": {"name": "gw"}, "controllerName": "x",
              "conditions": [{"type": "Accepted", "status": "False", "reason": "NoMatchingListenerHostname"}]},
-            {"parentRef": {"name": "other", "namespace": "infra"}, "controllerName": "x",
+            {"parentRef": {"name": "other", "namespace": "infra", "sectionName": "https"}, "controllerName": "x",
              "conditions": [{"type": "Accepted", "status": "True"}]}
         ]});
         assert_eq!(
             slim_route(&refused).unwrap().parents,
-            [("infra".to_string(), "other".to_string())],
+            [parent("infra", "other", Some("https"))],
             "a parent that did not accept the route is not one"
         );
         assert_eq!(
             sr.parents,
             [
-                ("infra".to_string(), "other".to_string()),
-                ("shop".into(), "gw".into())
+                parent("infra", "other", Some("https")),
+                parent("shop", "gw", None)
             ]
         );
         assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
