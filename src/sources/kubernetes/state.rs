@@ -255,6 +255,14 @@ fn covers(wide: &str, narrow: &str) -> bool {
     narrow.len() > suffix.len() && narrow.ends_with(suffix)
 }
 
+/// Whether `*` appears in `name` only as its whole first label (an RFC 4592 wildcard, or
+/// not at all): a `*` anywhere else would be a literal label no client means.
+pub fn wildcard_only_first(name: &DnsName) -> bool {
+    name.labels()
+        .enumerate()
+        .all(|(i, l)| !l.contains(&b'*') || (i == 0 && l == b"*"))
+}
+
 /// An MCS `ServiceImport`: the cluster-set IPs of a `ClusterSetIP` import (none for a
 /// `Headless` one) and its named ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1084,12 +1092,13 @@ fn ingress_hosts(
         // Gateway API: each host name of a Gateway (its exact listener host names, and those
         // each attached HTTPRoute gets on each listener it attaches to, intersected as the
         // Gateway API says) is a shard with the Gateway's addresses, healthy when the Gateway is
-        // Programmed and the routes' backend Services have ready endpoints. A name that is
-        // still a wildcard after the intersection names no single host: not served.
+        // Programmed and the routes' backend Services have ready endpoints. A name still a
+        // wildcard after the intersection is served as one (RFC 4592: names below it that
+        // exist answer for themselves); a wildcard listener no route attaches to is not.
         for (gkey, gw) in &v.state.gateways.live {
             let mut names: BTreeMap<String, BTreeSet<&Key>> = BTreeMap::new();
             for l in &gw.listeners {
-                if let Some(h) = &l.hostname {
+                if let Some(h) = l.hostname.as_ref().filter(|h| !h.starts_with('*')) {
                     names.entry(h.clone()).or_default();
                 }
                 for route in v.state.routes.live.values() {
@@ -1106,7 +1115,6 @@ fn ingress_hosts(
                     }
                 }
             }
-            names.retain(|h, _| !h.starts_with('*'));
             for (host, backends) in names {
                 let (r, nr) = backends
                     .iter()
@@ -1137,7 +1145,7 @@ fn ingress_hosts(
         let Ok(name) = DnsName::parse(&host) else {
             continue;
         };
-        if shards.is_empty() {
+        if shards.is_empty() || !wildcard_only_first(&name) {
             continue;
         }
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
@@ -1989,6 +1997,11 @@ pub(super) mod tests {
                     name: "apps".into(),
                     hostname: Some("*.example.com".into()),
                 },
+                // No route attaches here: its wildcard is not served.
+                Listener {
+                    name: "quiet".into(),
+                    hostname: Some("*.quiet.example.net".into()),
+                },
             ],
             lb_ips: vec!["192.0.2.7".parse().unwrap()],
             lb_hosts: vec![],
@@ -2032,13 +2045,13 @@ pub(super) mod tests {
             }),
         ));
         // A wildcard route on the exact listener serves that listener's name; on the
-        // wildcard listener it stays a wildcard, not served.
+        // wildcard listener it stays a wildcard, served as one.
         st.routes.apply(Change::InitApply(
             key("shop", "r6"),
             Some(SlimRoute {
                 hostnames: vec!["*.example.com".into()],
                 parents: vec![parent("shop", "gw", None)],
-                backends: vec![key("shop", "none")],
+                backends: vec![key("shop", "web")],
             }),
         ));
         // Attached to no Gateway this cluster has: nothing.
@@ -2062,6 +2075,7 @@ pub(super) mod tests {
         assert_eq!(
             hosts(&st),
             [
+                ("*.example.com.".to_string(), 2),
                 ("idle.example.com.".to_string(), 0),
                 ("portal.example.com.".to_string(), 2),
                 ("web.example.com.".to_string(), 2)

@@ -699,7 +699,9 @@ fn slim_ingress(i: &Ingress) -> Option<SlimIngress> {
         backends.push(svc.name.clone());
     }
     for rule in spec.rules.iter().flatten() {
-        if let Some(h) = rule.host.as_deref().filter(|h| !h.starts_with('*')) {
+        // `*.foo.com` (the API allows `*` only as the whole first label) is served as a DNS
+        // wildcard (RFC 4592), which also covers deeper names the Ingress does not route.
+        if let Some(h) = rule.host.as_deref().filter(|h| !h.is_empty()) {
             hosts.push(h.to_ascii_lowercase());
         }
         for p in rule.http.iter().flat_map(|h| &h.paths) {
@@ -872,8 +874,12 @@ fn slim_endpoints(o: &Custom<DnsEndpointKind>) -> Option<SlimEndpoints> {
                 out.skipped.push(at("no dnsName".into()));
                 continue;
             }
-            Ok(_) if dns_name.starts_with('*') => {
-                out.skipped.push(at("wildcard names are not served".into()));
+            // `*` is a wildcard (RFC 4592) only as the whole first label; elsewhere it would be
+            // a literal label no client means.
+            Ok(n) if !super::state::wildcard_only_first(&n) => {
+                out.skipped.push(at(
+                    "`*` is only served as a whole first label (a wildcard, `*.NAME`)".into(),
+                ));
                 continue;
             }
             Ok(n) => n,
@@ -1218,6 +1224,8 @@ mod tests {
                 {"dnsName": "mixed.example.com", "recordType": "A", "targets": ["192.0.2.3", "nope"]},
                 {"dnsName": "two.example.com", "recordType": "CNAME", "targets": ["a.example.com", "b.example.com"]},
                 {"dnsName": "*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "a.*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "*x.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
                 {"dnsName": "mx.example.com", "recordType": "MX", "targets": ["10 mail.example.com"]},
                 {"dnsName": "srv.example.com", "recordType": "SRV", "targets": ["1 2 99999 x.example.com"]},
                 {"dnsName": "ttl.example.com", "recordType": "A", "targets": ["192.0.2.5"], "recordTTL": -1}
@@ -1233,7 +1241,8 @@ mod tests {
                 "app.example.com.",
                 "txt.example.com.",
                 "_x._tcp.example.com.",
-                "c.example.com."
+                "c.example.com.",
+                "*.example.com."
             ],
             "{slim:?}"
         );
@@ -1249,7 +1258,14 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(slim.skipped.len(), 6, "{:?}", slim.skipped);
+        assert_eq!(slim.skipped.len(), 7, "{:?}", slim.skipped);
+        assert!(
+            slim.skipped[2].contains("a.*.example.com")
+                && slim.skipped[3].contains("*x.example.com")
+                && slim.skipped[2].contains("whole first label"),
+            "{:?}",
+            slim.skipped
+        );
         assert!(
             slim.skipped[0].contains("spec.endpoints[5]") && slim.skipped[0].contains("\"nope\"")
         );
