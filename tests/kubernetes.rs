@@ -1763,10 +1763,11 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         Res::HttpRoutes,
         http_route("shop", "web", &["gw.example.com"], "gw", "checkout"),
     );
-    cl.east1.put(
-        Res::HttpRoutes,
-        http_route("shop", "portal", &[], "gw", "checkout"),
-    );
+    // No host names, on the exact listener only (on `*.example.com` it would serve that
+    // wildcard, see `wildcard_names_cover_the_names_below_them_that_do_not_exist`).
+    let mut portal = http_route("shop", "portal", &[], "gw", "checkout");
+    portal["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
+    cl.east1.put(Res::HttpRoutes, portal);
     cl.west.put(
         Res::Gateways,
         gateway("shop", "gw", &[], &["198.51.100.201"], false),
@@ -1896,6 +1897,127 @@ fn dns_endpoints_enabled_at_runtime() {
         .then_some(())
     });
     assert!(named.is_some(), "west's refusal named:\n{}", f.log_text());
+}
+
+/// Wildcards (RFC 4592) from every Kubernetes kind that names hosts: a DNSEndpoint
+/// `*.apps.example.com` (the union over clusters), a Gateway listener `*.gw.example.com` a
+/// host-less route attaches to, an Ingress rule `*.ing.example.com`. Names below them that do
+/// not exist are answered from them, at any depth; a name that exists answers for itself (an
+/// explicit sibling, an empty non-terminal), and below such a name the wildcard does not reach.
+#[test]
+fn wildcard_names_cover_the_names_below_them_that_do_not_exist() {
+    let cl = Clusters::start();
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[
+                ("*.apps.example.com", "A", &["192.0.2.10", "192.0.2.11"], 60),
+                ("web.apps.example.com", "A", &["192.0.2.20"], 60),
+                ("deep.x.apps.example.com", "TXT", &["\"beside\""], 60),
+                ("*.alias.example.com", "CNAME", &["web.apps.example.com"], 60),
+                ("a.*.example.com", "A", &["192.0.2.30"], 60),
+            ],
+        ),
+    );
+    cl.west.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[("*.apps.example.com", "A", &["192.0.2.12"], 60)],
+        ),
+    );
+    cl.east1.put(
+        Res::Gateways,
+        gateway(
+            "shop",
+            "gw",
+            &["*.gw.example.com"],
+            &["198.51.100.200"],
+            true,
+        ),
+    );
+    cl.east1.put(
+        Res::HttpRoutes,
+        http_route("shop", "any", &[], "gw", "checkout"),
+    );
+    cl.west.put(
+        Res::Ingresses,
+        ingress(
+            "shop",
+            "wild",
+            &["*.ing.example.com"],
+            "checkout",
+            &["198.51.100.101"],
+        ),
+    );
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    enable(&fx, "  dns_endpoints: true\n  gateway_api: true\n");
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+
+    let all = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
+    f.expect_a("anything.apps.example.com.", &all, SETTLE);
+    f.expect_a("a.b.c.apps.example.com.", &all, SETTLE);
+    f.expect_a("*.apps.example.com.", &all, SETTLE);
+    let synthesized = f.ask("anything.apps.example.com.", RecordType::A);
+    assert_eq!(synthesized.ttl, Some(60), "{synthesized:?}");
+    // The explicit sibling answers its own, NODATA for a type only the wildcard has.
+    f.expect_a("web.apps.example.com.", &["192.0.2.20"], SETTLE);
+    let web_txt = f.ask("web.apps.example.com.", RecordType::TXT);
+    assert_eq!((web_txt.rcode, web_txt.txt.len()), (0, 0), "NODATA: {web_txt:?}");
+    // An empty non-terminal exists: NODATA, and names below it are not the wildcard's.
+    for ent in ["x.apps.example.com.", "apps.example.com."] {
+        let a = f.ask(ent, RecordType::A);
+        assert_eq!((a.rcode, a.addrs.len()), (0, 0), "{ent}: NODATA: {a:?}");
+    }
+    assert_eq!(f.ask("y.x.apps.example.com.", RecordType::A).rcode, 3);
+    assert_eq!(f.ask("z.web.apps.example.com.", RecordType::A).rcode, 3);
+    // A wildcard CNAME is followed to the explicit name.
+    let alias = f.ask("q.alias.example.com.", RecordType::A);
+    assert_eq!(
+        (alias.cname.as_deref(), alias.addrs.clone()),
+        (Some("web.apps.example.com."), set(&["192.0.2.20"])),
+        "{alias:?}"
+    );
+    // Gateway API and Ingress wildcards answer like their exact host names.
+    f.expect_a("shop.gw.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("a.b.gw.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("shop.ing.example.com.", &["198.51.100.101"], SETTLE);
+    // `*` inside a name is no wildcard: skipped, named in the log, nothing served.
+    assert_eq!(f.ask("a.x.example.com.", RecordType::A).rcode, 3);
+    let log = f.log_text();
+    assert!(
+        log.contains("a.*.example.com") && log.contains("whole first label"),
+        "{log}"
+    );
+
+    // West's wildcard goes: the union shrinks. The explicit name goes: the wildcard covers it.
+    cl.west.delete(Res::DnsEndpoints, "shop", "apps");
+    f.expect_a(
+        "anything.apps.example.com.",
+        &["192.0.2.10", "192.0.2.11"],
+        SETTLE,
+    );
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[("*.apps.example.com", "A", &["192.0.2.10"], 60)],
+        ),
+    );
+    f.expect_a("web.apps.example.com.", &["192.0.2.10"], SETTLE);
+    f.expect_a("y.x.apps.example.com.", &["192.0.2.10"], SETTLE);
+    expect_answer(&f, "q.alias.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
+    // The route goes: its wildcard goes.
+    cl.east1.delete(Res::HttpRoutes, "shop", "any");
+    expect_answer(&f, "shop.gw.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
 }
 
 // ------------------------------------------------------------------------------------------
