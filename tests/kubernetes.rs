@@ -2917,3 +2917,182 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
     let (ok, _, err) = unjoin(&[]);
     assert!(!ok && err.contains("no cluster \"west\""), "{err}");
 }
+
+/// `fedns join --secret-manifest -` for a fedns deployed with deploy/kubernetes: stdout is only
+/// a patch of the hub's Secret `fedns-kubeconfigs` that adds this member's key (a Secret, as
+/// k8s-openapi reads it, with that one `data` key), so merged into the Secret it keeps the other
+/// members' keys (checked with `kubectl patch --local` too when kubectl is installed); the
+/// config names the key where the Deployment mounts it, and once the Secret's keys are there
+/// (as the kubelet projects them) and the config is in place, fedns watches the member with the
+/// minted token. `unjoin --secret-manifest` prints the patch that takes the key out again.
+#[test]
+fn join_secret_manifest_patches_one_key_of_the_hub_secret_and_its_kubeconfig_serves() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let east = ApiServer::start();
+    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
+    east.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
+    );
+    east.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-e1",
+            "checkout",
+            &[("10.244.1.5", true, false, Some("us-east1-b"))],
+        ),
+    );
+    let west = ApiServer::start_secure("admin-token");
+    populate_west(&west, IP_WEST);
+    let east_kc = kubeconfig(&[("east1", east.url())]);
+    let fx = Fixture::new(&east_kc, &[CLUSTER_EAST1], 30);
+    fx.write(
+        "admin.yaml",
+        &kubeconfig_secure(&[("west-admin", west.url(), "admin-token")], &test_ca().ca),
+    );
+    // The hub's config source (what the ConfigMap is made from) and the mounted Secret.
+    let live = fx.path("fedns.yaml");
+    std::fs::copy(&live, fx.path("hub.yaml")).unwrap();
+    let mounted = fx.path("mounted");
+    std::fs::create_dir_all(&mounted).unwrap();
+    let f = Fedns::start(&live);
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+    let dir = fx.dir.path();
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "hub.yaml",
+            "--region",
+            "us-west2",
+            "--zones",
+            "us-west2-a",
+            "--secret-manifest",
+            "-",
+            "--mounted-at",
+            mounted.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains("created ServiceAccount fedns-system/fedns-reader-myfed"),
+        "progress on stderr: {err}"
+    );
+    assert!(
+        !fx.path("kubeconfigs").exists(),
+        "no kubeconfig file written"
+    );
+    let patch: serde_json::Value = serde_saphyr::from_str(&out).expect("one YAML document");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(patch.clone()).expect("a Secret");
+    assert_eq!(
+        (
+            secret.metadata.namespace.as_deref(),
+            secret.metadata.name.as_deref()
+        ),
+        (Some("fedns"), Some("fedns-kubeconfigs"))
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["west"], "{out}");
+    assert!(secret.string_data.is_none() && secret.type_.is_none(), "{out}");
+    let west_kc = String::from_utf8(data["west"].0.clone()).unwrap();
+    let token_secret = west
+        .object("/api/v1/namespaces/fedns-system/secrets/fedns-reader-myfed-token")
+        .expect("token Secret");
+    let token = String::from_utf8(
+        b64.decode(token_secret["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(west_kc.contains(&format!("token: {token}")), "{west_kc}");
+    let line = format!(
+        "    - {{name: west, kubeconfig: {}/west, region: us-west2, zones: [us-west2-a]}}\n",
+        mounted.display()
+    );
+    let hub = std::fs::read_to_string(fx.path("hub.yaml")).unwrap();
+    assert!(hub.contains(&line), "{hub}");
+
+    // The hub's Secret before: east1's key. Patched (strategic merge of `data`), both keys.
+    let before = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "fedns-kubeconfigs", "namespace": "fedns"},
+        "data": {"east1": b64.encode(&east_kc)},
+    });
+    let mut after = before.clone();
+    for (k, v) in patch["data"].as_object().unwrap() {
+        after["data"][k] = v.clone();
+    }
+    if let Some(kubectl) = kubectl() {
+        fx.write("live-secret.json", &before.to_string());
+        fx.write("patch.yaml", &out);
+        let o = Command::new(kubectl)
+            .args(["patch", "--local", "-o", "json", "-f"])
+            .arg(fx.path("live-secret.json"))
+            .arg("--patch-file")
+            .arg(fx.path("patch.yaml"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(patched["data"], after["data"], "kubectl's merge");
+    }
+    for (k, v) in after["data"].as_object().unwrap() {
+        let text = b64.decode(v.as_str().unwrap()).unwrap();
+        std::fs::write(mounted.join(k), text).unwrap();
+    }
+    // The new ConfigMap arrives: fedns watches west with the minted token.
+    fx.write("fedns.yaml", &hub);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    assert!(west.requests_with(&token) >= 4, "lists with the minted token");
+
+    // unjoin: the config line goes, and the patch removes only west's key.
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "unjoin",
+            "west",
+            "--config",
+            "hub.yaml",
+            "--secret-manifest",
+            "-",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(!std::fs::read_to_string(fx.path("hub.yaml")).unwrap().contains("west"));
+    assert!(mounted.join("west").exists(), "not ours to delete");
+    let unpatch: serde_json::Value = serde_saphyr::from_str(&out).expect("one YAML document");
+    assert_eq!(unpatch, json!({"data": {"west": null}}), "{out}");
+    if let Some(kubectl) = kubectl() {
+        fx.write("live-secret.json", &after.to_string());
+        fx.write("unpatch.yaml", &out);
+        let o = Command::new(kubectl)
+            .args(["patch", "--local", "-o", "json", "-f"])
+            .arg(fx.path("live-secret.json"))
+            .arg("--patch-file")
+            .arg(fx.path("unpatch.yaml"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(patched["data"], before["data"], "kubectl's merge");
+    }
+}
+
+/// kubectl, when installed (scripts/test installs it).
+fn kubectl() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("kubectl"))
+        .find(|p| p.is_file())
+}
