@@ -574,7 +574,11 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
             Output::File => format!("{} (mode 0600)", kc_path.display()),
             Output::SecretPatch { manifest, .. } => format!(
                 "{}: a patch adding key {} to Secret {}/{} (mounted as {rel})",
-                manifest.display(),
+                if manifest == Path::new("-") {
+                    "to stdout".into()
+                } else {
+                    manifest.display().to_string()
+                },
                 a.cluster,
                 HUB_SECRET.0,
                 HUB_SECRET.1
