@@ -172,17 +172,15 @@ fn main() -> ExitCode {
             member: m,
             context,
             secret_manifest,
-        } => {
-            fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
-                cluster: m.cluster,
-                context,
-                kubeconfig: m.kubeconfig,
-                config: m.config,
-                namespace: m.namespace,
-                dry_run: m.dry_run,
-                secret_manifest,
-            })
-        }
+        } => fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
+            cluster: m.cluster,
+            context,
+            kubeconfig: m.kubeconfig,
+            config: m.config,
+            namespace: m.namespace,
+            dry_run: m.dry_run,
+            secret_manifest,
+        }),
         Command::Dnssec {
             command: DnssecCommand::Ds { config },
         } => fedns::app::dnssec_ds(&config),

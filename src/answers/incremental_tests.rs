@@ -711,7 +711,11 @@ fn signed_endpoint_wildcards_are_signed_per_query_or_refused() {
     };
     assert_eq!(ask("x.small.example.com"), (0, crate::table::Online::Rrsig));
     assert_eq!(ask("x.big.example.com").0, 3, "refused, so NXDOMAIN");
-    assert_eq!(ask("big.example.com").0, 3, "not even an empty non-terminal");
+    assert_eq!(
+        ask("big.example.com").0,
+        3,
+        "not even an empty non-terminal"
+    );
     assert!(
         built
             .conflicts

@@ -528,7 +528,10 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
         Output::SecretPatch { mounted_at, .. } => {
             let at = mounted_at.join(&a.cluster);
             at.to_str()
-                .filter(|p| p.chars().all(|c| !c.is_whitespace() && !",{}[]#'\"".contains(c)))
+                .filter(|p| {
+                    p.chars()
+                        .all(|c| !c.is_whitespace() && !",{}[]#'\"".contains(c))
+                })
                 .ok_or_else(|| {
                     anyhow::anyhow!("{}: not a path a config line can hold", at.display())
                 })?
