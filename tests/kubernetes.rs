@@ -1793,6 +1793,20 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
     stray["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
     stray["status"] = json!({});
     cl.east1.put(Res::HttpRoutes, stray);
+    // `parentRefs[].port`: the Gateway's listeners on that port (all are on 80); a port no
+    // listener has attaches to nothing.
+    for (name, port) in [("port80", 80), ("port8443", 8443)] {
+        let mut r = http_route(
+            "shop",
+            name,
+            &[&format!("{name}.example.com")],
+            "gw",
+            "checkout",
+        );
+        r["spec"]["parentRefs"][0]["port"] = json!(port);
+        r["status"] = json!({});
+        cl.east1.put(Res::HttpRoutes, r);
+    }
     // A route whose backend has no endpoints at all is not healthy.
     cl.east1.put(
         Res::HttpRoutes,
@@ -1808,6 +1822,12 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
 
     f.expect_a("gw.example.com.", &["198.51.100.200"], SETTLE);
     f.expect_a("portal.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("port80.example.com.", &["198.51.100.200"], SETTLE);
+    assert_eq!(
+        f.ask("port8443.example.com.", RecordType::A).rcode,
+        3,
+        "a parentRefs port no listener has attaches to nothing"
+    );
     assert_eq!(
         f.ask("refused.example.com.", RecordType::A).rcode,
         3,

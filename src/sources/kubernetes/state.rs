@@ -194,14 +194,27 @@ pub struct SlimGateway {
 pub struct Listener {
     pub name: String,
     pub hostname: Option<String>,
+    /// Its `port` (what a route's `parentRefs[].port` names).
+    pub port: Option<u16>,
 }
 
-/// A route's `parentRefs[]` entry for a Gateway: `(namespace, name)` and the listener it names
-/// (`sectionName`; none: every listener of that Gateway).
+/// A route's `parentRefs[]` entry for a Gateway: `(namespace, name)` and the listeners it
+/// names (`sectionName` and `port`, each narrowing; neither: every listener of that Gateway).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ParentRef {
     pub gateway: Key,
     pub section: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl ParentRef {
+    /// Whether this entry attaches to listener `l` of Gateway `gateway` (Gateway API
+    /// `ParentReference`: a `port` no listener has attaches to nothing).
+    pub fn attaches(&self, gateway: &Key, l: &Listener) -> bool {
+        &self.gateway == gateway
+            && self.section.as_ref().is_none_or(|s| s == &l.name)
+            && self.port.is_none_or(|p| l.port == Some(p))
+    }
 }
 
 /// An `HTTPRoute`: its host names (lowercased, maybe `*.` wildcards), the Gateway listeners it
@@ -1102,9 +1115,7 @@ fn ingress_hosts(
                     names.entry(h.clone()).or_default();
                 }
                 for route in v.state.routes.live.values() {
-                    let on_listener = route.parents.iter().any(|p| {
-                        &p.gateway == gkey && p.section.as_ref().is_none_or(|s| s == &l.name)
-                    });
+                    let on_listener = route.parents.iter().any(|p| p.attaches(gkey, l));
                     if !on_listener {
                         continue;
                     }
@@ -1321,6 +1332,7 @@ pub(super) mod tests {
         ParentRef {
             gateway: key(ns, n),
             section: section.map(String::from),
+            port: None,
         }
     }
 
@@ -1992,15 +2004,18 @@ pub(super) mod tests {
                 Listener {
                     name: "portal".into(),
                     hostname: Some("portal.example.com".into()),
+                    port: Some(80),
                 },
                 Listener {
                     name: "apps".into(),
                     hostname: Some("*.example.com".into()),
+                    port: Some(443),
                 },
                 // No route attaches here: its wildcard is not served.
                 Listener {
                     name: "quiet".into(),
                     hostname: Some("*.quiet.example.net".into()),
+                    port: Some(80),
                 },
             ],
             lb_ips: vec!["192.0.2.7".parse().unwrap()],
@@ -2054,6 +2069,23 @@ pub(super) mod tests {
                 backends: vec![key("shop", "web")],
             }),
         ));
+        // `parentRefs[].port`: the listeners on that port only; a port no listener has
+        // attaches to nothing.
+        for (name, host, port) in [
+            ("r7", "tls.example.com", 443),
+            ("r8", "odd.example.com", 8443),
+        ] {
+            let mut p = parent("shop", "gw", None);
+            p.port = Some(port);
+            st.routes.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimRoute {
+                    hostnames: vec![host.into()],
+                    parents: vec![p],
+                    backends: vec![key("shop", "web")],
+                }),
+            ));
+        }
         // Attached to no Gateway this cluster has: nothing.
         st.routes.apply(Change::InitApply(
             key("shop", "r3"),
@@ -2078,6 +2110,7 @@ pub(super) mod tests {
                 ("*.example.com.".to_string(), 2),
                 ("idle.example.com.".to_string(), 0),
                 ("portal.example.com.".to_string(), 2),
+                ("tls.example.com.".to_string(), 2),
                 ("web.example.com.".to_string(), 2)
             ]
         );

@@ -945,6 +945,7 @@ fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
         .map(|l| Listener {
             name: l["name"].as_str().unwrap_or_default().to_string(),
             hostname: gateway_host(&l["hostname"]),
+            port: l["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
         })
         .collect();
     // `status.addresses[]`: `{type: IPAddress | Hostname, value}` (type defaults to IPAddress).
@@ -991,6 +992,11 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
                 Some(ParentRef {
                     gateway: key(p)?,
                     section: p["sectionName"].as_str().map(String::from),
+                    // A port that is no u16 matches no listener: attached to nothing.
+                    port: match &p["port"] {
+                        serde_json::Value::Null => None,
+                        v => Some(v.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(0)),
+                    },
                 })
             })
             .collect()
@@ -1289,6 +1295,7 @@ mod tests {
         let l = |name: &str, host: Option<&str>| Listener {
             name: name.into(),
             hostname: host.map(String::from),
+            port: Some(80),
         };
         assert_eq!(
             sg.listeners,
@@ -1310,7 +1317,7 @@ mod tests {
         let r: Custom<HttpRouteKind> = custom(serde_json::json!({
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {
-                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra", "sectionName": "https"}, {"kind": "Service", "group": "", "name": "mesh"}],
+                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra", "sectionName": "https"}, {"kind": "Service", "group": "", "name": "mesh"}, {"name": "gw", "port": 8443}],
                 "hostnames": ["Web.example.com", "*.wild.example.com"],
                 "rules": [{"backendRefs": [{"name": "checkout", "port": 80}, {"kind": "Other", "group": "x", "name": "y"}]},
                           {"backendRefs": [{"name": "checkout", "port": 81}]}]
@@ -1321,7 +1328,10 @@ mod tests {
         let parent = |ns: &str, name: &str, section: Option<&str>| ParentRef {
             gateway: (ns.to_string(), name.to_string()),
             section: section.map(String::from),
+            port: None,
         };
+        let mut on_port = parent("shop", "gw", None);
+        on_port.port = Some(8443);
         let mut refused = r.clone();
         refused.status = serde_json::json!({"parents": [
             {"parentRef": {"name": "gw"}, "controllerName": "x",
@@ -1331,14 +1341,16 @@ mod tests {
         ]});
         assert_eq!(
             slim_route(&refused).unwrap().parents,
-            [parent("infra", "other", Some("https"))],
-            "a parent that did not accept the route is not one"
+            [parent("infra", "other", Some("https")), on_port.clone()],
+            "a parent that did not accept the route is not one (the same Gateway on a port is
+             another parent)"
         );
         assert_eq!(
             sr.parents,
             [
                 parent("infra", "other", Some("https")),
-                parent("shop", "gw", None)
+                parent("shop", "gw", None),
+                on_port
             ]
         );
         assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
