@@ -88,6 +88,15 @@ enum Command {
         /// The cluster's zones, comma-separated (default: read from its Nodes).
         #[arg(long, value_delimiter = ',')]
         zones: Vec<String>,
+        /// For a fedns deployed with deploy/kubernetes: instead of writing kubeconfigs/, write
+        /// (`-`: print) a patch adding the member's kubeconfig as one key of the hub's Secret
+        /// fedns-kubeconfigs (`kubectl -n fedns patch secret fedns-kubeconfigs --patch-file
+        /// FILE`; the other members' keys stay), and name it in the config as mounted.
+        #[arg(long, value_name = "FILE")]
+        secret_manifest: Option<PathBuf>,
+        /// Where the Deployment mounts fedns-kubeconfigs (with --secret-manifest).
+        #[arg(long, value_name = "DIR", default_value = fedns::sources::kubernetes::join::HUB_MOUNT, requires = "secret_manifest")]
+        mounted_at: PathBuf,
     },
     /// Remove a cluster from `kubernetes.clusters`, delete the kubeconfig join wrote, and (with
     /// --context) fedns's ServiceAccount, ClusterRole, binding and Secret in the member.
@@ -97,6 +106,10 @@ enum Command {
         /// The admin context for the member cluster; without it the member is not touched.
         #[arg(long)]
         context: Option<String>,
+        /// Also write (`-`: print) the patch that removes the cluster's key from the hub's
+        /// Secret fedns-kubeconfigs (the other members' keys stay).
+        #[arg(long, value_name = "FILE")]
+        secret_manifest: Option<PathBuf>,
     },
     /// DNSSEC key management.
     Dnssec {
@@ -156,6 +169,8 @@ fn main() -> ExitCode {
             context,
             region,
             zones,
+            secret_manifest,
+            mounted_at,
         } => fedns::app::join(&fedns::sources::kubernetes::join::JoinArgs {
             cluster: m.cluster,
             context,
@@ -165,17 +180,27 @@ fn main() -> ExitCode {
             region,
             zones,
             dry_run: m.dry_run,
+            output: match secret_manifest {
+                Some(manifest) => fedns::sources::kubernetes::join::Output::SecretPatch {
+                    manifest,
+                    mounted_at,
+                },
+                None => fedns::sources::kubernetes::join::Output::File,
+            },
         }),
-        Command::Unjoin { member: m, context } => {
-            fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
-                cluster: m.cluster,
-                context,
-                kubeconfig: m.kubeconfig,
-                config: m.config,
-                namespace: m.namespace,
-                dry_run: m.dry_run,
-            })
-        }
+        Command::Unjoin {
+            member: m,
+            context,
+            secret_manifest,
+        } => fedns::app::unjoin(&fedns::sources::kubernetes::join::UnjoinArgs {
+            cluster: m.cluster,
+            context,
+            kubeconfig: m.kubeconfig,
+            config: m.config,
+            namespace: m.namespace,
+            dry_run: m.dry_run,
+            secret_manifest,
+        }),
         Command::Dnssec {
             command: DnssecCommand::Ds { config },
         } => fedns::app::dnssec_ds(&config),

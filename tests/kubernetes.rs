@@ -1763,10 +1763,11 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
         Res::HttpRoutes,
         http_route("shop", "web", &["gw.example.com"], "gw", "checkout"),
     );
-    cl.east1.put(
-        Res::HttpRoutes,
-        http_route("shop", "portal", &[], "gw", "checkout"),
-    );
+    // No host names, on the exact listener only (on `*.example.com` it would serve that
+    // wildcard, see `wildcard_names_cover_the_names_below_them_that_do_not_exist`).
+    let mut portal = http_route("shop", "portal", &[], "gw", "checkout");
+    portal["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
+    cl.east1.put(Res::HttpRoutes, portal);
     cl.west.put(
         Res::Gateways,
         gateway("shop", "gw", &[], &["198.51.100.201"], false),
@@ -1792,6 +1793,20 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
     stray["spec"]["parentRefs"][0]["sectionName"] = json!("http-0");
     stray["status"] = json!({});
     cl.east1.put(Res::HttpRoutes, stray);
+    // `parentRefs[].port`: the Gateway's listeners on that port (all are on 80); a port no
+    // listener has attaches to nothing.
+    for (name, port) in [("port80", 80), ("port8443", 8443)] {
+        let mut r = http_route(
+            "shop",
+            name,
+            &[&format!("{name}.example.com")],
+            "gw",
+            "checkout",
+        );
+        r["spec"]["parentRefs"][0]["port"] = json!(port);
+        r["status"] = json!({});
+        cl.east1.put(Res::HttpRoutes, r);
+    }
     // A route whose backend has no endpoints at all is not healthy.
     cl.east1.put(
         Res::HttpRoutes,
@@ -1807,6 +1822,12 @@ fn http_routes_answer_with_programmed_gateway_addresses() {
 
     f.expect_a("gw.example.com.", &["198.51.100.200"], SETTLE);
     f.expect_a("portal.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("port80.example.com.", &["198.51.100.200"], SETTLE);
+    assert_eq!(
+        f.ask("port8443.example.com.", RecordType::A).rcode,
+        3,
+        "a parentRefs port no listener has attaches to nothing"
+    );
     assert_eq!(
         f.ask("refused.example.com.", RecordType::A).rcode,
         3,
@@ -1896,6 +1917,136 @@ fn dns_endpoints_enabled_at_runtime() {
         .then_some(())
     });
     assert!(named.is_some(), "west's refusal named:\n{}", f.log_text());
+}
+
+/// Wildcards (RFC 4592) from every Kubernetes kind that names hosts: a DNSEndpoint
+/// `*.apps.example.com` (the union over clusters), a Gateway listener `*.gw.example.com` a
+/// host-less route attaches to, an Ingress rule `*.ing.example.com`. Names below them that do
+/// not exist are answered from them, at any depth; a name that exists answers for itself (an
+/// explicit sibling, an empty non-terminal), and below such a name the wildcard does not reach.
+#[test]
+fn wildcard_names_cover_the_names_below_them_that_do_not_exist() {
+    let cl = Clusters::start();
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[
+                ("*.apps.example.com", "A", &["192.0.2.10", "192.0.2.11"], 60),
+                ("web.apps.example.com", "A", &["192.0.2.20"], 60),
+                ("deep.x.apps.example.com", "TXT", &["\"beside\""], 60),
+                (
+                    "*.alias.example.com",
+                    "CNAME",
+                    &["web.apps.example.com"],
+                    60,
+                ),
+                ("a.*.example.com", "A", &["192.0.2.30"], 60),
+            ],
+        ),
+    );
+    cl.west.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[("*.apps.example.com", "A", &["192.0.2.12"], 60)],
+        ),
+    );
+    cl.east1.put(
+        Res::Gateways,
+        gateway(
+            "shop",
+            "gw",
+            &["*.gw.example.com"],
+            &["198.51.100.200"],
+            true,
+        ),
+    );
+    cl.east1.put(
+        Res::HttpRoutes,
+        http_route("shop", "any", &[], "gw", "checkout"),
+    );
+    cl.west.put(
+        Res::Ingresses,
+        ingress(
+            "shop",
+            "wild",
+            &["*.ing.example.com"],
+            "checkout",
+            &["198.51.100.101"],
+        ),
+    );
+    let fx = Fixture::new(&cl.kubeconfig(), &[CLUSTER_EAST1, CLUSTER_WEST], 30);
+    enable(&fx, "  dns_endpoints: true\n  gateway_api: true\n");
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+
+    let all = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
+    f.expect_a("anything.apps.example.com.", &all, SETTLE);
+    f.expect_a("a.b.c.apps.example.com.", &all, SETTLE);
+    f.expect_a("*.apps.example.com.", &all, SETTLE);
+    let synthesized = f.ask("anything.apps.example.com.", RecordType::A);
+    assert_eq!(synthesized.ttl, Some(60), "{synthesized:?}");
+    // The explicit sibling answers its own, NODATA for a type only the wildcard has.
+    f.expect_a("web.apps.example.com.", &["192.0.2.20"], SETTLE);
+    let web_txt = f.ask("web.apps.example.com.", RecordType::TXT);
+    assert_eq!(
+        (web_txt.rcode, web_txt.txt.len()),
+        (0, 0),
+        "NODATA: {web_txt:?}"
+    );
+    // An empty non-terminal exists: NODATA, and names below it are not the wildcard's.
+    for ent in ["x.apps.example.com.", "apps.example.com."] {
+        let a = f.ask(ent, RecordType::A);
+        assert_eq!((a.rcode, a.addrs.len()), (0, 0), "{ent}: NODATA: {a:?}");
+    }
+    assert_eq!(f.ask("y.x.apps.example.com.", RecordType::A).rcode, 3);
+    assert_eq!(f.ask("z.web.apps.example.com.", RecordType::A).rcode, 3);
+    // A wildcard CNAME is followed to the explicit name.
+    let alias = f.ask("q.alias.example.com.", RecordType::A);
+    assert_eq!(
+        (alias.cname.as_deref(), alias.addrs.clone()),
+        (Some("web.apps.example.com."), set(&["192.0.2.20"])),
+        "{alias:?}"
+    );
+    // Gateway API and Ingress wildcards answer like their exact host names.
+    f.expect_a("shop.gw.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("a.b.gw.example.com.", &["198.51.100.200"], SETTLE);
+    f.expect_a("shop.ing.example.com.", &["198.51.100.101"], SETTLE);
+    // `*` inside a name is no wildcard: skipped, named in the log, nothing served.
+    assert_eq!(f.ask("a.x.example.com.", RecordType::A).rcode, 3);
+    let log = f.log_text();
+    assert!(
+        log.contains("a.*.example.com") && log.contains("whole first label"),
+        "{log}"
+    );
+
+    // West's wildcard goes: the union shrinks. The explicit name goes: the wildcard covers it.
+    cl.west.delete(Res::DnsEndpoints, "shop", "apps");
+    f.expect_a(
+        "anything.apps.example.com.",
+        &["192.0.2.10", "192.0.2.11"],
+        SETTLE,
+    );
+    cl.east1.put(
+        Res::DnsEndpoints,
+        dns_endpoint(
+            "shop",
+            "apps",
+            &[("*.apps.example.com", "A", &["192.0.2.10"], 60)],
+        ),
+    );
+    f.expect_a("web.apps.example.com.", &["192.0.2.10"], SETTLE);
+    f.expect_a("y.x.apps.example.com.", &["192.0.2.10"], SETTLE);
+    expect_answer(&f, "q.alias.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
+    // The route goes: its wildcard goes.
+    cl.east1.delete(Res::HttpRoutes, "shop", "any");
+    expect_answer(&f, "shop.gw.example.com.", RecordType::A, "NXDOMAIN", |a| {
+        a.rcode == 3
+    });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -2324,12 +2475,25 @@ fn clusterset_headless_names_answer_every_ready_endpoint_with_per_endpoint_names
     );
     enable(
         &fx,
-        "  service_imports: true\n  clusterset_domain: clusterset.local\n",
+        "  service_imports: true\n  clusterset_domain: clusterset.local\n  max_answers: 3\n",
     );
     let f = Fedns::start(&fx.path("fedns.yaml"));
     let name = "db.shop.svc.clusterset.local.";
     let all = ["10.244.1.20", "10.244.1.21", "10.246.1.20", "10.246.1.21"];
-    f.expect_a(name, &all, SETTLE);
+    // Four ready endpoints, `max_answers: 3`: three per answer, every one in turn.
+    let seen = wait_for(SETTLE, || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..8 {
+            let a = f.ask(name, RecordType::A);
+            if a.rcode != 0 || a.addrs.len() != 3 {
+                return None;
+            }
+            seen.extend(a.addrs);
+        }
+        Some(seen)
+    })
+    .unwrap_or_else(|| panic!("never three at a time:\n{}", f.log_text()));
+    assert_eq!(seen, set(&all));
     let hosts = [
         ("db-0.east1", "10.244.1.20"),
         ("db-1.east1", "10.244.1.21"),
@@ -2408,12 +2572,17 @@ fn clusterset_headless_names_answer_every_ready_endpoint_with_per_endpoint_names
             ],
         ),
     );
-    f.expect_a(name, &["10.244.1.20", "10.246.1.20", "10.246.1.21"], SETTLE);
-    assert_eq!(
-        f.ask("db-1.east1.db.shop.svc.clusterset.local.", RecordType::A)
-            .rcode,
-        3
+    // (Its name first: with three at a time, the old four may rotate to the same three.)
+    expect_answer(
+        &f,
+        "db-1.east1.db.shop.svc.clusterset.local.",
+        RecordType::A,
+        "NXDOMAIN",
+        |a| a.rcode == 3,
     );
+    for _ in 0..4 {
+        f.expect_a(name, &["10.244.1.20", "10.246.1.20", "10.246.1.21"], SETTLE);
+    }
 
     // West's API server goes away: past the grace its endpoints go, east1 having one ready...
     cl.west.go_away();
@@ -2794,4 +2963,193 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
     // Unjoining again: the name is gone.
     let (ok, _, err) = unjoin(&[]);
     assert!(!ok && err.contains("no cluster \"west\""), "{err}");
+}
+
+/// `fedns join --secret-manifest -` for a fedns deployed with deploy/kubernetes: stdout is only
+/// a patch of the hub's Secret `fedns-kubeconfigs` that adds this member's key (a Secret, as
+/// k8s-openapi reads it, with that one `data` key), so merged into the Secret it keeps the other
+/// members' keys (checked with `kubectl patch --local` too when kubectl is installed); the
+/// config names the key where the Deployment mounts it, and once the Secret's keys are there
+/// (as the kubelet projects them) and the config is in place, fedns watches the member with the
+/// minted token. `unjoin --secret-manifest` prints the patch that takes the key out again.
+#[test]
+fn join_secret_manifest_patches_one_key_of_the_hub_secret_and_its_kubeconfig_serves() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let east = ApiServer::start();
+    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
+    east.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
+    );
+    east.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-e1",
+            "checkout",
+            &[("10.244.1.5", true, false, Some("us-east1-b"))],
+        ),
+    );
+    let west = ApiServer::start_secure("admin-token");
+    populate_west(&west, IP_WEST);
+    let east_kc = kubeconfig(&[("east1", east.url())]);
+    let fx = Fixture::new(&east_kc, &[CLUSTER_EAST1], 30);
+    fx.write(
+        "admin.yaml",
+        &kubeconfig_secure(&[("west-admin", west.url(), "admin-token")], &test_ca().ca),
+    );
+    // The hub's config source (what the ConfigMap is made from) and the mounted Secret.
+    let live = fx.path("fedns.yaml");
+    std::fs::copy(&live, fx.path("hub.yaml")).unwrap();
+    let mounted = fx.path("mounted");
+    std::fs::create_dir_all(&mounted).unwrap();
+    let f = Fedns::start(&live);
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+    let dir = fx.dir.path();
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "join",
+            "west",
+            "--context",
+            "west-admin",
+            "--kubeconfig",
+            "admin.yaml",
+            "--config",
+            "hub.yaml",
+            "--region",
+            "us-west2",
+            "--zones",
+            "us-west2-a",
+            "--secret-manifest",
+            "-",
+            "--mounted-at",
+            mounted.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains("created ServiceAccount fedns-system/fedns-reader-myfed"),
+        "progress on stderr: {err}"
+    );
+    assert!(
+        !fx.path("kubeconfigs").exists(),
+        "no kubeconfig file written"
+    );
+    let patch: serde_json::Value = serde_saphyr::from_str(&out).expect("one YAML document");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(patch.clone()).expect("a Secret");
+    assert_eq!(
+        (
+            secret.metadata.namespace.as_deref(),
+            secret.metadata.name.as_deref()
+        ),
+        (Some("fedns"), Some("fedns-kubeconfigs"))
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["west"], "{out}");
+    assert!(
+        secret.string_data.is_none() && secret.type_.is_none(),
+        "{out}"
+    );
+    let west_kc = String::from_utf8(data["west"].0.clone()).unwrap();
+    let token_secret = west
+        .object("/api/v1/namespaces/fedns-system/secrets/fedns-reader-myfed-token")
+        .expect("token Secret");
+    let token = String::from_utf8(
+        b64.decode(token_secret["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(west_kc.contains(&format!("token: {token}")), "{west_kc}");
+    let line = format!(
+        "    - {{name: west, kubeconfig: {}/west, region: us-west2, zones: [us-west2-a]}}\n",
+        mounted.display()
+    );
+    let hub = std::fs::read_to_string(fx.path("hub.yaml")).unwrap();
+    assert!(hub.contains(&line), "{hub}");
+
+    // The hub's Secret before: east1's key. Patched (strategic merge of `data`), both keys.
+    let before = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "fedns-kubeconfigs", "namespace": "fedns"},
+        "data": {"east1": b64.encode(&east_kc)},
+    });
+    let mut after = before.clone();
+    for (k, v) in patch["data"].as_object().unwrap() {
+        after["data"][k] = v.clone();
+    }
+    if let Some(kubectl) = kubectl() {
+        fx.write("live-secret.json", &before.to_string());
+        fx.write("patch.yaml", &out);
+        let o = Command::new(kubectl)
+            .args(["patch", "--local", "-o", "json", "-f"])
+            .arg(fx.path("live-secret.json"))
+            .arg("--patch-file")
+            .arg(fx.path("patch.yaml"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(patched["data"], after["data"], "kubectl's merge");
+    }
+    for (k, v) in after["data"].as_object().unwrap() {
+        let text = b64.decode(v.as_str().unwrap()).unwrap();
+        std::fs::write(mounted.join(k), text).unwrap();
+    }
+    // The new ConfigMap arrives: fedns watches west with the minted token.
+    fx.write("fedns.yaml", &hub);
+    wait_for(SETTLE, || ready_with(&f, "west"))
+        .unwrap_or_else(|| panic!("west never ready:\n{}", f.log_text()));
+    f.expect_a(G, &[IP_EAST1, IP_WEST], SETTLE);
+    assert!(
+        west.requests_with(&token) >= 4,
+        "lists with the minted token"
+    );
+
+    // unjoin: the config line goes, and the patch removes only west's key.
+    let (ok, out, err) = fedns_cmd(
+        dir,
+        &[
+            "unjoin",
+            "west",
+            "--config",
+            "hub.yaml",
+            "--secret-manifest",
+            "-",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        !std::fs::read_to_string(fx.path("hub.yaml"))
+            .unwrap()
+            .contains("west")
+    );
+    assert!(mounted.join("west").exists(), "not ours to delete");
+    let unpatch: serde_json::Value = serde_saphyr::from_str(&out).expect("one YAML document");
+    assert_eq!(unpatch, json!({"data": {"west": null}}), "{out}");
+    if let Some(kubectl) = kubectl() {
+        fx.write("live-secret.json", &after.to_string());
+        fx.write("unpatch.yaml", &out);
+        let o = Command::new(kubectl)
+            .args(["patch", "--local", "-o", "json", "-f"])
+            .arg(fx.path("live-secret.json"))
+            .arg("--patch-file")
+            .arg(fx.path("unpatch.yaml"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(patched["data"], before["data"], "kubectl's merge");
+    }
+}
+
+/// kubectl, when installed (scripts/test installs it).
+fn kubectl() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("kubectl"))
+        .find(|p| p.is_file())
 }

@@ -328,7 +328,8 @@ impl<'a> Layout<'a> {
     /// ServiceImport when it has one (they are local to the importing cluster, so no other
     /// client gets them); else, for a headless service (imported as `Headless` and exported
     /// headless, its shards carrying endpoints), the addresses of every ready endpoint in the
-    /// federated view (§2.4.1, every one, not capped: a headless answer is the set of peers);
+    /// federated view (§2.4.1), `max_answers` at a time and rotated like every address set
+    /// (a large one would truncate every UDP answer; the SRV names below list every peer);
     /// else what the global name answers that client (the healthy shards chosen for it).
     /// `_PORT._PROTO.SVC.NS.svc.DOMAIN` SRV records for each named port target the service
     /// name (which always owns the addresses: no CNAME here), or for a headless service each
@@ -379,7 +380,15 @@ impl<'a> Layout<'a> {
                             .filter_map(|&f| self.addr_set(f, &set))
                             .collect()
                     }
-                    McsChoice::Headless => fixed_sets(&all_ips),
+                    // Capped by `max_answers` and rotated, as every address set is: a
+                    // large headless service would otherwise truncate every UDP answer.
+                    McsChoice::Headless => {
+                        let set = AddressSet::from_ips(&all_ips);
+                        Family::BOTH
+                            .iter()
+                            .filter_map(|&f| self.addr_set(f, &set))
+                            .collect()
+                    }
                     McsChoice::Global => global.at(id).to_vec(),
                 },
             )
@@ -1045,15 +1054,13 @@ mod tests {
         );
         for loc in [0, w1] {
             let a = svc_name.get(loc, rtype::A).unwrap();
-            assert_eq!(
-                a.rotation,
-                Rotation::Fixed,
-                "every endpoint, not max_answers"
-            );
-            assert_eq!(
-                a.rdatas,
-                ["10.244.1.5", "10.244.1.6", "10.244.2.5"].map(|a| RData::A(a.parse().unwrap()))
-            );
+            // Every endpoint, `max_answers` (1) at a time, in turn.
+            assert_eq!(a.rotation, Rotation::Rotate { cap: 1 });
+            let every =
+                ["10.244.1.5", "10.244.1.6", "10.244.2.5"].map(|a| RData::A(a.parse().unwrap()));
+            assert_eq!(a.rdatas, every);
+            let turns: Vec<Vec<RData>> = (0..a.variants()).map(|v| a.variant(v, 3)).collect();
+            assert_eq!(turns, every.map(|r| vec![r]));
             assert_eq!(
                 rdatas(svc_name, loc, rtype::AAAA),
                 [RData::Aaaa("2001:db8::6".parse().unwrap())]

@@ -223,7 +223,8 @@ fn add_zone_line(rng: &mut Rng, lines: &mut Vec<String>) {
 }
 
 /// A `DNSEndpoint` name's records: addresses, TXT, SRV, or a CNAME into the federation, the
-/// zone file or a wildcard; some names are also zone-file, service or ingress names.
+/// zone file or a wildcard; some names are also zone-file, service or ingress names, some are
+/// wildcards (their own, with an explicit name beside them, or over a zone file's).
 fn endpoint(rng: &mut Rng) -> EndpointName {
     let owner = [
         "ep0",
@@ -233,12 +234,16 @@ fn endpoint(rng: &mut Rng) -> EndpointName {
         "www0",
         "s1.ns.f.svc",
         "q.wild0",
-    ][rng.below(7)];
+        "*.epw",
+        "sib.epw",
+        "*.wild1",
+    ][rng.below(10)];
     let name = DnsName::parse(&format!("{owner}.example.com")).unwrap();
     let ttl = [30, 60, 300][rng.below(3)];
     let records = match rng.below(5) {
         0 => {
-            let target = ["s0.ns.f.svc", "static1", "x.wild1", "ep0", "www1"][rng.below(5)];
+            let target =
+                ["s0.ns.f.svc", "static1", "x.wild1", "ep0", "www1", "x.epw"][rng.below(6)];
             let t = DnsName::parse(&format!("{target}.example.com")).unwrap();
             vec![(ttl, RData::Cname(t))]
         }
@@ -390,7 +395,9 @@ fn step(rng: &mut Rng, fed: &mut Federation, lines: &mut Vec<String>) {
             }
         }
         8 => {
-            let host = DnsName::parse(&format!("www{}.example.com", rng.below(3))).unwrap();
+            // `*.www0`: an ingress host wildcard (per location under `geo`) below a host.
+            let host = ["www0", "www1", "www2", "*.www0"][rng.below(4)];
+            let host = DnsName::parse(&format!("{host}.example.com")).unwrap();
             fed.ingress_hosts.retain(|h| h.host != host);
             if rng.chance(70) {
                 let shards = (0..rng.below(3)).map(|i| shard(rng, i)).collect();
@@ -445,6 +452,10 @@ fn assert_same(incremental: &Table, fresh: &Table, locations: usize, context: &s
         "q.wild0.example.com",
         "q.wild1.example.com",
         "q.r.wild2.example.com",
+        "q.epw.example.com",
+        "q.r.epw.example.com",
+        "x.sib.epw.example.com",
+        "q.www0.example.com",
         "host.sub0.example.com",
         "x.ns.sub1.example.com",
         "nope.s0.ns.f.svc.example.com",
@@ -657,4 +668,65 @@ fn wildcards_and_cuts_that_come_and_go_answer_as_full_builds() {
             &[],
         );
     }
+}
+
+/// A DNSEndpoint wildcard in a signed zone is signed per query like a zone file's (RFC 4592,
+/// `Online::Rrsig`); one whose RRset is too large for the query path to sign is refused,
+/// named in `conflicts`, and not served at all (never answered with a bogus or missing RRSIG).
+#[test]
+fn signed_endpoint_wildcards_are_signed_per_query_or_refused() {
+    let mut fed = first_federation(&mut Rng(3));
+    let a = |i: usize| {
+        let ip = format!("10.9.{}.{}", i / 250, i % 250 + 1);
+        (60, RData::from_ip(ip.parse().unwrap()))
+    };
+    fed.endpoints = vec![
+        EndpointName {
+            name: DnsName::parse("*.big.example.com").unwrap(),
+            records: (0..40).map(a).collect(),
+        },
+        EndpointName {
+            name: DnsName::parse("*.small.example.com").unwrap(),
+            records: (0..2).map(a).collect(),
+        },
+    ]
+    .into();
+    let signing = test_signing();
+    let built = build(BuildInput {
+        zones: &[zone(&[])],
+        federations: &[fed],
+        etcd: &[],
+        cache: None,
+        serial: 1,
+        generation: 1,
+        locator: crate::dns::tests::locator(),
+        signing: &signing,
+    });
+    let ask = |n: &str| match built
+        .table
+        .lookup(DnsName::parse(n).unwrap().wire(), rtype::A, || 0)
+    {
+        crate::table::Lookup::Authoritative(a) => (a.rcode, a.online),
+        other => panic!("{n}: {other:?}"),
+    };
+    assert_eq!(ask("x.small.example.com"), (0, crate::table::Online::Rrsig));
+    assert_eq!(ask("x.big.example.com").0, 3, "refused, so NXDOMAIN");
+    assert_eq!(
+        ask("big.example.com").0,
+        3,
+        "not even an empty non-terminal"
+    );
+    assert!(
+        built
+            .conflicts
+            .iter()
+            .any(|c| c.starts_with("*.big.example.com.: a wildcard RRset in a signed zone")),
+        "{:?}",
+        built.conflicts
+    );
+    assert!(
+        !built.conflicts.iter().any(|c| c.contains("small")),
+        "{:?}",
+        built.conflicts
+    );
 }

@@ -565,6 +565,29 @@ impl BuildCache {
         shared
     }
 
+    /// Why a federation's `*` name (a DNSEndpoint or ingress host wildcard) in a signed zone
+    /// cannot be served: an RRset too large for the RRSIG the query path makes for it
+    /// (`Online::Rrsig`). Such a name is refused, as `conflicts`, rather than answered SERVFAIL.
+    fn unsignable_wildcard(&self, name: &DnsName, zone: usize, data: &NodeData) -> Option<String> {
+        if !is_wildcard(name) || self.keys[zone].is_none() {
+            return None;
+        }
+        let mut sets = data.rrsets.iter().chain(data.by_location.iter().flatten());
+        let too_large = sets.any(|rr| {
+            (0..rr.variants()).any(|v| {
+                let set = dnssec::canonical_set(&rr.variant(v, rr.variants()));
+                !dnssec::ownerless_records(rr.rtype, rr.ttl, &set, 255).1
+            })
+        });
+        too_large.then(|| {
+            format!(
+                "{name}: a wildcard RRset in a signed zone larger than {} bytes signed (its RRSIG \
+                 is made per query); not served: give it fewer records or leave the zone unsigned",
+                dnssec::ONLINE_MAX
+            )
+        })
+    }
+
     fn withdraw(&mut self, name: &DnsName, origin: Origin) {
         let Some(st) = self.names.get_mut(name.wire()) else {
             return;
@@ -925,7 +948,10 @@ impl BuildCache {
             match zone_of(&self.zones, &host.host) {
                 Some(zi) => {
                     let (name, data) = layout.ingress(host);
-                    if self.contribute(&name, zi, origin, data) && !known {
+                    if let Some(why) = self.unsignable_wildcard(&name, zi, &data) {
+                        self.conflicts.push(why);
+                        self.withdraw(&name, origin);
+                    } else if self.contribute(&name, zi, origin, data) && !known {
                         overridden.push(name);
                     }
                 }
@@ -957,7 +983,11 @@ impl BuildCache {
             let zone = zone_of(&self.zones, &ep.name);
             match zone {
                 Some(zi) => {
-                    if self.contribute(&ep.name, zi, origin, layout.endpoint(ep)) && !known {
+                    let data = layout.endpoint(ep);
+                    if let Some(why) = self.unsignable_wildcard(&ep.name, zi, &data) {
+                        self.conflicts.push(why);
+                        self.withdraw(&ep.name, origin);
+                    } else if self.contribute(&ep.name, zi, origin, data) && !known {
                         overridden.push(ep.name.clone());
                     }
                 }

@@ -720,7 +720,13 @@ fn mcs_steps(
                         "{client}; {}: every ready {} endpoint of every cluster{}",
                         headless_why(),
                         f.label(),
-                        if a.is_empty() { " (none)" } else { "" }
+                        if a.is_empty() {
+                            " (none)".to_string()
+                        } else if a.len() > fed.max_answers {
+                            format!(", {} at a time in turn (max_answers)", fed.max_answers)
+                        } else {
+                            String::new()
+                        }
                     ),
                     addresses: a,
                 });

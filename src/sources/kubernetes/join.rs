@@ -39,6 +39,8 @@ pub struct JoinArgs {
     pub region: Option<String>,
     pub zones: Vec<String>,
     pub dry_run: bool,
+    /// Where the kubeconfig goes: a file under `kubeconfigs/`, or a patch of the hub's Secret.
+    pub output: Output,
 }
 
 /// What `fedns unjoin` is asked to do.
@@ -49,7 +51,44 @@ pub struct UnjoinArgs {
     pub config: PathBuf,
     pub namespace: String,
     pub dry_run: bool,
+    /// `Some`: also write the patch that takes the cluster's key out of the hub's Secret.
+    pub secret_manifest: Option<PathBuf>,
 }
+
+/// Where `join` puts the member kubeconfig.
+pub enum Output {
+    /// `kubeconfigs/CLUSTER.yaml` beside the config (a fedns reading local files).
+    File,
+    /// A patch document (`-`: stdout) for `kubectl patch secret fedns-kubeconfigs
+    /// --patch-file`, adding the key `CLUSTER` to the Secret the deploy/ Deployment mounts at
+    /// `mounted_at`, which is what the config line names. A patch, not the whole Secret: it
+    /// leaves every other member's key as it is.
+    SecretPatch {
+        manifest: PathBuf,
+        mounted_at: PathBuf,
+    },
+}
+
+/// Set while a patch goes to stdout: progress lines then go to stderr, so stdout is the patch
+/// alone (`fedns join … --secret-manifest - | kubectl patch … --patch-file /dev/stdin`).
+static PROGRESS_TO_STDERR: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A progress line: stdout, or stderr while stdout carries a patch.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if PROGRESS_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($t)*)
+        } else {
+            println!($($t)*)
+        }
+    };
+}
+
+/// The Secret of deploy/kubernetes/base that holds one kubeconfig per member.
+pub const HUB_SECRET: (&str, &str) = ("fedns", "fedns-kubeconfigs");
+/// Where deploy/kubernetes/base/deployment.yaml mounts [`HUB_SECRET`].
+pub const HUB_MOUNT: &str = "/etc/fedns-kubeconfigs";
 
 /// How long join waits for the token controller to fill the Secret's token.
 const TOKEN_WAIT: Duration = Duration::from_secs(30);
@@ -368,15 +407,15 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     let pp = PostParams::default();
     match api.create(&pp, obj).await {
-        Ok(_) => println!("created {what}"),
+        Ok(_) => say!("created {what}"),
         Err(e) if code(&e) == Some(409) => {
             if update {
                 api.replace(&name, &pp, obj)
                     .await
                     .map_err(|e| anyhow::anyhow!("{what}: update: {e}"))?;
-                println!("updated {what}");
+                say!("updated {what}");
             } else {
-                println!("kept {what} (exists)");
+                say!("kept {what} (exists)");
             }
         }
         Err(e) => anyhow::bail!("{what}: create: {e}"),
@@ -389,8 +428,8 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => println!("deleted {what}"),
-        Err(e) if code(&e) == Some(404) => println!("{what}: already gone"),
+        Ok(_) => say!("deleted {what}"),
+        Err(e) if code(&e) == Some(404) => say!("{what}: already gone"),
         Err(e) => anyhow::bail!("{what}: delete: {e}"),
     }
     Ok(())
@@ -415,6 +454,56 @@ fn manifests(o: &Objects) -> anyhow::Result<String> {
     Ok(out.trim_end().to_string())
 }
 
+/// The patch that adds `key` (the member kubeconfig `kubeconfig`) to [`HUB_SECRET`]: a Secret
+/// with only that `data` key, which a strategic-merge (or JSON merge) patch merges into the
+/// Secret's `data`, so the other members' keys stay.
+fn secret_patch(key: &str, kubeconfig: &str) -> anyhow::Result<String> {
+    let (ns, name) = HUB_SECRET;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    let body =
+        serde_saphyr::to_string(&secret).map_err(|e| anyhow::anyhow!("patch as YAML: {e}"))?;
+    Ok(format!(
+        "# Written by `fedns join {key}`: adds the key {key:?} (fedns's read-only kubeconfig for\n\
+         # {key}) to the Secret {ns}/{name}, keeping its other keys. It holds a token. Apply with\n\
+         #   kubectl -n {ns} patch secret {name} --patch-file THIS_FILE\n{}\n",
+        body.trim_end()
+    ))
+}
+
+/// The patch that removes `key` from [`HUB_SECRET`] (a `null` value deletes a map key in a
+/// strategic-merge or JSON merge patch).
+fn secret_unpatch(key: &str) -> String {
+    let (ns, name) = HUB_SECRET;
+    format!(
+        "# Written by `fedns unjoin`: removes the key {key:?} from the Secret {ns}/{name},\n\
+         # keeping its other keys. Apply with\n\
+         #   kubectl -n {ns} patch secret {name} --patch-file THIS_FILE\n\
+         data:\n  {key}: null\n"
+    )
+}
+
+/// Writes `text` (which holds a token: mode 0600) to `path`, or prints it for `-`.
+fn write_manifest(path: &Path, text: &str) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    write_atomic(path, text, 0o600)?;
+    say!("wrote {}", path.display());
+    Ok(())
+}
+
 pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
     plain_name("cluster name", &a.cluster)?;
     if let Some(r) = &a.region {
@@ -434,7 +523,21 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
         a.cluster
     );
     let dir = a.config.parent().unwrap_or(Path::new("")).to_path_buf();
-    let rel = format!("kubeconfigs/{}.yaml", a.cluster);
+    let rel = match &a.output {
+        Output::File => format!("kubeconfigs/{}.yaml", a.cluster),
+        Output::SecretPatch { mounted_at, .. } => {
+            let at = mounted_at.join(&a.cluster);
+            at.to_str()
+                .filter(|p| {
+                    p.chars()
+                        .all(|c| !c.is_whitespace() && !",{}[]#'\"".contains(c))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{}: not a path a config line can hold", at.display())
+                })?
+                .to_string()
+        }
+    };
     let kc_path = dir.join(&rel);
     let mut line = format!("{{name: {}, kubeconfig: {rel}", a.cluster);
     if let Some(r) = &a.region {
@@ -470,21 +573,40 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
             a.context, ep.server
         );
         println!("{}", manifests(&objs)?);
+        let target = match &a.output {
+            Output::File => format!("{} (mode 0600)", kc_path.display()),
+            Output::SecretPatch { manifest, .. } => format!(
+                "{}: a patch adding key {} to Secret {}/{} (mounted as {rel})",
+                if manifest == Path::new("-") {
+                    "to stdout".into()
+                } else {
+                    manifest.display().to_string()
+                },
+                a.cluster,
+                HUB_SECRET.0,
+                HUB_SECRET.1
+            ),
+        };
         println!(
-            "# would write {} (mode 0600): server {}, token of Secret {}/{}",
-            kc_path.display(),
-            ep.server,
-            names.namespace,
-            names.secret
+            "# would write {target}: server {}, token of Secret {}/{}",
+            ep.server, names.namespace, names.secret
         );
         println!("# would change {}:", a.config.display());
         println!("# +{added}");
         return Ok(());
     }
-    if kc_path.exists() {
+    PROGRESS_TO_STDERR.store(
+        matches!(&a.output, Output::SecretPatch { manifest, .. } if manifest == Path::new("-")),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let written = match &a.output {
+        Output::File => &kc_path,
+        Output::SecretPatch { manifest, .. } => manifest,
+    };
+    if written != Path::new("-") && written.exists() {
         anyhow::bail!(
             "{}: exists already (left from an earlier join?); remove it first",
-            kc_path.display()
+            written.display()
         );
     }
     let token = block_on(async {
@@ -523,20 +645,27 @@ pub fn join(a: &JoinArgs) -> anyhow::Result<()> {
         apply(&secrets, &what, &objs.secret, false).await?;
         wait_token(&secrets, &what, &names.secret).await
     })??;
-    std::fs::create_dir_all(dir.join("kubeconfigs"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("kubeconfigs").display()))?;
-    write_atomic(
-        &kc_path,
-        &member_kubeconfig(&a.cluster, &names.account, &ep, &token),
-        0o600,
-    )?;
-    println!("wrote {}", kc_path.display());
-    if let Err(e) = replace_config(&a.config, &new_text) {
-        // No config names it: leaving it would only block the next join.
-        let _ = std::fs::remove_file(&kc_path);
-        return Err(e);
+    let member = member_kubeconfig(&a.cluster, &names.account, &ep, &token);
+    match &a.output {
+        Output::File => {
+            std::fs::create_dir_all(dir.join("kubeconfigs"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("kubeconfigs").display()))?;
+            write_atomic(&kc_path, &member, 0o600)?;
+            say!("wrote {}", kc_path.display());
+            if let Err(e) = replace_config(&a.config, &new_text) {
+                // No config names it: leaving it would only block the next join.
+                let _ = std::fs::remove_file(&kc_path);
+                return Err(e);
+            }
+        }
+        Output::SecretPatch { manifest, .. } => {
+            // The config first: a patch printed for a config that refused the line would
+            // give the hub a key no cluster reads.
+            replace_config(&a.config, &new_text)?;
+            write_manifest(manifest, &secret_patch(&a.cluster, &member)?)?;
+        }
     }
-    println!("added to {}: {added}", a.config.display());
+    say!("added to {}: {added}", a.config.display());
     Ok(())
 }
 
@@ -601,6 +730,15 @@ pub fn unjoin(a: &UnjoinArgs) -> anyhow::Result<()> {
         Access::InCluster => None,
     };
     let names = Names::new(&a.namespace, &k.federation);
+    // The Secret key is the file name the cluster's kubeconfig is mounted as.
+    let key = match &spec.access {
+        Access::Kubeconfig { path, .. } => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&a.cluster)
+            .to_string(),
+        Access::InCluster => a.cluster.clone(),
+    };
     if a.dry_run {
         println!("would change {}:", a.config.display());
         for l in &removed {
@@ -608,6 +746,14 @@ pub fn unjoin(a: &UnjoinArgs) -> anyhow::Result<()> {
         }
         if let Some(p) = &owned {
             println!("would delete {}", p.display());
+        }
+        if let Some(m) = &a.secret_manifest {
+            println!(
+                "would write {}: a patch removing key {key} from Secret {}/{}",
+                m.display(),
+                HUB_SECRET.0,
+                HUB_SECRET.1
+            );
         }
         if let Some(ctx) = &a.context {
             println!("would delete in context {ctx:?}:");
@@ -618,14 +764,21 @@ pub fn unjoin(a: &UnjoinArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    PROGRESS_TO_STDERR.store(
+        a.secret_manifest.as_deref() == Some(Path::new("-")),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     replace_config(&a.config, &new_text)?;
-    println!("removed from {}:", a.config.display());
+    say!("removed from {}:", a.config.display());
     for l in &removed {
-        println!("-{l}");
+        say!("-{l}");
+    }
+    if let Some(m) = &a.secret_manifest {
+        write_manifest(m, &secret_unpatch(&key))?;
     }
     if let Some(p) = &owned {
         match std::fs::remove_file(p) {
-            Ok(()) => println!("deleted {}", p.display()),
+            Ok(()) => say!("deleted {}", p.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("{}: {e}", p.display()),
         }

@@ -194,14 +194,27 @@ pub struct SlimGateway {
 pub struct Listener {
     pub name: String,
     pub hostname: Option<String>,
+    /// Its `port` (what a route's `parentRefs[].port` names).
+    pub port: Option<u16>,
 }
 
-/// A route's `parentRefs[]` entry for a Gateway: `(namespace, name)` and the listener it names
-/// (`sectionName`; none: every listener of that Gateway).
+/// A route's `parentRefs[]` entry for a Gateway: `(namespace, name)` and the listeners it
+/// names (`sectionName` and `port`, each narrowing; neither: every listener of that Gateway).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ParentRef {
     pub gateway: Key,
     pub section: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl ParentRef {
+    /// Whether this entry attaches to listener `l` of Gateway `gateway` (Gateway API
+    /// `ParentReference`: a `port` no listener has attaches to nothing).
+    pub fn attaches(&self, gateway: &Key, l: &Listener) -> bool {
+        &self.gateway == gateway
+            && self.section.as_ref().is_none_or(|s| s == &l.name)
+            && self.port.is_none_or(|p| l.port == Some(p))
+    }
 }
 
 /// An `HTTPRoute`: its host names (lowercased, maybe `*.` wildcards), the Gateway listeners it
@@ -253,6 +266,14 @@ fn covers(wide: &str, narrow: &str) -> bool {
     };
     // `suffix` is `.S`; `narrow` must be `X.S` with X not empty (X may itself be `*`).
     narrow.len() > suffix.len() && narrow.ends_with(suffix)
+}
+
+/// Whether `*` appears in `name` only as its whole first label (an RFC 4592 wildcard, or
+/// not at all): a `*` anywhere else would be a literal label no client means.
+pub fn wildcard_only_first(name: &DnsName) -> bool {
+    name.labels()
+        .enumerate()
+        .all(|(i, l)| !l.contains(&b'*') || (i == 0 && l == b"*"))
 }
 
 /// An MCS `ServiceImport`: the cluster-set IPs of a `ClusterSetIP` import (none for a
@@ -1084,18 +1105,17 @@ fn ingress_hosts(
         // Gateway API: each host name of a Gateway (its exact listener host names, and those
         // each attached HTTPRoute gets on each listener it attaches to, intersected as the
         // Gateway API says) is a shard with the Gateway's addresses, healthy when the Gateway is
-        // Programmed and the routes' backend Services have ready endpoints. A name that is
-        // still a wildcard after the intersection names no single host: not served.
+        // Programmed and the routes' backend Services have ready endpoints. A name still a
+        // wildcard after the intersection is served as one (RFC 4592: names below it that
+        // exist answer for themselves); a wildcard listener no route attaches to is not.
         for (gkey, gw) in &v.state.gateways.live {
             let mut names: BTreeMap<String, BTreeSet<&Key>> = BTreeMap::new();
             for l in &gw.listeners {
-                if let Some(h) = &l.hostname {
+                if let Some(h) = l.hostname.as_ref().filter(|h| !h.starts_with('*')) {
                     names.entry(h.clone()).or_default();
                 }
                 for route in v.state.routes.live.values() {
-                    let on_listener = route.parents.iter().any(|p| {
-                        &p.gateway == gkey && p.section.as_ref().is_none_or(|s| s == &l.name)
-                    });
+                    let on_listener = route.parents.iter().any(|p| p.attaches(gkey, l));
                     if !on_listener {
                         continue;
                     }
@@ -1106,7 +1126,6 @@ fn ingress_hosts(
                     }
                 }
             }
-            names.retain(|h, _| !h.starts_with('*'));
             for (host, backends) in names {
                 let (r, nr) = backends
                     .iter()
@@ -1137,7 +1156,7 @@ fn ingress_hosts(
         let Ok(name) = DnsName::parse(&host) else {
             continue;
         };
-        if shards.is_empty() {
+        if shards.is_empty() || !wildcard_only_first(&name) {
             continue;
         }
         shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
@@ -1313,6 +1332,7 @@ pub(super) mod tests {
         ParentRef {
             gateway: key(ns, n),
             section: section.map(String::from),
+            port: None,
         }
     }
 
@@ -1984,10 +2004,18 @@ pub(super) mod tests {
                 Listener {
                     name: "portal".into(),
                     hostname: Some("portal.example.com".into()),
+                    port: Some(80),
                 },
                 Listener {
                     name: "apps".into(),
                     hostname: Some("*.example.com".into()),
+                    port: Some(443),
+                },
+                // No route attaches here: its wildcard is not served.
+                Listener {
+                    name: "quiet".into(),
+                    hostname: Some("*.quiet.example.net".into()),
+                    port: Some(80),
                 },
             ],
             lb_ips: vec!["192.0.2.7".parse().unwrap()],
@@ -2032,15 +2060,32 @@ pub(super) mod tests {
             }),
         ));
         // A wildcard route on the exact listener serves that listener's name; on the
-        // wildcard listener it stays a wildcard, not served.
+        // wildcard listener it stays a wildcard, served as one.
         st.routes.apply(Change::InitApply(
             key("shop", "r6"),
             Some(SlimRoute {
                 hostnames: vec!["*.example.com".into()],
                 parents: vec![parent("shop", "gw", None)],
-                backends: vec![key("shop", "none")],
+                backends: vec![key("shop", "web")],
             }),
         ));
+        // `parentRefs[].port`: the listeners on that port only; a port no listener has
+        // attaches to nothing.
+        for (name, host, port) in [
+            ("r7", "tls.example.com", 443),
+            ("r8", "odd.example.com", 8443),
+        ] {
+            let mut p = parent("shop", "gw", None);
+            p.port = Some(port);
+            st.routes.apply(Change::InitApply(
+                key("shop", name),
+                Some(SlimRoute {
+                    hostnames: vec![host.into()],
+                    parents: vec![p],
+                    backends: vec![key("shop", "web")],
+                }),
+            ));
+        }
         // Attached to no Gateway this cluster has: nothing.
         st.routes.apply(Change::InitApply(
             key("shop", "r3"),
@@ -2062,8 +2107,10 @@ pub(super) mod tests {
         assert_eq!(
             hosts(&st),
             [
+                ("*.example.com.".to_string(), 2),
                 ("idle.example.com.".to_string(), 0),
                 ("portal.example.com.".to_string(), 2),
+                ("tls.example.com.".to_string(), 2),
                 ("web.example.com.".to_string(), 2)
             ]
         );

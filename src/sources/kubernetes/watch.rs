@@ -699,7 +699,9 @@ fn slim_ingress(i: &Ingress) -> Option<SlimIngress> {
         backends.push(svc.name.clone());
     }
     for rule in spec.rules.iter().flatten() {
-        if let Some(h) = rule.host.as_deref().filter(|h| !h.starts_with('*')) {
+        // `*.foo.com` (the API allows `*` only as the whole first label) is served as a DNS
+        // wildcard (RFC 4592), which also covers deeper names the Ingress does not route.
+        if let Some(h) = rule.host.as_deref().filter(|h| !h.is_empty()) {
             hosts.push(h.to_ascii_lowercase());
         }
         for p in rule.http.iter().flat_map(|h| &h.paths) {
@@ -872,8 +874,12 @@ fn slim_endpoints(o: &Custom<DnsEndpointKind>) -> Option<SlimEndpoints> {
                 out.skipped.push(at("no dnsName".into()));
                 continue;
             }
-            Ok(_) if dns_name.starts_with('*') => {
-                out.skipped.push(at("wildcard names are not served".into()));
+            // `*` is a wildcard (RFC 4592) only as the whole first label; elsewhere it would be
+            // a literal label no client means.
+            Ok(n) if !super::state::wildcard_only_first(&n) => {
+                out.skipped.push(at(
+                    "`*` is only served as a whole first label (a wildcard, `*.NAME`)".into(),
+                ));
                 continue;
             }
             Ok(n) => n,
@@ -939,6 +945,7 @@ fn slim_gateway(g: &Custom<GatewayKind>) -> Option<SlimGateway> {
         .map(|l| Listener {
             name: l["name"].as_str().unwrap_or_default().to_string(),
             hostname: gateway_host(&l["hostname"]),
+            port: l["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
         })
         .collect();
     // `status.addresses[]`: `{type: IPAddress | Hostname, value}` (type defaults to IPAddress).
@@ -985,6 +992,11 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
                 Some(ParentRef {
                     gateway: key(p)?,
                     section: p["sectionName"].as_str().map(String::from),
+                    // A port that is no u16 matches no listener: attached to nothing.
+                    port: match &p["port"] {
+                        serde_json::Value::Null => None,
+                        v => Some(v.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(0)),
+                    },
                 })
             })
             .collect()
@@ -1218,6 +1230,8 @@ mod tests {
                 {"dnsName": "mixed.example.com", "recordType": "A", "targets": ["192.0.2.3", "nope"]},
                 {"dnsName": "two.example.com", "recordType": "CNAME", "targets": ["a.example.com", "b.example.com"]},
                 {"dnsName": "*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "a.*.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
+                {"dnsName": "*x.example.com", "recordType": "A", "targets": ["192.0.2.4"]},
                 {"dnsName": "mx.example.com", "recordType": "MX", "targets": ["10 mail.example.com"]},
                 {"dnsName": "srv.example.com", "recordType": "SRV", "targets": ["1 2 99999 x.example.com"]},
                 {"dnsName": "ttl.example.com", "recordType": "A", "targets": ["192.0.2.5"], "recordTTL": -1}
@@ -1233,7 +1247,8 @@ mod tests {
                 "app.example.com.",
                 "txt.example.com.",
                 "_x._tcp.example.com.",
-                "c.example.com."
+                "c.example.com.",
+                "*.example.com."
             ],
             "{slim:?}"
         );
@@ -1249,7 +1264,14 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(slim.skipped.len(), 6, "{:?}", slim.skipped);
+        assert_eq!(slim.skipped.len(), 7, "{:?}", slim.skipped);
+        assert!(
+            slim.skipped[2].contains("a.*.example.com")
+                && slim.skipped[3].contains("*x.example.com")
+                && slim.skipped[2].contains("whole first label"),
+            "{:?}",
+            slim.skipped
+        );
         assert!(
             slim.skipped[0].contains("spec.endpoints[5]") && slim.skipped[0].contains("\"nope\"")
         );
@@ -1273,6 +1295,7 @@ mod tests {
         let l = |name: &str, host: Option<&str>| Listener {
             name: name.into(),
             hostname: host.map(String::from),
+            port: Some(80),
         };
         assert_eq!(
             sg.listeners,
@@ -1294,7 +1317,7 @@ mod tests {
         let r: Custom<HttpRouteKind> = custom(serde_json::json!({
             "metadata": {"name": "web", "namespace": "shop"},
             "spec": {
-                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra", "sectionName": "https"}, {"kind": "Service", "group": "", "name": "mesh"}],
+                "parentRefs": [{"name": "gw"}, {"name": "other", "namespace": "infra", "sectionName": "https"}, {"kind": "Service", "group": "", "name": "mesh"}, {"name": "gw", "port": 8443}],
                 "hostnames": ["Web.example.com", "*.wild.example.com"],
                 "rules": [{"backendRefs": [{"name": "checkout", "port": 80}, {"kind": "Other", "group": "x", "name": "y"}]},
                           {"backendRefs": [{"name": "checkout", "port": 81}]}]
@@ -1305,7 +1328,10 @@ mod tests {
         let parent = |ns: &str, name: &str, section: Option<&str>| ParentRef {
             gateway: (ns.to_string(), name.to_string()),
             section: section.map(String::from),
+            port: None,
         };
+        let mut on_port = parent("shop", "gw", None);
+        on_port.port = Some(8443);
         let mut refused = r.clone();
         refused.status = serde_json::json!({"parents": [
             {"parentRef": {"name": "gw"}, "controllerName": "x",
@@ -1315,14 +1341,16 @@ mod tests {
         ]});
         assert_eq!(
             slim_route(&refused).unwrap().parents,
-            [parent("infra", "other", Some("https"))],
-            "a parent that did not accept the route is not one"
+            [parent("infra", "other", Some("https")), on_port.clone()],
+            "a parent that did not accept the route is not one (the same Gateway on a port is
+             another parent)"
         );
         assert_eq!(
             sr.parents,
             [
                 parent("infra", "other", Some("https")),
-                parent("shop", "gw", None)
+                parent("shop", "gw", None),
+                on_port
             ]
         );
         assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
