@@ -1318,14 +1318,13 @@ thread_local! {
 /// `f` over `items`, in order, on every core when there are at least `worth` of them
 /// (a first build or a federation laid out again; small changes stay on the merger's thread).
 fn par_map<T: Sync, R: Send>(items: &[T], worth: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let mut worth = worth;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     #[cfg(test)]
-    match PARALLEL.get() {
-        Some(false) => threads = 1,
-        Some(true) => (threads, worth) = (threads.max(3), 2),
-        None => {}
-    }
+    let (threads, worth) = match PARALLEL.get() {
+        Some(false) => (1, worth),
+        Some(true) => (threads.max(3), 2),
+        None => (threads, worth),
+    };
     if items.len() < worth || threads < 2 {
         return items.iter().map(f).collect();
     }
