@@ -730,3 +730,50 @@ fn signed_endpoint_wildcards_are_signed_per_query_or_refused() {
         built.conflicts
     );
 }
+
+/// The parallel parts of a build (layout, encoding, segments) give a table that answers byte
+/// for byte as a build that runs them all on one thread, from scratch and incrementally.
+#[test]
+fn parallel_builds_answer_as_serial_builds() {
+    let mut rng = Rng(77);
+    let locator = crate::dns::tests::locator();
+    let mut fed = first_federation(&mut rng);
+    fed.services = (0..300).map(|n| service(&mut rng, n).into()).collect();
+    let mut lines = Vec::new();
+    for _ in 0..20 {
+        add_zone_line(&mut rng, &mut lines);
+    }
+    let (mut serial_cache, mut parallel_cache) = (BuildCache::default(), BuildCache::default());
+    for i in 0..4 {
+        let zones = [zone(&lines)];
+        let feds = [fed.clone()];
+        let build_with = |cache: &mut BuildCache, parallel: bool| {
+            super::PARALLEL.set(Some(parallel));
+            let table = build(BuildInput {
+                zones: &zones,
+                federations: &feds,
+                etcd: &[],
+                cache: Some(cache),
+                serial: 1000 + i,
+                generation: i as u64,
+                locator,
+                signing: &[],
+            })
+            .table;
+            super::PARALLEL.set(None);
+            table
+        };
+        let serial = build_with(&mut serial_cache, false);
+        let parallel = build_with(&mut parallel_cache, true);
+        assert!(serial.name_count > 3000, "{} names", serial.name_count);
+        assert_same(
+            &parallel,
+            &serial,
+            locator.locations().len(),
+            &format!("step {i}"),
+        );
+        for _ in 0..10 {
+            step(&mut rng, &mut fed, &mut lines);
+        }
+    }
+}

@@ -288,8 +288,9 @@ pub struct BuildCache {
     segments: Vec<Arc<Segment>>,
     /// During a build: names whose records changed, and segments to rebuild.
     changed: FxHashSet<DnsName>,
-    /// During a build: the answers of the names re-encoded (the only answers the cache holds).
-    encoded: FxHashMap<DnsName, Encoded>,
+    /// During a build: the answers of the names re-encoded (the only answers the cache holds),
+    /// by part (empty between builds).
+    encoded: Vec<FxHashMap<DnsName, Encoded>>,
     /// During a build: names etcd overlaid in the last table and no longer does (their node
     /// there is etcd's, so they are encoded again).
     unlaid: FxHashSet<DnsName>,
@@ -753,7 +754,7 @@ impl BuildCache {
             self.segments[s] = seg;
             self.dirty[s] = false;
         }
-        self.encoded = FxHashMap::default();
+        self.encoded = Vec::new();
         self.unlaid = FxHashSet::default();
         let mut axfr = FxHashMap::default();
         for data in etcd.iter().filter(|d| d.axfr) {
@@ -896,14 +897,37 @@ impl BuildCache {
             e.1 = false;
         }
         let layout = Layout::new(fed, locator);
+        let unchanged = |e: &ServiceEntry, svc: &Arc<Service>| {
+            !relayout && (Arc::ptr_eq(&e.0, svc) || e.0 == *svc)
+        };
+        // Laying a service out is pure: the services to lay out are laid out first, on every
+        // core when there are many (a first build, new settings), then filed in order below.
+        let todo: Vec<usize> = (0..fed.services.len())
+            .filter(|&k| {
+                let svc = &fed.services[k];
+                let entry = state
+                    .services
+                    .get(&svc.namespace)
+                    .and_then(|m| m.get(&svc.name));
+                !entry.is_some_and(|e| unchanged(e, svc))
+            })
+            .collect();
+        let mut laid: Vec<Option<Vec<(DnsName, NodeData)>>> =
+            (0..fed.services.len()).map(|_| None).collect();
+        let done = par_map(&todo, 64, |&k| layout.service(&fed.services[k]));
+        let total: usize = done.iter().map(Vec::len).sum();
+        self.changed.reserve(total);
+        for (k, names) in todo.into_iter().zip(done) {
+            laid[k] = Some(names);
+        }
         let mut overridden = Vec::new();
-        for svc in &fed.services {
+        for (k, svc) in fed.services.iter().enumerate() {
             let entry = state
                 .services
                 .get_mut(&svc.namespace)
                 .and_then(|m| m.get_mut(&svc.name));
             let old_names = match entry {
-                Some(e) if !relayout && (Arc::ptr_eq(&e.0, svc) || e.0 == *svc) => {
+                Some(e) if unchanged(e, svc) => {
                     e.2 = true;
                     continue;
                 }
@@ -911,7 +935,8 @@ impl BuildCache {
                 None => Vec::new(),
             };
             let origin = service_origin(svc);
-            let laid_out = layout.service(svc);
+            // Laid out above, unless an earlier service of the same name came between.
+            let laid_out = laid[k].take().unwrap_or_else(|| layout.service(svc));
             for old in &old_names {
                 if !laid_out.iter().any(|(n, _)| n == old) {
                     self.withdraw(old, origin);
@@ -1059,9 +1084,20 @@ impl BuildCache {
             .cloned()
             .collect();
         todo.extend(readers);
-        let todo: Vec<DnsName> = todo.into_iter().collect();
+        // In part order: the lookups of one thread's run stay within a few small maps (a first
+        // build's 850k names in hash-set order missed the cache at almost every lookup), and
+        // each part's map of answers is sized once.
+        let mut todo: Vec<(usize, DnsName)> =
+            todo.into_iter().map(|n| (part_of(n.wire()), n)).collect();
+        todo.sort_by_key(|(p, _)| *p);
+        if self.encoded.is_empty() {
+            self.encoded = (0..SEGMENTS).map(|_| FxHashMap::default()).collect();
+        }
+        for run in todo.chunk_by(|a, b| a.0 == b.0) {
+            self.encoded[run[0].0].reserve(run.len());
+        }
         let view = self.view();
-        let done = par_map(&todo, 4096, |name| {
+        let done = par_map(&todo, 4096, |(_, name)| {
             view.names.get(name.wire()).map(|st| {
                 let (answers, reads) = encode_name(view, name, st, locations);
                 let records = st.data().rrsets.iter().map(|r| r.rdatas.len() as u32).sum();
@@ -1075,7 +1111,7 @@ impl BuildCache {
                 (answers, reads, records, hidden)
             })
         });
-        for (name, encoded) in todo.iter().zip(done) {
+        for ((part, name), encoded) in todo.iter().zip(done) {
             let Some((answers, reads, records, hidden)) = encoded else {
                 continue;
             };
@@ -1084,8 +1120,8 @@ impl BuildCache {
                     "{name} is below the delegation at {cut}: the federation's records there are not served (the referral is)"
                 ));
             }
-            self.dirty[part_of(name.wire())] = true;
-            self.encoded.insert(name.clone(), answers);
+            self.dirty[*part] = true;
+            self.encoded[*part].insert(name.clone(), answers);
             let st = self.names.get_mut(name.wire()).expect("encoded above");
             st.records = records;
             if st.reads.is_empty() && reads.is_empty() {
@@ -1165,6 +1201,7 @@ impl BuildCache {
             })
             .collect();
         let unlaid = |name: &DnsName| !self.unlaid.is_empty() && self.unlaid.contains(name);
+        let encoded = self.encoded.get(s);
         let view = self.view();
         seg.names.reserve(part.len(), |(k, _)| name_hash(k.wire()));
         for (name, st) in part {
@@ -1172,12 +1209,12 @@ impl BuildCache {
             let kept = (!overlaid.contains(name) && !unlaid(name))
                 .then(|| old.find(hash, name.wire()))
                 .flatten()
-                .filter(|_| !self.encoded.contains_key(name));
+                .filter(|_| !encoded.is_some_and(|e| e.contains_key(name)));
             let node = match kept {
                 Some(node) => move_node(old, &mut seg, &mut moved, node, self.locations),
                 None => {
                     let again;
-                    let enc = match self.encoded.get(name) {
+                    let enc = match encoded.and_then(|e| e.get(name)) {
                         Some(enc) => enc,
                         None => {
                             again = encode_name(view, name, st, self.locations).0;
@@ -1301,10 +1338,23 @@ impl BuildCache {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: `Some(false)` runs every [`par_map`] of this thread's builds serially,
+    /// `Some(true)` on three threads or more whatever the size, so both can be compared.
+    static PARALLEL: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 /// `f` over `items`, in order, on every core when there are at least `worth` of them
 /// (a first build or a federation laid out again; small changes stay on the merger's thread).
 fn par_map<T: Sync, R: Send>(items: &[T], worth: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    #[cfg(test)]
+    let (threads, worth) = match PARALLEL.get() {
+        Some(false) => (1, worth),
+        Some(true) => (threads.max(3), 2),
+        None => (threads, worth),
+    };
     if items.len() < worth || threads < 2 {
         return items.iter().map(f).collect();
     }

@@ -3,6 +3,11 @@
 //! Two shapes: [`compressed`] sections that follow a known question (names compressed against
 //! it, as the client's question will sit at the same offsets), and [`detached`] sections that
 //! can follow any question (no compression pointers at all).
+//!
+//! Compressed sections, the bulk of a table build, are written by [`Wire`] straight from the
+//! model's wire-format names, compressing exactly as hickory's `BinEncoder` does (same
+//! pointers, same limits), so a body is byte for byte what the hickory path writes
+//! (`fast_bodies_equal_hickory_bodies` checks); records of other types take the hickory path.
 
 use hickory_proto::op::Query;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, SOA, SRV, TXT};
@@ -110,6 +115,172 @@ fn emit_question(enc: &mut BinEncoder<'_>, query: &Query) -> usize {
 /// the additional records out when the response would not fit otherwise (addresses of NS, MX
 /// and SRV targets).
 pub fn compressed_full(
+    qname: &DnsName,
+    qtype: u16,
+    answer: &[Record],
+    authority: &[Record],
+    additional: &[Record],
+    optional: bool,
+) -> Body {
+    Wire::compressed(qname, qtype, [answer, authority, additional], optional).unwrap_or_else(|| {
+        hickory_compressed_full(qname, qtype, answer, authority, additional, optional)
+    })
+}
+
+/// hickory's `BinEncoder` keeps at most this many compression targets…
+const POINTERS_KEPT: usize = 64;
+/// …stores one only while the message is shorter than this…
+const POINTER_OFFSETS: usize = 0x3FFF;
+/// …and compresses only this many names of a message.
+const NAMES_COMPRESSED: usize = 120;
+
+/// A message being written as hickory's `BinEncoder` writes it (offsets count the 12-byte
+/// header), from names already in wire format: no hickory `Name` or `Record` is built.
+struct Wire<'n> {
+    buf: Vec<u8>,
+    /// Compression targets in the order stored: where a name suffix starts, and its labels
+    /// (without the root's zero byte) as first written.
+    pointers: [(u16, &'n [u8]); POINTERS_KEPT],
+    stored: usize,
+    compressed: usize,
+}
+
+impl<'n> Wire<'n> {
+    /// [`compressed_full`]'s body; `None` when a record is of a kind left to hickory (opaque
+    /// RDATA, a TXT string over 255 bytes) or the message would pass 65,535 bytes (where
+    /// hickory fails), so that path decides.
+    fn compressed(
+        qname: &'n DnsName,
+        qtype: u16,
+        sections: [&'n [Record]; 3],
+        optional: bool,
+    ) -> Option<Body> {
+        let mut w = Wire {
+            buf: Vec::with_capacity(512),
+            pointers: [(0, &[]); POINTERS_KEPT],
+            stored: 0,
+            compressed: 0,
+        };
+        w.buf.extend_from_slice(&[0; 12]);
+        w.name(qname.wire(), true);
+        w.buf.extend_from_slice(&qtype.to_be_bytes());
+        w.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        let start = w.buf.len();
+        let mut additional_at = start;
+        for (section, records) in sections.iter().enumerate() {
+            if section == 2 {
+                additional_at = w.buf.len();
+            }
+            for r in records.iter() {
+                w.record(r)?;
+            }
+        }
+        if w.buf.len() > u16::MAX as usize {
+            return None;
+        }
+        let [answer, authority, additional] = sections;
+        let mut body = Body::new(
+            answer.len() as u16,
+            authority.len() as u16,
+            additional.len() as u16,
+            w.buf[start..].into(),
+        );
+        if optional && !additional.is_empty() {
+            body.optional_from = (additional_at - start) as u16;
+        }
+        Some(body)
+    }
+
+    /// Writes `wire` (a lowercased wire-format name) as hickory's `Name::emit` does: every
+    /// label suffix, from the longest, is looked up among the stored targets (when `compress`,
+    /// and while fewer than [`NAMES_COMPRESSED`] names were), the first match becomes a
+    /// pointer, and each suffix passed on the way is stored as a target.
+    fn name(&mut self, wire: &'n [u8], compress: bool) {
+        let compress = compress && self.compressed < NAMES_COMPRESSED;
+        if compress {
+            self.compressed += 1;
+        }
+        let base = self.buf.len();
+        let labels = &wire[..wire.len() - 1];
+        // hickory writes the labels first and stores targets while the end of them is within
+        // pointer range.
+        let storable = base + labels.len() < POINTER_OFFSETS;
+        let mut pos = 0;
+        while pos < labels.len() {
+            let suffix = &labels[pos..];
+            if compress
+                && let Some(&(at, _)) = self.pointers[..self.stored]
+                    .iter()
+                    .find(|(_, m)| *m == suffix)
+                && at & 0xC000 == 0
+            {
+                self.buf.extend_from_slice(&labels[..pos]);
+                self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes());
+                return;
+            }
+            if storable && self.stored < POINTERS_KEPT {
+                self.pointers[self.stored] = ((base + pos) as u16, suffix);
+                self.stored += 1;
+            }
+            pos += labels[pos] as usize + 1;
+        }
+        self.buf.extend_from_slice(wire);
+    }
+
+    fn record(&mut self, r: &'n Record) -> Option<()> {
+        self.name(r.name.wire(), true);
+        self.buf.extend_from_slice(&r.data.rtype().to_be_bytes());
+        self.buf.extend_from_slice(&1u16.to_be_bytes()); // class IN
+        self.buf.extend_from_slice(&r.ttl.to_be_bytes());
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        match &r.data {
+            RData::A(a) => self.buf.extend_from_slice(&a.octets()),
+            RData::Aaaa(a) => self.buf.extend_from_slice(&a.octets()),
+            RData::Cname(n) | RData::Ns(n) | RData::Ptr(n) => self.name(n.wire(), true),
+            RData::Mx {
+                preference,
+                exchange,
+            } => {
+                self.buf.extend_from_slice(&preference.to_be_bytes());
+                self.name(exchange.wire(), true);
+            }
+            RData::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => {
+                for v in [priority, weight, port] {
+                    self.buf.extend_from_slice(&v.to_be_bytes());
+                }
+                // RFC 2782: not compressed (hickory still stores its suffixes as targets).
+                self.name(target.wire(), false);
+            }
+            RData::Txt(parts) => {
+                for p in parts {
+                    let len = u8::try_from(p.len()).ok()?;
+                    self.buf.push(len);
+                    self.buf.extend_from_slice(p);
+                }
+            }
+            RData::Soa(s) => {
+                self.name(s.mname.wire(), true);
+                self.name(s.rname.wire(), true);
+                for v in [s.serial, s.refresh, s.retry, s.expire, s.minimum] {
+                    self.buf.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            RData::Opaque { .. } => return None,
+        }
+        let len = u16::try_from(self.buf.len() - len_at - 2).ok()?;
+        self.buf[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+        Some(())
+    }
+}
+
+/// [`compressed_full`] through hickory's encoder: records [`Wire`] leaves to it.
+fn hickory_compressed_full(
     qname: &DnsName,
     qtype: u16,
     answer: &[Record],
@@ -343,4 +514,145 @@ pub(crate) fn from_hickory(r: &HRecord) -> Option<Record> {
         ttl: r.ttl,
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::model::Soa;
+
+    /// xorshift64*: deterministic, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Names from a few labels over two zones, so suffixes repeat as they do in a table.
+    fn name(rng: &mut Rng) -> DnsName {
+        const LABELS: [&str; 8] = [
+            "www", "a", "svc-1", "myfed", "region-0", "zone-b", "_http", "x",
+        ];
+        const ZONES: [&str; 3] = ["example.com", "svc.example.com", "other.org"];
+        if rng.below(20) == 0 {
+            return DnsName::root();
+        }
+        let mut text = String::new();
+        for _ in 0..rng.below(4) {
+            text.push_str(LABELS[rng.below(LABELS.len())]);
+            text.push('.');
+        }
+        text.push_str(ZONES[rng.below(ZONES.len())]);
+        DnsName::parse(&text).unwrap()
+    }
+
+    fn rdata(rng: &mut Rng) -> RData {
+        match rng.below(9) {
+            0 => RData::A(Ipv4Addr::from(rng.next() as u32)),
+            1 => RData::Aaaa(Ipv6Addr::from(rng.next() as u128)),
+            2 => RData::Cname(name(rng)),
+            3 => RData::Ns(name(rng)),
+            4 => RData::Ptr(name(rng)),
+            5 => RData::Mx {
+                preference: rng.next() as u16,
+                exchange: name(rng),
+            },
+            6 => RData::Srv {
+                priority: rng.next() as u16,
+                weight: rng.next() as u16,
+                port: rng.next() as u16,
+                target: name(rng),
+            },
+            // Long strings push later names past the last offset a pointer may take.
+            7 => RData::Txt(
+                (0..rng.below(4))
+                    .map(|_| vec![b'x'; rng.below(256)].into_boxed_slice())
+                    .collect(),
+            ),
+            _ => RData::Soa(Box::new(Soa {
+                mname: name(rng),
+                rname: name(rng),
+                serial: rng.next() as u32,
+                refresh: rng.next() as u32,
+                retry: rng.next() as u32,
+                expire: rng.next() as u32,
+                minimum: rng.next() as u32,
+            })),
+        }
+    }
+
+    fn records(rng: &mut Rng, most: usize) -> Vec<Record> {
+        (0..rng.below(most + 1))
+            .map(|_| Record {
+                name: name(rng),
+                ttl: rng.next() as u32,
+                data: rdata(rng),
+            })
+            .collect()
+    }
+
+    /// The hand-written writer and hickory's encoder give the same bytes: small answers, and
+    /// ones past hickory's limits (64 stored targets, 120 compressed names, offsets beyond
+    /// 0x3FFF).
+    #[test]
+    fn fast_bodies_equal_hickory_bodies() {
+        let mut rng = Rng(0x5eed_f00d);
+        let mut longest = 0;
+        for case in 0..3000 {
+            let most = if case % 10 == 0 { 400 } else { 8 };
+            let qname = name(&mut rng);
+            let qtype = rng.next() as u16;
+            let (answer, authority, additional) = (
+                records(&mut rng, most),
+                records(&mut rng, most / 4),
+                records(&mut rng, most / 2),
+            );
+            let optional = rng.below(2) == 0;
+            let Some(fast) =
+                Wire::compressed(&qname, qtype, [&answer, &authority, &additional], optional)
+            else {
+                panic!("case {case}: no fast body");
+            };
+            let slow =
+                hickory_compressed_full(&qname, qtype, &answer, &authority, &additional, optional);
+            assert_eq!(
+                fast, slow,
+                "case {case}: {qname} {answer:?} {authority:?} {additional:?}"
+            );
+            longest = longest.max(fast.wire.len());
+        }
+        assert!(
+            longest > 0x4000,
+            "no body reached past pointer range: {longest}"
+        );
+    }
+
+    /// What the fast writer leaves to hickory still gets hickory's body.
+    #[test]
+    fn opaque_records_take_the_hickory_path() {
+        let qname = DnsName::parse("a.example.com").unwrap();
+        let answer = [Record {
+            name: qname.clone(),
+            ttl: 60,
+            data: RData::Opaque {
+                rtype: 99,
+                rdata: vec![1, 2, 3].into(),
+            },
+        }];
+        assert!(Wire::compressed(&qname, 99, [&answer, &[], &[]], false).is_none());
+        assert_eq!(
+            compressed_full(&qname, 99, &answer, &[], &[], false),
+            hickory_compressed_full(&qname, 99, &answer, &[], &[], false)
+        );
+    }
 }
