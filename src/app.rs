@@ -689,6 +689,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         });
     }
     let (merger_tx, merger_rx) = mpsc::channel::<Input>(64);
+    merger.settle_through(&merger_tx)?;
     if let Some(d) = config.dnssec.clone() {
         tokio::spawn(watch_keys(d, merger_tx.clone(), reload_rx.clone()));
     }

@@ -111,6 +111,8 @@ pub enum Input {
     Geo(Arc<Locator>),
     /// The signed zones' keys read again (a key added or changed in `keys_dir`: a rollover).
     Keys(Box<crate::dns::dnssec::KeyRing>),
+    /// Deferred etcd aggregates, answered by the aggregate worker.
+    Settled(Box<crate::answers::skydns::Settled>),
 }
 
 impl From<Update> for Input {
@@ -142,6 +144,8 @@ pub struct Merger {
     fail_static: std::collections::BTreeSet<String>,
     /// DNSSEC: the keys of the signed zones (`None`: nothing is signed).
     keys: Option<crate::dns::dnssec::KeyRing>,
+    /// The aggregate worker's job queue (`None`: aggregates are answered in the build).
+    aggregates: Option<std::sync::mpsc::Sender<crate::answers::skydns::Job>>,
 }
 
 impl Merger {
@@ -158,7 +162,39 @@ impl Merger {
             last_trim: Instant::now(),
             signatures_counted: 0,
             keys: None,
+            aggregates: None,
         }
+    }
+
+    /// Answers etcd aggregates (names reading a large subtree: a zone apex, its `*.`/`any.`
+    /// forms, CNAMEs into it) on a worker thread, so a put is published without waiting for
+    /// them; the worker sends its answers back through `tx`, as [`Input::Settled`], and the
+    /// next table serves them. It holds `tx` weakly: it stops once the merger's inputs close.
+    pub fn settle_through(&mut self, tx: &mpsc::Sender<Input>) -> std::io::Result<()> {
+        let (jobs, queue) = std::sync::mpsc::channel::<crate::answers::skydns::Job>();
+        let tx = tx.downgrade();
+        std::thread::Builder::new()
+            .name("etcd-aggregates".into())
+            .spawn(move || {
+                for job in queue {
+                    let names = job.len();
+                    let started = Instant::now();
+                    let settled = job.run();
+                    tracing::debug!(
+                        names,
+                        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                        "etcd aggregates answered"
+                    );
+                    let Some(tx) = tx.upgrade() else { return };
+                    if tx.blocking_send(Input::Settled(Box::new(settled))).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        self.aggregates = Some(jobs);
+        self.cache
+            .defer_aggregates(crate::answers::skydns::AGGREGATE_MIN);
+        Ok(())
     }
 
     /// Signs the zones `keys` holds in every table from now on.
@@ -194,6 +230,7 @@ impl Merger {
                     self.snapshots.insert(update.source, update.snapshot);
                 }
             }
+            Input::Settled(settled) => self.cache.settle(*settled),
             Input::Keys(keys) => {
                 // A new ring has made no signatures yet: the next build signs everything.
                 tracing::info!("dnssec: keys read again; signing every answer with them");
@@ -203,6 +240,10 @@ impl Merger {
                 // Location ids change meaning: nothing cached per location can be kept.
                 self.locator = locator;
                 self.cache = BuildCache::default();
+                if self.aggregates.is_some() {
+                    self.cache
+                        .defer_aggregates(crate::answers::skydns::AGGREGATE_MIN);
+                }
                 tracing::info!(
                     locations = self.locator.locations().len(),
                     "client locations changed; laying every answer out again"
@@ -266,6 +307,18 @@ impl Merger {
             generation: self.generation,
         });
         let built_at = started.elapsed();
+        let jobs = self.cache.take_jobs();
+        match &self.aggregates {
+            Some(worker) => {
+                for job in jobs {
+                    if worker.send(job).is_err() {
+                        tracing::warn!("the etcd aggregate worker is gone");
+                    }
+                }
+            }
+            None => debug_assert!(jobs.is_empty(), "jobs made without a worker"),
+        }
+        let pending = self.cache.pending_aggregates();
         let signatures_now = crate::dns::dnssec::signatures_made();
         let signatures = signatures_now - signatures_before;
         self.shared
@@ -288,6 +341,7 @@ impl Merger {
         m.table_names.set(table.name_count as i64);
         m.endpoints_outside.set(built.endpoints_outside as i64);
         m.table_serial.set(table.serial as i64);
+        m.etcd_pending_aggregates.set(pending as i64);
         let (generation, serial) = (table.generation, table.serial);
         let (names, records) = (table.name_count, table.record_count);
         let table = Arc::new(table);
@@ -329,6 +383,7 @@ impl Merger {
             swap_ms = format_args!("{:.1}", ms(swapped - built_at)),
             retire_ms = format_args!("{:.1}", ms(done - swapped)),
             signatures,
+            pending,
             "published answer table"
         );
     }

@@ -467,6 +467,8 @@ pub struct Metrics {
     pub source_errors: IntCounterVec,
     /// Keys held in memory from etcd (read mode).
     pub etcd_keys: IntGauge,
+    /// etcd names (zone apexes and the like) whose served answers wait for the aggregate worker.
+    pub etcd_pending_aggregates: IntGauge,
     /// etcd values skipped because they are not valid SkyDNS JSON.
     pub etcd_invalid_values: IntCounter,
     /// etcd connection losses and failed attempts (read and publish).
@@ -630,6 +632,10 @@ impl Metrics {
         );
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let etcd_keys = unregistered_gauge("fedns_etcd_keys", "Keys held in memory from etcd");
+        let etcd_pending_aggregates = unregistered_gauge(
+            "fedns_etcd_pending_aggregates",
+            "etcd names reading a large subtree whose served answers are older than the data",
+        );
         let etcd_invalid_values = counter(
             "fedns_etcd_invalid_values_total",
             "etcd values skipped because they are not valid SkyDNS JSON",
@@ -660,6 +666,7 @@ impl Metrics {
         Metrics {
             notify,
             etcd_keys,
+            etcd_pending_aggregates,
             etcd_invalid_values,
             etcd_reconnects,
             etcd_publisher_leader,
@@ -689,6 +696,7 @@ impl Metrics {
     pub fn register_etcd(&self) {
         let r = &self.registry;
         let _ = r.register(Box::new(self.etcd_keys.clone()));
+        let _ = r.register(Box::new(self.etcd_pending_aggregates.clone()));
         let _ = r.register(Box::new(self.etcd_invalid_values.clone()));
         let _ = r.register(Box::new(self.etcd_reconnects.clone()));
         let _ = r.register(Box::new(self.etcd_publisher_leader.clone()));

@@ -520,24 +520,31 @@ fn build_both_and_compare(
     signing: &[Arc<crate::dns::dnssec::ZoneKeys>],
 ) {
     let locator = crate::dns::tests::locator();
-    let zones = [zone(lines)];
-    let feds = [fed.clone()];
-    let build_with = |cache: Option<&mut BuildCache>| {
-        build(BuildInput {
-            zones: &zones,
-            federations: &feds,
-            etcd,
-            cache,
-            serial: 1000 + i,
-            generation: i as u64,
-            locator,
-            signing,
-        })
-        .table
-    };
-    let incremental = build_with(Some(cache));
-    let fresh = build_with(None);
+    let incremental = build_one(Some(cache), lines, fed, etcd, i, signing);
+    let fresh = build_one(None, lines, fed, etcd, i, signing);
     assert_same(&incremental, &fresh, locator.locations().len(), context);
+}
+
+/// Builds step `i` with `cache`, or from scratch.
+fn build_one(
+    cache: Option<&mut BuildCache>,
+    lines: &[String],
+    fed: &Federation,
+    etcd: &[&EtcdData],
+    i: u32,
+    signing: &[Arc<crate::dns::dnssec::ZoneKeys>],
+) -> Table {
+    build(BuildInput {
+        zones: &[zone(lines)],
+        federations: std::slice::from_ref(fed),
+        etcd,
+        cache,
+        serial: 1000 + i,
+        generation: i as u64,
+        locator: crate::dns::tests::locator(),
+        signing,
+    })
+    .table
 }
 
 /// Keys for example.com that sign deterministically (Ed25519), so two builds sign alike.
@@ -776,4 +783,77 @@ fn parallel_builds_answer_as_serial_builds() {
             step(&mut rng, &mut fed, &mut lines);
         }
     }
+}
+
+/// Deferred etcd aggregates (here every name whose answers read two entries or more) settle to
+/// what a fresh build answers: the walk's jobs are run at once or held across later changes
+/// (their answers then are stale for names whose reads changed, which must stay pending), and
+/// once every job has come back and nothing is pending the table equals a fresh one.
+#[test]
+fn deferred_etcd_aggregates_settle_to_full_builds() {
+    let (mut deferred, mut held_over) = (0usize, 0usize);
+    for seed in 11..=13u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut fed = first_federation(&mut rng);
+        let mut lines: Vec<String> = Vec::new();
+        for _ in 0..8 {
+            add_zone_line(&mut rng, &mut lines);
+        }
+        let mut data = EtcdData {
+            prefix: "/skydns".into(),
+            zones: vec![DnsName::parse("example.com").unwrap()],
+            wildcards: true,
+            ..Default::default()
+        };
+        for _ in 0..6 {
+            etcd_step(&mut rng, &mut data);
+        }
+        let mut cache = BuildCache::default();
+        cache.defer_aggregates(2);
+        let mut held: Vec<super::skydns::Job> = Vec::new();
+        for i in 0..60u32 {
+            if i > 0 {
+                if rng.chance(70) {
+                    etcd_step(&mut rng, &mut data);
+                } else {
+                    step(&mut rng, &mut fed, &mut lines);
+                }
+            }
+            let etcd = [&data];
+            build_one(Some(&mut cache), &lines, &fed, &etcd, i, &[]);
+            deferred += cache.pending_aggregates();
+            held.extend(cache.take_jobs());
+            if rng.chance(50) {
+                // Held over: the next change lands while the job is out.
+                held_over += held.len();
+                continue;
+            }
+            // Settle: run every job, fold its answers in, until nothing is pending.
+            let mut rounds = 0;
+            let settled = loop {
+                for job in held.drain(..) {
+                    cache.settle(job.run());
+                }
+                let table = build_one(Some(&mut cache), &lines, &fed, &etcd, i, &[]);
+                held.extend(cache.take_jobs());
+                if held.is_empty() && cache.pending_aggregates() == 0 {
+                    break table;
+                }
+                rounds += 1;
+                assert!(rounds < 4, "seed {seed} step {i}: aggregates never settle");
+            };
+            let fresh = build_one(None, &lines, &fed, &etcd, i, &[]);
+            let locations = crate::dns::tests::locator().locations().len();
+            assert_same(
+                &settled,
+                &fresh,
+                locations,
+                &format!("seed {seed} step {i}"),
+            );
+        }
+    }
+    assert!(
+        deferred > 20 && held_over > 5,
+        "the walk must defer aggregates and hold jobs over changes: {deferred}, {held_over}"
+    );
 }

@@ -297,6 +297,36 @@ pub struct BuildCache {
     /// During a build: inputs that contradict each other (see [`Built::conflicts`]).
     conflicts: Vec<String>,
     dirty: Vec<bool>,
+    /// etcd aggregates (names reading at least this many entries) are answered off the
+    /// critical path (`skydns::update`'s `defer`).
+    defer_aggregates: Option<usize>,
+    /// Deferred etcd answers to fold into the next build, and jobs the last build handed out.
+    settled: Vec<skydns::Settled>,
+    jobs: Vec<skydns::Job>,
+}
+
+impl BuildCache {
+    /// From now on, etcd names whose answers read at least `min` entries (a large subtree:
+    /// [`skydns::AGGREGATE_MIN`]) are left pending by a change and answered by the
+    /// [`skydns::Job`]s [`BuildCache::take_jobs`] hands out.
+    pub fn defer_aggregates(&mut self, min: usize) {
+        self.defer_aggregates = Some(min);
+    }
+
+    /// A job's answers, folded into the next build.
+    pub fn settle(&mut self, settled: skydns::Settled) {
+        self.settled.push(settled);
+    }
+
+    /// The jobs the last build made (at most one per etcd data set in flight).
+    pub fn take_jobs(&mut self) -> Vec<skydns::Job> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// etcd names whose served answers are older than the data.
+    pub fn pending_aggregates(&self) -> usize {
+        self.etcd.iter().map(|c| c.sky.pending()).sum()
+    }
 }
 
 pub fn build(mut input: BuildInput<'_>) -> Built {
@@ -618,6 +648,7 @@ impl BuildCache {
         } = input;
         let mut warnings = Vec::new();
         let mut zone_warnings = Vec::new();
+        let settled = std::mem::take(&mut self.settled);
         let zones = zone_list(zone_files, federations, etcd, &mut zone_warnings);
         let locations = locator.locations().len();
         let federation_names: Vec<String> = federations.iter().map(|f| f.name.clone()).collect();
@@ -649,6 +680,7 @@ impl BuildCache {
                 etcd: etcd.iter().map(|_| Default::default()).collect(),
                 segments: (0..SEGMENTS).map(|_| Default::default()).collect(),
                 dirty: vec![true; SEGMENTS],
+                defer_aggregates: self.defer_aggregates,
                 ..Default::default()
             };
             for zi in 0..self.zones.len() {
@@ -730,8 +762,9 @@ impl BuildCache {
 
         self.reencode(locations);
         let etcd_zones: Vec<&DnsName> = etcd.iter().flat_map(|d| &d.zones).collect();
+        let mut settled = settled;
         for (i, data) in etcd.iter().enumerate() {
-            self.update_etcd(i, data, &mut warnings);
+            self.update_etcd(i, data, &mut settled, &mut warnings);
         }
 
         let zone_infos: Vec<ZoneInfo> = self
@@ -1141,9 +1174,17 @@ impl BuildCache {
         }
     }
 
-    fn update_etcd(&mut self, i: usize, data: &EtcdData, warnings: &mut Vec<String>) {
+    /// `settled`: deferred answers; this data set's are taken out.
+    fn update_etcd(
+        &mut self,
+        i: usize,
+        data: &EtcdData,
+        settled: &mut Vec<skydns::Settled>,
+        warnings: &mut Vec<String>,
+    ) {
         let cache = &mut self.etcd[i];
-        let delta = skydns::update(data, &mut cache.sky);
+        let delta = skydns::update(data, &mut cache.sky, self.defer_aggregates, settled);
+        self.jobs.extend(delta.job);
         let overlaid = |(name, wild): &skydns::NameKey| {
             if *wild {
                 name.parent()

@@ -35,6 +35,12 @@ const MAX_CHAIN: usize = 7;
 pub const MAX_RECORDS: usize = 4096;
 /// Bound on entries visited for one answer (CNAME fan-out can multiply work).
 const BUDGET: usize = 2_000_000;
+/// A name whose last answers read at least this many entries is an aggregate (a zone apex,
+/// its `*.`/`any.` forms, a CNAME chain into it): with `defer`, [`update`] leaves it pending
+/// rather than re-answering it on the critical path (see [`Job`]).
+pub const AGGREGATE_MIN: usize = 1024;
+/// Identities of caches, so that a [`Job`] made for one is never folded into another.
+static CACHE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// One etcd value, as CoreDNS's `msg.Service` decodes it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -953,6 +959,15 @@ pub struct Cache {
     support: HashMap<DnsName, u32>,
     /// Keys strictly below each name (its `*`/`any` forms exist while it has one).
     below: HashMap<DnsName, u32>,
+    /// Aggregates: names whose last answers read at least the `min` of [`update`] entries.
+    heavy: HashSet<NameKey>,
+    /// Aggregates whose answers are older than the data: a change they read was deferred.
+    pending: HashSet<NameKey>,
+    /// This cache's identity (drawn from [`CACHE_IDS`] on every fresh start; 0 before).
+    id: u64,
+    /// While a [`Job`] is out: the keys changed since it was made (a name it answers is
+    /// settled only if none of them is under what its answer read).
+    in_flight: Option<Vec<String>>,
 }
 
 impl Cache {
@@ -975,12 +990,74 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Aggregate names whose served answers are older than the data.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 /// The names whose answers changed since the last [`update`] with the same cache.
 pub struct Delta {
     /// Everything was recomputed (first build, or prefix/zones/wildcards changed).
     pub full: bool,
     pub changed: Vec<(NameKey, NameAnswers)>,
     pub removed: Vec<NameKey>,
+    /// The pending aggregates to answer off the critical path, when none are being answered
+    /// already: run it anywhere (it owns what it reads) and hand its [`Settled`] to a later
+    /// [`update`].
+    pub job: Option<Job>,
+}
+
+/// Deferred aggregates to answer from one version of the data.
+pub struct Job {
+    cache: u64,
+    data: EtcdData,
+    names: Vec<NameKey>,
+}
+
+/// What a [`Job`] answered.
+pub struct Settled {
+    cache: u64,
+    answers: Vec<Answered>,
+}
+
+/// One name answered by a [`Job`]: its answers (`None`: outside every zone), the key paths
+/// they read and the entries they cost.
+type Answered = (NameKey, Option<NameAnswers>, Vec<String>, usize);
+
+impl Job {
+    /// Answers the job's names (pure; the walks of a subtree are shared between them).
+    pub fn run(self) -> Settled {
+        let shared = Shared::default();
+        let answers = self
+            .names
+            .into_iter()
+            .map(|k| {
+                let (a, reads, cost) = answers_of(&self.data, &shared, k.0.clone(), k.1);
+                (k, a, reads, cost)
+            })
+            .collect();
+        Settled {
+            cache: self.cache,
+            answers,
+        }
+    }
+
+    /// How many names it answers.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Whether a read of key path `path` covers `key` (the path itself or anything below it).
+fn covers(path: &str, key: &str) -> bool {
+    key.strip_prefix(path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Keys whose entry differs between `old` and `new` (added, removed or changed).
@@ -1022,12 +1099,26 @@ fn changed_keys<'a>(old: &'a Entries, new: &'a Entries) -> Vec<&'a str> {
 
 /// Brings `cache` up to `data` and returns the names whose answers were (re)computed and the
 /// names that are gone.
-pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
+///
+/// With `defer: Some(min)`, an aggregate (a name whose last answers read `min` entries or more;
+/// the server uses [`AGGREGATE_MIN`]) that a change reads is not answered here but left pending, and [`Delta::job`] hands
+/// the pending ones out to be answered elsewhere; this cache's jobs' answers are taken out of
+/// `settled` and folded in
+/// (a name stays pending if a key its answer read changed after its job was made). Without
+/// `defer` every pending name is answered here, so the result is what a fresh cache gives.
+pub fn update(
+    data: &EtcdData,
+    cache: &mut Cache,
+    defer: Option<usize>,
+    settled: &mut Vec<Settled>,
+) -> Delta {
+    let min = defer.unwrap_or(AGGREGATE_MIN);
     let ident = (data.prefix.clone(), data.zones.clone(), data.wildcards);
     let full = cache.ident.as_ref() != Some(&ident);
     if full {
         *cache = Cache::default();
         cache.entries = Default::default();
+        cache.id = CACHE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let changed_keys: Vec<&str> = if full {
         data.entries.keys().map(|k| &**k).collect()
@@ -1036,6 +1127,9 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
     } else {
         changed_keys(&cache.entries, &data.entries)
     };
+    if let Some(since) = &mut cache.in_flight {
+        since.extend(changed_keys.iter().map(|k| k.to_string()));
+    }
     let mut dirty: HashSet<NameKey> = HashSet::new();
     let mut removed: Vec<NameKey> = Vec::new();
     // Names that may have appeared or disappeared: the names of added or removed keys and
@@ -1094,7 +1188,11 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
         let is_zone = data.zones.contains(&n);
         let supported = cache.support.contains_key(&n);
         let below = cache.below.contains_key(&n);
-        keys.push(((n.clone(), false), is_zone || supported));
+        // `*.X`/`any.X` is also the leftmost-wildcard form of X: it exists while X has keys
+        // below it, whichever of the two (X or the key's own name) is looked at first.
+        let form_of_parent = matches!(n.labels().next(), Some(b"*" | b"any"))
+            && n.parent().is_some_and(|p| cache.below.contains_key(&p));
+        keys.push(((n.clone(), false), is_zone || supported || form_of_parent));
         if data.wildcards && n.labels().next() == Some(b"*") {
             keys.push(((n.clone(), true), supported));
         }
@@ -1114,6 +1212,8 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
                     cache.names.remove(&k);
                     dirty.remove(&k);
                     cache.forget(&k);
+                    cache.heavy.remove(&k);
+                    cache.pending.remove(&k);
                     removed.push(k);
                 }
                 _ => {}
@@ -1121,35 +1221,94 @@ pub fn update(data: &EtcdData, cache: &mut Cache) -> Delta {
         }
     }
     dirty.retain(|k| cache.names.contains(k));
+    if defer.is_some() && !full {
+        // Their last answers stay served (and their reads registered) until a job's arrive.
+        dirty.retain(|k| {
+            if cache.heavy.contains(k) {
+                cache.pending.insert(k.clone());
+            }
+            !cache.pending.contains(k)
+        });
+    } else {
+        dirty.extend(cache.pending.drain());
+    }
     let mut changed = Vec::with_capacity(dirty.len());
     let shared = Shared::default();
     for k in dirty {
-        cache.forget(&k);
-        let (answers, reads) = answers_of(data, &shared, k.0.clone(), k.1);
-        cache.remember(k.clone(), reads);
-        match answers {
-            Some(a) => changed.push((k, a)),
-            None => removed.push(k),
+        let (answers, reads, cost) = answers_of(data, &shared, k.0.clone(), k.1);
+        cache.answered(k, (answers, reads, cost >= min), &mut changed, &mut removed);
+    }
+    let (mine, others): (Vec<Settled>, Vec<Settled>) = std::mem::take(settled)
+        .into_iter()
+        .partition(|s| s.cache == cache.id);
+    *settled = others;
+    for s in mine.into_iter().filter(|_| !full) {
+        let since = cache.in_flight.take().unwrap_or_default();
+        for (k, answers, reads, cost) in s.answers {
+            // Answered here meanwhile (or gone): that answer is newer.
+            if !cache.pending.contains(&k) {
+                continue;
+            }
+            let stale = since.iter().any(|key| reads.iter().any(|p| covers(p, key)));
+            if !stale {
+                cache.pending.remove(&k);
+            }
+            // Even a stale answer is newer than the one served.
+            let heavy = cost >= min;
+            cache.answered(k, (answers, reads, heavy), &mut changed, &mut removed);
         }
     }
+    let job = (cache.in_flight.is_none() && !cache.pending.is_empty()).then(|| {
+        cache.in_flight = Some(Vec::new());
+        Job {
+            cache: cache.id,
+            data: data.clone(),
+            names: cache.pending.iter().cloned().collect(),
+        }
+    });
     cache.entries = data.entries.clone();
     cache.ident = Some(ident);
     Delta {
         full,
         changed,
         removed,
+        job,
     }
 }
 
+impl Cache {
+    /// Records what answering `k` gave, read and whether it is an aggregate.
+    fn answered(
+        &mut self,
+        k: NameKey,
+        (answers, reads, heavy): (Option<NameAnswers>, Vec<String>, bool),
+        changed: &mut Vec<(NameKey, NameAnswers)>,
+        removed: &mut Vec<NameKey>,
+    ) {
+        self.forget(&k);
+        self.remember(k.clone(), reads);
+        if heavy {
+            self.heavy.insert(k.clone());
+        } else {
+            self.heavy.remove(&k);
+        }
+        match answers {
+            Some(a) => changed.push((k, a)),
+            None => removed.push(k),
+        }
+    }
+}
+
+/// The answers of one name, the key paths they read and the most entries one question cost.
 fn answers_of<'a>(
     data: &'a EtcdData,
     shared: &Shared<'a>,
     name: DnsName,
     literal: bool,
-) -> (Option<NameAnswers>, Vec<String>) {
+) -> (Option<NameAnswers>, Vec<String>, usize) {
     {
         let Some(zone) = zone_of(&data.zones, &name) else {
-            return (None, Vec::new());
+            return (None, Vec::new(), 0);
         };
         let ctx = Ctx {
             data,
@@ -1160,7 +1319,11 @@ fn answers_of<'a>(
             memo: RefCell::new(HashMap::new()),
             shared,
         };
-        let reset = || ctx.budget.set(BUDGET);
+        let cost = Cell::new(0usize);
+        let reset = || {
+            cost.set(cost.get().max(BUDGET - ctx.budget.get()));
+            ctx.budget.set(BUDGET)
+        };
         let fake_a = match ctx.apex_or_services(&name, rtype::A) {
             Err(NotFound) => Outcome::NxDomain,
             Ok(_) => Outcome::NoData,
@@ -1186,6 +1349,7 @@ fn answers_of<'a>(
             };
             by_type.push((qtype, o));
         }
+        reset();
         let mut reads = ctx.reads.into_inner();
         reads.sort();
         reads.dedup();
@@ -1196,6 +1360,7 @@ fn answers_of<'a>(
                 other: fake_a,
             }),
             reads,
+            cost.get(),
         )
     }
 }
@@ -1287,6 +1452,32 @@ mod tests {
             host: host.into(),
             port: 80,
             ..Default::default()
+        }
+    }
+
+    /// `*.e0` is both a key's own name and e0's leftmost-wildcard form: deleting the key leaves
+    /// the form (e0 still has keys below), in whatever order the two are looked at.
+    #[test]
+    fn a_wildcard_form_outlives_its_own_key() {
+        let star = (DnsName::parse("*.e0.example.net").unwrap(), false);
+        for _ in 0..32 {
+            let mut data = EtcdData {
+                prefix: "/skydns".into(),
+                zones: vec![DnsName::parse("example.net").unwrap()],
+                wildcards: true,
+                ..Default::default()
+            };
+            let entries = std::sync::Arc::make_mut(&mut data.entries);
+            entries.insert("/skydns/net/example/e0/x".into(), entry("10.0.0.1").into());
+            entries.insert("/skydns/net/example/e0/*".into(), entry("10.0.0.2").into());
+            let mut cache = Cache::default();
+            update(&data, &mut cache, None, &mut Vec::new());
+            assert!(cache.names.contains(&star));
+            std::sync::Arc::make_mut(&mut data.entries).remove("/skydns/net/example/e0/*");
+            let delta = update(&data, &mut cache, None, &mut Vec::new());
+            assert!(cache.names.contains(&star), "the form of e0 is gone");
+            assert!(!delta.removed.contains(&star));
+            assert!(!cache.names.contains(&(star.0.clone(), true)));
         }
     }
 
