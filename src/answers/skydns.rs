@@ -3,8 +3,9 @@
 //!
 //! Keys are names with their labels reversed under a prefix (`/skydns/com/example/www/x1`); values
 //! are JSON objects (`host, port, priority, weight, text, mail, ttl, targetstrip, group`). This module
-//! is pure: [`compute`] takes the in-memory copy of the keys and returns, for every name that
-//! CoreDNS would answer positively or with NODATA, the outcome per query type. It mirrors
+//! is pure: [`update`] takes the in-memory copy of the keys and brings up to date, for every name
+//! that CoreDNS would answer positively or with NODATA, the outcome per query type (only the
+//! names reading a changed key; with deferral on, aggregates are left to a [`Job`]). It mirrors
 //! CoreDNS's `plugin/etcd/etcd.go` (`Records`, `get`, `loopNodes`, `TTL`, `shouldInclude`),
 //! `plugin/etcd/msg/service.go` (`Group`, `targetStrip`, `split255`, `HostType`) and
 //! `plugin/backend_lookup.go` (`A`, `AAAA`, `TXT`, `SRV`, `MX`, `CNAME`, `PTR`, `NS`, `SOA`,
