@@ -21,3 +21,5 @@ pub mod selection;
 pub mod server;
 pub mod sources;
 pub mod table;
+#[cfg(test)]
+mod test_rng;

@@ -21,23 +21,7 @@ use crate::model::{
 };
 use crate::table::Table;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use crate::test_rng::Rng;
 
 /// Clusters in the regions of the shared test locator ([`crate::dns::tests::locator`]).
 const CLUSTERS: [(&str, &str, &[&str]); 4] = [
