@@ -1085,6 +1085,27 @@ fn check_reports_kubeconfig_problems() {
 // Client changes with no gap, and a test API server that behaves like a real one
 // ------------------------------------------------------------------------------------------
 
+/// The hub's own cluster for the join tests: `shop/checkout` with one ready endpoint in
+/// us-east1-b.
+fn east_with_checkout() -> ApiServer {
+    let east = ApiServer::start();
+    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
+    east.put(
+        Res::Services,
+        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
+    );
+    east.put(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "checkout-e1",
+            "checkout",
+            &[("10.244.1.5", true, false, Some("us-east1-b"))],
+        ),
+    );
+    east
+}
+
 /// West's objects (as in [`Clusters::start`]) on another API server, with `lb` as the
 /// checkout load balancer's address.
 fn populate_west(s: &ApiServer, lb: &str) {
@@ -2632,21 +2653,7 @@ fn left_readyz(f: &Fedns, cluster: &str) -> Option<()> {
 /// leaves /readyz.
 #[test]
 fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
-    let east = ApiServer::start();
-    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
-    east.put(
-        Res::Services,
-        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
-    );
-    east.put(
-        Res::EndpointSlices,
-        slice(
-            "shop",
-            "checkout-e1",
-            "checkout",
-            &[("10.244.1.5", true, false, Some("us-east1-b"))],
-        ),
-    );
+    let east = east_with_checkout();
     let west = ApiServer::start_secure("admin-token");
     populate_west(&west, IP_WEST);
     let fx = Fixture::new(&kubeconfig(&[("east1", east.url())]), &[CLUSTER_EAST1], 30);
@@ -2976,21 +2983,7 @@ fn join_enrols_a_member_that_fedns_follows_and_unjoin_removes_it() {
 fn join_secret_manifest_patches_one_key_of_the_hub_secret_and_its_kubeconfig_serves() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let east = ApiServer::start();
-    east.put(Res::Nodes, node("e1-n1", "us-east1", "us-east1-b", false));
-    east.put(
-        Res::Services,
-        service("shop", "checkout", fed_label(), &[IP_EAST1], &[]),
-    );
-    east.put(
-        Res::EndpointSlices,
-        slice(
-            "shop",
-            "checkout-e1",
-            "checkout",
-            &[("10.244.1.5", true, false, Some("us-east1-b"))],
-        ),
-    );
+    let east = east_with_checkout();
     let west = ApiServer::start_secure("admin-token");
     populate_west(&west, IP_WEST);
     let east_kc = kubeconfig(&[("east1", east.url())]);
