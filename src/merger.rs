@@ -239,11 +239,7 @@ impl Merger {
             Input::Geo(locator) => {
                 // Location ids change meaning: nothing cached per location can be kept.
                 self.locator = locator;
-                self.cache = BuildCache::default();
-                if self.aggregates.is_some() {
-                    self.cache
-                        .defer_aggregates(crate::answers::skydns::AGGREGATE_MIN);
-                }
+                self.cache.start_afresh();
                 tracing::info!(
                     locations = self.locator.locations().len(),
                     "client locations changed; laying every answer out again"

@@ -313,6 +313,15 @@ impl BuildCache {
         self.defer_aggregates = Some(min);
     }
 
+    /// Forgets every name and answer (client location ids changed meaning), keeping only how
+    /// the cache was set up (etcd deferral): the next build lays everything out again.
+    pub fn start_afresh(&mut self) {
+        *self = BuildCache {
+            defer_aggregates: self.defer_aggregates,
+            ..Default::default()
+        };
+    }
+
     /// A job's answers, folded into the next build.
     pub fn settle(&mut self, settled: skydns::Settled) {
         self.settled.push(settled);
