@@ -31,11 +31,15 @@ pub(super) enum Rotation {
     Fixed,
     /// Dynamic address sets: at most `cap` records, rotated between queries.
     Rotate { cap: usize },
-    /// `weighted` policy: one group per answer, groups in proportion to their weights.
-    Weighted {
-        groups: Vec<(u32, Vec<RData>)>,
-        cap: usize,
-    },
+    /// `weighted` policy: one group per answer, groups in proportion to their weights (boxed:
+    /// rare, and every RRset would otherwise be its size).
+    Weighted(Box<Weighted>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Weighted {
+    pub(super) groups: Vec<(u32, Vec<RData>)>,
+    pub(super) cap: usize,
 }
 
 impl RRset {
@@ -53,7 +57,7 @@ impl RRset {
         match &self.rotation {
             Rotation::Fixed => 1,
             Rotation::Rotate { .. } => self.rdatas.len().clamp(1, MAX_ROTATIONS),
-            Rotation::Weighted { groups, .. } => weighted_sequence(groups).len().max(1),
+            Rotation::Weighted(w) => weighted_sequence(&w.groups).len().max(1),
         }
     }
 
@@ -64,7 +68,8 @@ impl RRset {
             Rotation::Rotate { cap } => {
                 rotated(&self.rdatas, v * self.rdatas.len() / of.max(1), *cap)
             }
-            Rotation::Weighted { groups, cap } => {
+            Rotation::Weighted(w) => {
+                let (groups, cap) = (&w.groups, &w.cap);
                 let seq = weighted_sequence(groups);
                 let v = v % seq.len().max(1);
                 let (group, occurrence) = seq[v];
@@ -124,28 +129,39 @@ fn weighted_sequence(groups: &[(u32, Vec<RData>)]) -> Vec<(usize, usize)> {
 
 #[derive(Clone, Default, Debug, PartialEq)]
 pub(super) struct NodeData {
-    pub(super) rrsets: Vec<RRset>,
+    /// Boxed slices, not `Vec`s: one `NodeData` per name stays in the build cache for as long
+    /// as the name's inputs do not change, and a smaller one fits a smaller allocation.
+    pub(super) rrsets: Box<[RRset]>,
     /// When the node answers differently per client location: the RRsets of each location
     /// (index = location id; `rrsets` is then location 0's).
-    pub(super) by_location: Vec<Vec<RRset>>,
+    pub(super) by_location: Box<[Box<[RRset]>]>,
 }
 
+const _: () = assert!(std::mem::size_of::<NodeData>() == 32);
+const _: () = assert!(std::mem::size_of::<RRset>() == 48);
+
 impl NodeData {
+    /// Location-independent RRsets.
+    pub(super) fn new(rrsets: Vec<RRset>) -> Self {
+        NodeData {
+            rrsets: rrsets.into(),
+            by_location: Box::new([]),
+        }
+    }
+
     /// Without growth slack: kept in the build cache for as long as the name's inputs do not
     /// change (a `Vec` pushed once holds room for four).
     pub(super) fn compact(mut self) -> Self {
-        let rrsets = |sets: &mut Vec<RRset>| {
-            sets.shrink_to_fit();
-            for r in sets {
+        let rrsets = |sets: &mut Box<[RRset]>| {
+            for r in sets.iter_mut() {
                 r.rdatas.shrink_to_fit();
-                if let Rotation::Weighted { groups, .. } = &mut r.rotation {
-                    groups.shrink_to_fit();
-                    groups.iter_mut().for_each(|g| g.1.shrink_to_fit());
+                if let Rotation::Weighted(w) = &mut r.rotation {
+                    w.groups.shrink_to_fit();
+                    w.groups.iter_mut().for_each(|g| g.1.shrink_to_fit());
                 }
             }
         };
         rrsets(&mut self.rrsets);
-        self.by_location.shrink_to_fit();
         self.by_location.iter_mut().for_each(rrsets);
         self
     }
@@ -210,10 +226,10 @@ impl<'a> Layout<'a> {
             rtype: rtype_of(f),
             ttl: self.ttl,
             rdatas,
-            rotation: Rotation::Weighted {
+            rotation: Rotation::Weighted(Box::new(Weighted {
                 groups,
                 cap: self.cap,
-            },
+            })),
         })
     }
 
@@ -235,12 +251,15 @@ impl<'a> Layout<'a> {
     fn node(per_location: Vec<Vec<RRset>>) -> NodeData {
         let rrsets = per_location[0].clone();
         let by_location = if per_location.iter().all(|p| *p == rrsets) {
-            Vec::new()
+            Box::new([])
         } else {
             per_location
+                .into_iter()
+                .map(Vec::into_boxed_slice)
+                .collect::<Box<[_]>>()
         };
         NodeData {
-            rrsets,
+            rrsets: rrsets.into(),
             by_location,
         }
     }
@@ -286,10 +305,7 @@ impl<'a> Layout<'a> {
             }
         }
         if from_global.is_empty() {
-            return NodeData {
-                rrsets: own,
-                by_location: Vec::new(),
-            };
+            return NodeData::new(own);
         }
         Self::node(
             sel.global_by_location
@@ -415,22 +431,10 @@ impl<'a> Layout<'a> {
             } else {
                 vec![RRset::fixed(rtype::SRV, self.ttl, rdatas)]
             };
-            out.push((
-                srv,
-                NodeData {
-                    rrsets,
-                    by_location: Vec::new(),
-                },
-            ));
+            out.push((srv, NodeData::new(rrsets)));
         }
         for (host, ips) in hosts {
-            out.push((
-                host,
-                NodeData {
-                    rrsets: fixed_sets(&ips),
-                    by_location: Vec::new(),
-                },
-            ));
+            out.push((host, NodeData::new(fixed_sets(&ips))));
         }
         out
     }
@@ -536,14 +540,11 @@ impl<'a> Layout<'a> {
             } else if !set.is_empty() || !leads_somewhere {
                 self.level_node(set, fallbacks, sel)
             } else {
-                NodeData {
-                    rrsets: vec![RRset::fixed(
-                        rtype::CNAME,
-                        ttl,
-                        vec![RData::Cname(fallbacks[0].0.clone())],
-                    )],
-                    by_location: Vec::new(),
-                }
+                NodeData::new(vec![RRset::fixed(
+                    rtype::CNAME,
+                    ttl,
+                    vec![RData::Cname(fallbacks[0].0.clone())],
+                )])
             };
             mine.push((name.clone(), data));
             for port in &svc.ports {
@@ -571,13 +572,7 @@ impl<'a> Layout<'a> {
                     )],
                     None => vec![],
                 };
-                mine.push((
-                    srv_name,
-                    NodeData {
-                        rrsets,
-                        by_location: Vec::new(),
-                    },
-                ));
+                mine.push((srv_name, NodeData::new(rrsets)));
             }
         }
         mine
@@ -617,10 +612,7 @@ impl<'a> Layout<'a> {
                 None => rrsets.push(RRset::fixed(t, *ttl, vec![data.clone()])),
             }
         }
-        NodeData {
-            rrsets,
-            by_location: Vec::new(),
-        }
+        NodeData::new(rrsets)
     }
 }
 
@@ -1138,7 +1130,7 @@ mod tests {
         );
         let empty = node("s.n.f.svc.east-b.east.example.com");
         assert_eq!(
-            empty.rrsets,
+            &*empty.rrsets,
             [RRset::fixed(
                 rtype::CNAME,
                 30,

@@ -135,59 +135,69 @@ struct Encoded {
 /// Answers by query type, and the answer of any other type.
 type TypedRefs = (Box<[(u16, Ref)]>, Ref);
 
-static EMPTY: NodeData = NodeData {
-    rrsets: Vec::new(),
-    by_location: Vec::new(),
-};
+static EMPTY: std::sync::LazyLock<NodeData> = std::sync::LazyLock::new(NodeData::default);
 
-/// One name of the table being maintained.
+/// One name of the table being maintained: 40 bytes, since there is one per name (850k at
+/// 10 clusters × 10k services) and a map slot holds it whole. A zone apex's served records
+/// (with the SOA of this table's serial) are kept beside, in [`Names::apexes`].
 struct NameState {
     zone: u32,
-    /// What each source gives this name, sorted by origin; the last one is served.
-    contributions: Vec<(Origin, NodeData)>,
-    /// At a zone's apex: the served records with the zone's SOA (this table's serial).
-    apex: Option<Box<NodeData>>,
     /// Names directly below this one (an empty non-terminal exists while it has any).
     children: u32,
+    /// What each source gives this name, sorted by origin; the last one is served. Boxed
+    /// exactly: almost every name has one source for as long as it lives.
+    contributions: Box<[(Origin, NodeData)]>,
     /// Other names this name's answers read (the names along its CNAME chains).
     reads: Box<[DnsName]>,
-    records: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<NameState>() == 40);
 
 impl NameState {
     fn new(zone: u32) -> Self {
         NameState {
             zone,
-            contributions: Vec::new(),
-            apex: None,
+            contributions: Box::new([]),
             children: 0,
             reads: Box::new([]),
-            records: 0,
         }
     }
 
-    fn data(&self) -> &NodeData {
-        match (&self.apex, self.contributions.last()) {
-            (Some(a), _) => a,
-            (None, Some((_, d))) => d,
-            (None, None) => &EMPTY,
-        }
+    fn served(&self) -> Option<&NodeData> {
+        self.contributions.last().map(|(_, d)| d)
     }
 
-    fn is_needed(&self) -> bool {
-        !self.contributions.is_empty() || self.children > 0 || self.apex.is_some()
+    fn position(&self, origin: Origin) -> Result<usize, usize> {
+        self.contributions
+            .binary_search_by_key(&origin, |(o, _)| *o)
+    }
+
+    fn insert(&mut self, i: usize, contribution: (Origin, NodeData)) {
+        let mut v = std::mem::take(&mut self.contributions).into_vec();
+        v.reserve_exact(1);
+        v.insert(i, contribution);
+        self.contributions = v.into_boxed_slice();
+    }
+
+    fn remove(&mut self, i: usize) {
+        let mut v = std::mem::take(&mut self.contributions).into_vec();
+        v.remove(i);
+        self.contributions = v.into_boxed_slice();
     }
 }
 
 /// Every name, partitioned like the table's segments so a segment is rebuilt from its part.
 struct Names {
     parts: Vec<FxHashMap<DnsName, NameState>>,
+    /// At each zone's apex: the served records with the zone's SOA (this table's serial).
+    apexes: FxHashMap<DnsName, NodeData>,
 }
 
 impl Default for Names {
     fn default() -> Self {
         Names {
             parts: (0..SEGMENTS).map(|_| FxHashMap::default()).collect(),
+            apexes: FxHashMap::default(),
         }
     }
 }
@@ -202,6 +212,15 @@ impl Names {
     }
     fn get_mut(&mut self, name: &[u8]) -> Option<&mut NameState> {
         self.parts[part_of(name)].get_mut(name)
+    }
+
+    /// The records `name` (whose state is `st`) serves.
+    fn data<'a>(&'a self, name: &[u8], st: &'a NameState) -> &'a NodeData {
+        self.apexes.get(name).or(st.served()).unwrap_or(&EMPTY)
+    }
+
+    fn is_needed(&self, name: &[u8], st: &NameState) -> bool {
+        !st.contributions.is_empty() || st.children > 0 || self.apexes.contains_key(name)
     }
 }
 
@@ -437,7 +456,7 @@ fn zone_list(
 
 /// The zone files' records by name (a zone defined twice keeps its later file's names).
 fn zone_file_nodes(zone_files: &[StaticZone]) -> FxHashMap<DnsName, NodeData> {
-    let mut nodes: FxHashMap<DnsName, NodeData> = FxHashMap::default();
+    let mut nodes: FxHashMap<DnsName, Vec<RRset>> = FxHashMap::default();
     let mut seen: Vec<&DnsName> = Vec::new();
     for z in zone_files {
         let has_soa = z
@@ -454,7 +473,7 @@ fn zone_file_nodes(zone_files: &[StaticZone]) -> FxHashMap<DnsName, NodeData> {
         for r in &z.records {
             let node = nodes.entry(r.name.clone()).or_default();
             let t = r.data.rtype();
-            match node.rrsets.iter_mut().find(|s| s.rtype == t) {
+            match node.iter_mut().find(|s| s.rtype == t) {
                 // RFC 2181 §5.2: one TTL per RRset; the lowest is the safe choice.
                 Some(set) => {
                     set.ttl = set.ttl.min(r.ttl);
@@ -462,13 +481,14 @@ fn zone_file_nodes(zone_files: &[StaticZone]) -> FxHashMap<DnsName, NodeData> {
                         set.rdatas.push(r.data.clone());
                     }
                 }
-                None => node
-                    .rrsets
-                    .push(RRset::fixed(t, r.ttl, vec![r.data.clone()])),
+                None => node.push(RRset::fixed(t, r.ttl, vec![r.data.clone()])),
             }
         }
     }
     nodes
+        .into_iter()
+        .map(|(n, sets)| (n, NodeData::new(sets)))
+        .collect()
 }
 
 impl ZoneData {
@@ -547,7 +567,7 @@ impl BuildCache {
             let Some(st) = self.names.get(cur.wire()) else {
                 return;
             };
-            if st.is_needed() {
+            if self.names.is_needed(cur.wire(), st) {
                 return;
             }
             let origin_len = self.zones[st.zone as usize].origin.wire().len();
@@ -586,16 +606,14 @@ impl BuildCache {
         let shared =
             !st.contributions.is_empty() && st.contributions.iter().any(|(o, _)| *o != origin);
         let last = st.contributions.len();
-        let served_changed = match st.contributions.binary_search_by_key(&origin, |(o, _)| *o) {
+        let served_changed = match st.position(origin) {
             Ok(i) if st.contributions[i].1 == data => false,
             Ok(i) => {
                 st.contributions[i].1 = data.compact();
                 i + 1 == last
             }
             Err(i) => {
-                // Almost every name has one source: no room for more until a second comes.
-                st.contributions.reserve_exact(1);
-                st.contributions.insert(i, (origin, data.compact()));
+                st.insert(i, (origin, data.compact()));
                 i == last
             }
         };
@@ -632,11 +650,11 @@ impl BuildCache {
         let Some(st) = self.names.get_mut(name.wire()) else {
             return;
         };
-        let Ok(i) = st.contributions.binary_search_by_key(&origin, |(o, _)| *o) else {
+        let Ok(i) = st.position(origin) else {
             return;
         };
         let was_served = i + 1 == st.contributions.len();
-        st.contributions.remove(i);
+        st.remove(i);
         if was_served {
             self.mark(name);
         }
@@ -741,16 +759,13 @@ impl BuildCache {
             );
             let origin = z.origin.clone();
             let st = self.names.get_mut(origin.wire()).expect("apexes exist");
-            let mut data = st
-                .contributions
-                .last()
-                .map(|(_, d)| d.clone())
-                .unwrap_or_default();
-            data.rrsets.retain(|r| r.rtype != rtype::SOA);
-            data.rrsets.push(soa);
+            let mut data = st.served().cloned().unwrap_or_default();
+            let mut rrsets = std::mem::take(&mut data.rrsets).into_vec();
+            rrsets.retain(|r| r.rtype != rtype::SOA);
+            rrsets.push(soa);
             if let Some(keys) = &self.keys[zi] {
                 // DNSKEY, CDS and CDNSKEY (RFC 7344), whatever the zone file says.
-                data.rrsets.retain(|r| {
+                rrsets.retain(|r| {
                     !matches!(
                         r.rtype,
                         dnssec::TYPE_DNSKEY | dnssec::TYPE_CDS | dnssec::TYPE_CDNSKEY
@@ -758,14 +773,15 @@ impl BuildCache {
                 });
                 for r in keys.apex_records(DNSKEY_TTL) {
                     let t = r.data.rtype();
-                    match data.rrsets.iter_mut().find(|s| s.rtype == t) {
+                    match rrsets.iter_mut().find(|s| s.rtype == t) {
                         Some(set) => set.rdatas.push(r.data),
-                        None => data.rrsets.push(RRset::fixed(t, r.ttl, vec![r.data])),
+                        None => rrsets.push(RRset::fixed(t, r.ttl, vec![r.data])),
                     }
                 }
-                data.rrsets.sort_by_key(|r| r.rtype);
+                rrsets.sort_by_key(|r| r.rtype);
             }
-            st.apex = Some(Box::new(data));
+            data.rrsets = rrsets.into();
+            self.names.apexes.insert(origin.clone(), data);
             self.mark(&origin);
         }
 
@@ -1142,7 +1158,6 @@ impl BuildCache {
         let done = par_map(&todo, 4096, |(_, name)| {
             view.names.get(name.wire()).map(|st| {
                 let (answers, reads) = encode_name(view, name, st, locations);
-                let records = st.data().rrsets.iter().map(|r| r.rdatas.len() as u32).sum();
                 // Data from a federation below a zone cut is hidden by the delegation.
                 let hidden = st
                     .contributions
@@ -1150,11 +1165,11 @@ impl BuildCache {
                     .is_some_and(|(o, _)| *o != FROM_ZONE_FILES)
                     .then(|| view.delegation(name))
                     .flatten();
-                (answers, reads, records, hidden)
+                (answers, reads, hidden)
             })
         });
         for ((part, name), encoded) in todo.iter().zip(done) {
-            let Some((answers, reads, records, hidden)) = encoded else {
+            let Some((answers, reads, hidden)) = encoded else {
                 continue;
             };
             if let Some(cut) = hidden {
@@ -1165,7 +1180,6 @@ impl BuildCache {
             self.dirty[*part] = true;
             self.encoded[*part].insert(name.clone(), answers);
             let st = self.names.get_mut(name.wire()).expect("encoded above");
-            st.records = records;
             if st.reads.is_empty() && reads.is_empty() {
                 continue; // not an alias, before or now
             }
@@ -1274,7 +1288,9 @@ impl BuildCache {
                     put_node(&mut seg, st.zone, enc)
                 }
             };
-            seg.records += st.records as usize;
+            seg.records += (self.names.data(name.wire(), st).rrsets.iter())
+                .map(|r| r.rdatas.len())
+                .sum::<usize>();
             seg.names
                 .insert_unique(hash, (name.clone(), node), |(k, _)| name_hash(k.wire()));
         }
@@ -1569,7 +1585,8 @@ fn is_wildcard(name: &DnsName) -> bool {
 
 impl<'a> View<'a> {
     fn data(&self, name: &DnsName) -> Option<&'a NodeData> {
-        self.names.get(name.wire()).map(NameState::data)
+        let st = self.names.get(name.wire())?;
+        Some(self.names.data(name.wire(), st))
     }
 
     /// The keys that sign `name`'s RRsets, if its zone is signed.
@@ -1762,7 +1779,8 @@ fn encode_name(
         };
         return (encoded, reads);
     }
-    let (by_type, other) = answers_of(view, name, st.data(), locations, false, &mut reads);
+    let data = view.names.data(name.wire(), st);
+    let (by_type, other) = answers_of(view, name, data, locations, false, &mut reads);
     let mut below = None;
     if let Ok(wild) = name.prepend("*")
         && let Some(w) = view.names.get(wild.wire())
@@ -1770,7 +1788,7 @@ fn encode_name(
         below = Some(Box::new(answers_of(
             view,
             &wild,
-            w.data(),
+            view.names.data(wild.wire(), w),
             locations,
             true,
             &mut reads,
