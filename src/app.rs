@@ -880,14 +880,19 @@ pub(crate) fn cross_source_problems(
 
 /// What a reloaded config must pass before any of it applies, as `check` and the start check
 /// it: [`cross_source_problems`] with its federation files read as they are now (their own
-/// problems are the file sources' to report, so a file that does not load is left out here).
+/// problems are the file sources' to report, so a file that does not load is left out here),
+/// and the `kubernetes:` section's kubeconfigs ([`kubernetes::check`]).
 pub(crate) fn reload_problems(config: &Config) -> Vec<Problem> {
     let mut files: Vec<FileSource> = file_sources(config)
         .into_iter()
         .filter(|s| matches!(s.kind, FileKind::Federation(_)))
         .collect();
     let (updates, _) = load_all(&mut files);
-    cross_source_problems(config, &updates)
+    let mut problems = cross_source_problems(config, &updates);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
+    }
+    problems
 }
 
 /// The federations among source updates (the federation files, at start).

@@ -1,6 +1,6 @@
 //! The main config file on SIGHUP and on change: every new version is validated in full (the
 //! checks `check` makes against the federation files, `geo.local_cluster` and
-//! `clusterset_domain`, the GeoIP
+//! `clusterset_domain`, the `kubernetes:` section's kubeconfigs and contexts, the GeoIP
 //! database read, new listen addresses bound); a bad one is rejected with every problem
 //! logged and `fedns_config_last_reload_successful 0`, and the running config stays whole.
 //! A good one is applied live:
