@@ -534,7 +534,10 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     }
     // From now on each federation-file edit is checked against the other sources as the start
     // checked them all.
-    let accepted = crate::sources::cross::Accepted::new(&config, &updates);
+    let accepted = crate::sources::cross::Accepted::new(
+        &config,
+        (sources.iter()).filter_map(|s| Some((s.name(), s.path(), s.federation()?))),
+    );
 
     // Member clusters' pod/node networks place clients in their cluster; they are read at
     // start (a changed one waits for a restart), and a reloaded `geo` keeps them.

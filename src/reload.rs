@@ -347,7 +347,7 @@ impl Live {
             self.metrics.register_source(&name);
             crate::sources::watch::report(&name, &[], &self.board, &self.metrics);
             if let Some(f) = s.federation() {
-                self.accepted.set(&name, f);
+                self.accepted.set(&name, &path, f);
             }
             if let Some(snapshot) = snapshot {
                 let _ = self

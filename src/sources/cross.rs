@@ -9,7 +9,7 @@
 //! claim changes, so what is served converges to the files on disk once they agree.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
@@ -156,14 +156,14 @@ fn clusterset_problem(config: &Config, updates: &[Update]) -> Option<Problem> {
 /// as `new`) brings against `others` (the other files' accepted claims) and `config`.
 fn edit_problems(
     config: &Config,
-    others: &BTreeMap<String, Claims>,
+    others: &BTreeMap<&str, &Claims>,
     (source, path, text): (&str, &Path, &str),
     new: &Claims,
 ) -> Vec<Problem> {
     let kube = Claims::of_kubernetes(config);
     let rest: Vec<&Claims> = (others.iter())
-        .filter(|(s, _)| s.as_str() != source)
-        .map(|(_, c)| c)
+        .filter(|(s, _)| **s != source)
+        .map(|(_, c)| *c)
         .chain(kube.as_ref())
         .collect();
     let mut out = Vec::new();
@@ -211,7 +211,8 @@ pub struct Accepted(Arc<Mutex<Inner>>);
 
 struct Inner {
     config: Config,
-    files: BTreeMap<String, Claims>,
+    /// Per source, the file it reads and what it claims.
+    files: BTreeMap<String, (PathBuf, Claims)>,
     /// Bumped whenever the claims or the config change: an edit refused at one generation may
     /// pass at the next.
     generation: u64,
@@ -224,10 +225,15 @@ pub struct Held {
 }
 
 impl Accepted {
-    /// As at start: `config` and the federation files in `updates`, which passed [`problems`].
-    pub fn new(config: &Config, updates: &[Update]) -> Accepted {
-        let files = federations(updates)
-            .map(|(s, f)| (s.to_string(), Claims::of(f)))
+    /// As at start: `config` and the federation files (source, path, federation as loaded),
+    /// which passed [`problems`].
+    pub fn new<'a>(
+        config: &Config,
+        files: impl IntoIterator<Item = (String, PathBuf, &'a Federation)>,
+    ) -> Accepted {
+        let files = files
+            .into_iter()
+            .map(|(s, p, f)| (s, (p, Claims::of(f))))
             .collect();
         Accepted(Arc::new(Mutex::new(Inner {
             config: config.clone(),
@@ -246,28 +252,39 @@ impl Accepted {
 
     /// Checks an edit of the federation file `path` (source `source`, its text `text`, parsed
     /// as `f`) against the others and the config in effect; if it passes, it is what `source`
-    /// claims from now on.
+    /// claims from now on. A task a reload is replacing by a source of the same name reading
+    /// another path changes nothing here.
     pub fn admit(&self, source: &str, path: &Path, text: &str, f: &Federation) -> Result<(), Held> {
         let mut inner = self.inner();
+        if inner.files.get(source).is_some_and(|(p, _)| p != path) {
+            return Ok(());
+        }
         let new = Claims::of(f);
-        let problems = edit_problems(&inner.config, &inner.files, (source, path, text), &new);
+        let others: BTreeMap<&str, &Claims> = (inner.files.iter())
+            .map(|(s, (_, c))| (s.as_str(), c))
+            .collect();
+        let problems = edit_problems(&inner.config, &others, (source, path, text), &new);
         if !problems.is_empty() {
             return Err(Held {
                 generation: inner.generation,
                 problems,
             });
         }
-        if inner.files.get(source) != Some(&new) {
-            inner.files.insert(source.to_string(), new);
+        if inner.files.get(source).map(|(_, c)| c) != Some(&new) {
+            inner
+                .files
+                .insert(source.to_string(), (path.to_path_buf(), new));
             inner.generation += 1;
         }
         Ok(())
     }
 
     /// A federation file a reload started (it passed the reload's checks).
-    pub fn set(&self, source: &str, f: &Federation) {
+    pub fn set(&self, source: &str, path: &Path, f: &Federation) {
         let mut inner = self.inner();
-        inner.files.insert(source.to_string(), Claims::of(f));
+        inner
+            .files
+            .insert(source.to_string(), (path.to_path_buf(), Claims::of(f)));
         inner.generation += 1;
     }
 
@@ -328,12 +345,9 @@ mod tests {
         .unwrap()
     }
 
-    fn update(source: &str, f: Federation) -> Update {
-        Update {
-            source: source.into(),
-            snapshot: Arc::new(Snapshot::Federation(Box::new(f))),
-            taken: None,
-        }
+    fn file<'a>(source: &str, f: &'a Federation) -> (String, PathBuf, &'a Federation) {
+        let path = format!("{}.yaml", source.trim_start_matches("file:"));
+        (source.into(), path.into(), f)
     }
 
     #[test]
@@ -350,17 +364,17 @@ mod tests {
         let cfg = config("");
         let a = fed("a", Some("clusterset.local"), &["c1"]);
         let b = fed("b", None, &["c2"]);
-        let acc = Accepted::new(&cfg, &[update("file:a", a), update("file:b", b)]);
+        let acc = Accepted::new(&cfg, [file("file:a", &a), file("file:b", &b)]);
         let text =
             "federation:\n  name: b\n  zone: example.com\n  clusterset_domain: clusterset.local\n";
         let b2 = fed("b", Some("clusterset.local"), &["c2"]);
         let held = acc
-            .admit("file:b", Path::new("/x/b.yaml"), text, &b2)
+            .admit("file:b", Path::new("b.yaml"), text, &b2)
             .expect_err("refused");
         assert_eq!(held.problems.len(), 1);
         assert_eq!(
             held.problems[0].to_string(),
-            "/x/b.yaml:4: federation.clusterset_domain: \"clusterset.local\": federation \"a\" already serves the MCS names of this cluster-set domain (one federation per cluster set)"
+            "b.yaml:4: federation.clusterset_domain: \"clusterset.local\": federation \"a\" already serves the MCS names of this cluster-set domain (one federation per cluster set)"
         );
         // A's own edit keeping its domain is fine and changes no claim: no new generation.
         let a_same = fed("a", Some("clusterset.local"), &["c1"]);
@@ -376,6 +390,19 @@ mod tests {
         );
         assert!(acc.generation() > held.generation);
         assert!(acc.admit("file:b", Path::new("b.yaml"), text, &b2).is_ok());
+        // A task still reading another path under B's name (a reload replacing it) changes
+        // nothing.
+        let before = acc.generation();
+        assert!(
+            acc.admit(
+                "file:b",
+                Path::new("old/b.yaml"),
+                "",
+                &fed("b", None, &["c2"])
+            )
+            .is_ok()
+        );
+        assert_eq!(acc.generation(), before);
         // And now A may not take it back.
         assert!(
             acc.admit(
@@ -393,7 +420,8 @@ mod tests {
         let cfg = config(
             "geo:\n  local_cluster: c1\nkubernetes:\n  federation: kfed\n  zone: example.org\n  clusterset_domain: k.local\n  clusters:\n    - {name: k1, kubeconfig: kc}\n",
         );
-        let acc = Accepted::new(&cfg, &[update("file:a", fed("a", None, &["c1", "c2"]))]);
+        let a = fed("a", None, &["c1", "c2"]);
+        let acc = Accepted::new(&cfg, [file("file:a", &a)]);
         let text = "federation:\n  name: a\nclusters:\n  - {name: c2}\n";
         let held = acc
             .admit(
@@ -414,7 +442,7 @@ mod tests {
             "{said:?}"
         );
         // Another source having the cluster is enough.
-        acc.set("file:b", &fed("b", None, &["c1"]));
+        acc.set("file:b", Path::new("b.yaml"), &fed("b", None, &["c1"]));
         assert!(
             acc.admit(
                 "file:a",
