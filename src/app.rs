@@ -532,6 +532,12 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     for s in &sources {
         source_watch::report(&s.name(), &[], &board, &metrics);
     }
+    // From now on each federation-file edit is checked against the other sources as the start
+    // checked them all.
+    let accepted = crate::sources::cross::Accepted::new(
+        &config,
+        (sources.iter()).filter_map(|s| Some((s.name(), s.path(), s.federation()?))),
+    );
 
     // Member clusters' pod/node networks place clients in their cluster; they are read at
     // start (a changed one waits for a restart), and a reloaded `geo` keeps them.
@@ -623,6 +629,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             board.clone(),
             metrics.clone(),
             reload_rx.clone(),
+            accepted.clone(),
         ));
         file_tasks.push((name, path, task.abort_handle()));
     }
@@ -716,6 +723,7 @@ async fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
             watch_interval: config.watch_interval,
             geoip_seen: crate::reload::geoip_fingerprint(&config),
             cluster_networks,
+            accepted,
         },
     ));
     drop(tx);
@@ -865,114 +873,29 @@ pub(crate) fn build_locator(
 }
 
 /// The checks of a config against its sources' data, made by `check`, at start and on every
-/// reload (`updates`: the federation files as loaded).
+/// reload (`updates`: the federation files as loaded); see [`crate::sources::cross`].
 pub(crate) fn cross_source_problems(
     config: &Config,
     updates: &[crate::sources::Update],
 ) -> Vec<Problem> {
-    local_cluster_problem(config, updates)
-        .into_iter()
-        .chain(clusterset_problem(config, updates))
-        .collect()
+    crate::sources::cross::problems(config, updates)
 }
 
-/// [`cross_source_problems`] for a reloaded config: its federation files are read as they are
-/// now (their own problems are the file sources' to report, so a file that does not load is
-/// left out here).
+/// What a reloaded config must pass before any of it applies, as `check` and the start check
+/// it: [`cross_source_problems`] with its federation files read as they are now (their own
+/// problems are the file sources' to report, so a file that does not load is left out here),
+/// and the `kubernetes:` section's kubeconfigs ([`kubernetes::check`]).
 pub(crate) fn reload_problems(config: &Config) -> Vec<Problem> {
     let mut files: Vec<FileSource> = file_sources(config)
         .into_iter()
         .filter(|s| matches!(s.kind, FileKind::Federation(_)))
         .collect();
     let (updates, _) = load_all(&mut files);
-    cross_source_problems(config, &updates)
-}
-
-/// `geo.local_cluster` must name a cluster of a federation file or of the `kubernetes:`
-/// section (a typo would silently send every client to the global name).
-fn local_cluster_problem(config: &Config, updates: &[crate::sources::Update]) -> Option<Problem> {
-    let name = config.geo.local_cluster.as_ref()?;
-    let known = federations_of(updates)
-        .iter()
-        .flat_map(|f| &f.clusters)
-        .map(|c| &c.name)
-        .chain(
-            config
-                .kubernetes
-                .iter()
-                .flat_map(|k| &k.clusters)
-                .map(|c| &c.name),
-        )
-        .any(|c| c == name);
-    (!known).then(|| Problem {
-        file: config.path.display().to_string(),
-        line: std::fs::read_to_string(&config.path).ok().and_then(|t| {
-            t.lines()
-                .position(|l| l.trim_start().starts_with("local_cluster:"))
-                .map(|i| i + 1)
-        }),
-        message: format!(
-            "geo.local_cluster: {name:?} is no cluster of a federation file or the kubernetes section"
-        ),
-    })
-}
-
-/// Two federations (files or the `kubernetes:` section) may not serve the same MCS
-/// `clusterset_domain`: their `SVC.NS.svc.clusterset.local` names would collide, and which one
-/// answers would depend on load order. Names the second one's file, field and value.
-fn clusterset_problem(config: &Config, updates: &[crate::sources::Update]) -> Option<Problem> {
-    let mut seen: Vec<(&crate::model::DnsName, String)> = Vec::new();
-    let kube = config
-        .kubernetes
-        .iter()
-        .filter_map(|k| Some((k.clusterset_domain.as_ref()?, k.federation.clone())));
-    // A federation file's source is `federation-file:BASE`: find its path for the message.
-    let file_of = |source: &str| -> String {
-        let base = source.trim_start_matches("federation-file:");
-        let base = base.split('#').next().unwrap_or(base);
-        (config.federation_files.iter())
-            .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy() == base))
-            .map_or_else(|| source.to_string(), |p| p.display().to_string())
-    };
-    let files = updates.iter().filter_map(|u| match &*u.snapshot {
-        crate::sources::Snapshot::Federation(f) => Some((
-            f.clusterset_domain.as_ref()?,
-            f.name.clone(),
-            Some(&u.source),
-        )),
-        _ => None,
-    });
-    for (domain, fed, source) in files.chain(kube.map(|(d, f)| (d, f, None))) {
-        if let Some((_, other)) = seen.iter().find(|(d, _)| *d == domain) {
-            let (file, field, key) = match source {
-                Some(s) => (
-                    file_of(s),
-                    "federation.clusterset_domain",
-                    "clusterset_domain:",
-                ),
-                None => (
-                    config.path.display().to_string(),
-                    "kubernetes.clusterset_domain",
-                    "clusterset_domain:",
-                ),
-            };
-            let line = std::fs::read_to_string(&file).ok().and_then(|t| {
-                t.lines()
-                    .position(|l| l.trim_start().starts_with(key))
-                    .map(|i| i + 1)
-            });
-            return Some(Problem {
-                file,
-                line,
-                message: format!(
-                    "{field}: {:?}: federation {other:?} already serves the MCS names of this cluster-set domain (one federation per cluster set)",
-                    domain.to_string().trim_end_matches('.')
-                ),
-            });
-        }
-        seen.push((domain, fed));
+    let mut problems = cross_source_problems(config, &updates);
+    if let Some(k) = &config.kubernetes {
+        problems.extend(kubernetes::check(k));
     }
-    None
+    problems
 }
 
 /// The federations among source updates (the federation files, at start).

@@ -1,6 +1,7 @@
 //! The main config file on SIGHUP and on change: every new version is validated in full (the
 //! checks `check` makes against the federation files, `geo.local_cluster` and
-//! `clusterset_domain`, the GeoIP database read, new listen addresses bound); a bad one is rejected with every problem
+//! `clusterset_domain`, the `kubernetes:` section's kubeconfigs and contexts, the GeoIP
+//! database read, new listen addresses bound); a bad one is rejected with every problem
 //! logged and `fedns_config_last_reload_successful 0`, and the running config stays whole.
 //! A good one is applied live:
 //! - plain serving settings (`edns_payload`, `rrl`, `identity`, `transfers`, `tcp`, and
@@ -170,6 +171,8 @@ pub struct Live {
     pub cluster_networks: Vec<crate::geo::ClientNetwork>,
     /// The GeoIP database file as last read ([`geoip_fingerprint`]).
     pub geoip_seen: Fingerprint,
+    /// What the federation files claim and the config their edits are checked against.
+    pub accepted: crate::sources::cross::Accepted,
 }
 
 /// Size, mtime and inode of the configured GeoIP database file.
@@ -343,6 +346,9 @@ impl Live {
             self.board.register(&name);
             self.metrics.register_source(&name);
             crate::sources::watch::report(&name, &[], &self.board, &self.metrics);
+            if let Some(f) = s.federation() {
+                self.accepted.set(&name, &path, f);
+            }
             if let Some(snapshot) = snapshot {
                 let _ = self
                     .updates
@@ -361,6 +367,7 @@ impl Live {
                 self.board.clone(),
                 self.metrics.clone(),
                 self.reload_ticks.clone(),
+                self.accepted.clone(),
             ));
             self.file_tasks.push((name, path, task.abort_handle()));
         }
@@ -371,6 +378,7 @@ impl Live {
         for (name, path, task) in gone_now {
             task.abort();
             self.board.remove(&name);
+            self.accepted.forget(&name);
             tracing::info!(source = name, path = %path.display(), "no longer following a file source");
             let _ = self.updates.send(gone(name)).await;
         }
@@ -475,10 +483,13 @@ pub async fn run(
                     new.workers = started.workers;
                 }
                 // The checks `check` and the start make against the sources' data (reading
-                // the federation files, off the runtime's threads).
+                // the federation files, off the runtime's threads), with no federation-file
+                // edit admitted meanwhile; passing, it is what edits are checked against.
                 let checked = new.clone();
+                let accepted = live.accepted.clone();
                 let problems: Vec<String> = tokio::task::spawn_blocking(move || {
-                    crate::app::reload_problems(&checked)
+                    accepted
+                        .validate_config(&checked, crate::app::reload_problems)
                         .iter()
                         .map(|p| p.to_string())
                         .collect()
@@ -490,7 +501,10 @@ pub async fn run(
                 } else {
                     match live.apply(&last, &new).await {
                         Ok(changed) => Ok((new, changed)),
-                        Err(problems) => Err(problems),
+                        Err(problems) => {
+                            live.accepted.set_config(&last);
+                            Err(problems)
+                        }
                     }
                 }
             }

@@ -12,6 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 mod common;
+mod kube_api;
 
 use common::{http_get, wait_for};
 
@@ -1475,4 +1476,106 @@ fn publisher_restarts_on_reload_without_waiting_for_its_lease() {
     assert_eq!(p.metric("fedns_etcd_publisher_leader"), Some(1.0));
     assert_eq!(etcd.list("/skydns/com/example/"), before);
     assert_eq!(p.metric("fedns_config_restart_pending"), Some(0.0));
+}
+
+/// Wildcard federation names (a DNSEndpoint's `*.apps.example.com`, from the Kubernetes
+/// source) are not published by default: CoreDNS's etcd plugin reads `*` only as a query label,
+/// so a stored `*` key would leave every name below it NXDOMAIN there. They are counted in the
+/// publish log and named in a warning, and `*` keys an older publisher wrote are removed. With
+/// `wildcards: true` they are published, and a fedns reader with `wildcards: true` answers
+/// names below them.
+#[test]
+fn wildcard_federation_names_are_published_only_with_wildcards() {
+    let api = kube_api::ApiServer::start();
+    api.put(
+        kube_api::Res::DnsEndpoints,
+        kube_api::dns_endpoint(
+            "shop",
+            "apps",
+            &[
+                ("*.apps.example.com", "A", &["192.0.2.10"], 60),
+                ("web.apps.example.com", "A", &["192.0.2.20"], 60),
+            ],
+        ),
+    );
+    let kube = "kubernetes:\n  federation: myfed\n  zone: example.com\n  coalesce_ms: 20\n  dns_endpoints: true\n  select:\n    label: fedns.io/federate=true\n  clusters:\n    - {name: east1, kubeconfig: kubeconfig, context: east1}\n";
+    let web = "/skydns/com/example/apps/web/";
+    let star = "/skydns/com/example/apps/*";
+    for wildcards in [false, true] {
+        let mut etcd = Etcd::start();
+        // What a publisher without this rule left behind.
+        let stale = format!("{star}/0123456789abcdef");
+        etcd.put(
+            &stale,
+            r#"{"host":"192.0.2.10","ttl":60,"group":"*.apps.example.com"}"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            kube_api::kubeconfig(&[("east1", api.url())]),
+        )
+        .unwrap();
+        let extra = if wildcards { "  wildcards: true\n" } else { "" };
+        let publisher = Fedns::start_in(
+            dir.path(),
+            &format!("{}{extra}{kube}", publish_section(&etcd.endpoint())),
+            None,
+        );
+        let published = wait_for(Duration::from_secs(20), || {
+            let keys = etcd.list("/skydns/com/example/apps/");
+            keys.iter().any(|(k, _)| k.starts_with(web)).then_some(keys)
+        })
+        .unwrap_or_else(|| panic!("web not published:\n{}", publisher.log_text()));
+        let stars: Vec<_> = published
+            .iter()
+            .filter(|(k, _)| k.starts_with(star))
+            .collect();
+        let reader = Fedns::start(&etcd_section(&etcd.endpoint(), "example.com", extra));
+        assert!(reader.wait_log(Duration::from_secs(10), "etcd prefix loaded"));
+        let a = |name: &str| {
+            wait_for(Duration::from_secs(5), || {
+                let s = summary(&reader.ask(name, RecordType::A));
+                (!s.starts_with("SERVFAIL")).then_some(s)
+            })
+            .unwrap()
+        };
+        wait_for(Duration::from_secs(5), || {
+            a("web.apps.example.com.")
+                .contains("192.0.2.20")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("{}", reader.log_text()));
+        let line = publisher
+            .log_lines()
+            .into_iter()
+            .rfind(|l| l.contains("published federation records"))
+            .unwrap();
+        if wildcards {
+            assert!(
+                stars.iter().any(|(k, v)| k.starts_with(&format!("{star}/"))
+                    && k != &stale
+                    && v.contains("192.0.2.10")),
+                "{published:?}"
+            );
+            assert!(line.contains("wildcards_skipped=0"), "{line}");
+            wait_for(Duration::from_secs(5), || {
+                a("x.apps.example.com.")
+                    .contains("192.0.2.10")
+                    .then_some(())
+            })
+            .unwrap_or_else(|| panic!("{}", a("x.apps.example.com.")));
+        } else {
+            assert!(stars.is_empty(), "{published:?}");
+            assert!(line.contains("wildcards_skipped=1"), "{line}");
+            let warned = publisher.wait_log(Duration::from_secs(5), "wildcard names not published");
+            assert!(warned, "{}", publisher.log_text());
+            assert!(
+                publisher.log_text().contains("names=*.apps.example.com."),
+                "{}",
+                publisher.log_text()
+            );
+            // As CoreDNS would: nothing below the name that was left out.
+            assert!(a("x.apps.example.com.").starts_with("NXDOMAIN"));
+        }
+    }
 }

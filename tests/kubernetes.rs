@@ -1081,6 +1081,58 @@ fn check_reports_kubeconfig_problems() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// A reload is checked as `check` checks the kubeconfigs: one naming a kubeconfig that cannot
+/// be read, or a context it lacks, is refused with each problem logged and
+/// `fedns_config_last_reload_successful 0`, and no cluster changes; the same config fixed
+/// applies.
+#[test]
+fn a_reload_naming_an_unreadable_kubeconfig_is_refused() {
+    let east = east_with_checkout();
+    let fx = Fixture::new(&kubeconfig(&[("east1", east.url())]), &[CLUSTER_EAST1], 30);
+    let f = Fedns::start(&fx.path("fedns.yaml"));
+    f.expect_a(G, &[IP_EAST1], SETTLE);
+    let reloaded = "fedns_config_last_reload_successful ";
+    assert_eq!(f.metric(reloaded), Some(1.0));
+    fx.write_config(
+        &[
+            CLUSTER_EAST1,
+            "    - {name: lost, kubeconfig: no-such-file}\n",
+            "    - {name: ghost, kubeconfig: kubeconfig, context: nowhere}\n",
+        ],
+        30,
+    );
+    f.wait_log(Duration::from_secs(10), |l| {
+        l.contains("config reload rejected") && l.contains("problems=2")
+    })
+    .unwrap_or_else(|| panic!("not refused:\n{}", f.log_text()));
+    let log = f.log_text();
+    for said in [
+        "kubernetes.clusters[1].kubeconfig (cluster lost)",
+        "kubernetes.clusters[2].kubeconfig (cluster ghost): no context \\\"nowhere\\\"",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("level=ERROR") && l.contains(said)),
+            "{said}:\n{log}"
+        );
+    }
+    assert_eq!(f.metric(reloaded), Some(0.0));
+    let (_, ready) = http_get(f.http, "/readyz");
+    assert!(
+        !ready.contains("kubernetes:lost") && !ready.contains("kubernetes:ghost"),
+        "{ready}"
+    );
+    assert!(!log.contains("kubernetes config changed"), "{log}");
+    assert_eq!(f.a(G), set(&[IP_EAST1]));
+    // Fixed, it applies.
+    fx.write_config(&[CLUSTER_EAST1], 30);
+    wait_for(Duration::from_secs(10), || {
+        (f.metric(reloaded) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the fixed config is not applied:\n{}", f.log_text()));
+    assert_eq!(f.a(G), set(&[IP_EAST1]));
+}
+
 // ------------------------------------------------------------------------------------------
 // Client changes with no gap, and a test API server that behaves like a real one
 // ------------------------------------------------------------------------------------------

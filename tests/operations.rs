@@ -1779,3 +1779,143 @@ fn zones_dir_and_federation_files_reload_without_a_gap() {
         Some(0.0)
     );
 }
+
+/// A federation-file edit is checked against the other files and the config as `check` checks
+/// them: taking a `clusterset_domain` another file serves, or renaming away the cluster
+/// `geo.local_cluster` names, is refused like a file that does not parse (logged with file,
+/// line, field and value; the source down in `/metrics` and `/readyz`; the last good data
+/// serving). Fixed, it applies; refused only because another file held the domain, it applies
+/// once that file lets the domain go.
+#[test]
+fn a_federation_file_edit_is_checked_against_the_other_sources() {
+    let fx = Fixture::new("");
+    let dir = fx.dir.path();
+    let mcs_fed = FED.replace(
+        "  zone: example.com\n",
+        "  zone: example.com\n  clusterset_domain: clusterset.local\n",
+    );
+    std::fs::write(dir.join("federation.yaml"), &mcs_fed).unwrap();
+    let other = |ip: &str, clusterset: bool| {
+        let head = if clusterset {
+            "  zone: example.com\n  clusterset_domain: clusterset.local\n"
+        } else {
+            "  zone: example.com\n"
+        };
+        FED.replace("  zone: example.com\n", head)
+            .replace("name: myfed", "name: other")
+            .replace("name: c1", "name: c2")
+            .replace("cluster: c1", "cluster: c2")
+            .replace("name: web", "name: api")
+            .replace("203.0.113.10", ip)
+    };
+    std::fs::write(dir.join("other.yaml"), other("203.0.113.20", false)).unwrap();
+    std::fs::write(
+        fx.config(),
+        live_config("geo:\n  local_cluster: c1\n")
+            .replace("[federation.yaml]", "[federation.yaml, other.yaml]"),
+    )
+    .unwrap();
+    let s = Fedns::start(&fx.config());
+    let a = |name: &str| {
+        use hickory_proto::rr::{DNSClass, RecordType};
+        let m = exchange_from(
+            s.udp,
+            "127.0.0.1",
+            &message(1, name, RecordType::A, DNSClass::IN, false),
+        );
+        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
+    };
+    let (web_mcs, api_mcs) = (
+        "web.shop.svc.clusterset.local.",
+        "api.shop.svc.clusterset.local.",
+    );
+    let api = "api.shop.other.svc.example.com.";
+    assert_eq!(a(web_mcs), "NoError [\"203.0.113.10\"]");
+    assert_eq!(a(api), "NoError [\"203.0.113.20\"]");
+    let up = |source: &str| {
+        metric(
+            &scrape(&s),
+            &format!("fedns_source_up{{source=\"federation-file:{source}\"}}"),
+        )
+    };
+    assert_eq!(up("other.yaml"), Some(1.0));
+    // Waits for `n` error lines saying `said`, and returns the last.
+    let refused = |said: &str, n: usize| -> String {
+        common::wait_for(Duration::from_secs(10), || {
+            let lines: Vec<String> = s
+                .log_lines()
+                .into_iter()
+                .filter(|l| l.contains("level=ERROR") && l.contains(said))
+                .collect();
+            (lines.len() >= n).then(|| lines.last().cloned()).flatten()
+        })
+        .unwrap_or_else(|| panic!("{said} not logged {n} times:\n{}", s.log_text()))
+    };
+    let clash = "other.yaml:4: federation.clusterset_domain: \\\"clusterset.local\\\": federation \\\"myfed\\\" already serves";
+
+    // other.yaml takes the domain (and moves api): refused, nothing of it served.
+    let taking = other("203.0.113.21", true);
+    replace_file(&dir.join("other.yaml"), &taking);
+    let line = refused(clash, 1);
+    assert!(line.contains("keeping the last good data"), "{line}");
+    assert_eq!(up("other.yaml"), Some(0.0));
+    let (_, ready) = http_get(s.http, "/readyz");
+    assert!(
+        ready.contains("federation-file:other.yaml") && ready.contains("already serves"),
+        "{ready}"
+    );
+    // Longer than a few polls: still the last good data.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a(web_mcs), "NoError [\"203.0.113.10\"]");
+    assert_eq!(a(api), "NoError [\"203.0.113.20\"]");
+    // `fedns check` says the same of the files as they are.
+    let (code, out) = check(&fx.config());
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("other.yaml:4: federation.clusterset_domain: \"clusterset.local\": federation \"myfed\" already serves"),
+        "{out}"
+    );
+
+    // Fixed: the edit applies.
+    replace_file(&dir.join("other.yaml"), &other("203.0.113.21", false));
+    common::wait_for(Duration::from_secs(10), || {
+        a(api).contains("203.0.113.21").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the fixed edit is not served: {}", a(api)));
+    assert_eq!(up("other.yaml"), Some(1.0));
+    assert_eq!(a(web_mcs), "NoError [\"203.0.113.10\"]");
+
+    // Refused again, then federation.yaml lets the domain go: the held edit applies.
+    replace_file(&dir.join("other.yaml"), &other("203.0.113.22", true));
+    refused(clash, 2);
+    assert_eq!(a(api), "NoError [\"203.0.113.21\"]");
+    replace_file(&dir.join("federation.yaml"), FED);
+    common::wait_for(Duration::from_secs(10), || {
+        a(api_mcs).contains("203.0.113.22").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the held edit is not served: {}\n{}",
+            a(api_mcs),
+            s.log_text()
+        )
+    });
+    assert_eq!(a(api), "NoError [\"203.0.113.22\"]");
+    assert!(a(web_mcs).starts_with("NXDomain"), "{}", a(web_mcs));
+    assert_eq!(up("other.yaml"), Some(1.0));
+
+    // Renaming away the cluster geo.local_cluster names: refused, web keeps its shard.
+    replace_file(
+        &dir.join("federation.yaml"),
+        &FED.replace("c1", "c9")
+            .replace("203.0.113.10", "203.0.113.19"),
+    );
+    let line = refused("clusters: no cluster \\\"c1\\\" any more", 1);
+    assert!(line.contains("federation.yaml:4:"), "{line}");
+    assert!(line.contains("geo.local_cluster"), "{line}");
+    assert_eq!(up("federation.yaml"), Some(0.0));
+    assert_eq!(
+        a("web.shop.myfed.svc.example.com."),
+        "NoError [\"203.0.113.10\"]"
+    );
+}

@@ -5,6 +5,7 @@
 //! sends nothing, logs what is wrong, marks itself down in `/metrics` and `/readyz`, and the
 //! merger keeps using its last good snapshot.
 
+pub mod cross;
 pub mod etcd;
 pub mod federation_file;
 pub mod kubernetes;

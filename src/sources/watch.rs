@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
+use super::cross::Accepted;
 use super::federation_file;
 use super::zone_dir::{self, ZoneDir};
 use super::{Snapshot, SourceBoard, Update};
@@ -40,6 +41,9 @@ pub struct FileSource {
     resolved: HashMap<String, Vec<IpAddr>>,
     /// The last good federation file's services, so an edit re-parses only what it changed.
     items: federation_file::ItemCache,
+    /// The generation of [`Accepted`] at which the file's current version was refused for
+    /// what another source serves: it is read again once that changes.
+    held: Option<u64>,
 }
 
 impl FileSource {
@@ -53,6 +57,7 @@ impl FileSource {
             parsed: None,
             resolved: HashMap::new(),
             items: Default::default(),
+            held: None,
         }
     }
 
@@ -96,7 +101,19 @@ impl FileSource {
     /// Reads the source now. `Some(snapshot)` when there is a snapshot worth sending (new and
     /// different from the last one), plus every problem found.
     pub fn load(&mut self) -> (Option<Arc<Snapshot>>, Vec<Problem>) {
+        self.load_with(None)
+    }
+
+    /// [`load`](Self::load) while serving: a federation file that parses must also pass
+    /// [`Accepted::admit`] against the other sources, else it is refused like a file that does
+    /// not parse (nothing sent, its problems returned, the last good version kept).
+    pub fn load_admitted(&mut self, accepted: &Accepted) -> (Option<Arc<Snapshot>>, Vec<Problem>) {
+        self.load_with(Some(accepted))
+    }
+
+    fn load_with(&mut self, accepted: Option<&Accepted>) -> (Option<Arc<Snapshot>>, Vec<Problem>) {
         self.fingerprint = Some(self.fingerprint());
+        self.held = None;
         let (snapshot, problems) = match &mut self.kind {
             FileKind::Federation(path) => {
                 let parsed = std::fs::read_to_string(&*path)
@@ -107,7 +124,16 @@ impl FileSource {
                             message: e.to_string(),
                         }]
                     })
-                    .and_then(|text| federation_file::parse_cached(path, &text, &mut self.items));
+                    .and_then(|text| {
+                        let p = federation_file::parse_cached(path, &text, &mut self.items)?;
+                        match accepted.map(|a| a.admit(&self.name, path, &text, &p.federation)) {
+                            Some(Err(held)) => {
+                                self.held = Some(held.generation);
+                                Err(held.problems)
+                            }
+                            _ => Ok(p),
+                        }
+                    });
                 match parsed {
                     Ok(mut p) => {
                         if let Some(old) = &self.parsed {
@@ -135,6 +161,16 @@ impl FileSource {
             }
             _ => (None, problems),
         }
+    }
+
+    /// The last good federation file's federation.
+    pub fn federation(&self) -> Option<&crate::model::Federation> {
+        self.parsed.as_ref().map(|p| &p.federation)
+    }
+
+    /// Whether a version refused for another source's sake is due to be read again.
+    fn retry_due(&self, accepted: &Accepted) -> bool {
+        self.held.is_some_and(|g| g != accepted.generation())
     }
 
     /// The load-balancer host names of the last good federation file.
@@ -207,7 +243,8 @@ fn resolve_hosts(
     }
 }
 
-/// Polls `source` every `interval` (and at once on SIGHUP) and sends changed snapshots.
+/// Polls `source` every `interval` (and at once on SIGHUP) and sends changed snapshots, each
+/// admitted by `accepted` first.
 pub async fn run(
     mut source: FileSource,
     interval: Duration,
@@ -215,6 +252,7 @@ pub async fn run(
     board: SourceBoard,
     metrics: Metrics,
     mut reload: watch::Receiver<u64>,
+    accepted: Accepted,
 ) {
     let name = source.name();
     let (resolve_tx, mut resolve_rx) = mpsc::channel(64);
@@ -231,10 +269,10 @@ pub async fn run(
                     r = reload.changed() => r.is_ok(),
                 }
             } => {
-                if !forced && !source.changed() {
+                if !forced && !source.changed() && !source.retry_due(&accepted) {
                     continue;
                 }
-                let (snapshot, problems) = source.load();
+                let (snapshot, problems) = source.load_admitted(&accepted);
                 report(&name, &problems, &board, &metrics);
                 resolve_hosts(&source, false, &mut resolving, &resolve_tx);
                 snapshot

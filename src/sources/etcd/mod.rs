@@ -12,7 +12,11 @@
 //! federation records of every table it publishes as `PREFIX/<reversed name>/<hash of value>`
 //! with `{"host","ttl","group"}`, diffing against what is there (unchanged keys are never
 //! rewritten), in transactions that only apply while it still holds the election key. When it
-//! dies its lease expires and another instance takes over within `lease_ttl_secs`.
+//! dies its lease expires and another instance takes over within `lease_ttl_secs`. Wildcard
+//! names (`*.X`, from Ingress, Gateway API or DNSEndpoint hosts) are published only with
+//! `wildcards: true`: CoreDNS's etcd plugin treats `*` only as a query label, so a stored `*`
+//! key would make every name below `X` NXDOMAIN there and the literal `*.X` answer with all of
+//! `X`'s subtree; left out, they are counted in the publish log and named in a warning.
 
 pub use crate::answers::skydns;
 
@@ -381,10 +385,21 @@ pub fn value_hash(value: &str) -> String {
 ///   CNAME asks get NODATA and a name with no values (a service healthy nowhere) exists: NODATA
 ///   for every type, never NXDOMAIN;
 /// - SRV priority 0 is written as 65536: SkyDNS reads 0 as "unset" (10), and readers convert
-///   the stored number to 16 bits as Go does (`uint16(65536)` is 0).
-pub fn desired_keys(prefix: &str, records: &FederationRecords) -> BTreeMap<String, String> {
+///   the stored number to 16 bits as Go does (`uint16(65536)` is 0);
+/// - a wildcard name (`*.X`) only with `wildcards` (the readers are fedns with `wildcards:
+///   true`); else it is left out and returned.
+pub fn desired_keys(
+    prefix: &str,
+    records: &FederationRecords,
+    wildcards: bool,
+) -> (BTreeMap<String, String>, Vec<crate::model::DnsName>) {
     let mut out = BTreeMap::new();
+    let mut skipped = Vec::new();
     for (name, ttl, values) in &records.records {
+        if !wildcards && name.labels().next() == Some(b"*") {
+            skipped.push(name.clone());
+            continue;
+        }
         let group = name.to_string().trim_end_matches('.').to_string();
         let dir = skydns::path_of(name, prefix);
         let own = match values.as_slice() {
@@ -415,7 +430,7 @@ pub fn desired_keys(prefix: &str, records: &FederationRecords) -> BTreeMap<Strin
             out.insert(format!("{dir}/{key}"), json.to_string());
         }
     }
-    out
+    (out, skipped)
 }
 
 /// Keys under the federation zones that the publisher owns: a name's own key or one level
@@ -517,10 +532,20 @@ async fn publish_session(
     // Sync at once, on every new table, and every 30 s (repairs edits made behind our back).
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     let mut pending = true;
+    let mut skipped_before = Vec::new();
     loop {
         if pending {
             let want = records.borrow_and_update().clone();
-            sync(&mut client, cfg, &leader_key, leader_rev, &want, metrics).await?;
+            let skipped = sync(&mut client, cfg, &leader_key, leader_rev, &want, metrics).await?;
+            if skipped != skipped_before && !skipped.is_empty() {
+                let shown: Vec<String> = skipped.iter().take(5).map(|n| n.to_string()).collect();
+                tracing::warn!(
+                    wildcards_skipped = skipped.len(),
+                    names = %shown.join(","),
+                    "wildcard names not published to etcd: CoreDNS's etcd plugin does not answer names below a stored `*` key (`wildcards: true` publishes them for fedns readers with `wildcards: true`)"
+                );
+            }
+            skipped_before = skipped;
             pending = false;
         }
         tokio::select! {
@@ -544,6 +569,7 @@ async fn publish_session(
 
 /// Makes the owned keys under the federation zones equal to `want`: puts what is missing or
 /// different, deletes what is no longer wanted, in transactions guarded by the election key.
+/// Returns the wildcard names left out ([`desired_keys`]).
 async fn sync(
     client: &mut Client,
     cfg: &EtcdConfig,
@@ -551,8 +577,8 @@ async fn sync(
     leader_rev: i64,
     want: &FederationRecords,
     metrics: &Metrics,
-) -> Result<(), BoxError> {
-    let desired = desired_keys(&cfg.prefix, want);
+) -> Result<Vec<crate::model::DnsName>, BoxError> {
+    let (desired, skipped) = desired_keys(&cfg.prefix, want, cfg.wildcards);
     let mut current: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for zone in &want.zones {
         let dir = format!("{}/", skydns::path_of(zone, &cfg.prefix));
@@ -574,7 +600,7 @@ async fn sync(
         }
     }
     if ops.is_empty() {
-        return Ok(());
+        return Ok(skipped);
     }
     let n = ops.len();
     for chunk in ops.chunks(TXN_OPS) {
@@ -596,7 +622,45 @@ async fn sync(
     tracing::info!(
         changes = n,
         keys = desired.len(),
+        wildcards_skipped = skipped.len(),
         "published federation records to etcd"
     );
-    Ok(())
+    Ok(skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DnsName;
+
+    #[test]
+    fn wildcard_names_are_laid_out_only_with_wildcards() {
+        let name = |n: &str| DnsName::parse(n).unwrap();
+        let records = FederationRecords {
+            zones: vec![name("example.com.")],
+            records: vec![
+                (
+                    name("*.apps.example.com."),
+                    60,
+                    vec![Published::Host("192.0.2.10".into())],
+                ),
+                (
+                    name("web.apps.example.com."),
+                    60,
+                    vec![Published::Host("192.0.2.20".into())],
+                ),
+            ],
+        };
+        let (keys, skipped) = desired_keys("/skydns", &records, false);
+        assert_eq!(skipped, vec![name("*.apps.example.com.")]);
+        assert!(keys.keys().all(|k| !k.contains("/*")), "{keys:?}");
+        assert!(
+            keys.contains_key("/skydns/com/example/apps/web"),
+            "{keys:?}"
+        );
+        let (keys, skipped) = desired_keys("/skydns", &records, true);
+        assert!(skipped.is_empty());
+        assert!(keys.contains_key("/skydns/com/example/apps/*"), "{keys:?}");
+        assert_eq!(keys.len(), 4, "{keys:?}");
+    }
 }
