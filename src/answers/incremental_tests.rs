@@ -590,6 +590,11 @@ fn incremental_walk(
                     Some(data) if rng.chance(25) => etcd_step(&mut rng, data),
                     _ => step(&mut rng, &mut fed, &mut lines),
                 }
+                // Sometimes two changes meet in one build (new settings and a service gone:
+                // the gone one's names are those of the settings it was laid out with).
+                if rng.chance(20) {
+                    step(&mut rng, &mut fed, &mut lines);
+                }
             }
             let hosts = per_endpoint_names(&fed);
             headless_seen.0 += usize::from(!hosts.is_empty());

@@ -224,8 +224,10 @@ impl Names {
     }
 }
 
-/// A service as last seen, the names it laid out, and whether this build saw it.
-type ServiceEntry = (Arc<Service>, Vec<DnsName>, bool);
+/// A service as last seen, and whether this build saw it (laid it out, if it changed). The
+/// names it laid out are not kept (14 MB at 10 × 10k services): laying the service out again
+/// with the settings it was laid out with gives them back.
+type ServiceEntry = (Arc<Service>, bool);
 
 /// What a federation's services, ingress hosts and DNSEndpoint names laid out in the last
 /// build.
@@ -947,14 +949,24 @@ impl BuildCache {
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).
         let relayout = state.settings.as_ref() != Some(&settings);
-        state.settings = Some(settings);
+        let before = std::mem::replace(&mut state.settings, Some(settings));
         for e in state.services.values_mut().flat_map(|m| m.values_mut()) {
-            e.2 = false;
+            e.1 = false;
         }
         for e in state.ingress.values_mut() {
             e.1 = false;
         }
         let layout = Layout::new(fed, locator);
+        // The names a service entry laid out: with this build's layout if this build saw it,
+        // else with the last build's (the locator and zones are the cache's own: a change to
+        // either starts it afresh).
+        let earlier = before.as_ref().map(|f| Layout::new(f, locator));
+        let names_of = |e: &ServiceEntry| -> Vec<DnsName> {
+            let l = if e.1 { Some(&layout) } else { earlier.as_ref() };
+            l.map_or_else(Vec::new, |l| {
+                l.service(&e.0).into_iter().map(|(n, _)| n).collect()
+            })
+        };
         let unchanged = |e: &ServiceEntry, svc: &Arc<Service>| {
             !relayout && (Arc::ptr_eq(&e.0, svc) || e.0 == *svc)
         };
@@ -970,10 +982,14 @@ impl BuildCache {
                 !entry.is_some_and(|e| unchanged(e, svc))
             })
             .collect();
-        let mut laid: Vec<Option<Vec<(DnsName, NodeData)>>> =
-            (0..fed.services.len()).map(|_| None).collect();
-        let done = par_map(&todo, 64, |&k| layout.service(&fed.services[k]));
-        let total: usize = done.iter().map(Vec::len).sum();
+        type Laid = (Vec<(DnsName, NodeData)>, Vec<DnsName>);
+        let mut laid: Vec<Option<Laid>> = (0..fed.services.len()).map(|_| None).collect();
+        let done = par_map(&todo, 64, |&k| {
+            let svc = &fed.services[k];
+            let entry = (state.services.get(&svc.namespace)).and_then(|m| m.get(&svc.name));
+            (layout.service(svc), entry.map(names_of).unwrap_or_default())
+        });
+        let total: usize = done.iter().map(|d| d.0.len()).sum();
         self.changed.reserve(total);
         for (k, names) in todo.into_iter().zip(done) {
             laid[k] = Some(names);
@@ -984,23 +1000,25 @@ impl BuildCache {
                 .services
                 .get_mut(&svc.namespace)
                 .and_then(|m| m.get_mut(&svc.name));
-            let old_names = match entry {
+            let known = match entry {
                 Some(e) if unchanged(e, svc) => {
-                    e.2 = true;
+                    e.1 = true;
                     continue;
                 }
-                Some(e) => std::mem::take(&mut e.1),
-                None => Vec::new(),
+                Some(e) => Some(&*e),
+                None => None,
             };
             let origin = service_origin(svc);
             // Laid out above, unless an earlier service of the same name came between.
-            let laid_out = laid[k].take().unwrap_or_else(|| layout.service(svc));
+            let (laid_out, old_names) = match laid[k].take() {
+                Some(laid) if known.is_none_or(|e| !e.1) => laid,
+                _ => (layout.service(svc), known.map(names_of).unwrap_or_default()),
+            };
             for old in &old_names {
                 if !laid_out.iter().any(|(n, _)| n == old) {
                     self.withdraw(old, origin);
                 }
             }
-            let mut names = Vec::with_capacity(laid_out.len());
             for (name, data) in laid_out {
                 let Some(zi) = zone_of(&self.zones, &name) else {
                     warnings.push(format!("{name} is outside every served zone; ignored"));
@@ -1009,13 +1027,12 @@ impl BuildCache {
                 if self.contribute(&name, zi, origin, data) && !old_names.contains(&name) {
                     overridden.push(name.clone());
                 }
-                names.push(name);
             }
             state
                 .services
                 .entry(svc.namespace.clone())
                 .or_default()
-                .insert(svc.name.clone(), (svc.clone(), names, true));
+                .insert(svc.name.clone(), (svc.clone(), true));
         }
         // Ingress hosts outside every served zone are someone else's names: skipped quietly.
         for host in &fed.ingress_hosts {
@@ -1090,11 +1107,11 @@ impl BuildCache {
         }
         let mut gone = Vec::new();
         for names in state.services.values_mut() {
-            names.retain(|_, (svc, names, seen)| {
-                if !*seen {
-                    gone.push((service_origin(svc), std::mem::take(names)));
+            names.retain(|_, e| {
+                if !e.1 {
+                    gone.push((service_origin(&e.0), names_of(e)));
                 }
-                *seen
+                e.1
             });
         }
         state.services.retain(|_, names| !names.is_empty());
