@@ -949,7 +949,7 @@ impl BuildCache {
         // New settings or clusters change every service's selection: all are laid out again,
         // and each name is compared with what it had (most keep their records).
         let relayout = state.settings.as_ref() != Some(&settings);
-        let before = std::mem::replace(&mut state.settings, Some(settings));
+        let before = state.settings.replace(settings);
         for e in state.services.values_mut().flat_map(|m| m.values_mut()) {
             e.1 = false;
         }
