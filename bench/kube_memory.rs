@@ -8,8 +8,9 @@
 //! cargo build --release --example kube_memory
 //! target/release/examples/kube_memory 10 10000
 //! ```
-//! Counts requested bytes and live allocations (the allocator adds its size-class rounding);
-//! RSS is higher by the allocator's own overhead and fragmentation.
+//! Counts requested bytes, the same rounded up to jemalloc's size classes (the binary's
+//! allocator: 8, 16 to 128 by 16, then four classes per doubling) and live allocations; RSS is
+//! higher by the allocator's own overhead and fragmentation.
 
 #[path = "../tests/kube_api/mod.rs"]
 mod kube_api;
@@ -29,21 +30,38 @@ use serde_json::json;
 struct Counting;
 
 static BYTES: AtomicIsize = AtomicIsize::new(0);
+static ROUNDED: AtomicIsize = AtomicIsize::new(0);
 static BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+/// jemalloc's size class for `n` bytes.
+fn class(n: usize) -> isize {
+    let c = if n <= 8 {
+        8
+    } else if n <= 128 {
+        n.div_ceil(16) * 16
+    } else {
+        let step = n.next_power_of_two() / 8;
+        n.div_ceil(step) * step
+    };
+    c as isize
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         BYTES.fetch_add(l.size() as isize, Relaxed);
+        ROUNDED.fetch_add(class(l.size()), Relaxed);
         BLOCKS.fetch_add(1, Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         BYTES.fetch_sub(l.size() as isize, Relaxed);
+        ROUNDED.fetch_sub(class(l.size()), Relaxed);
         BLOCKS.fetch_sub(1, Relaxed);
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         BYTES.fetch_add(new as isize - l.size() as isize, Relaxed);
+        ROUNDED.fetch_add(class(new) - class(l.size()), Relaxed);
         unsafe { System.realloc(p, l, new) }
     }
 }
@@ -51,8 +69,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-fn live() -> (isize, isize) {
-    (BYTES.load(Relaxed), BLOCKS.load(Relaxed))
+/// (bytes, bytes in size classes, blocks) live.
+fn live() -> [isize; 3] {
+    [
+        BYTES.load(Relaxed),
+        ROUNDED.load(Relaxed),
+        BLOCKS.load(Relaxed),
+    ]
 }
 
 fn spec(c: usize) -> ClusterSpec {
@@ -109,7 +132,12 @@ fn main() {
     let rule = SelectRule::default();
     let specs: Vec<ClusterSpec> = (0..clusters).map(spec).collect();
     let mut states: Vec<ClusterState> = specs.iter().map(ClusterState::for_spec).collect();
-    let (mut svc_bytes, mut slice_bytes, mut blocks) = (0isize, 0isize, [0isize; 2]);
+    let (mut svc, mut sl) = ([0isize; 3], [0isize; 3]);
+    let add = |sum: &mut [isize; 3], a: [isize; 3], b: [isize; 3]| {
+        for i in 0..3 {
+            sum[i] += b[i] - a[i];
+        }
+    };
     for (c, st) in states.iter_mut().enumerate() {
         let (svcs, slices, nodes) = objects(c, services);
         st.nodes.apply(Change::Init);
@@ -119,42 +147,40 @@ fn main() {
         st.nodes.apply(Change::InitDone);
         st.ingresses.apply(Change::Init);
         st.ingresses.apply(Change::InitDone);
-        let (b0, n0) = live();
+        let l0 = live();
         st.services.apply(Change::Init);
         for s in &svcs {
             st.services
                 .apply(Change::InitApply(key_of(s), slim_service(s, &rule)));
         }
         st.services.apply(Change::InitDone);
-        let (b1, n1) = live();
+        let l1 = live();
         st.slices.apply(Change::Init);
         for s in &slices {
             st.slices.apply(Change::InitApply(key_of(s), slim_slice(s)));
         }
         st.slices.apply(Change::InitDone);
-        let (b2, n2) = live();
-        svc_bytes += b1 - b0;
-        slice_bytes += b2 - b1;
-        blocks[0] += n1 - n0;
-        blocks[1] += n2 - n1;
+        let l2 = live();
+        add(&mut svc, l0, l1);
+        add(&mut sl, l1, l2);
     }
     let objects = clusters * services;
-    let row = |what: &str, b: isize, n: isize, per: usize| {
+    let row = |what: &str, [b, r, n]: [isize; 3], per: usize| {
         println!(
-            "{what:<34} {:>8.1} MB {:>9} blocks {:>6.0} B/object",
+            "{what:<34} {:>6.1} MB ({:>6.1} MB in size classes) {:>8} blocks {:>5.0} B/object ({:>4.0})",
             b as f64 / 1e6,
+            r as f64 / 1e6,
             n,
-            b as f64 / per as f64
+            b as f64 / per as f64,
+            r as f64 / per as f64
         );
     };
     println!("{clusters} clusters × {services} services (+ as many EndpointSlices)");
-    row("Service stores", svc_bytes, blocks[0], objects);
-    row(
-        "EndpointSlice stores (+ members)",
-        slice_bytes,
-        blocks[1],
-        objects,
-    );
+    row("Service stores", svc, objects);
+    row("EndpointSlice stores (+ members)", sl, objects);
+    let mut both = svc;
+    add(&mut both, [0; 3], sl);
+    row("both", both, 2 * objects);
 
     let settings = KubeSettings {
         federation: "myfed".into(),
@@ -173,31 +199,24 @@ fn main() {
     };
     let resolved = HashMap::new();
     let mut asm = Assembler::default();
-    let (b0, n0) = live();
+    let l0 = live();
     let views: Vec<(&ClusterSpec, &ClusterState)> = specs.iter().zip(states.iter()).collect();
     let (fed, _) = asm.assemble(&settings, &views, &resolved, Instant::now(), None);
-    let (b1, n1) = live();
+    let l1 = live();
     drop(fed);
-    let (b2, n2) = live();
-    row(
-        "assembled snapshot (Federation)",
-        b1 - b0,
-        n1 - n0,
-        2 * objects,
-    );
-    row(
-        "  of it kept between changes",
-        b2 - b0,
-        n2 - n0,
-        2 * objects,
-    );
+    let l2 = live();
+    let (mut made, mut kept) = ([0; 3], [0; 3]);
+    add(&mut made, l0, l1);
+    add(&mut kept, l0, l2);
+    row("assembled snapshot (Federation)", made, 2 * objects);
+    row("  of it kept between changes", kept, 2 * objects);
     // What the Assembler keeps is the snapshot's services (shared with the merger's copy of
     // the snapshot, `Arc` and all) and its own keys.
     drop(asm);
     // A re-list of every Service of cluster 0 with the same objects: the store must come back
     // to the same size (the relist buffer gone).
     let (svcs, _, _) = self::objects(0, services);
-    let (b0, _) = live();
+    let l0 = live();
     let st = &mut states[0];
     st.services.apply(Change::Init);
     for s in &svcs {
@@ -205,15 +224,9 @@ fn main() {
             .apply(Change::InitApply(key_of(s), slim_service(s, &rule)));
     }
     st.services.apply(Change::InitDone);
-    let (b1, _) = live();
+    let l1 = live();
     println!(
         "re-list of cluster 0's Services: {:+.2} MB left behind",
-        (b1 - b0) as f64 / 1e6
-    );
-    let total = svc_bytes + slice_bytes;
-    println!(
-        "stores: {:.1} MB, {:.0} B per object (Services and EndpointSlices)",
-        total as f64 / 1e6,
-        total as f64 / (2 * objects) as f64
+        (l1[0] - l0[0]) as f64 / 1e6
     );
 }

@@ -5,7 +5,7 @@
 //! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, and
 //! what objects have alike (namespaces, Service names, port and zone lists) is kept once per
 //! store ([`Interner`]), so ten clusters of ten thousand services and as many EndpointSlices fit
-//! in about 70 MB (`bench/kube_memory.rs`). Everything here is pure: no I/O, no kube types,
+//! in about 63 MB (`bench/kube_memory.rs`). Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
 //! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
 //! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
@@ -36,11 +36,49 @@ pub type Key = (Arc<str>, Arc<str>);
 pub struct SlimService {
     pub ports: Arc<[ServicePort]>,
     /// `spec.clusterIPs` (else `spec.clusterIP`), sorted; none for a headless Service.
-    pub cluster_ips: Box<[IpAddr]>,
-    pub lb_ips: Box<[IpAddr]>,
+    pub cluster_ips: Ips,
+    pub lb_ips: Ips,
     pub lb_hosts: Box<[String]>,
     /// Its `fedns.io/*` annotations.
     pub settings: Settings,
+}
+
+/// A sorted list of addresses, without an allocation for the one a Service mostly has (one
+/// cluster IP, one load-balancer address). Reads as a slice.
+#[derive(Debug, Clone, Default)]
+pub enum Ips {
+    #[default]
+    None,
+    One(IpAddr),
+    Many(Box<[IpAddr]>),
+}
+
+impl From<Vec<IpAddr>> for Ips {
+    fn from(v: Vec<IpAddr>) -> Self {
+        match v[..] {
+            [] => Ips::None,
+            [ip] => Ips::One(ip),
+            _ => Ips::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
+impl std::ops::Deref for Ips {
+    type Target = [IpAddr];
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            Ips::None => &[],
+            Ips::One(ip) => std::slice::from_ref(ip),
+            Ips::Many(v) => v,
+        }
+    }
+}
+
+/// Equal when they list the same addresses, however held.
+impl PartialEq for Ips {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
 }
 
 /// A Service's [`Annotations`], allocated only when it has some: most Services have none, and
@@ -469,8 +507,9 @@ pub struct Store<T> {
     relist: Option<HashMap<Key, T>>,
     /// A list has completed at least once.
     pub synced: bool,
-    /// group → keys of its live members (kinds with [`Grouped::INDEXED`]).
-    pub members: HashMap<Key, Vec<Key>>,
+    /// group → names of its live members (kinds with [`Grouped::INDEXED`]); read through
+    /// [`Store::members_of`].
+    members: HashMap<Key, Members>,
     /// Groups whose members changed since the last [`Store::take_touched`], or `None` after a
     /// re-list (anything may have changed).
     touched: Option<BTreeSet<Key>>,
@@ -529,15 +568,22 @@ impl<T: PartialEq + Grouped> Store<T> {
         }
         if let Some(g) = old
             && let Some(m) = self.members.get_mut(&g)
+            && m.remove(&key.1)
         {
-            m.retain(|k| k != key);
-            if m.is_empty() {
-                self.members.remove(&g);
-            }
+            self.members.remove(&g);
         }
         if let Some(g) = new {
             add_member(&mut self.members, g, key);
         }
+    }
+
+    /// The live members of `group` (kinds with [`Grouped::INDEXED`]; none for the others).
+    pub fn members_of<'a>(&'a self, group: &Key) -> impl Iterator<Item = &'a T> + 'a {
+        let names = self.members.get(group).map_or(&[][..], Members::names);
+        let ns = group.0.clone();
+        names
+            .iter()
+            .filter_map(move |n| self.live.get(&(ns.clone(), n.clone())))
     }
 
     /// Shares `key`'s namespace and `v`'s common values with the other objects of the store.
@@ -637,13 +683,53 @@ impl<T: PartialEq + Grouped> Store<T> {
     }
 }
 
-/// Adds `key` to `group`'s members; most groups have one (a Service with one EndpointSlice),
-/// so a group's list starts with room for one, not the four a first `push` reserves.
-fn add_member(members: &mut HashMap<Key, Vec<Key>>, group: Key, key: &Key) {
+/// The names of a group's members, which are in the group's namespace (an indexed kind's
+/// [`Grouped::group`] keeps the member's): most groups have one (a Service with one
+/// EndpointSlice), held without an allocation, shared with the key in `live`.
+#[derive(Debug, Clone)]
+enum Members {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Members {
+    fn names(&self) -> &[Arc<str>] {
+        match self {
+            Members::One(n) => std::slice::from_ref(n),
+            Members::Many(v) => v,
+        }
+    }
+
+    /// Removes `name`; true when no member is left.
+    fn remove(&mut self, name: &str) -> bool {
+        match self {
+            Members::One(n) => **n == *name,
+            Members::Many(v) => {
+                v.retain(|n| **n != *name);
+                let empty = v.is_empty();
+                if let [one] = &v[..] {
+                    let one = one.clone();
+                    *self = Members::One(one);
+                }
+                empty
+            }
+        }
+    }
+}
+
+/// Adds `key` to `group`'s members.
+fn add_member(members: &mut HashMap<Key, Members>, group: Key, key: &Key) {
+    debug_assert!(group.0 == key.0, "a member is in its group's namespace");
     match members.entry(group) {
-        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().push(key.clone()),
+        std::collections::hash_map::Entry::Occupied(mut e) => match e.get_mut() {
+            Members::Many(v) => v.push(key.1.clone()),
+            m @ Members::One(_) => {
+                let first = m.names()[0].clone();
+                *m = Members::Many(vec![first, key.1.clone()]);
+            }
+        },
         std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(vec![key.clone()]);
+            e.insert(Members::One(key.1.clone()));
         }
     }
 }
@@ -860,13 +946,11 @@ type Tally<'a> = (u32, u32, BTreeSet<&'a str>, bool);
 
 fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
     let mut t: Tally<'a> = Default::default();
-    for k in state.slices.members.get(service).into_iter().flatten() {
-        if let Some(s) = state.slices.live.get(k) {
-            t.0 += s.ready;
-            t.1 += s.not_ready;
-            t.2.extend(s.zones.iter().map(String::as_str));
-            t.3 |= s.zoneless;
-        }
+    for s in state.slices.members_of(service) {
+        t.0 += s.ready;
+        t.1 += s.not_ready;
+        t.2.extend(s.zones.iter().map(String::as_str));
+        t.3 |= s.zoneless;
     }
     t
 }
@@ -875,8 +959,8 @@ fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
 /// once; `None` when none of its slices is a headless Service's.
 fn headless_endpoints(state: &ClusterState, service: &Key) -> Option<Vec<Endpoint>> {
     let mut out: Option<Vec<Endpoint>> = None;
-    for k in state.slices.members.get(service).into_iter().flatten() {
-        if let Some(eps) = state.slices.live.get(k).and_then(|s| s.headless.as_ref()) {
+    for s in state.slices.members_of(service) {
+        if let Some(eps) = &s.headless {
             out.get_or_insert_with(Vec::new).extend(eps.iter().cloned());
         }
     }
@@ -1628,10 +1712,11 @@ pub(super) mod tests {
         let (group, members) = st.members.get_key_value(&key("shop", "svc-0")).unwrap();
         assert!(Arc::ptr_eq(&group.1, &s1.service));
         assert!(
-            members.iter().any(|m| Arc::ptr_eq(&m.1, &k1.1)),
+            members.names().iter().any(|m| Arc::ptr_eq(m, &k1.1)),
             "the key, not a copy"
         );
-        assert_eq!(members.len(), 2);
+        assert_eq!(members.names().len(), 2);
+        assert_eq!(st.members_of(&key("shop", "svc-0")).count(), 2);
         // Another zone for every slice, one at a time: the old list goes once nothing has it.
         let old = Arc::downgrade(&s1.zones);
         for i in 0..100 {
@@ -1649,6 +1734,78 @@ pub(super) mod tests {
         assert!(st.live.is_empty() && st.members.is_empty());
         assert_eq!(total(&st.interner), 0, "emptied: nothing kept");
         assert!(old.upgrade().is_none(), "the replaced zone list is freed");
+    }
+
+    /// The index of slices by Service agrees with the slices themselves through random adds,
+    /// moves to another Service, deletes and re-lists.
+    #[test]
+    fn members_follow_the_slices() {
+        let mut rng = crate::test_rng::Rng(0x5eed_cafe);
+        let slice = |service: String| SlimSlice {
+            service: service.into(),
+            ready: 1,
+            not_ready: 0,
+            zones: vec![].into(),
+            zoneless: true,
+            headless: None,
+        };
+        let mut st: Store<SlimSlice> = Store::default();
+        st.apply(Change::Init);
+        st.apply(Change::InitDone);
+        for step in 0..2000 {
+            let name = format!("sl-{}", rng.below(12));
+            let service = format!("svc-{}", rng.below(4));
+            match rng.below(10) {
+                0..=5 => st.apply(Change::Apply(key("shop", &name), Some(slice(service)))),
+                6..=8 => st.apply(Change::Delete(key("shop", &name))),
+                _ => {
+                    let kept: Vec<(Key, SlimSlice)> = st
+                        .live
+                        .iter()
+                        .filter(|_| rng.chance(70))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    st.apply(Change::Init);
+                    for (k, v) in kept {
+                        st.apply(Change::InitApply(k, Some(v)));
+                    }
+                    st.apply(Change::InitDone)
+                }
+            };
+            for g in 0..4 {
+                let group = key("shop", &format!("svc-{g}"));
+                let mut want: Vec<&SlimSlice> = st
+                    .live
+                    .values()
+                    .filter(|v| *v.service == *group.1)
+                    .collect();
+                let mut got: Vec<&SlimSlice> = st.members_of(&group).collect();
+                assert_eq!(got.len(), want.len(), "step {step}, {group:?}");
+                want.sort_by_key(|v| *v as *const SlimSlice);
+                got.sort_by_key(|v| *v as *const SlimSlice);
+                assert!(got.iter().zip(&want).all(|(a, b)| std::ptr::eq(*a, *b)));
+                assert_eq!(st.members.contains_key(&group), !want.is_empty());
+            }
+        }
+    }
+
+    /// The compact fields read as what they hold, however held, and hold nothing on the heap
+    /// for the common case.
+    #[test]
+    fn compact_fields_read_as_their_values() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(matches!(Ips::from(vec![]), Ips::None));
+        assert!(matches!(Ips::from(vec![a]), Ips::One(_)));
+        assert_eq!(*Ips::from(vec![a, b]), [a, b]);
+        assert_eq!(Ips::Many(Box::new([a])), Ips::One(a));
+        assert_ne!(Ips::One(a), Ips::One(b));
+        let none = Settings::from(Annotations::default());
+        assert!(none.0.is_none(), "no annotations: nothing allocated");
+        assert_eq!(none, Settings(Some(Box::default())));
+        let set = annotated(&[(TTL, "5")]).settings;
+        assert!(set.0.is_some() && set.ttl == Some(5));
+        assert_ne!(set, none);
     }
 
     #[test]

@@ -1094,8 +1094,8 @@ mod tests {
         assert_eq!(checkout.lb_hosts.len(), 1, "{checkout:?}");
         assert!(!checkout.ports.is_empty());
         assert_eq!(
-            checkout.cluster_ips,
-            ["10.96.183.156".parse::<IpAddr>().unwrap()].into()
+            *checkout.cluster_ips,
+            ["10.96.183.156".parse::<IpAddr>().unwrap()]
         );
         // ClusterIP and headless services are not federated.
         assert!(
