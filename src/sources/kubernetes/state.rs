@@ -5,7 +5,7 @@
 //! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, and
 //! what objects have alike (namespaces, Service names, port and zone lists) is kept once per
 //! store ([`Interner`]), so ten clusters of ten thousand services and as many EndpointSlices fit
-//! in about 63 MB (`bench/kube_memory.rs`). Everything here is pure: no I/O, no kube types,
+//! in about 63 MB (`bench/kube_memory.rs`); the snapshot's lists are cut to their length. Everything here is pure: no I/O, no kube types,
 //! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
 //! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
 //! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
@@ -1218,13 +1218,16 @@ fn service_of(
         }
         let (r, nr, ez, zoneless) = tally(v.state, key);
         // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
+        // Boxed and back: a filtered `collect` reserves room for four, and the snapshot keeps
+        // this list in every shard until the service changes.
         let shard_zones: Vec<String> = if zoneless {
             vec![]
         } else {
             ez.into_iter()
                 .filter(|z| v.zones.iter().any(|c| c == z))
                 .map(String::from)
-                .collect()
+                .collect::<Box<[String]>>()
+                .into_vec()
         };
         let Some(svc) = v.state.services.live.get(key) else {
             if let Some(eps) = headless_import
@@ -1289,6 +1292,8 @@ fn service_of(
     ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
     shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     shards.shrink_to_fit();
+    ports.shrink_to_fit();
+    imports.shrink_to_fit();
     Some((
         Service {
             name: key.1.to_string(),
