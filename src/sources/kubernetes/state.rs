@@ -2,15 +2,16 @@
 //! [`Federation`] snapshot.
 //!
 //! Only the fields DNS needs are kept (a few short strings and counters per Service, with its
-//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, and
-//! what objects have alike (namespaces, Service names, port and zone lists) is kept once per
-//! store ([`Interner`]), so ten clusters of ten thousand services and as many EndpointSlices fit
-//! in about 63 MB (`bench/kube_memory.rs`); the snapshot's lists are cut to their length. Everything here is pure: no I/O, no kube types,
-//! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
-//! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
-//! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
-//! stale grace, and past it they are dropped unless that would leave a name with no healthy
-//! address at all, in which case they stay and are counted.
+//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes
+//! objects, and what objects have alike (namespaces, Service names, port and zone lists) is kept
+//! once per store ([`Interner`]), so ten clusters of ten thousand services and as many
+//! EndpointSlices fit in about 63 MB (`bench/kube_memory.rs`); the snapshot's lists are cut to
+//! their length. Everything here is pure: no I/O, no kube types, the clock is passed in.
+//! Guarantees: a re-list replaces a kind's contents atomically at its end (no gap while it runs);
+//! a cluster contributes shards only once every kind it watches has been listed; fail static
+//! (DESIGN §3): a cluster that stopped syncing keeps its last shards for the stale grace, and past
+//! it they are dropped unless that would leave a name with no healthy address at all, in which
+//! case they stay and are counted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
