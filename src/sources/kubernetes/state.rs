@@ -1812,6 +1812,11 @@ pub(super) mod tests {
         let set = annotated(&[(TTL, "5")]).settings;
         assert!(set.0.is_some() && set.ttl == Some(5));
         assert_ne!(set, none);
+        // What a store holds inline per object, times ~1.6 for the hash table's free slots
+        // (`bench/kube_memory.rs` measures the whole).
+        assert!(std::mem::size_of::<(Key, SlimService)>() <= 120);
+        assert!(std::mem::size_of::<(Key, SlimSlice)>() <= 96);
+        assert!(std::mem::size_of::<(Key, Members)>() <= 56);
     }
 
     #[test]
