@@ -391,7 +391,7 @@ pub struct Import {
     pub headless: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     pub name: String,
     /// `tcp`, `udp` or `sctp`, lowercase.

@@ -29,7 +29,9 @@
 pub mod config;
 pub mod join;
 pub mod state;
-mod watch;
+/// Public for bench/kube_memory.rs, which measures the stores of objects translated here.
+#[doc(hidden)]
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -1279,11 +1281,11 @@ mod tests {
             .apply(Change::Apply(
                 ("shop".into(), "web".into()),
                 Some(state::SlimService {
-                    cluster_ips: vec![],
+                    cluster_ips: vec![].into(),
                     settings: Default::default(),
-                    ports: vec![],
-                    lb_ips: vec!["10.0.0.1".parse().unwrap()],
-                    lb_hosts: vec![],
+                    ports: vec![].into(),
+                    lb_ips: vec!["10.0.0.1".parse().unwrap()].into(),
+                    lb_hosts: vec![].into(),
                 }),
             ));
         src.gather_until = Some(Instant::now() - Duration::from_millis(1));
@@ -1301,11 +1303,11 @@ mod tests {
         let mut old = listed();
         let web: state::Key = ("shop".into(), "web".into());
         let svc = |ip: &str| state::SlimService {
-            cluster_ips: vec![],
+            cluster_ips: vec![].into(),
             settings: Default::default(),
-            ports: vec![],
-            lb_ips: vec![ip.parse().unwrap()],
-            lb_hosts: vec![],
+            ports: vec![].into(),
+            lb_ips: vec![ip.parse().unwrap()].into(),
+            lb_hosts: vec![].into(),
         };
         old.services
             .apply(Change::Apply(web.clone(), Some(svc("10.0.0.1"))));

@@ -2,16 +2,21 @@
 //! [`Federation`] snapshot.
 //!
 //! Only the fields DNS needs are kept (a few short strings and counters per Service, with its
-//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes objects, so ten clusters of ten
-//! thousand services fit in tens of megabytes. Everything here is pure: no I/O, no kube types,
-//! the clock is passed in. Guarantees: a re-list replaces a kind's contents atomically at its end
-//! (no gap while it runs); a cluster contributes shards only once every kind it watches has been
-//! listed; fail static (DESIGN §3): a cluster that stopped syncing keeps its last shards for the
-//! stale grace, and past it they are dropped unless that would leave a name with no healthy
-//! address at all, in which case they stay and are counted.
+//! validated `fedns.io/*` annotations, EndpointSlice, Ingress and Node), never whole Kubernetes
+//! objects, and what objects have alike (namespaces, Service names, port and zone lists) is kept
+//! once per store ([`Interner`]), so ten clusters of ten thousand services and as many
+//! EndpointSlices fit in about 63 MB (`bench/kube_memory.rs`); the snapshot's lists are cut to
+//! their length. Everything here is pure: no I/O, no kube types, the clock is passed in.
+//! Guarantees: a re-list replaces a kind's contents atomically at its end (no gap while it runs);
+//! a cluster contributes shards only once every kind it watches has been listed; fail static
+//! (DESIGN §3): a cluster that stopped syncing keeps its last shards for the stale grace, and past
+//! it they are dropped unless that would leave a name with no healthy address at all, in which
+//! case they stay and are counted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::{ClusterSpec, KubeSettings};
@@ -21,18 +26,99 @@ use crate::model::{
 };
 use crate::selection::is_healthy;
 
-/// `(namespace, name)`; cluster-scoped objects have an empty namespace.
-pub type Key = (String, String);
+/// `(namespace, name)`; cluster-scoped objects have an empty namespace. `Arc<str>`, not
+/// `String`: a store keeps each namespace once ([`Interner`]), and the keys of its indexes
+/// (`members`, `touched`, the [`Assembler`]'s) are clones of its own, not copies.
+pub type Key = (Arc<str>, Arc<str>);
 
+/// What never grows once translated is a boxed slice (no spare capacity, 16 bytes inline, none
+/// allocated when empty); port lists are shared between the Services that have the same.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlimService {
-    pub ports: Vec<ServicePort>,
+    pub ports: Arc<[ServicePort]>,
     /// `spec.clusterIPs` (else `spec.clusterIP`), sorted; none for a headless Service.
-    pub cluster_ips: Vec<IpAddr>,
-    pub lb_ips: Vec<IpAddr>,
-    pub lb_hosts: Vec<String>,
+    pub cluster_ips: Ips,
+    pub lb_ips: Ips,
+    pub lb_hosts: Box<[String]>,
     /// Its `fedns.io/*` annotations.
-    pub settings: Annotations,
+    pub settings: Settings,
+}
+
+/// A sorted list of addresses, without an allocation for the one a Service mostly has (one
+/// cluster IP, one load-balancer address). Reads as a slice.
+#[derive(Debug, Clone, Default)]
+pub enum Ips {
+    #[default]
+    None,
+    One(IpAddr),
+    Many(Box<[IpAddr]>),
+}
+
+impl From<Vec<IpAddr>> for Ips {
+    fn from(v: Vec<IpAddr>) -> Self {
+        match v[..] {
+            [] => Ips::None,
+            [ip] => Ips::One(ip),
+            _ => Ips::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
+impl std::ops::Deref for Ips {
+    type Target = [IpAddr];
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            Ips::None => &[],
+            Ips::One(ip) => std::slice::from_ref(ip),
+            Ips::Many(v) => v,
+        }
+    }
+}
+
+/// Equal when they list the same addresses, however held.
+impl PartialEq for Ips {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+/// A Service's [`Annotations`], allocated only when it has some: most Services have none, and
+/// inline they would be most of a Service's bytes. Reads as the annotations (none: all unset).
+#[derive(Debug, Clone, Default)]
+pub struct Settings(Option<Box<Annotations>>);
+
+/// What a Service without `fedns.io/*` annotations reads.
+static NO_ANNOTATIONS: Annotations = Annotations {
+    ttl: None,
+    policy: None,
+    weight: None,
+    bad: Vec::new(),
+};
+
+impl From<Annotations> for Settings {
+    fn from(a: Annotations) -> Self {
+        Settings((a != NO_ANNOTATIONS).then(|| Box::new(a)))
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Annotations;
+    fn deref(&self) -> &Annotations {
+        self.0.as_deref().unwrap_or(&NO_ANNOTATIONS)
+    }
+}
+
+impl std::ops::DerefMut for Settings {
+    fn deref_mut(&mut self) -> &mut Annotations {
+        self.0.get_or_insert_default()
+    }
+}
+
+/// Equal when they read the same, allocated or not.
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
 }
 
 /// The per-service annotations of a federated Service (validated).
@@ -124,6 +210,7 @@ impl Annotations {
                 format!("set while {POLICY} is not failover"),
             ));
         }
+        list.shrink_to_fit();
         a.bad = list;
         a
     }
@@ -150,16 +237,18 @@ impl SlimService {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlimSlice {
-    pub service: String,
+    /// Shared between the slices of a Service and the store's index of them.
+    pub service: Arc<str>,
     pub ready: u32,
     pub not_ready: u32,
-    /// Zones of the ready endpoints.
-    pub zones: Vec<String>,
+    /// Zones of the ready endpoints, sorted (a list shared between the slices that have the
+    /// same).
+    pub zones: Arc<[String]>,
     /// Some ready endpoint had no zone.
     pub zoneless: bool,
     /// The ready endpoints, sorted, of a headless Service's slice (one the EndpointSlice
     /// controller labels `service.kubernetes.io/headless`); `None` for any other slice.
-    pub headless: Option<Vec<Endpoint>>,
+    pub headless: Option<Box<[Endpoint]>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,9 +402,74 @@ pub trait Grouped {
     /// Called with the object this one replaces: keeps from it what this one says badly
     /// (a Service's last good annotation values).
     fn carry(&mut self, _old: &Self) {}
+    /// Swaps the values many objects of a store have alike for the store's shared copies.
+    fn share(&mut self, _: &mut Interner) {}
+}
+
+/// Equal values shared between a store's objects: namespaces, a slice's Service name, port and
+/// zone lists (a few distinct values among thousands of objects), each kept once. Only memory
+/// depends on it: a shared value equals the one it replaces. A value no object holds any more
+/// is dropped at the next sweep, which runs at the end of each list and whenever the interner
+/// has doubled since the last one, so it holds at most about twice what the store uses.
+#[derive(Debug, Default)]
+pub struct Interner {
+    strs: HashSet<Arc<str>>,
+    zones: HashSet<Arc<[String]>>,
+    ports: HashSet<Arc<[ServicePort]>>,
+    /// Values held after the last sweep.
+    swept: usize,
+}
+
+impl Interner {
+    /// The shared copy of `v` (`v` itself when it is the first).
+    fn share<T: ?Sized + Eq + Hash>(set: &mut HashSet<Arc<T>>, v: &Arc<T>) -> Arc<T> {
+        match set.get(v) {
+            Some(s) => s.clone(),
+            None => {
+                set.insert(v.clone());
+                v.clone()
+            }
+        }
+    }
+
+    pub fn str(&mut self, v: &mut Arc<str>) {
+        *v = Self::share(&mut self.strs, v);
+        self.maybe_sweep();
+    }
+
+    pub fn zones(&mut self, v: &mut Arc<[String]>) {
+        *v = Self::share(&mut self.zones, v);
+        self.maybe_sweep();
+    }
+
+    pub fn ports(&mut self, v: &mut Arc<[ServicePort]>) {
+        *v = Self::share(&mut self.ports, v);
+        self.maybe_sweep();
+    }
+
+    fn len(&self) -> usize {
+        self.strs.len() + self.zones.len() + self.ports.len()
+    }
+
+    fn maybe_sweep(&mut self) {
+        if self.len() > 2 * self.swept + 64 {
+            self.sweep();
+        }
+    }
+
+    /// Drops what only the interner holds.
+    fn sweep(&mut self) {
+        self.strs.retain(|v| Arc::strong_count(v) > 1);
+        self.zones.retain(|v| Arc::strong_count(v) > 1);
+        self.ports.retain(|v| Arc::strong_count(v) > 1);
+        self.swept = self.len();
+    }
 }
 
 impl Grouped for SlimService {
+    fn share(&mut self, i: &mut Interner) {
+        i.ports(&mut self.ports);
+    }
     fn carry(&mut self, old: &Self) {
         let (new, was) = (&mut self.settings, &old.settings);
         if new.is_bad(TTL) {
@@ -341,6 +495,10 @@ impl Grouped for SlimSlice {
     fn group(&self, key: &Key) -> Key {
         (key.0.clone(), self.service.clone())
     }
+    fn share(&mut self, i: &mut Interner) {
+        i.str(&mut self.service);
+        i.zones(&mut self.zones);
+    }
 }
 
 /// One kind's objects, as a reflector would keep them, but slim.
@@ -350,14 +508,17 @@ pub struct Store<T> {
     relist: Option<HashMap<Key, T>>,
     /// A list has completed at least once.
     pub synced: bool,
-    /// group → keys of its live members (kinds with [`Grouped::INDEXED`]).
-    pub members: HashMap<Key, Vec<Key>>,
+    /// group → names of its live members (kinds with [`Grouped::INDEXED`]); read through
+    /// [`Store::members_of`].
+    members: HashMap<Key, Members>,
     /// Groups whose members changed since the last [`Store::take_touched`], or `None` after a
     /// re-list (anything may have changed).
     touched: Option<BTreeSet<Key>>,
     /// Changes with every change of `live`, unique over all stores (0: never changed, empty),
     /// so a result computed from a store is reused while its version stays.
     pub version: u64,
+    /// What the objects of `live` and of a re-list have alike, kept once.
+    interner: Interner,
 }
 
 /// The next [`Store::version`].
@@ -375,6 +536,7 @@ impl<T> Default for Store<T> {
             members: HashMap::new(),
             touched: None,
             version: 0,
+            interner: Interner::default(),
         }
     }
 }
@@ -407,14 +569,29 @@ impl<T: PartialEq + Grouped> Store<T> {
         }
         if let Some(g) = old
             && let Some(m) = self.members.get_mut(&g)
+            && m.remove(&key.1)
         {
-            m.retain(|k| k != key);
-            if m.is_empty() {
-                self.members.remove(&g);
-            }
+            self.members.remove(&g);
         }
         if let Some(g) = new {
-            self.members.entry(g).or_default().push(key.clone());
+            add_member(&mut self.members, g, key);
+        }
+    }
+
+    /// The live members of `group` (kinds with [`Grouped::INDEXED`]; none for the others).
+    pub fn members_of<'a>(&'a self, group: &Key) -> impl Iterator<Item = &'a T> + 'a {
+        let names = self.members.get(group).map_or(&[][..], Members::names);
+        let ns = group.0.clone();
+        names
+            .iter()
+            .filter_map(move |n| self.live.get(&(ns.clone(), n.clone())))
+    }
+
+    /// Shares `key`'s namespace and `v`'s common values with the other objects of the store.
+    fn share(&mut self, key: &mut Key, v: Option<&mut T>) {
+        self.interner.str(&mut key.0);
+        if let Some(v) = v {
+            v.share(&mut self.interner);
         }
     }
 
@@ -427,7 +604,11 @@ impl<T: PartialEq + Grouped> Store<T> {
         changed
     }
 
-    fn apply_inner(&mut self, change: Change<T>) -> bool {
+    fn apply_inner(&mut self, mut change: Change<T>) -> bool {
+        match &mut change {
+            Change::InitApply(k, v) | Change::Apply(k, v) => self.share(k, v.as_mut()),
+            Change::Delete(_) | Change::Init | Change::InitDone => {}
+        }
         match change {
             Change::Init => {
                 self.relist = Some(HashMap::new());
@@ -452,10 +633,12 @@ impl<T: PartialEq + Grouped> Store<T> {
                     if T::INDEXED {
                         self.members.clear();
                         for (k, v) in &self.live {
-                            self.members.entry(v.group(k)).or_default().push(k.clone());
+                            add_member(&mut self.members, v.group(k), k);
                         }
                     }
                 }
+                // The replaced objects are gone: so are the values only they had.
+                self.interner.sweep();
                 changed
             }
             Change::Apply(k, Some(mut v)) => {
@@ -497,6 +680,57 @@ impl<T: PartialEq + Grouped> Store<T> {
                     None => false,
                 }
             }
+        }
+    }
+}
+
+/// The names of a group's members, which are in the group's namespace (an indexed kind's
+/// [`Grouped::group`] keeps the member's): most groups have one (a Service with one
+/// EndpointSlice), held without an allocation, shared with the key in `live`.
+#[derive(Debug, Clone)]
+enum Members {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Members {
+    fn names(&self) -> &[Arc<str>] {
+        match self {
+            Members::One(n) => std::slice::from_ref(n),
+            Members::Many(v) => v,
+        }
+    }
+
+    /// Removes `name`; true when no member is left.
+    fn remove(&mut self, name: &str) -> bool {
+        match self {
+            Members::One(n) => **n == *name,
+            Members::Many(v) => {
+                v.retain(|n| **n != *name);
+                let empty = v.is_empty();
+                if let [one] = &v[..] {
+                    let one = one.clone();
+                    *self = Members::One(one);
+                }
+                empty
+            }
+        }
+    }
+}
+
+/// Adds `key` to `group`'s members.
+fn add_member(members: &mut HashMap<Key, Members>, group: Key, key: &Key) {
+    debug_assert!(group.0 == key.0, "a member is in its group's namespace");
+    match members.entry(group) {
+        std::collections::hash_map::Entry::Occupied(mut e) => match e.get_mut() {
+            Members::Many(v) => v.push(key.1.clone()),
+            m @ Members::One(_) => {
+                let first = m.names()[0].clone();
+                *m = Members::Many(vec![first, key.1.clone()]);
+            }
+        },
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(Members::One(key.1.clone()));
         }
     }
 }
@@ -713,13 +947,11 @@ type Tally<'a> = (u32, u32, BTreeSet<&'a str>, bool);
 
 fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
     let mut t: Tally<'a> = Default::default();
-    for k in state.slices.members.get(service).into_iter().flatten() {
-        if let Some(s) = state.slices.live.get(k) {
-            t.0 += s.ready;
-            t.1 += s.not_ready;
-            t.2.extend(s.zones.iter().map(String::as_str));
-            t.3 |= s.zoneless;
-        }
+    for s in state.slices.members_of(service) {
+        t.0 += s.ready;
+        t.1 += s.not_ready;
+        t.2.extend(s.zones.iter().map(String::as_str));
+        t.3 |= s.zoneless;
     }
     t
 }
@@ -728,8 +960,8 @@ fn tally<'a>(state: &'a ClusterState, service: &Key) -> Tally<'a> {
 /// once; `None` when none of its slices is a headless Service's.
 fn headless_endpoints(state: &ClusterState, service: &Key) -> Option<Vec<Endpoint>> {
     let mut out: Option<Vec<Endpoint>> = None;
-    for k in state.slices.members.get(service).into_iter().flatten() {
-        if let Some(eps) = state.slices.live.get(k).and_then(|s| s.headless.as_ref()) {
+    for s in state.slices.members_of(service) {
+        if let Some(eps) = &s.headless {
             out.get_or_insert_with(Vec::new).extend(eps.iter().cloned());
         }
     }
@@ -987,13 +1219,16 @@ fn service_of(
         }
         let (r, nr, ez, zoneless) = tally(v.state, key);
         // Endpoint zones narrow the shard only when every ready endpoint has a known zone.
+        // Boxed and back: a filtered `collect` reserves room for four, and the snapshot keeps
+        // this list in every shard until the service changes.
         let shard_zones: Vec<String> = if zoneless {
             vec![]
         } else {
             ez.into_iter()
                 .filter(|z| v.zones.iter().any(|c| c == z))
                 .map(String::from)
-                .collect()
+                .collect::<Box<[String]>>()
+                .into_vec()
         };
         let Some(svc) = v.state.services.live.get(key) else {
             if let Some(eps) = headless_import
@@ -1021,7 +1256,7 @@ fn service_of(
         let shard = Shard {
             cluster: v.spec.name.clone(),
             addresses: addresses(resolved, &svc.lb_ips, &svc.lb_hosts),
-            cluster_ips: svc.cluster_ips.clone(),
+            cluster_ips: svc.cluster_ips.to_vec(),
             ready_endpoints: r,
             not_ready_endpoints: nr,
             zones: shard_zones,
@@ -1058,10 +1293,12 @@ fn service_of(
     ports.sort_by(|a, b| (&a.name, &a.protocol).cmp(&(&b.name, &b.protocol)));
     shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     shards.shrink_to_fit();
+    ports.shrink_to_fit();
+    imports.shrink_to_fit();
     Some((
         Service {
-            name: key.1.clone(),
-            namespace: key.0.clone(),
+            name: key.1.to_string(),
+            namespace: key.0.to_string(),
             ports,
             shards,
             policy,
@@ -1084,7 +1321,7 @@ fn ingress_hosts(
             let (r, nr) = ing
                 .backends
                 .iter()
-                .map(|b| tally(v.state, &(ns.clone(), b.clone())))
+                .map(|b| tally(v.state, &(ns.clone(), b.as_str().into())))
                 .fold((0, 0), |acc, e| (acc.0 + e.0, acc.1 + e.1));
             for host in &ing.hosts {
                 let shard = Shard {
@@ -1265,11 +1502,12 @@ pub(super) mod tests {
 
     fn annotated(pairs: &[(&str, &str)]) -> SlimService {
         SlimService {
-            cluster_ips: vec![],
-            ports: vec![],
-            lb_ips: vec!["10.0.0.1".parse().unwrap()],
-            lb_hosts: vec![],
-            settings: Annotations::parse(|k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v)),
+            cluster_ips: vec![].into(),
+            ports: vec![].into(),
+            lb_ips: vec!["10.0.0.1".parse().unwrap()].into(),
+            lb_hosts: vec![].into(),
+            settings: Annotations::parse(|k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v))
+                .into(),
         }
     }
 
@@ -1411,11 +1649,11 @@ pub(super) mod tests {
         s.services.apply(Change::InitApply(
             key("shop", "web"),
             Some(SlimService {
-                cluster_ips: vec![],
+                cluster_ips: vec![].into(),
                 settings: Default::default(),
-                ports: vec![],
-                lb_ips: vec![ip.parse().unwrap()],
-                lb_hosts: vec!["lb.example.net".into()],
+                ports: vec![].into(),
+                lb_ips: vec![ip.parse().unwrap()].into(),
+                lb_hosts: vec!["lb.example.net".into()].into(),
             }),
         ));
         s.services.apply(Change::InitDone);
@@ -1426,7 +1664,7 @@ pub(super) mod tests {
                 service: "web".into(),
                 ready,
                 not_ready: 0,
-                zones: vec!["z1".into()],
+                zones: vec!["z1".into()].into(),
                 zoneless: false,
                 headless: None,
             }),
@@ -1453,6 +1691,134 @@ pub(super) mod tests {
         s
     }
 
+    /// What slices have alike is kept once: the namespace, the Service name (also in the
+    /// `members` index), the zone list; and what no object holds any more is let go.
+    #[test]
+    fn a_store_keeps_common_values_once_and_lets_them_go() {
+        let slice = |service: &str, zone: &str| SlimSlice {
+            service: service.into(),
+            ready: 1,
+            not_ready: 0,
+            zones: vec![zone.to_string()].into(),
+            zoneless: false,
+            headless: None,
+        };
+        let mut st: Store<SlimSlice> = Store::default();
+        st.apply(Change::Init);
+        for i in 0..100 {
+            let v = slice(&format!("svc-{}", i / 2), "z1");
+            st.apply(Change::InitApply(key("shop", &format!("sl-{i}")), Some(v)));
+        }
+        st.apply(Change::InitDone);
+        let (k1, s1) = st.live.get_key_value(&key("shop", "sl-0")).unwrap();
+        let (k2, s2) = st.live.get_key_value(&key("shop", "sl-1")).unwrap();
+        assert!(Arc::ptr_eq(&k1.0, &k2.0), "one namespace");
+        assert!(Arc::ptr_eq(&s1.service, &s2.service), "one Service name");
+        assert!(Arc::ptr_eq(&s1.zones, &s2.zones), "one zone list");
+        let (group, members) = st.members.get_key_value(&key("shop", "svc-0")).unwrap();
+        assert!(Arc::ptr_eq(&group.1, &s1.service));
+        assert!(
+            members.names().iter().any(|m| Arc::ptr_eq(m, &k1.1)),
+            "the key, not a copy"
+        );
+        assert_eq!(members.names().len(), 2);
+        assert_eq!(st.members_of(&key("shop", "svc-0")).count(), 2);
+        // Another zone for every slice, one at a time: the old list goes once nothing has it.
+        let old = Arc::downgrade(&s1.zones);
+        for i in 0..100 {
+            let v = slice(&format!("svc-{}", i / 2), "z2");
+            st.apply(Change::Apply(key("shop", &format!("sl-{i}")), Some(v)));
+        }
+        let total = |i: &Interner| i.strs.len() + i.zones.len();
+        assert!(
+            total(&st.interner) <= 2 * 52 + 64,
+            "{}",
+            total(&st.interner)
+        );
+        st.apply(Change::Init);
+        st.apply(Change::InitDone);
+        assert!(st.live.is_empty() && st.members.is_empty());
+        assert_eq!(total(&st.interner), 0, "emptied: nothing kept");
+        assert!(old.upgrade().is_none(), "the replaced zone list is freed");
+    }
+
+    /// The index of slices by Service agrees with the slices themselves through random adds,
+    /// moves to another Service, deletes and re-lists.
+    #[test]
+    fn members_follow_the_slices() {
+        let mut rng = crate::test_rng::Rng(0x5eed_cafe);
+        let slice = |service: String| SlimSlice {
+            service: service.into(),
+            ready: 1,
+            not_ready: 0,
+            zones: vec![].into(),
+            zoneless: true,
+            headless: None,
+        };
+        let mut st: Store<SlimSlice> = Store::default();
+        st.apply(Change::Init);
+        st.apply(Change::InitDone);
+        for step in 0..2000 {
+            let name = format!("sl-{}", rng.below(12));
+            let service = format!("svc-{}", rng.below(4));
+            match rng.below(10) {
+                0..=5 => st.apply(Change::Apply(key("shop", &name), Some(slice(service)))),
+                6..=8 => st.apply(Change::Delete(key("shop", &name))),
+                _ => {
+                    let kept: Vec<(Key, SlimSlice)> = st
+                        .live
+                        .iter()
+                        .filter(|_| rng.chance(70))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    st.apply(Change::Init);
+                    for (k, v) in kept {
+                        st.apply(Change::InitApply(k, Some(v)));
+                    }
+                    st.apply(Change::InitDone)
+                }
+            };
+            for g in 0..4 {
+                let group = key("shop", &format!("svc-{g}"));
+                let mut want: Vec<&SlimSlice> = st
+                    .live
+                    .values()
+                    .filter(|v| *v.service == *group.1)
+                    .collect();
+                let mut got: Vec<&SlimSlice> = st.members_of(&group).collect();
+                assert_eq!(got.len(), want.len(), "step {step}, {group:?}");
+                want.sort_by_key(|v| *v as *const SlimSlice);
+                got.sort_by_key(|v| *v as *const SlimSlice);
+                assert!(got.iter().zip(&want).all(|(a, b)| std::ptr::eq(*a, *b)));
+                assert_eq!(st.members.contains_key(&group), !want.is_empty());
+            }
+        }
+    }
+
+    /// The compact fields read as what they hold, however held, and hold nothing on the heap
+    /// for the common case.
+    #[test]
+    fn compact_fields_read_as_their_values() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(matches!(Ips::from(vec![]), Ips::None));
+        assert!(matches!(Ips::from(vec![a]), Ips::One(_)));
+        assert_eq!(*Ips::from(vec![a, b]), [a, b]);
+        assert_eq!(Ips::Many(Box::new([a])), Ips::One(a));
+        assert_ne!(Ips::One(a), Ips::One(b));
+        let none = Settings::from(Annotations::default());
+        assert!(none.0.is_none(), "no annotations: nothing allocated");
+        assert_eq!(none, Settings(Some(Box::default())));
+        let set = annotated(&[(TTL, "5")]).settings;
+        assert!(set.0.is_some() && set.ttl == Some(5));
+        assert_ne!(set, none);
+        // What a store holds inline per object, times ~1.6 for the hash table's free slots
+        // (`bench/kube_memory.rs` measures the whole).
+        assert!(std::mem::size_of::<(Key, SlimService)>() <= 120);
+        assert!(std::mem::size_of::<(Key, SlimSlice)>() <= 96);
+        assert!(std::mem::size_of::<(Key, Members)>() <= 56);
+    }
+
     #[test]
     fn relist_swaps_at_the_end_and_keeps_events_seen_meanwhile() {
         let mut st: Store<u32> = Store::default();
@@ -1469,7 +1835,7 @@ pub(super) mod tests {
         );
         st.apply(Change::Apply(key("a", "3"), Some(3)));
         assert!(st.apply(Change::InitDone));
-        let keys: BTreeSet<_> = st.live.keys().map(|k| k.1.clone()).collect();
+        let keys: BTreeSet<String> = st.live.keys().map(|k| k.1.to_string()).collect();
         assert_eq!(keys, ["2", "3"].iter().map(|s| s.to_string()).collect());
         assert!(
             !st.apply(Change::Apply(key("a", "3"), Some(3))),
@@ -1663,9 +2029,9 @@ pub(super) mod tests {
             service: "db".into(),
             ready: eps.as_ref().map_or(1, |e| e.len() as u32),
             not_ready: 0,
-            zones: vec![],
+            zones: vec![].into(),
             zoneless: true,
-            headless: eps,
+            headless: eps.map(Into::into),
         };
         sa.slices.apply(Change::Apply(
             key("shop", "db-1"),
@@ -1795,17 +2161,17 @@ pub(super) mod tests {
                     }
                     let v = SlimService {
                         cluster_ips: if rnd(2) == 0 {
-                            vec![format!("10.96.{c}.1").parse().unwrap()]
+                            vec![format!("10.96.{c}.1").parse().unwrap()].into()
                         } else {
-                            vec![]
+                            vec![].into()
                         },
                         settings: annotated(&pairs).settings,
-                        ports: vec![],
-                        lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()],
+                        ports: vec![].into(),
+                        lb_ips: vec![format!("10.1.{c}.{}", rnd(3) + 1).parse().unwrap()].into(),
                         lb_hosts: if rnd(4) == 0 {
-                            vec!["lb.example.net".into()]
+                            vec!["lb.example.net".into()].into()
                         } else {
-                            vec![]
+                            vec![].into()
                         },
                     };
                     st.services.apply(Change::Apply(key("shop", &svc), Some(v)));
@@ -1828,10 +2194,10 @@ pub(super) mod tests {
                             .collect()
                     });
                     let v = SlimSlice {
-                        service: svc.clone(),
+                        service: svc.clone().into(),
                         ready,
                         not_ready: rnd(2) as u32,
-                        zones: vec![["z1", "z2", "z9"][rnd(3) as usize].into()],
+                        zones: vec![["z1", "z2", "z9"][rnd(3) as usize].into()].into(),
                         zoneless: rnd(5) == 0,
                         headless,
                     };

@@ -326,6 +326,14 @@ impl<M: CustomKind> Resource for Custom<M> {
     }
 }
 
+/// The store key of an object: `(namespace, name)`, the namespace empty for a cluster-scoped one.
+pub fn key_of<K: Resource>(o: &K) -> Key {
+    (
+        o.namespace().unwrap_or_default().into(),
+        o.name_any().into(),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn watch_kind<K, T>(
     api: Api<K>,
@@ -340,7 +348,7 @@ async fn watch_kind<K, T>(
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
-    let key = |o: &K| -> Key { (o.namespace().unwrap_or_default(), o.name_any()) };
+    let key = key_of::<K>;
     let send = |body| {
         let msg = Msg {
             cluster: cluster.clone(),
@@ -565,7 +573,7 @@ fn lb_targets<'a>(
     (parse_ips(ips.into_iter()), hosts)
 }
 
-fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
+pub fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
     let spec = s.spec.as_ref()?;
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return None;
@@ -622,10 +630,11 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
     cluster_ips.dedup();
     Some(SlimService {
         ports,
-        cluster_ips,
-        lb_ips,
-        lb_hosts,
-        settings: super::state::Annotations::parse(|k| annotations?.get(k).map(String::as_str)),
+        cluster_ips: cluster_ips.into(),
+        lb_ips: lb_ips.into(),
+        lb_hosts: lb_hosts.into(),
+        settings: super::state::Annotations::parse(|k| annotations?.get(k).map(String::as_str))
+            .into(),
     })
 }
 
@@ -633,7 +642,7 @@ fn slim_service(s: &Service, rule: &SelectRule) -> Option<SlimService> {
 /// (`clusterIP: None`).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
-fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
+pub fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
     let labels = s.metadata.labels.as_ref()?;
     let service = labels.get("kubernetes.io/service-name")?.clone();
     // Only a headless Service's slices keep their endpoints (the MCS per-endpoint names): the
@@ -678,12 +687,12 @@ fn slim_slice(s: &EndpointSlice) -> Option<SlimSlice> {
         eps.sort();
     }
     Some(SlimSlice {
-        service,
+        service: service.as_str().into(),
         ready,
         not_ready,
-        zones,
+        zones: zones.into(),
         zoneless,
-        headless,
+        headless: headless.map(Vec::into_boxed_slice),
     })
 }
 
@@ -736,7 +745,7 @@ fn slim_ingress(i: &Ingress) -> Option<SlimIngress> {
     })
 }
 
-fn slim_node(n: &Node) -> Option<SlimNode> {
+pub fn slim_node(n: &Node) -> Option<SlimNode> {
     let labels = n.metadata.labels.as_ref();
     let get = |k: &str, old: &str| {
         labels
@@ -981,7 +990,7 @@ fn slim_route(r: &Custom<HttpRouteKind>) -> Option<SlimRoute> {
         let pns = p["namespace"]
             .as_str()
             .map_or_else(|| ns.clone(), String::from);
-        Some((pns, name))
+        Some((pns.into(), name.into()))
     };
     let gateway_refs = |v: &serde_json::Value| -> Vec<ParentRef> {
         v.as_array()
@@ -1085,7 +1094,7 @@ mod tests {
         assert_eq!(checkout.lb_hosts.len(), 1, "{checkout:?}");
         assert!(!checkout.ports.is_empty());
         assert_eq!(
-            checkout.cluster_ips,
+            *checkout.cluster_ips,
             ["10.96.183.156".parse::<IpAddr>().unwrap()]
         );
         // ClusterIP and headless services are not federated.
@@ -1105,7 +1114,7 @@ mod tests {
             .unwrap();
         let slim = slim_slice(s).unwrap();
         assert_eq!((slim.ready, slim.not_ready), (1, 2), "{slim:?}");
-        assert_eq!(slim.service, "checkout");
+        assert_eq!(&*slim.service, "checkout");
         assert_eq!(slim.headless, None, "not a headless Service's slice");
     }
 
@@ -1127,10 +1136,13 @@ mod tests {
         let slim = slim_slice(&s).unwrap();
         assert_eq!(
             slim.headless,
-            Some(vec![Endpoint {
-                hostname: Some("catalog-0".into()),
-                addresses: vec!["fd00:10:244:1::5".parse().unwrap()],
-            }])
+            Some(
+                vec![Endpoint {
+                    hostname: Some("catalog-0".into()),
+                    addresses: vec!["fd00:10:244:1::5".parse().unwrap()],
+                }]
+                .into()
+            )
         );
         // Not ready endpoints and a hostname that is no DNS label.
         let mut ep = s.endpoints[0].clone();
@@ -1326,7 +1338,7 @@ mod tests {
         let sr = slim_route(&r).unwrap();
         assert_eq!(sr.hostnames, ["*.wild.example.com", "web.example.com"]);
         let parent = |ns: &str, name: &str, section: Option<&str>| ParentRef {
-            gateway: (ns.to_string(), name.to_string()),
+            gateway: (ns.into(), name.into()),
             section: section.map(String::from),
             port: None,
         };
@@ -1353,6 +1365,6 @@ mod tests {
                 on_port
             ]
         );
-        assert_eq!(sr.backends, [("shop".to_string(), "checkout".to_string())]);
+        assert_eq!(sr.backends, [("shop".into(), "checkout".into())]);
     }
 }
