@@ -125,7 +125,7 @@ enum Ref {
 
 #[derive(Clone, Debug)]
 struct Encoded {
-    by_type: Box<[(u16, Ref)]>,
+    by_type: Typed,
     other: Ref,
     /// What names below this one that do not exist answer: its `*` child's synthesized
     /// answers (RFC 4592), or below a zone cut the referral; `None`: NXDOMAIN.
@@ -133,7 +133,13 @@ struct Encoded {
 }
 
 /// Answers by query type, and the answer of any other type.
-type TypedRefs = (Box<[(u16, Ref)]>, Ref);
+type TypedRefs = (Typed, Ref);
+
+/// Answers by query type, held only during a build (from encoding to the segment) and
+/// inline for the usual one type and ANY: a first build holds one per name at once, and
+/// boxed, 630k of them freed together left jemalloc's 96-byte slabs a quarter full beside the
+/// answers that stay (60 MB at 10 × 10k services).
+type Typed = smallvec::SmallVec<[(u16, Ref); 2]>;
 
 static EMPTY: std::sync::LazyLock<NodeData> = std::sync::LazyLock::new(NodeData::default);
 
@@ -1783,16 +1789,15 @@ fn encode_name(
     if let Some(cut) = view.delegation(name) {
         let referral = referral(view, &cut, &mut reads);
         // The DS RRset lives in the parent zone (RFC 4035 §2.4): at the cut it is ours.
-        let by_type: Box<[(u16, Ref)]> = if cut == *name {
+        let mut by_type = Typed::new();
+        if cut == *name {
             let ds = resolve(view, name, rtype::DS, 0, &mut reads);
-            Box::new([(rtype::DS, single(view, name, rtype::DS, &ds, false))])
-        } else {
-            Box::new([])
-        };
+            by_type.push((rtype::DS, single(view, name, rtype::DS, &ds, false)));
+        }
         let encoded = Encoded {
             by_type,
             other: referral.clone(),
-            below: Some(Box::new((Box::new([]), referral))),
+            below: Some(Box::new((Typed::new(), referral))),
         };
         return (encoded, reads);
     }
@@ -1969,7 +1974,7 @@ fn answers_of(
             per_location: per_location.into(),
         }
     };
-    let mut by_type: Vec<(u16, Ref)> = Vec::with_capacity(qtypes.len() + 1);
+    let mut by_type = Typed::with_capacity(qtypes.len() + 1);
     for &t in &qtypes {
         by_type.push((t, answer_ref(t, reads)));
     }
@@ -1989,7 +1994,7 @@ fn answers_of(
     } else {
         Ref::NoData
     };
-    (by_type.into(), other)
+    (by_type, other)
 }
 
 /// One resolved answer: the name's zone's NODATA, or encoded with its rotations (the SOA of a
