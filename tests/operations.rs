@@ -1041,6 +1041,17 @@ fn exchange_from(to: SocketAddr, from: &str, req: &[u8]) -> hickory_proto::op::M
     hickory_proto::op::Message::from_vec(&buf[..n]).expect("answer decodes")
 }
 
+/// The rcode and A records `s` answers for `name`, as one string to compare.
+fn rcode_and_a(s: &Fedns, name: &str) -> String {
+    use hickory_proto::rr::{DNSClass, RecordType};
+    let m = exchange_from(
+        s.udp,
+        "127.0.0.1",
+        &message(1, name, RecordType::A, DNSClass::IN, false),
+    );
+    format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
+}
+
 fn a_records(m: &hickory_proto::op::Message) -> Vec<String> {
     let mut v: Vec<String> = m
         .answers
@@ -1614,15 +1625,7 @@ fn reload_refuses_what_check_refuses_and_keeps_the_old_config() {
         assert!(out.contains(said), "{out}");
     }
     let s = Fedns::start(&fx.config());
-    let a = |name: &str| {
-        use hickory_proto::rr::{DNSClass, RecordType};
-        let m = exchange_from(
-            s.udp,
-            "127.0.0.1",
-            &message(1, name, RecordType::A, DNSClass::IN, false),
-        );
-        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
-    };
+    let a = |name: &str| rcode_and_a(&s, name);
     let mcs = "web.shop.svc.clusterset.local.";
     assert_eq!(a(mcs), "NoError [\"203.0.113.10\"]");
     let rejected = |s: &Fedns| {
@@ -1701,15 +1704,7 @@ fn zones_dir_and_federation_files_reload_without_a_gap() {
     )
     .unwrap();
     let s = Fedns::start(&fx.config());
-    let a = |name: &str| {
-        use hickory_proto::rr::{DNSClass, RecordType};
-        let m = exchange_from(
-            s.udp,
-            "127.0.0.1",
-            &message(1, name, RecordType::A, DNSClass::IN, false),
-        );
-        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
-    };
+    let a = |name: &str| rcode_and_a(&s, name);
     let web = "web.shop.myfed.svc.example.com.";
     assert_eq!(a(web), "NoError [\"203.0.113.10\"]");
     assert_eq!(a("www.example.com."), "NoError [\"192.0.2.80\"]");
@@ -1816,15 +1811,7 @@ fn a_federation_file_edit_is_checked_against_the_other_sources() {
     )
     .unwrap();
     let s = Fedns::start(&fx.config());
-    let a = |name: &str| {
-        use hickory_proto::rr::{DNSClass, RecordType};
-        let m = exchange_from(
-            s.udp,
-            "127.0.0.1",
-            &message(1, name, RecordType::A, DNSClass::IN, false),
-        );
-        format!("{:?} {:?}", m.metadata.response_code, a_records(&m))
-    };
+    let a = |name: &str| rcode_and_a(&s, name);
     let (web_mcs, api_mcs) = (
         "web.shop.svc.clusterset.local.",
         "api.shop.svc.clusterset.local.",

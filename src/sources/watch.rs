@@ -207,9 +207,7 @@ pub fn report(name: &str, problems: &[Problem], board: &SourceBoard, metrics: &M
         metrics.source_up.with_label_values(&[name]).set(1);
         return;
     }
-    for p in problems {
-        tracing::error!(source = name, "{p}; keeping the last good data");
-    }
+    // Status first: whoever reads the log line then finds /readyz and the metrics saying so.
     board.failed(
         name,
         problems
@@ -220,6 +218,9 @@ pub fn report(name: &str, problems: &[Problem], board: &SourceBoard, metrics: &M
     );
     metrics.source_up.with_label_values(&[name]).set(0);
     metrics.source_errors.with_label_values(&[name]).inc();
+    for p in problems {
+        tracing::error!(source = name, "{p}; keeping the last good data");
+    }
 }
 
 /// Starts a background lookup of each of `hosts` not being looked up already (with `all`
