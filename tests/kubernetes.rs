@@ -3125,18 +3125,7 @@ fn join_secret_manifest_patches_one_key_of_the_hub_secret_and_its_kubeconfig_ser
     for (k, v) in patch["data"].as_object().unwrap() {
         after["data"][k] = v.clone();
     }
-    if let Some(kubectl) = kubectl() {
-        fx.write("live-secret.json", &before.to_string());
-        fx.write("patch.yaml", &out);
-        let o = Command::new(kubectl)
-            .args(["patch", "--local", "-o", "json", "-f"])
-            .arg(fx.path("live-secret.json"))
-            .arg("--patch-file")
-            .arg(fx.path("patch.yaml"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    if let Some(patched) = kubectl_patch(&fx, &before, &out) {
         assert_eq!(patched["data"], after["data"], "kubectl's merge");
     }
     for (k, v) in after["data"].as_object().unwrap() {
@@ -3174,20 +3163,26 @@ fn join_secret_manifest_patches_one_key_of_the_hub_secret_and_its_kubeconfig_ser
     assert!(mounted.join("west").exists(), "not ours to delete");
     let unpatch: serde_json::Value = serde_saphyr::from_str(&out).expect("one YAML document");
     assert_eq!(unpatch, json!({"data": {"west": null}}), "{out}");
-    if let Some(kubectl) = kubectl() {
-        fx.write("live-secret.json", &after.to_string());
-        fx.write("unpatch.yaml", &out);
-        let o = Command::new(kubectl)
-            .args(["patch", "--local", "-o", "json", "-f"])
-            .arg(fx.path("live-secret.json"))
-            .arg("--patch-file")
-            .arg(fx.path("unpatch.yaml"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let patched: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    if let Some(patched) = kubectl_patch(&fx, &after, &out) {
         assert_eq!(patched["data"], before["data"], "kubectl's merge");
     }
+}
+
+/// `kubectl patch --local` of the Secret `live` with the patch document `patch`, when kubectl
+/// is installed: the Secret as the API server would store it.
+fn kubectl_patch(fx: &Fixture, live: &serde_json::Value, patch: &str) -> Option<serde_json::Value> {
+    let kubectl = kubectl()?;
+    fx.write("live-secret.json", &live.to_string());
+    fx.write("patch.yaml", patch);
+    let o = Command::new(kubectl)
+        .args(["patch", "--local", "-o", "json", "-f"])
+        .arg(fx.path("live-secret.json"))
+        .arg("--patch-file")
+        .arg(fx.path("patch.yaml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(serde_json::from_slice(&o.stdout).unwrap())
 }
 
 /// kubectl, when installed (scripts/test installs it).

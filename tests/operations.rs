@@ -1041,6 +1041,9 @@ fn exchange_from(to: SocketAddr, from: &str, req: &[u8]) -> hickory_proto::op::M
     hickory_proto::op::Message::from_vec(&buf[..n]).expect("answer decodes")
 }
 
+/// A federation file's zone line with the MCS cluster-set domain after it.
+const WITH_CLUSTERSET: &str = "  zone: example.com\n  clusterset_domain: clusterset.local\n";
+
 /// The rcode and A records `s` answers for `name`, as one string to compare.
 fn rcode_and_a(s: &Fedns, name: &str) -> String {
     use hickory_proto::rr::{DNSClass, RecordType};
@@ -1594,10 +1597,7 @@ fn probes_reload_live_and_keep_their_verdicts_across_a_rule_change() {
 fn reload_refuses_what_check_refuses_and_keeps_the_old_config() {
     let fx = Fixture::new("");
     let dir = fx.dir.path();
-    let mcs_fed = FED.replace(
-        "  zone: example.com\n",
-        "  zone: example.com\n  clusterset_domain: clusterset.local\n",
-    );
+    let mcs_fed = FED.replace("  zone: example.com\n", WITH_CLUSTERSET);
     std::fs::write(dir.join("federation.yaml"), &mcs_fed).unwrap();
     std::fs::write(
         dir.join("other.yaml"),
@@ -1785,14 +1785,11 @@ fn zones_dir_and_federation_files_reload_without_a_gap() {
 fn a_federation_file_edit_is_checked_against_the_other_sources() {
     let fx = Fixture::new("");
     let dir = fx.dir.path();
-    let mcs_fed = FED.replace(
-        "  zone: example.com\n",
-        "  zone: example.com\n  clusterset_domain: clusterset.local\n",
-    );
+    let mcs_fed = FED.replace("  zone: example.com\n", WITH_CLUSTERSET);
     std::fs::write(dir.join("federation.yaml"), &mcs_fed).unwrap();
     let other = |ip: &str, clusterset: bool| {
         let head = if clusterset {
-            "  zone: example.com\n  clusterset_domain: clusterset.local\n"
+            WITH_CLUSTERSET
         } else {
             "  zone: example.com\n"
         };
