@@ -441,38 +441,18 @@ mod tests {
             said[1].starts_with("a.yaml:3: clusters: no cluster \"c1\" any more"),
             "{said:?}"
         );
+        // File a, now serving only cluster `c`, without a cluster-set domain.
+        let admit_a = |acc: &Accepted, c: &str| {
+            acc.admit("file:a", Path::new("a.yaml"), text, &fed("a", None, &[c]))
+        };
         // Another source having the cluster is enough.
         acc.set("file:b", Path::new("b.yaml"), &fed("b", None, &["c1"]));
-        assert!(
-            acc.admit(
-                "file:a",
-                Path::new("a.yaml"),
-                text,
-                &fed("a", None, &["c2"])
-            )
-            .is_ok()
-        );
+        assert!(admit_a(&acc, "c2").is_ok());
         // Forgetting b now would leave c1 nowhere; a config without local_cluster lifts it.
         acc.forget("file:b");
-        assert!(
-            acc.admit(
-                "file:a",
-                Path::new("a.yaml"),
-                text,
-                &fed("a", None, &["c3"])
-            )
-            .is_err()
-        );
+        assert!(admit_a(&acc, "c3").is_err());
         let plain = config("");
         assert!(acc.validate_config(&plain, |_| Vec::new()).is_empty());
-        assert!(
-            acc.admit(
-                "file:a",
-                Path::new("a.yaml"),
-                text,
-                &fed("a", None, &["c3"])
-            )
-            .is_ok()
-        );
+        assert!(admit_a(&acc, "c3").is_ok());
     }
 }
